@@ -1,0 +1,221 @@
+//! The change stream a source returns, its acknowledgement handle and its statistics.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tokio::sync::watch;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Result, SourceError};
+use crate::event::{ChangeBatch, UnixMicros};
+
+type BoxedBatches = Pin<Box<dyn Stream<Item = Result<ChangeBatch>> + Send + 'static>>;
+
+/// An ordered stream of [`ChangeBatch`]es from one source, with the handle that tells the
+/// source what the host has stored.
+///
+/// Contract (every connector):
+/// - Batches come in source commit order; see [`crate::ChangeEvent`] for event order.
+/// - Transient failures (network, server restart) are retried inside the stream with backoff
+///   and resumed from the last emitted transaction boundary: the host sees neither a duplicate
+///   nor a gap. Errors that reach the host are final for this stream; after one the stream
+///   ends.
+/// - Positions are released upstream (PostgreSQL flush LSN, …) only when acknowledged with
+///   [`ChangeStream::ack`]. Received is not durable.
+/// - Dropping the stream stops replication and closes its connections.
+pub struct ChangeStream {
+    inner: BoxedBatches,
+    acks: AckHandle,
+    stats: StreamStats,
+}
+
+impl ChangeStream {
+    /// Assembles a stream (connector side).
+    pub fn new(
+        inner: impl Stream<Item = Result<ChangeBatch>> + Send + 'static,
+        acks: AckHandle,
+        stats: StreamStats,
+    ) -> Self {
+        ChangeStream {
+            inner: Box::pin(inner),
+            acks,
+            stats,
+        }
+    }
+
+    /// Tells the source that everything up to and including `checkpoint` is durably stored.
+    /// Only a checkpoint this stream emitted (commit, keepalive, snapshot done) may be
+    /// acknowledged; older acknowledgements than the last are ignored.
+    pub fn ack(&self, checkpoint: &Checkpoint) -> Result<()> {
+        self.acks.ack(checkpoint)
+    }
+
+    /// A cloneable handle to acknowledge from another task.
+    pub fn ack_handle(&self) -> AckHandle {
+        self.acks.clone()
+    }
+
+    /// Live statistics.
+    pub fn stats(&self) -> &StreamStats {
+        &self.stats
+    }
+}
+
+impl Stream for ChangeStream {
+    type Item = Result<ChangeBatch>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl fmt::Debug for ChangeStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangeStream")
+            .field("stats", &self.stats.snapshot())
+            .finish()
+    }
+}
+
+/// Host side of acknowledgements. Cloneable; every clone feeds the same source.
+#[derive(Clone)]
+pub struct AckHandle {
+    source: &'static str,
+    tx: Arc<watch::Sender<Option<Checkpoint>>>,
+}
+
+/// Connector side of acknowledgements: the latest acknowledged checkpoint.
+#[derive(Debug, Clone)]
+pub struct AckReceiver {
+    rx: watch::Receiver<Option<Checkpoint>>,
+}
+
+impl AckHandle {
+    /// A handle/receiver pair for a source tag (`postgres`, …).
+    pub fn channel(source: &'static str) -> (AckHandle, AckReceiver) {
+        let (tx, rx) = watch::channel(None);
+        (
+            AckHandle {
+                source,
+                tx: Arc::new(tx),
+            },
+            AckReceiver { rx },
+        )
+    }
+
+    /// See [`ChangeStream::ack`].
+    pub fn ack(&self, checkpoint: &Checkpoint) -> Result<()> {
+        if checkpoint.source() != self.source {
+            return Err(SourceError::config(format!(
+                "cannot acknowledge {checkpoint} on a {} stream",
+                self.source
+            )));
+        }
+        self.tx.send_if_modified(|cur| match cur {
+            Some(prev) if prev.as_str() >= checkpoint.as_str() => false,
+            _ => {
+                *cur = Some(checkpoint.clone());
+                true
+            }
+        });
+        Ok(())
+    }
+}
+
+impl fmt::Debug for AckHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AckHandle")
+            .field("acked", &*self.tx.borrow())
+            .finish()
+    }
+}
+
+impl AckReceiver {
+    /// The latest acknowledged checkpoint.
+    pub fn latest(&self) -> Option<Checkpoint> {
+        self.rx.borrow().clone()
+    }
+    /// Waits until a newer acknowledgement arrives; returns `false` once every handle is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
+    }
+}
+
+/// Live counters of a stream, readable from any task at any time. Cloning shares them.
+#[derive(Clone, Default)]
+pub struct StreamStats {
+    inner: Arc<StatsInner>,
+}
+
+#[derive(Default)]
+struct StatsInner {
+    bytes_received: AtomicU64,
+    rows: AtomicU64,
+    transactions: AtomicU64,
+    lag_micros: AtomicI64,
+    lag_bytes: AtomicU64,
+}
+
+/// A point-in-time copy of [`StreamStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StatsSnapshot {
+    /// Bytes read from the source's replication connection(s).
+    pub bytes_received: u64,
+    /// Row events emitted (snapshot and streamed).
+    pub rows: u64,
+    /// Transactions (commits) emitted.
+    pub transactions: u64,
+    /// Seconds between the last emitted commit's source commit time and when it was emitted;
+    /// 0 when the stream is caught up and idle.
+    pub lag_seconds: f64,
+    /// Bytes of source history between the source's head and the last acknowledged position,
+    /// where the source can tell (PostgreSQL WAL bytes held by the slot).
+    pub lag_bytes: u64,
+}
+
+impl StreamStats {
+    /// Counts bytes read from the wire.
+    pub fn add_bytes(&self, n: u64) {
+        self.inner.bytes_received.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Counts emitted rows.
+    pub fn add_rows(&self, n: u64) {
+        self.inner.rows.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Counts an emitted commit and updates the lag from its source commit time.
+    pub fn record_commit(&self, commit_time: Option<UnixMicros>) {
+        self.inner.transactions.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = commit_time {
+            let lag = (UnixMicros::now().0 - t.0).max(0);
+            self.inner.lag_micros.store(lag, Ordering::Relaxed);
+        }
+    }
+    /// Marks the stream as caught up (lag 0).
+    pub fn record_idle(&self) {
+        self.inner.lag_micros.store(0, Ordering::Relaxed);
+    }
+    /// Sets the byte lag (source head minus acknowledged position).
+    pub fn set_lag_bytes(&self, n: u64) {
+        self.inner.lag_bytes.store(n, Ordering::Relaxed);
+    }
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let i = &self.inner;
+        StatsSnapshot {
+            bytes_received: i.bytes_received.load(Ordering::Relaxed),
+            rows: i.rows.load(Ordering::Relaxed),
+            transactions: i.transactions.load(Ordering::Relaxed),
+            lag_seconds: i.lag_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            lag_bytes: i.lag_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl fmt::Debug for StreamStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.snapshot().fmt(f)
+    }
+}

@@ -1,0 +1,1 @@
+//! Throwaway servers and conformance scenarios for connector tests.
