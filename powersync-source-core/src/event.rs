@@ -74,6 +74,12 @@ pub enum ChangeEvent {
     Schema(Arc<TableSchema>),
     /// A source transaction ended; everything up to `checkpoint` has been emitted.
     Commit(Commit),
+    /// The transaction opened by the last [`ChangeEvent::Begin`] will not be committed in this
+    /// form: discard its row events. Sent when a connection drops in the middle of a
+    /// transaction that was passed through without buffering; after the reconnect the source
+    /// resends that transaction from its begin (so nothing is lost or applied twice as long as
+    /// the host applies a transaction atomically at its commit).
+    Abort,
     /// Snapshot progress.
     Snapshot(SnapshotProgress),
     /// The source position advanced without data (idle source, or only unselected tables

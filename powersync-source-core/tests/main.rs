@@ -1,1 +1,6 @@
 //! Integration tests of the core crate.
+mod position;
+mod error;
+mod stream;
+mod testkit;
+mod normalize;

@@ -1,1 +1,86 @@
-//! PostgreSQL connector (in progress).
+//! PostgreSQL connector for powersync-source: pgoutput logical replication.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), powersync_source_core::SourceError> {
+//! use powersync_source_core::{ChangeSource, StartFrom};
+//! use powersync_source_postgres::PostgresSource;
+//!
+//! let source = PostgresSource::from_url("postgres://replicator:secret@db:5432/app?publication=powersync")?;
+//! let report = source.check().await?; // every missing prerequisite, each with its fix
+//! let stream = source.start(StartFrom::Beginning).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Consistency model
+//!
+//! **Exact first snapshot.** `start(Beginning)` creates the logical replication slot first
+//! (`CREATE_REPLICATION_SLOT … EXPORT_SNAPSHOT`), before any table is read. The slot's
+//! *consistent point* `C` and its exported snapshot describe the same instant: every transaction
+//! committed before `C` is visible in the snapshot, every one committed after it is decoded by the
+//! slot. All snapshot readers import that snapshot (`SET TRANSACTION SNAPSHOT`), so the rows they
+//! emit are exactly the state at `C`, and streaming starts at `C`: nothing is seen twice or
+//! missed. The replication connection runs no command until the readers are done, which keeps
+//! the exported snapshot valid.
+//!
+//! **Resumed (fuzzy) snapshot.** Tables are read in primary-key order in chunks of
+//! `snapshot_chunk_rows`; after each chunk a [`SnapshotProgress::ChunkDone`] carries a
+//! [`SnapshotResume`] token (consistent point, finished tables, last key per table). After a
+//! crash the exported snapshot is gone, so the remaining chunks are read from a fresh snapshot
+//! taken later than `C`. That read may already contain changes committed after `C`. Streaming
+//! still starts at `C` (the slot never confirmed past it, as nothing after `C` was
+//! acknowledged), so every change after `C` is replayed in commit order on top of the snapshot
+//! rows. Replaying an insert of a row already present, an update to the state it already has,
+//! or a delete of a row already gone leaves the same final state when the host applies
+//! inserts as upserts and deletes idempotently; once the replay passes the time of the fresh
+//! snapshot, source and host are identical. This replay window is the only place where a
+//! host can see a change whose effect it already has.
+//!
+//! **Streaming.** pgoutput sends a transaction only at its commit, in commit order (the server
+//! spills large transactions to its own disk), so events pass through without the connector
+//! holding a transaction in memory; batches are bounded by `batch_events`. Every commit carries
+//! the transaction's end LSN as its checkpoint; restarting from it makes the server skip exactly
+//! the transactions committed before it. Keepalives carry the server's sent position between
+//! transactions, so an idle or unpublished-only workload still advances the position the host
+//! acknowledges.
+//!
+//! **Acknowledgement.** Standby status updates report as flushed only what the host
+//! acknowledged ([`ChangeStream::ack`]). The slot therefore keeps all WAL after the last
+//! acknowledged position, and a resume from any checkpoint at or after the slot's
+//! `confirmed_flush_lsn` is exact. A checkpoint *older* than `confirmed_flush_lsn` cannot be
+//! honoured (the server would silently start later): that, a missing slot or an invalidated
+//! slot is [`ErrorKind::HistoryLost`](powersync_source_core::ErrorKind::HistoryLost).
+//!
+//! **Reconnects.** A dropped connection, a terminated walsender or a server restart is retried
+//! with backoff inside the stream and resumed from the last emitted boundary. If it dropped in
+//! the middle of a transaction, the stream emits [`ChangeEvent::Abort`] first, and the server
+//! resends that transaction whole. A silent (half-open) connection is detected after
+//! `silence_timeout`: half-way the connector asks the server for a reply, and gives up on the
+//! connection if none comes.
+//!
+//! **Tables that appear later.** A table added to the publication (or re-created) while the
+//! stream runs is read once when its first Relation message arrives, with `snapshot: true`
+//! rows, inside the transaction that first touched it; later changes follow in the stream and
+//! the same idempotent-replay argument applies. Tables added while no stream runs are picked
+//! up on the next `start(Beginning)`.
+//!
+//! [`SnapshotProgress::ChunkDone`]: powersync_source_core::SnapshotProgress::ChunkDone
+//! [`SnapshotResume`]: powersync_source_core::SnapshotResume
+//! [`ChangeStream::ack`]: powersync_source_core::ChangeStream::ack
+//! [`ChangeEvent::Abort`]: powersync_source_core::ChangeEvent::Abort
+
+mod catalog;
+mod check;
+pub mod config;
+mod connection;
+pub mod pgoutput;
+mod replicator;
+mod slot;
+mod snapshot_reader;
+mod source;
+mod sql_error;
+pub mod types;
+
+pub use config::{PgConfig, SslMode};
+pub use source::{PostgresOptions, PostgresSource};
+
+pub(crate) use sql_error::sql_error;

@@ -1,0 +1,897 @@
+//! Connection settings: libpq-style URL and key-value strings.
+//!
+//! [`PgConfig`] is parsed from either form libpq accepts:
+//!
+//! ```text
+//! postgres://user:p%40ss@db.example.com:5432/app?sslmode=verify-full&publication=powersync
+//! host=db.example.com port=5432 user=user password='p@ss word' dbname=app sslmode=require
+//! ```
+//!
+//! # Parameters
+//!
+//! | parameter | default | meaning |
+//! |---|---|---|
+//! | `host` | `localhost` | host name or IP address; a value starting with `/` is the directory of a Unix socket (no TLS there, as in libpq) |
+//! | `port` | `5432` | TCP port (also names the Unix socket `.s.PGSQL.<port>`) |
+//! | `user` | `postgres` | role to log in as |
+//! | `password` | none | kept as a [`Secret`]: never shown by `Debug`, `Display` or [`PgConfig::display_url`] |
+//! | `dbname` | the user name | database (`replication=database` connections are bound to it) |
+//! | `sslmode` | `prefer` | `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full` (see [`SslMode`]) |
+//! | `sslrootcert` | none | PEM file of trusted root certificates; `system` means the bundled Mozilla roots (webpki-roots) and implies `verify-full` unless `sslmode` says otherwise |
+//! | `sslcert`, `sslkey` | none | client certificate chain and private key (PEM); both or neither |
+//! | `connect_timeout` | none | seconds to wait for the TCP connection and the whole startup; `0` means wait indefinitely |
+//! | `application_name` | `powersync-source` | shown in `pg_stat_activity` and `pg_stat_replication` |
+//! | `publication` | `powersync` | connector: publication to replicate |
+//! | `slot` | `powersync_<dbname>` | connector: replication slot name (`[a-z0-9_]`, at most 63 bytes); the default is the database name lower-cased, other characters replaced by `_`, cut to 63 bytes |
+//! | `snapshot_parallelism` | `2` | connector: tables (or chunks) copied at once during the initial snapshot, at least 1 |
+//! | `snapshot_chunk_rows` | `100000` | connector: rows per key-ordered snapshot chunk, at least 1 |
+//!
+//! In a URL, user, password, host and database are percent-decoded, and every parameter above
+//! may also be given as a query parameter (`?sslmode=require&slot=s1`); query parameters win over
+//! the URL parts. In the key-value form values may be single-quoted (`password='a b'`) with `\'`
+//! and `\\` escapes. A parameter given twice keeps its last value, as in libpq.
+//!
+//! Differences from libpq, on purpose: environment variables (`PGHOST`, `PGUSER`, ...) and
+//! `~/.pgpass` / `~/.postgresql/*` files are not read, so a configuration means the same thing on
+//! every machine; the default user is `postgres` rather than the operating-system user name;
+//! only one host is accepted; any parameter not listed above is rejected with an
+//! [`ErrorKind::Config`](powersync_source_core::ErrorKind::Config) error naming it, rather than
+//! ignored.
+//!
+//! # Building in code
+//!
+//! ```
+//! use powersync_source_postgres::config::{PgConfig, SslMode};
+//! let cfg = PgConfig::new()
+//!     .with_host("db.internal")
+//!     .with_user("replicator")
+//!     .with_password("s3cret")
+//!     .with_dbname("app")
+//!     .with_ssl_mode(SslMode::VerifyFull);
+//! assert_eq!(cfg.slot(), "powersync_app");
+//! assert!(!format!("{cfg:?}").contains("s3cret"));
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use powersync_source_core::{Secret, SourceError};
+
+/// Default publication name.
+pub const DEFAULT_PUBLICATION: &str = "powersync";
+/// Default application name reported to the server.
+pub const DEFAULT_APPLICATION_NAME: &str = "powersync-source";
+/// Default number of tables (or chunks) copied at once during a snapshot.
+pub const DEFAULT_SNAPSHOT_PARALLELISM: usize = 2;
+/// Default number of rows per snapshot chunk.
+pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: u64 = 100_000;
+/// PostgreSQL's limit on identifier (and replication slot name) length, in bytes.
+pub const MAX_SLOT_NAME_LEN: usize = 63;
+
+/// Every parameter name accepted in a URL query or a key-value string.
+pub const PARAMETERS: &[&str] = &[
+    "host",
+    "port",
+    "user",
+    "password",
+    "dbname",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "connect_timeout",
+    "application_name",
+    "publication",
+    "slot",
+    "snapshot_parallelism",
+    "snapshot_chunk_rows",
+];
+
+/// TLS policy, with libpq's meaning for each value.
+///
+/// | mode | TLS | certificate chain | host name |
+/// |---|---|---|---|
+/// | `disable` | never | – | – |
+/// | `allow` | only if the server insists (plain first, TLS when the server rejects plain) | verified only if `sslrootcert` is set | no |
+/// | `prefer` (default) | if the server supports it, else plain | verified only if `sslrootcert` is set | no |
+/// | `require` | always | verified only if `sslrootcert` is set (libpq: then like `verify-ca`) | no |
+/// | `verify-ca` | always | verified | no |
+/// | `verify-full` | always | verified | verified |
+///
+/// Roots come from `sslrootcert` when given, else from the Mozilla root set bundled with
+/// webpki-roots (libpq instead fails without a root file; a server certificate issued by a
+/// public CA therefore works here with no file at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SslMode {
+    /// Plain TCP only.
+    Disable,
+    /// Plain first; TLS only if the server refuses a plain connection.
+    Allow,
+    /// TLS if the server supports it, plain otherwise.
+    #[default]
+    Prefer,
+    /// TLS; the certificate is not checked unless `sslrootcert` is given.
+    Require,
+    /// TLS with the certificate chain verified against the roots; host name not checked.
+    VerifyCa,
+    /// TLS with the chain verified and the certificate valid for the host name.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The libpq spelling (`verify-full`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether a plain (unencrypted) connection is never acceptable.
+    pub fn requires_tls(self) -> bool {
+        matches!(
+            self,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        )
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SslMode {
+    type Err = SourceError;
+
+    fn from_str(s: &str) -> Result<Self, SourceError> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(SourceError::config(format!(
+                    "invalid sslmode \"{other}\": allowed values are disable, allow, prefer, \
+                     require, verify-ca, verify-full"
+                )))
+            }
+        })
+    }
+}
+
+/// PostgreSQL connection settings plus the connector's own options.
+///
+/// Fields are private; read them with the getters (`host()`, `slot()`, ...) and set them with
+/// the consuming `with_*` builders. `Debug` and `Display` never show the password
+/// (`Display` is [`PgConfig::display_url`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgConfig {
+    host: String,
+    port: u16,
+    user: String,
+    password: Option<Secret>,
+    dbname: Option<String>,
+    ssl_mode: SslMode,
+    ssl_root_cert: Option<PathBuf>,
+    ssl_cert: Option<PathBuf>,
+    ssl_key: Option<PathBuf>,
+    connect_timeout: Option<Duration>,
+    application_name: String,
+    publication: String,
+    slot: Option<String>,
+    snapshot_parallelism: usize,
+    snapshot_chunk_rows: u64,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        PgConfig {
+            host: "localhost".to_string(),
+            port: 5432,
+            user: "postgres".to_string(),
+            password: None,
+            dbname: None,
+            ssl_mode: SslMode::Prefer,
+            ssl_root_cert: None,
+            ssl_cert: None,
+            ssl_key: None,
+            connect_timeout: None,
+            application_name: DEFAULT_APPLICATION_NAME.to_string(),
+            publication: DEFAULT_PUBLICATION.to_string(),
+            slot: None,
+            snapshot_parallelism: DEFAULT_SNAPSHOT_PARALLELISM,
+            snapshot_chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
+        }
+    }
+}
+
+impl fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("dbname", &self.dbname())
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("ssl_cert", &self.ssl_cert)
+            .field("ssl_key", &self.ssl_key)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("application_name", &self.application_name)
+            .field("publication", &self.publication)
+            .field("slot", &self.slot())
+            .field("snapshot_parallelism", &self.snapshot_parallelism)
+            .field("snapshot_chunk_rows", &self.snapshot_chunk_rows)
+            .finish()
+    }
+}
+
+impl fmt::Display for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display_url())
+    }
+}
+
+impl FromStr for PgConfig {
+    type Err = SourceError;
+
+    fn from_str(s: &str) -> Result<Self, SourceError> {
+        PgConfig::parse(s)
+    }
+}
+
+impl PgConfig {
+    /// All defaults: `localhost:5432`, user `postgres`, no password, `sslmode=prefer`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses a `postgres://` / `postgresql://` URL or a libpq key-value string.
+    ///
+    /// Errors are [`ErrorKind::Config`](powersync_source_core::ErrorKind::Config) and never
+    /// quote the password.
+    pub fn parse(s: &str) -> Result<Self, SourceError> {
+        let trimmed = s.trim();
+        let lower_prefix: String = trimmed.chars().take(16).collect::<String>().to_lowercase();
+        let pairs = if let Some(rest) = strip_scheme(trimmed, &lower_prefix) {
+            parse_url(rest)?
+        } else if let Some(idx) = trimmed.find("://") {
+            let scheme = &trimmed[..idx];
+            if !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            {
+                return Err(SourceError::config(format!(
+                    "unsupported URL scheme \"{scheme}\": use postgres:// or postgresql://, or a \
+                     key-value string such as \"host=... user=...\""
+                )));
+            }
+            parse_key_values(trimmed)?
+        } else {
+            parse_key_values(trimmed)?
+        };
+        let mut cfg = PgConfig::default();
+        let mut ssl_mode_given = false;
+        for (key, value) in pairs {
+            if key == "sslmode" {
+                ssl_mode_given = true;
+            }
+            cfg.set(&key, value)?;
+        }
+        if cfg.ssl_root_cert.as_deref() == Some(Path::new("system")) {
+            // libpq 16: sslrootcert=system defaults to (and insists on) verify-full.
+            if !ssl_mode_given {
+                cfg.ssl_mode = SslMode::VerifyFull;
+            } else if cfg.ssl_mode != SslMode::VerifyFull {
+                return Err(SourceError::config(format!(
+                    "sslrootcert=system requires sslmode=verify-full (got sslmode={})",
+                    cfg.ssl_mode
+                )));
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Sets one parameter by its libpq name, with the same checks as [`PgConfig::parse`].
+    pub fn set(&mut self, key: &str, value: String) -> Result<(), SourceError> {
+        match key {
+            "host" => self.host = value,
+            "port" => self.port = parse_port(&value)?,
+            "user" => self.user = value,
+            "password" => self.password = Some(Secret::new(value)),
+            "dbname" => self.dbname = non_empty(value),
+            "sslmode" => self.ssl_mode = value.parse()?,
+            "sslrootcert" => self.ssl_root_cert = non_empty(value).map(PathBuf::from),
+            "sslcert" => self.ssl_cert = non_empty(value).map(PathBuf::from),
+            "sslkey" => self.ssl_key = non_empty(value).map(PathBuf::from),
+            "connect_timeout" => {
+                let secs: u64 = value.trim().parse().map_err(|_| {
+                    SourceError::config(format!(
+                        "invalid connect_timeout \"{value}\": expected a whole number of seconds \
+                         (0 = wait indefinitely)"
+                    ))
+                })?;
+                self.connect_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+            }
+            "application_name" => self.application_name = value,
+            "publication" => {
+                if value.is_empty() {
+                    return Err(SourceError::config("publication must not be empty"));
+                }
+                self.publication = value
+            }
+            "slot" => {
+                validate_slot_name(&value)?;
+                self.slot = Some(value)
+            }
+            "snapshot_parallelism" => {
+                self.snapshot_parallelism = parse_positive(key, &value)? as usize;
+            }
+            "snapshot_chunk_rows" => self.snapshot_chunk_rows = parse_positive(key, &value)?,
+            other => {
+                return Err(SourceError::config(format!(
+                    "unknown connection parameter \"{other}\" (accepted: {})",
+                    PARAMETERS.join(", ")
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), SourceError> {
+        if self.host.is_empty() {
+            return Err(SourceError::config("host must not be empty"));
+        }
+        if self.host.contains(',') {
+            return Err(SourceError::config(format!(
+                "multiple hosts (\"{}\") are not supported: give one host",
+                self.host
+            )));
+        }
+        if self.user.is_empty() {
+            return Err(SourceError::config("user must not be empty"));
+        }
+        match (&self.ssl_cert, &self.ssl_key) {
+            (Some(_), None) => Err(SourceError::config(
+                "sslcert is set but sslkey is not: give both the client certificate and its key",
+            )),
+            (None, Some(_)) => Err(SourceError::config(
+                "sslkey is set but sslcert is not: give both the client certificate and its key",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The URL form with the password replaced by `***`, for logs and messages.
+    pub fn display_url(&self) -> String {
+        let mut out = String::from("postgres://");
+        out.push_str(&encode_component(&self.user));
+        if self.password.is_some() {
+            out.push_str(":***");
+        }
+        out.push('@');
+        if self.host.contains(':') && !self.host.starts_with('/') {
+            out.push('[');
+            out.push_str(&self.host);
+            out.push(']');
+        } else {
+            out.push_str(&encode_component(&self.host));
+        }
+        out.push(':');
+        out.push_str(&self.port.to_string());
+        out.push('/');
+        out.push_str(&encode_component(self.dbname()));
+        let mut params: Vec<(&str, String)> = Vec::new();
+        if self.ssl_mode != SslMode::Prefer {
+            params.push(("sslmode", self.ssl_mode.to_string()));
+        }
+        for (k, v) in [
+            ("sslrootcert", &self.ssl_root_cert),
+            ("sslcert", &self.ssl_cert),
+            ("sslkey", &self.ssl_key),
+        ] {
+            if let Some(p) = v {
+                params.push((k, p.display().to_string()));
+            }
+        }
+        if let Some(t) = self.connect_timeout {
+            params.push(("connect_timeout", t.as_secs().to_string()));
+        }
+        if self.application_name != DEFAULT_APPLICATION_NAME {
+            params.push(("application_name", self.application_name.clone()));
+        }
+        if self.publication != DEFAULT_PUBLICATION {
+            params.push(("publication", self.publication.clone()));
+        }
+        if let Some(slot) = &self.slot {
+            params.push(("slot", slot.clone()));
+        }
+        if self.snapshot_parallelism != DEFAULT_SNAPSHOT_PARALLELISM {
+            params.push(("snapshot_parallelism", self.snapshot_parallelism.to_string()));
+        }
+        if self.snapshot_chunk_rows != DEFAULT_SNAPSHOT_CHUNK_ROWS {
+            params.push(("snapshot_chunk_rows", self.snapshot_chunk_rows.to_string()));
+        }
+        for (i, (k, v)) in params.iter().enumerate() {
+            out.push(if i == 0 { '?' } else { '&' });
+            out.push_str(k);
+            out.push('=');
+            out.push_str(&encode_component(v));
+        }
+        out
+    }
+
+    /// `host:port` (IPv6 in brackets; a socket directory as is), for messages.
+    pub fn endpoint(&self) -> String {
+        if self.is_unix_socket() {
+            format!("{}/.s.PGSQL.{}", self.host.trim_end_matches('/'), self.port)
+        } else if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Whether `host` names a Unix-socket directory (starts with `/`).
+    pub fn is_unix_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+
+    // ---- getters ----
+
+    /// Host name, IP address, or Unix-socket directory.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+    /// TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// Role name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+    /// Password, if any.
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref()
+    }
+    /// Database name (defaults to the user name).
+    pub fn dbname(&self) -> &str {
+        self.dbname.as_deref().unwrap_or(&self.user)
+    }
+    /// TLS policy.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.ssl_mode
+    }
+    /// Root certificate file (`system` = bundled webpki roots).
+    pub fn ssl_root_cert(&self) -> Option<&Path> {
+        self.ssl_root_cert.as_deref()
+    }
+    /// Client certificate file.
+    pub fn ssl_cert(&self) -> Option<&Path> {
+        self.ssl_cert.as_deref()
+    }
+    /// Client private key file.
+    pub fn ssl_key(&self) -> Option<&Path> {
+        self.ssl_key.as_deref()
+    }
+    /// Connect timeout; `None` waits indefinitely.
+    pub fn connect_timeout(&self) -> Option<Duration> {
+        self.connect_timeout
+    }
+    /// `application_name` reported to the server.
+    pub fn application_name(&self) -> &str {
+        &self.application_name
+    }
+    /// Publication to replicate.
+    pub fn publication(&self) -> &str {
+        &self.publication
+    }
+    /// Replication slot name: the configured one, or `powersync_<dbname>` sanitized.
+    pub fn slot(&self) -> String {
+        match &self.slot {
+            Some(s) => s.clone(),
+            None => default_slot_name(self.dbname()),
+        }
+    }
+    /// Tables (or chunks) copied at once during the snapshot.
+    pub fn snapshot_parallelism(&self) -> usize {
+        self.snapshot_parallelism
+    }
+    /// Rows per snapshot chunk.
+    pub fn snapshot_chunk_rows(&self) -> u64 {
+        self.snapshot_chunk_rows
+    }
+
+    // ---- builders ----
+
+    /// Sets the host (name, IP address, or Unix-socket directory starting with `/`).
+    pub fn with_host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+    /// Sets the port.
+    pub fn with_port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+    /// Sets the user.
+    pub fn with_user(mut self, user: impl Into<String>) -> Self {
+        self.user = user.into();
+        self
+    }
+    /// Sets the password.
+    pub fn with_password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(Secret::new(password));
+        self
+    }
+    /// Removes the password.
+    pub fn without_password(mut self) -> Self {
+        self.password = None;
+        self
+    }
+    /// Sets the database.
+    pub fn with_dbname(mut self, dbname: impl Into<String>) -> Self {
+        self.dbname = non_empty(dbname.into());
+        self
+    }
+    /// Sets the TLS policy.
+    pub fn with_ssl_mode(mut self, mode: SslMode) -> Self {
+        self.ssl_mode = mode;
+        self
+    }
+    /// Sets the root certificate file (PEM; `system` = bundled webpki roots).
+    pub fn with_ssl_root_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ssl_root_cert = Some(path.into());
+        self
+    }
+    /// Sets the client certificate and key files (PEM).
+    pub fn with_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.ssl_cert = Some(cert.into());
+        self.ssl_key = Some(key.into());
+        self
+    }
+    /// Sets the connect timeout (`None` = wait indefinitely).
+    pub fn with_connect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.connect_timeout = timeout.filter(|t| !t.is_zero());
+        self
+    }
+    /// Sets `application_name`.
+    pub fn with_application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = name.into();
+        self
+    }
+    /// Sets the publication.
+    pub fn with_publication(mut self, publication: impl Into<String>) -> Self {
+        self.publication = publication.into();
+        self
+    }
+    /// Sets the slot name. Checked when used; see [`validate_slot_name`].
+    pub fn with_slot(mut self, slot: impl Into<String>) -> Self {
+        self.slot = Some(slot.into());
+        self
+    }
+    /// Sets the snapshot parallelism (values below 1 become 1).
+    pub fn with_snapshot_parallelism(mut self, n: usize) -> Self {
+        self.snapshot_parallelism = n.max(1);
+        self
+    }
+    /// Sets the rows per snapshot chunk (values below 1 become 1).
+    pub fn with_snapshot_chunk_rows(mut self, n: u64) -> Self {
+        self.snapshot_chunk_rows = n.max(1);
+        self
+    }
+}
+
+/// The default slot name for a database: `powersync_<dbname>`, lower-cased, every character
+/// outside `[a-z0-9_]` replaced by `_`, cut to 63 bytes.
+pub fn default_slot_name(dbname: &str) -> String {
+    let mut s: String = format!("powersync_{dbname}")
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    s.truncate(MAX_SLOT_NAME_LEN);
+    s
+}
+
+/// Checks a replication slot name the way PostgreSQL does: 1 to 63 characters from
+/// `[a-z0-9_]`.
+pub fn validate_slot_name(name: &str) -> Result<(), SourceError> {
+    if name.is_empty() || name.len() > MAX_SLOT_NAME_LEN {
+        return Err(SourceError::config(format!(
+            "invalid slot name \"{name}\": must be 1 to {MAX_SLOT_NAME_LEN} characters long"
+        )));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_'))
+    {
+        return Err(SourceError::config(format!(
+            "invalid slot name \"{name}\": character '{bad}' not allowed; use lower-case \
+             letters, digits and underscores"
+        )));
+    }
+    Ok(())
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn parse_port(value: &str) -> Result<u16, SourceError> {
+    match value.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(SourceError::config(format!(
+            "invalid port \"{value}\": expected a number from 1 to 65535"
+        ))),
+    }
+}
+
+fn parse_positive(key: &str, value: &str) -> Result<u64, SourceError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if n > 0 && n <= usize::MAX as u64 => Ok(n),
+        _ => Err(SourceError::config(format!(
+            "invalid {key} \"{value}\": expected a whole number of at least 1"
+        ))),
+    }
+}
+
+fn strip_scheme<'a>(s: &'a str, lower_prefix: &str) -> Option<&'a str> {
+    for scheme in ["postgresql://", "postgres://"] {
+        if lower_prefix.starts_with(scheme) {
+            return Some(&s[scheme.len()..]);
+        }
+    }
+    None
+}
+
+/// Splits a URL (after the scheme) into parameter pairs, in order of precedence (later wins).
+fn parse_url(rest: &str) -> Result<Vec<(String, String)>, SourceError> {
+    let mut pairs = Vec::new();
+    let (before_query, query) = match rest.find('?') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    let (authority, path) = match before_query.find('/') {
+        Some(i) => (&before_query[..i], Some(&before_query[i + 1..])),
+        None => (before_query, None),
+    };
+    let (userinfo, hostport) = match authority.rfind('@') {
+        Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+        None => (None, authority),
+    };
+    if let Some(userinfo) = userinfo {
+        let (user, password) = match userinfo.find(':') {
+            Some(i) => (&userinfo[..i], Some(&userinfo[i + 1..])),
+            None => (userinfo, None),
+        };
+        if !user.is_empty() {
+            pairs.push(("user".to_string(), percent_decode(user, "user name")?));
+        }
+        if let Some(password) = password {
+            pairs.push(("password".to_string(), percent_decode(password, "password")?));
+        }
+    }
+    if !hostport.is_empty() {
+        if hostport.contains(',') {
+            return Err(SourceError::config(
+                "multiple hosts in the URL are not supported: give one host",
+            ));
+        }
+        let (host, port) = if let Some(after_bracket) = hostport.strip_prefix('[') {
+            let close = after_bracket.find(']').ok_or_else(|| {
+                SourceError::config("invalid URL: IPv6 address is missing its closing ']'")
+            })?;
+            let host = &after_bracket[..close];
+            let tail = &after_bracket[close + 1..];
+            let port = if tail.is_empty() {
+                None
+            } else if let Some(p) = tail.strip_prefix(':') {
+                Some(p)
+            } else {
+                return Err(SourceError::config(
+                    "invalid URL: unexpected characters after the IPv6 address",
+                ));
+            };
+            (host.to_string(), port)
+        } else {
+            match hostport.rfind(':') {
+                Some(i) => (
+                    percent_decode(&hostport[..i], "host")?,
+                    Some(&hostport[i + 1..]),
+                ),
+                None => (percent_decode(hostport, "host")?, None),
+            }
+        };
+        if !host.is_empty() {
+            pairs.push(("host".to_string(), host));
+        }
+        if let Some(port) = port {
+            if !port.is_empty() {
+                pairs.push(("port".to_string(), percent_decode(port, "port")?));
+            }
+        }
+    }
+    if let Some(path) = path {
+        if !path.is_empty() {
+            pairs.push(("dbname".to_string(), percent_decode(path, "database name")?));
+        }
+    }
+    if let Some(query) = query {
+        for part in query.split('&') {
+            if part.is_empty() {
+                continue;
+            }
+            let (k, v) = match part.find('=') {
+                Some(i) => (&part[..i], &part[i + 1..]),
+                None => {
+                    return Err(SourceError::config(format!(
+                        "invalid URL query parameter \"{}\": expected key=value",
+                        percent_decode(part, "query parameter")?
+                    )))
+                }
+            };
+            let key = percent_decode(k, "query parameter name")?;
+            let what = if key == "password" {
+                "password"
+            } else {
+                "query parameter value"
+            };
+            let value = percent_decode(v, what)?;
+            pairs.push((key, value));
+        }
+    }
+    Ok(pairs)
+}
+
+fn percent_decode(s: &str, what: &str) -> Result<String, SourceError> {
+    if !s.contains('%') {
+        return Ok(s.to_string());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| {
+                let h = std::str::from_utf8(h).ok()?;
+                u8::from_str_radix(h, 16).ok()
+            });
+            match hex {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                }
+                None => {
+                    return Err(SourceError::config(format!(
+                        "invalid percent-encoding in the {what} of the URL: '%' must be followed \
+                         by two hex digits"
+                    )))
+                }
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| {
+        SourceError::config(format!(
+            "invalid percent-encoding in the {what} of the URL: not UTF-8"
+        ))
+    })
+}
+
+fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Parses libpq's `key = value key2='quoted \' value'` syntax.
+fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, SourceError> {
+    let mut pairs = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return Err(SourceError::config(format!(
+                "invalid connection string: missing \"=\" after \"{key}\" (expected \
+                 key=value pairs or a postgres:// URL)"
+            )));
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            let mut closed = false;
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some(e) => value.push(e),
+                        None => break,
+                    },
+                    '\'' => {
+                        closed = true;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            if !closed {
+                return Err(SourceError::config(format!(
+                    "invalid connection string: unterminated quoted value for \"{key}\""
+                )));
+            }
+            if chars.peek().is_some_and(|c| !c.is_whitespace()) {
+                return Err(SourceError::config(format!(
+                    "invalid connection string: missing space after the quoted value of \"{key}\""
+                )));
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                chars.next();
+                if c == '\\' {
+                    if let Some(e) = chars.next() {
+                        value.push(e);
+                    }
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        if key.is_empty() {
+            return Err(SourceError::config(
+                "invalid connection string: empty parameter name before \"=\"",
+            ));
+        }
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}

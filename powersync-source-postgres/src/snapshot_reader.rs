@@ -1,0 +1,339 @@
+//! The snapshot reader: key-ordered chunks of each table through `COPY … TO STDOUT (FORMAT
+//! binary)`, several tables at once, all readers inside one exported snapshot when the slot was
+//! just created.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use futures::{pin_mut, StreamExt};
+use powersync_source_core::normalize::json::write_json_string;
+use powersync_source_core::{Row, SourceError, Value};
+use tokio::sync::{mpsc, Mutex};
+use tokio_postgres::Client;
+
+use crate::catalog::{qualified, quote_ident, quote_literal, PublishedTable};
+use crate::config::PgConfig;
+use crate::connection::sql;
+use crate::sql_error;
+use crate::types::{self, TypeRegistry};
+
+/// Rows per message sent to the stream: big enough to amortize the channel, small enough to
+/// keep memory bounded.
+const ROWS_PER_MESSAGE: usize = 2048;
+
+/// What a reader reports to the stream, in order per table.
+#[derive(Debug)]
+pub(crate) enum SnapshotMsg {
+    TableStarted { table: usize },
+    Rows { table: usize, rows: Vec<Row> },
+    /// Every row with a key up to `after_key` has been sent.
+    ChunkDone { table: usize, after_key: Option<String>, rows_done: u64 },
+    TableDone { table: usize, rows: u64 },
+}
+
+/// One table to read, and where a previous run stopped.
+#[derive(Debug, Clone)]
+pub(crate) struct TableJob {
+    pub index: usize,
+    pub table: PublishedTable,
+    /// Key texts of the last row already emitted (from a resume token).
+    pub after_key: Option<Vec<String>>,
+    pub rows_done: u64,
+}
+
+/// Reads `jobs` with `parallelism` connections and sends [`SnapshotMsg`]s to `tx`. With
+/// `snapshot_name`, every reader imports that exported snapshot, so the data is exactly the
+/// state at the slot's consistent point.
+pub(crate) async fn read_tables(
+    config: PgConfig,
+    registry: Arc<TypeRegistry>,
+    jobs: Vec<TableJob>,
+    snapshot_name: Option<String>,
+    parallelism: usize,
+    chunk_rows: u64,
+    tx: mpsc::Sender<Result<SnapshotMsg, SourceError>>,
+) -> Result<(), SourceError> {
+    let queue = Arc::new(Mutex::new(VecDeque::from(jobs)));
+    let readers = parallelism.max(1).min(queue.lock().await.len().max(1));
+    let mut tasks = Vec::with_capacity(readers);
+    for _ in 0..readers {
+        let config = config.clone();
+        let registry = registry.clone();
+        let queue = queue.clone();
+        let snapshot_name = snapshot_name.clone();
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = sql::connect(&config).await?;
+            client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map_err(|e| sql_error(e, "starting the snapshot transaction"))?;
+            if let Some(name) = &snapshot_name {
+                client
+                    .batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", quote_literal(name)))
+                    .await
+                    .map_err(|e| sql_error(e, "importing the exported snapshot"))?;
+            }
+            loop {
+                let job = queue.lock().await.pop_front();
+                let Some(job) = job else { break };
+                read_table(&client, &registry, job, chunk_rows, &tx).await?;
+            }
+            client.batch_execute("COMMIT").await.map_err(|e| sql_error(e, "ending the snapshot"))?;
+            Ok::<(), SourceError>(())
+        }));
+    }
+    let mut first_error = None;
+    for task in tasks {
+        let result = match task.await {
+            Ok(r) => r,
+            Err(e) => Err(SourceError::connection(format!("snapshot reader stopped: {e}"))),
+        };
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn read_table(
+    client: &Client,
+    registry: &TypeRegistry,
+    job: TableJob,
+    chunk_rows: u64,
+    tx: &mpsc::Sender<Result<SnapshotMsg, SourceError>>,
+) -> Result<(), SourceError> {
+    let send = |msg| async { tx.send(Ok(msg)).await.map_err(|_| SourceError::connection("stream closed")) };
+    let table = &job.table;
+    let schema = &table.schema;
+    send(SnapshotMsg::TableStarted { table: job.index }).await?;
+    let key_indexes: Vec<usize> = schema.key_indexes().collect();
+    // Without a key there is no order to resume from: read the table in one pass.
+    let chunked = !key_indexes.is_empty();
+    let mut after_key = job.after_key.clone();
+    let mut rows_done = job.rows_done;
+    let columns: Vec<String> = schema
+        .columns
+        .iter()
+        .zip(&table.column_types)
+        .map(|(c, (oid, _))| {
+            if registry.supports_binary(*oid) {
+                quote_ident(&c.name)
+            } else {
+                // Types we cannot read in binary come as their text output.
+                format!("{}::text", quote_ident(&c.name))
+            }
+        })
+        .collect();
+    let key_cols: Vec<String> =
+        key_indexes.iter().map(|&i| quote_ident(&schema.columns[i].name)).collect();
+    let key_types: Vec<String> =
+        key_indexes.iter().map(|&i| schema.columns[i].type_name.clone()).collect();
+    loop {
+        let mut select = format!("SELECT {}", columns.join(", "));
+        if chunked {
+            for k in &key_cols {
+                select.push_str(&format!(", {k}::text"));
+            }
+        }
+        select.push_str(&format!(" FROM {}", qualified(&schema.name)));
+        if chunked {
+            if let Some(after) = &after_key {
+                let lits: Vec<String> = after
+                    .iter()
+                    .zip(&key_types)
+                    .map(|(v, t)| format!("{}::{}", quote_literal(v), t))
+                    .collect();
+                select.push_str(&format!(" WHERE ({}) > ({})", key_cols.join(", "), lits.join(", ")));
+            }
+            select.push_str(&format!(" ORDER BY {} LIMIT {chunk_rows}", key_cols.join(", ")));
+        }
+        let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
+        let stream = client
+            .copy_out(copy.as_str())
+            .await
+            .map_err(|e| sql_error(e, &format!("snapshot of {}", schema.name)))?;
+        pin_mut!(stream);
+        let mut parser = CopyBinaryParser::new(schema.columns.len(), if chunked { key_cols.len() } else { 0 });
+        let mut rows = Vec::with_capacity(ROWS_PER_MESSAGE);
+        let mut chunk_count = 0u64;
+        let mut last_key: Option<Vec<String>> = None;
+        while let Some(data) = stream.next().await {
+            let data = data.map_err(|e| sql_error(e, &format!("snapshot of {}", schema.name)))?;
+            parser.push(&data);
+            while let Some(fields) = parser.next_tuple().map_err(|e| {
+                SourceError::decode(format!("COPY data of {}: {e}", schema.name))
+            })? {
+                let mut values = Vec::with_capacity(schema.columns.len());
+                for (i, field) in fields.iter().take(schema.columns.len()).enumerate() {
+                    let (oid, typmod) = table.column_types[i];
+                    let v = match field {
+                        None => Ok(Value::Null),
+                        Some(bytes) if registry.supports_binary(oid) => {
+                            types::decode_binary(registry, oid, typmod, bytes)
+                        }
+                        Some(bytes) => types::decode_text(registry, oid, typmod, bytes),
+                    }
+                    .map_err(|e| {
+                        SourceError::decode_value(
+                            &schema.name.to_string(),
+                            &schema.columns[i].name,
+                            &schema.columns[i].type_name,
+                            e,
+                        )
+                    })?;
+                    values.push(v);
+                }
+                if chunked {
+                    let key: Vec<String> = fields[schema.columns.len()..]
+                        .iter()
+                        .map(|f| String::from_utf8_lossy(f.as_deref().unwrap_or_default()).into_owned())
+                        .collect();
+                    last_key = Some(key);
+                }
+                rows.push(Row::new(values));
+                chunk_count += 1;
+                if rows.len() == ROWS_PER_MESSAGE {
+                    let full = std::mem::replace(&mut rows, Vec::with_capacity(ROWS_PER_MESSAGE));
+                    send(SnapshotMsg::Rows { table: job.index, rows: full }).await?;
+                }
+            }
+        }
+        parser.finish().map_err(|e| SourceError::decode(format!("COPY data of {}: {e}", schema.name)))?;
+        if !rows.is_empty() {
+            send(SnapshotMsg::Rows { table: job.index, rows }).await?;
+        }
+        rows_done += chunk_count;
+        if !chunked || chunk_count < chunk_rows {
+            break;
+        }
+        after_key = last_key.take();
+        send(SnapshotMsg::ChunkDone {
+            table: job.index,
+            after_key: after_key.as_ref().map(|k| encode_key(k)),
+            rows_done,
+        })
+        .await?;
+    }
+    send(SnapshotMsg::TableDone { table: job.index, rows: rows_done }).await?;
+    Ok(())
+}
+
+/// A resume key as a JSON array of the key columns' text renderings.
+pub(crate) fn encode_key(key: &[String]) -> String {
+    let mut out = String::from("[");
+    for (i, k) in key.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_string(&mut out, k);
+    }
+    out.push(']');
+    out
+}
+
+/// Parses [`encode_key`]'s output.
+pub(crate) fn decode_key(s: &str) -> Result<Vec<String>, SourceError> {
+    serde_json::from_str(s)
+        .map_err(|e| SourceError::config(format!("snapshot resume key `{s}` is corrupt: {e}")))
+}
+
+/// Incremental parser of PostgreSQL's binary COPY format (header, then tuples of
+/// length-prefixed fields, then the -1 trailer).
+pub(crate) struct CopyBinaryParser {
+    buf: BytesMut,
+    header_done: bool,
+    trailer_seen: bool,
+    expected_fields: usize,
+}
+
+const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+impl CopyBinaryParser {
+    pub(crate) fn new(columns: usize, extra: usize) -> Self {
+        CopyBinaryParser {
+            buf: BytesMut::new(),
+            header_done: false,
+            trailer_seen: false,
+            expected_fields: columns + extra,
+        }
+    }
+
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete tuple's fields (`None` = SQL NULL), or `None` if more data is needed.
+    pub(crate) fn next_tuple(&mut self) -> Result<Option<Vec<Option<bytes::Bytes>>>, String> {
+        if !self.header_done {
+            if self.buf.len() < SIGNATURE.len() + 8 {
+                return Ok(None);
+            }
+            if &self.buf[..SIGNATURE.len()] != SIGNATURE {
+                return Err("bad COPY BINARY signature".into());
+            }
+            let ext = u32::from_be_bytes([
+                self.buf[15], self.buf[16], self.buf[17], self.buf[18],
+            ]) as usize;
+            if self.buf.len() < 19 + ext {
+                return Ok(None);
+            }
+            self.buf.advance(19 + ext);
+            self.header_done = true;
+        }
+        if self.trailer_seen || self.buf.len() < 2 {
+            return Ok(None);
+        }
+        let count = i16::from_be_bytes([self.buf[0], self.buf[1]]);
+        if count == -1 {
+            self.trailer_seen = true;
+            self.buf.advance(2);
+            return Ok(None);
+        }
+        if count < 0 || count as usize != self.expected_fields {
+            return Err(format!("tuple has {count} fields, expected {}", self.expected_fields));
+        }
+        // Check the whole tuple is buffered before consuming anything.
+        let mut pos = 2;
+        for _ in 0..count {
+            if self.buf.len() < pos + 4 {
+                return Ok(None);
+            }
+            let len = i32::from_be_bytes([
+                self.buf[pos], self.buf[pos + 1], self.buf[pos + 2], self.buf[pos + 3],
+            ]);
+            pos += 4;
+            if len >= 0 {
+                pos += len as usize;
+                if self.buf.len() < pos {
+                    return Ok(None);
+                }
+            } else if len != -1 {
+                return Err(format!("negative field length {len}"));
+            }
+        }
+        let mut tuple = self.buf.split_to(pos).freeze();
+        tuple.advance(2);
+        let mut fields = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let len = tuple.get_i32();
+            if len < 0 {
+                fields.push(None);
+            } else {
+                fields.push(Some(tuple.split_to(len as usize)));
+            }
+        }
+        Ok(Some(fields))
+    }
+
+    pub(crate) fn finish(&self) -> Result<(), String> {
+        if !self.trailer_seen && (self.header_done || !self.buf.is_empty()) {
+            return Err("COPY data ended without its trailer".into());
+        }
+        Ok(())
+    }
+}

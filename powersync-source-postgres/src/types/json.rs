@@ -1,0 +1,128 @@
+//! Dispatch of one value by type and format, and the JSON writing of elements inside arrays,
+//! composites and ranges.
+
+use powersync_source_core::normalize::json::{check_json, write_json_string, write_json_value};
+use powersync_source_core::normalize::spatial::wkb_to_geojson;
+use powersync_source_core::Value;
+
+use super::registry::{Resolved, Scalar, TypeRegistry};
+use super::{array, binary_format, composite, range, text_format, utf8, Format, Res, MAX_NESTING};
+
+/// Decodes one value of type `oid`.
+pub(crate) fn decode(
+    reg: &TypeRegistry,
+    oid: u32,
+    typmod: i32,
+    format: Format,
+    b: &[u8],
+) -> Res<Value> {
+    let (resolved, typmod) = reg.resolve(oid, typmod)?;
+    match resolved {
+        Resolved::Scalar(s) => scalar(s, typmod, format, b),
+        structured => {
+            let mut out = String::with_capacity(b.len() + 8);
+            write_resolved(reg, structured, typmod, format, b, &mut out, 0)?;
+            Ok(Value::Text(out))
+        }
+    }
+}
+
+/// One scalar value in either format.
+#[inline]
+pub(crate) fn scalar(s: Scalar, typmod: i32, format: Format, b: &[u8]) -> Res<Value> {
+    match format {
+        Format::Text => text_format::scalar_text(s, typmod, b),
+        Format::Binary => binary_format::scalar_binary(s, typmod, b),
+    }
+}
+
+/// Writes one value of type `oid` as a JSON value (an element of an array, a field of a
+/// composite, a range bound).
+pub(crate) fn write_element(
+    reg: &TypeRegistry,
+    oid: u32,
+    typmod: i32,
+    format: Format,
+    b: &[u8],
+    out: &mut String,
+    depth: u32,
+) -> Res<()> {
+    if depth >= MAX_NESTING {
+        return Err("values nested too deeply".to_owned());
+    }
+    let (resolved, typmod) = reg.resolve(oid, typmod)?;
+    write_resolved(reg, resolved, typmod, format, b, out, depth)
+}
+
+fn write_resolved(
+    reg: &TypeRegistry,
+    resolved: Resolved<'_>,
+    typmod: i32,
+    format: Format,
+    b: &[u8],
+    out: &mut String,
+    depth: u32,
+) -> Res<()> {
+    let depth = depth + 1;
+    match (resolved, format) {
+        (Resolved::Scalar(s), _) => write_scalar(s, typmod, format, b, out),
+        (
+            Resolved::Array {
+                element,
+                delimiter,
+            },
+            Format::Text,
+        ) => array::array_text(reg, element, typmod, delimiter, b, out, depth),
+        (Resolved::Array { element, .. }, Format::Binary) => {
+            array::array_binary(reg, element, typmod, b, out, depth)
+        }
+        (Resolved::Range { subtype }, Format::Text) => {
+            range::range_text(reg, subtype, b, out, depth)
+        }
+        (Resolved::Range { subtype }, Format::Binary) => {
+            range::range_binary(reg, subtype, b, out, depth)
+        }
+        (Resolved::Multirange { subtype }, Format::Text) => {
+            range::multirange_text(reg, subtype, b, out, depth)
+        }
+        (Resolved::Multirange { subtype }, Format::Binary) => {
+            range::multirange_binary(reg, subtype, b, out, depth)
+        }
+        (Resolved::Composite(fields), Format::Text) => {
+            composite::composite_text(reg, fields, b, out, depth)
+        }
+        (Resolved::Composite(fields), Format::Binary) => {
+            composite::composite_binary(reg, fields, b, out, depth)
+        }
+    }
+}
+
+/// A scalar as a JSON value. Text-like types are written straight from the input bytes;
+/// JSON documents and GeoJSON are embedded as JSON; the rest go through [`Value`].
+fn write_scalar(s: Scalar, typmod: i32, format: Format, b: &[u8], out: &mut String) -> Res<()> {
+    match (s, format) {
+        (Scalar::Text | Scalar::Xml, _) | (Scalar::Unknown, Format::Text) => {
+            write_json_string(out, utf8(b)?);
+        }
+        (Scalar::Json, _) | (Scalar::Jsonb, Format::Text) => embed_json(b, out)?,
+        (Scalar::Jsonb, Format::Binary) => embed_json(binary_format::jsonb_payload(b)?, out)?,
+        (Scalar::Geometry, _) => match scalar(s, typmod, format, b)? {
+            Value::Text(geojson) => out.push_str(&geojson),
+            other => write_json_value(out, &other),
+        },
+        _ => write_json_value(out, &scalar(s, typmod, format, b)?),
+    }
+    Ok(())
+}
+
+fn embed_json(b: &[u8], out: &mut String) -> Res<()> {
+    let s = utf8(b)?;
+    check_json(s)?;
+    out.push_str(s.trim_matches(|c: char| c.is_ascii_whitespace()));
+    Ok(())
+}
+
+/// GeoJSON of PostGIS EWKB bytes.
+pub(crate) fn geometry_value(ewkb: &[u8]) -> Res<Value> {
+    wkb_to_geojson(ewkb).map(Value::Text)
+}

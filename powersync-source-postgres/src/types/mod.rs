@@ -1,0 +1,182 @@
+//! PostgreSQL values to SQLite values ([`Value`]), from the server's **text** output format
+//! (pgoutput without `binary`, `COPY`, simple queries) and from its **binary** send format
+//! (pgoutput `binary 'true'`, `COPY … (FORMAT binary)`, extended-query binary results).
+//!
+//! Both paths give the *same* [`Value`] for the same stored value; the golden table in
+//! `tests/types.rs` checks every rule below through both formats against a real server.
+//!
+//! | PostgreSQL type | [`Value`] |
+//! |---|---|
+//! | `boolean` | `Integer` 0/1 |
+//! | `smallint`, `integer`, `bigint`, `oid`, `xid`, `cid` | `Integer` (`xid8` above `i64::MAX`: `Text`) |
+//! | `real`, `double precision` | `Real`; NaN → `Null`; ±Infinity stay `Real` |
+//! | `numeric` | `Text`, exact, as many fraction digits as the value's scale; `NaN`, `Infinity`, `-Infinity` |
+//! | `money` | `Text`, exact decimal without currency symbol or grouping (see below) |
+//! | `text`, `varchar`, `char(n)` (padded), `name`, `"char"`, `xml`, enums, `citext` | `Text` |
+//! | `bytea` | `Blob` |
+//! | `uuid` | `Text`, lowercase |
+//! | `json`, `jsonb`, `jsonpath` | `Text`: the document as the server prints it |
+//! | `date` | `Text` `YYYY-MM-DD` (BC years astronomical: `0044-03-15 BC` → `-0043-03-15`; `infinity`, `-infinity`) |
+//! | `time` | `Text` `HH:MM:SS[.f]` |
+//! | `time with time zone` | `Text`, converted to UTC, `HH:MM:SS[.f]Z` |
+//! | `timestamp` | `Text` `YYYY-MM-DDTHH:MM:SS[.f]` |
+//! | `timestamp with time zone` | `Text`, UTC, `YYYY-MM-DDTHH:MM:SS[.f]Z` (`infinity` without `Z`) |
+//! | `interval` | `Text`, ISO 8601 duration ([`format_interval_iso`](powersync_source_core::normalize::time::format_interval_iso)) |
+//! | `inet`, `cidr`, `macaddr`, `macaddr8`, `pg_lsn`, `tid`, `tsvector`, geometric types | `Text` exactly as PostgreSQL prints it |
+//! | `bit(n)`, `bit varying` | `Text` of `0`/`1` digits |
+//! | domains | as their base type |
+//! | arrays | `Text`, JSON array (nested for several dimensions, `null` elements) |
+//! | composites | `Text`, JSON object field name → value |
+//! | ranges | `Text`, JSON `{"lower":…,"upper":…,"lower_inclusive":…,"upper_inclusive":…}` or `{"empty":true}`; unbounded → `null` |
+//! | multiranges | `Text`, JSON array of ranges |
+//! | PostGIS `geometry`, `geography` | `Text`, GeoJSON |
+//! | anything else | `Text` as the server prints it; binary format unsupported ([`TypeRegistry::supports_binary`]) |
+//!
+//! Fractions of seconds: a declared precision (`timestamp(3)`) prints exactly that many digits,
+//! otherwise trailing zeros are trimmed (as PostgreSQL prints them).
+//!
+//! Inside arrays, composites and ranges every element follows the same rules and is written as
+//! JSON: `Integer`/`Real` as numbers, `Text` as strings, `Null` as `null`; nested arrays,
+//! composites, ranges, and `json`/`jsonb` documents are embedded as JSON (not as strings).
+//! Array lower bounds (`[0:1]={…}`) are not kept: JSON arrays start at index 0.
+//!
+//! # Session settings the text format relies on
+//! The text format is whatever the session's settings make the server print. The decoders
+//! expect the defaults a connector should set on its connections: `DateStyle = ISO`,
+//! `IntervalStyle = postgres` (`iso_8601` is also understood), `extra_float_digits ≥ 1` (the
+//! default; exact shortest floats, so text and binary agree), `client_encoding = UTF8`. Any
+//! `TimeZone` works (offsets are converted to UTC) and either `bytea_output`.
+//!
+//! **money** is an integer count of the currency's smallest unit whose scale depends on
+//! `lc_monetary`; both formats here assume **2 fraction digits** (`C`, `en_US` and most
+//! locales). The text format is read as its digits and sign only, so symbols and grouping of
+//! any locale are ignored.
+
+mod array;
+mod binary_format;
+mod composite;
+mod datetime;
+mod geometry;
+mod json;
+mod network;
+mod numeric;
+mod range;
+mod registry;
+mod text_format;
+
+use std::fmt;
+
+pub use binary_format::decode_binary;
+pub use registry::{builtin_oids, oid, Field, LoadError, TypeInfo, TypeKind, TypeRegistry};
+pub use text_format::decode_text;
+
+/// The two wire formats of a PostgreSQL value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// The type's text output (`typoutput`).
+    Text,
+    /// The type's binary send format (`typsend`).
+    Binary,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Text => "text",
+            Format::Binary => "binary",
+        })
+    }
+}
+
+/// A value that could not be decoded: which type, which format, and why. The connector adds
+/// the table and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueError {
+    type_oid: u32,
+    type_name: String,
+    format: Format,
+    reason: String,
+}
+
+impl ValueError {
+    pub(crate) fn new(
+        registry: &TypeRegistry,
+        oid: u32,
+        typmod: i32,
+        format: Format,
+        reason: String,
+    ) -> Self {
+        ValueError {
+            type_oid: oid,
+            type_name: registry.type_name(oid, typmod),
+            format,
+            reason,
+        }
+    }
+    /// OID of the column's type.
+    pub fn type_oid(&self) -> u32 {
+        self.type_oid
+    }
+    /// SQL name of the column's type.
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+    /// The format the value came in.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+    /// Why it could not be decoded.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot decode a {} value of type {} (oid {}): {}",
+            self.format, self.type_name, self.type_oid, self.reason
+        )
+    }
+}
+
+impl std::error::Error for ValueError {}
+
+/// Internal result: the reason of a failure, wrapped into a [`ValueError`] at the top.
+pub(crate) type Res<T> = Result<T, String>;
+
+/// How deeply types may nest (arrays of composites of ranges …) before decoding gives up:
+/// guards the stack against a corrupt registry.
+pub(crate) const MAX_NESTING: u32 = 32;
+
+/// Fraction digits for a `time`/`timetz`/`timestamp`/`timestamptz` typmod (the precision).
+pub(crate) fn frac_digits(typmod: i32) -> powersync_source_core::normalize::time::FracDigits {
+    use powersync_source_core::normalize::time::FracDigits;
+    if (0..=6).contains(&typmod) {
+        FracDigits::Fixed(typmod as u8)
+    } else {
+        FracDigits::Trim
+    }
+}
+
+/// The bytes as UTF-8 text, or an error naming the offset of the first invalid byte.
+pub(crate) fn utf8(b: &[u8]) -> Res<&str> {
+    std::str::from_utf8(b).map_err(|e| {
+        format!(
+            "invalid UTF-8 at byte {} (the connection must use client_encoding UTF8)",
+            e.valid_up_to()
+        )
+    })
+}
+
+/// A short, printable excerpt of bad input for error messages.
+pub(crate) fn excerpt(b: &[u8]) -> String {
+    const MAX: usize = 48;
+    let s = String::from_utf8_lossy(&b[..b.len().min(MAX)]);
+    if b.len() > MAX {
+        format!("{s:?}…")
+    } else {
+        format!("{s:?}")
+    }
+}
