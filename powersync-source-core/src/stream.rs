@@ -41,7 +41,8 @@ impl ChangeStream {
         stats: StreamStats,
     ) -> Self {
         ChangeStream {
-            inner: Box::pin(inner),
+            // Fused: polling after the end keeps answering `None`.
+            inner: Box::pin(futures::StreamExt::fuse(inner)),
             acks,
             stats,
         }

@@ -136,8 +136,8 @@ async fn read_table(
     loop {
         let mut select = format!("SELECT {}", columns.join(", "));
         if chunked {
-            for k in &key_cols {
-                select.push_str(&format!(", {k}::text"));
+            for (i, k) in key_cols.iter().enumerate() {
+                select.push_str(&format!(", {k}::text AS \"_powersync_key_{i}\""));
             }
         }
         select.push_str(&format!(" FROM {}", qualified(&schema.name)));

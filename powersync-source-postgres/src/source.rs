@@ -132,6 +132,7 @@ impl ChangeSource for PostgresSource {
         let (acks, ack_rx) = AckHandle::channel(PgLsn::SOURCE);
         let stats = StreamStats::default();
         let (tx, rx) = mpsc::channel(4);
+        let panic_tx = tx.clone();
         let mut replicator = Replicator::new(
             self.config.clone(),
             self.options.clone(),
@@ -141,7 +142,17 @@ impl ChangeSource for PostgresSource {
             tx,
         );
         let start = replicator.prepare(from).await?;
-        tokio::spawn(replicator.run(start));
+        let task = tokio::spawn(replicator.run(start));
+        tokio::spawn(async move {
+            // A panic in the stream task must reach the host as an error, not as a silent end.
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    let _ = panic_tx
+                        .send(Err(SourceError::decode(format!("the replication task panicked: {e}"))))
+                        .await;
+                }
+            }
+        });
         let stream = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });

@@ -1,2 +1,4 @@
 //! Integration tests.
 mod pgoutput;
+mod conformance;
+mod types;

@@ -23,6 +23,10 @@ use crate::config::{PgConfig, SslMode};
 pub(crate) async fn connect(cfg: &PgConfig) -> Result<Client, SourceError> {
     let target = Target::new(cfg);
     let attempt = async {
+        if cfg.is_unix_socket() {
+            // No TLS over Unix sockets, whatever sslmode says (as libpq).
+            return connect_once(cfg, &target, TpSslMode::Disable).await;
+        }
         match cfg.ssl_mode() {
             SslMode::Allow => match connect_once(cfg, &target, TpSslMode::Disable).await {
                 Err(Attempt::Server(e)) if rejects_plain(&e) => {
@@ -154,10 +158,14 @@ fn classify(cfg: &PgConfig, target: &Target, e: tokio_postgres::Error) -> Attemp
             if let Some(t) = tls::tls_error_from_io(target, io) {
                 return Attempt::Tls(t);
             }
-            let text = e.to_string();
             // tokio-postgres wraps handshake I/O failures as "error performing TLS handshake".
-            let err = super::io_error(target, "connecting to", io::Error::new(io.kind(), io.to_string()));
-            return if text.contains("TLS") {
+            let in_tls = e.to_string().contains("TLS");
+            let err = super::io_error(
+                target,
+                "connecting to",
+                io::Error::new(io.kind(), io.to_string()),
+            );
+            return if in_tls {
                 Attempt::Tls(err)
             } else {
                 Attempt::Other(err)
@@ -165,7 +173,14 @@ fn classify(cfg: &PgConfig, target: &Target, e: tokio_postgres::Error) -> Attemp
         }
         cause = c.source();
     }
-    let text = e.to_string();
+    // The whole chain: tokio-postgres' Display leaves the cause out.
+    let mut text = e.to_string();
+    let mut cause: Option<&(dyn StdError + 'static)> = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
     if text.contains("server does not support TLS") {
         return Attempt::Other(tls::no_tls_error(target, cfg.ssl_mode()));
     }

@@ -11,7 +11,7 @@ use std::iter::FusedIterator;
 use powersync_source_core::position::PgLsn;
 
 use super::error::{DecodeError, DecodeErrorKind};
-use super::reader::Reader;
+use super::reader::{Fail, Reader};
 use super::relation::Relation;
 use super::tuple_data::TupleData;
 use super::PgTimestamp;
@@ -399,53 +399,56 @@ impl<'a> PgOutputMessage<'a> {
     ///
     /// `in_stream` must be true between a Stream Start and a Stream Stop (protocol ≥ 2): there,
     /// Relation, Type, Insert, Update, Delete, Truncate and Message carry the streamed
-    /// transaction's xid right after the type byte. [`PgOutputDecoder`] tracks this itself.
+    /// (sub)transaction's xid right after the type byte. [`PgOutputDecoder`] tracks this itself.
     #[inline]
     pub fn decode(buf: &'a [u8], in_stream: bool) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf, "pgoutput");
+        Self::read(&mut r, in_stream).map_err(|Fail| r.into_error())
+    }
+
+    #[inline(always)]
+    fn read(r: &mut Reader<'a>, in_stream: bool) -> Result<Self, Fail> {
         let tag = r.u8()?;
         let msg = match tag {
             b'I' => {
                 r.context = "Insert";
-                let xid = stream_xid(&mut r, in_stream)?;
+                let xid = stream_xid(r, in_stream)?;
                 let relation_oid = r.u32()?;
-                expect_new_marker(&mut r)?;
+                expect_new_marker(r)?;
                 PgOutputMessage::Insert(Insert {
                     xid,
                     relation_oid,
-                    new: TupleData::read(&mut r)?,
+                    new: TupleData::read(r)?,
                 })
             }
             b'U' => {
                 r.context = "Update";
-                let xid = stream_xid(&mut r, in_stream)?;
+                let xid = stream_xid(r, in_stream)?;
                 let relation_oid = r.u32()?;
-                let at = r.offset();
                 let old = match r.u8()? {
                     b'N' => None,
-                    b'K' => Some(OldTuple::Key(TupleData::read(&mut r)?)),
-                    b'O' => Some(OldTuple::Full(TupleData::read(&mut r)?)),
-                    m => return Err(r.error_at(DecodeErrorKind::UnexpectedTupleMarker(m), at)),
+                    b'K' => Some(OldTuple::Key(TupleData::read(r)?)),
+                    b'O' => Some(OldTuple::Full(TupleData::read(r)?)),
+                    m => return Err(unexpected_marker(r, m)),
                 };
                 if old.is_some() {
-                    expect_new_marker(&mut r)?;
+                    expect_new_marker(r)?;
                 }
                 PgOutputMessage::Update(Update {
                     xid,
                     relation_oid,
                     old,
-                    new: TupleData::read(&mut r)?,
+                    new: TupleData::read(r)?,
                 })
             }
             b'D' => {
                 r.context = "Delete";
-                let xid = stream_xid(&mut r, in_stream)?;
+                let xid = stream_xid(r, in_stream)?;
                 let relation_oid = r.u32()?;
-                let at = r.offset();
                 let old = match r.u8()? {
-                    b'K' => OldTuple::Key(TupleData::read(&mut r)?),
-                    b'O' => OldTuple::Full(TupleData::read(&mut r)?),
-                    m => return Err(r.error_at(DecodeErrorKind::UnexpectedTupleMarker(m), at)),
+                    b'K' => OldTuple::Key(TupleData::read(r)?),
+                    b'O' => OldTuple::Full(TupleData::read(r)?),
+                    m => return Err(unexpected_marker(r, m)),
                 };
                 PgOutputMessage::Delete(Delete {
                     xid,
@@ -472,7 +475,7 @@ impl<'a> PgOutputMessage<'a> {
             }
             b'M' => {
                 r.context = "Message";
-                let xid = stream_xid(&mut r, in_stream)?;
+                let xid = stream_xid(r, in_stream)?;
                 PgOutputMessage::Message(LogicalDecodingMessage {
                     xid,
                     transactional: r.u8()? & 1 != 0,
@@ -490,13 +493,13 @@ impl<'a> PgOutputMessage<'a> {
             }
             b'R' => {
                 r.context = "Relation";
-                let xid = stream_xid(&mut r, in_stream)?;
-                PgOutputMessage::Relation(Relation::read(&mut r, xid)?)
+                let xid = stream_xid(r, in_stream)?;
+                PgOutputMessage::Relation(Relation::read(r, xid)?)
             }
             b'Y' => {
                 r.context = "Type";
                 PgOutputMessage::Type(Type {
-                    xid: stream_xid(&mut r, in_stream)?,
+                    xid: stream_xid(r, in_stream)?,
                     oid: r.u32()?,
                     namespace: r.cstr("namespace")?,
                     name: r.cstr("type name")?,
@@ -504,13 +507,11 @@ impl<'a> PgOutputMessage<'a> {
             }
             b'T' => {
                 r.context = "Truncate";
-                let xid = stream_xid(&mut r, in_stream)?;
+                let xid = stream_xid(r, in_stream)?;
                 let n = r.u32()?;
                 let options = r.u8()?;
                 // Bounded by the message: checked against the remaining bytes, nothing reserved.
-                let len = (n as usize)
-                    .checked_mul(4)
-                    .ok_or_else(|| r.error(DecodeErrorKind::Truncated))?;
+                let len = (n as usize).checked_mul(4).ok_or(Fail)?;
                 PgOutputMessage::Truncate(Truncate {
                     xid,
                     options,
@@ -570,11 +571,11 @@ impl<'a> PgOutputMessage<'a> {
             }
             b'P' => {
                 r.context = "Prepare";
-                PgOutputMessage::Prepare(read_prepare(&mut r)?)
+                PgOutputMessage::Prepare(read_prepare(r)?)
             }
             b'p' => {
                 r.context = "Stream Prepare";
-                PgOutputMessage::StreamPrepare(read_prepare(&mut r)?)
+                PgOutputMessage::StreamPrepare(read_prepare(r)?)
             }
             b'K' => {
                 r.context = "Commit Prepared";
@@ -599,13 +600,7 @@ impl<'a> PgOutputMessage<'a> {
                     gid: r.cstr("gid")?,
                 })
             }
-            other => {
-                return Err(DecodeError::new(
-                    "pgoutput",
-                    DecodeErrorKind::UnknownMessageType(other),
-                    0,
-                ))
-            }
+            other => return Err(r.fail_at(DecodeErrorKind::UnknownMessageType(other), 0)),
         };
         r.finish()?;
         Ok(msg)
@@ -638,7 +633,7 @@ impl<'a> PgOutputMessage<'a> {
 }
 
 #[inline]
-fn stream_xid(r: &mut Reader<'_>, in_stream: bool) -> Result<Option<u32>, DecodeError> {
+fn stream_xid(r: &mut Reader<'_>, in_stream: bool) -> Result<Option<u32>, Fail> {
     if in_stream {
         r.u32().map(Some)
     } else {
@@ -647,16 +642,22 @@ fn stream_xid(r: &mut Reader<'_>, in_stream: bool) -> Result<Option<u32>, Decode
 }
 
 #[inline]
-fn expect_new_marker(r: &mut Reader<'_>) -> Result<(), DecodeError> {
-    let at = r.offset();
+fn expect_new_marker(r: &mut Reader<'_>) -> Result<(), Fail> {
     match r.u8()? {
         b'N' => Ok(()),
-        m => Err(r.error_at(DecodeErrorKind::UnexpectedTupleMarker(m), at)),
+        m => Err(unexpected_marker(r, m)),
     }
 }
 
+/// The tuple marker `m` just read was not the expected one.
+#[cold]
+fn unexpected_marker(r: &mut Reader<'_>, m: u8) -> Fail {
+    let at = r.offset() - 1;
+    r.fail_at(DecodeErrorKind::UnexpectedTupleMarker(m), at)
+}
+
 #[inline]
-fn read_prepare<'a>(r: &mut Reader<'a>) -> Result<Prepare<'a>, DecodeError> {
+fn read_prepare<'a>(r: &mut Reader<'a>) -> Result<Prepare<'a>, Fail> {
     Ok(Prepare {
         flags: r.u8()?,
         prepare_lsn: r.lsn()?,

@@ -1,10 +1,19 @@
-//! A bounds-checked big-endian cursor over a borrowed message. Every read either returns a
-//! value or a [`DecodeError`] naming the message and the byte offset; nothing here panics.
+//! A bounds-checked big-endian cursor over a borrowed message. Nothing here panics.
+//!
+//! Reads return `Result<T, Fail>` with a zero-sized [`Fail`] so that the hot path passes values
+//! in registers; the reader itself remembers what failed and where, and
+//! [`Reader::into_error`] turns that into a [`DecodeError`] once, on the way out. A read that
+//! fails for lack of bytes does not move the cursor, so a truncation needs no bookkeeping: it is
+//! reported at the cursor.
 
 use powersync_source_core::position::PgLsn;
 
 use super::error::{DecodeError, DecodeErrorKind};
 use super::PgTimestamp;
+
+/// A failed read; the details are in the [`Reader`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fail;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Reader<'a> {
@@ -12,102 +21,120 @@ pub(crate) struct Reader<'a> {
     len: usize,
     /// The message being decoded, for errors.
     pub(crate) context: &'static str,
+    /// A failure other than truncation at the cursor: what and where.
+    failure: Option<(DecodeErrorKind, usize)>,
 }
 
 impl<'a> Reader<'a> {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(buf: &'a [u8], context: &'static str) -> Self {
         Reader {
             rest: buf,
             len: buf.len(),
             context,
+            failure: None,
         }
     }
 
     /// Offset of the next unread byte from the start of the message.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn offset(&self) -> usize {
         self.len - self.rest.len()
     }
 
     /// The unread bytes.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn rest(&self) -> &'a [u8] {
         self.rest
     }
 
-    #[inline]
-    pub(crate) fn error(&self, kind: DecodeErrorKind) -> DecodeError {
-        DecodeError::new(self.context, kind, self.offset())
+    /// Moves the cursor to `rest`, which must be a suffix of the unread bytes.
+    #[inline(always)]
+    pub(crate) fn set_rest(&mut self, rest: &'a [u8]) {
+        debug_assert!(rest.len() <= self.rest.len());
+        self.rest = rest;
     }
 
-    #[inline]
-    pub(crate) fn error_at(&self, kind: DecodeErrorKind, offset: usize) -> DecodeError {
+    /// Records a failure of `kind` at `offset`.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn fail_at(&mut self, kind: DecodeErrorKind, offset: usize) -> Fail {
+        self.failure = Some((kind, offset));
+        Fail
+    }
+
+    /// The error for the last failed read.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn into_error(self) -> DecodeError {
+        let (kind, offset) = self
+            .failure
+            .unwrap_or((DecodeErrorKind::Truncated, self.offset()));
         DecodeError::new(self.context, kind, offset)
     }
 
-    #[inline]
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+    #[inline(always)]
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Fail> {
         match self.rest.split_first_chunk::<N>() {
             Some((head, tail)) => {
                 self.rest = tail;
                 Ok(*head)
             }
-            None => Err(self.error(DecodeErrorKind::Truncated)),
+            None => Err(Fail),
         }
     }
 
-    #[inline]
-    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+    #[inline(always)]
+    pub(crate) fn u8(&mut self) -> Result<u8, Fail> {
         match self.rest.split_first() {
             Some((&b, tail)) => {
                 self.rest = tail;
                 Ok(b)
             }
-            None => Err(self.error(DecodeErrorKind::Truncated)),
+            None => Err(Fail),
         }
     }
 
-    #[inline]
-    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
+    #[inline(always)]
+    pub(crate) fn u16(&mut self) -> Result<u16, Fail> {
         self.array().map(u16::from_be_bytes)
     }
 
-    #[inline]
-    pub(crate) fn i32(&mut self) -> Result<i32, DecodeError> {
+    #[inline(always)]
+    pub(crate) fn i32(&mut self) -> Result<i32, Fail> {
         self.array().map(i32::from_be_bytes)
     }
 
-    #[inline]
-    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
+    #[inline(always)]
+    pub(crate) fn u32(&mut self) -> Result<u32, Fail> {
         self.array().map(u32::from_be_bytes)
     }
 
-    #[inline]
-    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+    #[inline(always)]
+    pub(crate) fn u64(&mut self) -> Result<u64, Fail> {
         self.array().map(u64::from_be_bytes)
     }
 
-    #[inline]
-    pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
+    #[inline(always)]
+    pub(crate) fn i64(&mut self) -> Result<i64, Fail> {
         self.array().map(i64::from_be_bytes)
     }
 
-    #[inline]
-    pub(crate) fn lsn(&mut self) -> Result<PgLsn, DecodeError> {
+    #[inline(always)]
+    pub(crate) fn lsn(&mut self) -> Result<PgLsn, Fail> {
         self.u64().map(PgLsn)
     }
 
-    #[inline]
-    pub(crate) fn timestamp(&mut self) -> Result<PgTimestamp, DecodeError> {
+    #[inline(always)]
+    pub(crate) fn timestamp(&mut self) -> Result<PgTimestamp, Fail> {
         self.i64().map(PgTimestamp)
     }
 
     /// The next `n` bytes.
-    #[inline]
-    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    #[inline(always)]
+    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], Fail> {
         if n > self.rest.len() {
-            return Err(self.error(DecodeErrorKind::Truncated));
+            return Err(Fail);
         }
         let (head, tail) = self.rest.split_at(n);
         self.rest = tail;
@@ -115,43 +142,45 @@ impl<'a> Reader<'a> {
     }
 
     /// An `Int32` length that must not be negative, then that many bytes.
-    #[inline]
-    pub(crate) fn len_prefixed(&mut self, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        let at = self.offset();
+    #[inline(always)]
+    pub(crate) fn len_prefixed(&mut self, field: &'static str) -> Result<&'a [u8], Fail> {
         let len = self.i32()?;
         if len < 0 {
-            return Err(self.error_at(DecodeErrorKind::NegativeLength { field, value: len }, at));
+            let at = self.offset() - 4;
+            return Err(self.fail_at(DecodeErrorKind::NegativeLength { field, value: len }, at));
         }
         self.bytes(len as usize)
     }
 
     /// Everything that is left.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take_rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.rest)
     }
 
     /// A NUL-terminated UTF-8 string (the NUL is consumed, not returned).
     #[inline]
-    pub(crate) fn cstr(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
+    pub(crate) fn cstr(&mut self, field: &'static str) -> Result<&'a str, Fail> {
         let at = self.offset();
         let Some(nul) = self.rest.iter().position(|&b| b == 0) else {
-            return Err(self.error(DecodeErrorKind::UnterminatedString { field }));
+            return Err(self.fail_at(DecodeErrorKind::UnterminatedString { field }, at));
         };
-        let raw = &self.rest[..nul];
-        let s = std::str::from_utf8(raw)
-            .map_err(|_| self.error_at(DecodeErrorKind::InvalidUtf8 { field }, at))?;
-        self.rest = &self.rest[nul + 1..];
+        let (raw, tail) = self.rest.split_at(nul);
+        let Ok(s) = std::str::from_utf8(raw) else {
+            return Err(self.fail_at(DecodeErrorKind::InvalidUtf8 { field }, at));
+        };
+        self.rest = tail.get(1..).unwrap_or_default();
         Ok(s)
     }
 
     /// Fails unless every byte was consumed.
-    #[inline]
-    pub(crate) fn finish(&self) -> Result<(), DecodeError> {
+    #[inline(always)]
+    pub(crate) fn finish(&mut self) -> Result<(), Fail> {
         if self.rest.is_empty() {
             Ok(())
         } else {
-            Err(self.error(DecodeErrorKind::TrailingBytes(self.rest.len())))
+            let (n, at) = (self.rest.len(), self.offset());
+            Err(self.fail_at(DecodeErrorKind::TrailingBytes(n), at))
         }
     }
 }

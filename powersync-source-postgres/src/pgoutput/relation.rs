@@ -4,8 +4,8 @@
 use std::fmt;
 use std::iter::FusedIterator;
 
-use super::error::{DecodeError, DecodeErrorKind};
-use super::reader::Reader;
+use super::error::DecodeErrorKind;
+use super::reader::{Fail, Reader};
 
 /// A table description (`R`). Columns are validated at decode and iterated without allocating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,14 +27,15 @@ pub struct Relation<'a> {
 impl<'a> Relation<'a> {
     /// Decodes the body after the type byte (and xid).
     #[inline]
-    pub(crate) fn read(r: &mut Reader<'a>, xid: Option<u32>) -> Result<Self, DecodeError> {
+    pub(crate) fn read(r: &mut Reader<'a>, xid: Option<u32>) -> Result<Self, Fail> {
         let oid = r.u32()?;
         let namespace = r.cstr("namespace")?;
         let name = r.cstr("relation name")?;
-        let at = r.offset();
         let ri = r.u8()?;
-        let replica_identity = ReplicaIdentity::from_byte(ri)
-            .ok_or_else(|| r.error_at(DecodeErrorKind::UnknownReplicaIdentity(ri), at))?;
+        let Some(replica_identity) = ReplicaIdentity::from_byte(ri) else {
+            let at = r.offset() - 1;
+            return Err(r.fail_at(DecodeErrorKind::UnknownReplicaIdentity(ri), at));
+        };
         let count = r.u16()?;
         let start = r.rest();
         for _ in 0..count {
@@ -43,17 +44,16 @@ impl<'a> Relation<'a> {
             r.u32()?;
             r.i32()?;
         }
-        let used = start.len() - r.rest().len();
+        let Some(data) = start.get(..start.len() - r.rest().len()) else {
+            return Err(Fail); // unreachable: the reader only moves forward
+        };
         Ok(Relation {
             xid,
             oid,
             namespace,
             name,
             replica_identity,
-            columns: RelationColumns {
-                count,
-                data: &start[..used],
-            },
+            columns: RelationColumns { count, data },
         })
     }
 }
@@ -183,7 +183,7 @@ pub struct RelationColumnIter<'a> {
 }
 
 impl<'a> RelationColumnIter<'a> {
-    fn read(&mut self) -> Result<RelationColumn<'a>, DecodeError> {
+    fn read(&mut self) -> Result<RelationColumn<'a>, Fail> {
         let r = &mut self.reader;
         Ok(RelationColumn {
             flags: r.u8()?,

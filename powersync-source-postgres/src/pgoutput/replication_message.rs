@@ -7,7 +7,7 @@ use powersync_source_core::position::PgLsn;
 
 use super::error::{DecodeError, DecodeErrorKind};
 use super::logical_message::PgOutputMessage;
-use super::reader::Reader;
+use super::reader::{Fail, Reader};
 use super::PgTimestamp;
 
 /// A CopyData payload sent by the server during `START_REPLICATION`.
@@ -25,6 +25,11 @@ impl<'a> ReplicationMessage<'a> {
     #[inline]
     pub fn decode(payload: &'a [u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(payload, "replication");
+        Self::read(&mut r).map_err(|Fail| r.into_error())
+    }
+
+    #[inline(always)]
+    fn read(r: &mut Reader<'a>) -> Result<Self, Fail> {
         match r.u8()? {
             b'w' => {
                 r.context = "XLogData";
@@ -45,11 +50,7 @@ impl<'a> ReplicationMessage<'a> {
                 r.finish()?;
                 Ok(ReplicationMessage::PrimaryKeepalive(m))
             }
-            other => Err(DecodeError::new(
-                "replication",
-                DecodeErrorKind::UnknownMessageType(other),
-                0,
-            )),
+            other => Err(r.fail_at(DecodeErrorKind::UnknownMessageType(other), 0)),
         }
     }
 }
@@ -141,26 +142,23 @@ impl StandbyStatusUpdate {
 
     /// Decodes a payload produced by [`StandbyStatusUpdate::encode`] (for tests and fakes).
     pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(payload, "replication");
-        match r.u8()? {
-            b'r' => {}
-            other => {
-                return Err(DecodeError::new(
-                    "replication",
-                    DecodeErrorKind::UnknownMessageType(other),
-                    0,
-                ))
+        fn read(r: &mut Reader<'_>) -> Result<StandbyStatusUpdate, Fail> {
+            match r.u8()? {
+                b'r' => {}
+                other => return Err(r.fail_at(DecodeErrorKind::UnknownMessageType(other), 0)),
             }
+            r.context = "Standby status update";
+            let m = StandbyStatusUpdate {
+                write_lsn: r.lsn()?,
+                flush_lsn: r.lsn()?,
+                apply_lsn: r.lsn()?,
+                client_time: r.timestamp()?,
+                reply_requested: r.u8()? != 0,
+            };
+            r.finish()?;
+            Ok(m)
         }
-        r.context = "Standby status update";
-        let m = StandbyStatusUpdate {
-            write_lsn: r.lsn()?,
-            flush_lsn: r.lsn()?,
-            apply_lsn: r.lsn()?,
-            client_time: r.timestamp()?,
-            reply_requested: r.u8()? != 0,
-        };
-        r.finish()?;
-        Ok(m)
+        let mut r = Reader::new(payload, "replication");
+        read(&mut r).map_err(|Fail| r.into_error())
     }
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::iter::FusedIterator;
 
 use super::error::{DecodeError, DecodeErrorKind};
-use super::reader::Reader;
+use super::reader::{Fail, Reader};
 
 /// One column of a [`TupleData`], borrowing from the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,33 +61,29 @@ pub struct TupleData<'a> {
 impl<'a> TupleData<'a> {
     /// Reads and validates a TupleData at the reader's position.
     #[inline]
-    pub(crate) fn read(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+    pub(crate) fn read(r: &mut Reader<'a>) -> Result<Self, Fail> {
         let count = r.u16()?;
         let start = r.rest();
-        for _ in 0..count {
-            let at = r.offset();
-            match r.u8()? {
-                b'n' | b'u' => {}
-                b't' | b'b' => {
-                    r.len_prefixed("column")?;
-                }
-                kind => return Err(r.error_at(DecodeErrorKind::UnknownColumnKind(kind), at)),
-            }
-        }
-        let used = start.len() - r.rest().len();
-        Ok(TupleData {
-            count,
-            data: &start[..used],
-        })
+        let Some(after) = skip_columns(start, count) else {
+            return Err(column_error(r, count));
+        };
+        let Some(data) = start.get(..start.len() - after.len()) else {
+            return Err(Fail); // unreachable: `after` is a suffix of `start`
+        };
+        r.set_rest(after);
+        Ok(TupleData { count, data })
     }
 
     /// Decodes a standalone TupleData (count, then columns) that must fill `buf` exactly.
     /// Offsets in errors are relative to `buf`.
     pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
+        fn whole<'a>(r: &mut Reader<'a>) -> Result<TupleData<'a>, Fail> {
+            let t = TupleData::read(r)?;
+            r.finish()?;
+            Ok(t)
+        }
         let mut r = Reader::new(buf, "TupleData");
-        let t = Self::read(&mut r)?;
-        r.finish()?;
-        Ok(t)
+        whole(&mut r).map_err(|Fail| r.into_error())
     }
 
     /// Number of columns.
@@ -117,6 +113,52 @@ impl<'a> TupleData<'a> {
     pub fn as_bytes(&self) -> &'a [u8] {
         self.data
     }
+}
+
+/// Skips `count` columns, returning what follows them, or `None` if they are malformed.
+#[inline(always)]
+fn skip_columns(mut rest: &[u8], count: u16) -> Option<&[u8]> {
+    for _ in 0..count {
+        let (&kind, tail) = rest.split_first()?;
+        rest = tail;
+        if kind == b't' || kind == b'b' {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = i32::from_be_bytes(*len);
+            if len < 0 {
+                return None;
+            }
+            rest = tail.get(len as usize..)?;
+        } else if kind != b'n' && kind != b'u' {
+            return None;
+        }
+    }
+    Some(rest)
+}
+
+/// The slow path of [`TupleData::read`] for malformed columns: walks them again with the reader
+/// to record exactly what failed and where.
+#[cold]
+#[inline(never)]
+fn column_error(r: &mut Reader<'_>, count: u16) -> Fail {
+    for _ in 0..count {
+        let kind = match r.u8() {
+            Ok(k) => k,
+            Err(f) => return f,
+        };
+        match kind {
+            b'n' | b'u' => {}
+            b't' | b'b' => {
+                if let Err(f) = r.len_prefixed("column") {
+                    return f;
+                }
+            }
+            kind => {
+                let at = r.offset() - 1;
+                return r.fail_at(DecodeErrorKind::UnknownColumnKind(kind), at);
+            }
+        }
+    }
+    Fail // unreachable: the fast path found an error
 }
 
 impl fmt::Debug for TupleData<'_> {

@@ -67,6 +67,9 @@ pub mod oid {
     pub const INT8MULTIRANGE: u32 = 4536;
 }
 
+const INT2VECTOR: u32 = 22;
+const OIDVECTOR: u32 = 30;
+
 /// OIDs below this are assigned by initdb (built-in); user and extension types are above.
 const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
 
@@ -426,6 +429,8 @@ impl TypeRegistry {
                     Some(subtype) => TypeKind::Multirange { subtype },
                     None => TypeKind::Unknown,
                 },
+                // int2vector and oidvector are arrays whose text form is space-separated.
+                "b" if oid == INT2VECTOR || oid == OIDVECTOR => TypeKind::Unknown,
                 "b" if typelem != 0 && typlen == -1 => {
                     let delim: Option<String> = row.try_get("delim")?;
                     TypeKind::Array {

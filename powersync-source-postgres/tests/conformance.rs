@@ -1,0 +1,246 @@
+//! The core conformance scenarios against a throwaway PostgreSQL (15 by default; other majors
+//! through `POWERSYNC_PG14_BIN` / `POWERSYNC_PG18_BIN`, see `scripts/test`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use powersync_source_core::testkit::conformance::{self, Dml, Workload};
+use powersync_source_core::testkit::postgres::{PgAuthMethod, PostgresServer};
+use powersync_source_core::{ChangeSource, RetryPolicy, SourceError, TableName, Value};
+use powersync_source_postgres::{PgConfig, PostgresOptions, PostgresSource};
+
+const PASSWORD: &str = "conformance-Pa55";
+
+pub(crate) struct PgWorkload {
+    pub server: PostgresServer,
+    round: AtomicU32,
+}
+
+fn err(e: impl std::fmt::Display) -> SourceError {
+    SourceError::connection(e.to_string())
+}
+
+impl PgWorkload {
+    pub(crate) async fn start(bin_dir: Option<std::path::PathBuf>) -> Option<PgWorkload> {
+        let mut builder = PostgresServer::builder().password(PASSWORD).auth_method(PgAuthMethod::ScramSha256);
+        if let Some(dir) = bin_dir {
+            builder = builder.bin_dir(dir);
+        }
+        let server = powersync_source_core::testkit::or_skip(builder.start().await)?;
+        Some(PgWorkload { server, round: AtomicU32::new(0) })
+    }
+
+    fn n(&self) -> u32 {
+        self.round.load(Ordering::SeqCst)
+    }
+    fn table(&self) -> String {
+        format!("conf_{}", self.n())
+    }
+
+    pub(crate) async fn client(&self) -> Result<tokio_postgres::Client, SourceError> {
+        let (client, conn) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={} user=postgres password={PASSWORD} dbname=postgres", self.server.port()),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .map_err(err)?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    fn config(&self) -> PgConfig {
+        PgConfig::parse(&self.server.url())
+            .unwrap()
+            .with_publication(format!("conf_pub_{}", self.n()))
+            .with_slot(format!("conf_slot_{}", self.n()))
+            .with_snapshot_chunk_rows(300)
+    }
+
+    fn options(&self) -> PostgresOptions {
+        PostgresOptions {
+            tables: vec![TableName::new("public", self.table())],
+            retry: RetryPolicy {
+                initial_delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(1),
+                ..RetryPolicy::default()
+            },
+            silence_timeout: Duration::from_secs(6),
+            status_interval: Duration::from_secs(1),
+            batch_events: 1000,
+            ..PostgresOptions::default()
+        }
+    }
+}
+
+#[async_trait]
+impl Workload for PgWorkload {
+    fn source(&self) -> Arc<dyn ChangeSource> {
+        Arc::new(PostgresSource::new(self.config()).with_options(self.options()))
+    }
+
+    fn source_with_wrong_password(&self) -> Arc<dyn ChangeSource> {
+        Arc::new(PostgresSource::new(self.config().with_password("wrong-Secret-77")).with_options(self.options()))
+    }
+
+    async fn source_missing_prerequisite(&self) -> Result<(Arc<dyn ChangeSource>, String), SourceError> {
+        let source = PostgresSource::new(self.config().with_publication("no_such_publication")).with_options(self.options());
+        Ok((Arc::new(source), "no_such_publication".into()))
+    }
+
+    async fn reset(&self) -> Result<(), SourceError> {
+        self.round.fetch_add(1, Ordering::SeqCst);
+        let t = self.table();
+        self.client()
+            .await?
+            .batch_execute(&format!(
+                "CREATE TABLE {t} (id bigint PRIMARY KEY, v text);
+                 CREATE PUBLICATION conf_pub_{n} FOR TABLE {t};",
+                n = self.n()
+            ))
+            .await
+            .map_err(err)
+    }
+
+    async fn apply(&self, txn: &[Dml]) -> Result<(), SourceError> {
+        let t = self.table();
+        let mut sql = String::from("BEGIN;");
+        for d in txn {
+            match d {
+                Dml::Insert { id, v } => sql.push_str(&format!("INSERT INTO {t} (id, v) VALUES ({id}, '{v}');")),
+                Dml::Update { id, v } => sql.push_str(&format!("UPDATE {t} SET v = '{v}' WHERE id = {id};")),
+                Dml::Delete { id } => sql.push_str(&format!("DELETE FROM {t} WHERE id = {id};")),
+                Dml::Truncate => sql.push_str(&format!("TRUNCATE {t};")),
+            }
+        }
+        sql.push_str("COMMIT;");
+        // The server may be restarting: retry the connection for a while.
+        let mut last = None;
+        for _ in 0..50 {
+            match self.client().await {
+                Ok(c) => return c.batch_execute(&sql).await.map_err(err),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(last.unwrap_or_else(|| err("no connection")))
+    }
+
+    async fn add_column(&self, name: &str) -> Result<(), SourceError> {
+        self.client().await?.batch_execute(&format!("ALTER TABLE {} ADD COLUMN {name} text", self.table())).await.map_err(err)
+    }
+
+    async fn set_column(&self, id: i64, name: &str, value: &str) -> Result<(), SourceError> {
+        self.client()
+            .await?
+            .batch_execute(&format!("UPDATE {} SET {name} = '{value}' WHERE id = {id}", self.table()))
+            .await
+            .map_err(err)
+    }
+
+    async fn drop_column(&self, name: &str) -> Result<(), SourceError> {
+        self.client().await?.batch_execute(&format!("ALTER TABLE {} DROP COLUMN {name}", self.table())).await.map_err(err)
+    }
+
+    async fn read(&self) -> Result<BTreeMap<i64, BTreeMap<String, Value>>, SourceError> {
+        let client = self.client().await?;
+        let rows = client.query(&format!("SELECT * FROM {}", self.table()), &[]).await.map_err(err)?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let mut cols = BTreeMap::new();
+            let mut id = 0;
+            for (i, c) in row.columns().iter().enumerate() {
+                if c.name() == "id" {
+                    id = row.get::<_, i64>(i);
+                    cols.insert("id".to_string(), Value::Integer(id));
+                } else {
+                    let v: Option<String> = row.get(i);
+                    cols.insert(c.name().to_string(), v.map(Value::Text).unwrap_or(Value::Null));
+                }
+            }
+            out.insert(id, cols);
+        }
+        Ok(out)
+    }
+
+    async fn kill_and_restart(&self) -> Result<(), SourceError> {
+        self.server.kill().await.map_err(err)?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.server.restart().await.map_err(err)
+    }
+
+    async fn lose_history(&self) -> Result<(), SourceError> {
+        let slot = format!("conf_slot_{}", self.n());
+        let client = self.client().await?;
+        for _ in 0..50 {
+            let r = client
+                .batch_execute(&format!(
+                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active_pid IS NOT NULL;
+                     SELECT pg_drop_replication_slot('{slot}');"
+                ))
+                .await;
+            if r.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(err("could not drop the slot"))
+    }
+}
+
+pub(crate) async fn run_all(w: &PgWorkload) {
+    let mut failures = Vec::new();
+    macro_rules! scenario {
+        ($name:literal, $e:expr) => {
+            let started = std::time::Instant::now();
+            match $e.await {
+                Ok(()) => eprintln!("conformance {}: ok ({:?})", $name, started.elapsed()),
+                Err(e) => {
+                    eprintln!("conformance {}: FAILED: {e}\n{}", $name, w.server.log_tail(20));
+                    failures.push(format!("{}: {e}", $name));
+                }
+            }
+        };
+    }
+    scenario!("bad credentials give Auth", conformance::bad_credentials(w, "wrong-Secret-77"));
+    scenario!("missing prerequisite names the setting", conformance::missing_prerequisite(w));
+    scenario!("snapshot while writing converges", conformance::snapshot_while_writing(w));
+    scenario!("resume from checkpoint", conformance::resume_from_checkpoint(w));
+    scenario!("truncate", conformance::truncate(w));
+    scenario!("add/drop column", conformance::add_drop_column(w));
+    scenario!("idle write checkpoint", conformance::idle_write_checkpoint(w, Duration::from_secs(5)));
+    scenario!("large transaction", conformance::large_transaction(w, 50_000, 1000));
+    scenario!("history lost", conformance::history_lost(w));
+    scenario!("server killed and restarted", conformance::server_restart(w));
+    assert!(failures.is_empty(), "conformance failures:\n{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_postgres_15() {
+    powersync_source_core::testkit::init_tracing();
+    let Some(w) = PgWorkload::start(None).await else { return };
+    run_all(&w).await;
+}
+
+async fn other_major(major: u32) {
+    if std::env::var_os("POWERSYNC_SKIP_PG_MATRIX").is_some() {
+        eprintln!("SKIPPED: PostgreSQL {major} conformance (POWERSYNC_SKIP_PG_MATRIX is set)");
+        return;
+    }
+    let dir = powersync_source_core::testkit::postgres::postgres_binaries_for_major(major).await;
+    let Some(dir) = powersync_source_core::testkit::or_skip(dir) else { return };
+    let Some(w) = PgWorkload::start(Some(dir)).await else { return };
+    run_all(&w).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_postgres_14() {
+    other_major(14).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_postgres_18() {
+    other_major(18).await;
+}
