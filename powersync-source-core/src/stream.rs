@@ -158,6 +158,7 @@ struct StatsInner {
     transactions: AtomicU64,
     lag_micros: AtomicI64,
     lag_bytes: AtomicU64,
+    reconnects: AtomicU64,
 }
 
 /// A point-in-time copy of [`StreamStats`].
@@ -175,6 +176,8 @@ pub struct StatsSnapshot {
     /// Bytes of source history between the source's head and the last acknowledged position,
     /// where the source can tell (PostgreSQL WAL bytes held by the slot).
     pub lag_bytes: u64,
+    /// Times the stream reconnected after a transient failure.
+    pub reconnects: u64,
 }
 
 impl StreamStats {
@@ -202,6 +205,10 @@ impl StreamStats {
     pub fn set_lag_bytes(&self, n: u64) {
         self.inner.lag_bytes.store(n, Ordering::Relaxed);
     }
+    /// Counts a reconnect after a transient failure.
+    pub fn record_reconnect(&self) {
+        self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         let i = &self.inner;
@@ -211,6 +218,7 @@ impl StreamStats {
             transactions: i.transactions.load(Ordering::Relaxed),
             lag_seconds: i.lag_micros.load(Ordering::Relaxed) as f64 / 1e6,
             lag_bytes: i.lag_bytes.load(Ordering::Relaxed),
+            reconnects: i.reconnects.load(Ordering::Relaxed),
         }
     }
 }

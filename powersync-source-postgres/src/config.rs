@@ -420,7 +420,10 @@ impl PgConfig {
             params.push(("slot", slot.clone()));
         }
         if self.snapshot_parallelism != DEFAULT_SNAPSHOT_PARALLELISM {
-            params.push(("snapshot_parallelism", self.snapshot_parallelism.to_string()));
+            params.push((
+                "snapshot_parallelism",
+                self.snapshot_parallelism.to_string(),
+            ));
         }
         if self.snapshot_chunk_rows != DEFAULT_SNAPSHOT_CHUNK_ROWS {
             params.push(("snapshot_chunk_rows", self.snapshot_chunk_rows.to_string()));
@@ -689,7 +692,10 @@ fn parse_url(rest: &str) -> Result<Vec<(String, String)>, SourceError> {
             pairs.push(("user".to_string(), percent_decode(user, "user name")?));
         }
         if let Some(password) = password {
-            pairs.push(("password".to_string(), percent_decode(password, "password")?));
+            pairs.push((
+                "password".to_string(),
+                percent_decode(password, "password")?,
+            ));
         }
     }
     if !hostport.is_empty() {

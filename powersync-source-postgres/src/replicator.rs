@@ -204,9 +204,11 @@ impl Replicator {
             if self.flush().await.is_err() {
                 return;
             }
+            self.stats.record_reconnect();
             tokio::time::sleep(delay).await;
             if self.sql.is_closed() {
-                match sql::connect(&self.config).await {
+                let connect = tokio::time::timeout(self.options.silence_timeout, sql::connect(&self.config));
+                match connect.await.unwrap_or_else(|_| Err(SourceError::connection("connect timed out"))) {
                     Ok(client) => self.sql = client,
                     Err(e) => {
                         tracing::warn!(target: "powersync_source_postgres", "reconnect failed: {e}");
@@ -340,8 +342,19 @@ impl Replicator {
         let repl = match repl {
             Some(r) => r,
             None => {
-                crate::slot::check_resumable(&self.sql, &slot, self.last_emitted).await?;
-                ReplicationConnection::connect(&self.config).await?
+                // Bounded: a server that stopped answering must not hang the reconnect.
+                let reconnect = async {
+                    crate::slot::check_resumable(&self.sql, &slot, self.last_emitted).await?;
+                    ReplicationConnection::connect(&self.config).await
+                };
+                tokio::time::timeout(self.options.silence_timeout, reconnect)
+                    .await
+                    .map_err(|_| {
+                        SourceError::connection(format!(
+                            "no answer from the server within {:?} while reconnecting",
+                            self.options.silence_timeout
+                        ))
+                    })??
             }
         };
         self.server_version = repl.server_version_num();
@@ -349,7 +362,18 @@ impl Replicator {
             && self.server_version >= 140_000
             && self.relations.values().all(|r| r.types.iter().all(|(oid, _)| self.registry.supports_binary(*oid)));
         let options = self.start_options();
-        let mut stream = match repl.start_replication(&slot, self.last_emitted, &options).await {
+        let start = tokio::time::timeout(
+            self.options.silence_timeout,
+            repl.start_replication(&slot, self.last_emitted, &options),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(SourceError::connection(format!(
+                "no answer to START_REPLICATION within {:?}",
+                self.options.silence_timeout
+            )))
+        });
+        let mut stream = match start {
             Ok(s) => s,
             Err(e) if sqlstate(&e) == Some("55006") => {
                 // A walsender from a dead connection still holds the slot: end it and retry.

@@ -113,7 +113,10 @@ fn url_scheme_variants_and_hosts() {
     // '+' is not a space (libpq does not decode it).
     assert_eq!(parse("postgres://h/a+b").dbname(), "a+b");
     // empty query parts are ignored.
-    assert_eq!(parse("postgres://h/d?&&sslmode=disable&").ssl_mode(), SslMode::Disable);
+    assert_eq!(
+        parse("postgres://h/d?&&sslmode=disable&").ssl_mode(),
+        SslMode::Disable
+    );
 }
 
 #[test]
@@ -157,7 +160,10 @@ fn every_sslmode() {
     ] {
         assert_eq!(parse(&format!("sslmode={s}")).ssl_mode(), m);
         assert_eq!(m.as_str(), s);
-        assert_eq!(m.requires_tls(), matches!(s, "require" | "verify-ca" | "verify-full"));
+        assert_eq!(
+            m.requires_tls(),
+            matches!(s, "require" | "verify-ca" | "verify-full")
+        );
     }
 }
 
@@ -186,17 +192,33 @@ fn slot_default_is_sanitized() {
 #[test]
 fn errors() {
     let cases: &[(&str, &[&str])] = &[
-        ("bogus=1", &["unknown connection parameter", "\"bogus\"", "sslmode"]),
-        ("postgres://h/d?bogus=1", &["unknown connection parameter", "\"bogus\""]),
+        (
+            "bogus=1",
+            &["unknown connection parameter", "\"bogus\"", "sslmode"],
+        ),
+        (
+            "postgres://h/d?bogus=1",
+            &["unknown connection parameter", "\"bogus\""],
+        ),
         ("port=abc", &["invalid port", "\"abc\"", "1 to 65535"]),
         ("port=0", &["invalid port"]),
         ("port=70000", &["invalid port"]),
         ("postgres://h:x/d", &["invalid port"]),
-        ("sslmode=on", &["invalid sslmode", "\"on\"", "disable, allow, prefer, require, verify-ca, verify-full"]),
+        (
+            "sslmode=on",
+            &[
+                "invalid sslmode",
+                "\"on\"",
+                "disable, allow, prefer, require, verify-ca, verify-full",
+            ],
+        ),
         ("postgres://h/d?sslmode=VERIFY", &["invalid sslmode"]),
         ("connect_timeout=-1", &["connect_timeout"]),
         ("connect_timeout=1.5", &["connect_timeout"]),
-        ("snapshot_parallelism=0", &["snapshot_parallelism", "at least 1"]),
+        (
+            "snapshot_parallelism=0",
+            &["snapshot_parallelism", "at least 1"],
+        ),
         ("snapshot_chunk_rows=x", &["snapshot_chunk_rows"]),
         ("slot=Bad-Name", &["invalid slot name", "'B'"]),
         ("slot=''", &["invalid slot name"]),
@@ -239,10 +261,19 @@ fn password_never_shown() {
     for input in [url.as_str(), kv.as_str(), qp.as_str()] {
         let c = parse(input);
         assert_eq!(c.password().unwrap().expose(), secret);
-        for shown in [format!("{c:?}"), format!("{c}"), c.display_url(), format!("{c:#?}")] {
+        for shown in [
+            format!("{c:?}"),
+            format!("{c}"),
+            c.display_url(),
+            format!("{c:#?}"),
+        ] {
             assert!(!shown.contains(secret), "{shown}");
         }
-        assert!(c.display_url().contains("alice:***@"), "{}", c.display_url());
+        assert!(
+            c.display_url().contains("alice:***@"),
+            "{}",
+            c.display_url()
+        );
     }
     // Errors from parsing strings that contain a password never quote it.
     for input in [
@@ -286,9 +317,15 @@ fn display_url_round_trips() {
     // Same settings back, apart from the redacted password.
     let back = parse(&url.replace(":***@", ":pw@"));
     assert_eq!(back, c);
-    assert_eq!(parse("postgres://[::1]:5/d").display_url(), "postgres://postgres@[::1]:5/d");
+    assert_eq!(
+        parse("postgres://[::1]:5/d").display_url(),
+        "postgres://postgres@[::1]:5/d"
+    );
     let bare = PgConfig::new();
-    assert_eq!(bare.display_url(), "postgres://postgres@localhost:5432/postgres");
+    assert_eq!(
+        bare.display_url(),
+        "postgres://postgres@localhost:5432/postgres"
+    );
     assert_eq!(PgConfig::new().without_password(), bare);
 }
 
@@ -303,7 +340,10 @@ fn builders_and_set() {
     assert_eq!(c.connect_timeout(), None);
     c.set("port", "7".into()).unwrap();
     assert_eq!(c.port(), 7);
-    assert_eq!(c.set("nope", "1".into()).unwrap_err().kind(), ErrorKind::Config);
+    assert_eq!(
+        c.set("nope", "1".into()).unwrap_err().kind(),
+        ErrorKind::Config
+    );
     let c: PgConfig = "host=x".parse().unwrap();
     assert_eq!(c.host(), "x");
 }

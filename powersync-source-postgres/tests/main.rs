@@ -2,3 +2,5 @@
 mod pgoutput;
 mod conformance;
 mod types;
+mod faults;
+mod connection;

@@ -135,86 +135,87 @@ pub(crate) fn server_error(
     let lower = err.message.to_ascii_lowercase();
     let user = &target.user;
     let server_hint = err.hint.clone();
-    let e = match code {
-        "28P01" => SourceError::auth(format!(
+    let e =
+        match code {
+            "28P01" => SourceError::auth(format!(
             "{doing} {target}: password authentication failed for user \"{user}\" [SQLSTATE {code}]"
         ))
-        .with_hint("check the password configured for this user"),
-        "28000" if lower.contains("pg_hba.conf") => {
-            let addr = quoted_after(&err.message, "host \"").unwrap_or("<client address>");
-            let mask = if addr.contains(':') { 128 } else { 32 };
-            let encryption = if lower.contains("no encryption") || lower.contains("ssl off") {
-                "host"
-            } else {
-                "hostssl"
-            };
-            // Logical replication connections (replication=database) match ordinary
-            // pg_hba.conf lines for their database, not the `replication` keyword.
-            let db = if lower.contains("replication connection") {
-                "replication"
-            } else {
-                target.dbname.as_str()
-            };
-            SourceError::prerequisite(msg).with_hint(format!(
-                "allow this client in pg_hba.conf, e.g. add the line \
+            .with_hint("check the password configured for this user"),
+            "28000" if lower.contains("pg_hba.conf") => {
+                let addr = quoted_after(&err.message, "host \"").unwrap_or("<client address>");
+                let mask = if addr.contains(':') { 128 } else { 32 };
+                let encryption = if lower.contains("no encryption") || lower.contains("ssl off") {
+                    "host"
+                } else {
+                    "hostssl"
+                };
+                // Logical replication connections (replication=database) match ordinary
+                // pg_hba.conf lines for their database, not the `replication` keyword.
+                let db = if lower.contains("replication connection") {
+                    "replication"
+                } else {
+                    target.dbname.as_str()
+                };
+                SourceError::prerequisite(msg).with_hint(format!(
+                    "allow this client in pg_hba.conf, e.g. add the line \
                  `{encryption} {db} {user} {addr}/{mask} scram-sha-256` and reload the server \
                  (SELECT pg_reload_conf())"
-            ))
-        }
-        "28000" => SourceError::auth(msg),
-        _ if class == "28" => SourceError::auth(msg),
-        "3D000" => SourceError::config(msg).with_hint(format!(
-            "check dbname, or create the database (CREATE DATABASE \"{}\")",
-            target.dbname
-        )),
-        "42501" => {
-            let replication = kind == ConnKind::Replication
-                && (lower.contains("wal sender")
-                    || lower.contains("walsender")
-                    || lower.contains("replication"));
-            if replication {
-                SourceError::prerequisite(msg).with_hint(format!(
-                    "grant the REPLICATION attribute: ALTER ROLE \"{user}\" WITH REPLICATION;"
                 ))
-            } else {
-                SourceError::prerequisite(msg)
-                    .with_hint(server_hint.unwrap_or_else(|| {
+            }
+            "28000" => SourceError::auth(msg),
+            _ if class == "28" => SourceError::auth(msg),
+            "3D000" => SourceError::config(msg).with_hint(format!(
+                "check dbname, or create the database (CREATE DATABASE \"{}\")",
+                target.dbname
+            )),
+            "42501" => {
+                let replication = kind == ConnKind::Replication
+                    && (lower.contains("wal sender")
+                        || lower.contains("walsender")
+                        || lower.contains("replication"));
+                if replication {
+                    SourceError::prerequisite(msg).with_hint(format!(
+                        "grant the REPLICATION attribute: ALTER ROLE \"{user}\" WITH REPLICATION;"
+                    ))
+                } else {
+                    SourceError::prerequisite(msg).with_hint(server_hint.unwrap_or_else(|| {
                         format!("grant the missing privilege to role \"{user}\"")
                     }))
+                }
             }
-        }
-        _ if lower.contains("has already been removed")
-            || lower.contains("can no longer get changes")
-            || lower.contains("invalidated") =>
-        {
-            SourceError::history_lost(msg).with_hint(
-                "the replication slot can no longer provide the changes needed: drop it and \
+            _ if lower.contains("has already been removed")
+                || lower.contains("can no longer get changes")
+                || lower.contains("invalidated") =>
+            {
+                SourceError::history_lost(msg).with_hint(
+                    "the replication slot can no longer provide the changes needed: drop it and \
                  start from a new snapshot",
-            )
-        }
-        "42704" if lower.contains("replication slot") => SourceError::history_lost(msg)
-            .with_hint("the replication slot is gone: start from a new snapshot"),
-        "42704" if lower.contains("publication") => SourceError::prerequisite(msg)
-            .with_hint("create the publication: CREATE PUBLICATION ... FOR TABLE ... (or FOR ALL TABLES)"),
-        "55006" => SourceError::connection(msg).with_hint(
-            "another process is using the replication slot (see active_pid in \
+                )
+            }
+            "42704" if lower.contains("replication slot") => SourceError::history_lost(msg)
+                .with_hint("the replication slot is gone: start from a new snapshot"),
+            "42704" if lower.contains("publication") => SourceError::prerequisite(msg).with_hint(
+                "create the publication: CREATE PUBLICATION ... FOR TABLE ... (or FOR ALL TABLES)",
+            ),
+            "55006" => SourceError::connection(msg).with_hint(
+                "another process is using the replication slot (see active_pid in \
              pg_replication_slots); retry once it has disconnected",
-        ),
-        "55000" if lower.contains("wal_level") => SourceError::prerequisite(msg)
-            .with_hint("set wal_level = logical in postgresql.conf and restart the server"),
-        "53400" => SourceError::prerequisite(msg).with_hint(
-            server_hint
-                .clone()
-                .unwrap_or_else(|| "raise the server limit (max_replication_slots / max_wal_senders)".into()),
-        ),
-        "0A000" | "42601" | "42883" => SourceError::unsupported(msg),
-        "42P01" | "42703" => SourceError::schema(msg),
-        _ if matches!(class, "08" | "53" | "57" | "58" | "40" | "XX") => {
-            SourceError::connection(msg)
-        }
-        _ if class == "22" => SourceError::decode(msg),
-        _ => SourceError::prerequisite(msg),
-    };
+            ),
+            "55000" if lower.contains("wal_level") => SourceError::prerequisite(msg)
+                .with_hint("set wal_level = logical in postgresql.conf and restart the server"),
+            "53400" => {
+                SourceError::prerequisite(msg).with_hint(server_hint.clone().unwrap_or_else(|| {
+                    "raise the server limit (max_replication_slots / max_wal_senders)".into()
+                }))
+            }
+            "0A000" | "42601" | "42883" => SourceError::unsupported(msg),
+            "42P01" | "42703" => SourceError::schema(msg),
+            _ if matches!(class, "08" | "53" | "57" | "58" | "40" | "XX") => {
+                SourceError::connection(msg)
+            }
+            _ if class == "22" => SourceError::decode(msg),
+            _ => SourceError::prerequisite(msg),
+        };
     match (e.hint().is_none(), err.hint.as_deref()) {
         (true, Some(h)) => e.with_hint(h.to_string()),
         _ => e,

@@ -37,6 +37,7 @@ const MIN_READ_ROOM: usize = 16 * 1024;
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
 /// The answer to `IDENTIFY_SYSTEM`.
+#[allow(dead_code)] // connector API, not every caller needs it yet
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IdentifySystem {
     /// The cluster's system identifier (a decimal u64, kept as the server's text).
@@ -50,6 +51,7 @@ pub(crate) struct IdentifySystem {
 }
 
 /// What `CREATE_REPLICATION_SLOT ... LOGICAL` does with a snapshot.
+#[allow(dead_code)] // connector API, not every caller needs it yet
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotSnapshot {
     /// Export a snapshot other sessions can use with `SET TRANSACTION SNAPSHOT '<name>'`,
@@ -167,8 +169,8 @@ impl Wire {
     /// The next whole backend message.
     async fn next_message(&mut self, doing: &str) -> Result<(u8, BytesMut), SourceError> {
         loop {
-            if let Some(m) =
-                split_message(&mut self.rbuf).map_err(|e| e.context(format!("{doing} {}", self.target)))?
+            if let Some(m) = split_message(&mut self.rbuf)
+                .map_err(|e| e.context(format!("{doing} {}", self.target)))?
             {
                 return Ok(m);
             }
@@ -258,11 +260,13 @@ impl ReplicationConnection {
     }
 
     /// A `ParameterStatus` value reported by the server (`server_version`, `TimeZone`, ...).
+    #[allow(dead_code)]
     pub(crate) fn parameter(&self, name: &str) -> Option<&str> {
         self.params.get(name).map(String::as_str)
     }
 
     /// The backend process id (`pg_stat_replication.pid`, `pg_replication_slots.active_pid`).
+    #[allow(dead_code)]
     pub(crate) fn backend_pid(&self) -> i32 {
         self.backend_pid
     }
@@ -300,8 +304,11 @@ impl ReplicationConnection {
                 b'A' => {}
                 b'G' => {
                     // CopyInResponse: refuse, the server answers with an error and 'Z'.
-                    frontend::copy_fail("COPY FROM STDIN is not supported here", &mut self.wire.wbuf)
-                        .map_err(|e| SourceError::decode(e.to_string()))?;
+                    frontend::copy_fail(
+                        "COPY FROM STDIN is not supported here",
+                        &mut self.wire.wbuf,
+                    )
+                    .map_err(|e| SourceError::decode(e.to_string()))?;
                     self.wire.flush(doing).await?;
                 }
                 b'H' | b'W' => {
@@ -322,6 +329,7 @@ impl ReplicationConnection {
     }
 
     /// `IDENTIFY_SYSTEM`.
+    #[allow(dead_code)]
     pub(crate) async fn identify_system(&mut self) -> Result<IdentifySystem, SourceError> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
         let row = single_row(&self.wire.target, "IDENTIFY_SYSTEM", &rows, 3)?;
@@ -421,6 +429,7 @@ impl ReplicationConnection {
     }
 
     /// Sends Terminate and closes the socket.
+    #[allow(dead_code)]
     pub(crate) async fn close(mut self) -> Result<(), SourceError> {
         frontend::terminate(&mut self.wire.wbuf);
         self.wire.flush("closing").await?;
@@ -593,7 +602,9 @@ async fn open_socket(cfg: &PgConfig, target: &Target) -> Result<PgStream, Source
                 .map_err(|e| super::io_error(target, doing, e));
         }
         #[cfg(not(unix))]
-        return Err(SourceError::config("Unix sockets are not available on this platform"));
+        return Err(SourceError::config(
+            "Unix sockets are not available on this platform",
+        ));
     }
     let tcp = TcpStream::connect((cfg.host(), cfg.port()))
         .await
@@ -710,11 +721,13 @@ async fn authenticate(cfg: &PgConfig, wire: &mut Wire) -> Result<(), Failure> {
     let doing = "authenticating to";
     let target = wire.target.clone();
     let password = || {
-        cfg.password().map(|p| p.expose().as_bytes()).ok_or_else(|| {
-            Failure::Other(SourceError::auth(format!(
-                "{doing} {target}: the server asks for a password and none is configured"
-            )))
-        })
+        cfg.password()
+            .map(|p| p.expose().as_bytes())
+            .ok_or_else(|| {
+                Failure::Other(SourceError::auth(format!(
+                    "{doing} {target}: the server asks for a password and none is configured"
+                )))
+            })
     };
     loop {
         let (tag, body) = wire.next_message(doing).await?;
@@ -791,7 +804,9 @@ async fn scram(wire: &mut Wire, mechanisms: &[u8], password: &[u8]) -> Result<()
 
     let continue_data = expect_auth(wire, doing, 11).await?;
     scram.update(&continue_data).map_err(|e| {
-        SourceError::auth(format!("{doing} {target}: invalid SCRAM server message: {e}"))
+        SourceError::auth(format!(
+            "{doing} {target}: invalid SCRAM server message: {e}"
+        ))
     })?;
     frontend::sasl_response(scram.message(), &mut wire.wbuf)
         .map_err(|e| SourceError::decode(e.to_string()))?;
@@ -838,6 +853,8 @@ enum StreamState {
     Streaming,
     /// The server sent CopyDone (or ended the command): `recv` returns `None`.
     Ended,
+    /// The server sent an ErrorResponse: `recv` keeps failing; reconnect.
+    Failed,
 }
 
 /// The CopyBoth stream after `START_REPLICATION`.
@@ -872,11 +889,21 @@ impl std::fmt::Debug for ReplicationStream {
 impl ReplicationStream {
     /// The next CopyData payload (`w` XLogData or `k` primary keepalive, first byte
     /// included), or `None` once the server has ended the copy (CopyDone / CommandComplete).
+    /// After a server ErrorResponse (returned as the error it maps to, e.g. `HistoryLost` for
+    /// an invalidated slot, `Connection` for a terminated walsender) every later call fails
+    /// with a `Connection` error; I/O errors and EOF are `Connection` errors.
     pub(crate) async fn recv(&mut self) -> Result<Option<Bytes>, SourceError> {
         const DOING: &str = "streaming from";
         loop {
-            if self.state == StreamState::Ended {
-                return Ok(None);
+            match self.state {
+                StreamState::Streaming => {}
+                StreamState::Ended => return Ok(None),
+                StreamState::Failed => {
+                    return Err(SourceError::connection(format!(
+                        "{DOING} {}: the replication stream already failed; reconnect",
+                        self.wire.target
+                    )))
+                }
             }
             let buf = &mut self.wire.rbuf;
             if buf.len() >= 5 {
@@ -898,7 +925,7 @@ impl ReplicationStream {
                             return Ok(None);
                         }
                         b'E' => {
-                            self.state = StreamState::Ended;
+                            self.state = StreamState::Failed;
                             return Err(self.wire.server_error(DOING, &body));
                         }
                         b'N' => self.wire.log_notice(&body),
@@ -937,6 +964,7 @@ impl ReplicationStream {
     }
 
     /// Ends the copy from our side (CopyDone) and closes the connection (Terminate).
+    #[allow(dead_code)]
     pub(crate) async fn close(mut self) -> Result<(), SourceError> {
         frontend::copy_done(&mut self.wire.wbuf);
         frontend::terminate(&mut self.wire.wbuf);
@@ -947,6 +975,7 @@ impl ReplicationStream {
 
     /// Bytes read from the socket since the connection opened (after TLS decryption;
     /// protocol framing included).
+    #[allow(dead_code)]
     pub(crate) fn bytes_received(&self) -> u64 {
         self.wire.bytes_received
     }
@@ -958,4 +987,19 @@ pub(crate) fn pg_now_micros() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
     since_unix.as_micros() as i64 - PG_EPOCH_OFFSET_MICROS
+}
+
+#[cfg(test)]
+pub(crate) fn bench_stream(tcp: TcpStream) -> ReplicationStream {
+    ReplicationStream {
+        wire: Wire::new(
+            PgStream::Plain(tcp),
+            Target {
+                endpoint: "x".into(),
+                user: "u".into(),
+                dbname: "d".into(),
+            },
+        ),
+        state: StreamState::Streaming,
+    }
 }

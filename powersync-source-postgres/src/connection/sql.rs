@@ -75,11 +75,7 @@ fn rejects_plain(e: &ServerError) -> bool {
         && (e.message.contains("no encryption") || e.message.contains("SSL off"))
 }
 
-async fn connect_once(
-    cfg: &PgConfig,
-    target: &Target,
-    mode: TpSslMode,
-) -> Result<Client, Attempt> {
+async fn connect_once(cfg: &PgConfig, target: &Target, mode: TpSslMode) -> Result<Client, Attempt> {
     let mut tp = tokio_postgres::Config::new();
     if cfg.is_unix_socket() {
         tp.host_path(cfg.host());
@@ -125,9 +121,8 @@ async fn connect_once(
 
 fn spawn_connection<S, T>(target: &Target, conn: tokio_postgres::Connection<S, T>)
 where
-    tokio_postgres::Connection<S, T>: std::future::Future<Output = Result<(), tokio_postgres::Error>>
-        + Send
-        + 'static,
+    tokio_postgres::Connection<S, T>:
+        std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
 {
     let where_ = target.to_string();
     tokio::spawn(async move {

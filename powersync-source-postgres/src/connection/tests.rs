@@ -3,6 +3,8 @@
 //! the replication protocol). They live here, not in `tests/`, because the connection API is
 //! crate-private. A test that cannot start a server prints one `SKIPPED: ...` line.
 
+#![allow(clippy::print_stdout)] // SKIPPED lines go to the test output
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +17,7 @@ use powersync_source_core::{start_or_skip, ErrorKind, SourceError};
 use super::replication::{
     create_slot_command, start_replication_command, ReplicationConnection, SlotSnapshot,
 };
-use super::{publication_names, server_error, sqlstate, sql, ConnKind, ServerError, Target};
+use super::{publication_names, server_error, sql, sqlstate, ConnKind, ServerError, Target};
 use crate::config::{PgConfig, SslMode};
 
 // ---------------------------------------------------------------------------------------------
@@ -95,7 +97,10 @@ fn server_error_mapping() {
         assert_eq!(e.kind(), *want, "{code} {msg}: {e}");
         assert_eq!(sqlstate(&e), Some(*code), "{e}");
         let text = e.to_string();
-        assert!(text.contains("db:5432") && text.contains("\"rep\""), "{text}");
+        assert!(
+            text.contains("db:5432") && text.contains("\"rep\""),
+            "{text}"
+        );
         // the code survives context()
         assert_eq!(sqlstate(&e.context("outer")), Some(*code));
     }
@@ -109,7 +114,9 @@ fn server_error_mapping() {
         ),
     );
     assert!(
-        e.hint().unwrap().contains("host app rep 10.0.0.9/32 scram-sha-256"),
+        e.hint()
+            .unwrap()
+            .contains("host app rep 10.0.0.9/32 scram-sha-256"),
         "{e}"
     );
     let e = server_error(
@@ -118,12 +125,20 @@ fn server_error_mapping() {
         "connecting to",
         &se("42501", "permission denied to start WAL sender"),
     );
-    assert!(e.hint().unwrap().contains("ALTER ROLE \"rep\" WITH REPLICATION"), "{e}");
+    assert!(
+        e.hint()
+            .unwrap()
+            .contains("ALTER ROLE \"rep\" WITH REPLICATION"),
+        "{e}"
+    );
     let mut with_detail = se("42704", "x");
     with_detail.detail = Some("more".into());
     with_detail.hint = Some("do y".into());
     let e = server_error(&t, ConnKind::Sql, "doing", &with_detail);
-    assert!(e.message().contains("[SQLSTATE 42704]; detail: more"), "{e}");
+    assert!(
+        e.message().contains("[SQLSTATE 42704]; detail: more"),
+        "{e}"
+    );
     assert_eq!(e.hint(), Some("do y"));
     assert_eq!(sqlstate(&SourceError::connection("plain")), None);
     assert_eq!(sqlstate(&SourceError::connection("[SQLSTATE 123]")), None);
@@ -161,7 +176,10 @@ fn replication_commands() {
             PgLsn(0x16_B374_D848),
             &[
                 ("proto_version", "1".into()),
-                ("publication_names", publication_names(&["powersync", "o'k\"x"])),
+                (
+                    "publication_names",
+                    publication_names(&["powersync", "o'k\"x"])
+                ),
             ]
         ),
         "START_REPLICATION SLOT \"powersync_app\" LOGICAL 16/B374D848 (\"proto_version\" '1', \
@@ -193,20 +211,41 @@ async fn psql(pg: &PostgresServer, sql: &str) -> String {
         .unwrap_or_else(|e| panic!("psql {sql}: {e}"))
 }
 
+/// Reloads the configuration and waits until new backends see it: a marker setting is
+/// bumped with the reload and polled (pg_reload_conf only signals the postmaster).
+async fn reload_and_wait(pg: &PostgresServer) {
+    static MARK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1000);
+    let kb = MARK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    psql(
+        pg,
+        &format!("ALTER SYSTEM SET work_mem = '{kb}kB';\nSELECT pg_reload_conf();"),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while psql(pg, "SHOW work_mem").await.trim() != format!("{kb}kB") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "configuration reload not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Replaces pg_hba.conf and reloads.
 async fn set_hba(pg: &PostgresServer, lines: &str) {
     let path = pg.data_dir().join("pg_hba.conf");
     std::fs::write(&path, format!("local all all trust\n{lines}\n")).unwrap();
-    psql(pg, "SELECT pg_reload_conf()").await;
-    // pg_reload_conf signals the postmaster; give it a moment to re-read the file.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    reload_and_wait(pg).await;
 }
 
 /// Whether the SQL connection for `cfg` uses TLS.
 async fn sql_tls(cfg: &PgConfig) -> Result<bool, SourceError> {
     let client = sql::connect(cfg).await?;
     let row = client
-        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .unwrap();
     Ok(row.get::<_, bool>(0))
@@ -225,7 +264,10 @@ async fn repl_tls(cfg: &PgConfig) -> Result<bool, SourceError> {
 async fn both_tls(cfg: &PgConfig) -> Result<bool, SourceError> {
     let a = sql_tls(cfg).await?;
     let b = repl_tls(cfg).await?;
-    assert_eq!(a, b, "SQL and replication connections disagree on TLS for {cfg}");
+    assert_eq!(
+        a, b,
+        "SQL and replication connections disagree on TLS for {cfg}"
+    );
     Ok(a)
 }
 
@@ -266,7 +308,13 @@ fn openssl(dir: &Path, args: &[&str]) -> bool {
 /// self-signed (CA:TRUE) one for localhost/127.0.0.1, a second unrelated CA and a client
 /// certificate for `u_cert`. `None` when the openssl CLI is missing.
 fn make_certs(dir: &Path) -> Option<()> {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     let run = |args: Vec<&str>| openssl(dir, &args);
     let req_x509 = |key: &str, crt: &str, subj: &str, extra: &[&str]| {
         let mut a = vec!["req", "-x509"];
@@ -296,8 +344,21 @@ fn make_certs(dir: &Path) -> Option<()> {
         a.extend(["-keyout", &key, "-out", &csr, "-subj", subj]);
         run(a);
         run(vec![
-            "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", &crt, "-days", "2", "-extfile", &extfile,
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &extfile,
         ]);
     };
     leaf(
@@ -334,7 +395,10 @@ fn give_to_server(pg: &PostgresServer, files: &[PathBuf]) {
 /// Points the server at a certificate/key pair and reloads.
 async fn use_server_cert(pg: &PostgresServer, certs: &Path, name: &str) {
     let dst = pg.temp_dir();
-    let (crt, key) = (dst.join(format!("{name}.crt")), dst.join(format!("{name}.key")));
+    let (crt, key) = (
+        dst.join(format!("{name}.crt")),
+        dst.join(format!("{name}.key")),
+    );
     std::fs::copy(certs.join(format!("{name}.crt")), &crt).unwrap();
     std::fs::copy(certs.join(format!("{name}.key")), &key).unwrap();
     let ca = dst.join("ca.crt");
@@ -344,15 +408,14 @@ async fn use_server_cert(pg: &PostgresServer, certs: &Path, name: &str) {
         pg,
         &format!(
             "ALTER SYSTEM SET ssl_cert_file = '{}';\nALTER SYSTEM SET ssl_key_file = '{}';\n\
-             ALTER SYSTEM SET ssl_ca_file = '{}';\nALTER SYSTEM SET ssl = on;\n\
-             SELECT pg_reload_conf();",
+             ALTER SYSTEM SET ssl_ca_file = '{}';\nALTER SYSTEM SET ssl = on;",
             crt.display(),
             key.display(),
             ca.display()
         ),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    reload_and_wait(pg).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -362,12 +425,7 @@ async fn use_server_cert(pg: &PostgresServer, certs: &Path, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication_methods_and_errors() {
     testkit::init_tracing();
-    let pg = start_or_skip!(
-        PostgresServer::builder()
-            .password("superpw")
-            .start()
-            .await
-    );
+    let pg = start_or_skip!(PostgresServer::builder().password("superpw").start().await);
     psql(
         &pg,
         "SET password_encryption = 'scram-sha-256';\n\
@@ -408,7 +466,10 @@ async fn authentication_methods_and_errors() {
             .await
             .unwrap_or_else(|e| panic!("SQL as {user}: {e}"));
         let row = client
-            .query_one("SELECT current_user::text, current_setting('application_name')", &[])
+            .query_one(
+                "SELECT current_user::text, current_setting('application_name')",
+                &[],
+            )
             .await
             .unwrap();
         assert_eq!(row.get::<_, String>(0), user);
@@ -416,18 +477,32 @@ async fn authentication_methods_and_errors() {
         let mut repl = ReplicationConnection::connect(&cfg)
             .await
             .unwrap_or_else(|e| panic!("replication as {user}: {e}"));
-        assert!(repl.server_version_num() >= 100000, "{}", repl.server_version_num());
+        assert!(
+            repl.server_version_num() >= 100000,
+            "{}",
+            repl.server_version_num()
+        );
         assert!(repl.backend_pid() > 0);
         let rows = repl
             .simple_query("SELECT current_user, current_setting('application_name')")
             .await
             .unwrap();
-        assert_eq!(rows, vec![vec![Some(user.to_string()), Some("powersync-source".into())]]);
+        assert_eq!(
+            rows,
+            vec![vec![
+                Some(user.to_string()),
+                Some("powersync-source".into())
+            ]]
+        );
         repl.close().await.unwrap();
     }
 
     // Wrong password: Auth, names user and endpoint, never either password.
-    for (user, right) in [("u_scram", "pw scram"), ("u_md5", "pw md5"), ("u_plain", "pw plain")] {
+    for (user, right) in [
+        ("u_scram", "pw scram"),
+        ("u_md5", "pw md5"),
+        ("u_plain", "pw plain"),
+    ] {
         let wrong = "WrOnG-pAsS-1234";
         let cfg = base.clone().with_user(user).with_password(wrong);
         let (a, b) = both_fail(&cfg).await;
@@ -435,7 +510,9 @@ async fn authentication_methods_and_errors() {
             assert_eq!(e.kind(), ErrorKind::Auth, "{user}: {e}");
             let text = e.to_string();
             assert!(
-                text.contains(&format!("password authentication failed for user \"{user}\"")),
+                text.contains(&format!(
+                    "password authentication failed for user \"{user}\""
+                )),
                 "{text}"
             );
             assert!(text.contains(&format!("127.0.0.1:{}", pg.port())), "{text}");
@@ -477,12 +554,20 @@ async fn authentication_methods_and_errors() {
     }
 
     // A role without REPLICATION: SQL works, replication is a Prerequisite error.
-    let cfg = base.clone().with_user("u_norepl").with_password("pw norepl");
+    let cfg = base
+        .clone()
+        .with_user("u_norepl")
+        .with_password("pw norepl");
     sql::connect(&cfg).await.unwrap();
     let e = ReplicationConnection::connect(&cfg).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Prerequisite, "{e}");
     assert_eq!(sqlstate(&e), Some("42501"));
-    assert!(e.hint().unwrap().contains("ALTER ROLE \"u_norepl\" WITH REPLICATION"), "{e}");
+    assert!(
+        e.hint()
+            .unwrap()
+            .contains("ALTER ROLE \"u_norepl\" WITH REPLICATION"),
+        "{e}"
+    );
 
     // TLS required but the server has ssl=off: Config.
     let cfg = base
@@ -585,7 +670,11 @@ async fn tls_modes() {
     }
     let pg = start_or_skip!(PostgresServer::start().await);
     use_server_cert(&pg, certs.path(), "server").await;
-    psql(&pg, "CREATE ROLE u_ssl LOGIN REPLICATION; CREATE ROLE u_cert LOGIN REPLICATION;").await;
+    psql(
+        &pg,
+        "CREATE ROLE u_ssl LOGIN REPLICATION; CREATE ROLE u_cert LOGIN REPLICATION;",
+    )
+    .await;
     set_hba(
         &pg,
         "hostssl all u_ssl 127.0.0.1/32 trust\n\
@@ -600,7 +689,10 @@ async fn tls_modes() {
     assert!(!both_tls(&base).await.unwrap());
     // prefer (default) and require without roots: TLS, no certificate check.
     for mode in [SslMode::Prefer, SslMode::Require] {
-        assert!(both_tls(&base.clone().with_ssl_mode(mode)).await.unwrap(), "{mode}");
+        assert!(
+            both_tls(&base.clone().with_ssl_mode(mode)).await.unwrap(),
+            "{mode}"
+        );
     }
     // verify-full with the CA, by IP and by name; verify-ca too.
     for host in ["127.0.0.1", "localhost"] {
@@ -610,7 +702,9 @@ async fn tls_modes() {
                 .with_host(host)
                 .with_ssl_mode(mode)
                 .with_ssl_root_cert(&ca);
-            assert!(both_tls(&cfg).await.unwrap_or_else(|e| panic!("{cfg}: {e}")));
+            assert!(both_tls(&cfg)
+                .await
+                .unwrap_or_else(|e| panic!("{cfg}: {e}")));
         }
     }
     // verify-* without sslrootcert uses the public roots: a private CA is rejected (Config).
@@ -619,8 +713,12 @@ async fn tls_modes() {
     for cfg in [
         base.clone().with_ssl_mode(SslMode::VerifyFull),
         base.clone().with_ssl_mode(SslMode::VerifyCa),
-        base.clone().with_ssl_mode(SslMode::VerifyFull).with_ssl_root_cert(&other),
-        base.clone().with_ssl_mode(SslMode::Require).with_ssl_root_cert(&other),
+        base.clone()
+            .with_ssl_mode(SslMode::VerifyFull)
+            .with_ssl_root_cert(&other),
+        base.clone()
+            .with_ssl_mode(SslMode::Require)
+            .with_ssl_root_cert(&other),
     ] {
         let (a, b) = both_fail(&cfg).await;
         for e in [&a, &b] {
@@ -629,7 +727,10 @@ async fn tls_modes() {
         }
     }
     // ... but prefer falls back to plain when the handshake fails, as libpq.
-    let cfg = base.clone().with_ssl_mode(SslMode::Prefer).with_ssl_root_cert(&other);
+    let cfg = base
+        .clone()
+        .with_ssl_mode(SslMode::Prefer)
+        .with_ssl_root_cert(&other);
     assert!(!both_tls(&cfg).await.unwrap());
     // Unreadable root file: Config naming it.
     let cfg = base
@@ -645,7 +746,9 @@ async fn tls_modes() {
     // A hostssl-only user: allow retries with TLS after the plain attempt is rejected,
     // disable gets the pg_hba error.
     let ssl_user = base.clone().with_user("u_ssl");
-    assert!(both_tls(&ssl_user.clone().with_ssl_mode(SslMode::Allow)).await.unwrap());
+    assert!(both_tls(&ssl_user.clone().with_ssl_mode(SslMode::Allow))
+        .await
+        .unwrap());
     let (a, b) = both_fail(&ssl_user).await;
     for e in [&a, &b] {
         assert_eq!(e.kind(), ErrorKind::Prerequisite, "{e}");
@@ -657,7 +760,10 @@ async fn tls_modes() {
         .with_user("u_cert")
         .with_ssl_mode(SslMode::VerifyFull)
         .with_ssl_root_cert(&ca)
-        .with_client_cert(certs.path().join("client.crt"), certs.path().join("client.key"));
+        .with_client_cert(
+            certs.path().join("client.crt"),
+            certs.path().join("client.key"),
+        );
     assert!(both_tls(&cert_user).await.unwrap());
     let no_cert = base
         .clone()
@@ -672,7 +778,9 @@ async fn tls_modes() {
     // A certificate for another name: verify-ca accepts, verify-full rejects (Config).
     use_server_cert(&pg, certs.path(), "wrongname").await;
     let cfg = base.clone().with_ssl_root_cert(&ca);
-    assert!(both_tls(&cfg.clone().with_ssl_mode(SslMode::VerifyCa)).await.unwrap());
+    assert!(both_tls(&cfg.clone().with_ssl_mode(SslMode::VerifyCa))
+        .await
+        .unwrap());
     let (a, b) = both_fail(&cfg.clone().with_ssl_mode(SslMode::VerifyFull)).await;
     for e in [&a, &b] {
         assert_eq!(e.kind(), ErrorKind::Config, "{e}");
@@ -689,11 +797,19 @@ async fn tls_modes() {
                 .with_host(host)
                 .with_ssl_mode(mode)
                 .with_ssl_root_cert(&self_crt);
-            assert!(both_tls(&cfg).await.unwrap_or_else(|e| panic!("{cfg}: {e}")));
+            assert!(both_tls(&cfg)
+                .await
+                .unwrap_or_else(|e| panic!("{cfg}: {e}")));
         }
     }
     // ... and it is still not trusted without being pinned.
-    let (a, _) = both_fail(&base.clone().with_ssl_mode(SslMode::VerifyCa).with_ssl_root_cert(&ca)).await;
+    let (a, _) = both_fail(
+        &base
+            .clone()
+            .with_ssl_mode(SslMode::VerifyCa)
+            .with_ssl_root_cert(&ca),
+    )
+    .await;
     assert_eq!(a.kind(), ErrorKind::Config, "{a}");
 }
 
@@ -712,7 +828,10 @@ async fn count_until(
     let mut last_end = PgLsn(0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while seen < n {
-        assert!(tokio::time::Instant::now() < deadline, "only {seen} of {n} messages");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {seen} of {n} messages"
+        );
         tokio::select! {
             msg = stream.recv() => {
                 let msg = msg.unwrap().expect("stream ended");
@@ -773,7 +892,9 @@ async fn replication_protocol() {
     assert_eq!(e.kind(), ErrorKind::Decode, "{e}");
     assert_eq!(sqlstate(&e), Some("22012"));
     assert_eq!(
-        conn.simple_query("SELECT 1, NULL::text; SELECT 'x'").await.unwrap(),
+        conn.simple_query("SELECT 1, NULL::text; SELECT 'x'")
+            .await
+            .unwrap(),
         vec![vec![Some("1".into()), None], vec![Some("x".into())]]
     );
     assert!(conn.simple_query("").await.unwrap().is_empty());
@@ -795,7 +916,11 @@ async fn replication_protocol() {
         ))
         .await
         .unwrap();
-    let n: i64 = client.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1, "the snapshot predates the second insert");
     client.batch_execute("COMMIT").await.unwrap();
 
@@ -864,7 +989,10 @@ async fn replication_protocol() {
         if flushed.as_deref().and_then(|f| f.parse::<PgLsn>().ok()) == Some(end) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "flush_lsn {flushed:?}, sent {end}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "flush_lsn {flushed:?}, sent {end}"
+        );
         // reply_requested: the keepalive answer keeps the stream moving.
         let _ = tokio::time::timeout(Duration::from_millis(200), stream.recv()).await;
         stream.send_status(end, end, end, false).await.unwrap();
@@ -872,9 +1000,7 @@ async fn replication_protocol() {
 
     // The server ends the stream (terminated walsender): an error of a retryable kind.
     client
-        .batch_execute(
-            &format!("SELECT pg_terminate_backend({stream_pid})"),
-        )
+        .batch_execute(&format!("SELECT pg_terminate_backend({stream_pid})"))
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -887,7 +1013,10 @@ async fn replication_protocol() {
         }
     };
     assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
-    assert!(stream.recv().await.map(|m| m.is_none()).unwrap_or(true));
+    assert_eq!(
+        stream.recv().await.unwrap_err().kind(),
+        ErrorKind::Connection
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -900,7 +1029,11 @@ async fn replication_over_tls_and_clean_close() {
     }
     let pg = start_or_skip!(PostgresServer::start().await);
     use_server_cert(&pg, certs.path(), "server").await;
-    psql(&pg, "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR ALL TABLES;").await;
+    psql(
+        &pg,
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR ALL TABLES;",
+    )
+    .await;
     let cfg = cfg_for(&pg)
         .with_ssl_mode(SslMode::VerifyFull)
         .with_ssl_root_cert(certs.path().join("ca.crt"));
@@ -937,8 +1070,44 @@ async fn replication_over_tls_and_clean_close() {
         if out.trim() == "f" {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "slot still active: {out}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slot still active: {out}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     psql(&pg, "SELECT pg_drop_replication_slot('tls_slot')").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zz_tmp_recv_throughput() {
+    use super::replication::bench_stream;
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    const N: usize = 3_000_000;
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut frame = vec![b'd'];
+        frame.extend_from_slice(&(4u32 + 100).to_be_bytes());
+        frame.push(b'w');
+        frame.extend_from_slice(&[7u8; 99]);
+        let chunk: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 1000).collect();
+        for _ in 0..N / 1000 {
+            s.write_all(&chunk).await.unwrap();
+        }
+        s.write_all(b"c\0\0\0\x04").await.unwrap();
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = bench_stream(tcp);
+    let t = std::time::Instant::now();
+    let mut n = 0;
+    let mut bytes = 0;
+    while let Some(m) = stream.recv().await.unwrap() {
+        n += 1;
+        bytes += m.len();
+    }
+    let el = t.elapsed();
+    eprintln!("{n} msgs, {bytes} bytes in {el:?}: {:.1} M msg/s, {:.0} MB/s", n as f64 / el.as_secs_f64() / 1e6, bytes as f64 / el.as_secs_f64() / 1e6);
+    server.await.unwrap();
 }

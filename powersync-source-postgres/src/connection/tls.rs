@@ -32,7 +32,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Target;
@@ -44,13 +46,12 @@ pub(crate) fn client_config(cfg: &PgConfig) -> Result<Option<Arc<ClientConfig>>,
         return Ok(None);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let root_file = cfg
-        .ssl_root_cert()
-        .filter(|p| *p != Path::new("system"));
+    let root_file = cfg.ssl_root_cert().filter(|p| *p != Path::new("system"));
     let check = match cfg.ssl_mode() {
         SslMode::VerifyFull => Check::ChainAndName,
         SslMode::VerifyCa => Check::Chain,
-        _ if root_file.is_some() => Check::Chain,
+        // libpq: with a root certificate, the weaker modes verify the chain too.
+        _ if cfg.ssl_root_cert().is_some() => Check::Chain,
         _ => Check::Nothing,
     };
     let (roots, pinned) = match (check, root_file) {
@@ -133,9 +134,7 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, S
     })?;
     rustls_pemfile::certs(&mut &data[..])
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            SourceError::config(format!("{what} {}: invalid PEM: {e}", path.display()))
-        })
+        .map_err(|e| SourceError::config(format!("{what} {}: invalid PEM: {e}", path.display())))
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, SourceError> {
@@ -144,9 +143,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, SourceError> {
     })?;
     // Never echo the key material: only the path and the parser's error kind.
     rustls_pemfile::private_key(&mut &data[..])
-        .map_err(|_| {
-            SourceError::config(format!("sslkey {}: invalid PEM", path.display()))
-        })?
+        .map_err(|_| SourceError::config(format!("sslkey {}: invalid PEM", path.display())))?
         .ok_or_else(|| {
             SourceError::config(format!(
                 "sslkey {}: no unencrypted private key (PKCS#8, PKCS#1 or SEC1 PEM) in the file",
@@ -200,7 +197,11 @@ impl ServerCertVerifier for PgCertVerifier {
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if self.check == Check::Chain => Ok(ServerCertVerified::assertion()),
             Err(e) => {
-                if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) {
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref())
+                {
                     if self.check == Check::ChainAndName {
                         let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
                         rustls::client::verify_server_name(&parsed, server_name)?;

@@ -184,7 +184,10 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert_eq!(parse_server_version("15.20 (Debian 15.20-0+deb12u1)"), Some(150020));
+        assert_eq!(
+            parse_server_version("15.20 (Debian 15.20-0+deb12u1)"),
+            Some(150020)
+        );
         assert_eq!(parse_server_version("9.6.24"), Some(90624));
         assert_eq!(parse_server_version("17beta1"), Some(170000));
         assert_eq!(parse_server_version("16.4"), Some(160004));

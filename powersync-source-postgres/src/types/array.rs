@@ -26,7 +26,12 @@ pub(crate) fn array_text(
     out: &mut String,
     depth: u32,
 ) -> Res<()> {
-    let err = |what: &str, at: usize| Err(format!("invalid array at byte {at} ({what}): {}", excerpt(b)));
+    let err = |what: &str, at: usize| {
+        Err(format!(
+            "invalid array at byte {at} ({what}): {}",
+            excerpt(b)
+        ))
+    };
     let mut i = skip_ws(b, 0);
     // Optional dimension decoration `[lb:ub][lb:ub]=` (lower bounds are not kept).
     if b.get(i) == Some(&b'[') {
@@ -100,16 +105,10 @@ pub(crate) fn array_text(
                     json::write_element(reg, element, typmod, Format::Text, &b[s..e], out, depth)
                         .map_err(|e| format!("array element: {e}"))?
                 }
-                Elem::Scratch => json::write_element(
-                    reg,
-                    element,
-                    typmod,
-                    Format::Text,
-                    &scratch,
-                    out,
-                    depth,
-                )
-                .map_err(|e| format!("array element: {e}"))?,
+                Elem::Scratch => {
+                    json::write_element(reg, element, typmod, Format::Text, &scratch, out, depth)
+                        .map_err(|e| format!("array element: {e}"))?
+                }
             }
             i = next;
             expect_value = false;

@@ -95,9 +95,11 @@ pub(crate) fn scalar_binary(s: Scalar, typmod: i32, b: &[u8]) -> Res<Value> {
         }
         Scalar::Geometry => json::geometry_value(b)?,
         Scalar::Unknown => {
-            return Err("the binary format of this type is unknown to the connector; \
+            return Err(
+                "the binary format of this type is unknown to the connector; \
                  decode it from text (disable binary for this table)"
-                .to_owned())
+                    .to_owned(),
+            )
         }
     })
 }

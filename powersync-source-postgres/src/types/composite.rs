@@ -99,7 +99,10 @@ pub(crate) fn composite_text(
         if k > 0 {
             if b.get(i) != Some(&b',') {
                 return err(
-                    &format!("expected {} fields (reload the type if it changed)", fields.len()),
+                    &format!(
+                        "expected {} fields (reload the type if it changed)",
+                        fields.len()
+                    ),
                     i,
                 );
             }
@@ -123,7 +126,10 @@ pub(crate) fn composite_text(
     }
     if b.get(i) != Some(&b')') {
         return err(
-            &format!("expected {} fields (reload the type if it changed)", fields.len()),
+            &format!(
+                "expected {} fields (reload the type if it changed)",
+                fields.len()
+            ),
             i,
         );
     }

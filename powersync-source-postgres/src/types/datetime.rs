@@ -87,8 +87,12 @@ pub(crate) fn interval_text(b: &[u8]) -> Res<String> {
     } else {
         parse_postgres(s)
     };
-    let (months, days, micros) =
-        parsed.ok_or_else(|| format!("invalid interval {} (IntervalStyle must be postgres or iso_8601)", excerpt(b)))?;
+    let (months, days, micros) = parsed.ok_or_else(|| {
+        format!(
+            "invalid interval {} (IntervalStyle must be postgres or iso_8601)",
+            excerpt(b)
+        )
+    })?;
     let months = i32::try_from(months).ok();
     let days = i32::try_from(days).ok();
     let micros = i64::try_from(micros).ok();
@@ -146,7 +150,11 @@ fn parse_postgres(s: &str) -> Option<(i128, i128, i128)> {
             continue;
         }
         if tok == "ago" {
-            (months, days, micros) = (months.saturating_neg(), days.saturating_neg(), micros.saturating_neg());
+            (months, days, micros) = (
+                months.saturating_neg(),
+                days.saturating_neg(),
+                micros.saturating_neg(),
+            );
             continue;
         }
         any = true;
@@ -155,7 +163,10 @@ fn parse_postgres(s: &str) -> Option<(i128, i128, i128)> {
             continue;
         }
         let n = parse_scaled(tok.as_bytes())?;
-        let unit = tokens.next()?;
+        let Some(unit) = tokens.next() else {
+            // `postgres_verbose` prints a zero interval as `@ 0`.
+            return (n == 0).then_some((months, days, micros));
+        };
         let whole = |n: i128| (n % 1_000_000 == 0).then_some(n / 1_000_000);
         match unit {
             "year" | "years" => months = months.saturating_add(whole(n)?.saturating_mul(12)),

@@ -66,13 +66,9 @@ fn write_resolved(
     let depth = depth + 1;
     match (resolved, format) {
         (Resolved::Scalar(s), _) => write_scalar(s, typmod, format, b, out),
-        (
-            Resolved::Array {
-                element,
-                delimiter,
-            },
-            Format::Text,
-        ) => array::array_text(reg, element, typmod, delimiter, b, out, depth),
+        (Resolved::Array { element, delimiter }, Format::Text) => {
+            array::array_text(reg, element, typmod, delimiter, b, out, depth)
+        }
         (Resolved::Array { element, .. }, Format::Binary) => {
             array::array_binary(reg, element, typmod, b, out, depth)
         }

@@ -19,7 +19,11 @@ pub(crate) fn inet_binary(b: &[u8], cidr: bool) -> Res<Value> {
     let max_bits = match (*family, *nb) {
         (PGSQL_AF_INET, 4) => 32,
         (PGSQL_AF_INET6, 16) => 128,
-        _ => return Err(format!("invalid inet family {family} with {nb} address bytes")),
+        _ => {
+            return Err(format!(
+                "invalid inet family {family} with {nb} address bytes"
+            ))
+        }
     };
     if addr.len() != *nb as usize {
         return Err(format!(
@@ -83,10 +87,7 @@ fn write_ipv6(out: &mut String, a: &[u8; 16]) {
         if i != 0 {
             out.push(':');
         }
-        if i == 6
-            && best_base == 0
-            && (best_len == 6 || (best_len == 5 && words[5] == 0xffff))
-        {
+        if i == 6 && best_base == 0 && (best_len == 6 || (best_len == 5 && words[5] == 0xffff)) {
             let _ = write!(out, "{}.{}.{}.{}", a[12], a[13], a[14], a[15]);
             break;
         }

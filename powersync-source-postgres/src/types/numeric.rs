@@ -19,7 +19,10 @@ const NUMERIC_MAX_DSCALE: u16 = 0x3FFF;
 /// exactly `dscale` fraction digits.
 pub(crate) fn numeric_binary(b: &[u8]) -> Res<Value> {
     let Some((head, digits)) = b.split_first_chunk::<8>() else {
-        return Err(format!("numeric needs an 8-byte header, got {} bytes", b.len()));
+        return Err(format!(
+            "numeric needs an 8-byte header, got {} bytes",
+            b.len()
+        ));
     };
     let ndigits = u16::from_be_bytes([head[0], head[1]]) as usize;
     let weight = i16::from_be_bytes([head[2], head[3]]) as i64;
@@ -86,7 +89,11 @@ pub(crate) fn numeric_binary(b: &[u8]) -> Res<Value> {
         digit(i)?;
     }
     let text = std::str::from_utf8(buf).map_err(|e| e.to_string())?;
-    Ok(Value::Text(decimal_from_parts(negative, text, dscale as u32)))
+    Ok(Value::Text(decimal_from_parts(
+        negative,
+        text,
+        dscale as u32,
+    )))
 }
 
 fn put_group(out: &mut [u8], d: u16) {

@@ -187,13 +187,17 @@ fn builtin(oid: u32) -> Option<Resolved<'static>> {
         INT4RANGE => Some(Resolved::Range { subtype: INT4 }),
         NUMRANGE => Some(Resolved::Range { subtype: NUMERIC }),
         TSRANGE => Some(Resolved::Range { subtype: TIMESTAMP }),
-        TSTZRANGE => Some(Resolved::Range { subtype: TIMESTAMPTZ }),
+        TSTZRANGE => Some(Resolved::Range {
+            subtype: TIMESTAMPTZ,
+        }),
         DATERANGE => Some(Resolved::Range { subtype: DATE }),
         INT8RANGE => Some(Resolved::Range { subtype: INT8 }),
         INT4MULTIRANGE => Some(Resolved::Multirange { subtype: INT4 }),
         NUMMULTIRANGE => Some(Resolved::Multirange { subtype: NUMERIC }),
         TSMULTIRANGE => Some(Resolved::Multirange { subtype: TIMESTAMP }),
-        TSTZMULTIRANGE => Some(Resolved::Multirange { subtype: TIMESTAMPTZ }),
+        TSTZMULTIRANGE => Some(Resolved::Multirange {
+            subtype: TIMESTAMPTZ,
+        }),
         DATEMULTIRANGE => Some(Resolved::Multirange { subtype: DATE }),
         INT8MULTIRANGE => Some(Resolved::Multirange { subtype: INT8 }),
 
@@ -467,7 +471,10 @@ impl TypeRegistry {
             if typmod >= 0
                 && builtin(oid).is_none()
                 && !self.names.contains_key(&(oid, typmod))
-                && !want_oids.iter().zip(&want_mods).any(|(&o, &m)| (o, m) == (oid, typmod))
+                && !want_oids
+                    .iter()
+                    .zip(&want_mods)
+                    .any(|(&o, &m)| (o, m) == (oid, typmod))
             {
                 want_oids.push(oid);
                 want_mods.push(typmod);

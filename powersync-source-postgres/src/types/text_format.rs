@@ -5,8 +5,8 @@ use powersync_source_core::normalize::integer::{f32_value, f64_value, u64_value}
 use powersync_source_core::normalize::json::json_text;
 use powersync_source_core::normalize::spatial::wkb_hex_to_geojson;
 use powersync_source_core::normalize::time::{
-    format_date, format_time, format_time_with_offset_utc, format_timestamp,
-    format_timestamp_utc, parse_date_text, parse_time_text, parse_timestamp_text, to_utc_nanos,
+    format_date, format_time, format_time_with_offset_utc, format_timestamp, format_timestamp_utc,
+    parse_date_text, parse_time_text, parse_timestamp_text, to_utc_nanos,
 };
 use powersync_source_core::normalize::uuid::uuid_text;
 use powersync_source_core::Value;

@@ -1,0 +1,167 @@
+//! What the binaries share on the command line: source options, the idle timeout, logging,
+//! errors and exit statuses.
+//!
+//! # Exit statuses
+//! | status | meaning |
+//! |---|---|
+//! | 0 | success; `--exit-when-idle` elapsed; stdout closed by the reader (`tail … \| head`) |
+//! | 1 | anything else: connection lost for good, replication history lost, schema change the stream cannot follow, SQLite or I/O failure |
+//! | 2 | a configuration problem: bad command line or URL ([`ErrorKind::Config`]), source not set up for replication ([`ErrorKind::Prerequisite`]), credentials rejected ([`ErrorKind::Auth`]), connector not available ([`ErrorKind::Unsupported`]) |
+//! | 130 | interrupted (Ctrl-C) |
+//!
+//! Auth and Unsupported count as configuration problems too: like a bad URL, retrying without a
+//! change cannot help. The message (the error's `Display`, with its hint) goes to stderr.
+
+use std::fmt;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use powersync_source_core::{ErrorKind, SourceError};
+
+use crate::source_url::SourceOptions;
+
+/// Source options every binary accepts.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SourceArgs {
+    /// A table to replicate, `schema.name` or `name` (PostgreSQL's default schema is
+    /// `public`); repeat for several. Default: every table the source publishes.
+    #[arg(long = "table", value_name = "NAME")]
+    pub tables: Vec<String>,
+    /// PostgreSQL: the publication to replicate (default `powersync`; overrides the URL's
+    /// `publication` parameter).
+    #[arg(long, value_name = "NAME")]
+    pub publication: Option<String>,
+    /// PostgreSQL: the replication slot (default `powersync_<dbname>`; overrides the URL's
+    /// `slot` parameter).
+    #[arg(long, value_name = "NAME")]
+    pub slot: Option<String>,
+    /// Convex: the deploy key (reserved; the Convex connector is not available yet).
+    #[arg(long, value_name = "KEY")]
+    pub deploy_key: Option<String>,
+}
+
+impl SourceArgs {
+    /// The options for [`crate::source_url::open_source`].
+    pub fn options(&self) -> SourceOptions {
+        SourceOptions {
+            tables: self.tables.clone(),
+            publication: self.publication.clone(),
+            slot: self.slot.clone(),
+            deploy_key: self.deploy_key.clone(),
+        }
+    }
+}
+
+/// Parses `--exit-when-idle` seconds (fractions allowed).
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{s}` is not a number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Why a binary stopped.
+#[derive(Debug)]
+pub enum AppError {
+    /// From the source (or a source-side configuration problem).
+    Source(SourceError),
+    /// Reading or writing a file or stdout.
+    Io(std::io::Error),
+    /// The SQLite mirror.
+    Sqlite(rusqlite::Error),
+    /// Anything else, already worded for the user.
+    Other(String),
+}
+
+impl AppError {
+    /// The process exit status for this error (see the module docs).
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            AppError::Source(e) => exit_status_for(e.kind()),
+            _ => 1,
+        }
+    }
+}
+
+/// 2 for configuration problems (Config, Prerequisite, Auth, Unsupported), 1 otherwise.
+pub fn exit_status_for(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Config | ErrorKind::Prerequisite | ErrorKind::Auth | ErrorKind::Unsupported => 2,
+        _ => 1,
+    }
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Source(e) => e.fmt(f),
+            AppError::Io(e) => write!(f, "I/O error: {e}"),
+            AppError::Sqlite(e) => write!(f, "SQLite error: {e}"),
+            AppError::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
+impl From<SourceError> for AppError {
+    fn from(e: SourceError) -> Self {
+        AppError::Source(e)
+    }
+}
+
+impl From<std::io::Error> for AppError {
+    fn from(e: std::io::Error) -> Self {
+        AppError::Io(e)
+    }
+}
+
+impl From<rusqlite::Error> for AppError {
+    fn from(e: rusqlite::Error) -> Self {
+        AppError::Sqlite(e)
+    }
+}
+
+/// Runs `main_fn` on a multi-threaded Tokio runtime and turns its outcome into an exit status,
+/// printing the error (prefixed by the program name) on stderr.
+pub fn run_main<F>(program: &str, fut: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<ExitCode, AppError>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{program}: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(fut);
+    // Connector tasks may still hold connections; don't wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            ExitCode::from(e.exit_status())
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Fault tests: walsender terminated, slot dropped under a live stream, half-open connection,
+//! server killed mid-snapshot, and the error kinds of common misconfigurations.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use powersync_source_core::testkit::conformance::{converge, drive, Dml, Oracle, Workload};
+use powersync_source_core::testkit::postgres::PostgresServer;
+use powersync_source_core::{
+    ChangeEvent, ChangeSource, ErrorKind, SnapshotProgress, SnapshotResume, StartFrom,
+};
+use powersync_source_postgres::{PgConfig, PostgresSource};
+
+use crate::conformance::PgWorkload;
+
+fn inserts(from: i64, n: i64) -> Vec<Dml> {
+    (from..from + n).map(|id| Dml::Insert { id, v: format!("v{id}") }).collect()
+}
+
+async fn started() -> Option<PgWorkload> {
+    powersync_source_core::testkit::init_tracing();
+    let w = PgWorkload::start(None).await?;
+    w.reset().await.unwrap();
+    Some(w)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walsender_terminated_reconnects_without_gap_or_duplicate() {
+    let Some(w) = started().await else { return };
+    w.apply(&inserts(0, 20)).await.unwrap();
+    let source = w.source();
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let mut oracle = Oracle::strict();
+    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| o.snapshot_done).await.unwrap();
+    w.apply(&inserts(100, 20)).await.unwrap();
+    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| o.commits >= 1).await.unwrap();
+    let client = w.client().await.unwrap();
+    let killed = client
+        .query_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_replication", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(killed, 1);
+    for round in 0..5 {
+        w.apply(&inserts(200 + round * 10, 10)).await.unwrap();
+    }
+    converge(&w, &mut stream, &mut oracle).await.unwrap();
+    assert!(stream.stats().snapshot().reconnects >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_dropped_under_running_stream_is_history_lost() {
+    let Some(w) = started().await else { return };
+    let source = w.source();
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let mut oracle = Oracle::default();
+    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| o.snapshot_done).await.unwrap();
+    w.lose_history().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next()).await.expect("no error within 30 s");
+        match next {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                assert_eq!(e.kind(), ErrorKind::HistoryLost, "{e}");
+                break;
+            }
+            None => panic!("stream ended without an error"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connection_is_detected_and_recovered() {
+    let Some(w) = started().await else { return };
+    w.apply(&inserts(0, 10)).await.unwrap();
+    let source = w.source();
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let mut oracle = Oracle::strict();
+    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| o.snapshot_done).await.unwrap();
+    // The silence timeout of the workload's source is 6 s: freeze the server for longer.
+    w.server.pause().await.unwrap();
+    let t = std::time::Instant::now();
+    let r = drive(&mut stream, &mut oracle, Duration::from_secs(9), |_| false).await;
+    eprintln!("paused drive: {:?} after {:?}", r.err(), t.elapsed());
+    w.server.resume().await.unwrap();
+    w.apply(&inserts(100, 10)).await.unwrap();
+    converge(&w, &mut stream, &mut oracle).await.unwrap();
+    assert!(
+        stream.stats().snapshot().reconnects >= 1,
+        "the frozen connection was not detected as dead"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_mid_snapshot_resumes_from_last_chunk() {
+    let Some(w) = started().await else { return };
+    for chunk in 0..10 {
+        w.apply(&inserts(chunk * 500, 500)).await.unwrap();
+    }
+    let source = w.source();
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let mut oracle = Oracle::default();
+    let mut resume: Option<SnapshotResume> = None;
+    // Read until a few chunks are done, remembering the latest resume token.
+    let mut chunks = 0;
+    while chunks < 3 {
+        let batch = stream.next().await.unwrap().unwrap();
+        for e in &batch.events {
+            if let ChangeEvent::Snapshot(SnapshotProgress::ChunkDone { resume: r, .. }) = e {
+                chunks += 1;
+                resume = Some((**r).clone());
+            }
+        }
+        oracle.apply_batch(batch.events).unwrap();
+    }
+    w.kill_and_restart().await.unwrap();
+    drop(stream);
+    // Writes after the crash, while no stream runs.
+    w.apply(&inserts(10_000, 50)).await.unwrap();
+    w.apply(&[Dml::Delete { id: 1 }, Dml::Update { id: 4000, v: "changed".into() }]).await.unwrap();
+    let token = resume.expect("a resume token").to_token();
+    let mut stream = source.start(StartFrom::parse(&token).unwrap()).await.unwrap();
+    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| o.snapshot_done).await.unwrap();
+    converge(&w, &mut stream, &mut oracle).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_level_replica_is_a_prerequisite_error() {
+    powersync_source_core::testkit::init_tracing();
+    let server = PostgresServer::builder().setting("wal_level", "replica").start().await;
+    let Some(server) = powersync_source_core::testkit::or_skip(server) else { return };
+    server.psql("CREATE TABLE t (id int primary key); CREATE PUBLICATION powersync FOR ALL TABLES;").await.unwrap();
+    let source = PostgresSource::from_url(&server.url()).unwrap();
+    let report = source.check().await.unwrap();
+    assert!(!report.is_ready());
+    let err = report.into_result().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Prerequisite);
+    let text = err.to_string();
+    assert!(text.contains("wal_level") && text.contains("restart"), "{text}");
+    let err = source.start(StartFrom::Beginning).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Prerequisite, "{err}");
+}
+
+#[tokio::test]
+async fn unreachable_host_is_a_connection_error() {
+    let port = powersync_source_core::testkit::free_port().unwrap();
+    let config = PgConfig::parse(&format!("postgres://postgres:pw@127.0.0.1:{port}/postgres?connect_timeout=2")).unwrap();
+    let err = PostgresSource::new(config).check().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
+    assert!(err.is_retryable());
+    assert!(!format!("{err} {err:?}").contains(":pw@"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_without_key_is_reported_with_the_fix() {
+    let Some(w) = started().await else { return };
+    w.server
+        .psql("CREATE TABLE nokey (a int, b text); CREATE PUBLICATION nk FOR TABLE nokey;")
+        .await
+        .unwrap();
+    let source = PostgresSource::new(PgConfig::parse(&w.server.url()).unwrap().with_publication("nk"));
+    let report = source.check().await.unwrap();
+    let text = report.clone().into_result().unwrap_err().to_string();
+    assert!(text.contains("REPLICA IDENTITY FULL"), "{text}");
+}
