@@ -18,8 +18,6 @@ pub(crate) struct PublishedTable {
     pub column_types: Vec<(u32, i32)>,
     /// `pg_class.reltuples` (−1 or 0 when never analyzed).
     pub estimated_rows: Option<u64>,
-    pub row_security: bool,
-    pub replica_identity: u8,
 }
 
 /// Lists the tables of `publication`, restricted to `selection` when it is not empty, with
@@ -65,7 +63,7 @@ pub(crate) async fn published_tables(
         .map_err(|e| SourceError::connection(format!("loading column types: {e}")))?;
 
     let mut out = Vec::with_capacity(tables.len());
-    for (oid, name, replident, row_security, reltuples) in tables {
+    for (oid, name, replident, _row_security, reltuples) in tables {
         let cols = columns.get(&oid).cloned().unwrap_or_default();
         let ident = keys.get(&oid);
         let replident = replident.bytes().next().unwrap_or(b'd');
@@ -94,8 +92,6 @@ pub(crate) async fn published_tables(
             schema: Arc::new(schema),
             column_types,
             estimated_rows: (reltuples > 0.0).then_some(reltuples as u64),
-            row_security,
-            replica_identity: replident,
         });
     }
     Ok(out)

@@ -408,6 +408,11 @@ impl Replicator {
                     let status_at = last_status + self.options.status_interval;
                     tokio::select! {
                         frame = stream.recv() => frame?,
+                        // The host dropped the stream: end the session (and free the slot).
+                        _ = self.tx.closed() => {
+                            let _ = stream.close().await;
+                            return Ok(());
+                        }
                         _ = tokio::time::sleep_until(status_at.into()) => {
                             acked = self.acked();
                             stream.send_status(received, acked, acked, !self.in_transaction).await?;
@@ -435,7 +440,7 @@ impl Replicator {
             last_message = Instant::now();
             asked_reply = false;
             counter = counter.wrapping_add(1);
-            if counter % 512 == 0 && last_status.elapsed() >= self.options.status_interval {
+            if counter.is_multiple_of(512) && last_status.elapsed() >= self.options.status_interval {
                 acked = self.acked();
                 stream.send_status(received, acked, acked, false).await?;
                 last_status = Instant::now();
@@ -595,6 +600,14 @@ impl Replicator {
                     .map_err(|e| SourceError::connection(format!("loading types of {name}: {e}")))?;
             }
         }
+        if selected && self.binary && types.iter().any(|(oid, _)| !self.registry.supports_binary(*oid)) {
+            // pgoutput's binary format is all-or-nothing per connection: restart this session
+            // in text format from the last boundary (nothing is lost or repeated).
+            self.options.binary = false;
+            return Err(Stop::Failed(SourceError::connection(format!(
+                "{name} has a column type without a binary decoder; continuing in text format"
+            ))));
+        }
         let identity = match r.replica_identity.as_byte() {
             b'f' => RowIdentity::Full,
             b'i' => RowIdentity::Index,
@@ -634,6 +647,20 @@ impl Replicator {
             }
         }
         if selected && self.known.insert(r.oid) {
+            // A re-created table: the host still holds the rows of the old one.
+            let replaced: Vec<u32> = self
+                .relations
+                .iter()
+                .filter(|(oid, rel)| **oid != r.oid && rel.schema.name == name)
+                .map(|(oid, _)| *oid)
+                .collect();
+            if !replaced.is_empty() {
+                for oid in replaced {
+                    self.relations.remove(&oid);
+                }
+                self.emit_begin().await?;
+                self.push(ChangeEvent::Truncate(Truncate { tables: vec![name.clone()] })).await?;
+            }
             // First sight of this table (added to the publication or re-created while we
             // stream): read its current rows. Changes after this point follow in the stream;
             // ones before it that the read already reflects are re-applied idempotently.
@@ -650,8 +677,6 @@ impl Replicator {
             schema: schema.clone(),
             column_types: rel.types.clone(),
             estimated_rows: None,
-            row_security: false,
-            replica_identity: b'd',
         };
         tracing::info!(target: "powersync_source_postgres", "snapshotting {} first seen in the stream", schema.name);
         let (tx, mut rx) = mpsc::channel(8);

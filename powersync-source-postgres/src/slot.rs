@@ -12,16 +12,13 @@ pub(crate) struct SlotState {
     pub confirmed_flush: Option<PgLsn>,
     /// `reserved`, `extended`, `unreserved` or `lost` (PostgreSQL 13+).
     pub wal_status: Option<String>,
-    pub active_pid: Option<i32>,
     pub plugin: Option<String>,
-    pub database: Option<String>,
 }
 
 pub(crate) async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>, SourceError> {
     let row = client
         .query_opt(
-            "SELECT confirmed_flush_lsn::text, to_jsonb(s) ->> 'wal_status', active_pid, plugin::text,
-                    database::text
+            "SELECT confirmed_flush_lsn::text, to_jsonb(s) ->> 'wal_status', plugin::text
              FROM pg_catalog.pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
@@ -30,9 +27,7 @@ pub(crate) async fn slot_state(client: &Client, slot: &str) -> Result<Option<Slo
     Ok(row.map(|r| SlotState {
         confirmed_flush: r.get::<_, Option<String>>(0).and_then(|s| s.parse().ok()),
         wal_status: r.get(1),
-        active_pid: r.get(2),
-        plugin: r.get(3),
-        database: r.get(4),
+        plugin: r.get(2),
     }))
 }
 

@@ -1,6 +1,5 @@
 //! `PostgresSource`: the [`ChangeSource`] implementation.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -178,6 +177,3 @@ impl ChangeSource for PostgresSource {
         Ok(lsn.to_checkpoint())
     }
 }
-
-/// Shared, read-only type information for readers and the stream.
-pub(crate) type SharedRegistry = Arc<TypeRegistry>;

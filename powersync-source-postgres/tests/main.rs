@@ -4,3 +4,4 @@ mod conformance;
 mod types;
 mod faults;
 mod connection;
+mod publication_changes;

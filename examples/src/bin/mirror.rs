@@ -1,1 +1,213 @@
-fn main() {}
+//! `mirror`: keep a SQLite file in sync with a database.
+//!
+//! ```text
+//! mirror <SOURCE-URL> <SQLITE-FILE> [--table NAME]... [--exit-when-idle SECONDS]
+//!        [--publication NAME] [--slot NAME] [--deploy-key KEY] [--durable]
+//! ```
+//!
+//! The file's layout and the consistency rules are in `examples::sqlite_mirror`. Progress goes
+//! to stderr; at exit a line `mirror: summary {json}` gives the run's totals. Exit statuses:
+//! `examples::cli`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use examples::cli::{self, AppError, SourceArgs};
+use examples::progress::Progress;
+use examples::sqlite_mirror::{After, Mirror, MirrorOptions};
+use examples::source_url;
+use futures::StreamExt;
+use powersync_source_core::{ChangeStream, Severity, StartFrom};
+use tokio::time::Instant;
+
+/// Keep a SQLite file in sync with a database.
+#[derive(Debug, Parser)]
+#[command(name = "mirror", version)]
+struct Args {
+    /// The source: postgres://user:password@host:port/dbname (mysql://, mariadb://,
+    /// mongodb://, sqlserver:// and convex+https:// are reserved for connectors to come).
+    #[arg(value_name = "SOURCE-URL")]
+    url: String,
+    /// The SQLite file (created if missing; resumes from the position stored in it).
+    #[arg(value_name = "SQLITE-FILE")]
+    sqlite: PathBuf,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Exit with status 0 once the snapshot is done and no change has arrived for this many
+    /// seconds (keepalives do not count).
+    #[arg(long, value_name = "SECONDS", value_parser = cli::parse_seconds)]
+    exit_when_idle: Option<Duration>,
+    /// `synchronous=FULL`: acknowledged changes survive a power loss, not only a crash.
+    #[arg(long)]
+    durable: bool,
+    /// Ignore the stored position and start over with a fresh snapshot (e.g. after the
+    /// source lost the history needed to resume).
+    #[arg(long)]
+    resnapshot: bool,
+    /// Seconds between progress log lines when stderr is not a terminal.
+    #[arg(long, value_name = "SECONDS", value_parser = cli::parse_seconds, default_value = "10")]
+    progress_interval: Duration,
+    /// Group consecutive source transactions into one SQLite transaction for at most this
+    /// many milliseconds...
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    group_ms: u64,
+    /// ...or this many rows.
+    #[arg(long, value_name = "ROWS", default_value_t = 20_000)]
+    group_rows: u64,
+}
+
+/// Snapshot rows per SQLite transaction when the source reports no chunk end for a while.
+const SNAPSHOT_GROUP_ROWS: u64 = 200_000;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    cli::init_tracing();
+    cli::run_main("mirror", run(args))
+}
+
+async fn run(args: Args) -> Result<ExitCode, AppError> {
+    let source = source_url::open_source(&args.url, &args.source.options())?;
+    let mut mirror = Mirror::open(
+        &args.sqlite,
+        &MirrorOptions {
+            durable: args.durable,
+        },
+    )
+    .map_err(|e| AppError::Other(format!("opening {}: {e}", args.sqlite.display())))?;
+    let from = if args.resnapshot {
+        StartFrom::Beginning
+    } else {
+        mirror.start_from()?
+    };
+    match &from {
+        StartFrom::Beginning => tracing::info!("starting from the beginning (snapshot)"),
+        StartFrom::Checkpoint(c) => tracing::info!("resuming from {c}"),
+        StartFrom::Snapshot(_) => tracing::info!("resuming the interrupted snapshot"),
+    }
+    let report = source.check().await?;
+    for p in report.problems.iter().filter(|p| p.severity == Severity::Warning) {
+        tracing::warn!("{p}");
+    }
+    report.into_result()?;
+    let selected = source.discover().await?;
+    mirror.plan_names(&selected);
+    mirror.begin_run(&from)?;
+    let mut stream = source.start(from.clone()).await?;
+
+    let mut progress = Progress::new(args.progress_interval);
+    if matches!(from, StartFrom::Checkpoint(_)) {
+        progress.streaming_started();
+    }
+    let result = stream_loop(&args, &mut mirror, &mut stream, &mut progress).await;
+    progress.clear_line();
+    let summary = progress.summary(&stream.stats().snapshot());
+    eprintln!(
+        "mirror: summary {}",
+        serde_json::to_string(&summary).unwrap_or_default()
+    );
+    result
+}
+
+async fn stream_loop(
+    args: &Args,
+    mirror: &mut Mirror,
+    stream: &mut ChangeStream,
+    progress: &mut Progress,
+) -> Result<ExitCode, AppError> {
+    let idle = args.exit_when_idle;
+    let group_age = Duration::from_millis(args.group_ms);
+    let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    let mut idle_deadline = Instant::now() + idle.unwrap_or(Duration::ZERO);
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+
+    loop {
+        let commit_deadline = match mirror.group_started() {
+            Some(t) if mirror.at_boundary() && !mirror.in_snapshot_phase() => {
+                Instant::from_std(t) + group_age
+            }
+            _ => far,
+        };
+        let batch = tokio::select! {
+            batch = stream.next() => batch,
+            _ = tokio::time::sleep_until(commit_deadline), if commit_deadline < far => {
+                commit(mirror, stream)?;
+                continue;
+            }
+            _ = tokio::time::sleep_until(idle_deadline),
+                if idle.is_some() && !mirror.in_snapshot_phase() && mirror.at_boundary() => {
+                commit(mirror, stream)?;
+                tracing::info!("no change for {:?}; exiting", idle.unwrap_or_default());
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ = ticker.tick() => {
+                progress.tick(&stream.stats().snapshot());
+                continue;
+            }
+            _ = &mut ctrl_c => {
+                mirror.abort_transaction()?;
+                commit(mirror, stream)?;
+                return Ok(ExitCode::from(130));
+            }
+        };
+        let batch = match batch {
+            None => {
+                mirror.abort_transaction()?;
+                commit(mirror, stream)?;
+                tracing::info!("the change stream ended");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(Err(e)) => {
+                // Keep what is complete; the half-applied transaction will be resent.
+                mirror.abort_transaction()?;
+                commit(mirror, stream)?;
+                return Err(e.into());
+            }
+            Some(Ok(batch)) => batch,
+        };
+        let mut active = false;
+        for event in &batch.events {
+            progress.on_event(event);
+            if !matches!(
+                event,
+                powersync_source_core::ChangeEvent::Keepalive(_)
+                    | powersync_source_core::ChangeEvent::CheckpointObserved(_)
+            ) {
+                active = true;
+            }
+            if mirror.apply(event)? == After::CommitNow {
+                commit(mirror, stream)?;
+            }
+        }
+        if mirror.at_boundary() {
+            let limit = if mirror.in_snapshot_phase() {
+                SNAPSHOT_GROUP_ROWS
+            } else {
+                args.group_rows
+            };
+            let old = mirror
+                .group_started()
+                .is_some_and(|t| t.elapsed() >= group_age && !mirror.in_snapshot_phase());
+            if mirror.group_rows() >= limit || old {
+                commit(mirror, stream)?;
+            }
+        }
+        if active {
+            if let Some(idle) = idle {
+                idle_deadline = Instant::now() + idle;
+            }
+        }
+    }
+}
+
+/// Commits the open SQLite transaction and acknowledges its checkpoint.
+fn commit(mirror: &mut Mirror, stream: &ChangeStream) -> Result<(), AppError> {
+    if let Some(checkpoint) = mirror.commit()? {
+        stream.ack(&checkpoint)?;
+    }
+    Ok(())
+}
