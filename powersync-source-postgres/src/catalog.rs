@@ -6,6 +6,7 @@ use std::sync::Arc;
 use powersync_source_core::{Column, RowIdentity, SourceError, TableName, TableSchema};
 use tokio_postgres::Client;
 
+pub(crate) use crate::connection::{quote_ident, quote_literal};
 use crate::sql_error;
 use crate::types::TypeRegistry;
 
@@ -191,16 +192,6 @@ pub(crate) async fn identity_columns(
         }
     }
     Ok(out)
-}
-
-/// Quotes an identifier for SQL.
-pub(crate) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// Quotes a string literal for SQL (standard_conforming_strings on, the default since 9.1).
-pub(crate) fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// `"schema"."name"`.

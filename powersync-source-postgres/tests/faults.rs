@@ -164,3 +164,118 @@ async fn table_without_key_is_reported_with_the_fix() {
     let text = report.clone().into_result().unwrap_err().to_string();
     assert!(text.contains("REPLICA IDENTITY FULL"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_from_checkpoint_older_than_the_slot_is_history_lost() {
+    let Some(w) = started().await else { return };
+    let source = w.source();
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let mut oracle = Oracle::default();
+    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| o.snapshot_done).await.unwrap();
+    let old = oracle.last_checkpoint.clone().unwrap();
+    w.apply(&inserts(0, 5)).await.unwrap();
+    converge(&w, &mut stream, &mut oracle).await.unwrap();
+    // The newer commit was acknowledged and confirmed to the server: wait until the slot says so.
+    let client = w.client().await.unwrap();
+    let newest = oracle.last_checkpoint.clone().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        drive(&mut stream, &mut oracle, Duration::from_millis(300), |_| false).await.ok();
+        let confirmed: String = client
+            .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name LIKE 'conf_slot_%'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let confirmed: powersync_source_core::position::PgLsn = confirmed.parse().unwrap();
+        use powersync_source_core::Position;
+        if confirmed.to_checkpoint() > old {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slot never confirmed {newest}");
+    }
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = source.start(StartFrom::Checkpoint(old)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HistoryLost, "{err}");
+    assert!(err.to_string().contains("past the resume checkpoint"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_unpublished_writes_do_not_hold_wal() {
+    let Some(w) = started().await else { return };
+    let client = w.client().await.unwrap();
+    client.batch_execute("CREATE TABLE other (id bigint primary key, pad text)").await.unwrap();
+    let source = w.source();
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let mut oracle = Oracle::default();
+    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| o.snapshot_done).await.unwrap();
+    // Lots of WAL from a table outside the publication.
+    client
+        .batch_execute("INSERT INTO other SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g")
+        .await
+        .unwrap();
+    let target: String = client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    let target: powersync_source_core::position::PgLsn = target.parse().unwrap();
+    // The host acknowledges what the stream hands it (keepalives); the slot must follow.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        drive(&mut stream, &mut oracle, Duration::from_millis(500), |_| false).await.ok();
+        let confirmed: String = client
+            .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name LIKE 'conf_slot_%'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let confirmed: powersync_source_core::position::PgLsn = confirmed.parse().unwrap();
+        if confirmed >= target {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slot stuck at {confirmed}, WAL at {target}");
+    }
+    assert!(oracle.rows.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toast_columns_not_sent_are_unchanged_and_key_only_old_images() {
+    powersync_source_core::testkit::init_tracing();
+    let Some(server) = powersync_source_core::testkit::or_skip(PostgresServer::start().await) else { return };
+    server
+        .psql("CREATE TABLE t (id bigint primary key, big text, n int); CREATE PUBLICATION powersync FOR TABLE t;")
+        .await
+        .unwrap();
+    let source = PostgresSource::new(PgConfig::parse(&server.url()).unwrap());
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    // Random text does not compress, so it is stored out of line (TOAST).
+    server
+        .psql("INSERT INTO t SELECT 1, string_agg(md5(g::text), ''), 0 FROM generate_series(1, 500) g;
+               UPDATE t SET n = 1 WHERE id = 1; UPDATE t SET id = 2 WHERE id = 1; DELETE FROM t WHERE id = 2;")
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while rows.len() < 4 {
+        let batch = tokio::time::timeout_at(deadline, stream.next()).await.unwrap().unwrap().unwrap();
+        for e in batch.events {
+            if let ChangeEvent::Row(r) = e {
+                if !r.snapshot {
+                    rows.push(r);
+                }
+            }
+        }
+    }
+    use powersync_source_core::{OldImage, Value};
+    let big = rows[0].new.as_ref().unwrap().get(1).unwrap().clone();
+    assert!(matches!(&big, Value::Text(s) if s.len() == 16_000));
+    // The update of `n` did not send the unchanged TOASTed `big`.
+    let upd = rows[1].new.as_ref().unwrap();
+    assert_eq!(upd.get(1), Some(&Value::Unchanged));
+    assert_eq!(upd.get(2), Some(&Value::Integer(1)));
+    // A key change carries the old key only; the rest of the old image is Unchanged.
+    assert_eq!(rows[2].old_image, OldImage::Key);
+    let old = rows[2].old.as_ref().unwrap();
+    assert_eq!(old.get(0), Some(&Value::Integer(1)));
+    assert_eq!(old.get(2), Some(&Value::Unchanged));
+    assert_eq!(rows[2].key_values()[0].1, &Value::Integer(1));
+    // Delete: key-only old image.
+    assert_eq!(rows[3].old_image, OldImage::Key);
+    assert_eq!(rows[3].old.as_ref().unwrap().get(0), Some(&Value::Integer(2)));
+}

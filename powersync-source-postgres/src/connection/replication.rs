@@ -672,13 +672,17 @@ async fn connect_once(
     let mut wire = Wire::new(stream, target.clone());
     let doing = "connecting to";
 
-    let params: [(&str, &str); 6] = [
+    // The text format of pgoutput values follows these session settings: pin the ones the
+    // value decoders expect (see the `types` module docs), whatever the server defaults are.
+    let params: [(&str, &str); 8] = [
         ("user", cfg.user()),
         ("database", cfg.dbname()),
         ("replication", "database"),
         ("application_name", cfg.application_name()),
         ("client_encoding", "UTF8"),
         ("DateStyle", "ISO"),
+        ("IntervalStyle", "postgres"),
+        ("extra_float_digits", "1"),
     ];
     frontend::startup_message(params.iter().copied(), &mut wire.wbuf)
         .map_err(|e| SourceError::config(format!("invalid startup parameter: {e}")))?;
@@ -987,19 +991,4 @@ pub(crate) fn pg_now_micros() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
     since_unix.as_micros() as i64 - PG_EPOCH_OFFSET_MICROS
-}
-
-#[cfg(test)]
-pub(crate) fn bench_stream(tcp: TcpStream) -> ReplicationStream {
-    ReplicationStream {
-        wire: Wire::new(
-            PgStream::Plain(tcp),
-            Target {
-                endpoint: "x".into(),
-                user: "u".into(),
-                dbname: "d".into(),
-            },
-        ),
-        state: StreamState::Streaming,
-    }
 }

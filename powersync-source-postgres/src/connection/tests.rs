@@ -1078,36 +1078,3 @@ async fn replication_over_tls_and_clean_close() {
     }
     psql(&pg, "SELECT pg_drop_replication_slot('tls_slot')").await;
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zz_tmp_recv_throughput() {
-    use super::replication::bench_stream;
-    use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    const N: usize = 3_000_000;
-    let server = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut frame = vec![b'd'];
-        frame.extend_from_slice(&(4u32 + 100).to_be_bytes());
-        frame.push(b'w');
-        frame.extend_from_slice(&[7u8; 99]);
-        let chunk: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 1000).collect();
-        for _ in 0..N / 1000 {
-            s.write_all(&chunk).await.unwrap();
-        }
-        s.write_all(b"c\0\0\0\x04").await.unwrap();
-    });
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut stream = bench_stream(tcp);
-    let t = std::time::Instant::now();
-    let mut n = 0;
-    let mut bytes = 0;
-    while let Some(m) = stream.recv().await.unwrap() {
-        n += 1;
-        bytes += m.len();
-    }
-    let el = t.elapsed();
-    eprintln!("{n} msgs, {bytes} bytes in {el:?}: {:.1} M msg/s, {:.0} MB/s", n as f64 / el.as_secs_f64() / 1e6, bytes as f64 / el.as_secs_f64() / 1e6);
-    server.await.unwrap();
-}

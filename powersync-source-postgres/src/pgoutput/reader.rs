@@ -184,3 +184,68 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(r: Reader<'_>) -> (DecodeErrorKind, usize) {
+        let e = r.into_error();
+        (e.kind, e.offset)
+    }
+
+    #[test]
+    fn pgoutput_reader_reads_big_endian_and_reports_truncation_at_cursor() {
+        let buf = [1, 0, 2, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0xfe, 9];
+        let mut r = Reader::new(&buf, "Test");
+        assert_eq!(r.u8(), Ok(1));
+        assert_eq!(r.u16(), Ok(2));
+        assert_eq!(r.u32(), Ok(3));
+        assert_eq!(r.i32(), Ok(-2));
+        assert_eq!(r.offset(), 11);
+        assert_eq!(r.u64(), Err(Fail));
+        assert_eq!(r.offset(), 11, "a failed read does not move the cursor");
+        assert_eq!(err(r), (DecodeErrorKind::Truncated, 11));
+        assert_eq!(r.into_error().context, "Test");
+    }
+
+    #[test]
+    fn pgoutput_reader_strings() {
+        let mut r = Reader::new(b"ab\0\0c", "Test");
+        assert_eq!(r.cstr("x"), Ok("ab"));
+        assert_eq!(r.cstr("x"), Ok(""));
+        assert_eq!(r.cstr("y"), Err(Fail));
+        assert_eq!(
+            err(r),
+            (DecodeErrorKind::UnterminatedString { field: "y" }, 4)
+        );
+
+        let mut r = Reader::new(b"\xc3\x28\0", "Test");
+        assert_eq!(r.cstr("z"), Err(Fail));
+        assert_eq!(err(r), (DecodeErrorKind::InvalidUtf8 { field: "z" }, 0));
+    }
+
+    #[test]
+    fn pgoutput_reader_lengths() {
+        let mut r = Reader::new(&[0, 0, 0, 2, b'h', b'i', 0xff, 0xff, 0xff, 0xff], "Test");
+        assert_eq!(r.len_prefixed("content"), Ok(&b"hi"[..]));
+        assert_eq!(r.len_prefixed("content"), Err(Fail));
+        let neg = DecodeErrorKind::NegativeLength {
+            field: "content",
+            value: -1,
+        };
+        assert_eq!(err(r), (neg, 6));
+
+        let mut r = Reader::new(&[0x7f, 0xff, 0xff, 0xff, 1], "Test");
+        assert_eq!(r.len_prefixed("column"), Err(Fail));
+        assert_eq!(err(r), (DecodeErrorKind::Truncated, 4));
+
+        let mut r = Reader::new(b"abc", "Test");
+        assert_eq!(r.bytes(usize::MAX), Err(Fail));
+        assert_eq!(r.bytes(2), Ok(&b"ab"[..]));
+        assert_eq!(r.finish(), Err(Fail));
+        assert_eq!(err(r), (DecodeErrorKind::TrailingBytes(1), 2));
+        assert_eq!(r.take_rest(), b"c");
+        assert_eq!(r.finish(), Ok(()));
+    }
+}
