@@ -24,6 +24,8 @@ pub struct Summary {
     pub stream_transactions: u64,
     /// Seconds from the start of streaming to the last streamed change.
     pub stream_seconds: f64,
+    /// Best streamed rows per second over one second.
+    pub peak_stream_rows_per_second: f64,
     /// Largest lag seen while streaming (seconds between a commit at the source and its
     /// arrival).
     pub max_lag_seconds: f64,
@@ -77,6 +79,9 @@ pub struct Progress {
     window_rows: u64,
     max_lag: f64,
     last_lag: f64,
+    bucket_start: Instant,
+    bucket_rows: u64,
+    peak_rate: f64,
 }
 
 impl Progress {
@@ -110,6 +115,9 @@ impl Progress {
             window_rows: 0,
             max_lag: 0.0,
             last_lag: 0.0,
+            bucket_start: now,
+            bucket_rows: 0,
+            peak_rate: 0.0,
         }
     }
 
@@ -208,6 +216,15 @@ impl Progress {
             self.max_lag = self.max_lag.max(stats.lag_seconds);
         }
         let now = Instant::now();
+        let bucket = now.duration_since(self.bucket_start).as_secs_f64();
+        if bucket >= 1.0 {
+            if self.stream_started.is_some() {
+                let r = rate(self.stream_rows - self.bucket_rows, bucket);
+                self.peak_rate = self.peak_rate.max(r);
+            }
+            self.bucket_start = now;
+            self.bucket_rows = self.stream_rows;
+        }
         if now.duration_since(self.last_print) < self.interval {
             return;
         }
@@ -279,6 +296,7 @@ impl Progress {
             stream_rows: self.stream_rows,
             stream_transactions: self.stream_txs,
             stream_seconds,
+            peak_stream_rows_per_second: self.peak_rate,
             max_lag_seconds: self.max_lag.max(stats.lag_seconds),
             last_lag_seconds: stats.lag_seconds,
         }

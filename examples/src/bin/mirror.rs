@@ -6,8 +6,8 @@
 //! ```
 //!
 //! The file's layout and the consistency rules are in `examples::sqlite_mirror`. Progress goes
-//! to stderr; at exit a line `mirror: summary {json}` gives the run's totals. Exit statuses:
-//! `examples::cli`.
+//! to stderr; at the end of the snapshot and at exit, a line `mirror: summary {json}` gives the
+//! run's totals so far (`examples::progress::Summary`). Exit statuses: `examples::cli`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +19,7 @@ use examples::progress::Progress;
 use examples::sqlite_mirror::{After, Mirror, MirrorOptions};
 use examples::source_url;
 use futures::StreamExt;
-use powersync_source_core::{ChangeStream, Severity, StartFrom};
+use powersync_source_core::{ChangeEvent, ChangeStream, Severity, SnapshotProgress, StartFrom};
 use tokio::time::Instant;
 
 /// Keep a SQLite file in sync with a database.
@@ -101,13 +101,18 @@ async fn run(args: Args) -> Result<ExitCode, AppError> {
         progress.streaming_started();
     }
     let result = stream_loop(&args, &mut mirror, &mut stream, &mut progress).await;
+    print_summary(&mut progress, &stream);
+    result
+}
+
+/// One machine-readable line with the run's totals (at the end of the snapshot and at exit).
+fn print_summary(progress: &mut Progress, stream: &ChangeStream) {
     progress.clear_line();
     let summary = progress.summary(&stream.stats().snapshot());
     eprintln!(
         "mirror: summary {}",
         serde_json::to_string(&summary).unwrap_or_default()
     );
-    result
 }
 
 async fn stream_loop(
@@ -174,13 +179,15 @@ async fn stream_loop(
             progress.on_event(event);
             if !matches!(
                 event,
-                powersync_source_core::ChangeEvent::Keepalive(_)
-                    | powersync_source_core::ChangeEvent::CheckpointObserved(_)
+                ChangeEvent::Keepalive(_) | ChangeEvent::CheckpointObserved(_)
             ) {
                 active = true;
             }
             if mirror.apply(event)? == After::CommitNow {
                 commit(mirror, stream)?;
+            }
+            if let ChangeEvent::Snapshot(SnapshotProgress::Done { .. }) = event {
+                print_summary(progress, stream);
             }
         }
         if mirror.at_boundary() {
