@@ -275,7 +275,7 @@ mod tests {
     fn values() {
         assert_eq!(value_json(&Value::Real(1.0)).to_string(), "1.0");
         assert_eq!(value_json(&Value::Real(2.5)).to_string(), "2.5");
-        assert_eq!(value_json(&Value::Real(1e300)).to_string(), "1e300");
+        assert_eq!(value_json(&Value::Real(1e300)).to_string(), "1e+300");
         assert_eq!(value_json(&Value::Real(f64::INFINITY)).to_string(), "null");
         assert_eq!(value_json(&Value::Integer(-3)).to_string(), "-3");
         assert_eq!(value_json(&Value::Blob(vec![0, 255])).to_string(), r#"{"$blob":"AP8="}"#);

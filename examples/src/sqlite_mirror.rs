@@ -340,9 +340,9 @@ impl Mirror {
                 self.open_group()?;
                 if self.in_source_tx {
                     tracing::warn!("begin inside an open transaction; keeping its changes");
-                    self.conn.execute_batch("RELEASE src")?;
+                    self.exec_cached("RELEASE src")?;
                 }
-                self.conn.execute_batch("SAVEPOINT src")?;
+                self.exec_cached("SAVEPOINT src")?;
                 self.in_source_tx = true;
                 self.tx_rows = 0;
                 self.tx_schema_changes.clear();
@@ -368,7 +368,7 @@ impl Mirror {
             }
             ChangeEvent::Commit(commit) => {
                 if self.in_source_tx {
-                    self.conn.execute_batch("RELEASE src")?;
+                    self.exec_cached("RELEASE src")?;
                     self.in_source_tx = false;
                 }
                 self.tx_schema_changes.clear();
@@ -440,7 +440,7 @@ impl Mirror {
                 ))?
                 .execute([POSITION_KEY, position.as_str()])?;
         }
-        self.conn.execute_batch("COMMIT")?;
+        self.exec_cached("COMMIT")?;
         self.group_open = false;
         self.group_started = None;
         self.group_rows = 0;
@@ -472,10 +472,16 @@ impl Mirror {
 
     fn open_group(&mut self) -> Result<(), AppError> {
         if !self.group_open {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            self.exec_cached("BEGIN IMMEDIATE")?;
             self.group_open = true;
             self.group_started.get_or_insert_with(Instant::now);
         }
+        Ok(())
+    }
+
+    /// Runs a parameterless statement through the statement cache (no parsing per call).
+    fn exec_cached(&self, sql: &str) -> Result<(), AppError> {
+        self.conn.prepare_cached(sql)?.execute([])?;
         Ok(())
     }
 

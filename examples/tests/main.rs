@@ -1,1 +1,6 @@
+//! Integration tests of the example binaries, run against throwaway PostgreSQL servers from
+//! the core test kit (skipped with one `SKIPPED:` line when PostgreSQL is not installed).
 
+mod common;
+mod mirror;
+mod tail;

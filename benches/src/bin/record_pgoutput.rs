@@ -35,12 +35,11 @@ async fn main() -> Result<(), Error> {
     let (client, conn) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
 
+    // Separate statements: a slot cannot be created in a transaction that wrote.
+    client.batch_execute(&rows_table_ddl("bench_rows")).await?;
+    client.batch_execute("CREATE PUBLICATION bench_pub FOR TABLE bench_rows").await?;
     client
-        .batch_execute(&format!(
-            "{}; CREATE PUBLICATION bench_pub FOR TABLE bench_rows;
-             SELECT pg_create_logical_replication_slot('bench_rec', 'pgoutput');",
-            rows_table_ddl("bench_rows")
-        ))
+        .batch_execute("SELECT pg_create_logical_replication_slot('bench_rec', 'pgoutput')")
         .await?;
     // Inserts: one transaction of 1000 rows, then 5 of 100.
     client.batch_execute(&insert_rows_sql("bench_rows", 1, 1000)).await?;
@@ -50,10 +49,10 @@ async fn main() -> Result<(), Error> {
     }
     // Updates of non-key columns (no old image), then key changes (old key image `K`).
     client
-        .batch_execute(
-            "UPDATE bench_rows SET n = n + 1, s = md5(s), f = f * 2 WHERE id <= 700;
-             UPDATE bench_rows SET id = id + 100000 WHERE id > 700 AND id <= 750;",
-        )
+        .batch_execute("UPDATE bench_rows SET n = n + 1, s = md5(s), f = f * 2 WHERE id <= 700")
+        .await?;
+    client
+        .batch_execute("UPDATE bench_rows SET id = id + 100000 WHERE id > 700 AND id <= 750")
         .await?;
     // Deletes (old key image).
     client.batch_execute("DELETE FROM bench_rows WHERE id > 1200 AND id <= 1500").await?;

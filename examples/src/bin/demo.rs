@@ -280,11 +280,11 @@ async fn run(args: Args) -> Result<ExitCode, DemoError> {
     summaries.extend(mirror.summary());
     println!(
         "demo: killed the mirror (SIGKILL) while streaming ({} of {} transactions written); \
-         restarting it in 1 s",
+         restarting it in 2 s",
         workload.done(),
         args.updates
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let final_started = Instant::now();
     let mut mirror = MirrorRun::spawn(
         &mirror_bin,

@@ -51,6 +51,16 @@
 //! `lc_monetary`; both formats here assume **2 fraction digits** (`C`, `en_US` and most
 //! locales). The text format is read as its digits and sign only, so symbols and grouping of
 //! any locale are ignored.
+//!
+//! # Types and the registry
+//! Built-in types are known by OID. User-defined and extension types (enums, domains,
+//! composites, arrays of them, ranges, multiranges, PostGIS `geometry`/`geography`) must be
+//! loaded into the [`TypeRegistry`] before values of them are decoded
+//! ([`TypeRegistry::load`] / [`TypeRegistry::load_columns`], one catalog query that also pulls
+//! in element, base, field and subtypes); decoding a user type the registry has not loaded is a
+//! [`ValueError`], never a guess.
+//!
+//! [`Value`]: powersync_source_core::Value
 
 mod array;
 mod binary_format;
