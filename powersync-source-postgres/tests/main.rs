@@ -5,3 +5,4 @@ mod types;
 mod faults;
 mod connection;
 mod publication_changes;
+mod type_paths;

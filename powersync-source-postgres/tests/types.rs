@@ -35,13 +35,13 @@ const NULL: Value = Value::Null;
 
 /// (SQL type, SQL expression for the value, expected value). `None` expected = the type has no
 /// binary decoder: text must give the value and binary must fail cleanly.
-struct Case {
-    ty: &'static str,
-    sql: String,
-    expected: Value,
+pub(crate) struct Case {
+    pub(crate) ty: &'static str,
+    pub(crate) sql: String,
+    pub(crate) expected: Value,
 }
 
-fn golden() -> Vec<Case> {
+pub(crate) fn golden() -> Vec<Case> {
     let mut v: Vec<Case> = Vec::new();
     let mut add = |ty: &'static str, sql: &str, expected: Value| {
         v.push(Case {
@@ -698,7 +698,7 @@ async fn connect() -> Option<Client> {
 }
 
 /// Creates the user types in a private schema put first on the search path.
-async fn setup(client: &Client) -> String {
+pub(crate) async fn setup(client: &Client) -> String {
     let schema = format!(
         "types_golden_{}_{}",
         std::process::id(),
