@@ -163,3 +163,40 @@ pub fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs.get(xs.len().saturating_sub(1) / 2).copied().unwrap_or_default()
 }
+
+/// CPU time (user + system) of a process in clock ticks, and of its reaped children:
+/// `(own, children)` from `/proc/<pid>/stat`.
+pub fn cpu_ticks(pid: &str) -> Option<(u64, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    // After the command: state(3) ppid(4) … utime(14) stime(15) cutime(16) cstime(17).
+    Some((n(11)? + n(12)?, n(13)? + n(14)?))
+}
+
+/// CPU ticks of a server: the postmaster, its reaped children and its live children (so a
+/// backend that exits between two readings is still counted exactly once).
+pub fn tree_cpu_ticks(postmaster: u32) -> u64 {
+    let (own, reaped) = cpu_ticks(&postmaster.to_string()).unwrap_or((0, 0));
+    let mut live = 0;
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            if f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(postmaster) {
+                let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                live += n(11) + n(12);
+            }
+        }
+    }
+    own + reaped + live
+}
+
+/// Clock ticks per second of `/proc` CPU times (`CLK_TCK`, 100 on Linux).
+pub const TICKS_PER_SECOND: f64 = 100.0;

@@ -75,9 +75,15 @@ mod tests {
         let p = dir.path().join("cp");
         assert_eq!(read(&p).unwrap(), None);
         write_atomic(&p, "postgres:v1:00000000/0000002A").unwrap();
-        assert_eq!(read(&p).unwrap().as_deref(), Some("postgres:v1:00000000/0000002A"));
+        assert_eq!(
+            read(&p).unwrap().as_deref(),
+            Some("postgres:v1:00000000/0000002A")
+        );
         write_atomic(&p, "postgres:v1:00000000/0000002B").unwrap();
-        assert_eq!(read(&p).unwrap().as_deref(), Some("postgres:v1:00000000/0000002B"));
+        assert_eq!(
+            read(&p).unwrap().as_deref(),
+            Some("postgres:v1:00000000/0000002B")
+        );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         fs::write(&p, "  \n").unwrap();
         assert_eq!(read(&p).unwrap(), None);

@@ -278,8 +278,14 @@ mod tests {
         assert_eq!(value_json(&Value::Real(1e300)).to_string(), "1e+300");
         assert_eq!(value_json(&Value::Real(f64::INFINITY)).to_string(), "null");
         assert_eq!(value_json(&Value::Integer(-3)).to_string(), "-3");
-        assert_eq!(value_json(&Value::Blob(vec![0, 255])).to_string(), r#"{"$blob":"AP8="}"#);
-        assert_eq!(value_json(&Value::Unchanged).to_string(), r#"{"$unchanged":true}"#);
+        assert_eq!(
+            value_json(&Value::Blob(vec![0, 255])).to_string(),
+            r#"{"$blob":"AP8="}"#
+        );
+        assert_eq!(
+            value_json(&Value::Unchanged).to_string(),
+            r#"{"$unchanged":true}"#
+        );
     }
 
     #[test]
@@ -311,11 +317,16 @@ mod tests {
 
     #[test]
     fn silent_events() {
-        assert!(event_line(&ChangeEvent::Begin(powersync_source_core::Begin {
-            xid: None,
-            commit_time: None
-        }))
-        .is_none());
-        assert_eq!(event_line(&ChangeEvent::Abort).unwrap(), r#"{"kind":"abort"}"#);
+        assert!(
+            event_line(&ChangeEvent::Begin(powersync_source_core::Begin {
+                xid: None,
+                commit_time: None
+            }))
+            .is_none()
+        );
+        assert_eq!(
+            event_line(&ChangeEvent::Abort).unwrap(),
+            r#"{"kind":"abort"}"#
+        );
     }
 }

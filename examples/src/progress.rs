@@ -6,10 +6,22 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use powersync_source_core::{ChangeEvent, SnapshotProgress, StatsSnapshot, TableName};
 use serde::Serialize;
+
+/// Whether an in-place progress line is on the terminal (so a log line must clear it first).
+static LINE_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// Clears the in-place progress line, if one is shown, so that the next text starts on a
+/// clean line. Log writers call this before writing (see [`crate::cli::init_tracing`]).
+pub fn clear_progress_line(out: &mut impl Write) {
+    if LINE_OPEN.swap(false, Ordering::Relaxed) {
+        let _ = out.write_all(b"\r\x1b[K");
+    }
+}
 
 /// What a run did, for the summary printed at exit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -65,7 +77,6 @@ pub struct Progress {
     tty: bool,
     interval: Duration,
     last_print: Instant,
-    line_open: bool,
     snapshot_started: Option<Instant>,
     snapshot_finished: Option<Instant>,
     snapshot_rows: u64,
@@ -101,7 +112,6 @@ impl Progress {
                 interval
             },
             last_print: now,
-            line_open: false,
             snapshot_started: None,
             snapshot_finished: None,
             snapshot_rows: 0,
@@ -197,6 +207,8 @@ impl Progress {
                 tracing::debug!(%checkpoint, "snapshot done");
                 self.snapshot_finished = Some(Instant::now());
                 self.stream_started = Some(Instant::now());
+                self.window_rows = 0;
+                self.window_start = Instant::now();
                 self.clear_line();
                 let s = self.summary(&StatsSnapshot::default());
                 tracing::info!(
@@ -263,7 +275,7 @@ impl Progress {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[K{line}");
             let _ = err.flush();
-            self.line_open = true;
+            LINE_OPEN.store(true, Ordering::Relaxed);
         } else {
             tracing::info!("{line}");
         }
@@ -271,12 +283,9 @@ impl Progress {
 
     /// Ends an in-place line so that logs start on a fresh line.
     pub fn clear_line(&mut self) {
-        if self.line_open {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[K");
-            let _ = err.flush();
-            self.line_open = false;
-        }
+        let mut err = std::io::stderr().lock();
+        clear_progress_line(&mut err);
+        let _ = err.flush();
     }
 
     /// The run's totals so far.

@@ -91,13 +91,12 @@ pub fn source_kind(url: &str, deploy_key: Option<&str>) -> Result<SourceKind, So
         }
         other => {
             // Only the scheme is shown: the rest of the URL may hold a password.
-            return Err(SourceError::config(format!(
-                "unknown source URL scheme `{other}://`"
-            ))
-            .with_hint(
-                "supported schemes: postgres://, postgresql://, mysql://, mariadb://, \
+            return Err(
+                SourceError::config(format!("unknown source URL scheme `{other}://`")).with_hint(
+                    "supported schemes: postgres://, postgresql://, mysql://, mariadb://, \
                  mongodb://, mongodb+srv://, sqlserver://, convex+https://",
-            ));
+                ),
+            );
         }
     };
     Ok(kind)
@@ -197,22 +196,54 @@ mod tests {
 
     #[test]
     fn schemes() {
-        assert_eq!(source_kind("postgres://h/db", None).unwrap(), SourceKind::Postgres);
-        assert_eq!(source_kind("postgresql://h/db", None).unwrap(), SourceKind::Postgres);
-        assert_eq!(source_kind("mariadb://h/db", None).unwrap(), SourceKind::MySql);
-        assert_eq!(source_kind("mongodb+srv://h/db", None).unwrap(), SourceKind::MongoDb);
-        assert_eq!(source_kind("sqlserver://h", None).unwrap(), SourceKind::SqlServer);
-        assert_eq!(source_kind("convex+https://x.convex.cloud", None).unwrap(), SourceKind::Convex);
-        assert_eq!(source_kind("https://x.convex.cloud", Some("k")).unwrap(), SourceKind::Convex);
-        assert_eq!(source_kind("https://x", None).unwrap_err().kind(), ErrorKind::Config);
-        assert_eq!(source_kind("nonsense", None).unwrap_err().kind(), ErrorKind::Config);
+        assert_eq!(
+            source_kind("postgres://h/db", None).unwrap(),
+            SourceKind::Postgres
+        );
+        assert_eq!(
+            source_kind("postgresql://h/db", None).unwrap(),
+            SourceKind::Postgres
+        );
+        assert_eq!(
+            source_kind("mariadb://h/db", None).unwrap(),
+            SourceKind::MySql
+        );
+        assert_eq!(
+            source_kind("mongodb+srv://h/db", None).unwrap(),
+            SourceKind::MongoDb
+        );
+        assert_eq!(
+            source_kind("sqlserver://h", None).unwrap(),
+            SourceKind::SqlServer
+        );
+        assert_eq!(
+            source_kind("convex+https://x.convex.cloud", None).unwrap(),
+            SourceKind::Convex
+        );
+        assert_eq!(
+            source_kind("https://x.convex.cloud", Some("k")).unwrap(),
+            SourceKind::Convex
+        );
+        assert_eq!(
+            source_kind("https://x", None).unwrap_err().kind(),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            source_kind("nonsense", None).unwrap_err().kind(),
+            ErrorKind::Config
+        );
         let e = source_kind("ftp://user:hunter2@h", None).unwrap_err();
         assert!(!e.to_string().contains("hunter2"));
     }
 
     #[test]
     fn unavailable_connectors_are_unsupported() {
-        for url in ["mysql://h/db", "mongodb://h", "sqlserver://h", "convex+https://x"] {
+        for url in [
+            "mysql://h/db",
+            "mongodb://h",
+            "sqlserver://h",
+            "convex+https://x",
+        ] {
             let e = open_source(url, &SourceOptions::default()).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Unsupported, "{url}");
             assert!(e.to_string().contains("not available yet"));
@@ -222,7 +253,10 @@ mod tests {
     #[test]
     fn tables() {
         let t = table_names(SourceKind::Postgres, &["a".into(), "s.b".into()]).unwrap();
-        assert_eq!(t, vec![TableName::new("public", "a"), TableName::new("s", "b")]);
+        assert_eq!(
+            t,
+            vec![TableName::new("public", "a"), TableName::new("s", "b")]
+        );
         assert!(table_names(SourceKind::MySql, &["a".into()]).is_err());
     }
 }

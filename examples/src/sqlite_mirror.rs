@@ -10,18 +10,18 @@
 //!   values (`numeric` text such as `12.50` into a REAL, a 20-digit unsigned integer into a
 //!   lossy REAL). Readers use `typeof()`, or the source types kept in the state table.
 //! - Primary key: the source's row identity (primary key, replica identity index, or every
-//!   column for PostgreSQL `REPLICA IDENTITY FULL` without a primary key). A table without
-//!   any identity gets no primary key, and its updates and deletes match one row by every
-//!   column of the old image.
+//!   column for PostgreSQL `REPLICA IDENTITY FULL` without a primary key, so exact duplicate
+//!   rows of such a table are stored once). A table without any identity gets no primary key,
+//!   and its updates and deletes match one row by every column of the old image.
 //! - `_powersync_mirror_state(key TEXT PRIMARY KEY, value TEXT)`:
-//!   - `position`: where to resume: a checkpoint, or a snapshot resume token while the
+//!   - `checkpoint`: where to resume: a checkpoint, or a snapshot resume token while the
 //!     initial snapshot runs;
 //!   - `table:<schema>.<name>`: `{"sqlite_name": …, "schema": <TableSchema JSON>}` for every
 //!     mirrored table (source column types included).
 //!
 //! # Consistency
 //! Each source transaction is applied inside a `SAVEPOINT`; consecutive transactions are
-//! grouped into one SQLite transaction, which also writes `position`. An
+//! grouped into one SQLite transaction, which also writes `checkpoint`. An
 //! [`ChangeEvent::Abort`] rolls back to the savepoint. A crash at any point leaves the file at
 //! the end of some committed group, with the matching position: restarting from it loses
 //! nothing and applies nothing twice. The host acknowledges the source only after the SQLite
@@ -45,8 +45,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use powersync_source_core::{
-    ChangeEvent, Checkpoint, Op, RowChange, SnapshotProgress, SnapshotResume, StartFrom,
-    TableName, TableProgress, TableSchema, Value,
+    ChangeEvent, Checkpoint, Op, RowChange, SnapshotProgress, SnapshotResume, StartFrom, TableName,
+    TableProgress, TableSchema, Value,
 };
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, ToSql};
@@ -57,7 +57,7 @@ use crate::cli::AppError;
 /// Name of the state table.
 pub const STATE_TABLE: &str = "_powersync_mirror_state";
 /// State key of the stored position.
-pub const POSITION_KEY: &str = "position";
+pub const POSITION_KEY: &str = "checkpoint";
 /// Prefix of the state keys holding table schemas.
 pub const TABLE_KEY_PREFIX: &str = "table:";
 
@@ -85,6 +85,9 @@ pub struct StoredTable {
     /// The source schema it mirrors.
     pub schema: TableSchema,
 }
+
+/// A SQLite table's columns and primary key columns (in key order).
+type ActualTable = (Vec<String>, Vec<String>);
 
 #[derive(Debug)]
 struct MirrorTable {
@@ -278,14 +281,19 @@ impl Mirror {
 
     /// Drops every mirrored table and forgets the position.
     pub fn reset(&mut self) -> Result<(), AppError> {
-        let mut names: Vec<String> = self.stored_tables()?.into_iter().map(|t| t.sqlite_name).collect();
+        let mut names: Vec<String> = self
+            .stored_tables()?
+            .into_iter()
+            .map(|t| t.sqlite_name)
+            .collect();
         names.extend(self.tables.values().map(|t| t.sqlite_name.clone()));
         names.sort();
         names.dedup();
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let result = (|| -> Result<(), AppError> {
             for name in &names {
-                self.conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(name)))?;
+                self.conn
+                    .execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(name)))?;
             }
             self.conn.execute(
                 &format!(
@@ -372,7 +380,10 @@ impl Mirror {
                     self.in_source_tx = false;
                 }
                 self.tx_schema_changes.clear();
-                self.set_pending(Some(commit.checkpoint.clone()), commit.checkpoint.to_string());
+                self.set_pending(
+                    Some(commit.checkpoint.clone()),
+                    commit.checkpoint.to_string(),
+                );
             }
             ChangeEvent::Abort => self.abort_transaction()?,
             ChangeEvent::Keepalive(checkpoint) => {
@@ -494,6 +505,10 @@ impl Mirror {
     fn pick_name(&self, name: &TableName) -> String {
         let taken = |candidate: &str| {
             candidate.eq_ignore_ascii_case(STATE_TABLE)
+                // SQLite reserves these names for itself.
+                || candidate
+                    .get(..7)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("sqlite_"))
                 || self
                     .tables
                     .iter()
@@ -514,7 +529,7 @@ impl Mirror {
     }
 
     /// Columns and primary key of a SQLite table, or `None` if it does not exist.
-    fn actual_table(&self, sqlite_name: &str) -> Result<Option<(Vec<String>, Vec<String>)>, AppError> {
+    fn actual_table(&self, sqlite_name: &str) -> Result<Option<ActualTable>, AppError> {
         let mut stmt = self
             .conn
             .prepare(&format!("PRAGMA table_info({})", quote(sqlite_name)))?;
@@ -556,12 +571,16 @@ impl Mirror {
             None => self.create_table(&sqlite_name, schema)?,
             Some((columns, pk)) => {
                 let same_pk = pk.len() == want_pk.len()
-                    && pk.iter().zip(&want_pk).all(|(a, b)| a.eq_ignore_ascii_case(b));
+                    && pk
+                        .iter()
+                        .zip(&want_pk)
+                        .all(|(a, b)| a.eq_ignore_ascii_case(b));
                 if !same_pk {
                     tracing::info!(table = %schema.name, "row identity changed: recreating {sqlite_name}");
                     self.recreate_table(&sqlite_name, schema, &columns)?;
                 } else {
-                    let has = |list: &[String], c: &str| list.iter().any(|x| x.eq_ignore_ascii_case(c));
+                    let has =
+                        |list: &[String], c: &str| list.iter().any(|x| x.eq_ignore_ascii_case(c));
                     for c in &want {
                         if !has(&columns, c) {
                             tracing::info!(table = %schema.name, "adding column {c}");
@@ -701,7 +720,14 @@ impl Mirror {
                 let Some(new) = &change.new else {
                     return Ok(());
                 };
-                insert_row(&self.conn, &mut self.sql, table, schema, new.values(), keyed)?;
+                insert_row(
+                    &self.conn,
+                    &mut self.sql,
+                    table,
+                    schema,
+                    new.values(),
+                    keyed,
+                )?;
             }
             Op::Update => {
                 let Some(new) = &change.new else {
@@ -748,9 +774,15 @@ impl Mirror {
                     }
                 } else {
                     match change.old.as_ref() {
-                        Some(old) => {
-                            update_keyless(&self.conn, &mut self.sql, table, schema, old.values(), values, set)?
-                        }
+                        Some(old) => update_keyless(
+                            &self.conn,
+                            &mut self.sql,
+                            table,
+                            schema,
+                            old.values(),
+                            values,
+                            set,
+                        )?,
                         None => {
                             unmatched = true;
                             0
@@ -1020,11 +1052,20 @@ mod tests {
         })
     }
 
-    fn row(op: Op, s: &Arc<TableSchema>, old: Option<Vec<Value>>, new: Option<Vec<Value>>) -> ChangeEvent {
+    fn row(
+        op: Op,
+        s: &Arc<TableSchema>,
+        old: Option<Vec<Value>>,
+        new: Option<Vec<Value>>,
+    ) -> ChangeEvent {
         ChangeEvent::Row(RowChange {
             op,
             table: s.clone(),
-            old_image: if old.is_some() { OldImage::Key } else { OldImage::None },
+            old_image: if old.is_some() {
+                OldImage::Key
+            } else {
+                OldImage::None
+            },
             old: old.map(Row::new),
             new: new.map(Row::new),
             snapshot: false,
@@ -1058,13 +1099,32 @@ mod tests {
         let mut m = Mirror::open(&path, &MirrorOptions::default()).unwrap();
         m.begin_run(&StartFrom::Checkpoint(cp(1))).unwrap();
         let s = schema(&[("id", true), ("a", false), ("b", false)]);
-        let begin = ChangeEvent::Begin(Begin { xid: None, commit_time: None });
+        let begin = ChangeEvent::Begin(Begin {
+            xid: None,
+            commit_time: None,
+        });
         m.apply(&begin).unwrap();
         m.apply(&ChangeEvent::Schema(s.clone())).unwrap();
-        m.apply(&row(Op::Insert, &s, None, Some(vec![1.into(), "x".into(), "y".into()]))).unwrap();
-        m.apply(&ChangeEvent::Commit(Commit { checkpoint: cp(2), commit_time: None })).unwrap();
+        m.apply(&row(
+            Op::Insert,
+            &s,
+            None,
+            Some(vec![1.into(), "x".into(), "y".into()]),
+        ))
+        .unwrap();
+        m.apply(&ChangeEvent::Commit(Commit {
+            checkpoint: cp(2),
+            commit_time: None,
+        }))
+        .unwrap();
         m.apply(&begin).unwrap();
-        m.apply(&row(Op::Insert, &s, None, Some(vec![2.into(), "x".into(), "y".into()]))).unwrap();
+        m.apply(&row(
+            Op::Insert,
+            &s,
+            None,
+            Some(vec![2.into(), "x".into(), "y".into()]),
+        ))
+        .unwrap();
         m.apply(&ChangeEvent::Abort).unwrap();
         assert!(m.at_boundary());
         // Unchanged keeps the stored value; the key changes.
@@ -1077,20 +1137,40 @@ mod tests {
         ))
         .unwrap();
         // Update of a missing row inserts it.
-        m.apply(&row(Op::Update, &s, None, Some(vec![4.into(), "q".into(), Value::Unchanged])))
-            .unwrap();
-        m.apply(&row(Op::Delete, &s, Some(vec![9.into(), Value::Unchanged, Value::Unchanged]), None))
-            .unwrap();
-        m.apply(&ChangeEvent::Commit(Commit { checkpoint: cp(3), commit_time: None })).unwrap();
+        m.apply(&row(
+            Op::Update,
+            &s,
+            None,
+            Some(vec![4.into(), "q".into(), Value::Unchanged]),
+        ))
+        .unwrap();
+        m.apply(&row(
+            Op::Delete,
+            &s,
+            Some(vec![9.into(), Value::Unchanged, Value::Unchanged]),
+            None,
+        ))
+        .unwrap();
+        m.apply(&ChangeEvent::Commit(Commit {
+            checkpoint: cp(3),
+            commit_time: None,
+        }))
+        .unwrap();
         assert_eq!(m.commit().unwrap(), Some(cp(3)));
         assert_eq!(
             dump(&m, "SELECT * FROM t ORDER BY id"),
-            vec!["Integer(3)|Text(\"z\")|Text(\"y\")", "Integer(4)|Text(\"q\")|Null"]
+            vec![
+                "Integer(3)|Text(\"z\")|Text(\"y\")",
+                "Integer(4)|Text(\"q\")|Null"
+            ]
         );
         drop(m);
         let m = Mirror::open(&path, &MirrorOptions::default()).unwrap();
         assert_eq!(m.stored_position(), Some(cp(3).as_str()));
-        assert_eq!(m.tables(), vec![(TableName::new("public", "t"), "t".to_string())]);
+        assert_eq!(
+            m.tables(),
+            vec![(TableName::new("public", "t"), "t".to_string())]
+        );
     }
 
     #[test]
@@ -1100,10 +1180,22 @@ mod tests {
         m.begin_run(&StartFrom::Checkpoint(cp(1))).unwrap();
         let s1 = schema(&[("id", true), ("a", false)]);
         m.apply(&ChangeEvent::Schema(s1.clone())).unwrap();
-        m.apply(&row(Op::Insert, &s1, None, Some(vec![1.into(), "x".into()]))).unwrap();
+        m.apply(&row(
+            Op::Insert,
+            &s1,
+            None,
+            Some(vec![1.into(), "x".into()]),
+        ))
+        .unwrap();
         let s2 = schema(&[("id", true), ("b", false)]);
         m.apply(&ChangeEvent::Schema(s2.clone())).unwrap();
-        m.apply(&row(Op::Insert, &s2, None, Some(vec![2.into(), "y".into()]))).unwrap();
+        m.apply(&row(
+            Op::Insert,
+            &s2,
+            None,
+            Some(vec![2.into(), "y".into()]),
+        ))
+        .unwrap();
         assert_eq!(
             dump(&m, "SELECT * FROM t ORDER BY id"),
             vec!["Integer(1)|Null", "Integer(2)|Text(\"y\")"]
@@ -1112,9 +1204,168 @@ mod tests {
         let s3 = schema(&[("id", false), ("b", true)]);
         m.apply(&ChangeEvent::Schema(s3.clone())).unwrap();
         assert_eq!(dump(&m, "SELECT count(*) FROM t"), vec!["Integer(2)"]);
-        m.apply(&ChangeEvent::Truncate(Truncate { tables: vec![s3.name.clone()] })).unwrap();
+        m.apply(&ChangeEvent::Truncate(Truncate {
+            tables: vec![s3.name.clone()],
+        }))
+        .unwrap();
         m.apply(&ChangeEvent::Keepalive(cp(5))).unwrap();
         assert_eq!(m.commit().unwrap(), Some(cp(5)));
         assert_eq!(dump(&m, "SELECT count(*) FROM t"), vec!["Integer(0)"]);
+    }
+
+    #[test]
+    fn abort_keeps_a_schema_change_the_stream_will_not_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Mirror::open(&dir.path().join("m.db"), &MirrorOptions::default()).unwrap();
+        m.begin_run(&StartFrom::Checkpoint(cp(1))).unwrap();
+        let s1 = schema(&[("id", true), ("a", false)]);
+        m.apply(&ChangeEvent::Schema(s1.clone())).unwrap();
+        m.apply(&row(
+            Op::Insert,
+            &s1,
+            None,
+            Some(vec![1.into(), "x".into()]),
+        ))
+        .unwrap();
+        m.apply(&ChangeEvent::Keepalive(cp(2))).unwrap();
+        m.commit().unwrap();
+        let begin = ChangeEvent::Begin(Begin {
+            xid: None,
+            commit_time: None,
+        });
+        m.apply(&begin).unwrap();
+        let s2 = schema(&[("id", true), ("a", false), ("b", false)]);
+        m.apply(&ChangeEvent::Schema(s2.clone())).unwrap();
+        m.apply(&row(
+            Op::Insert,
+            &s2,
+            None,
+            Some(vec![2.into(), "y".into(), "z".into()]),
+        ))
+        .unwrap();
+        m.apply(&ChangeEvent::Abort).unwrap();
+        // The transaction is resent without its schema event.
+        m.apply(&begin).unwrap();
+        m.apply(&row(
+            Op::Insert,
+            &s2,
+            None,
+            Some(vec![3.into(), "y".into(), "z".into()]),
+        ))
+        .unwrap();
+        m.apply(&ChangeEvent::Commit(Commit {
+            checkpoint: cp(3),
+            commit_time: None,
+        }))
+        .unwrap();
+        assert_eq!(m.commit().unwrap(), Some(cp(3)));
+        assert_eq!(
+            dump(&m, "SELECT * FROM t ORDER BY id"),
+            vec![
+                "Integer(1)|Text(\"x\")|Null",
+                "Integer(3)|Text(\"y\")|Text(\"z\")"
+            ]
+        );
+        let stored = m.stored_tables().unwrap();
+        assert_eq!(stored[0].schema.columns.len(), 3);
+    }
+
+    #[test]
+    fn snapshot_positions_and_keyless_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let mut m = Mirror::open(&path, &MirrorOptions::default()).unwrap();
+        m.begin_run(&StartFrom::Beginning).unwrap();
+        assert!(m.in_snapshot_phase());
+        let keyless = Arc::new(TableSchema {
+            name: TableName::new("public", "k"),
+            source_id: None,
+            columns: vec![Column::new("a", "int"), Column::new("b", "text")],
+            identity: RowIdentity::Full,
+        });
+        m.apply(&ChangeEvent::Schema(keyless.clone())).unwrap();
+        for (a, b) in [(1, "x"), (1, "x"), (2, "y")] {
+            let mut ev = row(Op::Insert, &keyless, None, Some(vec![a.into(), b.into()]));
+            if let ChangeEvent::Row(r) = &mut ev {
+                r.snapshot = true;
+            }
+            m.apply(&ev).unwrap();
+        }
+        let mut resume = SnapshotResume {
+            stream_from: cp(9),
+            tables: Default::default(),
+            source_state: None,
+        };
+        resume.tables.insert(
+            "public.k".into(),
+            TableProgress::Partial {
+                after_key: "[\"2\"]".into(),
+                rows: 3,
+            },
+        );
+        let after = m
+            .apply(&ChangeEvent::Snapshot(SnapshotProgress::ChunkDone {
+                table: keyless.name.clone(),
+                rows_done: 3,
+                estimated_rows: None,
+                resume: Box::new(resume),
+            }))
+            .unwrap();
+        assert_eq!(after, After::CommitNow);
+        assert_eq!(m.commit().unwrap(), None);
+        assert!(m.stored_position().unwrap().starts_with("snapshot:v1:"));
+        m.apply(&ChangeEvent::Snapshot(SnapshotProgress::TableDone {
+            table: keyless.name.clone(),
+            rows: 3,
+        }))
+        .unwrap();
+        m.commit().unwrap();
+        let token = m.stored_position().unwrap().to_string();
+        match StartFrom::parse(&token).unwrap() {
+            StartFrom::Snapshot(r) => {
+                assert_eq!(r.tables["public.k"], TableProgress::Done { rows: 3 })
+            }
+            other => panic!("{other:?}"),
+        }
+        m.apply(&ChangeEvent::Snapshot(SnapshotProgress::Done {
+            checkpoint: cp(9),
+        }))
+        .unwrap();
+        assert_eq!(m.commit().unwrap(), Some(cp(9)));
+        assert!(!m.in_snapshot_phase());
+        // Keyless: matched by the old image, one row at a time.
+        let full = |v: Vec<Value>| Some(v);
+        let mut ev = row(Op::Delete, &keyless, full(vec![1.into(), "x".into()]), None);
+        if let ChangeEvent::Row(r) = &mut ev {
+            r.old_image = OldImage::Full;
+        }
+        m.apply(&ev).unwrap();
+        let mut ev = row(
+            Op::Update,
+            &keyless,
+            full(vec![2.into(), "y".into()]),
+            Some(vec![2.into(), "w".into()]),
+        );
+        if let ChangeEvent::Row(r) = &mut ev {
+            r.old_image = OldImage::Full;
+        }
+        m.apply(&ev).unwrap();
+        m.apply(&ChangeEvent::Keepalive(cp(10))).unwrap();
+        m.commit().unwrap();
+        assert_eq!(
+            dump(&m, "SELECT a, b FROM k ORDER BY a"),
+            vec!["Integer(1)|Text(\"x\")", "Integer(2)|Text(\"w\")"]
+        );
+        // Starting over drops the mirrored tables.
+        drop(m);
+        let mut m = Mirror::open(&path, &MirrorOptions::default()).unwrap();
+        assert_eq!(m.start_from().unwrap(), StartFrom::Checkpoint(cp(10)));
+        m.begin_run(&StartFrom::Beginning).unwrap();
+        assert!(m.tables().is_empty());
+        assert!(m.stored_position().is_none());
+        assert_eq!(
+            dump(&m, "SELECT count(*) FROM sqlite_master WHERE name = 'k'"),
+            vec!["Integer(0)"]
+        );
     }
 }

@@ -105,7 +105,9 @@ impl Proc {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         Proc {
@@ -157,8 +159,7 @@ impl Proc {
 
     /// Waits (bounded) for the process to exit and collects everything it printed.
     pub async fn finish(mut self) -> Finished {
-        let status = match tokio::time::timeout(Duration::from_secs(120), self.child.wait()).await
-        {
+        let status = match tokio::time::timeout(Duration::from_secs(120), self.child.wait()).await {
             Ok(s) => s.expect("wait"),
             Err(_) => panic!(
                 "did not exit within 120 s; lines:\n{}\nstderr:\n{}",
@@ -209,7 +210,7 @@ pub fn mirror_position(path: &Path) -> Option<String> {
     .ok()?;
     let _ = conn.busy_timeout(Duration::from_secs(2));
     conn.query_row(
-        "SELECT value FROM _powersync_mirror_state WHERE key = 'position'",
+        "SELECT value FROM _powersync_mirror_state WHERE key = 'checkpoint'",
         [],
         |r| r.get(0),
     )
@@ -229,7 +230,10 @@ pub async fn wait_position(proc: &mut Proc, path: &Path, pred: impl Fn(&str) -> 
             panic!("mirror exited ({status}); stderr:\n{}", proc.stderr());
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("mirror position not reached in 60 s; stderr:\n{}", proc.stderr());
+            panic!(
+                "mirror position not reached in 60 s; stderr:\n{}",
+                proc.stderr()
+            );
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -249,7 +253,10 @@ pub fn sqlite_rows(path: &Path, query: &str) -> Vec<Vec<String>> {
                     rusqlite::types::Value::Real(v) => format!("real:{v:?}"),
                     rusqlite::types::Value::Text(v) => format!("text:{v}"),
                     rusqlite::types::Value::Blob(v) => {
-                        format!("blob:{}", v.iter().map(|b| format!("{b:02x}")).collect::<String>())
+                        format!(
+                            "blob:{}",
+                            v.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                        )
                     }
                 })
             })
@@ -262,8 +269,11 @@ pub fn sqlite_rows(path: &Path, query: &str) -> Vec<Vec<String>> {
 
 /// The column names of a SQLite table.
 pub fn sqlite_columns(path: &Path, table: &str) -> Vec<String> {
-    sqlite_rows(path, &format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid"))
-        .into_iter()
-        .map(|r| r[0].trim_start_matches("text:").to_string())
-        .collect()
+    sqlite_rows(
+        path,
+        &format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid"),
+    )
+    .into_iter()
+    .map(|r| r[0].trim_start_matches("text:").to_string())
+    .collect()
 }

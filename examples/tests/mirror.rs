@@ -98,7 +98,9 @@ async fn equals_the_source_after_a_kill_under_writes() {
                             next += 1;
                         }
                         7 => {
-                            tx.execute("DELETE FROM t WHERE id = $1", &[&id]).await.unwrap();
+                            tx.execute("DELETE FROM t WHERE id = $1", &[&id])
+                                .await
+                                .unwrap();
                         }
                         8 => {
                             let a = rng.gen_range(1..200i32);
@@ -110,7 +112,9 @@ async fn equals_the_source_after_a_kill_under_writes() {
                             // Rows stay distinct: a table without a primary key is keyed by
                             // all its columns in SQLite (exact duplicates would merge).
                             let a = rng.gen_range(1..200i32);
-                            tx.execute("DELETE FROM nokey WHERE a = $1", &[&a]).await.unwrap();
+                            tx.execute("DELETE FROM nokey WHERE a = $1", &[&a])
+                                .await
+                                .unwrap();
                             tx.execute("INSERT INTO nokey VALUES ($1, 'again')", &[&next_nokey])
                                 .await
                                 .unwrap();
@@ -136,8 +140,16 @@ async fn equals_the_source_after_a_kill_under_writes() {
     writer.await.unwrap();
     let finished = resumed.finish().await;
     assert_eq!(finished.code(), 0, "stderr:\n{}", finished.stderr);
-    assert!(finished.stderr.contains("resuming from postgres:v1:"), "{}", finished.stderr);
-    assert!(finished.stderr.contains("mirror: summary {"), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("resuming from postgres:v1:"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.contains("mirror: summary {"),
+        "{}",
+        finished.stderr
+    );
 
     let expected = source_rows(
         &pg,
@@ -150,7 +162,12 @@ async fn equals_the_source_after_a_kill_under_writes() {
     for (a, e) in actual.iter().zip(&expected) {
         assert_eq!(a, e);
     }
-    let expected = source_rows(&pg, "SELECT a, b FROM nokey ORDER BY a, b", &["int", "text"]).await;
+    let expected = source_rows(
+        &pg,
+        "SELECT a, b FROM nokey ORDER BY a, b",
+        &["int", "text"],
+    )
+    .await;
     let actual = sqlite_rows(&db, "SELECT a, b FROM nokey ORDER BY a, b");
     assert_eq!(actual, expected);
     // The stored position is the source's latest acknowledged one.
@@ -180,7 +197,10 @@ async fn follows_schema_changes_and_truncates() {
     let mut mirror = Proc::spawn(MIRROR, &[&url, &db_arg, "--exit-when-idle", "3"]);
     wait_position(&mut mirror, &db, |p| p.starts_with("postgres:")).await;
     // Two tables named `b`: both schema-qualified.
-    assert_eq!(sqlite_rows(&db, "SELECT count(*) FROM \"public.b\""), vec![vec!["int:10"]]);
+    assert_eq!(
+        sqlite_rows(&db, "SELECT count(*) FROM \"public.b\""),
+        vec![vec!["int:10"]]
+    );
     assert_eq!(
         sqlite_rows(&db, "SELECT id, note FROM \"other.b\""),
         vec![vec!["int:1", "text:kept"]]
@@ -207,8 +227,14 @@ async fn follows_schema_changes_and_truncates() {
             vec!["int:3", "text:v3", "int:6"],
         ]
     );
-    assert_eq!(sqlite_rows(&db, "SELECT id FROM \"public.b\""), vec![vec!["int:100"]]);
-    assert_eq!(sqlite_rows(&db, "SELECT count(*) FROM \"other.b\""), vec![vec!["int:1"]]);
+    assert_eq!(
+        sqlite_rows(&db, "SELECT id FROM \"public.b\""),
+        vec![vec!["int:100"]]
+    );
+    assert_eq!(
+        sqlite_rows(&db, "SELECT count(*) FROM \"other.b\""),
+        vec![vec!["int:1"]]
+    );
 
     // A new primary key while the mirror is down: the table is rebuilt with it on the next run.
     sql(
@@ -220,10 +246,15 @@ async fn follows_schema_changes_and_truncates() {
     let second = run(MIRROR, &[&url, &db_arg, "--exit-when-idle", "1"]).await;
     assert_eq!(second.code(), 0, "stderr:\n{}", second.stderr);
     assert!(second.stderr.contains("resuming from"), "{}", second.stderr);
-    let pk: Vec<Vec<String>> =
-        sqlite_rows(&db, "SELECT name FROM pragma_table_info('a') WHERE pk > 0 ORDER BY pk");
+    let pk: Vec<Vec<String>> = sqlite_rows(
+        &db,
+        "SELECT name FROM pragma_table_info('a') WHERE pk > 0 ORDER BY pk",
+    );
     assert_eq!(pk, vec![vec!["text:id"], vec!["text:v"]]);
-    assert_eq!(sqlite_rows(&db, "SELECT count(*) FROM a"), vec![vec!["int:4"]]);
+    assert_eq!(
+        sqlite_rows(&db, "SELECT count(*) FROM a"),
+        vec![vec!["int:4"]]
+    );
     // The stored schemas follow.
     let stored = sqlite_rows(
         &db,
@@ -252,7 +283,11 @@ async fn exit_statuses() {
     assert_eq!(r.code(), 2, "{}", r.stderr);
     assert!(r.stderr.contains("CREATE PUBLICATION"), "{}", r.stderr);
     sql(&pg, "CREATE PUBLICATION powersync FOR ALL TABLES").await;
-    let r = run(MIRROR, &[&pg.url(), "/nonexistent-dir/m.db", "--exit-when-idle", "1"]).await;
+    let r = run(
+        MIRROR,
+        &[&pg.url(), "/nonexistent-dir/m.db", "--exit-when-idle", "1"],
+    )
+    .await;
     assert_eq!(r.code(), 1, "{}", r.stderr);
     let r = run(MIRROR, &[&pg.url(), db_arg, "--exit-when-idle", "0.5"]).await;
     assert_eq!(r.code(), 0, "{}", r.stderr);

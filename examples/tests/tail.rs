@@ -43,7 +43,8 @@ async fn prints_every_kind_of_line() {
     .await;
     let url = pg.url();
     let mut tail = Proc::spawn(TAIL, &[&url, "--exit-when-idle", "2"]);
-    tail.wait_line("snapshot_done", |j| j["kind"] == "snapshot_done").await;
+    tail.wait_line("snapshot_done", |j| j["kind"] == "snapshot_done")
+        .await;
     // Each statement is its own transaction.
     sql(
         &pg,
@@ -61,8 +62,10 @@ async fn prints_every_kind_of_line() {
         ",
     )
     .await;
-    tail.wait_line("the last insert", |j| j["kind"] == "row" && j["key"]["id"] == 5)
-        .await;
+    tail.wait_line("the last insert", |j| {
+        j["kind"] == "row" && j["key"]["id"] == 5
+    })
+    .await;
     let done = tail.finish().await;
     assert_eq!(done.code(), 0, "stderr:\n{}", done.stderr);
     let lines = done.json();
@@ -142,11 +145,7 @@ async fn prints_every_kind_of_line() {
     assert_eq!(rekey["old"], json!({"id": 2}));
     assert_eq!(rekey["new"]["id"], 20);
     assert_eq!(rekey["new"]["r"], json!(2.0));
-    let raw_rekey = done
-        .lines
-        .iter()
-        .find(|l| l.contains("\"id\":20"))
-        .unwrap();
+    let raw_rekey = done.lines.iter().find(|l| l.contains("\"id\":20")).unwrap();
     assert!(raw_rekey.contains("\"r\":2.0"), "{raw_rekey}");
     // A delete with the default identity: key only.
     assert_eq!(
@@ -175,7 +174,10 @@ async fn prints_every_kind_of_line() {
         .rposition(|j| j["kind"] == "schema" && j["table"] == "public.items")
         .unwrap();
     assert!(new_schema > snapshot_done);
-    assert_eq!(lines[new_schema]["columns"][6], json!({"name": "extra", "type": "integer"}));
+    assert_eq!(
+        lines[new_schema]["columns"][6],
+        json!({"name": "extra", "type": "integer"})
+    );
     let last = lines.iter().rposition(|j| j["kind"] == "row").unwrap();
     assert!(new_schema < last);
     assert_eq!(lines[last]["new"]["extra"], 7);
@@ -184,14 +186,20 @@ async fn prints_every_kind_of_line() {
     // Commits: one per transaction, with checkpoints that only grow.
     let commits: Vec<&Json> = lines.iter().filter(|j| j["kind"] == "commit").collect();
     assert!(commits.len() >= 8, "{} commits", commits.len());
-    let mut prev = lines[snapshot_done]["checkpoint"].as_str().unwrap().to_string();
+    let mut prev = lines[snapshot_done]["checkpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for c in &commits {
         assert!(is_checkpoint(&c["checkpoint"]), "{c}");
         let cp = c["checkpoint"].as_str().unwrap();
         assert!(cp > prev.as_str(), "{cp} after {prev}");
         prev = cp.to_string();
         let t = c["commit_time"].as_str().expect("commit_time");
-        assert!(t.ends_with('Z') && t.len() >= 20 && &t[10..11] == "T", "{t}");
+        assert!(
+            t.ends_with('Z') && t.len() >= 20 && &t[10..11] == "T",
+            "{t}"
+        );
     }
     // The last row is followed by its commit.
     assert!(lines[last..].iter().any(|j| j["kind"] == "commit"));
@@ -205,10 +213,16 @@ async fn prints_every_kind_of_line() {
     // No line for begin or snapshot progress.
     let kinds: std::collections::BTreeSet<&str> =
         lines.iter().map(|j| j["kind"].as_str().unwrap()).collect();
-    let allowed: std::collections::BTreeSet<&str> =
-        ["row", "truncate", "schema", "commit", "snapshot_done", "keepalive"]
-            .into_iter()
-            .collect();
+    let allowed: std::collections::BTreeSet<&str> = [
+        "row",
+        "truncate",
+        "schema",
+        "commit",
+        "snapshot_done",
+        "keepalive",
+    ]
+    .into_iter()
+    .collect();
     assert!(kinds.is_subset(&allowed), "{kinds:?}");
 }
 
@@ -227,12 +241,23 @@ async fn resumes_from_the_checkpoint_file_without_gaps_or_duplicates() {
     let file_arg = file.to_str().unwrap().to_string();
     // A small chunk size: the snapshot stores resume tokens on the way.
     let url = format!("{}?snapshot_chunk_rows=2", pg.url());
-    let args = [url.as_str(), "--checkpoint-file", &file_arg, "--exit-when-idle", "1"];
+    let args = [
+        url.as_str(),
+        "--checkpoint-file",
+        &file_arg,
+        "--exit-when-idle",
+        "1",
+    ];
 
     // Run 1: the snapshot, and changes made while it runs.
     let mut tail = Proc::spawn(TAIL, &args);
-    tail.wait_line("snapshot_done", |j| j["kind"] == "snapshot_done").await;
-    sql(&pg, "INSERT INTO t VALUES (6, 'live'); UPDATE t SET v = 'changed' WHERE id = 1;").await;
+    tail.wait_line("snapshot_done", |j| j["kind"] == "snapshot_done")
+        .await;
+    sql(
+        &pg,
+        "INSERT INTO t VALUES (6, 'live'); UPDATE t SET v = 'changed' WHERE id = 1;",
+    )
+    .await;
     tail.wait_line("the update", |j| j["op"] == "update").await;
     let first = tail.finish().await;
     assert_eq!(first.code(), 0, "{}", first.stderr);
@@ -265,7 +290,12 @@ async fn resumes_from_the_checkpoint_file_without_gaps_or_duplicates() {
     let changes: Vec<(String, i64)> = lines
         .iter()
         .filter(|j| j["kind"] == "row")
-        .map(|j| (j["op"].as_str().unwrap().to_string(), j["key"]["id"].as_i64().unwrap()))
+        .map(|j| {
+            (
+                j["op"].as_str().unwrap().to_string(),
+                j["key"]["id"].as_i64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         changes,
@@ -282,7 +312,11 @@ async fn resumes_from_the_checkpoint_file_without_gaps_or_duplicates() {
     // Run 3: nothing new, nothing repeated.
     let third = run(TAIL, &args).await;
     assert_eq!(third.code(), 0, "{}", third.stderr);
-    assert!(third.json().iter().all(|j| j["kind"] != "row"), "{:?}", third.lines);
+    assert!(
+        third.json().iter().all(|j| j["kind"] != "row"),
+        "{:?}",
+        third.lines
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,8 +332,17 @@ async fn resumes_an_interrupted_snapshot_from_the_stored_token() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cp");
     let file_arg = file.to_str().unwrap().to_string();
-    let url = format!("{}?snapshot_chunk_rows=1000&snapshot_parallelism=1", pg.url());
-    let args = [url.as_str(), "--checkpoint-file", &file_arg, "--exit-when-idle", "1"];
+    let url = format!(
+        "{}?snapshot_chunk_rows=1000&snapshot_parallelism=1",
+        pg.url()
+    );
+    let args = [
+        url.as_str(),
+        "--checkpoint-file",
+        &file_arg,
+        "--exit-when-idle",
+        "1",
+    ];
     let mut tail = Proc::spawn(TAIL, &args);
     // Kill it once a resume token is stored (mid-snapshot), like a crash.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -308,8 +351,15 @@ async fn resumes_an_interrupted_snapshot_from_the_stored_token() {
         if stored.starts_with("snapshot:") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no resume token stored");
-        assert!(tail.exited().is_none(), "tail ended before a token was stored: {}", tail.stderr());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no resume token stored"
+        );
+        assert!(
+            tail.exited().is_none(),
+            "tail ended before a token was stored: {}",
+            tail.stderr()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     tail.kill().await;
@@ -363,19 +413,36 @@ async fn exit_statuses() {
     ] {
         let r = run(TAIL, &[url]).await;
         assert_eq!(r.code(), 2, "{url}: {}", r.stderr);
-        assert!(r.stderr.contains("not available yet"), "{url}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("not available yet"),
+            "{url}: {}",
+            r.stderr
+        );
     }
-    let r = run(TAIL, &["https://happy-otter-123.convex.cloud", "--deploy-key", "k"]).await;
+    let r = run(
+        TAIL,
+        &["https://happy-otter-123.convex.cloud", "--deploy-key", "k"],
+    )
+    .await;
     assert_eq!(r.code(), 2);
     assert!(r.stderr.contains("Convex"), "{}", r.stderr);
     // Usage errors (clap): 2.
     assert_eq!(run(TAIL, &[]).await.code(), 2);
-    assert_eq!(run(TAIL, &["postgres://x/y", "--exit-when-idle", "soon"]).await.code(), 2);
+    assert_eq!(
+        run(TAIL, &["postgres://x/y", "--exit-when-idle", "soon"])
+            .await
+            .code(),
+        2
+    );
 
     let Some(pg) = server().await else { return };
     // Unreachable server: a connection error, 1.
     let port = powersync_source_core::testkit::free_port().unwrap();
-    let r = run(TAIL, &[&format!("postgres://postgres@127.0.0.1:{port}/postgres")]).await;
+    let r = run(
+        TAIL,
+        &[&format!("postgres://postgres@127.0.0.1:{port}/postgres")],
+    )
+    .await;
     assert_eq!(r.code(), 1, "{}", r.stderr);
     // A missing publication: a prerequisite, 2, saying how to fix it.
     sql(&pg, "CREATE TABLE t (id int PRIMARY KEY)").await;
@@ -385,7 +452,11 @@ async fn exit_statuses() {
     // Idle: 0.
     sql(&pg, "CREATE PUBLICATION powersync FOR ALL TABLES").await;
     let started = std::time::Instant::now();
-    let r = run(TAIL, &[&pg.url(), "--exit-when-idle", "0.5", "--table", "t"]).await;
+    let r = run(
+        TAIL,
+        &[&pg.url(), "--exit-when-idle", "0.5", "--table", "t"],
+    )
+    .await;
     assert_eq!(r.code(), 0, "{}", r.stderr);
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     let lines = r.json();

@@ -75,7 +75,8 @@ pub enum ChangeEvent {
     /// A source transaction ended; everything up to `checkpoint` has been emitted.
     Commit(Commit),
     /// The transaction opened by the last [`ChangeEvent::Begin`] will not be committed in this
-    /// form: discard its row events. Sent when a connection drops in the middle of a
+    /// form: discard every event since that begin (rows, truncates, schema events and rows of
+    /// tables first read inside it: all of them are sent again). Sent when a connection drops in the middle of a
     /// transaction that was passed through without buffering; after the reconnect the source
     /// resends that transaction from its begin (so nothing is lost or applied twice as long as
     /// the host applies a transaction atomically at its commit).

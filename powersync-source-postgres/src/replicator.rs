@@ -79,6 +79,10 @@ pub(crate) struct Replicator {
     pending_begin: Option<Begin>,
     in_transaction: bool,
     begin_emitted: bool,
+    /// Relations whose schema was emitted, or which were first snapshotted, inside the open
+    /// transaction: if it aborts, the host discards those events, so they must be redone.
+    txn_relations: Vec<u32>,
+    txn_new_tables: Vec<u32>,
     binary: bool,
     server_version: u32,
 }
@@ -108,6 +112,8 @@ impl Replicator {
             pending_begin: None,
             in_transaction: false,
             begin_emitted: false,
+            txn_relations: Vec::new(),
+            txn_new_tables: Vec::new(),
             binary: false,
             server_version: 0,
         }
@@ -187,6 +193,13 @@ impl Replicator {
             };
             if self.begin_emitted {
                 self.batch.push(ChangeEvent::Abort);
+            }
+            // Resent with the transaction: schema events again, and the first read of a table.
+            for oid in std::mem::take(&mut self.txn_relations) {
+                self.relations.remove(&oid);
+            }
+            for oid in std::mem::take(&mut self.txn_new_tables) {
+                self.known.remove(&oid);
             }
             self.in_transaction = false;
             self.begin_emitted = false;
@@ -521,6 +534,8 @@ impl Replicator {
                 }
                 self.begin_emitted = false;
                 self.pending_begin = None;
+                self.txn_relations.clear();
+                self.txn_new_tables.clear();
             }
             PgOutputMessage::Relation(r) => {
                 self.on_relation(r).await?;
@@ -644,6 +659,9 @@ impl Replicator {
             if selected {
                 self.emit_begin().await?;
                 self.push(ChangeEvent::Schema(schema)).await?;
+                if self.in_transaction {
+                    self.txn_relations.push(r.oid);
+                }
             }
         }
         if selected && self.known.insert(r.oid) {
@@ -654,10 +672,10 @@ impl Replicator {
                 .filter(|(oid, rel)| **oid != r.oid && rel.schema.name == name)
                 .map(|(oid, _)| *oid)
                 .collect();
+            if self.in_transaction {
+                self.txn_new_tables.push(r.oid);
+            }
             if !replaced.is_empty() {
-                for oid in replaced {
-                    self.relations.remove(&oid);
-                }
                 self.emit_begin().await?;
                 self.push(ChangeEvent::Truncate(Truncate { tables: vec![name.clone()] })).await?;
             }

@@ -174,7 +174,10 @@ async fn run(args: Args) -> Result<ExitCode, DemoError> {
         pg.temp_dir().display()
     );
     let client = connect(&pg.url()).await?;
-    client.batch_execute(SCHEMA_SQL).await.context("creating the schema")?;
+    client
+        .batch_execute(SCHEMA_SQL)
+        .await
+        .context("creating the schema")?;
 
     let load_started = Instant::now();
     let batch = 50_000u64;
@@ -219,7 +222,11 @@ async fn run(args: Args) -> Result<ExitCode, DemoError> {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", sqlite.display()));
     }
-    let url = format!("{}?snapshot_chunk_rows={}", pg.url(), args.chunk_rows.max(1));
+    let url = format!(
+        "{}?snapshot_chunk_rows={}",
+        pg.url(),
+        args.chunk_rows.max(1)
+    );
     println!("demo: mirroring into {}", sqlite.display());
 
     // The workload runs from the start: during the snapshot, across both kills, until done.
@@ -238,7 +245,9 @@ async fn run(args: Args) -> Result<ExitCode, DemoError> {
                 Some(p) if p.starts_with("snapshot:") => {
                     mirror.kill().await;
                     snapshot_killed = true;
-                    println!("demo: killed the mirror (SIGKILL) during the snapshot; restarting it");
+                    println!(
+                        "demo: killed the mirror (SIGKILL) during the snapshot; restarting it"
+                    );
                     break;
                 }
                 Some(_) => {
@@ -339,17 +348,21 @@ async fn run(args: Args) -> Result<ExitCode, DemoError> {
             ""
         }
     );
+    let peak = if stream.peak_stream_rows_per_second > stream.stream_rate() {
+        format!(", {:.0} rows/s at best", stream.peak_stream_rows_per_second)
+    } else {
+        String::new()
+    };
     println!(
-        "  streaming    {} rows in {} transactions in the final run: {:.0} rows/s on average, \
-         {:.0} rows/s at best (catching up after the kill); idle {:.1} s after the restart",
+        "  streaming    {} rows in {} transactions: {:.0} rows/s{peak} (final run: the backlog \
+         after the kill, then the live workload; idle {:.1} s after the restart)",
         stream.stream_rows,
         stream.stream_transactions,
         stream.stream_rate(),
-        stream.peak_stream_rows_per_second,
         catch_up
     );
     println!(
-        "  lag          max {:.2} s, last {:.2} s",
+        "  lag          max {:.2} s (while catching up), last {:.2} s",
         stream.max_lag_seconds, stream.last_lag_seconds
     );
     println!("  mirror runs  {runs} (killed with SIGKILL: {})", runs - 1);
@@ -406,7 +419,7 @@ fn stored_position(sqlite: &Path) -> Option<String> {
     .ok()?;
     let _ = conn.busy_timeout(Duration::from_secs(2));
     conn.query_row(
-        "SELECT value FROM _powersync_mirror_state WHERE key = 'position'",
+        "SELECT value FROM _powersync_mirror_state WHERE key = 'checkpoint'",
         [],
         |r| r.get::<_, String>(0),
     )
@@ -435,7 +448,10 @@ impl MirrorRun {
         cmd.arg(url)
             .arg(sqlite)
             .args(["--progress-interval", "2"])
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -444,7 +460,10 @@ impl MirrorRun {
             cmd.arg("--exit-when-idle").arg(idle.to_string());
         }
         let mut child = cmd.spawn().context("starting the mirror")?;
-        println!("demo: mirror run {run} started (pid {})", child.id().unwrap_or(0));
+        println!(
+            "demo: mirror run {run} started (pid {})",
+            child.id().unwrap_or(0)
+        );
         let summary = Arc::new(Mutex::new(None));
         let forward = child.stderr.take().map(|stderr| {
             let summary = summary.clone();
@@ -579,7 +598,11 @@ impl Workload {
                 let tx = client.transaction().await.context("workload BEGIN")?;
                 let statements = rng.gen_range(1..=4);
                 for _ in 0..statements {
-                    let id = rng.gen_range(1..next_id);
+                    let id = if next_id > 1 {
+                        rng.gen_range(1..next_id)
+                    } else {
+                        1
+                    };
                     let n = match rng.gen_range(0..100) {
                         0..=49 => {
                             let score: f64 = rng.gen::<f64>() * 1e4;
@@ -589,8 +612,11 @@ impl Workload {
                                 rng.gen_range(0..100)
                             );
                             let tag = format!("w{}", rng.gen_range(0..10));
-                            tx.execute(&update, &[&id, &score, &price, &rng.gen_range(0..1000i32), &tag])
-                                .await
+                            tx.execute(
+                                &update,
+                                &[&id, &score, &price, &rng.gen_range(0..1000i32), &tag],
+                            )
+                            .await
                         }
                         50..=59 => tx.execute(&touch, &[&id]).await,
                         60..=61 => {
@@ -705,8 +731,9 @@ async fn compare(client: &Client, sqlite: &Path) -> Result<Report, DemoError> {
         .batch_execute("SET extra_float_digits = 3; SET DateStyle = ISO")
         .await
         .context("setting up the comparison")?;
-    let db = rusqlite::Connection::open_with_flags(sqlite, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .context("opening the SQLite mirror")?;
+    let db =
+        rusqlite::Connection::open_with_flags(sqlite, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .context("opening the SQLite mirror")?;
     let mut report = Report {
         rows: BTreeMap::new(),
         mismatches: 0,
@@ -755,7 +782,9 @@ async fn compare(client: &Client, sqlite: &Path) -> Result<Report, DemoError> {
             .context("reading SQLite")?
             .collect::<Result<_, _>>()
             .context("reading SQLite")?;
-        report.rows.insert(spec.name.to_string(), source.len() as u64);
+        report
+            .rows
+            .insert(spec.name.to_string(), source.len() as u64);
 
         let (mut i, mut j) = (0, 0);
         let id_of = |v: &rusqlite::types::Value| match v {
@@ -774,11 +803,13 @@ async fn compare(client: &Client, sqlite: &Path) -> Result<Report, DemoError> {
                         .columns
                         .iter()
                         .enumerate()
-                        .filter(|(c, (_, _, kind))| !same(*kind, source[i][*c].as_deref(), &mirror[j][*c]))
+                        .filter(|(c, (_, _, kind))| {
+                            !same(*kind, source[i][*c].as_deref(), &mirror[j][*c])
+                        })
                         .map(|(c, (name, _, _))| {
                             format!(
                                 "{name}: postgres {:?} / sqlite {:?}",
-                                source[i][c].as_deref().map(|s| shorten(s)),
+                                source[i][c].as_deref().map(shorten),
                                 mirror[j][c]
                             )
                         })
@@ -834,7 +865,10 @@ fn trim_fraction(s: &str) -> String {
 
 fn shorten(s: &str) -> String {
     if s.len() > 60 {
-        format!("{}…", &s[..s.char_indices().nth(60).map(|(i, _)| i).unwrap_or(s.len())])
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(60).map(|(i, _)| i).unwrap_or(s.len())]
+        )
     } else {
         s.to_string()
     }

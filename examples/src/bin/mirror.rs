@@ -16,8 +16,8 @@ use std::time::Duration;
 use clap::Parser;
 use examples::cli::{self, AppError, SourceArgs};
 use examples::progress::Progress;
-use examples::sqlite_mirror::{After, Mirror, MirrorOptions};
 use examples::source_url;
+use examples::sqlite_mirror::{After, Mirror, MirrorOptions};
 use futures::StreamExt;
 use powersync_source_core::{ChangeEvent, ChangeStream, Severity, SnapshotProgress, StartFrom};
 use tokio::time::Instant;
@@ -87,7 +87,11 @@ async fn run(args: Args) -> Result<ExitCode, AppError> {
         StartFrom::Snapshot(_) => tracing::info!("resuming the interrupted snapshot"),
     }
     let report = source.check().await?;
-    for p in report.problems.iter().filter(|p| p.severity == Severity::Warning) {
+    for p in report
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Warning)
+    {
         tracing::warn!("{p}");
     }
     report.into_result()?;

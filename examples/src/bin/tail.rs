@@ -70,7 +70,11 @@ async fn run(args: Args) -> Result<ExitCode, AppError> {
         StartFrom::Snapshot(_) => tracing::info!("resuming the interrupted snapshot"),
     }
     let report = source.check().await?;
-    for p in report.problems.iter().filter(|p| p.severity == Severity::Warning) {
+    for p in report
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Warning)
+    {
         tracing::warn!("{p}");
     }
     report.into_result()?;
