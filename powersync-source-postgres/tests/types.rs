@@ -189,30 +189,30 @@ pub(crate) fn golden() -> Vec<Case> {
     add("date", "'5874897-12-31'", t("5874897-12-31"));
     add("date", "'infinity'", t("infinity"));
     add("date", "'-infinity'", t("-infinity"));
-    add("time without time zone", "'00:00:00'", t("00:00:00"));
+    add("time without time zone", "'00:00:00'", t("00:00:00.000000"));
     add(
         "time without time zone",
         "'23:59:59.999999'",
         t("23:59:59.999999"),
     );
-    add("time without time zone", "'24:00:00'", t("24:00:00"));
-    add("time without time zone", "'12:00:00.5'", t("12:00:00.5"));
+    add("time without time zone", "'24:00:00'", t("24:00:00.000000"));
+    add("time without time zone", "'12:00:00.5'", t("12:00:00.500000"));
     add(
         "time(3) without time zone",
         "'12:34:56.7'",
         t("12:34:56.700"),
     );
     add("time(0) without time zone", "'12:34:56.4'", t("12:34:56"));
-    add("time with time zone", "'12:34:56+05:30'", t("07:04:56Z"));
-    add("time with time zone", "'01:00:00-03'", t("04:00:00Z"));
-    add("time with time zone", "'23:30:00-02'", t("01:30:00Z"));
-    add("time with time zone", "'00:00:00.25+00'", t("00:00:00.25Z"));
+    add("time with time zone", "'12:34:56+05:30'", t("07:04:56.000000Z"));
+    add("time with time zone", "'01:00:00-03'", t("04:00:00.000000Z"));
+    add("time with time zone", "'23:30:00-02'", t("01:30:00.000000Z"));
+    add("time with time zone", "'00:00:00.25+00'", t("00:00:00.250000Z"));
     add(
         "time(2) with time zone",
         "'10:00:00.5+00'",
         t("10:00:00.50Z"),
     );
-    add("time with time zone", "'12:00:00+15:59:59'", t("20:00:01Z"));
+    add("time with time zone", "'12:00:00+15:59:59'", t("20:00:01.000000Z"));
     add(
         "timestamp without time zone",
         "'2024-01-02 03:04:05.123456'",
@@ -221,24 +221,24 @@ pub(crate) fn golden() -> Vec<Case> {
     add(
         "timestamp without time zone",
         "'2024-01-02 03:04:05'",
-        t("2024-01-02T03:04:05"),
+        t("2024-01-02T03:04:05.000000"),
     );
     add(
         "timestamp without time zone",
         "'2024-01-02 03:04:05.5'",
-        t("2024-01-02T03:04:05.5"),
+        t("2024-01-02T03:04:05.500000"),
     );
     add("timestamp without time zone", "'infinity'", t("infinity"));
     add("timestamp without time zone", "'-infinity'", t("-infinity"));
     add(
         "timestamp without time zone",
         "'0044-03-15 12:00:00 BC'",
-        t("-0043-03-15T12:00:00"),
+        t("-0043-03-15T12:00:00.000000"),
     );
     add(
         "timestamp without time zone",
         "'4713-01-01 00:00:00 BC'",
-        t("-4712-01-01T00:00:00"),
+        t("-4712-01-01T00:00:00.000000"),
     );
     add(
         "timestamp without time zone",
@@ -268,23 +268,23 @@ pub(crate) fn golden() -> Vec<Case> {
     add(
         "timestamp with time zone",
         "'2024-01-02 03:04:05.5+02'",
-        t("2024-01-02T01:04:05.5Z"),
+        t("2024-01-02T01:04:05.500000Z"),
     );
     add(
         "timestamp with time zone",
         "'2024-07-01 12:00:00 UTC'",
-        t("2024-07-01T12:00:00Z"),
+        t("2024-07-01T12:00:00.000000Z"),
     );
     // The session zone (America/St_Johns) had the offset -03:30:52 in 1900.
     add(
         "timestamp with time zone",
         "'1900-01-01 00:00:00+00'",
-        t("1900-01-01T00:00:00Z"),
+        t("1900-01-01T00:00:00.000000Z"),
     );
     add(
         "timestamp with time zone",
         "'0044-03-15 12:00:00+00 BC'",
-        t("-0043-03-15T12:00:00Z"),
+        t("-0043-03-15T12:00:00.000000Z"),
     );
     add("timestamp with time zone", "'infinity'", t("infinity"));
     add("timestamp with time zone", "'-infinity'", t("-infinity"));
@@ -448,7 +448,7 @@ pub(crate) fn golden() -> Vec<Case> {
     add(
         "timestamp with time zone[]",
         r#"'{"2024-01-02 03:04:05+02",NULL}'"#,
-        t(r#"["2024-01-02T01:04:05Z",null]"#),
+        t(r#"["2024-01-02T01:04:05.000000Z",null]"#),
     );
     add(
         "timestamp(3) without time zone[]",
@@ -515,8 +515,8 @@ pub(crate) fn golden() -> Vec<Case> {
         "tsrange",
         r#"'["2020-01-01 00:00:00","2020-01-02 00:00:00.5")'"#,
         range(
-            r#""2020-01-01T00:00:00""#,
-            r#""2020-01-02T00:00:00.5""#,
+            r#""2020-01-01T00:00:00.000000""#,
+            r#""2020-01-02T00:00:00.500000""#,
             true,
             false,
         ),
@@ -524,7 +524,7 @@ pub(crate) fn golden() -> Vec<Case> {
     add(
         "tstzrange",
         r#"'["2020-01-01 00:00:00+01",infinity)'"#,
-        range(r#""2019-12-31T23:00:00Z""#, r#""infinity""#, true, false),
+        range(r#""2019-12-31T23:00:00.000000Z""#, r#""infinity""#, true, false),
     );
     add(
         "daterange",

@@ -33,7 +33,7 @@
 //! | anything else | `Text` as the server prints it; binary format unsupported ([`TypeRegistry::supports_binary`]) |
 //!
 //! Fractions of seconds: a declared precision (`timestamp(3)`) prints exactly that many digits,
-//! otherwise trailing zeros are trimmed (as PostgreSQL prints them).
+//! otherwise six (the types' microsecond resolution), so values of a column sort as text.
 //!
 //! Inside arrays, composites and ranges every element follows the same rules and is written as
 //! JSON: `Integer`/`Real` as numbers, `Text` as strings, `Null` as `null`; nested arrays,
@@ -161,12 +161,14 @@ pub(crate) type Res<T> = Result<T, String>;
 pub(crate) const MAX_NESTING: u32 = 32;
 
 /// Fraction digits for a `time`/`timetz`/`timestamp`/`timestamptz` typmod (the precision).
+/// Without a typmod the type still has microsecond resolution: six digits, so every value of a
+/// column has the same width and the texts sort as the instants do.
 pub(crate) fn frac_digits(typmod: i32) -> powersync_source_core::normalize::time::FracDigits {
     use powersync_source_core::normalize::time::FracDigits;
     if (0..=6).contains(&typmod) {
         FracDigits::Fixed(typmod as u8)
     } else {
-        FracDigits::Trim
+        FracDigits::Fixed(6)
     }
 }
 
