@@ -161,15 +161,15 @@ async fn read_table(
         let mut parser = CopyBinaryParser::new(schema.columns.len(), if chunked { key_cols.len() } else { 0 });
         let mut rows = Vec::with_capacity(ROWS_PER_MESSAGE);
         let mut chunk_count = 0u64;
-        let mut last_key: Option<Vec<String>> = None;
+        let mut last_tuple: Option<bytes::Bytes> = None;
         while let Some(data) = stream.next().await {
             let data = data.map_err(|e| sql_error(e, &format!("snapshot of {}", schema.name)))?;
             parser.push(&data);
-            while let Some(fields) = parser.next_tuple().map_err(|e| {
+            while let Some(tuple) = parser.next_tuple().map_err(|e| {
                 SourceError::decode(format!("COPY data of {}: {e}", schema.name))
             })? {
                 let mut values = Vec::with_capacity(schema.columns.len());
-                for (i, field) in fields.iter().take(schema.columns.len()).enumerate() {
+                for (i, field) in tuple_fields(&tuple).take(schema.columns.len()).enumerate() {
                     let (oid, typmod) = table.column_types[i];
                     let v = match field {
                         None => Ok(Value::Null),
@@ -189,11 +189,8 @@ async fn read_table(
                     values.push(v);
                 }
                 if chunked {
-                    let key: Vec<String> = fields[schema.columns.len()..]
-                        .iter()
-                        .map(|f| String::from_utf8_lossy(f.as_deref().unwrap_or_default()).into_owned())
-                        .collect();
-                    last_key = Some(key);
+                    // Only the chunk's last key is needed: keep the tuple, read it at the end.
+                    last_tuple = Some(tuple);
                 }
                 rows.push(Row::new(values));
                 chunk_count += 1;
@@ -211,7 +208,12 @@ async fn read_table(
         if !chunked || chunk_count < chunk_rows {
             break;
         }
-        after_key = last_key.take();
+        after_key = last_tuple.take().map(|t| {
+            tuple_fields(&t)
+                .skip(schema.columns.len())
+                .map(|f| String::from_utf8_lossy(f.unwrap_or_default()).into_owned())
+                .collect()
+        });
         send(SnapshotMsg::ChunkDone {
             table: job.index,
             after_key: after_key.as_ref().map(|k| encode_key(k)),
@@ -267,8 +269,9 @@ impl CopyBinaryParser {
         self.buf.extend_from_slice(data);
     }
 
-    /// The next complete tuple's fields (`None` = SQL NULL), or `None` if more data is needed.
-    pub(crate) fn next_tuple(&mut self) -> Result<Option<Vec<Option<bytes::Bytes>>>, String> {
+    /// The next complete, validated tuple (its fields, without the count), or `None` if more
+    /// data is needed. Read the fields with [`tuple_fields`].
+    pub(crate) fn next_tuple(&mut self) -> Result<Option<bytes::Bytes>, String> {
         if !self.header_done {
             if self.buf.len() < SIGNATURE.len() + 8 {
                 return Ok(None);
@@ -318,16 +321,7 @@ impl CopyBinaryParser {
         }
         let mut tuple = self.buf.split_to(pos).freeze();
         tuple.advance(2);
-        let mut fields = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let len = tuple.get_i32();
-            if len < 0 {
-                fields.push(None);
-            } else {
-                fields.push(Some(tuple.split_to(len as usize)));
-            }
-        }
-        Ok(Some(fields))
+        Ok(Some(tuple))
     }
 
     pub(crate) fn finish(&self) -> Result<(), String> {
@@ -335,5 +329,96 @@ impl CopyBinaryParser {
             return Err("COPY data ended without its trailer".into());
         }
         Ok(())
+    }
+}
+
+/// The fields of a tuple returned by [`CopyBinaryParser::next_tuple`] (`None` = SQL NULL).
+/// The tuple was validated when it was split off, so this never reads out of bounds.
+pub(crate) fn tuple_fields(tuple: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
+    let mut rest = tuple;
+    std::iter::from_fn(move || {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = i32::from_be_bytes(*len);
+        if len < 0 {
+            rest = tail;
+            return Some(None);
+        }
+        let len = (len as usize).min(tail.len());
+        let (field, tail) = tail.split_at(len);
+        rest = tail;
+        Some(Some(field))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encode(rows: &[Vec<Option<Vec<u8>>>]) -> Vec<u8> {
+        let mut out = SIGNATURE.to_vec();
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&0u32.to_be_bytes());
+        for row in rows {
+            out.extend_from_slice(&(row.len() as i16).to_be_bytes());
+            for f in row {
+                match f {
+                    None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                    Some(b) => {
+                        out.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                        out.extend_from_slice(b);
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        out
+    }
+
+    fn parse_all(data: &[u8], splits: &[usize], fields: usize) -> Result<Vec<Vec<Option<Vec<u8>>>>, String> {
+        let mut p = CopyBinaryParser::new(fields, 0);
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut cuts: Vec<usize> = splits.iter().map(|s| s % (data.len() + 1)).collect();
+        cuts.push(data.len());
+        cuts.sort_unstable();
+        for cut in cuts {
+            p.push(&data[start..cut.max(start)]);
+            start = cut.max(start);
+            while let Some(t) = p.next_tuple()? {
+                out.push(tuple_fields(&t).map(|f| f.map(<[u8]>::to_vec)).collect());
+            }
+        }
+        p.finish()?;
+        Ok(out)
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips_across_any_split(
+            rows in proptest::collection::vec(proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)), 3), 0..20),
+            splits in proptest::collection::vec(any::<usize>(), 0..10),
+        ) {
+            let data = encode(&rows);
+            prop_assert_eq!(parse_all(&data, &splits, 3).unwrap(), rows);
+        }
+
+        #[test]
+        fn garbage_is_an_error_not_a_panic(data in proptest::collection::vec(any::<u8>(), 0..200), splits in proptest::collection::vec(any::<usize>(), 0..5)) {
+            let _ = parse_all(&data, &splits, 3);
+            let mut valid = encode(&[vec![Some(vec![1, 2]), None, Some(vec![])]]);
+            for (i, b) in data.iter().enumerate().take(8) {
+                let at = (*b as usize + i * 7) % valid.len();
+                valid[at] ^= b | 1;
+            }
+            let _ = parse_all(&valid, &splits, 3);
+        }
+    }
+
+    #[test]
+    fn truncated_stream_is_an_error() {
+        let data = encode(&[vec![Some(vec![1]), None, None]]);
+        assert!(parse_all(&data[..data.len() - 2], &[], 3).is_err());
+        assert!(parse_all(&data, &[], 2).is_err());
     }
 }
