@@ -54,9 +54,12 @@ fn column_types(messages: &[&[u8]]) -> Vec<(u32, i32)> {
     messages
         .iter()
         .find_map(|m| match PgOutputMessage::decode(m, false) {
-            Ok(PgOutputMessage::Relation(r)) => {
-                Some(r.columns.iter().map(|c| (c.type_oid, c.type_modifier)).collect())
-            }
+            Ok(PgOutputMessage::Relation(r)) => Some(
+                r.columns
+                    .iter()
+                    .map(|c| (c.type_oid, c.type_modifier))
+                    .collect(),
+            ),
             _ => None,
         })
         .expect("the recording has a Relation message")
@@ -93,8 +96,13 @@ fn bench(c: &mut Criterion) {
         let messages = recording::decode(&rec.bytes).expect("valid recording");
         // Sanity: the binary recording really has binary tuples, the text one text tuples.
         let want_binary = rec.name == "binary";
-        let inserts: Vec<&[u8]> = messages.iter().copied().filter(|m| m.first() == Some(&b'I')).collect();
-        let PgOutputMessage::Insert(first) = PgOutputMessage::decode(inserts[0], false).unwrap() else {
+        let inserts: Vec<&[u8]> = messages
+            .iter()
+            .copied()
+            .filter(|m| m.first() == Some(&b'I'))
+            .collect();
+        let PgOutputMessage::Insert(first) = PgOutputMessage::decode(inserts[0], false).unwrap()
+        else {
             unreachable!()
         };
         assert!(first
@@ -118,7 +126,8 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let mut acc = 0u64;
                 for f in black_box(&frames) {
-                    if let ReplicationMessage::XLogData(x) = ReplicationMessage::decode(f).unwrap() {
+                    if let ReplicationMessage::XLogData(x) = ReplicationMessage::decode(f).unwrap()
+                    {
                         acc += x.pgoutput(false).unwrap().type_byte() as u64;
                     }
                 }
@@ -128,7 +137,10 @@ fn bench(c: &mut Criterion) {
 
         // Row path: decode + value conversion into a Row, inserts only.
         let types = column_types(&messages);
-        assert_eq!(insert_rows(&registry, &types, &inserts), inserts.len() * types.len());
+        assert_eq!(
+            insert_rows(&registry, &types, &inserts),
+            inserts.len() * types.len()
+        );
         group.throughput(Throughput::Elements(inserts.len() as u64));
         group.bench_function(format!("insert_to_row/{}", rec.name), |b| {
             b.iter(|| insert_rows(&registry, &types, black_box(&inserts)))

@@ -38,9 +38,12 @@ fn array_binary(elem: u32, elems: &[&[u8]]) -> Vec<u8> {
 }
 
 /// (name, type oid, typmod, text format, binary format)
-fn samples() -> Vec<(&'static str, u32, i32, Vec<u8>, Vec<u8>)> {
-    let ts_unix_micros =
-        days_from_civil(2024, 5, 1) * 86_400_000_000 + (12 * 3600 + 34 * 60 + 56) * 1_000_000 + 789_012;
+type Sample = (&'static str, u32, i32, Vec<u8>, Vec<u8>);
+
+fn samples() -> Vec<Sample> {
+    let ts_unix_micros = days_from_civil(2024, 5, 1) * 86_400_000_000
+        + (12 * 3600 + 34 * 60 + 56) * 1_000_000
+        + 789_012;
     let ts_pg = ts_unix_micros - PG_EPOCH_DAYS * 86_400_000_000;
     let date_pg = (days_from_civil(2024, 5, 1) - PG_EPOCH_DAYS) as i32;
     let json = r#"{"a": 1, "b": [true, null, "x"], "name": "powersync"}"#;
@@ -54,10 +57,28 @@ fn samples() -> Vec<(&'static str, u32, i32, Vec<u8>, Vec<u8>)> {
     let ints: Vec<[u8; 4]> = (1..=10i32).map(|i| i.to_be_bytes()).collect();
     let int_refs: Vec<&[u8]> = ints.iter().map(|i| i.as_slice()).collect();
     vec![
-        ("int8", oid::INT8, -1, b"1234567890123".to_vec(), 1_234_567_890_123i64.to_be_bytes().to_vec()),
-        ("int4", oid::INT4, -1, b"123456".to_vec(), 123_456i32.to_be_bytes().to_vec()),
+        (
+            "int8",
+            oid::INT8,
+            -1,
+            b"1234567890123".to_vec(),
+            1_234_567_890_123i64.to_be_bytes().to_vec(),
+        ),
+        (
+            "int4",
+            oid::INT4,
+            -1,
+            b"123456".to_vec(),
+            123_456i32.to_be_bytes().to_vec(),
+        ),
         ("bool", oid::BOOL, -1, b"t".to_vec(), vec![1]),
-        ("float8", oid::FLOAT8, -1, b"1234.5678".to_vec(), 1234.5678f64.to_be_bytes().to_vec()),
+        (
+            "float8",
+            oid::FLOAT8,
+            -1,
+            b"1234.5678".to_vec(),
+            1234.5678f64.to_be_bytes().to_vec(),
+        ),
         ("numeric", oid::NUMERIC, -1, b"12345.67".to_vec(), numeric),
         (
             "text_32",
@@ -74,8 +95,20 @@ fn samples() -> Vec<(&'static str, u32, i32, Vec<u8>, Vec<u8>)> {
             b"2024-05-01 14:34:56.789012+02".to_vec(),
             ts_pg.to_be_bytes().to_vec(),
         ),
-        ("date", oid::DATE, -1, b"2024-05-01".to_vec(), date_pg.to_be_bytes().to_vec()),
-        ("uuid", oid::UUID, -1, b"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".to_vec(), UUID.to_vec()),
+        (
+            "date",
+            oid::DATE,
+            -1,
+            b"2024-05-01".to_vec(),
+            date_pg.to_be_bytes().to_vec(),
+        ),
+        (
+            "uuid",
+            oid::UUID,
+            -1,
+            b"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".to_vec(),
+            UUID.to_vec(),
+        ),
         ("jsonb", oid::JSONB, -1, json.as_bytes().to_vec(), jsonb),
         (
             "int4_array_10",
@@ -98,8 +131,10 @@ fn bench(c: &mut Criterion) {
     let registry = TypeRegistry::new();
     let samples = samples();
     for (name, oid, typmod, text, binary) in &samples {
-        let t = decode_text(&registry, *oid, *typmod, text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let b = decode_binary(&registry, *oid, *typmod, binary).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let t =
+            decode_text(&registry, *oid, *typmod, text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let b = decode_binary(&registry, *oid, *typmod, binary)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(t, b, "{name}: text and binary samples disagree");
     }
 
@@ -121,7 +156,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function("format_timestamp_utc", |b| {
         b.iter(|| format_timestamp_utc(black_box(nanos), FracDigits::Trim))
     });
-    group.bench_function("decimal_text", |b| b.iter(|| decimal_text(black_box("-12345.6700"))));
+    group.bench_function("decimal_text", |b| {
+        b.iter(|| decimal_text(black_box("-12345.6700")))
+    });
     group.bench_function("format_uuid", |b| b.iter(|| format_uuid(black_box(&UUID))));
     let values = [
         ("integer", Value::Integer(1_234_567_890)),

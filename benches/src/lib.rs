@@ -114,7 +114,12 @@ impl RssSampler {
                 }
             })
         };
-        RssSampler { stop, peak_kb, start_kb, thread: Some(thread) }
+        RssSampler {
+            stop,
+            peak_kb,
+            start_kb,
+            thread: Some(thread),
+        }
     }
 
     /// Stops sampling; returns (RSS at start, peak RSS) in KiB.
@@ -135,18 +140,32 @@ pub fn status_kb(pid: &str, field: &str) -> Option<u64> {
 /// A field of `/proc/<pid>/io` (`wchar`, `rchar`, …).
 pub fn io_field(pid: u32, field: &str) -> Option<u64> {
     let io = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    io.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().parse().ok())
+    io.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .strip_prefix(':')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// `nproc`, the CPU model and total memory, for the report.
 pub fn machine() -> String {
-    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, v)| v.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let mem_gib = kb_field("/proc/meminfo", "MemTotal").map(|kb| kb as f64 / 1048576.0).unwrap_or(0.0);
+    let mem_gib = kb_field("/proc/meminfo", "MemTotal")
+        .map(|kb| kb as f64 / 1048576.0)
+        .unwrap_or(0.0);
     format!("nproc {nproc}, {model}, {mem_gib:.0} GiB RAM")
 }
 
@@ -161,7 +180,9 @@ fn kb_field(path: &str, field: &str) -> Option<u64> {
 /// The median of some durations (the lower middle for an even count).
 pub fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
-    xs.get(xs.len().saturating_sub(1) / 2).copied().unwrap_or_default()
+    xs.get(xs.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or_default()
 }
 
 /// CPU time (user + system) of a process in clock ticks, and of its reaped children:
@@ -183,11 +204,18 @@ pub fn tree_cpu_ticks(postmaster: u32) -> u64 {
     if let Ok(dir) = fs::read_dir("/proc") {
         for e in dir.flatten() {
             let name = e.file_name();
-            let Some(pid) = name.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else {
+            let Some(pid) = name
+                .to_str()
+                .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            else {
                 continue;
             };
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-            let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
             let f: Vec<&str> = rest.split_whitespace().collect();
             if f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(postmaster) {
                 let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);

@@ -37,15 +37,21 @@ async fn main() -> Result<(), Error> {
 
     // Separate statements: a slot cannot be created in a transaction that wrote.
     client.batch_execute(&rows_table_ddl("bench_rows")).await?;
-    client.batch_execute("CREATE PUBLICATION bench_pub FOR TABLE bench_rows").await?;
+    client
+        .batch_execute("CREATE PUBLICATION bench_pub FOR TABLE bench_rows")
+        .await?;
     client
         .batch_execute("SELECT pg_create_logical_replication_slot('bench_rec', 'pgoutput')")
         .await?;
     // Inserts: one transaction of 1000 rows, then 5 of 100.
-    client.batch_execute(&insert_rows_sql("bench_rows", 1, 1000)).await?;
+    client
+        .batch_execute(&insert_rows_sql("bench_rows", 1, 1000))
+        .await?;
     for t in 0..5 {
         let from = 1001 + t * 100;
-        client.batch_execute(&insert_rows_sql("bench_rows", from, from + 99)).await?;
+        client
+            .batch_execute(&insert_rows_sql("bench_rows", from, from + 99))
+            .await?;
     }
     // Updates of non-key columns (no old image), then key changes (old key image `K`).
     client
@@ -55,7 +61,9 @@ async fn main() -> Result<(), Error> {
         .batch_execute("UPDATE bench_rows SET id = id + 100000 WHERE id > 700 AND id <= 750")
         .await?;
     // Deletes (old key image).
-    client.batch_execute("DELETE FROM bench_rows WHERE id > 1200 AND id <= 1500").await?;
+    client
+        .batch_execute("DELETE FROM bench_rows WHERE id > 1200 AND id <= 1500")
+        .await?;
 
     let proto_binary = match major {
         m if m >= 16 => 4,
@@ -64,7 +72,13 @@ async fn main() -> Result<(), Error> {
     };
     let variants: [(&str, Vec<(&str, String)>); 2] = [
         ("text", vec![("proto_version", "1".into())]),
-        ("binary", vec![("proto_version", proto_binary.to_string()), ("binary", "true".into())]),
+        (
+            "binary",
+            vec![
+                ("proto_version", proto_binary.to_string()),
+                ("binary", "true".into()),
+            ],
+        ),
     ];
     std::fs::create_dir_all(&out_dir)?;
     for (name, opts) in variants {
@@ -83,7 +97,9 @@ async fn main() -> Result<(), Error> {
         std::fs::write(&path, &file)?;
         let mut kinds = std::collections::BTreeMap::new();
         for m in &messages {
-            *kinds.entry(m.first().map(|&b| b as char).unwrap_or('?')).or_insert(0u32) += 1;
+            *kinds
+                .entry(m.first().map(|&b| b as char).unwrap_or('?'))
+                .or_insert(0u32) += 1;
         }
         println!(
             "{}: {} messages, {} bytes, by type {:?}",

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use benches::{
-    cpu_ticks, insert_rows_sql, io_field, median, rows_table_ddl, status_kb, tree_cpu_ticks, RssSampler,
-    TICKS_PER_SECOND,
+    cpu_ticks, insert_rows_sql, io_field, median, rows_table_ddl, status_kb, tree_cpu_ticks,
+    RssSampler, TICKS_PER_SECOND,
 };
 use clap::Parser;
 use futures::StreamExt;
@@ -50,6 +50,9 @@ struct Args {
     /// Size of the big transaction (rows of ~1 KB text) streamed for peak memory; 0 skips it.
     #[arg(long, default_value_t = 1024)]
     big_transaction_mb: u64,
+    /// `PostgresOptions::batch_events` for the connector (default: the connector's default).
+    #[arg(long)]
+    batch_events: Option<usize>,
     /// Phases to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "streaming,snapshot,big")]
     phases: Vec<String>,
@@ -65,6 +68,8 @@ struct Sample {
     rss: Option<(u64, u64)>,
     /// CPU seconds during the clocked interval: (client process, PostgreSQL server).
     cpu: (f64, f64),
+    /// Batches and events the null sink received (streaming).
+    batches: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -80,23 +85,51 @@ impl Series {
         self.samples.first().map_or(0, |s| s.bytes)
     }
     fn peak_rss(&self) -> Option<(u64, u64)> {
-        let start = self.samples.iter().filter_map(|s| s.rss).map(|r| r.0).min()?;
-        let peak = self.samples.iter().filter_map(|s| s.rss).map(|r| r.1).max()?;
+        let start = self
+            .samples
+            .iter()
+            .filter_map(|s| s.rss)
+            .map(|r| r.0)
+            .min()?;
+        let peak = self
+            .samples
+            .iter()
+            .filter_map(|s| s.rss)
+            .map(|r| r.1)
+            .max()?;
         Some((start, peak))
     }
     fn cpu(&self) -> (f64, f64) {
         let m = self.median();
-        self.samples.iter().find(|s| s.elapsed == m).map_or((0.0, 0.0), |s| s.cpu)
+        self.samples
+            .iter()
+            .find(|s| s.elapsed == m)
+            .map_or((0.0, 0.0), |s| s.cpu)
+    }
+    /// Average events per batch the sink received, per run.
+    fn events_per_batch(&self) -> String {
+        let v: Vec<String> = self
+            .samples
+            .iter()
+            .filter_map(|s| s.batches)
+            .map(|(b, e)| format!("{:.1}", e as f64 / b.max(1) as f64))
+            .collect();
+        v.join(", ")
     }
     fn runs(&self) -> String {
-        let v: Vec<String> =
-            self.samples.iter().map(|s| format!("{:.3}", s.elapsed.as_secs_f64())).collect();
+        let v: Vec<String> = self
+            .samples
+            .iter()
+            .map(|s| format!("{:.3}", s.elapsed.as_secs_f64()))
+            .collect();
         v.join(", ")
     }
 }
 
 struct Bench {
     server: PostgresServer,
+    /// Connector options (batch size) shared by every measurement.
+    options: PostgresOptions,
     postmaster: u32,
     ctl: tokio_postgres::Client,
     rows: u64,
@@ -132,10 +165,28 @@ async fn main() -> Result<()> {
     tokio::spawn(conn);
     let pid_file = std::fs::read_to_string(server.data_dir().join("postmaster.pid"))?;
     let postmaster: u32 = pid_file.lines().next().unwrap_or_default().trim().parse()?;
-    let bench = Bench { server, postmaster, ctl, rows: args.rows };
-    let version: String = bench.ctl.query_one("SHOW server_version", &[]).await?.get(0);
+    let mut options = PostgresOptions::default();
+    if let Some(n) = args.batch_events {
+        options.batch_events = n;
+    }
+    let bench = Bench {
+        server,
+        options,
+        postmaster,
+        ctl,
+        rows: args.rows,
+    };
+    let version: String = bench
+        .ctl
+        .query_one("SHOW server_version", &[])
+        .await?
+        .get(0);
     bench.sql(&rows_table_ddl(TABLE)).await?;
-    bench.sql(&format!("CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE}")).await?;
+    bench
+        .sql(&format!(
+            "CREATE PUBLICATION {PUBLICATION} FOR TABLE {TABLE}"
+        ))
+        .await?;
 
     let mut table = Vec::<String>::new();
     let mut notes = Vec::<String>::new();
@@ -159,13 +210,42 @@ async fn main() -> Result<()> {
                         base.samples.push(s);
                     }
                 }
-                eprintln!("  run {run}: binary [{}] text [{}] pg_recvlogical [{}]", conn_bin.runs(), conn_text.runs(), base.runs());
+                eprintln!(
+                    "  run {run}: binary [{}] text [{}] pg_recvlogical [{}]",
+                    conn_bin.runs(),
+                    conn_text.runs(),
+                    base.runs()
+                );
             }
         }
         let what = "pg_recvlogical (pgoutput proto 1, text tuples)";
-        table.push(row(&format!("Streaming {} rows, one txn, binary tuples", group(n)), n, &conn_bin, &base, what, "WAL"));
-        table.push(row(&format!("Streaming {} rows, one txn, text tuples", group(n)), n, &conn_text, &base, what, "WAL"));
-        notes.push(format!("pg_recvlogical peak RSS (VmHWM): {}", mb_kib(base_hwm)));
+        table.push(row(
+            &format!("Streaming {} rows, one txn, binary tuples", group(n)),
+            n,
+            &conn_bin,
+            &base,
+            what,
+            "WAL",
+        ));
+        table.push(row(
+            &format!("Streaming {} rows, one txn, text tuples", group(n)),
+            n,
+            &conn_text,
+            &base,
+            what,
+            "WAL",
+        ));
+        notes.push(format!(
+            "pg_recvlogical peak RSS (VmHWM): {}",
+            mb_kib(base_hwm)
+        ));
+        notes.push(format!(
+            "connector events per batch received by the sink, per run: binary [{}], text [{}] (batch_events = {}, size_of::<ChangeEvent>() = {} bytes)",
+            conn_bin.events_per_batch(),
+            conn_text.events_per_batch(),
+            bench.options.batch_events,
+            std::mem::size_of::<ChangeEvent>()
+        ));
         notes.push(format!(
             "streaming runs (s): binary [{}], text [{}], pg_recvlogical [{}]",
             conn_bin.runs(),
@@ -180,7 +260,9 @@ async fn main() -> Result<()> {
 
     if want("snapshot") {
         bench.ensure_rows().await?;
-        let heap = bench.query_u64(&format!("SELECT pg_relation_size('{TABLE}')::int8")).await?;
+        let heap = bench
+            .query_u64(&format!("SELECT pg_relation_size('{TABLE}')::int8"))
+            .await?;
         let mut copy = Series::default();
         let mut p1 = Series::default();
         let mut p2 = Series::default();
@@ -192,11 +274,30 @@ async fn main() -> Result<()> {
                     _ => p2.samples.push(bench.snapshot_connector(2, heap).await?),
                 }
             }
-            eprintln!("  run {run}: p1 [{}] p2 [{}] COPY [{}]", p1.runs(), p2.runs(), copy.runs());
+            eprintln!(
+                "  run {run}: p1 [{}] p2 [{}] COPY [{}]",
+                p1.runs(),
+                p2.runs(),
+                copy.runs()
+            );
         }
         let what = "COPY bench_rows TO STDOUT (text), drained by tokio-postgres";
-        table.push(row(&format!("Snapshot {} rows, snapshot_parallelism 1", group(n)), n, &p1, &copy, what, "heap"));
-        table.push(row(&format!("Snapshot {} rows, snapshot_parallelism 2", group(n)), n, &p2, &copy, what, "heap"));
+        table.push(row(
+            &format!("Snapshot {} rows, snapshot_parallelism 1", group(n)),
+            n,
+            &p1,
+            &copy,
+            what,
+            "heap",
+        ));
+        table.push(row(
+            &format!("Snapshot {} rows, snapshot_parallelism 2", group(n)),
+            n,
+            &p2,
+            &copy,
+            what,
+            "heap",
+        ));
         notes.push(format!(
             "snapshot runs (s): parallelism 1 [{}], parallelism 2 [{}], COPY [{}]; connector clock = start(Beginning) (check, slot creation) to SnapshotProgress::Done, COPY clock = connect to last byte",
             p1.runs(),
@@ -217,13 +318,27 @@ async fn main() -> Result<()> {
             rss_cell(&series),
             cpu_cell(&series)
         ));
+        notes.push(format!(
+            "big transaction: {:.3} s, events per batch received by the sink: {}",
+            s.elapsed.as_secs_f64(),
+            series.events_per_batch()
+        ));
     }
 
     let mut out = String::new();
     let _ = writeln!(out, "\n## powersync-source throughput: postgres\n");
     let _ = writeln!(out, "- command: `{command}`");
-    let _ = writeln!(out, "- date: {}", powersync_source_core::UnixMicros::now().to_rfc3339());
-    let _ = writeln!(out, "- machine: {} (load average at start: {})", benches::machine(), load_at_start.trim());
+    let _ = writeln!(
+        out,
+        "- date: {}",
+        powersync_source_core::UnixMicros::now().to_rfc3339()
+    );
+    let _ = writeln!(
+        out,
+        "- machine: {} (load average at start: {})",
+        benches::machine(),
+        load_at_start.trim()
+    );
     let _ = writeln!(
         out,
         "- server: PostgreSQL {version} (testkit; fsync=off, shared_buffers=1GB, max_wal_size=32GB, full_page_writes=off, autovacuum=off, logical_decoding_work_mem=1GB)"
@@ -274,7 +389,9 @@ fn figure(rows: u64, s: &Series, unit: &str) -> String {
 
 fn rss_cell(s: &Series) -> String {
     match s.peak_rss() {
-        Some((start, peak)) => format!("{} (+{})", mb_kib(peak), mb_kib(peak.saturating_sub(start))),
+        Some((start, peak)) => {
+            format!("{} (+{})", mb_kib(peak), mb_kib(peak.saturating_sub(start)))
+        }
         None => "—".into(),
     }
 }
@@ -288,7 +405,7 @@ fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -305,7 +422,8 @@ fn parse_lsn(s: &str) -> Result<u64> {
 struct SinkHandle {
     task: JoinHandle<Result<()>>,
     snapshot_done: oneshot::Receiver<(Instant, u64)>,
-    rows_done: oneshot::Receiver<Instant>,
+    /// When the target was reached, with the batches and events received so far.
+    rows_done: oneshot::Receiver<(Instant, u64, u64)>,
 }
 
 /// The null sink: consumes batches, counts row events, acknowledges every checkpoint.
@@ -318,8 +436,12 @@ fn null_sink(mut stream: ChangeStream, target: u64) -> SinkHandle {
         let mut snap_tx = Some(snap_tx);
         let mut rows_tx = Some(rows_tx);
         let mut rows = 0u64;
+        let (mut batches, mut events) = (0u64, 0u64);
         while let Some(batch) = stream.next().await {
-            for event in batch?.events {
+            let batch = batch?;
+            batches += 1;
+            events += batch.events.len() as u64;
+            for event in batch.events {
                 match event {
                     ChangeEvent::Row(_) => rows += 1,
                     ChangeEvent::Commit(c) => acks.ack(&c.checkpoint)?,
@@ -335,17 +457,25 @@ fn null_sink(mut stream: ChangeStream, target: u64) -> SinkHandle {
             }
             if rows >= target {
                 if let Some(tx) = rows_tx.take() {
-                    let _ = tx.send(Instant::now());
+                    let _ = tx.send((Instant::now(), batches, events));
                 }
             }
         }
         Err("the change stream ended".into())
     });
-    SinkHandle { task, snapshot_done, rows_done }
+    SinkHandle {
+        task,
+        snapshot_done,
+        rows_done,
+    }
 }
 
 /// Waits for a sink signal; a sink that failed reports its error instead.
-async fn wait<T>(rx: oneshot::Receiver<T>, task: &mut JoinHandle<Result<()>>, what: &str) -> Result<T> {
+async fn wait<T>(
+    rx: oneshot::Receiver<T>,
+    task: &mut JoinHandle<Result<()>>,
+    what: &str,
+) -> Result<T> {
     tokio::select! {
         r = rx => r.map_err(|_| format!("{what}: the sink stopped").into()),
         r = &mut *task => Err(format!("{what}: sink ended: {:?}", r.map(|r| r.map_err(|e| e.to_string()))).into()),
@@ -355,7 +485,10 @@ async fn wait<T>(rx: oneshot::Receiver<T>, task: &mut JoinHandle<Result<()>>, wh
 
 impl Bench {
     async fn sql(&self, sql: &str) -> Result<()> {
-        self.ctl.batch_execute(sql).await.map_err(|e| format!("{sql}: {e}").into())
+        self.ctl
+            .batch_execute(sql)
+            .await
+            .map_err(|e| format!("{sql}: {e}").into())
     }
 
     async fn query_u64(&self, sql: &str) -> Result<u64> {
@@ -364,13 +497,20 @@ impl Bench {
     }
 
     async fn lsn(&self, expr: &str) -> Result<u64> {
-        let s: String = self.ctl.query_one(&format!("SELECT ({expr})::text"), &[]).await?.get(0);
+        let s: String = self
+            .ctl
+            .query_one(&format!("SELECT ({expr})::text"), &[])
+            .await?
+            .get(0);
         parse_lsn(&s)
     }
 
     /// CPU ticks so far of a client process (`self` or a pid) and of the server.
     fn cpu_now(&self, client: &str) -> (u64, u64) {
-        (cpu_ticks(client).map_or(0, |c| c.0), tree_cpu_ticks(self.postmaster))
+        (
+            cpu_ticks(client).map_or(0, |c| c.0),
+            tree_cpu_ticks(self.postmaster),
+        )
     }
 
     /// CPU seconds since `cpu_now`.
@@ -383,7 +523,9 @@ impl Bench {
     }
 
     fn config(&self, publication: &str, slot: &str) -> Result<PgConfig> {
-        Ok(PgConfig::parse(&self.server.url())?.with_publication(publication).with_slot(slot))
+        Ok(PgConfig::parse(&self.server.url())?
+            .with_publication(publication)
+            .with_slot(slot))
     }
 
     /// Drops a slot once its walsender has gone (terminating it after 5 s).
@@ -392,14 +534,23 @@ impl Bench {
         loop {
             let row = self
                 .ctl
-                .query_opt("SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+                .query_opt(
+                    "SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
                 .await?;
             let Some(row) = row else { return Ok(()) };
             let (active, pid): (bool, Option<i32>) = (row.get(0), row.get(1));
             if !active {
-                let _ = self.ctl.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await;
+                let _ = self
+                    .ctl
+                    .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                    .await;
             } else if started.elapsed() > Duration::from_secs(5) {
-                let _ = self.ctl.execute("SELECT pg_terminate_backend($1)", &[&pid]).await;
+                let _ = self
+                    .ctl
+                    .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                    .await;
             }
             if started.elapsed() > Duration::from_secs(60) {
                 return Err(format!("slot {slot} could not be dropped").into());
@@ -414,7 +565,10 @@ impl Bench {
         loop {
             let active: Option<bool> = self
                 .ctl
-                .query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+                .query_opt(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
                 .await?
                 .map(|r| r.get(0));
             if active == Some(true) {
@@ -431,7 +585,13 @@ impl Bench {
 
     /// An empty table, no slots, a fresh checkpoint.
     async fn reset(&self, table: &str) -> Result<()> {
-        for slot in ["bench_conn", "bench_recv", "bench_calib", "bench_snap", "bench_big_conn"] {
+        for slot in [
+            "bench_conn",
+            "bench_recv",
+            "bench_calib",
+            "bench_snap",
+            "bench_big_conn",
+        ] {
             self.drop_slot(slot).await?;
         }
         self.sql(&format!("TRUNCATE {table}")).await?;
@@ -452,7 +612,8 @@ impl Bench {
     /// Bytes `pg_recvlogical -f` writes for the workload: every pgoutput message plus a newline.
     async fn recvlogical_output_bytes(&self) -> Result<u64> {
         self.reset(TABLE).await?;
-        self.sql("SELECT pg_create_logical_replication_slot('bench_calib', 'pgoutput')").await?;
+        self.sql("SELECT pg_create_logical_replication_slot('bench_calib', 'pgoutput')")
+            .await?;
         self.workload(&insert_rows_sql(TABLE, 1, self.rows)).await?;
         let row = self
             .ctl
@@ -474,31 +635,47 @@ impl Bench {
     async fn stream_connector(&self, binary: bool) -> Result<Sample> {
         self.reset(TABLE).await?;
         let rss = RssSampler::start();
-        let options = PostgresOptions { binary, ..PostgresOptions::default() };
-        let source = PostgresSource::new(self.config(PUBLICATION, "bench_conn")?).with_options(options);
+        let options = PostgresOptions {
+            binary,
+            ..self.options.clone()
+        };
+        let source =
+            PostgresSource::new(self.config(PUBLICATION, "bench_conn")?).with_options(options);
         let stream = source.start(StartFrom::Beginning).await?;
         let mut sink = null_sink(stream, self.rows);
         wait(sink.snapshot_done, &mut sink.task, "empty snapshot").await?;
         self.wait_active("bench_conn").await?;
         let (committed, wal) = self.workload(&insert_rows_sql(TABLE, 1, self.rows)).await?;
         let cpu = self.cpu_now("self");
-        let done = wait(sink.rows_done, &mut sink.task, "streamed rows").await?;
+        let (done, batches, events) = wait(sink.rows_done, &mut sink.task, "streamed rows").await?;
         let cpu = self.cpu_since("self", cpu);
         let rss = rss.finish();
         sink.task.abort();
         let _ = sink.task.await;
         self.drop_slot("bench_conn").await?;
-        Ok(Sample { elapsed: done - committed, bytes: wal, rss: Some(rss), cpu })
+        Ok(Sample {
+            elapsed: done - committed,
+            bytes: wal,
+            rss: Some(rss),
+            cpu,
+            batches: Some((batches, events)),
+        })
     }
 
     /// `pg_recvlogical` on its own slot; commit → its written bytes reach `expected`.
     async fn stream_recvlogical(&self, expected: u64) -> Result<(Sample, u64)> {
         self.reset(TABLE).await?;
-        self.sql("SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')").await?;
+        self.sql("SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')")
+            .await?;
         let bin: PathBuf = self.server.bin_dir().join("pg_recvlogical");
         let mut child = tokio::process::Command::new(&bin)
             .args(["-d", &self.server.url(), "--slot", "bench_recv", "--start"])
-            .args(["-o", "proto_version=1", "-o", &format!("publication_names={PUBLICATION}")])
+            .args([
+                "-o",
+                "proto_version=1",
+                "-o",
+                &format!("publication_names={PUBLICATION}"),
+            ])
             .args(["-f", "/dev/null"])
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -516,7 +693,11 @@ impl Bench {
                 break Instant::now();
             }
             if committed.elapsed() > TIMEOUT {
-                return Err(format!("pg_recvlogical wrote {} of {expected} bytes", written - before).into());
+                return Err(format!(
+                    "pg_recvlogical wrote {} of {expected} bytes",
+                    written - before
+                )
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
@@ -524,12 +705,23 @@ impl Bench {
         let hwm = status_kb(&client, "VmHWM").unwrap_or(0);
         let _ = child.kill().await;
         self.drop_slot("bench_recv").await?;
-        Ok((Sample { elapsed: done - committed, bytes: wal, rss: None, cpu }, hwm))
+        Ok((
+            Sample {
+                elapsed: done - committed,
+                bytes: wal,
+                rss: None,
+                cpu,
+                batches: None,
+            },
+            hwm,
+        ))
     }
 
     /// The table holds exactly `rows` rows, vacuumed (hint bits set, visibility map).
     async fn ensure_rows(&self) -> Result<()> {
-        let count = self.query_u64(&format!("SELECT count(*)::int8 FROM {TABLE}")).await?;
+        let count = self
+            .query_u64(&format!("SELECT count(*)::int8 FROM {TABLE}"))
+            .await?;
         if count != self.rows {
             self.reset(TABLE).await?;
             self.sql(&insert_rows_sql(TABLE, 1, self.rows)).await?;
@@ -537,7 +729,8 @@ impl Bench {
         for slot in ["bench_conn", "bench_recv"] {
             self.drop_slot(slot).await?;
         }
-        self.sql(&format!("VACUUM (FREEZE, ANALYZE) {TABLE}")).await?;
+        self.sql(&format!("VACUUM (FREEZE, ANALYZE) {TABLE}"))
+            .await?;
         self.sql("CHECKPOINT").await
     }
 
@@ -545,7 +738,8 @@ impl Bench {
         let rss = RssSampler::start();
         let cpu = self.cpu_now("self");
         let started = Instant::now();
-        let (client, conn) = tokio_postgres::connect(&self.server.url(), tokio_postgres::NoTls).await?;
+        let (client, conn) =
+            tokio_postgres::connect(&self.server.url(), tokio_postgres::NoTls).await?;
         let conn = tokio::spawn(conn);
         let stream = client.copy_out(&format!("COPY {TABLE} TO STDOUT")).await?;
         futures::pin_mut!(stream);
@@ -560,14 +754,22 @@ impl Bench {
         if bytes == 0 {
             return Err("COPY returned nothing".into());
         }
-        Ok(Sample { elapsed, bytes: heap, rss: Some(rss.finish()), cpu })
+        Ok(Sample {
+            elapsed,
+            bytes: heap,
+            rss: Some(rss.finish()),
+            cpu,
+            batches: None,
+        })
     }
 
     async fn snapshot_connector(&self, parallelism: usize, heap: u64) -> Result<Sample> {
         self.drop_slot("bench_snap").await?;
         let rss = RssSampler::start();
-        let config = self.config(PUBLICATION, "bench_snap")?.with_snapshot_parallelism(parallelism);
-        let source = PostgresSource::new(config);
+        let config = self
+            .config(PUBLICATION, "bench_snap")?
+            .with_snapshot_parallelism(parallelism);
+        let source = PostgresSource::new(config).with_options(self.options.clone());
         let cpu = self.cpu_now("self");
         let started = Instant::now();
         let stream = source.start(StartFrom::Beginning).await?;
@@ -581,24 +783,40 @@ impl Bench {
         if rows != self.rows {
             return Err(format!("snapshot emitted {rows} rows, expected {}", self.rows).into());
         }
-        Ok(Sample { elapsed: done - started, bytes: heap, rss: Some(rss), cpu })
+        Ok(Sample {
+            elapsed: done - started,
+            bytes: heap,
+            rss: Some(rss),
+            cpu,
+            batches: None,
+        })
     }
 
     /// One transaction of `rows` rows of 1 KB text through the connector.
     async fn big_transaction(&self, rows: u64) -> Result<Sample> {
         eprintln!("big transaction: {rows} rows of 1 KB…");
-        self.sql(&format!("CREATE TABLE IF NOT EXISTS {BIG_TABLE} (id bigint PRIMARY KEY, payload text)")).await?;
+        self.sql(&format!(
+            "CREATE TABLE IF NOT EXISTS {BIG_TABLE} (id bigint PRIMARY KEY, payload text)"
+        ))
+        .await?;
         let exists = self
             .ctl
-            .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&BIG_PUBLICATION])
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[&BIG_PUBLICATION],
+            )
             .await?
             .is_some();
         if !exists {
-            self.sql(&format!("CREATE PUBLICATION {BIG_PUBLICATION} FOR TABLE {BIG_TABLE}")).await?;
+            self.sql(&format!(
+                "CREATE PUBLICATION {BIG_PUBLICATION} FOR TABLE {BIG_TABLE}"
+            ))
+            .await?;
         }
         self.reset(BIG_TABLE).await?;
         let rss = RssSampler::start();
-        let source = PostgresSource::new(self.config(BIG_PUBLICATION, "bench_big_conn")?);
+        let source = PostgresSource::new(self.config(BIG_PUBLICATION, "bench_big_conn")?)
+            .with_options(self.options.clone());
         let stream = source.start(StartFrom::Beginning).await?;
         let mut sink = null_sink(stream, rows);
         wait(sink.snapshot_done, &mut sink.task, "empty snapshot").await?;
@@ -608,13 +826,20 @@ impl Bench {
         );
         let (committed, wal) = self.workload(&sql).await?;
         let cpu = self.cpu_now("self");
-        let done = wait(sink.rows_done, &mut sink.task, "big transaction").await?;
+        let (done, batches, events) =
+            wait(sink.rows_done, &mut sink.task, "big transaction").await?;
         let cpu = self.cpu_since("self", cpu);
         let rss = rss.finish();
         sink.task.abort();
         let _ = sink.task.await;
         self.drop_slot("bench_big_conn").await?;
         self.sql(&format!("TRUNCATE {BIG_TABLE}")).await?;
-        Ok(Sample { elapsed: done - committed, bytes: wal, rss: Some(rss), cpu })
+        Ok(Sample {
+            elapsed: done - committed,
+            bytes: wal,
+            rss: Some(rss),
+            cpu,
+            batches: Some((batches, events)),
+        })
     }
 }
