@@ -6,7 +6,15 @@ use powersync_source_core::{ErrorKind, RetryPolicy, Secret, SourceError};
 #[test]
 fn only_connection_errors_are_retryable() {
     use ErrorKind::*;
-    for kind in [Config, Auth, Prerequisite, HistoryLost, Schema, Decode, Unsupported] {
+    for kind in [
+        Config,
+        Auth,
+        Prerequisite,
+        HistoryLost,
+        Schema,
+        Decode,
+        Unsupported,
+    ] {
         assert!(!SourceError::new(kind, "x").is_retryable(), "{kind:?}");
     }
     assert!(SourceError::connection("reset").is_retryable());
@@ -25,12 +33,16 @@ fn display_has_kind_message_cause_and_hint() {
     );
     assert!(std::error::Error::source(&e).is_some());
     let d = SourceError::decode_value("public.t", "c", "numeric", "bad digit");
-    assert_eq!(d.message(), "column c (numeric) of table public.t: bad digit");
+    assert_eq!(
+        d.message(),
+        "column c (numeric) of table public.t: bad digit"
+    );
 }
 
 #[test]
 fn passwords_never_leak() {
-    let url = "postgres://alice:s3cr%40t-pw@db.example.com:5432/app?sslmode=require&password=s3cr%40t-pw";
+    let url =
+        "postgres://alice:s3cr%40t-pw@db.example.com:5432/app?sslmode=require&password=s3cr%40t-pw";
     let redacted = redact_url(url);
     assert!(!redacted.contains("s3cr"), "{redacted}");
     assert!(redacted.contains("alice:***@db.example.com"), "{redacted}");
@@ -38,11 +50,17 @@ fn passwords_never_leak() {
     let r = redact_url(kv);
     assert!(!r.contains("s3cr"), "{r}");
     assert!(r.contains("dbname=app"), "{r}");
-    assert_eq!(redact_url("mysql://root@h:3306/db"), "mysql://root@h:3306/db");
+    assert_eq!(
+        redact_url("mysql://root@h:3306/db"),
+        "mysql://root@h:3306/db"
+    );
 
     let secret = Secret::new("s3cr@t-pw");
     assert_eq!(format!("{secret:?} {secret}"), "*** ***");
-    let e = SourceError::auth(format!("password authentication failed for {}", redact_url(url)));
+    let e = SourceError::auth(format!(
+        "password authentication failed for {}",
+        redact_url(url)
+    ));
     assert!(!format!("{e} {e:?}").contains("s3cr"));
 }
 
@@ -58,7 +76,9 @@ fn backoff_grows_caps_and_gives_up() {
     };
     let mut b = policy.backoff();
     let err = SourceError::connection("x");
-    let delays: Vec<u128> = std::iter::from_fn(|| b.next_delay(&err)).map(|d| d.as_millis()).collect();
+    let delays: Vec<u128> = std::iter::from_fn(|| b.next_delay(&err))
+        .map(|d| d.as_millis())
+        .collect();
     assert_eq!(delays, vec![100, 200, 400, 800, 800]);
     assert_eq!(policy.backoff().next_delay(&SourceError::auth("no")), None);
     assert_eq!(RetryPolicy::never().backoff().next_delay(&err), None);

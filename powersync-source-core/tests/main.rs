@@ -1,6 +1,6 @@
 //! Integration tests of the core crate.
-mod position;
 mod error;
+mod normalize;
+mod position;
 mod stream;
 mod testkit;
-mod normalize;

@@ -24,20 +24,35 @@ fn gtid_state() -> impl Strategy<Value = GtidState> {
 }
 
 fn binlog() -> impl Strategy<Value = BinlogPosition> {
-    (0u64..9_999_999_999, any::<u64>(), "[a-z%:._-]{0,12}", gtid_state()).prop_map(
-        |(file_index, offset, basename, gtid)| BinlogPosition { file_index, offset, basename, gtid },
+    (
+        0u64..9_999_999_999,
+        any::<u64>(),
+        "[a-z%:._-]{0,12}",
+        gtid_state(),
     )
+        .prop_map(|(file_index, offset, basename, gtid)| BinlogPosition {
+            file_index,
+            offset,
+            basename,
+            gtid,
+        })
 }
 
 fn mongo() -> impl Strategy<Value = MongoPosition> {
-    (any::<u32>(), any::<u32>(), "[0-9A-Fa-f:]{0,40}").prop_map(|(seconds, increment, resume_token)| {
-        MongoPosition { seconds, increment, resume_token }
-    })
+    (any::<u32>(), any::<u32>(), "[0-9A-Fa-f:]{0,40}").prop_map(
+        |(seconds, increment, resume_token)| MongoPosition {
+            seconds,
+            increment,
+            resume_token,
+        },
+    )
 }
 
 fn mssql() -> impl Strategy<Value = MssqlPosition> {
-    (any::<[u8; 10]>(), any::<[u8; 10]>())
-        .prop_map(|(l, s)| MssqlPosition { lsn: MssqlLsn(l), seqval: MssqlLsn(s) })
+    (any::<[u8; 10]>(), any::<[u8; 10]>()).prop_map(|(l, s)| MssqlPosition {
+        lsn: MssqlLsn(l),
+        seqval: MssqlLsn(s),
+    })
 }
 
 proptest! {
@@ -87,8 +102,14 @@ proptest! {
 
 #[test]
 fn known_encodings() {
-    assert_eq!(PgLsn(0x16_B374_D848).to_checkpoint().as_str(), "postgres:v1:00000016/B374D848");
-    assert_eq!("16/B374D848".parse::<PgLsn>().unwrap(), PgLsn(0x16_B374_D848));
+    assert_eq!(
+        PgLsn(0x16_B374_D848).to_checkpoint().as_str(),
+        "postgres:v1:00000016/B374D848"
+    );
+    assert_eq!(
+        "16/B374D848".parse::<PgLsn>().unwrap(),
+        PgLsn(0x16_B374_D848)
+    );
     assert_eq!(PgLsn(0x16_B374_D848).to_string(), "16/B374D848");
     let b = BinlogPosition {
         file_index: 42,
@@ -101,11 +122,24 @@ fn known_encodings() {
         "mysql:v1:0000000042:00000000000000000004:mysql-bin:g:0-1-100"
     );
     assert_eq!(b.file_name(), "mysql-bin.000042");
-    assert_eq!(BinlogPosition::split_file_name("mysql-bin.000042"), Some(("mysql-bin", 42)));
-    assert_eq!(ConvexCursor::new(5).unwrap().to_checkpoint().as_str(), "convex:v1:0000000000000000005");
+    assert_eq!(
+        BinlogPosition::split_file_name("mysql-bin.000042"),
+        Some(("mysql-bin", 42))
+    );
+    assert_eq!(
+        ConvexCursor::new(5).unwrap().to_checkpoint().as_str(),
+        "convex:v1:0000000000000000005"
+    );
     assert_eq!(ConvexCursor::new(-1), None);
-    let m = MongoPosition { seconds: 1, increment: 2, resume_token: "8263ABCD".into() };
-    assert_eq!(m.to_checkpoint().as_str(), "mongodb:v1:0000000100000002:8263ABCD");
+    let m = MongoPosition {
+        seconds: 1,
+        increment: 2,
+        resume_token: "8263ABCD".into(),
+    };
+    assert_eq!(
+        m.to_checkpoint().as_str(),
+        "mongodb:v1:0000000100000002:8263ABCD"
+    );
     let s = MssqlPosition::after_transaction(MssqlLsn([0, 0, 0, 0x2A, 0, 0, 0, 0x10, 0, 1]));
     assert_eq!(
         s.to_checkpoint().as_str(),
@@ -142,7 +176,13 @@ fn strict_parsing_says_what_is_wrong() {
     }
     // A checkpoint of another source is refused by name.
     let err = PgLsn::parse_checkpoint("convex:v1:0000000000000000005").unwrap_err();
-    assert!(err.to_string().contains("belongs to a convex source"), "{err}");
+    assert!(
+        err.to_string().contains("belongs to a convex source"),
+        "{err}"
+    );
     assert!(ConvexCursor::parse_checkpoint("convex:v1:9999999999999999999").is_err());
-    assert!(BinlogPosition::parse_checkpoint("mysql:v1:0000000001:00000000000000000004:b%zz:n:").is_err());
+    assert!(
+        BinlogPosition::parse_checkpoint("mysql:v1:0000000001:00000000000000000004:b%zz:n:")
+            .is_err()
+    );
 }

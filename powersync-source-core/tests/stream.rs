@@ -36,7 +36,11 @@ fn stats_track_lag_and_counts() {
     stats.record_commit(Some(UnixMicros(UnixMicros::now().0 - 2_000_000)));
     let s = stats.snapshot();
     assert_eq!((s.bytes_received, s.rows, s.transactions), (10, 3, 1));
-    assert!(s.lag_seconds >= 1.9 && s.lag_seconds < 10.0, "{}", s.lag_seconds);
+    assert!(
+        s.lag_seconds >= 1.9 && s.lag_seconds < 10.0,
+        "{}",
+        s.lag_seconds
+    );
     stats.record_idle();
     assert_eq!(stats.snapshot().lag_seconds, 0.0);
 }
@@ -44,16 +48,29 @@ fn stats_track_lag_and_counts() {
 #[test]
 fn start_from_parses_checkpoints_and_snapshot_tokens() {
     let c = PgLsn(77).to_checkpoint();
-    assert_eq!(StartFrom::parse(c.as_str()).unwrap(), StartFrom::Checkpoint(c.clone()));
+    assert_eq!(
+        StartFrom::parse(c.as_str()).unwrap(),
+        StartFrom::Checkpoint(c.clone())
+    );
     let mut tables = std::collections::BTreeMap::new();
     tables.insert("public.a".to_string(), TableProgress::Done { rows: 10 });
     tables.insert(
         "public.b".to_string(),
-        TableProgress::Partial { after_key: "[5]".into(), rows: 5 },
+        TableProgress::Partial {
+            after_key: "[5]".into(),
+            rows: 5,
+        },
     );
-    let resume = SnapshotResume { stream_from: c, tables, source_state: None };
+    let resume = SnapshotResume {
+        stream_from: c,
+        tables,
+        source_state: None,
+    };
     let token = resume.to_token();
     assert!(token.starts_with("snapshot:v1:{"));
-    assert_eq!(StartFrom::parse(&token).unwrap(), StartFrom::Snapshot(resume));
+    assert_eq!(
+        StartFrom::parse(&token).unwrap(),
+        StartFrom::Snapshot(resume)
+    );
     assert!(StartFrom::parse("snapshot:v1:{nope").is_err());
 }

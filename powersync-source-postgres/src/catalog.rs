@@ -49,13 +49,18 @@ pub(crate) async fn published_tables(
             continue;
         }
         let reltuples: f64 = row.get(5);
-        tables.push((row.get::<_, u32>(0), name, row.get::<_, String>(3), row.get::<_, bool>(4), reltuples));
+        tables.push((
+            row.get::<_, u32>(0),
+            name,
+            row.get::<_, String>(3),
+            row.get::<_, bool>(4),
+            reltuples,
+        ));
     }
     let oids: Vec<u32> = tables.iter().map(|t| t.0).collect();
     let columns = table_columns(client, &oids).await?;
     let keys = identity_columns(client, &oids).await?;
-    let mut type_oids: Vec<u32> =
-        columns.values().flatten().map(|c| c.type_oid).collect();
+    let mut type_oids: Vec<u32> = columns.values().flatten().map(|c| c.type_oid).collect();
     type_oids.sort_unstable();
     type_oids.dedup();
     registry
@@ -108,7 +113,10 @@ pub(crate) fn row_identity(
     ident: Option<&IdentityColumns>,
 ) -> (RowIdentity, Option<Vec<String>>) {
     match replident {
-        b'f' => (RowIdentity::Full, ident.and_then(|i| i.primary.clone()).or(Some(Vec::new()))),
+        b'f' => (
+            RowIdentity::Full,
+            ident.and_then(|i| i.primary.clone()).or(Some(Vec::new())),
+        ),
         b'i' => match ident.and_then(|i| i.replica_index.clone()) {
             Some(k) => (RowIdentity::Index, Some(k)),
             None => (RowIdentity::Nothing, None),

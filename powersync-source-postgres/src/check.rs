@@ -123,7 +123,10 @@ pub(crate) async fn check(
     if !missing_ops.is_empty() {
         report.error(
             format!("publication {publication}"),
-            format!("publication `{publication}` does not publish {}", missing_ops.join(", ")),
+            format!(
+                "publication `{publication}` does not publish {}",
+                missing_ops.join(", ")
+            ),
             format!(
                 "run `ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate');`",
                 quote_ident(publication)
@@ -197,7 +200,10 @@ pub(crate) async fn check(
         report.warning(
             format!("publication {publication}"),
             format!("publication `{publication}` publishes no tables"),
-            format!("run `ALTER PUBLICATION {} ADD TABLE …;`", quote_ident(publication)),
+            format!(
+                "run `ALTER PUBLICATION {} ADD TABLE …;`",
+                quote_ident(publication)
+            ),
         );
     }
     Ok(report)

@@ -15,7 +15,10 @@ pub(crate) struct SlotState {
     pub plugin: Option<String>,
 }
 
-pub(crate) async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>, SourceError> {
+pub(crate) async fn slot_state(
+    client: &Client,
+    slot: &str,
+) -> Result<Option<SlotState>, SourceError> {
     let row = client
         .query_opt(
             "SELECT confirmed_flush_lsn::text, to_jsonb(s) ->> 'wal_status', plugin::text
@@ -33,7 +36,11 @@ pub(crate) async fn slot_state(client: &Client, slot: &str) -> Result<Option<Slo
 
 /// Checks that `slot` can resume exactly from `from`: it exists, uses pgoutput, still holds its
 /// WAL, and has not confirmed anything past `from` (the server would silently start later).
-pub(crate) async fn check_resumable(client: &Client, slot: &str, from: PgLsn) -> Result<(), SourceError> {
+pub(crate) async fn check_resumable(
+    client: &Client,
+    slot: &str,
+    from: PgLsn,
+) -> Result<(), SourceError> {
     let Some(state) = slot_state(client, slot).await? else {
         return Err(SourceError::history_lost(format!(
             "replication slot `{slot}` does not exist, so changes after {} are gone",
@@ -102,5 +109,7 @@ pub(crate) async fn drop_slot(client: &Client, slot: &str) -> Result<(), SourceE
             Err(e) => return Err(sql_error(e, &format!("dropping replication slot `{slot}`"))),
         }
     }
-    Err(SourceError::connection(format!("replication slot `{slot}` stays in use; cannot drop it")))
+    Err(SourceError::connection(format!(
+        "replication slot `{slot}` stays in use; cannot drop it"
+    )))
 }

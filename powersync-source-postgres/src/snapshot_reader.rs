@@ -1,5 +1,6 @@
-//! The snapshot reader: key-ordered chunks of each table through `COPY … TO STDOUT (FORMAT
-//! binary)`, several tables at once, all readers inside one exported snapshot when the slot was
+//! The snapshot reader: chunks of each table through `COPY … TO STDOUT (FORMAT binary)` —
+//! heap block ranges read by TID range scans on PostgreSQL 14+ (several readers per table),
+//! key-ordered chunks otherwise — all readers inside one exported snapshot when the slot was
 //! just created.
 
 use std::collections::VecDeque;
@@ -25,21 +26,54 @@ const ROWS_PER_MESSAGE: usize = 2048;
 /// What a reader reports to the stream, in order per table.
 #[derive(Debug)]
 pub(crate) enum SnapshotMsg {
-    TableStarted { table: usize },
-    Rows { table: usize, rows: Vec<Row> },
+    TableStarted {
+        table: usize,
+    },
+    Rows {
+        table: usize,
+        rows: Vec<Row>,
+    },
     /// Every row with a key up to `after_key` has been sent.
-    ChunkDone { table: usize, after_key: Option<String>, rows_done: u64 },
-    TableDone { table: usize, rows: u64 },
+    ChunkDone {
+        table: usize,
+        after_key: Option<String>,
+        rows_done: u64,
+    },
+    TableDone {
+        table: usize,
+        rows: u64,
+    },
+    /// Every row in heap blocks `lo..hi` has been sent.
+    BlocksDone {
+        table: usize,
+        lo: u32,
+        hi: u32,
+    },
 }
 
-/// One table to read, and where a previous run stopped.
+/// What part of a table a job reads.
+#[derive(Debug, Clone)]
+pub(crate) enum Piece {
+    /// The whole table in key-ordered chunks from `after_key` on, by one reader: the only
+    /// order that resumes without TID range scans (PostgreSQL < 14) and the order for tables
+    /// without a heap of their own (partitioned tables).
+    Keyed {
+        /// Key texts of the last row already emitted (from a resume token).
+        after_key: Option<Vec<String>>,
+        rows_done: u64,
+    },
+    /// Heap blocks `lo..hi` through a TID range scan (PostgreSQL 14+): as fast as a sequential
+    /// scan, no index, no sort, and independent of every other piece, so several readers share
+    /// one table.
+    Blocks { lo: u32, hi: u32 },
+}
+
+/// One piece of a table to read.
 #[derive(Debug, Clone)]
 pub(crate) struct TableJob {
     pub index: usize,
-    pub table: PublishedTable,
-    /// Key texts of the last row already emitted (from a resume token).
-    pub after_key: Option<Vec<String>>,
-    pub rows_done: u64,
+    pub table: Arc<PublishedTable>,
+    pub piece: Piece,
 }
 
 /// Reads `jobs` with `parallelism` connections and sends [`SnapshotMsg`]s to `tx`. With
@@ -80,7 +114,10 @@ pub(crate) async fn read_tables(
                 let Some(job) = job else { break };
                 read_table(&client, &registry, job, chunk_rows, &tx).await?;
             }
-            client.batch_execute("COMMIT").await.map_err(|e| sql_error(e, "ending the snapshot"))?;
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| sql_error(e, "ending the snapshot"))?;
             Ok::<(), SourceError>(())
         }));
     }
@@ -88,7 +125,9 @@ pub(crate) async fn read_tables(
     for task in tasks {
         let result = match task.await {
             Ok(r) => r,
-            Err(e) => Err(SourceError::connection(format!("snapshot reader stopped: {e}"))),
+            Err(e) => Err(SourceError::connection(format!(
+                "snapshot reader stopped: {e}"
+            ))),
         };
         if let Err(e) = result {
             first_error.get_or_insert(e);
@@ -107,21 +146,38 @@ async fn read_table(
     chunk_rows: u64,
     tx: &mpsc::Sender<Result<SnapshotMsg, SourceError>>,
 ) -> Result<(), SourceError> {
-    let send = |msg| async { tx.send(Ok(msg)).await.map_err(|_| SourceError::connection("stream closed")) };
+    let send = |msg| async {
+        tx.send(Ok(msg))
+            .await
+            .map_err(|_| SourceError::connection("stream closed"))
+    };
     let table = &job.table;
     let schema = &table.schema;
-    send(SnapshotMsg::TableStarted { table: job.index }).await?;
+    let (mut after_key, mut rows_done, blocks) = match &job.piece {
+        Piece::Keyed {
+            after_key,
+            rows_done,
+        } => (after_key.clone(), *rows_done, None),
+        Piece::Blocks { lo, hi } => (None, 0, Some((*lo, *hi))),
+    };
+    if blocks.is_none() {
+        send(SnapshotMsg::TableStarted { table: job.index }).await?;
+    }
     let key_indexes: Vec<usize> = schema.key_indexes().collect();
     // Without a key there is no order to resume from: read the table in one pass.
-    let chunked = !key_indexes.is_empty();
-    let mut after_key = job.after_key.clone();
-    let mut rows_done = job.rows_done;
+    let chunked = !key_indexes.is_empty() && blocks.is_none();
+    // Resolved once per table, not per value: which columns come in binary.
+    let binary: Vec<bool> = table
+        .column_types
+        .iter()
+        .map(|(oid, _)| registry.supports_binary(*oid))
+        .collect();
     let columns: Vec<String> = schema
         .columns
         .iter()
-        .zip(&table.column_types)
-        .map(|(c, (oid, _))| {
-            if registry.supports_binary(*oid) {
+        .zip(&binary)
+        .map(|(c, binary)| {
+            if *binary {
                 quote_ident(&c.name)
             } else {
                 // Types we cannot read in binary come as their text output.
@@ -129,10 +185,14 @@ async fn read_table(
             }
         })
         .collect();
-    let key_cols: Vec<String> =
-        key_indexes.iter().map(|&i| quote_ident(&schema.columns[i].name)).collect();
-    let key_types: Vec<String> =
-        key_indexes.iter().map(|&i| schema.columns[i].type_name.clone()).collect();
+    let key_cols: Vec<String> = key_indexes
+        .iter()
+        .map(|&i| quote_ident(&schema.columns[i].name))
+        .collect();
+    let key_types: Vec<String> = key_indexes
+        .iter()
+        .map(|&i| schema.columns[i].type_name.clone())
+        .collect();
     loop {
         let mut select = format!("SELECT {}", columns.join(", "));
         if chunked {
@@ -141,6 +201,11 @@ async fn read_table(
             }
         }
         select.push_str(&format!(" FROM {}", qualified(&schema.name)));
+        if let Some((lo, hi)) = blocks {
+            select.push_str(&format!(
+                " WHERE ctid >= '({lo},0)'::tid AND ctid < '({hi},0)'::tid"
+            ));
+        }
         if chunked {
             if let Some(after) = &after_key {
                 let lits: Vec<String> = after
@@ -148,9 +213,16 @@ async fn read_table(
                     .zip(&key_types)
                     .map(|(v, t)| format!("{}::{}", quote_literal(v), t))
                     .collect();
-                select.push_str(&format!(" WHERE ({}) > ({})", key_cols.join(", "), lits.join(", ")));
+                select.push_str(&format!(
+                    " WHERE ({}) > ({})",
+                    key_cols.join(", "),
+                    lits.join(", ")
+                ));
             }
-            select.push_str(&format!(" ORDER BY {} LIMIT {chunk_rows}", key_cols.join(", ")));
+            select.push_str(&format!(
+                " ORDER BY {} LIMIT {chunk_rows}",
+                key_cols.join(", ")
+            ));
         }
         let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
         let stream = client
@@ -158,22 +230,26 @@ async fn read_table(
             .await
             .map_err(|e| sql_error(e, &format!("snapshot of {}", schema.name)))?;
         pin_mut!(stream);
-        let mut parser = CopyBinaryParser::new(schema.columns.len(), if chunked { key_cols.len() } else { 0 });
+        let mut parser = CopyBinaryParser::new(
+            schema.columns.len(),
+            if chunked { key_cols.len() } else { 0 },
+        );
         let mut rows = Vec::with_capacity(ROWS_PER_MESSAGE);
         let mut chunk_count = 0u64;
         let mut last_tuple: Option<bytes::Bytes> = None;
         while let Some(data) = stream.next().await {
             let data = data.map_err(|e| sql_error(e, &format!("snapshot of {}", schema.name)))?;
             parser.push(&data);
-            while let Some(tuple) = parser.next_tuple().map_err(|e| {
-                SourceError::decode(format!("COPY data of {}: {e}", schema.name))
-            })? {
+            while let Some(tuple) = parser
+                .next_tuple()
+                .map_err(|e| SourceError::decode(format!("COPY data of {}: {e}", schema.name)))?
+            {
                 let mut values = Vec::with_capacity(schema.columns.len());
                 for (i, field) in tuple_fields(&tuple).take(schema.columns.len()).enumerate() {
                     let (oid, typmod) = table.column_types[i];
                     let v = match field {
                         None => Ok(Value::Null),
-                        Some(bytes) if registry.supports_binary(oid) => {
+                        Some(bytes) if binary[i] => {
                             types::decode_binary(registry, oid, typmod, bytes)
                         }
                         Some(bytes) => types::decode_text(registry, oid, typmod, bytes),
@@ -196,15 +272,33 @@ async fn read_table(
                 chunk_count += 1;
                 if rows.len() == ROWS_PER_MESSAGE {
                     let full = std::mem::replace(&mut rows, Vec::with_capacity(ROWS_PER_MESSAGE));
-                    send(SnapshotMsg::Rows { table: job.index, rows: full }).await?;
+                    send(SnapshotMsg::Rows {
+                        table: job.index,
+                        rows: full,
+                    })
+                    .await?;
                 }
             }
         }
-        parser.finish().map_err(|e| SourceError::decode(format!("COPY data of {}: {e}", schema.name)))?;
+        parser
+            .finish()
+            .map_err(|e| SourceError::decode(format!("COPY data of {}: {e}", schema.name)))?;
         if !rows.is_empty() {
-            send(SnapshotMsg::Rows { table: job.index, rows }).await?;
+            send(SnapshotMsg::Rows {
+                table: job.index,
+                rows,
+            })
+            .await?;
         }
         rows_done += chunk_count;
+        if let Some((lo, hi)) = blocks {
+            return send(SnapshotMsg::BlocksDone {
+                table: job.index,
+                lo,
+                hi,
+            })
+            .await;
+        }
         if !chunked || chunk_count < chunk_rows {
             break;
         }
@@ -221,7 +315,11 @@ async fn read_table(
         })
         .await?;
     }
-    send(SnapshotMsg::TableDone { table: job.index, rows: rows_done }).await?;
+    send(SnapshotMsg::TableDone {
+        table: job.index,
+        rows: rows_done,
+    })
+    .await?;
     Ok(())
 }
 
@@ -279,9 +377,8 @@ impl CopyBinaryParser {
             if &self.buf[..SIGNATURE.len()] != SIGNATURE {
                 return Err("bad COPY BINARY signature".into());
             }
-            let ext = u32::from_be_bytes([
-                self.buf[15], self.buf[16], self.buf[17], self.buf[18],
-            ]) as usize;
+            let ext = u32::from_be_bytes([self.buf[15], self.buf[16], self.buf[17], self.buf[18]])
+                as usize;
             if self.buf.len() < 19 + ext {
                 return Ok(None);
             }
@@ -298,7 +395,10 @@ impl CopyBinaryParser {
             return Ok(None);
         }
         if count < 0 || count as usize != self.expected_fields {
-            return Err(format!("tuple has {count} fields, expected {}", self.expected_fields));
+            return Err(format!(
+                "tuple has {count} fields, expected {}",
+                self.expected_fields
+            ));
         }
         // Check the whole tuple is buffered before consuming anything.
         let mut pos = 2;
@@ -307,7 +407,10 @@ impl CopyBinaryParser {
                 return Ok(None);
             }
             let len = i32::from_be_bytes([
-                self.buf[pos], self.buf[pos + 1], self.buf[pos + 2], self.buf[pos + 3],
+                self.buf[pos],
+                self.buf[pos + 1],
+                self.buf[pos + 2],
+                self.buf[pos + 3],
             ]);
             pos += 4;
             if len >= 0 {
@@ -375,7 +478,11 @@ mod tests {
         out
     }
 
-    fn parse_all(data: &[u8], splits: &[usize], fields: usize) -> Result<Vec<Vec<Option<Vec<u8>>>>, String> {
+    fn parse_all(
+        data: &[u8],
+        splits: &[usize],
+        fields: usize,
+    ) -> Result<Vec<Vec<Option<Vec<u8>>>>, String> {
         let mut p = CopyBinaryParser::new(fields, 0);
         let mut out = Vec::new();
         let mut start = 0;
@@ -420,5 +527,93 @@ mod tests {
         let data = encode(&[vec![Some(vec![1]), None, None]]);
         assert!(parse_all(&data[..data.len() - 2], &[], 3).is_err());
         assert!(parse_all(&data, &[], 2).is_err());
+    }
+}
+
+/// Heap blocks already read, as stored in a resume token: `{"blocks":[[lo,hi],…]}`.
+pub(crate) fn encode_blocks(done: &[(u32, u32)]) -> String {
+    let ranges: Vec<String> = done.iter().map(|(lo, hi)| format!("[{lo},{hi}]")).collect();
+    format!("{{\"blocks\":[{}]}}", ranges.join(","))
+}
+
+/// Parses [`encode_blocks`]' output; `None` when the progress is a key instead.
+pub(crate) fn decode_blocks(s: &str) -> Result<Option<Vec<(u32, u32)>>, SourceError> {
+    #[derive(serde::Deserialize)]
+    struct Blocks {
+        blocks: Vec<(u32, u32)>,
+    }
+    if !s.trim_start().starts_with('{') {
+        return Ok(None);
+    }
+    serde_json::from_str::<Blocks>(s)
+        .map(|b| Some(b.blocks))
+        .map_err(|e| SourceError::config(format!("snapshot resume blocks `{s}` are corrupt: {e}")))
+}
+
+/// Adds `lo..hi` to sorted, merged ranges.
+pub(crate) fn merge_range(done: &mut Vec<(u32, u32)>, lo: u32, hi: u32) {
+    done.push((lo, hi));
+    done.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(done.len());
+    for &(l, h) in done.iter() {
+        match merged.last_mut() {
+            Some(last) if l <= last.1 => last.1 = last.1.max(h),
+            _ => merged.push((l, h)),
+        }
+    }
+    *done = merged;
+}
+
+/// The pieces of `0..nblocks` not in `done`, each at most `per_piece` blocks. The last piece
+/// is open-ended (`u32::MAX`) so rows in blocks added since `nblocks` was measured are read too.
+pub(crate) fn block_pieces(nblocks: u32, done: &[(u32, u32)], per_piece: u32) -> Vec<(u32, u32)> {
+    let per_piece = per_piece.max(1);
+    let mut out = Vec::new();
+    let mut at = 0u32;
+    let mut gaps: Vec<(u32, u32)> = Vec::new();
+    for &(lo, hi) in done {
+        if lo > at {
+            gaps.push((at, lo));
+        }
+        at = at.max(hi);
+    }
+    if at < u32::MAX {
+        gaps.push((at, u32::MAX));
+    }
+    for (lo, hi) in gaps {
+        let end = hi.min(nblocks.max(lo));
+        let mut l = lo;
+        while l < end {
+            let h = l.saturating_add(per_piece).min(end);
+            out.push((l, h));
+            l = h;
+        }
+        if hi == u32::MAX {
+            // Everything from the measured end on, whatever the table grew to.
+            out.push((end, u32::MAX));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod block_tests {
+    use super::*;
+
+    #[test]
+    fn pieces_cover_what_is_left_and_the_open_end() {
+        assert_eq!(block_pieces(10, &[], 4), vec![(0, 4), (4, 8), (8, 10), (10, u32::MAX)]);
+        assert_eq!(block_pieces(10, &[(0, 4), (8, 10)], 4), vec![(4, 8), (10, u32::MAX)]);
+        assert_eq!(block_pieces(0, &[], 4), vec![(0, u32::MAX)]);
+        assert!(block_pieces(10, &[(0, u32::MAX)], 4).is_empty());
+        let mut done = vec![];
+        for (lo, hi) in [(4, 8), (0, 4), (10, u32::MAX), (8, 10)] {
+            merge_range(&mut done, lo, hi);
+        }
+        assert_eq!(done, vec![(0, u32::MAX)]);
+        let token = encode_blocks(&[(0, 4), (8, 12)]);
+        assert_eq!(decode_blocks(&token).unwrap(), Some(vec![(0, 4), (8, 12)]));
+        assert_eq!(decode_blocks("[\"5\"]").unwrap(), None);
+        assert!(decode_blocks("{\"blocks\":7}").is_err());
     }
 }

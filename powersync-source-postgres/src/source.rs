@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use powersync_source_core::position::PgLsn;
 use powersync_source_core::{
-    AckHandle, ChangeSource, ChangeStream, CheckReport, Checkpoint, Position, Result,
-    RetryPolicy, SourceError, StartFrom, StreamStats, TableName, TableSchema,
+    AckHandle, ChangeSource, ChangeStream, CheckReport, Checkpoint, Position, Result, RetryPolicy,
+    SourceError, StartFrom, StreamStats, TableName, TableSchema,
 };
 use tokio::sync::mpsc;
 
@@ -64,7 +64,10 @@ pub struct PostgresSource {
 impl PostgresSource {
     /// A source with default options.
     pub fn new(config: PgConfig) -> Self {
-        PostgresSource { config, options: PostgresOptions::default() }
+        PostgresSource {
+            config,
+            options: PostgresOptions::default(),
+        }
     }
 
     /// A source from a URL or libpq key-value string.
@@ -110,24 +113,38 @@ impl ChangeSource for PostgresSource {
 
     async fn check(&self) -> Result<CheckReport> {
         let client = sql::connect(&self.config).await?;
-        crate::check::check(&client, self.config.publication(), &self.config.slot(), &self.options.tables)
-            .await
+        crate::check::check(
+            &client,
+            self.config.publication(),
+            &self.config.slot(),
+            &self.options.tables,
+        )
+        .await
     }
 
     async fn discover(&self) -> Result<Vec<TableSchema>> {
         let client = sql::connect(&self.config).await?;
         let mut registry = TypeRegistry::new();
-        let tables =
-            published_tables(&client, &mut registry, self.config.publication(), &self.options.tables)
-                .await?;
+        let tables = published_tables(
+            &client,
+            &mut registry,
+            self.config.publication(),
+            &self.options.tables,
+        )
+        .await?;
         Ok(tables.into_iter().map(|t| (*t.schema).clone()).collect())
     }
 
     async fn start(&self, from: StartFrom) -> Result<ChangeStream> {
         let client = sql::connect(&self.config).await?;
-        crate::check::check(&client, self.config.publication(), &self.config.slot(), &self.options.tables)
-            .await?
-            .into_result()?;
+        crate::check::check(
+            &client,
+            self.config.publication(),
+            &self.config.slot(),
+            &self.options.tables,
+        )
+        .await?
+        .into_result()?;
         let (acks, ack_rx) = AckHandle::channel(PgLsn::SOURCE);
         let stats = StreamStats::default();
         let (tx, rx) = mpsc::channel(4);
@@ -147,7 +164,9 @@ impl ChangeSource for PostgresSource {
             if let Err(e) = task.await {
                 if e.is_panic() {
                     let _ = panic_tx
-                        .send(Err(SourceError::decode(format!("the replication task panicked: {e}"))))
+                        .send(Err(SourceError::decode(format!(
+                            "the replication task panicked: {e}"
+                        ))))
                         .await;
                 }
             }

@@ -25,12 +25,17 @@ fn err(e: impl std::fmt::Display) -> SourceError {
 
 impl PgWorkload {
     pub(crate) async fn start(bin_dir: Option<std::path::PathBuf>) -> Option<PgWorkload> {
-        let mut builder = PostgresServer::builder().password(PASSWORD).auth_method(PgAuthMethod::ScramSha256);
+        let mut builder = PostgresServer::builder()
+            .password(PASSWORD)
+            .auth_method(PgAuthMethod::ScramSha256);
         if let Some(dir) = bin_dir {
             builder = builder.bin_dir(dir);
         }
         let server = powersync_source_core::testkit::or_skip(builder.start().await)?;
-        Some(PgWorkload { server, round: AtomicU32::new(0) })
+        Some(PgWorkload {
+            server,
+            round: AtomicU32::new(0),
+        })
     }
 
     fn n(&self) -> u32 {
@@ -42,7 +47,10 @@ impl PgWorkload {
 
     pub(crate) async fn client(&self) -> Result<tokio_postgres::Client, SourceError> {
         let (client, conn) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={} user=postgres password={PASSWORD} dbname=postgres", self.server.port()),
+            &format!(
+                "host=127.0.0.1 port={} user=postgres password={PASSWORD} dbname=postgres",
+                self.server.port()
+            ),
             tokio_postgres::NoTls,
         )
         .await
@@ -82,11 +90,17 @@ impl Workload for PgWorkload {
     }
 
     fn source_with_wrong_password(&self) -> Arc<dyn ChangeSource> {
-        Arc::new(PostgresSource::new(self.config().with_password("wrong-Secret-77")).with_options(self.options()))
+        Arc::new(
+            PostgresSource::new(self.config().with_password("wrong-Secret-77"))
+                .with_options(self.options()),
+        )
     }
 
-    async fn source_missing_prerequisite(&self) -> Result<(Arc<dyn ChangeSource>, String), SourceError> {
-        let source = PostgresSource::new(self.config().with_publication("no_such_publication")).with_options(self.options());
+    async fn source_missing_prerequisite(
+        &self,
+    ) -> Result<(Arc<dyn ChangeSource>, String), SourceError> {
+        let source = PostgresSource::new(self.config().with_publication("no_such_publication"))
+            .with_options(self.options());
         Ok((Arc::new(source), "no_such_publication".into()))
     }
 
@@ -109,8 +123,12 @@ impl Workload for PgWorkload {
         let mut sql = String::from("BEGIN;");
         for d in txn {
             match d {
-                Dml::Insert { id, v } => sql.push_str(&format!("INSERT INTO {t} (id, v) VALUES ({id}, '{v}');")),
-                Dml::Update { id, v } => sql.push_str(&format!("UPDATE {t} SET v = '{v}' WHERE id = {id};")),
+                Dml::Insert { id, v } => {
+                    sql.push_str(&format!("INSERT INTO {t} (id, v) VALUES ({id}, '{v}');"))
+                }
+                Dml::Update { id, v } => {
+                    sql.push_str(&format!("UPDATE {t} SET v = '{v}' WHERE id = {id};"))
+                }
                 Dml::Delete { id } => sql.push_str(&format!("DELETE FROM {t} WHERE id = {id};")),
                 Dml::Truncate => sql.push_str(&format!("TRUNCATE {t};")),
             }
@@ -129,24 +147,41 @@ impl Workload for PgWorkload {
     }
 
     async fn add_column(&self, name: &str) -> Result<(), SourceError> {
-        self.client().await?.batch_execute(&format!("ALTER TABLE {} ADD COLUMN {name} text", self.table())).await.map_err(err)
+        self.client()
+            .await?
+            .batch_execute(&format!(
+                "ALTER TABLE {} ADD COLUMN {name} text",
+                self.table()
+            ))
+            .await
+            .map_err(err)
     }
 
     async fn set_column(&self, id: i64, name: &str, value: &str) -> Result<(), SourceError> {
         self.client()
             .await?
-            .batch_execute(&format!("UPDATE {} SET {name} = '{value}' WHERE id = {id}", self.table()))
+            .batch_execute(&format!(
+                "UPDATE {} SET {name} = '{value}' WHERE id = {id}",
+                self.table()
+            ))
             .await
             .map_err(err)
     }
 
     async fn drop_column(&self, name: &str) -> Result<(), SourceError> {
-        self.client().await?.batch_execute(&format!("ALTER TABLE {} DROP COLUMN {name}", self.table())).await.map_err(err)
+        self.client()
+            .await?
+            .batch_execute(&format!("ALTER TABLE {} DROP COLUMN {name}", self.table()))
+            .await
+            .map_err(err)
     }
 
     async fn read(&self) -> Result<BTreeMap<i64, BTreeMap<String, Value>>, SourceError> {
         let client = self.client().await?;
-        let rows = client.query(&format!("SELECT * FROM {}", self.table()), &[]).await.map_err(err)?;
+        let rows = client
+            .query(&format!("SELECT * FROM {}", self.table()), &[])
+            .await
+            .map_err(err)?;
         let mut out = BTreeMap::new();
         for row in rows {
             let mut cols = BTreeMap::new();
@@ -157,7 +192,10 @@ impl Workload for PgWorkload {
                     cols.insert("id".to_string(), Value::Integer(id));
                 } else {
                     let v: Option<String> = row.get(i);
-                    cols.insert(c.name().to_string(), v.map(Value::Text).unwrap_or(Value::Null));
+                    cols.insert(
+                        c.name().to_string(),
+                        v.map(Value::Text).unwrap_or(Value::Null),
+                    );
                 }
             }
             out.insert(id, cols);
@@ -198,29 +236,60 @@ pub(crate) async fn run_all(w: &PgWorkload) {
             match $e.await {
                 Ok(()) => eprintln!("conformance {}: ok ({:?})", $name, started.elapsed()),
                 Err(e) => {
-                    eprintln!("conformance {}: FAILED: {e}\n{}", $name, w.server.log_tail(20));
+                    eprintln!(
+                        "conformance {}: FAILED: {e}\n{}",
+                        $name,
+                        w.server.log_tail(20)
+                    );
                     failures.push(format!("{}: {e}", $name));
                 }
             }
         };
     }
-    scenario!("bad credentials give Auth", conformance::bad_credentials(w, "wrong-Secret-77"));
-    scenario!("missing prerequisite names the setting", conformance::missing_prerequisite(w));
-    scenario!("snapshot while writing converges", conformance::snapshot_while_writing(w));
-    scenario!("resume from checkpoint", conformance::resume_from_checkpoint(w));
+    scenario!(
+        "bad credentials give Auth",
+        conformance::bad_credentials(w, "wrong-Secret-77")
+    );
+    scenario!(
+        "missing prerequisite names the setting",
+        conformance::missing_prerequisite(w)
+    );
+    scenario!(
+        "snapshot while writing converges",
+        conformance::snapshot_while_writing(w)
+    );
+    scenario!(
+        "resume from checkpoint",
+        conformance::resume_from_checkpoint(w)
+    );
     scenario!("truncate", conformance::truncate(w));
     scenario!("add/drop column", conformance::add_drop_column(w));
-    scenario!("idle write checkpoint", conformance::idle_write_checkpoint(w, Duration::from_secs(5)));
-    scenario!("large transaction", conformance::large_transaction(w, 50_000, 1000));
+    scenario!(
+        "idle write checkpoint",
+        conformance::idle_write_checkpoint(w, Duration::from_secs(5))
+    );
+    scenario!(
+        "large transaction",
+        conformance::large_transaction(w, 50_000, 1000)
+    );
     scenario!("history lost", conformance::history_lost(w));
-    scenario!("server killed and restarted", conformance::server_restart(w));
-    assert!(failures.is_empty(), "conformance failures:\n{}", failures.join("\n"));
+    scenario!(
+        "server killed and restarted",
+        conformance::server_restart(w)
+    );
+    assert!(
+        failures.is_empty(),
+        "conformance failures:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_postgres_15() {
     powersync_source_core::testkit::init_tracing();
-    let Some(w) = PgWorkload::start(None).await else { return };
+    let Some(w) = PgWorkload::start(None).await else {
+        return;
+    };
     run_all(&w).await;
 }
 
@@ -230,8 +299,12 @@ async fn other_major(major: u32) {
         return;
     }
     let dir = powersync_source_core::testkit::postgres::postgres_binaries_for_major(major).await;
-    let Some(dir) = powersync_source_core::testkit::or_skip(dir) else { return };
-    let Some(w) = PgWorkload::start(Some(dir)).await else { return };
+    let Some(dir) = powersync_source_core::testkit::or_skip(dir) else {
+        return;
+    };
+    let Some(w) = PgWorkload::start(Some(dir)).await else {
+        return;
+    };
     run_all(&w).await;
 }
 

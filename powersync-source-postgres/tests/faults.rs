@@ -14,7 +14,12 @@ use powersync_source_postgres::{PgConfig, PostgresSource};
 use crate::conformance::PgWorkload;
 
 fn inserts(from: i64, n: i64) -> Vec<Dml> {
-    (from..from + n).map(|id| Dml::Insert { id, v: format!("v{id}") }).collect()
+    (from..from + n)
+        .map(|id| Dml::Insert {
+            id,
+            v: format!("v{id}"),
+        })
+        .collect()
 }
 
 async fn started() -> Option<PgWorkload> {
@@ -31,12 +36,23 @@ async fn walsender_terminated_reconnects_without_gap_or_duplicate() {
     let source = w.source();
     let mut stream = source.start(StartFrom::Beginning).await.unwrap();
     let mut oracle = Oracle::strict();
-    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| o.snapshot_done).await.unwrap();
+    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
+        o.snapshot_done
+    })
+    .await
+    .unwrap();
     w.apply(&inserts(100, 20)).await.unwrap();
-    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| o.commits >= 1).await.unwrap();
+    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
+        o.commits >= 1
+    })
+    .await
+    .unwrap();
     let client = w.client().await.unwrap();
     let killed = client
-        .query_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_replication", &[])
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_replication",
+            &[],
+        )
         .await
         .unwrap()
         .get::<_, i64>(0);
@@ -54,11 +70,17 @@ async fn slot_dropped_under_running_stream_is_history_lost() {
     let source = w.source();
     let mut stream = source.start(StartFrom::Beginning).await.unwrap();
     let mut oracle = Oracle::default();
-    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| o.snapshot_done).await.unwrap();
+    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
+        o.snapshot_done
+    })
+    .await
+    .unwrap();
     w.lose_history().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let next = tokio::time::timeout_at(deadline, stream.next()).await.expect("no error within 30 s");
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("no error within 30 s");
         match next {
             Some(Ok(_)) => continue,
             Some(Err(e)) => {
@@ -77,7 +99,11 @@ async fn half_open_connection_is_detected_and_recovered() {
     let source = w.source();
     let mut stream = source.start(StartFrom::Beginning).await.unwrap();
     let mut oracle = Oracle::strict();
-    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| o.snapshot_done).await.unwrap();
+    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
+        o.snapshot_done
+    })
+    .await
+    .unwrap();
     // The silence timeout of the workload's source is 6 s: freeze the server for longer.
     w.server.pause().await.unwrap();
     let t = std::time::Instant::now();
@@ -118,26 +144,52 @@ async fn server_killed_mid_snapshot_resumes_from_last_chunk() {
     drop(stream);
     // Writes after the crash, while no stream runs.
     w.apply(&inserts(10_000, 50)).await.unwrap();
-    w.apply(&[Dml::Delete { id: 1 }, Dml::Update { id: 4000, v: "changed".into() }]).await.unwrap();
+    w.apply(&[
+        Dml::Delete { id: 1 },
+        Dml::Update {
+            id: 4000,
+            v: "changed".into(),
+        },
+    ])
+    .await
+    .unwrap();
     let token = resume.expect("a resume token").to_token();
-    let mut stream = source.start(StartFrom::parse(&token).unwrap()).await.unwrap();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| o.snapshot_done).await.unwrap();
+    let mut stream = source
+        .start(StartFrom::parse(&token).unwrap())
+        .await
+        .unwrap();
+    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
+        o.snapshot_done
+    })
+    .await
+    .unwrap();
     converge(&w, &mut stream, &mut oracle).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_level_replica_is_a_prerequisite_error() {
     powersync_source_core::testkit::init_tracing();
-    let server = PostgresServer::builder().setting("wal_level", "replica").start().await;
-    let Some(server) = powersync_source_core::testkit::or_skip(server) else { return };
-    server.psql("CREATE TABLE t (id int primary key); CREATE PUBLICATION powersync FOR ALL TABLES;").await.unwrap();
+    let server = PostgresServer::builder()
+        .setting("wal_level", "replica")
+        .start()
+        .await;
+    let Some(server) = powersync_source_core::testkit::or_skip(server) else {
+        return;
+    };
+    server
+        .psql("CREATE TABLE t (id int primary key); CREATE PUBLICATION powersync FOR ALL TABLES;")
+        .await
+        .unwrap();
     let source = PostgresSource::from_url(&server.url()).unwrap();
     let report = source.check().await.unwrap();
     assert!(!report.is_ready());
     let err = report.into_result().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Prerequisite);
     let text = err.to_string();
-    assert!(text.contains("wal_level") && text.contains("restart"), "{text}");
+    assert!(
+        text.contains("wal_level") && text.contains("restart"),
+        "{text}"
+    );
     let err = source.start(StartFrom::Beginning).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Prerequisite, "{err}");
 }
@@ -145,7 +197,10 @@ async fn wal_level_replica_is_a_prerequisite_error() {
 #[tokio::test]
 async fn unreachable_host_is_a_connection_error() {
     let port = powersync_source_core::testkit::free_port().unwrap();
-    let config = PgConfig::parse(&format!("postgres://postgres:pw@127.0.0.1:{port}/postgres?connect_timeout=2")).unwrap();
+    let config = PgConfig::parse(&format!(
+        "postgres://postgres:pw@127.0.0.1:{port}/postgres?connect_timeout=2"
+    ))
+    .unwrap();
     let err = PostgresSource::new(config).check().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
     assert!(err.is_retryable());
@@ -159,7 +214,11 @@ async fn table_without_key_is_reported_with_the_fix() {
         .psql("CREATE TABLE nokey (a int, b text); CREATE PUBLICATION nk FOR TABLE nokey;")
         .await
         .unwrap();
-    let source = PostgresSource::new(PgConfig::parse(&w.server.url()).unwrap().with_publication("nk"));
+    let source = PostgresSource::new(
+        PgConfig::parse(&w.server.url())
+            .unwrap()
+            .with_publication("nk"),
+    );
     let report = source.check().await.unwrap();
     let text = report.clone().into_result().unwrap_err().to_string();
     assert!(text.contains("REPLICA IDENTITY FULL"), "{text}");
@@ -171,7 +230,11 @@ async fn resume_from_checkpoint_older_than_the_slot_is_history_lost() {
     let source = w.source();
     let mut stream = source.start(StartFrom::Beginning).await.unwrap();
     let mut oracle = Oracle::default();
-    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| o.snapshot_done).await.unwrap();
+    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
+        o.snapshot_done
+    })
+    .await
+    .unwrap();
     let old = oracle.last_checkpoint.clone().unwrap();
     w.apply(&inserts(0, 5)).await.unwrap();
     converge(&w, &mut stream, &mut oracle).await.unwrap();
@@ -180,7 +243,11 @@ async fn resume_from_checkpoint_older_than_the_slot_is_history_lost() {
     let newest = oracle.last_checkpoint.clone().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        drive(&mut stream, &mut oracle, Duration::from_millis(300), |_| false).await.ok();
+        drive(&mut stream, &mut oracle, Duration::from_millis(300), |_| {
+            false
+        })
+        .await
+        .ok();
         let confirmed: String = client
             .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name LIKE 'conf_slot_%'", &[])
             .await
@@ -191,35 +258,58 @@ async fn resume_from_checkpoint_older_than_the_slot_is_history_lost() {
         if confirmed.to_checkpoint() > old {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "slot never confirmed {newest}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slot never confirmed {newest}"
+        );
     }
     drop(stream);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let err = source.start(StartFrom::Checkpoint(old)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::HistoryLost, "{err}");
-    assert!(err.to_string().contains("past the resume checkpoint"), "{err}");
+    assert!(
+        err.to_string().contains("past the resume checkpoint"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_unpublished_writes_do_not_hold_wal() {
     let Some(w) = started().await else { return };
     let client = w.client().await.unwrap();
-    client.batch_execute("CREATE TABLE other (id bigint primary key, pad text)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE other (id bigint primary key, pad text)")
+        .await
+        .unwrap();
     let source = w.source();
     let mut stream = source.start(StartFrom::Beginning).await.unwrap();
     let mut oracle = Oracle::default();
-    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| o.snapshot_done).await.unwrap();
+    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
+        o.snapshot_done
+    })
+    .await
+    .unwrap();
     // Lots of WAL from a table outside the publication.
     client
-        .batch_execute("INSERT INTO other SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g")
+        .batch_execute(
+            "INSERT INTO other SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g",
+        )
         .await
         .unwrap();
-    let target: String = client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    let target: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
     let target: powersync_source_core::position::PgLsn = target.parse().unwrap();
     // The host acknowledges what the stream hands it (keepalives); the slot must follow.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        drive(&mut stream, &mut oracle, Duration::from_millis(500), |_| false).await.ok();
+        drive(&mut stream, &mut oracle, Duration::from_millis(500), |_| {
+            false
+        })
+        .await
+        .ok();
         let confirmed: String = client
             .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name LIKE 'conf_slot_%'", &[])
             .await
@@ -229,7 +319,10 @@ async fn idle_and_unpublished_writes_do_not_hold_wal() {
         if confirmed >= target {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "slot stuck at {confirmed}, WAL at {target}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slot stuck at {confirmed}, WAL at {target}"
+        );
     }
     assert!(oracle.rows.is_empty());
 }
@@ -237,7 +330,10 @@ async fn idle_and_unpublished_writes_do_not_hold_wal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn toast_columns_not_sent_are_unchanged_and_key_only_old_images() {
     powersync_source_core::testkit::init_tracing();
-    let Some(server) = powersync_source_core::testkit::or_skip(PostgresServer::start().await) else { return };
+    let Some(server) = powersync_source_core::testkit::or_skip(PostgresServer::start().await)
+    else {
+        return;
+    };
     server
         .psql("CREATE TABLE t (id bigint primary key, big text, n int); CREATE PUBLICATION powersync FOR TABLE t;")
         .await
@@ -253,7 +349,11 @@ async fn toast_columns_not_sent_are_unchanged_and_key_only_old_images() {
     let mut rows = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while rows.len() < 4 {
-        let batch = tokio::time::timeout_at(deadline, stream.next()).await.unwrap().unwrap().unwrap();
+        let batch = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         for e in batch.events {
             if let ChangeEvent::Row(r) = e {
                 if !r.snapshot {
@@ -277,5 +377,8 @@ async fn toast_columns_not_sent_are_unchanged_and_key_only_old_images() {
     assert_eq!(rows[2].key_values()[0].1, &Value::Integer(1));
     // Delete: key-only old image.
     assert_eq!(rows[3].old_image, OldImage::Key);
-    assert_eq!(rows[3].old.as_ref().unwrap().get(0), Some(&Value::Integer(2)));
+    assert_eq!(
+        rows[3].old.as_ref().unwrap().get(0),
+        Some(&Value::Integer(2))
+    );
 }

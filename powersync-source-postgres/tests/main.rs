@@ -1,8 +1,8 @@
 //! Integration tests.
-mod pgoutput;
 mod conformance;
-mod types;
-mod faults;
 mod connection;
+mod faults;
+mod pgoutput;
 mod publication_changes;
 mod type_paths;
+mod types;

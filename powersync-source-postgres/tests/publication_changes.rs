@@ -40,7 +40,10 @@ fn apply(state: &mut BTreeMap<String, BTreeMap<i64, Value>>, events: Vec<ChangeE
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_added_to_publication_and_recreated_is_snapshotted() {
     powersync_source_core::testkit::init_tracing();
-    let Some(server) = powersync_source_core::testkit::or_skip(PostgresServer::start().await) else { return };
+    let Some(server) = powersync_source_core::testkit::or_skip(PostgresServer::start().await)
+    else {
+        return;
+    };
     server
         .psql("CREATE TABLE a (id bigint primary key, v text); CREATE PUBLICATION powersync FOR TABLE a;
                INSERT INTO a VALUES (1, 'a1');")
@@ -83,8 +86,15 @@ async fn wait_for(
 ) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let batch = tokio::time::timeout_at(deadline, stream.next()).await.expect("marker not observed").unwrap().unwrap();
-        let seen = batch.events.iter().any(|e| matches!(e, ChangeEvent::CheckpointObserved(c) if c == marker));
+        let batch = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("marker not observed")
+            .unwrap()
+            .unwrap();
+        let seen = batch
+            .events
+            .iter()
+            .any(|e| matches!(e, ChangeEvent::CheckpointObserved(c) if c == marker));
         apply(state, batch.events);
         if seen {
             return;

@@ -196,23 +196,47 @@ pub(crate) fn golden() -> Vec<Case> {
         t("23:59:59.999999"),
     );
     add("time without time zone", "'24:00:00'", t("24:00:00.000000"));
-    add("time without time zone", "'12:00:00.5'", t("12:00:00.500000"));
+    add(
+        "time without time zone",
+        "'12:00:00.5'",
+        t("12:00:00.500000"),
+    );
     add(
         "time(3) without time zone",
         "'12:34:56.7'",
         t("12:34:56.700"),
     );
     add("time(0) without time zone", "'12:34:56.4'", t("12:34:56"));
-    add("time with time zone", "'12:34:56+05:30'", t("07:04:56.000000Z"));
-    add("time with time zone", "'01:00:00-03'", t("04:00:00.000000Z"));
-    add("time with time zone", "'23:30:00-02'", t("01:30:00.000000Z"));
-    add("time with time zone", "'00:00:00.25+00'", t("00:00:00.250000Z"));
+    add(
+        "time with time zone",
+        "'12:34:56+05:30'",
+        t("07:04:56.000000Z"),
+    );
+    add(
+        "time with time zone",
+        "'01:00:00-03'",
+        t("04:00:00.000000Z"),
+    );
+    add(
+        "time with time zone",
+        "'23:30:00-02'",
+        t("01:30:00.000000Z"),
+    );
+    add(
+        "time with time zone",
+        "'00:00:00.25+00'",
+        t("00:00:00.250000Z"),
+    );
     add(
         "time(2) with time zone",
         "'10:00:00.5+00'",
         t("10:00:00.50Z"),
     );
-    add("time with time zone", "'12:00:00+15:59:59'", t("20:00:01.000000Z"));
+    add(
+        "time with time zone",
+        "'12:00:00+15:59:59'",
+        t("20:00:01.000000Z"),
+    );
     add(
         "timestamp without time zone",
         "'2024-01-02 03:04:05.123456'",
@@ -524,7 +548,12 @@ pub(crate) fn golden() -> Vec<Case> {
     add(
         "tstzrange",
         r#"'["2020-01-01 00:00:00+01",infinity)'"#,
-        range(r#""2019-12-31T23:00:00.000000Z""#, r#""infinity""#, true, false),
+        range(
+            r#""2019-12-31T23:00:00.000000Z""#,
+            r#""infinity""#,
+            true,
+            false,
+        ),
     );
     add(
         "daterange",

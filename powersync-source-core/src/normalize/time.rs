@@ -141,9 +141,49 @@ pub fn format_date(days_since_unix_epoch: i64) -> String {
 }
 
 fn write_date_wide(out: &mut String, days: i128) {
+    // Hot path (every date and timestamp value): years 0000–9999 with i64 arithmetic and
+    // hand-written digits; `write!` and i128 division cost several times more.
+    if (-719_528..=2_932_896).contains(&days) {
+        let (y, m, d) = civil_from_days_small(days as i64);
+        let mut buf = [0u8; 10];
+        put_digits(&mut buf[0..4], y as u32);
+        buf[4] = b'-';
+        put_digits(&mut buf[5..7], m);
+        buf[7] = b'-';
+        put_digits(&mut buf[8..10], d);
+        push_ascii(out, &buf);
+        return;
+    }
     let (y, m, d) = civil_from_days_wide(days);
     write_year_wide(out, y);
     let _ = write!(out, "-{m:02}-{d:02}");
+}
+
+/// [`civil_from_days`] in i64 for days within years 0–9999 (the fast path's range).
+fn civil_from_days_small(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Writes `v` as exactly `dst.len()` decimal digits (zero-padded, high digits dropped).
+fn put_digits(dst: &mut [u8], mut v: u32) {
+    for b in dst.iter_mut().rev() {
+        *b = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+fn push_ascii(out: &mut String, ascii: &[u8]) {
+    // Only ASCII digits and separators are ever written here.
+    out.push_str(std::str::from_utf8(ascii).unwrap_or_default());
 }
 
 /// Nanoseconds since midnight → `HH:MM:SS[.fraction]`.
@@ -171,13 +211,18 @@ pub fn format_time_span(negative: bool, nanos: u64, digits: FracDigits) -> Strin
 fn write_hms(out: &mut String, nanos: u64, digits: FracDigits) {
     let secs = nanos / 1_000_000_000;
     let frac = (nanos % 1_000_000_000) as u32;
-    let _ = write!(
-        out,
-        "{:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
+    let hours = secs / 3600;
+    if hours < 100 {
+        let mut buf = [0u8; 8];
+        put_digits(&mut buf[0..2], hours as u32);
+        buf[2] = b':';
+        put_digits(&mut buf[3..5], (secs / 60 % 60) as u32);
+        buf[5] = b':';
+        put_digits(&mut buf[6..8], (secs % 60) as u32);
+        push_ascii(out, &buf);
+    } else {
+        let _ = write!(out, "{hours:02}:{:02}:{:02}", secs / 60 % 60, secs % 60);
+    }
     write_frac(out, frac, digits);
 }
 
@@ -216,8 +261,17 @@ fn write_infinity(out: &mut String, unix_nanos: i128) -> bool {
 }
 
 fn write_timestamp(out: &mut String, unix_nanos: i128, digits: FracDigits) {
-    let days = unix_nanos.div_euclid(NANOS_PER_DAY);
-    let rem = unix_nanos.rem_euclid(NANOS_PER_DAY) as u64;
+    // i64 division when the value fits (years 1677–2262), i128 otherwise.
+    let (days, rem) = match i64::try_from(unix_nanos) {
+        Ok(n) => {
+            let per_day = NANOS_PER_DAY as i64;
+            (n.div_euclid(per_day) as i128, n.rem_euclid(per_day) as u64)
+        }
+        Err(_) => (
+            unix_nanos.div_euclid(NANOS_PER_DAY),
+            unix_nanos.rem_euclid(NANOS_PER_DAY) as u64,
+        ),
+    };
     write_date_wide(out, days);
     out.push('T');
     write_hms(out, rem, digits);
@@ -277,9 +331,11 @@ pub fn write_fraction(out: &mut String, nanos: u32, precision: u8) {
     if precision == 0 {
         return;
     }
-    let p = precision.min(9) as u32;
-    let v = nanos.min(999_999_999) / 10u32.pow(9 - p);
-    let _ = write!(out, ".{:0width$}", v, width = p as usize);
+    let p = precision.min(9) as usize;
+    let mut buf = [0u8; 10];
+    buf[0] = b'.';
+    put_digits(&mut buf[1..10], nanos.min(999_999_999));
+    push_ascii(out, &buf[..=p]);
 }
 
 fn write_frac(out: &mut String, nanos: u32, digits: FracDigits) {

@@ -98,7 +98,10 @@ pub struct Oracle {
 impl Oracle {
     /// A strict oracle.
     pub fn strict() -> Self {
-        Oracle { strict: true, ..Default::default() }
+        Oracle {
+            strict: true,
+            ..Default::default()
+        }
     }
 
     /// Applies one batch; commits are applied atomically, aborts discard the open transaction.
@@ -151,7 +154,10 @@ impl Oracle {
                 };
                 match r.op {
                     Op::Insert | Op::Update => {
-                        let new = r.new.as_ref().ok_or_else(|| SourceError::decode("no new image"))?;
+                        let new = r
+                            .new
+                            .as_ref()
+                            .ok_or_else(|| SourceError::decode("no new image"))?;
                         let id = key_of(new)?;
                         if r.op == Op::Update && r.old_image != OldImage::None {
                             if let Some(old) = &r.old {
@@ -161,7 +167,11 @@ impl Oracle {
                                 }
                             }
                         }
-                        if r.op == Op::Insert && !r.snapshot && self.strict && self.rows.contains_key(&id) {
+                        if r.op == Op::Insert
+                            && !r.snapshot
+                            && self.strict
+                            && self.rows.contains_key(&id)
+                        {
                             return Err(SourceError::decode(format!(
                                 "duplicate insert of id {id}: a change was delivered twice"
                             )));
@@ -170,7 +180,13 @@ impl Oracle {
                         if r.op == Op::Insert {
                             entry.clear();
                         }
-                        for (name, value) in r.table.columns.iter().map(|c| c.name.as_str()).zip(new.values()) {
+                        for (name, value) in r
+                            .table
+                            .columns
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .zip(new.values())
+                        {
                             if !value.is_unchanged() {
                                 entry.insert(name.to_string(), value.clone());
                             }
@@ -179,7 +195,10 @@ impl Oracle {
                         entry.retain(|k, _| r.table.column_index(k).is_some());
                     }
                     Op::Delete => {
-                        let old = r.old.as_ref().ok_or_else(|| SourceError::decode("delete without old image"))?;
+                        let old = r
+                            .old
+                            .as_ref()
+                            .ok_or_else(|| SourceError::decode("delete without old image"))?;
                         self.rows.remove(&key_of(old)?);
                     }
                 }
@@ -192,8 +211,17 @@ impl Oracle {
     /// Compares with a fresh read, over the columns the read has.
     pub fn diff(&self, source: &BTreeMap<i64, BTreeMap<String, Value>>) -> Option<String> {
         if self.rows.len() != source.len() {
-            let missing: Vec<_> = source.keys().filter(|k| !self.rows.contains_key(k)).take(5).collect();
-            let extra: Vec<_> = self.rows.keys().filter(|k| !source.contains_key(k)).take(5).collect();
+            let missing: Vec<_> = source
+                .keys()
+                .filter(|k| !self.rows.contains_key(k))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = self
+                .rows
+                .keys()
+                .filter(|k| !source.contains_key(k))
+                .take(5)
+                .collect();
             return Some(format!(
                 "{} rows replicated, {} in the source (missing e.g. {missing:?}, extra e.g. {extra:?})",
                 self.rows.len(),
@@ -226,7 +254,9 @@ pub async fn drive(
     while !until(oracle) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(SourceError::connection(format!("condition not reached within {timeout:?}")));
+            return Err(SourceError::connection(format!(
+                "condition not reached within {timeout:?}"
+            )));
         }
         match tokio::time::timeout(left.min(Duration::from_millis(500)), stream.next()).await {
             Ok(Some(batch)) => {
@@ -258,16 +288,26 @@ pub async fn converge<W: Workload + ?Sized>(
     .await
     .map_err(|e| e.context("waiting for the write checkpoint"))?;
     // The marker's transaction commit follows the marker; let it through.
-    drive(stream, oracle, Duration::from_secs(30), |o| o.pending.is_empty()).await?;
+    drive(stream, oracle, Duration::from_secs(30), |o| {
+        o.pending.is_empty()
+    })
+    .await?;
     let read = w.read().await?;
     match oracle.diff(&read) {
         None => Ok(()),
-        Some(d) => Err(SourceError::decode(format!("replica differs from the source: {d}"))),
+        Some(d) => Err(SourceError::decode(format!(
+            "replica differs from the source: {d}"
+        ))),
     }
 }
 
 fn inserts(from: i64, n: i64) -> Vec<Dml> {
-    (from..from + n).map(|id| Dml::Insert { id, v: format!("v{id}") }).collect()
+    (from..from + n)
+        .map(|id| Dml::Insert {
+            id,
+            v: format!("v{id}"),
+        })
+        .collect()
 }
 
 /// Mixed DML over ids `base..base+n`: updates and deletes of earlier rows, fresh inserts.
@@ -275,9 +315,15 @@ fn mixed(round: i64, base: i64, n: i64) -> Vec<Dml> {
     let mut out = Vec::new();
     for i in 0..n {
         let id = base + i;
-        out.push(Dml::Insert { id, v: format!("r{round}-{id}") });
+        out.push(Dml::Insert {
+            id,
+            v: format!("r{round}-{id}"),
+        });
         if i % 3 == 0 && id > 1 {
-            out.push(Dml::Update { id: id / 2, v: format!("u{round}-{id}") });
+            out.push(Dml::Update {
+                id: id / 2,
+                v: format!("u{round}-{id}"),
+            });
         }
         if i % 7 == 0 && id > 3 {
             out.push(Dml::Delete { id: id / 3 });
@@ -298,10 +344,17 @@ pub async fn snapshot_while_writing<W: Workload + ?Sized>(w: &W) -> Result<()> {
     for round in 0..20 {
         w.apply(&mixed(round, 10_000 + round * 50, 50)).await?;
         if round % 5 == 0 {
-            drive(&mut stream, &mut oracle, Duration::from_millis(200), |_| false).await.ok();
+            drive(&mut stream, &mut oracle, Duration::from_millis(200), |_| {
+                false
+            })
+            .await
+            .ok();
         }
     }
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| o.snapshot_done).await?;
+    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
+        o.snapshot_done
+    })
+    .await?;
     converge(w, &mut stream, &mut oracle).await
 }
 
@@ -312,12 +365,21 @@ pub async fn resume_from_checkpoint<W: Workload + ?Sized>(w: &W) -> Result<()> {
     let source = w.source();
     let mut stream = source.start(StartFrom::Beginning).await?;
     let mut oracle = Oracle::strict();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| o.snapshot_done).await?;
+    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
+        o.snapshot_done
+    })
+    .await?;
     for round in 0..5 {
         w.apply(&inserts(1000 + round * 10, 10)).await?;
     }
-    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| o.commits >= 3).await?;
-    let resume = oracle.last_checkpoint.clone().ok_or_else(|| SourceError::decode("no checkpoint"))?;
+    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
+        o.commits >= 3
+    })
+    .await?;
+    let resume = oracle
+        .last_checkpoint
+        .clone()
+        .ok_or_else(|| SourceError::decode("no checkpoint"))?;
     drop(stream);
     for round in 5..10 {
         w.apply(&inserts(1000 + round * 10, 10)).await?;
@@ -334,9 +396,15 @@ pub async fn server_restart<W: Workload + ?Sized>(w: &W) -> Result<()> {
     let source = w.source();
     let mut stream = source.start(StartFrom::Beginning).await?;
     let mut oracle = Oracle::strict();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| o.snapshot_done).await?;
+    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
+        o.snapshot_done
+    })
+    .await?;
     w.apply(&inserts(1000, 50)).await?;
-    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| o.commits >= 1).await?;
+    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
+        o.commits >= 1
+    })
+    .await?;
     w.kill_and_restart().await?;
     for round in 0..5 {
         w.apply(&inserts(2000 + round * 10, 10)).await?;
@@ -345,13 +413,25 @@ pub async fn server_restart<W: Workload + ?Sized>(w: &W) -> Result<()> {
 }
 
 /// A large transaction converges and batches stay bounded.
-pub async fn large_transaction<W: Workload + ?Sized>(w: &W, rows: i64, max_batch: usize) -> Result<()> {
+pub async fn large_transaction<W: Workload + ?Sized>(
+    w: &W,
+    rows: i64,
+    max_batch: usize,
+) -> Result<()> {
     w.reset().await?;
     let source = w.source();
     let mut stream = source.start(StartFrom::Beginning).await?;
     let mut oracle = Oracle::strict();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| o.snapshot_done).await?;
-    let big: Vec<Dml> = (0..rows).map(|id| Dml::Insert { id, v: "x".repeat(200) }).collect();
+    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
+        o.snapshot_done
+    })
+    .await?;
+    let big: Vec<Dml> = (0..rows)
+        .map(|id| Dml::Insert {
+            id,
+            v: "x".repeat(200),
+        })
+        .collect();
     w.apply(&big).await?;
     converge(w, &mut stream, &mut oracle).await?;
     if oracle.max_batch > max_batch {
@@ -370,7 +450,10 @@ pub async fn truncate<W: Workload + ?Sized>(w: &W) -> Result<()> {
     let source = w.source();
     let mut stream = source.start(StartFrom::Beginning).await?;
     let mut oracle = Oracle::default();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| o.snapshot_done).await?;
+    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
+        o.snapshot_done
+    })
+    .await?;
     w.apply(&[Dml::Truncate]).await?;
     w.apply(&inserts(100, 5)).await?;
     converge(w, &mut stream, &mut oracle).await
@@ -383,13 +466,20 @@ pub async fn add_drop_column<W: Workload + ?Sized>(w: &W) -> Result<()> {
     let source = w.source();
     let mut stream = source.start(StartFrom::Beginning).await?;
     let mut oracle = Oracle::default();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| o.snapshot_done).await?;
+    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
+        o.snapshot_done
+    })
+    .await?;
     w.add_column("extra").await?;
     w.apply(&inserts(100, 3)).await?;
     w.set_column(100, "extra", "hello").await?;
     converge(w, &mut stream, &mut oracle).await?;
     w.drop_column("extra").await?;
-    w.apply(&[Dml::Update { id: 1, v: "after-drop".into() }]).await?;
+    w.apply(&[Dml::Update {
+        id: 1,
+        v: "after-drop".into(),
+    }])
+    .await?;
     converge(w, &mut stream, &mut oracle).await
 }
 
@@ -399,11 +489,20 @@ pub async fn idle_write_checkpoint<W: Workload + ?Sized>(w: &W, bound: Duration)
     let source = w.source();
     let mut stream = source.start(StartFrom::Beginning).await?;
     let mut oracle = Oracle::default();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| o.snapshot_done).await?;
+    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
+        o.snapshot_done
+    })
+    .await?;
     let marker = source.write_checkpoint().await?;
     let started = Instant::now();
-    drive(&mut stream, &mut oracle, bound, |o| o.observed.contains(&marker)).await?;
-    tracing::info!("idle write checkpoint observed after {:?}", started.elapsed());
+    drive(&mut stream, &mut oracle, bound, |o| {
+        o.observed.contains(&marker)
+    })
+    .await?;
+    tracing::info!(
+        "idle write checkpoint observed after {:?}",
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -413,8 +512,14 @@ pub async fn history_lost<W: Workload + ?Sized>(w: &W) -> Result<()> {
     let source = w.source();
     let mut stream = source.start(StartFrom::Beginning).await?;
     let mut oracle = Oracle::default();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| o.snapshot_done).await?;
-    let checkpoint = oracle.last_checkpoint.clone().ok_or_else(|| SourceError::decode("no checkpoint"))?;
+    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
+        o.snapshot_done
+    })
+    .await?;
+    let checkpoint = oracle
+        .last_checkpoint
+        .clone()
+        .ok_or_else(|| SourceError::decode("no checkpoint"))?;
     drop(stream);
     w.lose_history().await?;
     let result = match source.start(StartFrom::Checkpoint(checkpoint)).await {
@@ -426,8 +531,12 @@ pub async fn history_lost<W: Workload + ?Sized>(w: &W) -> Result<()> {
     };
     match result {
         Err(e) if e.kind() == ErrorKind::HistoryLost => Ok(()),
-        Err(e) => Err(SourceError::decode(format!("expected HistoryLost, got {e}"))),
-        Ok(_) => Err(SourceError::decode("expected HistoryLost, the stream started")),
+        Err(e) => Err(SourceError::decode(format!(
+            "expected HistoryLost, got {e}"
+        ))),
+        Ok(_) => Err(SourceError::decode(
+            "expected HistoryLost, the stream started",
+        )),
     }
 }
 
@@ -457,10 +566,14 @@ pub async fn missing_prerequisite<W: Workload + ?Sized>(w: &W) -> Result<()> {
         Err(e) => e,
     };
     if err.kind() != ErrorKind::Prerequisite {
-        return Err(SourceError::decode(format!("expected Prerequisite, got {err}")));
+        return Err(SourceError::decode(format!(
+            "expected Prerequisite, got {err}"
+        )));
     }
     if !err.to_string().contains(&setting) {
-        return Err(SourceError::decode(format!("the error does not name `{setting}`: {err}")));
+        return Err(SourceError::decode(format!(
+            "the error does not name `{setting}`: {err}"
+        )));
     }
     Ok(())
 }
