@@ -3,4 +3,5 @@
 
 mod common;
 mod mirror;
+mod setup;
 mod tail;

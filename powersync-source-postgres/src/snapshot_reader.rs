@@ -602,8 +602,14 @@ mod block_tests {
 
     #[test]
     fn pieces_cover_what_is_left_and_the_open_end() {
-        assert_eq!(block_pieces(10, &[], 4), vec![(0, 4), (4, 8), (8, 10), (10, u32::MAX)]);
-        assert_eq!(block_pieces(10, &[(0, 4), (8, 10)], 4), vec![(4, 8), (10, u32::MAX)]);
+        assert_eq!(
+            block_pieces(10, &[], 4),
+            vec![(0, 4), (4, 8), (8, 10), (10, u32::MAX)]
+        );
+        assert_eq!(
+            block_pieces(10, &[(0, 4), (8, 10)], 4),
+            vec![(4, 8), (10, u32::MAX)]
+        );
         assert_eq!(block_pieces(0, &[], 4), vec![(0, u32::MAX)]);
         assert!(block_pieces(10, &[(0, u32::MAX)], 4).is_empty());
         let mut done = vec![];
