@@ -82,5 +82,17 @@ pub mod types;
 
 pub use config::{PgConfig, SslMode};
 pub use source::{PostgresOptions, PostgresSource};
+/// The `tokio-postgres` this crate uses, for the client [`connect_sql`] returns.
+pub use tokio_postgres;
 
 pub(crate) use sql_error::sql_error;
+
+/// An ordinary SQL connection with the same settings as the connector's own (TLS per
+/// `sslmode`, authentication, connect timeout, application name), for administrative tools
+/// built on this crate (e.g. a setup command). The connection task runs on the current tokio
+/// runtime.
+pub async fn connect_sql(
+    config: &PgConfig,
+) -> Result<tokio_postgres::Client, powersync_source_core::SourceError> {
+    connection::sql::connect(config).await
+}
