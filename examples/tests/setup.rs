@@ -42,7 +42,10 @@ async fn wal_level_replica_needs_alter_system_and_a_restart() {
     let done = run(SETUP, &[&url]).await;
     let out = text(&done);
     assert_eq!(done.code(), 3, "{out}\n{}", done.stderr);
-    assert!(out.contains("ALTER SYSTEM SET wal_level = logical;"), "{out}");
+    assert!(
+        out.contains("ALTER SYSTEM SET wal_level = logical;"),
+        "{out}"
+    );
     assert!(out.contains("wal_level is `replica`"), "{out}");
     assert!(out.contains("restart needed"), "{out}");
     assert!(out.contains("restart PostgreSQL"), "{out}");
@@ -52,7 +55,10 @@ async fn wal_level_replica_needs_alter_system_and_a_restart() {
     let done = run(SETUP, &[&url, "--apply"]).await;
     let out = text(&done);
     assert_eq!(done.code(), 3, "{out}\n{}", done.stderr);
-    assert!(out.contains("ALTER SYSTEM SET wal_level = logical;\n-- done"), "{out}");
+    assert!(
+        out.contains("ALTER SYSTEM SET wal_level = logical;\n-- done"),
+        "{out}"
+    );
     assert!(out.contains("-- skipped"), "{out}");
     assert!(out.contains("restart needed"), "{out}");
     let file = sql(
@@ -113,7 +119,9 @@ async fn apply_prepares_everything_and_a_second_run_changes_nothing() {
     assert!(!out.contains("-- password for"), "{out}");
     assert!(!out.contains(admin_password) && !done.stderr.contains(admin_password));
     assert_eq!(
-        sql(&pg, "SELECT count(*) FROM pg_roles WHERE rolname = 'repl'").await.trim(),
+        sql(&pg, "SELECT count(*) FROM pg_roles WHERE rolname = 'repl'")
+            .await
+            .trim(),
         "0"
     );
 
@@ -148,27 +156,39 @@ async fn apply_prepares_everything_and_a_second_run_changes_nothing() {
         "t|t|t"
     );
     assert_eq!(
-        sql(&pg, "SELECT relreplident FROM pg_class WHERE oid = 'public.notes'::regclass")
-            .await
-            .trim(),
+        sql(
+            &pg,
+            "SELECT relreplident FROM pg_class WHERE oid = 'public.notes'::regclass"
+        )
+        .await
+        .trim(),
         "f"
     );
     assert_eq!(
-        sql(&pg, "SELECT puballtables FROM pg_publication WHERE pubname = 'powersync'")
-            .await
-            .trim(),
+        sql(
+            &pg,
+            "SELECT puballtables FROM pg_publication WHERE pubname = 'powersync'"
+        )
+        .await
+        .trim(),
         "t"
     );
 
     // The connector's check passes with the new user's URL, and the connector runs.
-    let repl_url = format!("postgres://repl:{password}@127.0.0.1:{}/postgres", pg.port());
+    let repl_url = format!(
+        "postgres://repl:{password}@127.0.0.1:{}/postgres",
+        pg.port()
+    );
     let report = PostgresSource::from_url(&repl_url)
         .expect("url")
         .check()
         .await
         .expect("check as repl");
     assert!(report.is_ready(), "{:?}", report.problems);
-    let wrong = format!("postgres://repl:wrong{password}@127.0.0.1:{}/postgres", pg.port());
+    let wrong = format!(
+        "postgres://repl:wrong{password}@127.0.0.1:{}/postgres",
+        pg.port()
+    );
     let err = PostgresSource::from_url(&wrong)
         .expect("url")
         .check()
@@ -204,7 +224,10 @@ async fn apply_prepares_everything_and_a_second_run_changes_nothing() {
     assert_eq!(done.code(), 0, "{}", text(&done));
 
     // Rejected credentials are a configuration problem (2), and never echoed.
-    let bad = format!("postgres://postgres:not-the-{admin_password}@127.0.0.1:{}/postgres", pg.port());
+    let bad = format!(
+        "postgres://postgres:not-the-{admin_password}@127.0.0.1:{}/postgres",
+        pg.port()
+    );
     let done = run(SETUP, &[&bad]).await;
     assert_eq!(done.code(), 2, "{}\n{}", text(&done), done.stderr);
     assert!(!done.stderr.contains(admin_password) && !text(&done).contains(admin_password));
@@ -254,7 +277,10 @@ async fn listed_tables_complete_an_existing_publication_and_user() {
     ] {
         assert!(out.contains(expected), "missing `{expected}` in:\n{out}");
     }
-    assert!(!out.contains("CREATE ROLE") && !out.contains("ALTER DEFAULT PRIVILEGES"), "{out}");
+    assert!(
+        !out.contains("CREATE ROLE") && !out.contains("ALTER DEFAULT PRIVILEGES"),
+        "{out}"
+    );
 
     // --apply does what SQL can; the missing table stays a problem.
     let done = run(SETUP, &[&args[..], &["--apply"][..]].concat()).await;

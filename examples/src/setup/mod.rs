@@ -8,7 +8,6 @@
 //! left for the console or a restart, then checks again. A step that is already done is not
 //! planned, so a second `--apply` changes nothing.
 
-pub mod connect;
 pub mod postgres;
 pub mod provider;
 
@@ -161,7 +160,7 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
         tables,
     };
 
-    let client = connect::connect(&cfg).await?;
+    let client = powersync_source_postgres::connect_sql(&cfg).await?;
     let version = postgres::read_version(&client).await?;
     let early = provider::ServerSignals {
         version,
@@ -261,11 +260,13 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
         )?;
     }
     if let Some(password) = &applied.password {
+        // display_url() masks the password as `***`: show where it goes instead.
         let url = cfg
             .clone()
             .with_user(wanted.user.clone())
-            .without_password()
-            .display_url();
+            .with_password("x")
+            .display_url()
+            .replacen(":***@", ":<password>@", 1);
         writeln!(out)?;
         writeln!(
             out,
@@ -273,11 +274,7 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
             wanted.user
         )?;
         writeln!(out, "-- password for {}: {password}", wanted.user)?;
-        writeln!(
-            out,
-            "-- connector URL: {} with the password added after the user name",
-            url
-        )?;
+        writeln!(out, "-- connector URL: {url}")?;
     }
 
     // Check again.
@@ -417,7 +414,9 @@ fn add_check(plan: &mut Plan, result: Result<CheckReport, SourceError>, who: Che
                 },
                 required: true,
             }),
-            Severity::Warning => plan.notes.push(format!("{}; {}", problem.what, problem.fix)),
+            Severity::Warning => plan
+                .notes
+                .push(format!("{}; {}", problem.what, problem.fix)),
         }
     }
 }
@@ -460,7 +459,14 @@ async fn apply(
             }
             Action::SqlAlone(s) => {
                 if in_tx {
-                    commit(client, out, &mut result, &mut pending_password, tx_statements).await?;
+                    commit(
+                        client,
+                        out,
+                        &mut result,
+                        &mut pending_password,
+                        tx_statements,
+                    )
+                    .await?;
                     in_tx = false;
                     tx_statements = 0;
                     if result.failed {
@@ -520,7 +526,14 @@ async fn apply(
         }
     }
     if in_tx {
-        commit(client, out, &mut result, &mut pending_password, tx_statements).await?;
+        commit(
+            client,
+            out,
+            &mut result,
+            &mut pending_password,
+            tx_statements,
+        )
+        .await?;
     }
     Ok(result)
 }

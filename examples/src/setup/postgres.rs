@@ -201,7 +201,10 @@ pub async fn read_facts(client: &Client, wanted: &Wanted) -> Result<Facts, Sourc
             f.signals.settings.insert(name, row.get(1));
         }
     }
-    let provider_roles: Vec<String> = provider::PROVIDER_ROLES.iter().map(|r| r.to_string()).collect();
+    let provider_roles: Vec<String> = provider::PROVIDER_ROLES
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
     f.signals.roles = client
         .query(
             "SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1) ORDER BY 1",
@@ -258,11 +261,12 @@ pub async fn read_facts(client: &Client, wanted: &Wanted) -> Result<Facts, Sourc
         }
     }
     if f.admin.superuser {
-        // pg_file_settings is for superusers; the last entry is the one the files set.
+        // pg_file_settings is for superusers; the last entry is the one the files set. Its
+        // `error` is "setting could not be applied" for a value that waits for a restart.
         if let Ok(rows) = client
             .query(
                 "SELECT setting FROM pg_catalog.pg_file_settings
-                 WHERE name = 'wal_level' AND error IS NULL ORDER BY seqno DESC LIMIT 1",
+                 WHERE name = 'wal_level' ORDER BY seqno DESC LIMIT 1",
                 &[],
             )
             .await
@@ -304,13 +308,20 @@ pub async fn read_facts(client: &Client, wanted: &Wanted) -> Result<Facts, Sourc
             .await
             .map_err(|e| sql_err("reading published tables", e))?
         {
-            p.tables.insert(TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)));
+            p.tables.insert(TableName::new(
+                row.get::<_, String>(0),
+                row.get::<_, String>(1),
+            ));
         }
         f.publication = Some(p);
     }
 
     // The replication user's rights; PUBLIC's while the user does not exist yet.
-    let who = if f.user.is_some() { wanted.user.as_str() } else { "public" };
+    let who = if f.user.is_some() {
+        wanted.user.as_str()
+    } else {
+        "public"
+    };
     let owner = if f.user.is_some() {
         "pg_catalog.pg_has_role($1::text, c.relowner, 'USAGE')"
     } else {
@@ -423,19 +434,20 @@ pub fn quote_literal(s: &str) -> String {
 }
 
 /// PostgreSQL's reserved key words (and the ones a role or column name cannot be unquoted).
+#[rustfmt::skip]
 const RESERVED: &[&str] = &[
     "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "authorization",
     "binary", "both", "case", "cast", "check", "collate", "collation", "column", "concurrently",
     "constraint", "create", "cross", "current_catalog", "current_date", "current_role",
-    "current_schema", "current_time", "current_timestamp", "current_user", "default",
-    "deferrable", "desc", "distinct", "do", "else", "end", "except", "false", "fetch", "for",
-    "foreign", "freeze", "from", "full", "grant", "group", "having", "ilike", "in", "initially",
-    "inner", "intersect", "into", "is", "isnull", "join", "lateral", "leading", "left", "like",
-    "limit", "localtime", "localtimestamp", "natural", "not", "notnull", "null", "offset", "on",
-    "only", "or", "order", "outer", "overlaps", "placing", "primary", "references", "returning",
-    "right", "select", "session_user", "similar", "some", "symmetric", "system_user", "table",
-    "tablesample", "then", "to", "trailing", "true", "union", "unique", "user", "using",
-    "variadic", "verbose", "when", "where", "window", "with",
+    "current_schema", "current_time", "current_timestamp", "current_user", "default", "deferrable",
+    "desc", "distinct", "do", "else", "end", "except", "false", "fetch", "for", "foreign", "freeze",
+    "from", "full", "grant", "group", "having", "ilike", "in", "initially", "inner", "intersect",
+    "into", "is", "isnull", "join", "lateral", "leading", "left", "like", "limit", "localtime",
+    "localtimestamp", "natural", "not", "notnull", "null", "offset", "on", "only", "or", "order",
+    "outer", "overlaps", "placing", "primary", "references", "returning", "right", "select",
+    "session_user", "similar", "some", "symmetric", "system_user", "table", "tablesample", "then",
+    "to", "trailing", "true", "union", "unique", "user", "using", "variadic", "verbose", "when",
+    "where", "window", "with",
 ];
 
 /// Checks a `--user` name: PostgreSQL refuses these as role names.
@@ -445,13 +457,27 @@ pub fn validate_user(name: &str) -> Result<(), SourceError> {
         return Err(SourceError::config("--user must not be empty"));
     }
     if name.len() > 63 {
-        return Err(SourceError::config("--user: role names are at most 63 bytes"));
+        return Err(SourceError::config(
+            "--user: role names are at most 63 bytes",
+        ));
     }
     if lower.starts_with("pg_") {
-        return Err(SourceError::config("--user: names starting with pg_ are reserved"));
+        return Err(SourceError::config(
+            "--user: names starting with pg_ are reserved",
+        ));
     }
-    if ["public", "none", "current_user", "session_user", "current_role"].contains(&lower.as_str()) {
-        return Err(SourceError::config(format!("--user: `{name}` cannot be a role name")));
+    if [
+        "public",
+        "none",
+        "current_user",
+        "session_user",
+        "current_role",
+    ]
+    .contains(&lower.as_str())
+    {
+        return Err(SourceError::config(format!(
+            "--user: `{name}` cannot be a role name"
+        )));
     }
     Ok(())
 }
@@ -491,7 +517,10 @@ pub fn plan(f: &Facts, wanted: &Wanted, provider: Provider, host: &str) -> Plan 
     // ---- server ----
     if f.version_num < MIN_VERSION_NUM {
         plan.steps.push(manual(
-            format!("PostgreSQL {} is too old: logical replication with pgoutput needs 11 or newer", f.version),
+            format!(
+                "PostgreSQL {} is too old: logical replication with pgoutput needs 11 or newer",
+                f.version
+            ),
             "upgrade the server to PostgreSQL 11 or newer (a supported major version)",
             true,
         ));
@@ -525,7 +554,9 @@ pub fn plan(f: &Facts, wanted: &Wanted, provider: Provider, host: &str) -> Plan 
                 } else {
                     if f.can_alter_system {
                         plan.steps.push(Step {
-                            reason: format!("{reason} (ALTER SYSTEM writes it to postgresql.auto.conf)"),
+                            reason: format!(
+                                "{reason} (ALTER SYSTEM writes it to postgresql.auto.conf)"
+                            ),
                             action: Action::SqlAlone("ALTER SYSTEM SET wal_level = logical".into()),
                             required: true,
                         });
@@ -563,7 +594,9 @@ pub fn plan(f: &Facts, wanted: &Wanted, provider: Provider, host: &str) -> Plan 
                     Scope::Listed(
                         f.tables
                             .iter()
-                            .filter(|t| t.kind == 'r' && !internal.contains(&t.name.schema.as_str()))
+                            .filter(|t| {
+                                t.kind == 'r' && !internal.contains(&t.name.schema.as_str())
+                            })
                             .map(|t| t.name.clone())
                             .collect(),
                     )
@@ -575,7 +608,10 @@ pub fn plan(f: &Facts, wanted: &Wanted, provider: Provider, host: &str) -> Plan 
     };
     let selected: Vec<&TableFacts> = match &scope {
         Scope::AllTables => f.tables.iter().filter(|t| t.kind == 'r').collect(),
-        Scope::Listed(names) => names.iter().filter_map(|n| existing.get(n).copied()).collect(),
+        Scope::Listed(names) => names
+            .iter()
+            .filter_map(|n| existing.get(n).copied())
+            .collect(),
     };
     plan.scope = match &scope {
         Scope::AllTables => format!("every table (FOR ALL TABLES; {} now)", selected.len()),
@@ -585,7 +621,11 @@ pub fn plan(f: &Facts, wanted: &Wanted, provider: Provider, host: &str) -> Plan 
         Scope::Listed(names) => format!(
             "{} table(s): {}",
             names.len(),
-            names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+            names
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     if wanted.tables.is_empty() && f.publication.is_none() {
@@ -641,7 +681,7 @@ pub fn plan(f: &Facts, wanted: &Wanted, provider: Provider, host: &str) -> Plan 
                     if rls_tables.is_empty() {
                         String::new()
                     } else {
-                        format!(" (BYPASSRLS: row-level security on {} would hide rows from the snapshot)", rls_tables.len())
+                        format!(" (BYPASSRLS: row-level security on {} table(s) would hide rows from the snapshot)", rls_tables.len())
                     }
                 ),
                 action: Action::CreateUser {
@@ -726,14 +766,17 @@ pub fn plan(f: &Facts, wanted: &Wanted, provider: Provider, host: &str) -> Plan 
                 let schemas: BTreeSet<&str> =
                     unreadable.iter().map(|t| t.name.schema.as_str()).collect();
                 let names: Vec<String> = schemas.iter().map(|s| quote_ident(s)).collect();
-                format!("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {u}", list(&names))
+                format!(
+                    "GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {u}",
+                    list(&names)
+                )
             } else {
                 let names: Vec<String> = unreadable.iter().map(|t| qualified(&t.name)).collect();
                 format!("GRANT SELECT ON TABLE {} TO {u}", list(&names))
             };
             plan.steps.push(sql(reason, statement));
         }
-        if scope == Scope::AllTables && f.user.as_ref().map_or(true, |r| !r.superuser) {
+        if scope == Scope::AllTables {
             let schemas: BTreeSet<&str> = selected
                 .iter()
                 .map(|t| t.name.schema.as_str())
@@ -766,13 +809,19 @@ pub fn plan(f: &Facts, wanted: &Wanted, provider: Provider, host: &str) -> Plan 
     match &f.publication {
         None => match &scope {
             Scope::AllTables => plan.steps.push(sql(
-                format!("publication `{}` does not exist: it names the tables the slot streams", wanted.publication),
+                format!(
+                    "publication `{}` does not exist: it names the tables the slot streams",
+                    wanted.publication
+                ),
                 format!("CREATE PUBLICATION {p} FOR ALL TABLES"),
             )),
             Scope::Listed(_) if !listed_existing.is_empty() => {
                 let names: Vec<String> = listed_existing.iter().map(|t| qualified(t)).collect();
                 plan.steps.push(sql(
-                    format!("publication `{}` does not exist: it names the tables the slot streams", wanted.publication),
+                    format!(
+                        "publication `{}` does not exist: it names the tables the slot streams",
+                        wanted.publication
+                    ),
                     format!("CREATE PUBLICATION {p} FOR TABLE {}", list(&names)),
                 ));
             }
@@ -813,7 +862,9 @@ pub fn plan(f: &Facts, wanted: &Wanted, provider: Provider, host: &str) -> Plan 
                         wanted.publication,
                         missing_ops.join(", ")
                     ),
-                    format!("ALTER PUBLICATION {p} SET (publish = 'insert, update, delete, truncate')"),
+                    format!(
+                        "ALTER PUBLICATION {p} SET (publish = 'insert, update, delete, truncate')"
+                    ),
                 ));
             }
         }
@@ -877,7 +928,10 @@ mod tests {
         Wanted {
             user: "powersync".into(),
             publication: "powersync".into(),
-            tables: tables.iter().map(|t| TableName::parse(t, "public")).collect(),
+            tables: tables
+                .iter()
+                .map(|t| TableName::parse(t, "public"))
+                .collect(),
         }
     }
 
@@ -893,10 +947,19 @@ mod tests {
         let s = statements(&plan);
         assert_eq!(s[0], "ALTER SYSTEM SET wal_level = logical;");
         assert!(s[1].contains("restart PostgreSQL"), "{s:?}");
-        assert!(s[2].starts_with("CREATE ROLE powersync WITH LOGIN REPLICATION PASSWORD '"), "{s:?}");
+        assert!(
+            s[2].starts_with("CREATE ROLE powersync WITH LOGIN REPLICATION PASSWORD '"),
+            "{s:?}"
+        );
         assert_eq!(s[3], "GRANT USAGE ON SCHEMA app TO powersync;");
-        assert_eq!(s[4], "GRANT SELECT ON ALL TABLES IN SCHEMA app, public TO powersync;");
-        assert_eq!(s[5], "ALTER DEFAULT PRIVILEGES IN SCHEMA app, public GRANT SELECT ON TABLES TO powersync;");
+        assert_eq!(
+            s[4],
+            "GRANT SELECT ON ALL TABLES IN SCHEMA app, public TO powersync;"
+        );
+        assert_eq!(
+            s[5],
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA app, public GRANT SELECT ON TABLES TO powersync;"
+        );
         assert!(!plan.steps[5].required);
         assert_eq!(s[6], "CREATE PUBLICATION powersync FOR ALL TABLES;");
         assert_eq!(s[7], "ALTER TABLE public.log REPLICA IDENTITY FULL;");
@@ -909,8 +972,13 @@ mod tests {
         f.wal_level = "replica".into();
         f.wal_level_in_file = Some("logical".into());
         let plan = plan(&f, &wanted(&["items"]), Provider::SelfHosted, "localhost");
-        assert!(matches!(&plan.steps[0].action, Action::Manual { restart: true, .. }));
-        assert!(!statements(&plan).iter().any(|s| s.contains("ALTER SYSTEM SET")));
+        assert!(matches!(
+            &plan.steps[0].action,
+            Action::Manual { restart: true, .. }
+        ));
+        assert!(!statements(&plan)
+            .iter()
+            .any(|s| s.contains("ALTER SYSTEM SET")));
     }
 
     #[test]
@@ -919,11 +987,21 @@ mod tests {
         f.wal_level = "replica".into();
         f.admin.superuser = false;
         f.admin.member_of = vec!["rds_superuser".into()];
-        f.signals.settings.insert("rds.logical_replication".into(), "off".into());
-        let plan = plan(&f, &wanted(&["items"]), Provider::Rds, "db.x.eu-west-1.rds.amazonaws.com");
+        f.signals
+            .settings
+            .insert("rds.logical_replication".into(), "off".into());
+        let plan = plan(
+            &f,
+            &wanted(&["items"]),
+            Provider::Rds,
+            "db.x.eu-west-1.rds.amazonaws.com",
+        );
         let s = statements(&plan);
         assert!(s[0].contains("rds.logical_replication = 1"), "{s:?}");
-        assert!(s[1].starts_with("CREATE ROLE powersync WITH LOGIN PASSWORD"), "{s:?}");
+        assert!(
+            s[1].starts_with("CREATE ROLE powersync WITH LOGIN PASSWORD"),
+            "{s:?}"
+        );
         assert_eq!(s[2], "GRANT rds_replication TO powersync;");
         assert_eq!(s[3], "GRANT SELECT ON TABLE public.items TO powersync;");
         assert_eq!(s[4], "CREATE PUBLICATION powersync FOR TABLE public.items;");
@@ -948,9 +1026,17 @@ mod tests {
             tables: [TableName::new("public", "items")].into_iter().collect(),
             ..Default::default()
         });
-        let plan = plan(&f, &wanted(&["items", "app.things", "nope"]), Provider::SelfHosted, "h");
+        let plan = plan(
+            &f,
+            &wanted(&["items", "app.things", "nope"]),
+            Provider::SelfHosted,
+            "h",
+        );
         let s = statements(&plan);
-        assert!(plan.steps[0].reason.contains("public.nope does not exist"), "{s:?}");
+        assert!(
+            plan.steps[0].reason.contains("public.nope does not exist"),
+            "{s:?}"
+        );
         assert_eq!(s[1], "ALTER PUBLICATION powersync ADD TABLE app.things;");
         assert_eq!(
             s[2],
@@ -981,7 +1067,9 @@ mod tests {
             truncate: true,
             ..Default::default()
         });
-        f.default_select = ["app".to_string(), "public".to_string()].into_iter().collect();
+        f.default_select = ["app".to_string(), "public".to_string()]
+            .into_iter()
+            .collect();
         let plan = plan(&f, &wanted(&[]), Provider::SelfHosted, "h");
         assert!(plan.steps.is_empty(), "{:?}", statements(&plan));
     }
@@ -995,8 +1083,14 @@ mod tests {
         let plan = plan(&f, &wanted(&[]), Provider::Supabase, "db.x.supabase.co");
         let s = statements(&plan);
         assert!(s[0].contains("LOGIN REPLICATION BYPASSRLS"), "{s:?}");
-        let create = s.iter().find(|s| s.starts_with("CREATE PUBLICATION")).unwrap();
-        assert_eq!(create, "CREATE PUBLICATION powersync FOR TABLE app.things, public.items, public.log;");
+        let create = s
+            .iter()
+            .find(|s| s.starts_with("CREATE PUBLICATION"))
+            .unwrap();
+        assert_eq!(
+            create,
+            "CREATE PUBLICATION powersync FOR TABLE app.things, public.items, public.log;"
+        );
     }
 
     #[test]

@@ -164,9 +164,10 @@ impl Provider {
                 .is_some_and(|v| matches!(v.as_str(), "on" | "1" | "true"))
         };
         Some(match self {
-            Provider::SelfHosted | Provider::Heroku | Provider::CockroachDb | Provider::AuroraDsql => {
-                return None
-            }
+            Provider::SelfHosted
+            | Provider::Heroku
+            | Provider::CockroachDb
+            | Provider::AuroraDsql => return None,
             Provider::Supabase => "Supabase runs with wal_level = logical; this project does not: \
                  contact Supabase support (self-hosted Supabase: set wal_level = logical in \
                  postgresql.conf and restart)"
@@ -177,36 +178,46 @@ impl Provider {
                  reboot the writer)"
                     .to_string()
             }
-            Provider::Rds => "set rds.logical_replication = 1 in the instance's DB parameter group \
+            Provider::Rds => {
+                "set rds.logical_replication = 1 in the instance's DB parameter group \
                  (Aurora: the DB cluster parameter group; the default group cannot be edited: \
                  create a custom one and attach it), then reboot the instance (writer)"
-                .to_string(),
-            Provider::Azure => "set the server parameter wal_level = logical (portal: the server → \
+                    .to_string()
+            }
+            Provider::Azure => {
+                "set the server parameter wal_level = logical (portal: the server → \
                  Settings → Server parameters; CLI: `az postgres flexible-server parameter set \
                  --resource-group RG --server-name SERVER --name wal_level --value logical`), \
                  then restart the server (Single Server: azure.replication_support = logical)"
-                .to_string(),
+                    .to_string()
+            }
             Provider::CloudSql if on("cloudsql.logical_decoding") => {
                 "the flag cloudsql.logical_decoding is on but the instance has not restarted \
                  since: restart it"
                     .to_string()
             }
-            Provider::CloudSql => "set the database flag cloudsql.logical_decoding = on (console: the \
+            Provider::CloudSql => {
+                "set the database flag cloudsql.logical_decoding = on (console: the \
                  instance → Edit → Flags; or `gcloud sql instances patch INSTANCE \
                  --database-flags=cloudsql.logical_decoding=on`, which replaces every other flag: \
                  list them too); the instance restarts"
-                .to_string(),
-            Provider::AlloyDb => "set the database flag alloydb.logical_decoding = on on the primary \
+                    .to_string()
+            }
+            Provider::AlloyDb => {
+                "set the database flag alloydb.logical_decoding = on on the primary \
                  instance (console: the instance → Edit → Advanced configuration → flags); the \
                  instance restarts"
-                .to_string(),
+                    .to_string()
+            }
             Provider::Neon => "enable Logical Replication in the Neon console (the project → \
                  Settings → Logical Replication → Enable); this restarts the project's computes \
                  and cannot be turned off again"
                 .to_string(),
-            Provider::Fly => "run `fly postgres config update --wal-level logical --app APP` \
+            Provider::Fly => {
+                "run `fly postgres config update --wal-level logical --app APP` \
                  (the cluster's app), then restart it when asked (`fly postgres restart --app APP`)"
-                .to_string(),
+                    .to_string()
+            }
             Provider::PlanetScale => "in the PlanetScale console: the database → Cluster \
                  configuration → Parameters → Write-ahead log: wal_level = logical (also raise \
                  max_slot_wal_keep_size above its 4 GB default if the replica may lag); the \
@@ -218,9 +229,11 @@ impl Provider {
                  TABLES, its name; note that Render then reserves about 1/8 of the disk for \
                  wal_keep_size"
                 .to_string(),
-            Provider::Xata => "turn on logical replication (wal_level = logical) for the branch in \
+            Provider::Xata => {
+                "turn on logical replication (wal_level = logical) for the branch in \
                  the Xata console, or ask Xata support; the branch restarts"
-                .to_string(),
+                    .to_string()
+            }
         })
     }
 
@@ -292,8 +305,14 @@ pub const PROVIDER_ROLES: &[&str] = &[
 ];
 
 /// Prefixes of provider settings worth reading.
-pub const PROVIDER_SETTING_PREFIXES: &[&str] =
-    &["rds.", "cloudsql.", "alloydb.", "azure.", "neon.", "supautils."];
+pub const PROVIDER_SETTING_PREFIXES: &[&str] = &[
+    "rds.",
+    "cloudsql.",
+    "alloydb.",
+    "azure.",
+    "neon.",
+    "supautils.",
+];
 
 /// The provider from the host name alone; `None` when the name says nothing.
 pub fn from_host(host: &str) -> Option<Provider> {
@@ -308,9 +327,7 @@ pub fn from_host(host: &str) -> Option<Provider> {
     }
     let p = if ends("supabase.co") || ends("supabase.com") {
         Provider::Supabase
-    } else if ends("rds.amazonaws.com")
-        || (h.contains(".rds.") && ends("amazonaws.com.cn"))
-    {
+    } else if ends("rds.amazonaws.com") || (h.contains(".rds.") && ends("amazonaws.com.cn")) {
         Provider::Rds
     } else if h.contains(".dsql.") && (ends("on.aws") || ends("amazonaws.com")) {
         Provider::AuroraDsql
@@ -381,25 +398,58 @@ mod tests {
     fn host_patterns() {
         let cases: &[(&str, Option<Provider>)] = &[
             ("db.abcdefghijklmnop.supabase.co", Some(Provider::Supabase)),
-            ("aws-0-eu-central-1.pooler.supabase.com", Some(Provider::Supabase)),
-            ("mydb.c9akciq32.us-east-1.rds.amazonaws.com", Some(Provider::Rds)),
-            ("prod.cluster-c9akciq32.eu-west-1.rds.amazonaws.com", Some(Provider::Rds)),
-            ("mydb.abc.rds.cn-north-1.amazonaws.com.cn", Some(Provider::Rds)),
+            (
+                "aws-0-eu-central-1.pooler.supabase.com",
+                Some(Provider::Supabase),
+            ),
+            (
+                "mydb.c9akciq32.us-east-1.rds.amazonaws.com",
+                Some(Provider::Rds),
+            ),
+            (
+                "prod.cluster-c9akciq32.eu-west-1.rds.amazonaws.com",
+                Some(Provider::Rds),
+            ),
+            (
+                "mydb.abc.rds.cn-north-1.amazonaws.com.cn",
+                Some(Provider::Rds),
+            ),
             ("abc123.dsql.us-east-1.on.aws", Some(Provider::AuroraDsql)),
-            ("ec2-3-222-1-1.compute-1.amazonaws.com", Some(Provider::Heroku)),
-            ("myserver.postgres.database.azure.com", Some(Provider::Azure)),
-            ("ep-cool-darkness-123456.us-east-2.aws.neon.tech", Some(Provider::Neon)),
-            ("ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech", Some(Provider::Neon)),
+            (
+                "ec2-3-222-1-1.compute-1.amazonaws.com",
+                Some(Provider::Heroku),
+            ),
+            (
+                "myserver.postgres.database.azure.com",
+                Some(Provider::Azure),
+            ),
+            (
+                "ep-cool-darkness-123456.us-east-2.aws.neon.tech",
+                Some(Provider::Neon),
+            ),
+            (
+                "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech",
+                Some(Provider::Neon),
+            ),
             ("my-pg.fly.dev", Some(Provider::Fly)),
             ("my-pg.flycast", Some(Provider::Fly)),
             ("my-pg.internal", Some(Provider::Fly)),
             ("top2.nearest.of.my-pg.internal", Some(Provider::Fly)),
             ("us-east-3.pg.psdb.cloud", Some(Provider::PlanetScale)),
-            ("dpg-abc123-a.oregon-postgres.render.com", Some(Provider::Render)),
+            (
+                "dpg-abc123-a.oregon-postgres.render.com",
+                Some(Provider::Render),
+            ),
             ("dpg-abc123-a", Some(Provider::Render)),
             ("us-east-1.sql.xata.sh", Some(Provider::Xata)),
-            ("free-tier.gcp-us-central1.cockroachlabs.cloud", Some(Provider::CockroachDb)),
-            ("/cloudsql/project:europe-west1:instance", Some(Provider::CloudSql)),
+            (
+                "free-tier.gcp-us-central1.cockroachlabs.cloud",
+                Some(Provider::CockroachDb),
+            ),
+            (
+                "/cloudsql/project:europe-west1:instance",
+                Some(Provider::CloudSql),
+            ),
             ("/var/run/postgresql", None),
             ("localhost", None),
             ("127.0.0.1", None),
@@ -426,14 +476,38 @@ mod tests {
     #[test]
     fn server_signals() {
         let cases: &[(ServerSignals, Option<Provider>)] = &[
-            (signals(&[("rds.logical_replication", "off")], &[]), Some(Provider::Rds)),
-            (signals(&[], &["rds_superuser", "rds_replication"]), Some(Provider::Rds)),
-            (signals(&[("cloudsql.logical_decoding", "off")], &[]), Some(Provider::CloudSql)),
-            (signals(&[], &["cloudsqlsuperuser"]), Some(Provider::CloudSql)),
-            (signals(&[("alloydb.logical_decoding", "off")], &["cloudsqlsuperuser"]), Some(Provider::AlloyDb)),
-            (signals(&[("azure.extensions", "")], &[]), Some(Provider::Azure)),
+            (
+                signals(&[("rds.logical_replication", "off")], &[]),
+                Some(Provider::Rds),
+            ),
+            (
+                signals(&[], &["rds_superuser", "rds_replication"]),
+                Some(Provider::Rds),
+            ),
+            (
+                signals(&[("cloudsql.logical_decoding", "off")], &[]),
+                Some(Provider::CloudSql),
+            ),
+            (
+                signals(&[], &["cloudsqlsuperuser"]),
+                Some(Provider::CloudSql),
+            ),
+            (
+                signals(
+                    &[("alloydb.logical_decoding", "off")],
+                    &["cloudsqlsuperuser"],
+                ),
+                Some(Provider::AlloyDb),
+            ),
+            (
+                signals(&[("azure.extensions", "")], &[]),
+                Some(Provider::Azure),
+            ),
             (signals(&[], &["azure_pg_admin"]), Some(Provider::Azure)),
-            (signals(&[("neon.timeline_id", "x")], &[]), Some(Provider::Neon)),
+            (
+                signals(&[("neon.timeline_id", "x")], &[]),
+                Some(Provider::Neon),
+            ),
             (signals(&[], &["neon_superuser"]), Some(Provider::Neon)),
             (signals(&[], &["supabase_admin"]), Some(Provider::Supabase)),
             (signals(&[], &[]), None),
@@ -460,10 +534,16 @@ mod tests {
     fn advice() {
         let none = BTreeMap::new();
         let rds = Provider::Rds.enable_logical(&none).unwrap();
-        assert!(rds.contains("rds.logical_replication = 1") && rds.contains("reboot"), "{rds}");
+        assert!(
+            rds.contains("rds.logical_replication = 1") && rds.contains("reboot"),
+            "{rds}"
+        );
         let mut on = BTreeMap::new();
         on.insert("rds.logical_replication".to_string(), "on".to_string());
-        assert!(Provider::Rds.enable_logical(&on).unwrap().contains("not been rebooted"));
+        assert!(Provider::Rds
+            .enable_logical(&on)
+            .unwrap()
+            .contains("not been rebooted"));
         assert!(Provider::CloudSql
             .enable_logical(&none)
             .unwrap()
@@ -472,7 +552,10 @@ mod tests {
             .enable_logical(&none)
             .unwrap()
             .contains("enable Logical Replication in the Neon console"));
-        assert!(Provider::Azure.enable_logical(&none).unwrap().contains("wal_level"));
+        assert!(Provider::Azure
+            .enable_logical(&none)
+            .unwrap()
+            .contains("wal_level"));
         assert!(Provider::Render
             .enable_logical(&none)
             .unwrap()
@@ -481,7 +564,9 @@ mod tests {
         for p in ALL {
             assert_eq!(Provider::parse(p.key()), Ok(*p));
             assert!(
-                p.unsupported().is_some() || p.enable_logical(&none).is_some() || *p == Provider::SelfHosted,
+                p.unsupported().is_some()
+                    || p.enable_logical(&none).is_some()
+                    || *p == Provider::SelfHosted,
                 "{p:?}"
             );
         }
