@@ -179,6 +179,17 @@ impl ChangeSource for PostgresSource {
 
     async fn write_checkpoint(&self) -> Result<Checkpoint> {
         let client = sql::connect(&self.config).await?;
+        let version: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| sql_error(e, "reading the server version"))?
+            .get(0);
+        if version < 140_000 {
+            // pgoutput passes logical messages through only from 14 (`messages 'true'`).
+            return Err(SourceError::unsupported(format!(
+                "write checkpoints need PostgreSQL 14 or newer (server_version_num {version})"
+            )));
+        }
         let row = client
             .query_one(
                 // The content is the insert position before the message: the stream reports
