@@ -22,18 +22,27 @@
 //! missed. The replication connection runs no command until the readers are done, which keeps
 //! the exported snapshot valid.
 //!
-//! **Resumed (fuzzy) snapshot.** Tables are read in primary-key order in chunks of
-//! `snapshot_chunk_rows`; after each chunk a [`SnapshotProgress::ChunkDone`] carries a
-//! [`SnapshotResume`] token (consistent point, finished tables, last key per table). After a
-//! crash the exported snapshot is gone, so the remaining chunks are read from a fresh snapshot
-//! taken later than `C`. That read may already contain changes committed after `C`. Streaming
-//! still starts at `C` (the slot never confirmed past it, as nothing after `C` was
-//! acknowledged), so every change after `C` is replayed in commit order on top of the snapshot
-//! rows. Replaying an insert of a row already present, an update to the state it already has,
-//! or a delete of a row already gone leaves the same final state when the host applies
-//! inserts as upserts and deletes idempotently; once the replay passes the time of the fresh
-//! snapshot, source and host are identical. This replay window is the only place where a
-//! host can see a change whose effect it already has.
+//! **Chunks.** On PostgreSQL 14+ a heap table is read in ranges of heap blocks through TID
+//! range scans (`WHERE ctid >= '(lo,0)' AND ctid < '(hi,0)'`), handed to
+//! `snapshot_parallelism` readers, so one large table is read by several connections at once at
+//! the cost of a sequential scan (no index, no sort). Older servers and partitioned tables are
+//! read in primary-key order in chunks of `snapshot_chunk_rows` by one reader per table. After
+//! each finished chunk a [`SnapshotProgress::ChunkDone`] carries a [`SnapshotResume`] token
+//! (consistent point, finished tables, finished block ranges or the last key per table).
+//!
+//! **Resumed (fuzzy) snapshot.** After a crash the exported snapshot is gone, so the remaining
+//! chunks are read from a fresh snapshot taken later than `C`. That read may already contain
+//! changes committed after `C`. Streaming still starts at `C` (the slot never confirmed past
+//! it, as nothing after `C` was acknowledged), so every change after `C` is replayed in commit
+//! order on top of the snapshot rows. Replaying an insert of a row already present, an update
+//! to the state it already has, or a delete of a row already gone leaves the same final state
+//! when the host applies inserts as upserts and deletes idempotently; once the replay passes the
+//! time of the fresh snapshot, source and host are identical. This replay window is the only
+//! place where a host can see a change whose effect it already has. One known gap: a row that
+//! an update moves out of a not-yet-read chunk into an already-read one (a new heap block, or a
+//! new key) during that window reaches the host only through the replayed update, and a
+//! TOASTed column the update did not change arrives as `Unchanged` there, which a host that
+//! never had the row cannot fill in. Restarting the snapshot from the beginning avoids it.
 //!
 //! **Streaming.** pgoutput sends a transaction only at its commit, in commit order (the server
 //! spills large transactions to its own disk), so events pass through without the connector
