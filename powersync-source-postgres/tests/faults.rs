@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use powersync_source_core::testkit::conformance::{converge, drive, Dml, Oracle, Workload};
+use powersync_source_core::testkit::conformance::{
+    converge, drive, start_through_snapshot, Dml, Oracle, Workload,
+};
 use powersync_source_core::testkit::postgres::PostgresServer;
 use powersync_source_core::{
     ChangeEvent, ChangeSource, ErrorKind, SnapshotProgress, SnapshotResume, StartFrom,
@@ -34,13 +36,10 @@ async fn walsender_terminated_reconnects_without_gap_or_duplicate() {
     let Some(w) = started().await else { return };
     w.apply(&inserts(0, 20)).await.unwrap();
     let source = w.source();
-    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
     let mut oracle = Oracle::strict();
-    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
-        o.snapshot_done
-    })
-    .await
-    .unwrap();
+    let mut stream = start_through_snapshot(source.as_ref(), &mut oracle)
+        .await
+        .unwrap();
     w.apply(&inserts(100, 20)).await.unwrap();
     drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
         o.commits >= 1
@@ -68,13 +67,10 @@ async fn walsender_terminated_reconnects_without_gap_or_duplicate() {
 async fn slot_dropped_under_running_stream_is_history_lost() {
     let Some(w) = started().await else { return };
     let source = w.source();
-    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
     let mut oracle = Oracle::default();
-    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
-        o.snapshot_done
-    })
-    .await
-    .unwrap();
+    let mut stream = start_through_snapshot(source.as_ref(), &mut oracle)
+        .await
+        .unwrap();
     w.lose_history().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -97,13 +93,10 @@ async fn half_open_connection_is_detected_and_recovered() {
     let Some(w) = started().await else { return };
     w.apply(&inserts(0, 10)).await.unwrap();
     let source = w.source();
-    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
     let mut oracle = Oracle::strict();
-    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
-        o.snapshot_done
-    })
-    .await
-    .unwrap();
+    let mut stream = start_through_snapshot(source.as_ref(), &mut oracle)
+        .await
+        .unwrap();
     // The silence timeout of the workload's source is 6 s: freeze the server for longer.
     w.server.pause().await.unwrap();
     let t = std::time::Instant::now();
@@ -228,13 +221,10 @@ async fn table_without_key_is_reported_with_the_fix() {
 async fn resume_from_checkpoint_older_than_the_slot_is_history_lost() {
     let Some(w) = started().await else { return };
     let source = w.source();
-    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
     let mut oracle = Oracle::default();
-    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
-        o.snapshot_done
-    })
-    .await
-    .unwrap();
+    let mut stream = start_through_snapshot(source.as_ref(), &mut oracle)
+        .await
+        .unwrap();
     let old = oracle.last_checkpoint.clone().unwrap();
     w.apply(&inserts(0, 5)).await.unwrap();
     converge(&w, &mut stream, &mut oracle).await.unwrap();
@@ -248,12 +238,7 @@ async fn resume_from_checkpoint_older_than_the_slot_is_history_lost() {
         })
         .await
         .ok();
-        let confirmed: String = client
-            .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name LIKE 'conf_slot_%'", &[])
-            .await
-            .unwrap()
-            .get(0);
-        let confirmed: powersync_source_core::position::PgLsn = confirmed.parse().unwrap();
+        let confirmed = confirmed_flush(&client).await;
         use powersync_source_core::Position;
         if confirmed.to_checkpoint() > old {
             break;
@@ -282,13 +267,10 @@ async fn idle_and_unpublished_writes_do_not_hold_wal() {
         .await
         .unwrap();
     let source = w.source();
-    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
     let mut oracle = Oracle::default();
-    drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
-        o.snapshot_done
-    })
-    .await
-    .unwrap();
+    let mut stream = start_through_snapshot(source.as_ref(), &mut oracle)
+        .await
+        .unwrap();
     // Lots of WAL from a table outside the publication.
     client
         .batch_execute(
@@ -310,12 +292,7 @@ async fn idle_and_unpublished_writes_do_not_hold_wal() {
         })
         .await
         .ok();
-        let confirmed: String = client
-            .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name LIKE 'conf_slot_%'", &[])
-            .await
-            .unwrap()
-            .get(0);
-        let confirmed: powersync_source_core::position::PgLsn = confirmed.parse().unwrap();
+        let confirmed = confirmed_flush(&client).await;
         if confirmed >= target {
             break;
         }
@@ -381,4 +358,19 @@ async fn toast_columns_not_sent_are_unchanged_and_key_only_old_images() {
         rows[3].old.as_ref().unwrap().get(0),
         Some(&Value::Integer(2))
     );
+}
+
+/// The conformance slot's confirmed position.
+async fn confirmed_flush(
+    client: &tokio_postgres::Client,
+) -> powersync_source_core::position::PgLsn {
+    let confirmed: String = client
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name LIKE 'conf_slot_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    confirmed.parse().unwrap()
 }

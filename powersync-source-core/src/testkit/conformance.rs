@@ -273,6 +273,19 @@ pub async fn drive(
     Ok(())
 }
 
+/// Starts `source` from the beginning and reads until its snapshot is done.
+pub async fn start_through_snapshot(
+    source: &dyn ChangeSource,
+    oracle: &mut Oracle,
+) -> Result<ChangeStream> {
+    let mut stream = source.start(StartFrom::Beginning).await?;
+    drive(&mut stream, oracle, Duration::from_secs(60), |o| {
+        o.snapshot_done
+    })
+    .await?;
+    Ok(stream)
+}
+
 /// Waits until the stream has passed everything committed so far (a write checkpoint is
 /// observed), then compares the oracle with a fresh read.
 pub async fn converge<W: Workload + ?Sized>(
@@ -363,12 +376,8 @@ pub async fn resume_from_checkpoint<W: Workload + ?Sized>(w: &W) -> Result<()> {
     w.reset().await?;
     w.apply(&inserts(0, 100)).await?;
     let source = w.source();
-    let mut stream = source.start(StartFrom::Beginning).await?;
     let mut oracle = Oracle::strict();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
-        o.snapshot_done
-    })
-    .await?;
+    let mut stream = start_through_snapshot(source.as_ref(), &mut oracle).await?;
     for round in 0..5 {
         w.apply(&inserts(1000 + round * 10, 10)).await?;
     }
@@ -394,12 +403,8 @@ pub async fn server_restart<W: Workload + ?Sized>(w: &W) -> Result<()> {
     w.reset().await?;
     w.apply(&inserts(0, 100)).await?;
     let source = w.source();
-    let mut stream = source.start(StartFrom::Beginning).await?;
     let mut oracle = Oracle::strict();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
-        o.snapshot_done
-    })
-    .await?;
+    let mut stream = start_through_snapshot(source.as_ref(), &mut oracle).await?;
     w.apply(&inserts(1000, 50)).await?;
     drive(&mut stream, &mut oracle, Duration::from_secs(30), |o| {
         o.commits >= 1
@@ -420,12 +425,8 @@ pub async fn large_transaction<W: Workload + ?Sized>(
 ) -> Result<()> {
     w.reset().await?;
     let source = w.source();
-    let mut stream = source.start(StartFrom::Beginning).await?;
     let mut oracle = Oracle::strict();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
-        o.snapshot_done
-    })
-    .await?;
+    let mut stream = start_through_snapshot(source.as_ref(), &mut oracle).await?;
     let big: Vec<Dml> = (0..rows)
         .map(|id| Dml::Insert {
             id,
@@ -448,12 +449,8 @@ pub async fn truncate<W: Workload + ?Sized>(w: &W) -> Result<()> {
     w.reset().await?;
     w.apply(&inserts(0, 50)).await?;
     let source = w.source();
-    let mut stream = source.start(StartFrom::Beginning).await?;
     let mut oracle = Oracle::default();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
-        o.snapshot_done
-    })
-    .await?;
+    let mut stream = start_through_snapshot(source.as_ref(), &mut oracle).await?;
     w.apply(&[Dml::Truncate]).await?;
     w.apply(&inserts(100, 5)).await?;
     converge(w, &mut stream, &mut oracle).await
@@ -464,12 +461,8 @@ pub async fn add_drop_column<W: Workload + ?Sized>(w: &W) -> Result<()> {
     w.reset().await?;
     w.apply(&inserts(0, 10)).await?;
     let source = w.source();
-    let mut stream = source.start(StartFrom::Beginning).await?;
     let mut oracle = Oracle::default();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
-        o.snapshot_done
-    })
-    .await?;
+    let mut stream = start_through_snapshot(source.as_ref(), &mut oracle).await?;
     w.add_column("extra").await?;
     w.apply(&inserts(100, 3)).await?;
     w.set_column(100, "extra", "hello").await?;
@@ -487,12 +480,8 @@ pub async fn add_drop_column<W: Workload + ?Sized>(w: &W) -> Result<()> {
 pub async fn idle_write_checkpoint<W: Workload + ?Sized>(w: &W, bound: Duration) -> Result<()> {
     w.reset().await?;
     let source = w.source();
-    let mut stream = source.start(StartFrom::Beginning).await?;
     let mut oracle = Oracle::default();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
-        o.snapshot_done
-    })
-    .await?;
+    let mut stream = start_through_snapshot(source.as_ref(), &mut oracle).await?;
     let marker = source.write_checkpoint().await?;
     let started = Instant::now();
     drive(&mut stream, &mut oracle, bound, |o| {
@@ -510,12 +499,8 @@ pub async fn idle_write_checkpoint<W: Workload + ?Sized>(w: &W, bound: Duration)
 pub async fn history_lost<W: Workload + ?Sized>(w: &W) -> Result<()> {
     w.reset().await?;
     let source = w.source();
-    let mut stream = source.start(StartFrom::Beginning).await?;
     let mut oracle = Oracle::default();
-    drive(&mut stream, &mut oracle, Duration::from_secs(60), |o| {
-        o.snapshot_done
-    })
-    .await?;
+    let stream = start_through_snapshot(source.as_ref(), &mut oracle).await?;
     let checkpoint = oracle
         .last_checkpoint
         .clone()
