@@ -1,0 +1,181 @@
+//! Prerequisite checks: every problem found, each with the SQL that fixes it.
+
+use std::time::Duration;
+
+use powersync_source_core::{CheckReport, Result, TableName};
+
+use crate::backend::{checkpoint_table, CdcBackend};
+use crate::poller::timed;
+use crate::snapshot::key_positions;
+use crate::tables::{by_table, enable_table_sql, quote_ident, select};
+
+/// Recommended capture job settings (seconds, transactions per scan, scans per cycle).
+pub const RECOMMENDED_JOB: (i64, i64, i64) = (1, 5000, 10);
+
+/// The SQL that creates the checkpoint table and enables CDC on it.
+pub const CHECKPOINT_TABLE_SQL: &str = "CREATE TABLE dbo._powersync_checkpoints (id bigint IDENTITY PRIMARY KEY, token varchar(64) NOT NULL, created_at datetime2 NOT NULL DEFAULT SYSUTCDATETIME()); EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'_powersync_checkpoints', @role_name = NULL, @supports_net_changes = 0;";
+
+/// Runs every check on `b` for the tables `requested` (empty = every CDC table).
+pub async fn check(
+    b: &mut dyn CdcBackend,
+    requested: &[TableName],
+    t_out: Duration,
+) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let info = timed(t_out, b.server_info()).await?;
+    report.server_version = Some(format!(
+        "SQL Server {} (engine edition {})",
+        info.product_version, info.engine_edition
+    ));
+    let db = quote_ident(&info.database);
+    if !info.is_azure() && info.major_version().is_none_or(|m| m < 15) {
+        report.error(
+            "version",
+            format!(
+                "SQL Server {} is older than SQL Server 2019 (15.0)",
+                info.product_version
+            ),
+            "upgrade to SQL Server 2019 or newer, or use Azure SQL Database / Managed Instance",
+        );
+    }
+    if !info.cdc_enabled {
+        report.error(
+            "is_cdc_enabled",
+            format!("CDC is not enabled on database {}", info.database),
+            format!("USE {db}; EXEC sys.sp_cdc_enable_db; (sysadmin on SQL Server, db_owner on Azure SQL)"),
+        );
+        // Nothing below can be read without the cdc schema.
+        return Ok(report);
+    }
+    if !info.snapshot_isolation {
+        report.error(
+            "ALLOW_SNAPSHOT_ISOLATION",
+            format!(
+                "snapshot isolation is off on database {}: the initial snapshot needs it",
+                info.database
+            ),
+            format!("ALTER DATABASE {db} SET ALLOW_SNAPSHOT_ISOLATION ON;"),
+        );
+    }
+    let all = by_table(&timed(t_out, b.capture_instances()).await?);
+    let tables = match select(&all, requested) {
+        Ok(t) => t,
+        Err(_) => {
+            // Report each missing table with its fix; check the rest.
+            let mut ok = Vec::new();
+            for t in requested {
+                let t = if t.schema.is_empty() {
+                    TableName::new("dbo", &t.name)
+                } else {
+                    t.clone()
+                };
+                if all.contains_key(&t) {
+                    ok.push(t);
+                } else {
+                    let exists = timed(t_out, b.table_exists(&t)).await?;
+                    let what = if exists {
+                        format!("CDC is not enabled on table {t}")
+                    } else {
+                        format!("table {t} does not exist")
+                    };
+                    report.error(format!("cdc table {t}"), what, enable_table_sql(&t));
+                }
+            }
+            ok
+        }
+    };
+    if tables.is_empty() && requested.is_empty() {
+        report.error(
+            "cdc tables",
+            "no table of the database has CDC enabled",
+            enable_table_sql(&TableName::new("dbo", "<table>")),
+        );
+    }
+    for t in &tables {
+        if let Some(list) = all.get(t) {
+            if list.last().is_some_and(|i| key_positions(i).is_empty()) {
+                report.error(
+                    format!("primary key {t}"),
+                    format!("table {t} has no primary key (or its capture instance does not capture all key columns): rows cannot be keyed nor snapshotted in chunks"),
+                    format!("ALTER TABLE {} ADD CONSTRAINT PK_... PRIMARY KEY (...); then recreate its capture instance", crate::tables::quote_table(t)),
+                );
+            }
+        }
+    }
+    if !all.contains_key(&checkpoint_table()) {
+        report.error(
+            "_powersync_checkpoints",
+            "the checkpoint table dbo._powersync_checkpoints is missing or has no CDC capture instance (write checkpoints and the exact snapshot start need it)",
+            CHECKPOINT_TABLE_SQL,
+        );
+    }
+    let perms = timed(t_out, b.permissions(&tables, info.is_azure_sql_database())).await?;
+    for (t, ok) in &perms.select_tables {
+        if !ok {
+            report.error(
+                format!("SELECT on {t}"),
+                format!("the user cannot read table {t}"),
+                format!("GRANT SELECT ON {} TO <user>;", crate::tables::quote_table(t)),
+            );
+        }
+    }
+    if !perms.select_cdc {
+        report.error(
+            "cdc schema",
+            "the user cannot read the change tables (schema cdc)",
+            "GRANT SELECT ON SCHEMA::cdc TO <user>; (or add the user to the capture instances' gating role / a cdc_reader role holding that grant)",
+        );
+    }
+    if !perms.checkpoint_rw && all.contains_key(&checkpoint_table()) {
+        report.error(
+            "_powersync_checkpoints permissions",
+            "the user cannot read, insert into and delete from dbo._powersync_checkpoints",
+            "GRANT SELECT, INSERT, DELETE ON dbo._powersync_checkpoints TO <user>;",
+        );
+    }
+    if !perms.view_database_state {
+        report.error(
+            "VIEW DATABASE PERFORMANCE STATE",
+            "the user cannot see the database's CDC and performance state",
+            "GRANT VIEW DATABASE PERFORMANCE STATE TO <user>; (VIEW DATABASE STATE before SQL Server 2022)",
+        );
+    }
+    if perms.view_server_state == Some(false) {
+        report.error(
+            "VIEW SERVER PERFORMANCE STATE",
+            "the login cannot see the server's state (capture job status)",
+            "USE master; GRANT VIEW SERVER PERFORMANCE STATE TO <login>; (VIEW SERVER STATE before SQL Server 2022)",
+        );
+    }
+    if !info.is_azure_sql_database() {
+        match timed(t_out, b.capture_job()).await? {
+            None => report.error(
+                "capture job",
+                "the database has no CDC capture job",
+                "EXEC sys.sp_cdc_add_job @job_type = N'capture'; and make sure SQL Server Agent runs",
+            ),
+            Some(job) => {
+                if job.running == Some(false) {
+                    report.error(
+                        "capture job",
+                        "the CDC capture job is not running: no change reaches the change tables",
+                        "start SQL Server Agent, then EXEC sys.sp_cdc_start_job @job_type = N'capture';",
+                    );
+                }
+                let (pi, mt, ms) = RECOMMENDED_JOB;
+                let far = |v: i64, r: i64| v > 2 * r || v * 2 < r;
+                if far(job.polling_interval_secs, pi) || far(job.maxtrans, mt) || far(job.maxscans, ms) {
+                    report.warning(
+                        "capture job settings",
+                        format!(
+                            "capture job runs with pollinginterval {} s, maxtrans {}, maxscans {} (recommended {pi} s, {mt}, {ms}): changes reach the stream later or in smaller steps",
+                            job.polling_interval_secs, job.maxtrans, job.maxscans
+                        ),
+                        format!("EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = {pi}, @maxtrans = {mt}, @maxscans = {ms}; EXEC sys.sp_cdc_stop_job @job_type = N'capture'; EXEC sys.sp_cdc_start_job @job_type = N'capture';"),
+                    );
+                }
+            }
+        }
+    }
+    Ok(report)
+}
