@@ -12,7 +12,8 @@
 //! and the database, and never the password. A server `ErrorResponse` is rendered as
 //! `<what we were doing> <where>: <server message> [SQLSTATE xxxxx]` (plus `; detail: ...`
 //! when the server sent one), so the code survives [`SourceError::context`]; read it back with
-//! [`sqlstate`]. Kinds:
+//! [`sqlstate`]. Kinds (the codes without a special case come from [`kind_for_sqlstate`],
+//! which query errors share):
 //!
 //! | cause | kind |
 //! |---|---|
@@ -25,7 +26,7 @@
 //! | 55006 (slot active for another process) | `Connection` (retry: the other walsender usually exits) |
 //! | classes 08, 53 (except 53400), 57, 58 (except WAL removed), 40, XX | `Connection` |
 //! | 0A000, 42601, 42883 | `Unsupported` |
-//! | 42P01, 42703 | `Schema` |
+//! | other class 42 (42P01, 42703, … an object missing or changed) | `Schema` |
 //! | class 22 | `Decode` |
 //! | anything else | `Prerequisite` |
 //! | refused / reset / EOF / timeout / DNS failure | `Connection` |
@@ -35,7 +36,7 @@
 use std::fmt;
 use std::io;
 
-use powersync_source_core::SourceError;
+use powersync_source_core::{ErrorKind, SourceError};
 
 use crate::config::PgConfig;
 
@@ -208,17 +209,36 @@ pub(crate) fn server_error(
                     "raise the server limit (max_replication_slots / max_wal_senders)".into()
                 }))
             }
-            "0A000" | "42601" | "42883" => SourceError::unsupported(msg),
-            "42P01" | "42703" => SourceError::schema(msg),
-            _ if matches!(class, "08" | "53" | "57" | "58" | "40" | "XX") => {
-                SourceError::connection(msg)
-            }
-            _ if class == "22" => SourceError::decode(msg),
-            _ => SourceError::prerequisite(msg),
+            _ => SourceError::new(kind_for_sqlstate(code), msg),
         };
     match (e.hint().is_none(), err.hint.as_deref()) {
         (true, Some(h)) => e.with_hint(h.to_string()),
         _ => e,
+    }
+}
+
+/// The one SQLSTATE → error kind table, for connection, replication and query errors alike;
+/// [`server_error`] adds hints (and finer kinds) for the codes it knows more about.
+///
+/// Class 28 → Auth; 3D000 (no such database) → Config; 42501 (privilege) and 53400 (limits) →
+/// Prerequisite; 0A000/42601/42883 (feature, syntax or function the server lacks) →
+/// Unsupported; other class 42 (an object missing or changed under us) → Schema; classes
+/// 08/53/57/58/40/XX (connection, resources, shutdown, I/O, serialization, internal) →
+/// Connection, retryable; class 22 (data exception) → Decode; anything else → Prerequisite
+/// (the server refused for a reason the operator must look at).
+pub(crate) fn kind_for_sqlstate(code: &str) -> ErrorKind {
+    let class = code.get(..2).unwrap_or("");
+    match code {
+        "3D000" => ErrorKind::Config,
+        "42501" | "53400" => ErrorKind::Prerequisite,
+        "0A000" | "42601" | "42883" => ErrorKind::Unsupported,
+        _ => match class {
+            "28" => ErrorKind::Auth,
+            "42" => ErrorKind::Schema,
+            "08" | "53" | "57" | "58" | "40" | "XX" => ErrorKind::Connection,
+            "22" => ErrorKind::Decode,
+            _ => ErrorKind::Prerequisite,
+        },
     }
 }
 
