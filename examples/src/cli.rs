@@ -23,8 +23,10 @@ use crate::source_url::SourceOptions;
 /// Source options every binary accepts.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SourceArgs {
-    /// A table to replicate, `schema.name` or `name` (PostgreSQL's default schema is
-    /// `public`); repeat for several. Default: every table the source publishes.
+    /// A table to replicate, `schema.name` or `name`; repeat for several. Without a dot the
+    /// schema is `public` (PostgreSQL), `dbo` (SQL Server), `convex` (Convex) or the URL's
+    /// database (MySQL/MariaDB: `database.table`; MongoDB: `database.collection`). Default:
+    /// every table the source publishes.
     #[arg(long = "table", value_name = "NAME")]
     pub tables: Vec<String>,
     /// PostgreSQL: the publication to replicate (default `powersync`; overrides the URL's
@@ -35,8 +37,9 @@ pub struct SourceArgs {
     /// `slot` parameter).
     #[arg(long, value_name = "NAME")]
     pub slot: Option<String>,
-    /// Convex: the deploy key (reserved; the Convex connector is not available yet).
-    #[arg(long, value_name = "KEY")]
+    /// Convex: the deploy key (or the `CONVEX_DEPLOY_KEY` environment variable, which keeps it
+    /// out of the process list).
+    #[arg(long, value_name = "KEY", env = "CONVEX_DEPLOY_KEY", hide_env_values = true)]
     pub deploy_key: Option<String>,
 }
 

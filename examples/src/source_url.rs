@@ -3,13 +3,15 @@
 //! | scheme | source |
 //! |---|---|
 //! | `postgres://`, `postgresql://` | PostgreSQL (feature `postgres`) |
-//! | `mysql://`, `mariadb://` | MySQL / MariaDB (not available yet) |
-//! | `mongodb://`, `mongodb+srv://` | MongoDB (not available yet) |
-//! | `sqlserver://` | SQL Server (not available yet) |
-//! | `convex+https://`, or `https://` with `--deploy-key` | Convex (not available yet) |
+//! | `mysql://`, `mariadb://` | MySQL / MariaDB (feature `mysql`) |
+//! | `mongodb://`, `mongodb+srv://` | MongoDB (feature `mongodb`) |
+//! | `sqlserver://` | SQL Server (feature `mssql`) |
+//! | `convex+https://`, or `https://` with `--deploy-key` (`convex+http://`/`http://` for a local backend) | Convex (feature `convex`) |
 //!
-//! A connector that is not available gives an [`ErrorKind::Unsupported`] error saying so
-//! (exit status 2 in the binaries). URLs are never echoed back: they may hold passwords.
+//! `--table NAME` without a dot means schema `public` (PostgreSQL), `dbo` (SQL Server),
+//! `convex` (Convex), or the URL's database (MySQL, MongoDB). A connector left out of the
+//! build gives an [`ErrorKind::Unsupported`] error saying which feature to enable (exit status
+//! 2 in the binaries). URLs are never echoed back: they may hold passwords.
 
 use powersync_source_core::{ChangeSource, ErrorKind, SourceError, TableName};
 
@@ -53,7 +55,7 @@ impl SourceKind {
         }
     }
 
-    /// The default schema for `--table NAME` without a dot.
+    /// The default schema for `--table NAME` without a dot (empty: the URL's database).
     pub fn default_schema(self) -> &'static str {
         match self {
             SourceKind::Postgres => "public",
@@ -81,9 +83,9 @@ pub fn source_kind(url: &str, deploy_key: Option<&str>) -> Result<SourceKind, So
         "mysql" | "mariadb" => SourceKind::MySql,
         "mongodb" | "mongodb+srv" => SourceKind::MongoDb,
         "sqlserver" => SourceKind::SqlServer,
-        "convex+https" => SourceKind::Convex,
-        "https" if deploy_key.is_some() => SourceKind::Convex,
-        "https" => {
+        "convex+https" | "convex+http" => SourceKind::Convex,
+        "https" | "http" if deploy_key.is_some() => SourceKind::Convex,
+        "https" | "http" => {
             return Err(SourceError::config(
                 "an https:// source is a Convex deployment and needs --deploy-key",
             )
@@ -109,7 +111,9 @@ pub fn table_names(kind: SourceKind, tables: &[String]) -> Result<Vec<TableName>
         .map(|t| {
             let t = t.trim();
             let name = TableName::parse(t, kind.default_schema());
-            if name.name.is_empty() || name.schema.is_empty() {
+            // MySQL and MongoDB: no schema means the URL's database (the connectors' rule).
+            let schema_needed = !kind.default_schema().is_empty();
+            if name.name.is_empty() || (schema_needed && name.schema.is_empty()) {
                 Err(SourceError::config(format!(
                     "--table `{t}`: expected `schema.name`{}",
                     if kind.default_schema().is_empty() {
@@ -137,29 +141,36 @@ pub fn open_source(
             kind.label()
         )));
     }
-    if kind != SourceKind::Postgres {
-        if options.publication.is_some() || options.slot.is_some() {
-            // Still say first that the connector is missing: that is the real problem.
-            tracing::debug!("--publication/--slot only apply to PostgreSQL");
-        }
-        return Err(unavailable(kind));
+    if kind != SourceKind::Postgres && (options.publication.is_some() || options.slot.is_some()) {
+        return Err(SourceError::config(format!(
+            "--publication and --slot are PostgreSQL options, not {} ones",
+            kind.label()
+        )));
     }
-    open_postgres(url, options, kind)
+    let tables = table_names(kind, &options.tables)?;
+    match kind {
+        SourceKind::Postgres => open_postgres(url, options, tables),
+        SourceKind::MySql => open_mysql(url, tables),
+        SourceKind::MongoDb => open_mongodb(url, tables),
+        SourceKind::SqlServer => open_mssql(url, tables),
+        SourceKind::Convex => open_convex(url, options, tables),
+    }
 }
 
-fn unavailable(kind: SourceKind) -> SourceError {
+/// A connector this build was compiled without.
+fn not_compiled_in(kind: SourceKind, feature: &str) -> SourceError {
     SourceError::new(
         ErrorKind::Unsupported,
-        format!("the {} connector is not available yet", kind.label()),
+        format!("this build has no {} connector", kind.label()),
     )
-    .with_hint("this build can replicate from PostgreSQL (postgres:// URLs) only")
+    .with_hint(format!("rebuild the examples with `--features {feature}`"))
 }
 
 #[cfg(feature = "postgres")]
 fn open_postgres(
     url: &str,
     options: &SourceOptions,
-    kind: SourceKind,
+    tables: Vec<TableName>,
 ) -> Result<Box<dyn ChangeSource>, SourceError> {
     use powersync_source_postgres::{PgConfig, PostgresSource};
     let mut config = PgConfig::parse(url)?;
@@ -173,7 +184,6 @@ fn open_postgres(
         powersync_source_postgres::config::validate_slot_name(slot)?;
         config = config.with_slot(slot.clone());
     }
-    let tables = table_names(kind, &options.tables)?;
     Ok(Box::new(PostgresSource::new(config).with_tables(tables)))
 }
 
@@ -181,13 +191,65 @@ fn open_postgres(
 fn open_postgres(
     _url: &str,
     _options: &SourceOptions,
-    _kind: SourceKind,
+    _tables: Vec<TableName>,
 ) -> Result<Box<dyn ChangeSource>, SourceError> {
-    Err(SourceError::new(
-        ErrorKind::Unsupported,
-        "this build has no PostgreSQL connector",
-    )
-    .with_hint("rebuild the examples with `--features postgres`"))
+    Err(not_compiled_in(SourceKind::Postgres, "postgres"))
+}
+
+#[cfg(feature = "mysql")]
+fn open_mysql(url: &str, tables: Vec<TableName>) -> Result<Box<dyn ChangeSource>, SourceError> {
+    use powersync_source_mysql::{MySqlConfig, MySqlSource};
+    let config = MySqlConfig::parse(url)?;
+    Ok(Box::new(MySqlSource::new(config).with_tables(tables)))
+}
+
+#[cfg(not(feature = "mysql"))]
+fn open_mysql(_url: &str, _tables: Vec<TableName>) -> Result<Box<dyn ChangeSource>, SourceError> {
+    Err(not_compiled_in(SourceKind::MySql, "mysql"))
+}
+
+#[cfg(feature = "mongodb")]
+fn open_mongodb(url: &str, tables: Vec<TableName>) -> Result<Box<dyn ChangeSource>, SourceError> {
+    use powersync_source_mongodb::{MongoConfig, MongoSource};
+    let config = MongoConfig::parse(url)?;
+    Ok(Box::new(MongoSource::new(config).with_tables(tables)))
+}
+
+#[cfg(not(feature = "mongodb"))]
+fn open_mongodb(_url: &str, _tables: Vec<TableName>) -> Result<Box<dyn ChangeSource>, SourceError> {
+    Err(not_compiled_in(SourceKind::MongoDb, "mongodb"))
+}
+
+#[cfg(feature = "mssql")]
+fn open_mssql(url: &str, tables: Vec<TableName>) -> Result<Box<dyn ChangeSource>, SourceError> {
+    use powersync_source_mssql::{MssqlConfig, MssqlSource};
+    let config = MssqlConfig::parse(url)?;
+    Ok(Box::new(MssqlSource::new(config).with_tables(tables)))
+}
+
+#[cfg(not(feature = "mssql"))]
+fn open_mssql(_url: &str, _tables: Vec<TableName>) -> Result<Box<dyn ChangeSource>, SourceError> {
+    Err(not_compiled_in(SourceKind::SqlServer, "mssql"))
+}
+
+#[cfg(feature = "convex")]
+fn open_convex(
+    url: &str,
+    options: &SourceOptions,
+    tables: Vec<TableName>,
+) -> Result<Box<dyn ChangeSource>, SourceError> {
+    use powersync_source_convex::{ConvexConfig, ConvexSource};
+    let config = ConvexConfig::parse(url, options.deploy_key.as_deref())?;
+    Ok(Box::new(ConvexSource::new(config).with_tables(tables)))
+}
+
+#[cfg(not(feature = "convex"))]
+fn open_convex(
+    _url: &str,
+    _options: &SourceOptions,
+    _tables: Vec<TableName>,
+) -> Result<Box<dyn ChangeSource>, SourceError> {
+    Err(not_compiled_in(SourceKind::Convex, "convex"))
 }
 
 #[cfg(test)]
@@ -237,17 +299,14 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_connectors_are_unsupported() {
-        for url in [
-            "mysql://h/db",
-            "mongodb://h",
-            "sqlserver://h",
-            "convex+https://x",
-        ] {
-            let e = open_source(url, &SourceOptions::default()).unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::Unsupported, "{url}");
-            assert!(e.to_string().contains("not available yet"));
-        }
+    fn postgres_options_are_refused_elsewhere() {
+        let options = SourceOptions {
+            slot: Some("s".into()),
+            ..SourceOptions::default()
+        };
+        let e = open_source("mysql://u:hunter2@h/db", &options).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(!e.to_string().contains("hunter2"));
     }
 
     #[test]
@@ -257,6 +316,8 @@ mod tests {
             t,
             vec![TableName::new("public", "a"), TableName::new("s", "b")]
         );
-        assert!(table_names(SourceKind::MySql, &["a".into()]).is_err());
+        let t = table_names(SourceKind::MySql, &["a".into(), "db.b".into()]).unwrap();
+        assert_eq!(t, vec![TableName::new("", "a"), TableName::new("db", "b")]);
+        assert!(table_names(SourceKind::Postgres, &[".".into()]).is_err());
     }
 }
