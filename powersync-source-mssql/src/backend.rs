@@ -247,8 +247,12 @@ pub trait CdcBackend: Send {
     async fn increment_lsn(&mut self, lsn: MssqlLsn) -> Result<MssqlLsn>;
     /// `SELECT TOP (@limit) start_lsn, tran_end_time FROM cdc.lsn_time_mapping WHERE start_lsn
     /// BETWEEN @from AND @to ORDER BY start_lsn`.
-    async fn lsn_window(&mut self, from: MssqlLsn, to: MssqlLsn, limit: u32)
-        -> Result<Vec<LsnTime>>;
+    async fn lsn_window(
+        &mut self,
+        from: MssqlLsn,
+        to: MssqlLsn,
+        limit: u32,
+    ) -> Result<Vec<LsnTime>>;
     /// Every capture instance of the database with its captured columns
     /// (`cdc.change_tables` ⨝ `cdc.captured_columns` ⨝ the primary key).
     async fn capture_instances(&mut self) -> Result<Vec<CaptureInstance>>;
@@ -289,8 +293,11 @@ pub trait CdcBackend: Send {
     async fn insert_marker(&mut self, token: &str) -> Result<()>;
     /// The commit LSN of the marker row with `token`, once the capture job recorded it
     /// (`SELECT __$start_lsn FROM cdc.<instance>_CT WHERE token = @token`).
-    async fn marker_lsn(&mut self, instance: &CaptureInstance, token: &str)
-        -> Result<Option<MssqlLsn>>;
+    async fn marker_lsn(
+        &mut self,
+        instance: &CaptureInstance,
+        token: &str,
+    ) -> Result<Option<MssqlLsn>>;
     /// Deletes checkpoint rows older than an hour (they have been observed long ago).
     async fn delete_old_markers(&mut self) -> Result<()>;
     /// The user's permissions on `tables`, the `cdc` schema, the checkpoint table and the

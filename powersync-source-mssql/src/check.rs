@@ -115,7 +115,10 @@ pub async fn check(
             report.error(
                 format!("SELECT on {t}"),
                 format!("the user cannot read table {t}"),
-                format!("GRANT SELECT ON {} TO <user>;", crate::tables::quote_table(t)),
+                format!(
+                    "GRANT SELECT ON {} TO <user>;",
+                    crate::tables::quote_table(t)
+                ),
             );
         }
     }

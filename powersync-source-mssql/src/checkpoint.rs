@@ -58,8 +58,12 @@ impl StreamPoint {
         }
         // The source tag and version are ours, so parsing cannot fail; fall back to the bare
         // position rather than panic.
-        Checkpoint::parse(&format!("{}:v{}:{body}", MssqlPosition::SOURCE, MssqlPosition::VERSION))
-            .unwrap_or_else(|_| self.position.to_checkpoint())
+        Checkpoint::parse(&format!(
+            "{}:v{}:{body}",
+            MssqlPosition::SOURCE,
+            MssqlPosition::VERSION
+        ))
+        .unwrap_or_else(|_| self.position.to_checkpoint())
     }
 
     /// Parses a checkpoint of this source; garbage is a `Config` error.
@@ -70,7 +74,9 @@ impl StreamPoint {
                 checkpoint.source()
             )));
         }
-        let corrupt = |why: String| SourceError::config(format!("checkpoint `{checkpoint}` is corrupt: {why}"));
+        let corrupt = |why: String| {
+            SourceError::config(format!("checkpoint `{checkpoint}` is corrupt: {why}"))
+        };
         let (pos, map) = match checkpoint.body().split_once('~') {
             Some((p, m)) => (p, Some(m)),
             None => (checkpoint.body(), None),
@@ -85,11 +91,17 @@ impl StreamPoint {
                 .split_once('.')
                 .ok_or_else(|| corrupt(format!("`{table}` is not schema.table")))?;
             instances.insert(
-                TableName::new(unescape(schema).map_err(corrupt)?, unescape(name).map_err(corrupt)?),
+                TableName::new(
+                    unescape(schema).map_err(corrupt)?,
+                    unescape(name).map_err(corrupt)?,
+                ),
                 unescape(instance).map_err(corrupt)?,
             );
         }
-        Ok(StreamPoint { position, instances })
+        Ok(StreamPoint {
+            position,
+            instances,
+        })
     }
 }
 
@@ -136,12 +148,20 @@ mod tests {
         lsn[9] = 0x2A;
         let p = StreamPoint::after(MssqlLsn(lsn), map.clone());
         let c = p.to_checkpoint();
-        assert!(c.as_str().starts_with("mssql:v1:0000000000000000002A:FFFFFFFFFFFFFFFFFFFF~"), "{c}");
+        assert!(
+            c.as_str()
+                .starts_with("mssql:v1:0000000000000000002A:FFFFFFFFFFFFFFFFFFFF~"),
+            "{c}"
+        );
         let back = StreamPoint::from_checkpoint(&Checkpoint::parse(c.as_str()).unwrap()).unwrap();
         assert_eq!(back, p);
         let later = StreamPoint::after(MssqlLsn(lsn).increment(), BTreeMap::new()).to_checkpoint();
         assert!(later > c);
-        for bad in ["mssql:v1:00", "mssql:v1:0000000000000000002A:FFFFFFFFFFFFFFFFFFFF~x", "mssql:v1:0000000000000000002A:FFFFFFFFFFFFFFFFFFFF~a.b=%zz"] {
+        for bad in [
+            "mssql:v1:00",
+            "mssql:v1:0000000000000000002A:FFFFFFFFFFFFFFFFFFFF~x",
+            "mssql:v1:0000000000000000002A:FFFFFFFFFFFFFFFFFFFF~a.b=%zz",
+        ] {
             let c = Checkpoint::parse(bad).unwrap();
             assert!(StreamPoint::from_checkpoint(&c).is_err(), "{bad}");
         }

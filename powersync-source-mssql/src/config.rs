@@ -131,7 +131,11 @@ impl MssqlConfig {
             connect_timeout: Duration::from_secs(15),
             application_name: "powersync".into(),
         };
-        for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let value = decode(value, key)?;
             config.set_option(key, &value)?;

@@ -304,10 +304,7 @@ impl Poller {
     ) -> Result<Option<CaptureInstance>> {
         let t_out = self.opts.call_timeout;
         let all = by_table(&timed(t_out, b.capture_instances()).await?);
-        let ckpt = all
-            .get(&checkpoint_table())
-            .and_then(|l| l.last())
-            .cloned();
+        let ckpt = all.get(&checkpoint_table()).and_then(|l| l.last()).cloned();
         for t in &mut self.tables {
             let list = all.get(&t.name).map(Vec::as_slice).unwrap_or(&[]);
             match list.iter().find(|i| i.name == t.instance.name) {
@@ -367,7 +364,13 @@ impl Poller {
         let mut cursors = Vec::new();
         for (idx, t) in self.tables.iter().enumerate() {
             let switch_at = t.next.as_ref().filter(|n| n.start_lsn <= to);
-            cursors.push(cursor(Slot::Table(idx), &t.instance, from, to, switch_at.map(|n| n.start_lsn)));
+            cursors.push(cursor(
+                Slot::Table(idx),
+                &t.instance,
+                from,
+                to,
+                switch_at.map(|n| n.start_lsn),
+            ));
             if let Some(n) = switch_at {
                 check_retention(b, t_out, n, n.start_lsn, &t.name).await?;
                 cursors.push(cursor(Slot::Table(idx), n, n.start_lsn, to, None));
@@ -400,13 +403,10 @@ impl Poller {
                         c.after = Some(last.order_key());
                     }
                     self.out.stats.add_bytes(rows.iter().map(approx_size).sum());
-                    c.buf.extend(
-                        rows.into_iter()
-                            .filter(|r| match c.below {
-                                Some(below) => r.start_lsn < below,
-                                None => true,
-                            }),
-                    );
+                    c.buf.extend(rows.into_iter().filter(|r| match c.below {
+                        Some(below) => r.start_lsn < below,
+                        None => true,
+                    }));
                 }
             }
             let Some(ci) = cursors
@@ -547,7 +547,13 @@ impl Poller {
                     .values
                     .into_iter()
                     .zip(&instance.columns)
-                    .map(|(v, c)| if c.sql_type.is_legacy_lob() { Value::Unchanged } else { v })
+                    .map(|(v, c)| {
+                        if c.sql_type.is_legacy_lob() {
+                            Value::Unchanged
+                        } else {
+                            v
+                        }
+                    })
                     .collect();
                 let new_values = row
                     .values
@@ -556,7 +562,10 @@ impl Poller {
                     .map(|(v, c)| {
                         // CDC leaves text/ntext/image NULL in the after image when the update
                         // did not touch them: the value was not sent, it is not NULL.
-                        if c.sql_type.is_legacy_lob() && v.is_null() && !mask_bit(&row.update_mask, c.ordinal) {
+                        if c.sql_type.is_legacy_lob()
+                            && v.is_null()
+                            && !mask_bit(&row.update_mask, c.ordinal)
+                        {
                             Value::Unchanged
                         } else {
                             v
@@ -599,7 +608,9 @@ impl Poller {
         }
         if txn.marker {
             let observed = MssqlPosition::after_transaction(txn.lsn).to_checkpoint();
-            self.out.push(ChangeEvent::CheckpointObserved(observed)).await?;
+            self.out
+                .push(ChangeEvent::CheckpointObserved(observed))
+                .await?;
             if !txn.began {
                 let c = self.point(txn.lsn).to_checkpoint();
                 self.out.push(ChangeEvent::Keepalive(c)).await?;
@@ -707,4 +718,3 @@ pub async fn lost(
         )),
     }
 }
-

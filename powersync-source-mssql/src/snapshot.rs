@@ -54,7 +54,9 @@ pub async fn run(
                 tokio::time::sleep(delay).await;
                 match timed(opts.call_timeout, connector.connect()).await {
                     Ok(mut b) => {
-                        if let Err(e) = timed(opts.call_timeout, b.begin_snapshot(&names, None)).await {
+                        if let Err(e) =
+                            timed(opts.call_timeout, b.begin_snapshot(&names, None)).await
+                        {
                             if !e.is_retryable() {
                                 return Err(e.into());
                             }

@@ -163,7 +163,9 @@ impl ChangeSource for MssqlSource {
         let mut b = self.connect().await?;
         let all = by_table(&timed(self.call_timeout, b.capture_instances()).await?);
         let tables = select(&all, &self.tables)?;
-        let max = timed(self.call_timeout, b.max_lsn()).await?.unwrap_or_default();
+        let max = timed(self.call_timeout, b.max_lsn())
+            .await?
+            .unwrap_or_default();
         Ok(tables
             .iter()
             .filter_map(|t| {
@@ -194,12 +196,22 @@ impl ChangeSource for MssqlSource {
                 let ckpt = self.checkpoint_instance(control.as_mut()).await?;
                 let mut snap = self.connect().await?;
                 let marker = token();
-                timed(self.call_timeout, snap.begin_snapshot(&tables, Some(&marker))).await?;
+                timed(
+                    self.call_timeout,
+                    snap.begin_snapshot(&tables, Some(&marker)),
+                )
+                .await?;
                 let lsn = self.wait_marker(control.as_mut(), &ckpt, &marker).await?;
                 let start = StreamPoint::after(lsn, BTreeMap::new());
-                let poller =
-                    Poller::new(connector.clone(), control.as_mut(), opts.clone(), &start, &tables, out)
-                        .await?;
+                let poller = Poller::new(
+                    connector.clone(),
+                    control.as_mut(),
+                    opts.clone(),
+                    &start,
+                    &tables,
+                    out,
+                )
+                .await?;
                 let plan = SnapshotPlan {
                     tables: poller.instances(),
                     resume: fresh_resume(poller.point(lsn).to_checkpoint()),
@@ -209,9 +221,15 @@ impl ChangeSource for MssqlSource {
             }
             StartFrom::Snapshot(resume) => {
                 let start = StreamPoint::from_checkpoint(&resume.stream_from)?;
-                let poller =
-                    Poller::new(connector.clone(), control.as_mut(), opts.clone(), &start, &tables, out)
-                        .await?;
+                let poller = Poller::new(
+                    connector.clone(),
+                    control.as_mut(),
+                    opts.clone(),
+                    &start,
+                    &tables,
+                    out,
+                )
+                .await?;
                 let mut snap = self.connect().await?;
                 timed(self.call_timeout, snap.begin_snapshot(&tables, None)).await?;
                 let plan = SnapshotPlan {
@@ -228,9 +246,15 @@ impl ChangeSource for MssqlSource {
                         "checkpoint `{c}` is inside a transaction; this connector only emits and resumes from transaction boundaries"
                     )));
                 }
-                let poller =
-                    Poller::new(connector.clone(), control.as_mut(), opts.clone(), &start, &tables, out)
-                        .await?;
+                let poller = Poller::new(
+                    connector.clone(),
+                    control.as_mut(),
+                    opts.clone(),
+                    &start,
+                    &tables,
+                    out,
+                )
+                .await?;
                 (poller, None)
             }
         };

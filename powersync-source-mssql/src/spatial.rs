@@ -172,7 +172,11 @@ fn parse(bytes: &[u8], kind: SpatialKind) -> Result<Parsed, String> {
                 r.f64()?;
             }
         }
-        p.points = xy.into_iter().zip(zs).map(|((x, y), z)| (x, y, z)).collect();
+        p.points = xy
+            .into_iter()
+            .zip(zs)
+            .map(|((x, y), z)| (x, y, z))
+            .collect();
         p.figures.push(0);
         p.shapes.push(Shape {
             parent: -1,
@@ -199,7 +203,11 @@ fn parse(bytes: &[u8], kind: SpatialKind) -> Result<Parsed, String> {
                 r.f64()?;
             }
         }
-        p.points = xy.into_iter().zip(zs).map(|((x, y), z)| (x, y, z)).collect();
+        p.points = xy
+            .into_iter()
+            .zip(zs)
+            .map(|((x, y), z)| (x, y, z))
+            .collect();
         let nf = r.count(5, "figures")?;
         let mut last = 0u32;
         for i in 0..nf {
@@ -221,7 +229,11 @@ fn parse(bytes: &[u8], kind: SpatialKind) -> Result<Parsed, String> {
             let parent = r.i32()?;
             let figure = r.i32()?;
             let kind = r.u8()?;
-            if parent >= i as i32 || parent < -1 || (i > 0 && parent == -1) || (i == 0 && parent != -1) {
+            if parent >= i as i32
+                || parent < -1
+                || (i > 0 && parent == -1)
+                || (i == 0 && parent != -1)
+            {
                 return Err(format!("shape {i} has parent {parent}"));
             }
             if figure != -1 {
@@ -444,8 +456,15 @@ mod tests {
     #[test]
     fn polygon_with_hole() {
         let pts = [
-            (0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0), (0.0, 0.0),
-            (2.0, 2.0), (3.0, 2.0), (3.0, 3.0), (2.0, 2.0),
+            (0.0, 0.0),
+            (10.0, 0.0),
+            (10.0, 10.0),
+            (0.0, 10.0),
+            (0.0, 0.0),
+            (2.0, 2.0),
+            (3.0, 2.0),
+            (3.0, 3.0),
+            (2.0, 2.0),
         ];
         let b = general(&pts, &[(2, 0), (0, 5)], &[(-1, 0, 3)]);
         assert_eq!(
@@ -457,7 +476,11 @@ mod tests {
     #[test]
     fn multi_and_collections() {
         // MULTIPOINT ((1 2), (3 4))
-        let b = general(&[(1.0, 2.0), (3.0, 4.0)], &[(1, 0), (1, 1)], &[(-1, 0, 4), (0, 0, 1), (0, 1, 1)]);
+        let b = general(
+            &[(1.0, 2.0), (3.0, 4.0)],
+            &[(1, 0), (1, 1)],
+            &[(-1, 0, 4), (0, 0, 1), (0, 1, 1)],
+        );
         assert_eq!(
             clr_to_geojson(&b, SpatialKind::Geometry).unwrap(),
             r#"{"type":"MultiPoint","coordinates":[[1,2],[3,4]]}"#
@@ -484,7 +507,16 @@ mod tests {
         );
         // MULTIPOLYGON of two triangles
         let b = general(
-            &[(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (0.0, 0.0), (5.0, 5.0), (6.0, 5.0), (5.0, 6.0), (5.0, 5.0)],
+            &[
+                (0.0, 0.0),
+                (1.0, 0.0),
+                (0.0, 1.0),
+                (0.0, 0.0),
+                (5.0, 5.0),
+                (6.0, 5.0),
+                (5.0, 6.0),
+                (5.0, 5.0),
+            ],
             &[(2, 0), (2, 4)],
             &[(-1, 0, 6), (0, 0, 3), (0, 1, 3)],
         );
@@ -516,7 +548,10 @@ mod tests {
             general(&[(1.0, 2.0)], &[(1, 0)], &[(0, 0, 1)]),
             general(&[(1.0, 2.0)], &[(1, 0)], &[]),
         ] {
-            assert!(clr_to_geojson(&b, SpatialKind::Geometry).is_err(), "{b:02X?}");
+            assert!(
+                clr_to_geojson(&b, SpatialKind::Geometry).is_err(),
+                "{b:02X?}"
+            );
         }
         let mut huge = hex("000000000104");
         huge.extend_from_slice(&u32::MAX.to_le_bytes());

@@ -30,8 +30,8 @@
 
 use std::borrow::Cow;
 
-use powersync_source_core::normalize::{decimal, integer, time, uuid};
 use powersync_source_core::normalize::time::FracDigits;
+use powersync_source_core::normalize::{decimal, integer, time, uuid};
 use powersync_source_core::Value;
 use tiberius::ColumnData;
 
@@ -60,7 +60,9 @@ pub fn column_value(data: ColumnData<'_>, ty: &SqlType) -> Result<Value, String>
             "sql_variant" => variant_value(&s)?,
             _ => Value::Text(s.into_owned()),
         },
-        ColumnData::Guid(v) => v.map_or(Value::Null, |g| Value::Text(uuid::format_uuid(g.as_bytes()))),
+        ColumnData::Guid(v) => v.map_or(Value::Null, |g| {
+            Value::Text(uuid::format_uuid(g.as_bytes()))
+        }),
         ColumnData::Binary(None) => Value::Null,
         ColumnData::Binary(Some(b)) => binary_value(b, ty),
         ColumnData::Numeric(v) => v.map_or(Value::Null, |n| {

@@ -1,1 +1,7 @@
+//! Tests of the SQL Server connector: the conformance scenarios and CDC-specific scenarios on an
+//! in-memory model of SQL Server CDC (always run), and the same against a real server when
+//! `MSSQL_TEST_URL` is set.
 
+mod conformance;
+mod fake;
+mod workload;

@@ -70,9 +70,7 @@ impl TdsClient {
             }
             other => other,
         }
-        .map_err(|e| {
-            sql_error(e, &format!("connecting to {}", config.redacted_url()))
-        })?;
+        .map_err(|e| sql_error(e, &format!("connecting to {}", config.redacted_url())))?;
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(serve(client, rx));
         Ok(TdsClient { tx })
@@ -82,7 +80,9 @@ impl TdsClient {
         let (reply, rx) = oneshot::channel();
         let gone = || SourceError::connection(format!("{what}: the connection task ended"));
         self.tx.send(make(reply)).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?.map_err(|e| sql_error(e, what))
+        rx.await
+            .map_err(|_| gone())?
+            .map_err(|e| sql_error(e, what))
     }
 
     /// Runs a query and returns the rows of its first result set.
@@ -107,7 +107,10 @@ fn tiberius_config(config: &MssqlConfig, host: &str, port: u16) -> tiberius::Con
     cfg.port(port);
     cfg.database(&config.database);
     cfg.application_name(&config.application_name);
-    cfg.authentication(AuthMethod::sql_server(&config.user, config.password.expose()));
+    cfg.authentication(AuthMethod::sql_server(
+        &config.user,
+        config.password.expose(),
+    ));
     cfg.encryption(match config.encrypt {
         Encrypt::Required => EncryptionLevel::Required,
         Encrypt::Off => EncryptionLevel::Off,

@@ -9,7 +9,12 @@ pub fn sql_error(e: tiberius::error::Error, what: &str) -> SourceError {
         E::Io { .. } | E::Tls(_) | E::Routing { .. } => {
             SourceError::connection(format!("{what}: connection failed"))
         }
-        E::Protocol(_) | E::Encoding(_) | E::Conversion(_) | E::Utf8 | E::Utf16 | E::ParseInt(_) => {
+        E::Protocol(_)
+        | E::Encoding(_)
+        | E::Conversion(_)
+        | E::Utf8
+        | E::Utf16
+        | E::ParseInt(_) => {
             SourceError::decode(format!("{what}: the server sent something unreadable"))
         }
         E::Server(t) => {
@@ -30,8 +35,9 @@ pub fn sql_error(e: tiberius::error::Error, what: &str) -> SourceError {
                     SourceError::connection(msg)
                 }
                 // LSN range outside what the capture instance holds.
-                313 => SourceError::history_lost(msg)
-                    .with_hint("the change table no longer holds the requested LSN range; resnapshot"),
+                313 => SourceError::history_lost(msg).with_hint(
+                    "the change table no longer holds the requested LSN range; resnapshot",
+                ),
                 _ if t.class() >= 20 => SourceError::connection(msg),
                 _ => SourceError::decode(msg),
             }

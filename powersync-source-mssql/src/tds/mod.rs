@@ -66,7 +66,9 @@ fn value_param(v: &Value) -> Param {
 }
 
 fn bad_column(what: &str, i: usize) -> SourceError {
-    SourceError::decode(format!("{what}: column {i} has an unexpected type or is NULL"))
+    SourceError::decode(format!(
+        "{what}: column {i} has an unexpected type or is NULL"
+    ))
 }
 
 fn get_str(row: &Row, i: usize, what: &str) -> Result<String> {
@@ -86,7 +88,10 @@ fn get_i64(row: &Row, i: usize, what: &str) -> Result<Option<i64>> {
 }
 
 fn get_lsn(row: &Row, i: usize, what: &str) -> Result<Option<MssqlLsn>> {
-    match row.try_get::<&[u8], _>(i).map_err(|_| bad_column(what, i))? {
+    match row
+        .try_get::<&[u8], _>(i)
+        .map_err(|_| bad_column(what, i))?
+    {
         None => Ok(None),
         Some(b) => MssqlLsn::from_slice(b)
             .map(Some)
@@ -143,7 +148,9 @@ impl CdcBackend for TdsBackend {
                 what,
             )
             .await?;
-        let row = rows.first().ok_or_else(|| SourceError::decode(format!("{what}: no row")))?;
+        let row = rows
+            .first()
+            .ok_or_else(|| SourceError::decode(format!("{what}: no row")))?;
         Ok(ServerInfo {
             product_version: get_str(row, 0, what)?,
             engine_edition: get_i64(row, 1, what)?.unwrap_or_default() as i32,
@@ -185,7 +192,11 @@ impl CdcBackend for TdsBackend {
         let what = "sys.fn_cdc_increment_lsn()";
         let rows = self
             .client
-            .query("SELECT sys.fn_cdc_increment_lsn(@P1)".into(), vec![lsn_param(lsn)], what)
+            .query(
+                "SELECT sys.fn_cdc_increment_lsn(@P1)".into(),
+                vec![lsn_param(lsn)],
+                what,
+            )
             .await?;
         rows.first()
             .map(|r| get_lsn(r, 0, what))
@@ -341,7 +352,12 @@ impl CdcBackend for TdsBackend {
                 what,
             )
             .await?;
-        Ok(rows.first().map(|r| get_i64(r, 0, what)).transpose()?.flatten() == Some(1))
+        Ok(rows
+            .first()
+            .map(|r| get_i64(r, 0, what))
+            .transpose()?
+            .flatten()
+            == Some(1))
     }
 
     async fn begin_snapshot(&mut self, tables: &[TableName], marker: Option<&str>) -> Result<()> {
@@ -356,13 +372,19 @@ impl CdcBackend for TdsBackend {
         };
         let lock = TdsClient::connect(&self.config).await?;
         let lock_what = "locking the replicated tables for the snapshot start";
-        lock.batch("SET LOCK_TIMEOUT 30000; BEGIN TRANSACTION;".into(), lock_what)
-            .await?;
+        lock.batch(
+            "SET LOCK_TIMEOUT 30000; BEGIN TRANSACTION;".into(),
+            lock_what,
+        )
+        .await?;
         for t in tables {
             // A shared table lock held to the end of the transaction: writers of the table wait
             // (and writers already in flight commit before we get it).
             lock.query(
-                format!("SELECT TOP (1) 1 FROM {} WITH (TABLOCK, HOLDLOCK)", quote_table(t)),
+                format!(
+                    "SELECT TOP (1) 1 FROM {} WITH (TABLOCK, HOLDLOCK)",
+                    quote_table(t)
+                ),
                 vec![],
                 lock_what,
             )
@@ -387,8 +409,10 @@ impl CdcBackend for TdsBackend {
         limit: u32,
     ) -> Result<Vec<Vec<Value>>> {
         let what = format!("reading a snapshot chunk of {}", instance.table);
-        let keys: Vec<&CapturedColumn> =
-            key_positions(instance).into_iter().map(|i| &instance.columns[i]).collect();
+        let keys: Vec<&CapturedColumn> = key_positions(instance)
+            .into_iter()
+            .map(|i| &instance.columns[i])
+            .collect();
         let mut params = vec![Param::I64(limit.into())];
         let mut filter = String::new();
         if let Some(after) = after {
@@ -425,7 +449,10 @@ impl CdcBackend for TdsBackend {
 
     async fn end_snapshot(&mut self) -> Result<()> {
         self.client
-            .batch("COMMIT TRANSACTION;".into(), "ending the snapshot transaction")
+            .batch(
+                "COMMIT TRANSACTION;".into(),
+                "ending the snapshot transaction",
+            )
             .await
     }
 
@@ -457,7 +484,11 @@ impl CdcBackend for TdsBackend {
                 what,
             )
             .await?;
-        Ok(rows.first().map(|r| get_lsn(r, 0, what)).transpose()?.flatten())
+        Ok(rows
+            .first()
+            .map(|r| get_lsn(r, 0, what))
+            .transpose()?
+            .flatten())
     }
 
     async fn delete_old_markers(&mut self) -> Result<()> {
@@ -484,7 +515,12 @@ impl CdcBackend for TdsBackend {
                     what,
                 )
                 .await?;
-            let ok = rows.first().map(|r| get_i64(r, 0, what)).transpose()?.flatten() == Some(1);
+            let ok = rows
+                .first()
+                .map(|r| get_i64(r, 0, what))
+                .transpose()?
+                .flatten()
+                == Some(1);
             perms.select_tables.push((t.clone(), ok));
         }
         let server = if azure {

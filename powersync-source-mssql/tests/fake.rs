@@ -1,0 +1,894 @@
+//! An in-memory model of SQL Server CDC, behind the connector's `CdcBackend` seam.
+//!
+//! What it models, as SQL Server documents it:
+//! - LSNs: 10 bytes, compared as bytes; every transaction gets a begin LSN, one sequence value
+//!   per change (`__$seqval`, increasing within the transaction) and a commit LSN
+//!   (`__$start_lsn` of all its change rows), all from one increasing log counter;
+//! - the capture job: committed transactions wait in the "log" until captured (`capture()`,
+//!   or automatically unless paused); capture copies each change into every capture instance of
+//!   the table that existed at commit time, with operations 1 delete, 2 insert, 3/4 update
+//!   before/after (same seqval) and an update mask, and records the transaction in
+//!   `lsn_time_mapping` with its commit time;
+//! - capture instances: created with the table's column list at that moment and a start LSN;
+//!   later columns are not captured, dropped columns read NULL; at most two per table;
+//!   dropping a table drops its instances;
+//! - cleanup: removes change rows and mapping entries below a low-water mark and moves each
+//!   instance's min LSN there (`sys.fn_cdc_get_min_lsn`);
+//! - `fn_cdc_get_all_changes` refuses a range starting below the min LSN or ending above the
+//!   max LSN, as SQL Server does (error 313);
+//! - snapshot isolation: `begin_snapshot` copies the committed table state; with a marker the
+//!   copy and the marker's commit happen atomically, which is what the table locks guarantee
+//!   on the server;
+//! - faults: `kill` breaks every open connection and refuses new ones for a while; `fail_next`
+//!   fails the next N change reads; a wrong password is a login failure.
+
+#![allow(dead_code)]
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use powersync_source_core::position::MssqlLsn;
+use powersync_source_core::{Result, SourceError, TableName, UnixMicros, Value};
+use powersync_source_mssql::backend::{
+    CaptureInstance, CaptureJob, CapturedColumn, CdcBackend, CdcConnector, ChangeKey, ChangeRow,
+    LsnTime, Permissions, ServerInfo, SqlType, CHECKPOINT_TABLE,
+};
+
+/// One table of the model.
+#[derive(Debug, Clone)]
+pub struct FakeTable {
+    pub object_id: i64,
+    pub columns: Vec<(String, SqlType)>,
+    pub key: Vec<String>,
+    /// Key values → row values in `columns` order.
+    pub rows: BTreeMap<KeyVals, Vec<Value>>,
+}
+
+/// Key values with a total order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyVals(pub Vec<Value>);
+impl Eq for KeyVals {}
+impl PartialOrd for KeyVals {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for KeyVals {
+    fn cmp(&self, other: &Self) -> Ordering {
+        for (a, b) in self.0.iter().zip(&other.0) {
+            let o = cmp_value(a, b);
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        self.0.len().cmp(&other.0.len())
+    }
+}
+
+pub fn cmp_value(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Integer(x), Value::Integer(y)) => x.cmp(y),
+        (Value::Text(x), Value::Text(y)) => x.cmp(y),
+        (Value::Blob(x), Value::Blob(y)) => x.cmp(y),
+        (Value::Real(x), Value::Real(y)) => x.partial_cmp(y).unwrap_or(Ordering::Equal),
+        (Value::Null, Value::Null) => Ordering::Equal,
+        (Value::Null, _) => Ordering::Less,
+        (_, Value::Null) => Ordering::Greater,
+        _ => format!("{a:?}").cmp(&format!("{b:?}")),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Instance {
+    info: CaptureInstance,
+    min_lsn: MssqlLsn,
+    rows: Vec<ChangeRow>,
+}
+
+#[derive(Debug, Clone)]
+enum Change {
+    Insert(Vec<Value>),
+    Update(Vec<Value>, Vec<Value>),
+    Delete(Vec<Value>),
+}
+
+#[derive(Debug, Clone)]
+struct LoggedTxn {
+    commit: MssqlLsn,
+    time: UnixMicros,
+    changes: Vec<(TableName, MssqlLsn, Change, Vec<(String, SqlType)>)>,
+}
+
+/// The whole server.
+#[derive(Debug)]
+pub struct State {
+    counter: u64,
+    next_object: i64,
+    pub tables: BTreeMap<TableName, FakeTable>,
+    instances: Vec<Instance>,
+    lsn_time: Vec<(MssqlLsn, UnixMicros)>,
+    log: Vec<LoggedTxn>,
+    pub capture_paused: bool,
+    pub cdc_enabled: bool,
+    pub snapshot_isolation: bool,
+    pub product_version: String,
+    pub engine_edition: i32,
+    pub permissions: Permissions,
+    pub capture_job: Option<CaptureJob>,
+    pub password: String,
+    generation: u64,
+    down_until: Option<Instant>,
+    fail_changes: u32,
+    /// Seconds subtracted from commit times (models a capture delay for lag tests).
+    pub commit_age_secs: i64,
+    /// Every `changes` call: (instance, from, to, after, limit).
+    pub change_calls: Vec<(String, MssqlLsn, MssqlLsn, Option<ChangeKey>, u32)>,
+    /// Every `lsn_window` call: (from, to, limit, rows returned).
+    pub window_calls: Vec<(MssqlLsn, MssqlLsn, u32, usize)>,
+}
+
+/// Shared handle to the model.
+#[derive(Debug, Clone)]
+pub struct FakeServer(pub Arc<Mutex<State>>);
+
+pub fn lsn(n: u64) -> MssqlLsn {
+    let mut b = [0u8; 10];
+    b[2..].copy_from_slice(&n.to_be_bytes());
+    MssqlLsn(b)
+}
+
+fn lsn_num(l: MssqlLsn) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&l.0[2..]);
+    u64::from_be_bytes(b)
+}
+
+pub fn text_type() -> SqlType {
+    SqlType {
+        name: "nvarchar".into(),
+        max_length: -1,
+        precision: 0,
+        scale: 0,
+    }
+}
+
+pub fn bigint_type() -> SqlType {
+    SqlType::simple("bigint")
+}
+
+impl Default for FakeServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeServer {
+    /// A server with CDC enabled and the checkpoint table set up.
+    pub fn new() -> FakeServer {
+        let s = FakeServer(Arc::new(Mutex::new(State {
+            counter: 0x100,
+            next_object: 1000,
+            tables: BTreeMap::new(),
+            instances: Vec::new(),
+            lsn_time: Vec::new(),
+            log: Vec::new(),
+            capture_paused: false,
+            cdc_enabled: true,
+            snapshot_isolation: true,
+            product_version: "16.0.4135.4".into(),
+            engine_edition: 3,
+            permissions: Permissions {
+                select_tables: Vec::new(),
+                select_cdc: true,
+                checkpoint_rw: true,
+                view_database_state: true,
+                view_server_state: Some(true),
+            },
+            capture_job: Some(CaptureJob {
+                running: Some(true),
+                polling_interval_secs: 1,
+                maxtrans: 5000,
+                maxscans: 10,
+            }),
+            password: "secret".into(),
+            generation: 0,
+            down_until: None,
+            fail_changes: 0,
+            commit_age_secs: 0,
+            change_calls: Vec::new(),
+            window_calls: Vec::new(),
+        })));
+        let ck = TableName::new("dbo", CHECKPOINT_TABLE);
+        s.create_table(
+            &ck,
+            &[
+                ("id", bigint_type()),
+                (
+                    "token",
+                    SqlType {
+                        name: "varchar".into(),
+                        max_length: 64,
+                        precision: 0,
+                        scale: 0,
+                    },
+                ),
+            ],
+            &["id"],
+        );
+        s.enable_cdc(&ck, "dbo__powersync_checkpoints");
+        s
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn connector(&self, password: &str) -> Arc<dyn CdcConnector> {
+        Arc::new(FakeConnector {
+            server: self.clone(),
+            password: password.into(),
+        })
+    }
+
+    pub fn create_table(&self, t: &TableName, columns: &[(&str, SqlType)], key: &[&str]) {
+        let mut s = self.lock();
+        s.next_object += 1;
+        let object_id = s.next_object;
+        s.tables.insert(
+            t.clone(),
+            FakeTable {
+                object_id,
+                columns: columns
+                    .iter()
+                    .map(|(n, ty)| (n.to_string(), ty.clone()))
+                    .collect(),
+                key: key.iter().map(|k| k.to_string()).collect(),
+                rows: BTreeMap::new(),
+            },
+        );
+    }
+
+    pub fn drop_table(&self, t: &TableName) {
+        let mut s = self.lock();
+        s.tables.remove(t);
+        s.instances.retain(|i| &i.info.table != t);
+    }
+
+    /// `sp_cdc_enable_table` with a capture instance name; returns its start LSN.
+    pub fn enable_cdc(&self, t: &TableName, instance: &str) -> MssqlLsn {
+        let mut s = self.lock();
+        s.capture_all();
+        let start = s.alloc();
+        let table = s.tables.get(t).expect("table exists").clone();
+        assert!(
+            s.instances.iter().filter(|i| &i.info.table == t).count() < 2,
+            "at most two capture instances"
+        );
+        let columns = table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, (n, ty))| CapturedColumn {
+                name: n.clone(),
+                sql_type: ty.clone(),
+                ordinal: i as u32 + 1,
+                key_ordinal: table.key.iter().position(|k| k == n).map(|p| p as u32 + 1),
+                nullable: !table.key.contains(n),
+            })
+            .collect();
+        s.instances.push(Instance {
+            info: CaptureInstance {
+                table: t.clone(),
+                source_object_id: table.object_id,
+                name: instance.into(),
+                start_lsn: start,
+                columns,
+            },
+            min_lsn: start,
+            rows: Vec::new(),
+        });
+        start
+    }
+
+    /// `sp_cdc_disable_table @capture_instance = …`.
+    pub fn disable_instance(&self, name: &str) {
+        let mut s = self.lock();
+        s.capture_all();
+        s.instances.retain(|i| i.info.name != name);
+    }
+
+    pub fn instance_names(&self, t: &TableName) -> Vec<String> {
+        self.lock()
+            .instances
+            .iter()
+            .filter(|i| &i.info.table == t)
+            .map(|i| i.info.name.clone())
+            .collect()
+    }
+
+    pub fn add_column(&self, t: &TableName, name: &str, ty: SqlType) {
+        let mut s = self.lock();
+        let table = s.tables.get_mut(t).expect("table");
+        table.columns.push((name.into(), ty));
+        for r in table.rows.values_mut() {
+            r.push(Value::Null);
+        }
+    }
+
+    pub fn drop_column(&self, t: &TableName, name: &str) {
+        let mut s = self.lock();
+        let table = s.tables.get_mut(t).expect("table");
+        let i = table
+            .columns
+            .iter()
+            .position(|(n, _)| n == name)
+            .expect("column");
+        table.columns.remove(i);
+        for r in table.rows.values_mut() {
+            r.remove(i);
+        }
+    }
+
+    /// Runs one transaction; returns its commit LSN.
+    pub fn transaction(&self, ops: &[Op]) -> MssqlLsn {
+        let mut s = self.lock();
+        s.commit(ops)
+    }
+
+    pub fn capture(&self) {
+        self.lock().capture_all();
+    }
+
+    pub fn set_capture_paused(&self, paused: bool) {
+        let mut s = self.lock();
+        s.capture_paused = paused;
+        if !paused {
+            s.capture_all();
+        }
+    }
+
+    /// The cleanup job with a low-water mark.
+    pub fn cleanup(&self, low_water: MssqlLsn) {
+        let mut s = self.lock();
+        s.capture_all();
+        for i in &mut s.instances {
+            i.rows.retain(|r| r.start_lsn >= low_water);
+            if i.min_lsn < low_water {
+                i.min_lsn = low_water;
+            }
+        }
+        s.lsn_time.retain(|(l, _)| *l >= low_water);
+    }
+
+    pub fn max_lsn(&self) -> Option<MssqlLsn> {
+        self.lock().lsn_time.last().map(|(l, _)| *l)
+    }
+
+    /// Breaks every connection and refuses new ones for `down`.
+    pub fn kill(&self, down: Duration) {
+        let mut s = self.lock();
+        s.generation += 1;
+        s.down_until = Some(Instant::now() + down);
+    }
+
+    /// Fails the next `n` change-table reads with a connection error.
+    pub fn fail_next_changes(&self, n: u32) {
+        self.lock().fail_changes = n;
+    }
+
+    pub fn rows(&self, t: &TableName) -> Vec<Vec<(String, Value)>> {
+        let s = self.lock();
+        let table = &s.tables[t];
+        table
+            .rows
+            .values()
+            .map(|r| {
+                table
+                    .columns
+                    .iter()
+                    .map(|(n, _)| n.clone())
+                    .zip(r.iter().cloned())
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// One statement of a model transaction (values by column name; missing columns are NULL).
+#[derive(Debug, Clone)]
+pub enum Op {
+    Insert(TableName, Vec<(String, Value)>),
+    Update(TableName, Vec<Value>, Vec<(String, Value)>),
+    Delete(TableName, Vec<Value>),
+}
+
+impl State {
+    fn alloc(&mut self) -> MssqlLsn {
+        self.counter += 1;
+        lsn(self.counter)
+    }
+
+    fn commit(&mut self, ops: &[Op]) -> MssqlLsn {
+        let _begin = self.alloc();
+        let mut changes = Vec::new();
+        for op in ops {
+            let seq = self.alloc();
+            match op {
+                Op::Insert(t, vals) => {
+                    let table = self.tables.get_mut(t).expect("table");
+                    if table.key.len() == 1
+                        && table.key[0] == "id"
+                        && !vals.iter().any(|(n, _)| n == "id")
+                    {
+                        // IDENTITY
+                        let next = table
+                            .rows
+                            .keys()
+                            .last()
+                            .and_then(|k| k.0[0].as_integer())
+                            .unwrap_or(0)
+                            + 1;
+                        let mut v = vals.clone();
+                        v.push(("id".into(), Value::Integer(next)));
+                        let row = project(&table.columns, &v);
+                        let key = key_of(table, &row);
+                        table.rows.insert(key, row.clone());
+                        changes.push((t.clone(), seq, Change::Insert(row), table.columns.clone()));
+                        continue;
+                    }
+                    let row = project(&table.columns, vals);
+                    let key = key_of(table, &row);
+                    assert!(
+                        !table.rows.contains_key(&key),
+                        "duplicate key {key:?} in {t}"
+                    );
+                    table.rows.insert(key, row.clone());
+                    changes.push((t.clone(), seq, Change::Insert(row), table.columns.clone()));
+                }
+                Op::Update(t, key, set) => {
+                    let table = self.tables.get_mut(t).expect("table");
+                    let k = KeyVals(key.clone());
+                    let Some(old) = table.rows.get(&k).cloned() else {
+                        continue;
+                    };
+                    let mut new = old.clone();
+                    for (n, v) in set {
+                        let i = table
+                            .columns
+                            .iter()
+                            .position(|(c, _)| c == n)
+                            .expect("column");
+                        new[i] = v.clone();
+                    }
+                    let nk = key_of(table, &new);
+                    table.rows.remove(&k);
+                    table.rows.insert(nk, new.clone());
+                    changes.push((
+                        t.clone(),
+                        seq,
+                        Change::Update(old, new),
+                        table.columns.clone(),
+                    ));
+                }
+                Op::Delete(t, key) => {
+                    let table = self.tables.get_mut(t).expect("table");
+                    if let Some(old) = table.rows.remove(&KeyVals(key.clone())) {
+                        changes.push((t.clone(), seq, Change::Delete(old), table.columns.clone()));
+                    }
+                }
+            }
+        }
+        let commit = self.alloc();
+        let micros = UnixMicros::now().0 - self.commit_age_secs * 1_000_000;
+        self.log.push(LoggedTxn {
+            commit,
+            time: UnixMicros(micros),
+            changes,
+        });
+        if !self.capture_paused {
+            self.capture_all();
+        }
+        commit
+    }
+
+    fn capture_all(&mut self) {
+        let log = std::mem::take(&mut self.log);
+        for txn in log {
+            let mut any = false;
+            for (t, seq, change, columns) in &txn.changes {
+                for inst in self
+                    .instances
+                    .iter_mut()
+                    .filter(|i| &i.info.table == t && i.info.start_lsn < txn.commit)
+                {
+                    any = true;
+                    let pick = |row: &Vec<Value>| -> Vec<Value> {
+                        inst.info
+                            .columns
+                            .iter()
+                            .map(|c| {
+                                columns
+                                    .iter()
+                                    .position(|(n, _)| n == &c.name)
+                                    .map(|i| row[i].clone())
+                                    .unwrap_or(Value::Null)
+                            })
+                            .collect()
+                    };
+                    let ncols = inst.info.columns.len();
+                    let mask_len = ncols.div_ceil(8).max(1);
+                    let mut mask = vec![0u8; mask_len];
+                    let mut set = |ordinal: u32| {
+                        let o = (ordinal - 1) as usize;
+                        mask[mask_len - 1 - o / 8] |= 1 << (o % 8);
+                    };
+                    let rows: Vec<(u8, Vec<Value>)> = match change {
+                        Change::Insert(r) => {
+                            inst.info.columns.iter().for_each(|c| set(c.ordinal));
+                            vec![(2, pick(r))]
+                        }
+                        Change::Delete(r) => {
+                            inst.info.columns.iter().for_each(|c| set(c.ordinal));
+                            vec![(1, pick(r))]
+                        }
+                        Change::Update(o, n) => {
+                            let (po, pn) = (pick(o), pick(n));
+                            for (i, c) in inst.info.columns.iter().enumerate() {
+                                if po[i] != pn[i] {
+                                    set(c.ordinal);
+                                }
+                            }
+                            // Legacy LOBs: no before image; after image NULL unless changed.
+                            let po: Vec<Value> = po
+                                .into_iter()
+                                .zip(&inst.info.columns)
+                                .map(|(v, c)| {
+                                    if c.sql_type.is_legacy_lob() {
+                                        Value::Null
+                                    } else {
+                                        v
+                                    }
+                                })
+                                .collect();
+                            let pn: Vec<Value> = pn
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, v)| {
+                                    let c = &inst.info.columns[i];
+                                    if c.sql_type.is_legacy_lob()
+                                        && !powersync_source_mssql::mask_bit(&mask, c.ordinal)
+                                    {
+                                        Value::Null
+                                    } else {
+                                        v
+                                    }
+                                })
+                                .collect();
+                            vec![(3, po), (4, pn)]
+                        }
+                    };
+                    for (op, values) in rows {
+                        inst.rows.push(ChangeRow {
+                            start_lsn: txn.commit,
+                            seqval: *seq,
+                            operation: op,
+                            update_mask: mask.clone(),
+                            values,
+                        });
+                    }
+                }
+            }
+            if any {
+                self.lsn_time.push((txn.commit, txn.time));
+            }
+        }
+    }
+}
+
+fn project(columns: &[(String, SqlType)], vals: &[(String, Value)]) -> Vec<Value> {
+    columns
+        .iter()
+        .map(|(n, _)| {
+            vals.iter()
+                .find(|(c, _)| c == n)
+                .map(|(_, v)| v.clone())
+                .unwrap_or(Value::Null)
+        })
+        .collect()
+}
+
+fn key_of(t: &FakeTable, row: &[Value]) -> KeyVals {
+    KeyVals(
+        t.key
+            .iter()
+            .map(|k| {
+                row[t
+                    .columns
+                    .iter()
+                    .position(|(n, _)| n == k)
+                    .expect("key column")]
+                .clone()
+            })
+            .collect(),
+    )
+}
+
+#[derive(Debug)]
+struct FakeConnector {
+    server: FakeServer,
+    password: String,
+}
+
+#[async_trait]
+impl CdcConnector for FakeConnector {
+    async fn connect(&self) -> Result<Box<dyn CdcBackend>> {
+        let s = self.server.lock();
+        if s.down_until.is_some_and(|d| Instant::now() < d) {
+            return Err(SourceError::connection("connection refused (server down)"));
+        }
+        if s.password != self.password {
+            return Err(SourceError::auth("Login failed for user 'powersync'"));
+        }
+        Ok(Box::new(FakeBackend {
+            server: self.server.clone(),
+            generation: s.generation,
+            snapshot: None,
+        }))
+    }
+}
+
+struct FakeBackend {
+    server: FakeServer,
+    generation: u64,
+    snapshot: Option<BTreeMap<TableName, FakeTable>>,
+}
+
+impl FakeBackend {
+    fn state(&self) -> Result<MutexGuard<'_, State>> {
+        let s = self.server.lock();
+        if s.generation != self.generation {
+            return Err(SourceError::connection("connection reset by peer"));
+        }
+        Ok(s)
+    }
+}
+
+#[async_trait]
+impl CdcBackend for FakeBackend {
+    async fn server_info(&mut self) -> Result<ServerInfo> {
+        let s = self.state()?;
+        Ok(ServerInfo {
+            product_version: s.product_version.clone(),
+            engine_edition: s.engine_edition,
+            cdc_enabled: s.cdc_enabled,
+            snapshot_isolation: s.snapshot_isolation,
+            database: "shop".into(),
+        })
+    }
+
+    async fn max_lsn(&mut self) -> Result<Option<MssqlLsn>> {
+        Ok(self.state()?.lsn_time.last().map(|(l, _)| *l))
+    }
+
+    async fn min_lsn(&mut self, instance: &str) -> Result<Option<MssqlLsn>> {
+        Ok(self
+            .state()?
+            .instances
+            .iter()
+            .find(|i| i.info.name == instance)
+            .map(|i| i.min_lsn))
+    }
+
+    async fn increment_lsn(&mut self, l: MssqlLsn) -> Result<MssqlLsn> {
+        drop(self.state()?);
+        Ok(l.increment())
+    }
+
+    async fn lsn_window(
+        &mut self,
+        from: MssqlLsn,
+        to: MssqlLsn,
+        limit: u32,
+    ) -> Result<Vec<LsnTime>> {
+        let mut s = self.state()?;
+        let out: Vec<LsnTime> = s
+            .lsn_time
+            .iter()
+            .filter(|(l, _)| *l >= from && *l <= to)
+            .take(limit as usize)
+            .map(|(l, t)| LsnTime {
+                lsn: *l,
+                commit_time: Some(*t),
+            })
+            .collect();
+        s.window_calls.push((from, to, limit, out.len()));
+        Ok(out)
+    }
+
+    async fn capture_instances(&mut self) -> Result<Vec<CaptureInstance>> {
+        Ok(self
+            .state()?
+            .instances
+            .iter()
+            .map(|i| i.info.clone())
+            .collect())
+    }
+
+    async fn changes(
+        &mut self,
+        instance: &CaptureInstance,
+        from: MssqlLsn,
+        to: MssqlLsn,
+        after: Option<ChangeKey>,
+        limit: u32,
+    ) -> Result<Vec<ChangeRow>> {
+        let mut s = self.state()?;
+        if s.fail_changes > 0 {
+            s.fail_changes -= 1;
+            s.generation += 1;
+            return Err(SourceError::connection(
+                "connection reset by peer (injected)",
+            ));
+        }
+        s.change_calls
+            .push((instance.name.clone(), from, to, after, limit));
+        let max = s.lsn_time.last().map(|(l, _)| *l).unwrap_or_default();
+        let Some(inst) = s.instances.iter().find(|i| i.info.name == instance.name) else {
+            return Err(SourceError::schema(
+                "Invalid object name 'cdc.fn_cdc_get_all_changes_…'",
+            ));
+        };
+        if from < inst.min_lsn || to > max || from > to {
+            return Err(SourceError::history_lost(
+                "An insufficient number of arguments were supplied for the procedure or function cdc.fn_cdc_get_all_changes_ (313)",
+            ));
+        }
+        let mut rows: Vec<ChangeRow> = inst
+            .rows
+            .iter()
+            .filter(|r| {
+                r.start_lsn >= from && r.start_lsn <= to && after.is_none_or(|a| r.order_key() > a)
+            })
+            .cloned()
+            .collect();
+        rows.sort_by_key(|r| r.order_key());
+        rows.truncate(limit as usize);
+        Ok(rows)
+    }
+
+    async fn table_exists(&mut self, table: &TableName) -> Result<bool> {
+        Ok(self.state()?.tables.contains_key(table))
+    }
+
+    async fn begin_snapshot(&mut self, _tables: &[TableName], marker: Option<&str>) -> Result<()> {
+        let server = self.server.clone();
+        let mut s = server.lock();
+        if s.generation != self.generation {
+            return Err(SourceError::connection("connection reset by peer"));
+        }
+        if !s.snapshot_isolation {
+            return Err(SourceError::prerequisite(
+                "Snapshot isolation transaction failed (3952)",
+            ));
+        }
+        // Locks held: the copy and the marker's commit are one atomic step.
+        self.snapshot = Some(s.tables.clone());
+        if let Some(m) = marker {
+            s.commit(&[Op::Insert(
+                TableName::new("dbo", CHECKPOINT_TABLE),
+                vec![("token".into(), Value::Text(m.into()))],
+            )]);
+        }
+        Ok(())
+    }
+
+    async fn snapshot_chunk(
+        &mut self,
+        instance: &CaptureInstance,
+        after: Option<&[Value]>,
+        limit: u32,
+    ) -> Result<Vec<Vec<Value>>> {
+        drop(self.state()?);
+        let snap = self
+            .snapshot
+            .as_ref()
+            .ok_or_else(|| SourceError::decode("no snapshot transaction"))?;
+        let table = snap
+            .get(&instance.table)
+            .ok_or_else(|| SourceError::schema("Invalid object name (208)"))?;
+        let after = after.map(|a| KeyVals(a.to_vec()));
+        Ok(table
+            .rows
+            .iter()
+            .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
+            .take(limit as usize)
+            .map(|(_, row)| {
+                instance
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        table
+                            .columns
+                            .iter()
+                            .position(|(n, _)| n == &c.name)
+                            .map(|i| row[i].clone())
+                            .unwrap_or(Value::Null)
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    async fn end_snapshot(&mut self) -> Result<()> {
+        drop(self.state()?);
+        self.snapshot = None;
+        Ok(())
+    }
+
+    async fn insert_marker(&mut self, token: &str) -> Result<()> {
+        let mut s = self.state()?;
+        s.commit(&[Op::Insert(
+            TableName::new("dbo", CHECKPOINT_TABLE),
+            vec![("token".into(), Value::Text(token.into()))],
+        )]);
+        Ok(())
+    }
+
+    async fn marker_lsn(
+        &mut self,
+        instance: &CaptureInstance,
+        token: &str,
+    ) -> Result<Option<MssqlLsn>> {
+        let s = self.state()?;
+        let Some(inst) = s.instances.iter().find(|i| i.info.name == instance.name) else {
+            return Ok(None);
+        };
+        let ti = inst
+            .info
+            .columns
+            .iter()
+            .position(|c| c.name == "token")
+            .unwrap_or(usize::MAX);
+        Ok(inst
+            .rows
+            .iter()
+            .find(|r| r.operation == 2 && r.values.get(ti) == Some(&Value::Text(token.into())))
+            .map(|r| r.start_lsn))
+    }
+
+    async fn delete_old_markers(&mut self) -> Result<()> {
+        drop(self.state()?);
+        Ok(())
+    }
+
+    async fn permissions(&mut self, tables: &[TableName], azure: bool) -> Result<Permissions> {
+        let s = self.state()?;
+        let mut p = s.permissions.clone();
+        let denied: Vec<TableName> = p
+            .select_tables
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(t, _)| t.clone())
+            .collect();
+        p.select_tables = tables
+            .iter()
+            .map(|t| (t.clone(), !denied.contains(t)))
+            .collect();
+        if azure {
+            p.view_server_state = None;
+        }
+        Ok(p)
+    }
+
+    async fn capture_job(&mut self) -> Result<Option<CaptureJob>> {
+        Ok(self.state()?.capture_job)
+    }
+}
+
+/// `lsn_num` for tests that reason about the counter.
+pub fn lsn_value(l: MssqlLsn) -> u64 {
+    lsn_num(l)
+}
