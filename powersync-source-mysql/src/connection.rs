@@ -1,0 +1,186 @@
+//! Opening connections and turning driver errors into [`SourceError`]s of the right kind.
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, SslOpts};
+use powersync_source_core::SourceError;
+
+use crate::config::{MySqlConfig, SslMode};
+
+/// Server error codes the connector reacts to.
+pub(crate) mod codes {
+    /// ER_DBACCESS_DENIED_ERROR
+    pub const DB_ACCESS_DENIED: u16 = 1044;
+    /// ER_ACCESS_DENIED_ERROR
+    pub const ACCESS_DENIED: u16 = 1045;
+    /// ER_BAD_DB_ERROR
+    pub const BAD_DB: u16 = 1049;
+    /// ER_NO_SUCH_TABLE
+    pub const NO_SUCH_TABLE: u16 = 1146;
+    /// ER_TABLEACCESS_DENIED_ERROR
+    pub const TABLE_ACCESS_DENIED: u16 = 1142;
+    /// ER_SPECIFIC_ACCESS_DENIED_ERROR
+    pub const SPECIFIC_ACCESS_DENIED: u16 = 1227;
+    /// ER_MASTER_FATAL_ERROR_READING_BINLOG
+    pub const FATAL_READING_BINLOG: u16 = 1236;
+    /// ER_SERVER_SHUTDOWN
+    pub const SERVER_SHUTDOWN: u16 = 1053;
+    /// ER_QUERY_INTERRUPTED
+    pub const QUERY_INTERRUPTED: u16 = 1317;
+    /// ER_CONNECTION_KILLED (MariaDB) / ER_CONNECTION_KILLED
+    pub const CONNECTION_KILLED: u16 = 1927;
+    /// ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK
+    pub const LOCK_WAIT_TIMEOUT: u16 = 1205;
+    pub const LOCK_DEADLOCK: u16 = 1213;
+}
+
+/// Driver options for `config`, with `database` as default database (or none).
+pub(crate) fn opts(config: &MySqlConfig, database: Option<&str>) -> OptsBuilder {
+    let mut b = OptsBuilder::default()
+        .ip_or_hostname(config.host.clone())
+        .tcp_port(config.port)
+        .user(Some(config.user.clone()))
+        .pass(config.password.as_ref().map(|p| p.expose().to_owned()))
+        .db_name(database.filter(|d| !d.is_empty()).map(str::to_owned))
+        .prefer_socket(false)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Some(Duration::from_secs(10)))
+        .stmt_cache_size(32)
+        // Every connection speaks UTC and utf8mb4 so TIMESTAMP values and text arrive the same
+        // way on the snapshot path as they are normalized on the binlog path.
+        .init(vec![
+            "SET NAMES utf8mb4".to_owned(),
+            "SET time_zone = '+00:00'".to_owned(),
+        ]);
+    match config.ssl_mode {
+        SslMode::Disabled => {}
+        SslMode::VerifyCa => {
+            b = b.ssl_opts(SslOpts::default().with_danger_skip_domain_validation(true));
+        }
+        SslMode::VerifyIdentity => b = b.ssl_opts(SslOpts::default()),
+    }
+    b
+}
+
+/// Connects with the URL's database as default database.
+pub(crate) async fn connect(config: &MySqlConfig) -> Result<Conn, SourceError> {
+    connect_to(config, Some(&config.database)).await
+}
+
+/// Connects with `database` as default database (or none).
+pub(crate) async fn connect_to(
+    config: &MySqlConfig,
+    database: Option<&str>,
+) -> Result<Conn, SourceError> {
+    let opts = opts(config, database);
+    match tokio::time::timeout(config.connect_timeout, Conn::new(opts)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(sql_error(
+            e,
+            &format!("connecting to {}", config.endpoint()),
+        )),
+        Err(_) => Err(SourceError::connection(format!(
+            "connecting to {} timed out after {:?}",
+            config.endpoint(),
+            config.connect_timeout
+        ))),
+    }
+}
+
+/// A driver error as a [`SourceError`] of the kind a host acts on, with `context` (where it
+/// happened) in front. Driver messages carry no credentials.
+pub(crate) fn sql_error(e: mysql_async::Error, context: &str) -> SourceError {
+    use mysql_async::Error as E;
+    match e {
+        E::Server(ref s) => {
+            let msg = format!(
+                "{context}: server error {} ({}): {}",
+                s.code, s.state, s.message
+            );
+            match s.code {
+                codes::ACCESS_DENIED => SourceError::auth(msg)
+                    .with_hint("check the user name and password in the URL"),
+                codes::DB_ACCESS_DENIED => SourceError::auth(msg)
+                    .with_hint("GRANT SELECT ON the database TO the replication user"),
+                codes::BAD_DB => SourceError::config(msg)
+                    .with_hint("the URL names a database that does not exist"),
+                codes::TABLE_ACCESS_DENIED | codes::SPECIFIC_ACCESS_DENIED => {
+                    SourceError::prerequisite(msg).with_hint(
+                        "GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO the user \
+                         (MariaDB 10.5+: also BINLOG MONITOR)",
+                    )
+                }
+                codes::NO_SUCH_TABLE => SourceError::schema(msg),
+                codes::FATAL_READING_BINLOG => binlog_read_error(msg, &s.message),
+                codes::SERVER_SHUTDOWN
+                | codes::QUERY_INTERRUPTED
+                | codes::CONNECTION_KILLED
+                | codes::LOCK_WAIT_TIMEOUT
+                | codes::LOCK_DEADLOCK
+                | 1040 /* too many connections */
+                | 1129 /* host blocked */
+                | 2006 | 2013 => SourceError::connection(msg),
+                _ => SourceError::decode(msg),
+            }
+        }
+        E::Url(u) => SourceError::config(format!("{context}: {u}")),
+        E::Io(io) => SourceError::connection(format!("{context}: {io}")),
+        E::Driver(d) => SourceError::connection(format!("{context}: {d}")),
+        E::Other(o) => SourceError::connection(format!("{context}: {o}")),
+    }
+}
+
+/// Error 1236 means the server cannot serve the requested binlog position: purged files and
+/// unknown GTIDs are history lost; anything else (e.g. a duplicate server id) stays a
+/// connection problem worth retrying.
+fn binlog_read_error(msg: String, server_message: &str) -> SourceError {
+    let m = server_message.to_ascii_lowercase();
+    let lost = m.contains("purged")
+        || m.contains("could not find")
+        || m.contains("not find first log")
+        || m.contains("gtid")
+        || m.contains("log event entry exceeded")
+        || m.contains("binary log is not open");
+    if lost {
+        SourceError::history_lost(msg).with_hint(
+            "the server no longer has the binlog this stream must resume from; start again \
+             from the beginning (resnapshot) and raise binlog_expire_logs_seconds / \
+             expire_logs_days",
+        )
+    } else {
+        SourceError::connection(msg)
+    }
+}
+
+/// Runs `sql` and maps the error.
+pub(crate) async fn exec_drop(
+    conn: &mut Conn,
+    sql: &str,
+    context: &str,
+) -> Result<(), SourceError> {
+    conn.query_drop(sql)
+        .await
+        .map_err(|e| sql_error(e, context))
+}
+
+/// Quotes an identifier with backticks.
+pub(crate) fn ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// Quotes a string literal (for values that cannot be bound, e.g. in `SET @x = …`).
+pub(crate) fn literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}

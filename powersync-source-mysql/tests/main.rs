@@ -1,0 +1,7 @@
+//! Integration tests against a throwaway MariaDB (and a real MySQL when `MYSQL_TEST_URL` is set).
+mod conformance;
+mod decoders;
+mod faults;
+mod mysql_env;
+mod types;
+mod workload;
