@@ -122,6 +122,8 @@ pub struct State {
     generation: u64,
     down_until: Option<Instant>,
     fail_changes: u32,
+    /// Fail one change read after this many more successful ones.
+    pub fail_after: Option<u32>,
     /// Seconds subtracted from commit times (models a capture delay for lag tests).
     pub commit_age_secs: i64,
     /// Every `changes` call: (instance, from, to, after, limit).
@@ -197,6 +199,7 @@ impl FakeServer {
             generation: 0,
             down_until: None,
             fail_changes: 0,
+            fail_after: None,
             commit_age_secs: 0,
             change_calls: Vec::new(),
             window_calls: Vec::new(),
@@ -726,6 +729,14 @@ impl CdcBackend for FakeBackend {
         limit: u32,
     ) -> Result<Vec<ChangeRow>> {
         let mut s = self.state()?;
+        match s.fail_after {
+            Some(0) => {
+                s.fail_after = None;
+                s.fail_changes += 1;
+            }
+            Some(n) => s.fail_after = Some(n - 1),
+            None => {}
+        }
         if s.fail_changes > 0 {
             s.fail_changes -= 1;
             s.generation += 1;

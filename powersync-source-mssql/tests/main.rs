@@ -4,4 +4,6 @@
 
 mod conformance;
 mod fake;
+mod scenarios;
+mod support;
 mod workload;
