@@ -1,0 +1,345 @@
+//! The HTTP calls of the streaming export API, over one shared `reqwest` client, and the
+//! mapping of Convex's answers onto error kinds.
+//!
+//! Convex answers errors as `{"code": "...", "message": "..."}` with an HTTP status. The codes
+//! this module gives a meaning (from the backend's streaming export handlers):
+//! `InvalidWindowToReadDocuments` (a `document_deltas` cursor older than the retention
+//! window), `SnapshotTooOld` / `SnapshotTooNew` (a pinned `list_snapshot` timestamp that can
+//! no longer be read), `InvalidListSnapshotCursor` → [`ErrorKind::HistoryLost`];
+//! `StreamingExportNotEnabled` (403, plan) → [`ErrorKind::Prerequisite`]; other 401/403 →
+//! [`ErrorKind::Auth`]; `BadFormat` (the deployment does not know a `format`) →
+//! [`ErrorKind::Unsupported`]; 408, 429 and 5xx → [`ErrorKind::Connection`] (retried).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use powersync_source_core::{ErrorKind, RetryPolicy, SourceError, StreamStats};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use serde::Deserialize;
+use serde_json::{Map, Value as Json};
+use url::Url;
+
+use crate::config::ConvexConfig;
+use crate::decode::Encoding;
+
+/// A Convex document as the export API sends it: user fields plus `_table`, `_ts`, … .
+pub(crate) type Document = Map<String, Json>;
+
+/// One page of `/api/list_snapshot`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SnapshotPage {
+    pub values: Vec<Document>,
+    pub snapshot: i64,
+    #[serde(default)]
+    pub cursor: Option<String>,
+    pub has_more: bool,
+}
+
+/// One page of `/api/document_deltas`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DeltasPage {
+    pub values: Vec<Document>,
+    pub cursor: i64,
+    pub has_more: bool,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// The client of one deployment. Cloning shares the connection pool.
+#[derive(Clone)]
+pub(crate) struct Api {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: Result<reqwest::Client, String>,
+    base: Url,
+    auth: HeaderValue,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("base", &self.inner.base.as_str())
+            .finish()
+    }
+}
+
+impl Api {
+    pub(crate) fn new(config: &ConvexConfig) -> Api {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(config.request_timeout())
+            .connect_timeout(config.request_timeout().min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .user_agent(concat!(
+                "powersync-source-convex/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"));
+        let mut auth = HeaderValue::from_str(&format!("Convex {}", config.deploy_key().expose()))
+            .unwrap_or_else(|_| HeaderValue::from_static("Convex invalid-key"));
+        auth.set_sensitive(true);
+        Api {
+            inner: Arc::new(Inner {
+                http,
+                base: config.url().clone(),
+                auth,
+                // One-shot calls (check, write_checkpoint) retry 429/5xx and network errors a
+                // few times only: a host waiting on them must get an answer.
+                retry: RetryPolicy {
+                    max_attempts: Some(config.retry().max_attempts.unwrap_or(4).min(4)),
+                    give_up_after: Some(Duration::from_secs(30)),
+                    ..config.retry().clone()
+                },
+            }),
+        }
+    }
+
+    /// The deployment URL for messages.
+    pub(crate) fn base(&self) -> &Url {
+        &self.inner.base
+    }
+
+    fn url(&self, route: &str) -> Result<Url, SourceError> {
+        self.inner
+            .base
+            .join(route)
+            .map_err(|e| SourceError::config(format!("bad route {route}: {e}")))
+    }
+
+    async fn send(
+        &self,
+        route: &str,
+        request: impl FnOnce(&reqwest::Client, Url) -> reqwest::RequestBuilder,
+        stats: Option<&StreamStats>,
+    ) -> Result<Json, SourceError> {
+        let http = self
+            .inner
+            .http
+            .as_ref()
+            .map_err(|e| SourceError::config(e.clone()))?;
+        let url = self.url(route)?;
+        let where_ = format!("{route} on {}", self.inner.base);
+        let response = request(http, url)
+            .header(AUTHORIZATION, self.inner.auth.clone())
+            .send()
+            .await
+            .map_err(|e| transport_error(&where_, e))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&where_, e))?;
+        if let Some(stats) = stats {
+            stats.add_bytes(body.len() as u64);
+        }
+        if !status.is_success() {
+            return Err(status_error(&where_, status.as_u16(), &body));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| SourceError::decode(format!("{where_}: the answer is not JSON: {e}")))
+    }
+
+    async fn get(
+        &self,
+        route: &str,
+        query: &[(&str, String)],
+        stats: Option<&StreamStats>,
+    ) -> Result<Json, SourceError> {
+        self.send(route, |http, url| http.get(url).query(query), stats)
+            .await
+    }
+
+    /// `GET /api/json_schemas`: table name → JSON Schema of its documents (root component).
+    pub(crate) async fn json_schemas(
+        &self,
+        encoding: Encoding,
+    ) -> Result<Map<String, Json>, SourceError> {
+        match self
+            .get(
+                "api/json_schemas",
+                &[("format", encoding.format_param().to_string())],
+                None,
+            )
+            .await?
+        {
+            Json::Object(map) => Ok(map),
+            _ => Err(SourceError::decode(format!(
+                "api/json_schemas on {}: expected an object of tables",
+                self.inner.base
+            ))),
+        }
+    }
+
+    /// `GET /api/list_snapshot`.
+    pub(crate) async fn list_snapshot(
+        &self,
+        snapshot: Option<i64>,
+        cursor: Option<&str>,
+        table: &str,
+        encoding: Encoding,
+        stats: Option<&StreamStats>,
+    ) -> Result<SnapshotPage, SourceError> {
+        let mut query = vec![
+            ("tableName", table.to_string()),
+            ("format", encoding.format_param().to_string()),
+        ];
+        if let Some(s) = snapshot {
+            query.push(("snapshot", s.to_string()));
+        }
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_string()));
+        }
+        let json = self.get("api/list_snapshot", &query, stats).await?;
+        serde_json::from_value(json).map_err(|e| {
+            SourceError::decode(format!(
+                "api/list_snapshot on {}: unexpected answer: {e}",
+                self.inner.base
+            ))
+        })
+    }
+
+    /// `GET /api/document_deltas` from `cursor` (exclusive), every table.
+    pub(crate) async fn document_deltas(
+        &self,
+        cursor: i64,
+        encoding: Encoding,
+        stats: Option<&StreamStats>,
+    ) -> Result<DeltasPage, SourceError> {
+        let query = [
+            ("cursor", cursor.to_string()),
+            ("format", encoding.format_param().to_string()),
+        ];
+        let json = self.get("api/document_deltas", &query, stats).await?;
+        serde_json::from_value(json).map_err(|e| {
+            SourceError::decode(format!(
+                "api/document_deltas on {}: unexpected answer: {e}",
+                self.inner.base
+            ))
+        })
+    }
+
+    /// `POST /api/mutation`: runs a public mutation and returns its value (`format: json`).
+    pub(crate) async fn mutation(&self, path: &str, args: Json) -> Result<Json, SourceError> {
+        let body = serde_json::json!({ "path": path, "args": args, "format": "json" });
+        let answer = self
+            .send("api/mutation", |http, url| http.post(url).json(&body), None)
+            .await
+            .map_err(|e| e.context(format!("mutation {path}")))?;
+        match answer.get("status").and_then(Json::as_str) {
+            Some("success") => Ok(answer.get("value").cloned().unwrap_or(Json::Null)),
+            Some("error") => {
+                let message = answer
+                    .get("errorMessage")
+                    .and_then(Json::as_str)
+                    .unwrap_or("no message");
+                Err(SourceError::prerequisite(format!(
+                    "mutation {path} failed on {}: {message}",
+                    self.inner.base
+                )))
+            }
+            _ => Err(SourceError::decode(format!(
+                "mutation {path} on {}: unexpected answer",
+                self.inner.base
+            ))),
+        }
+    }
+
+    /// Runs `call` until it succeeds or fails permanently, backing off on transient failures
+    /// (429, 5xx, network) with the configured policy.
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, SourceError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SourceError>>,
+    {
+        let mut backoff = self.inner.retry.backoff();
+        loop {
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(e) => match backoff.next_delay(&e) {
+                    Some(delay) => {
+                        tracing::debug!("Convex request failed ({e}); retrying in {delay:?}");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return Err(e),
+                },
+            }
+        }
+    }
+}
+
+fn transport_error(where_: &str, e: reqwest::Error) -> SourceError {
+    // reqwest's Display never includes headers, so the deploy key cannot leak through it.
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    SourceError::connection(format!("{where_}: {what}")).with_source(e.without_url())
+}
+
+/// Maps an HTTP error answer to an error kind (see the module docs).
+pub(crate) fn status_error(where_: &str, status: u16, body: &[u8]) -> SourceError {
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let (code, message) = match &parsed {
+        Some(b) => (b.code.as_str(), b.message.clone()),
+        None => (
+            "",
+            String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned(),
+        ),
+    };
+    let text = format!("{where_}: HTTP {status} {code}: {message}");
+    let lower = message.to_ascii_lowercase();
+    let kind = match (status, code) {
+        (
+            _,
+            "InvalidWindowToReadDocuments"
+            | "SnapshotTooOld"
+            | "SnapshotTooNew"
+            | "InvalidListSnapshotCursor",
+        ) => ErrorKind::HistoryLost,
+        (400, _)
+            if (lower.contains("cursor") || lower.contains("snapshot"))
+                && (lower.contains("expired")
+                    || lower.contains("retention")
+                    || lower.contains("too old")) =>
+        {
+            ErrorKind::HistoryLost
+        }
+        (403, "StreamingExportNotEnabled") => ErrorKind::Prerequisite,
+        (401 | 403, _) => ErrorKind::Auth,
+        (_, "BadFormat") => ErrorKind::Unsupported,
+        (408 | 429, _) | (500..=599, _) => ErrorKind::Connection,
+        (404, _) => ErrorKind::Prerequisite,
+        _ => ErrorKind::Prerequisite,
+    };
+    let err = SourceError::new(kind, text);
+    match kind {
+        ErrorKind::HistoryLost => err.with_hint(
+            "the Convex deployment no longer holds the history to resume from here; start again from the beginning (resnapshot)",
+        ),
+        ErrorKind::Auth => err.with_hint(
+            "use a deploy key of this deployment (Convex dashboard → Settings → URL & Deploy Key)",
+        ),
+        ErrorKind::Prerequisite if code == "StreamingExportNotEnabled" => {
+            err.with_hint("streaming export needs a Convex plan that includes it")
+        }
+        ErrorKind::Prerequisite if status == 404 => err.with_hint(
+            "check that the URL is the deployment URL (…convex.cloud) and that the backend supports streaming export",
+        ),
+        _ => err,
+    }
+}

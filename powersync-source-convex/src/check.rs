@@ -1,0 +1,97 @@
+//! `check()`: everything replication needs from a deployment, each problem with its fix.
+
+use powersync_source_core::{CheckReport, ErrorKind, SourceError, TableName};
+use serde_json::{Map, Value as Json};
+
+use crate::api::Api;
+use crate::catalog::{CHECKPOINT_TABLE, SCHEMA};
+use crate::config::{ConvexConfig, ValueEncoding};
+use crate::decode::Encoding;
+use crate::marker::{create_marker, CHECKPOINTS_TS, CHECKPOINT_MUTATION, SCHEMA_TS};
+
+/// Checks the deployment. Fails (instead of reporting) when the check cannot run: the
+/// deployment does not answer, or rejects the deploy key.
+pub(crate) async fn check(
+    api: &Api,
+    config: &ConvexConfig,
+    tables: &[TableName],
+) -> Result<(CheckReport, Option<Map<String, Json>>, Option<Encoding>), SourceError> {
+    let mut report = CheckReport {
+        server_version: Some(format!("Convex deployment {}", api.base())),
+        problems: Vec::new(),
+    };
+    let schemas = match api.retrying(|| api.json_schemas(Encoding::Json)).await {
+        Ok(s) => s,
+        Err(e) if e.kind() == ErrorKind::Prerequisite => {
+            report.error(
+                "streaming export",
+                e.to_string(),
+                e.hint()
+                    .unwrap_or("enable streaming export for this deployment")
+                    .to_string(),
+            );
+            return Ok((report, None, None));
+        }
+        Err(e) => return Err(e),
+    };
+    for t in tables {
+        if t.schema != SCHEMA {
+            report.error(
+                format!("table {t}"),
+                format!("schema `{}` is not supported: only the default component is, as schema `{SCHEMA}`", t.schema),
+                format!("select the table as {SCHEMA}.{}", t.name),
+            );
+        } else if !schemas.contains_key(&t.name) {
+            report.error(
+                format!("table {t}"),
+                format!("table {} does not exist on {}", t.name, api.base()),
+                "define it in convex/schema.ts (or insert a document) and deploy, or remove it from the selection",
+            );
+        }
+    }
+    if !schemas.contains_key(CHECKPOINT_TABLE) {
+        report.error(
+            CHECKPOINT_TABLE,
+            format!("the write-checkpoint table {CHECKPOINT_TABLE} does not exist"),
+            format!("add it to convex/schema.ts and deploy (npx convex deploy):\n{SCHEMA_TS}\nand add convex/powersync_checkpoints.ts:\n{CHECKPOINTS_TS}"),
+        );
+        return Ok((report, Some(schemas), None));
+    }
+    match create_marker(api).await {
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), ErrorKind::Auth | ErrorKind::Connection) => return Err(e),
+        Err(e) => report.error(
+            CHECKPOINT_MUTATION,
+            format!("the write-checkpoint mutation {CHECKPOINT_MUTATION} is not usable: {e}"),
+            format!("add convex/powersync_checkpoints.ts and deploy (npx convex deploy):\n{CHECKPOINTS_TS}"),
+        ),
+    }
+    let encoding = match config.encoding() {
+        ValueEncoding::Json => Encoding::Json,
+        ValueEncoding::Typed => Encoding::Typed,
+        ValueEncoding::Auto => {
+            let probe = api
+                .retrying(|| api.list_snapshot(None, None, CHECKPOINT_TABLE, Encoding::Typed, None))
+                .await;
+            match probe {
+                Ok(_) => Encoding::Typed,
+                Err(e) if e.kind() == ErrorKind::Unsupported => {
+                    report.warning(
+                        "format",
+                        "the deployment does not accept format=convex_encoded_json; values are read as format=json and typed through /api/json_schemas (an Int64 or Bytes field json_schemas does not describe arrives as text)",
+                        "upgrade the Convex backend, or pin encoding=json to silence this",
+                    );
+                    Encoding::Json
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    if let Some(v) = report.server_version.as_mut() {
+        v.push_str(&format!(
+            ", streaming export with format={}",
+            encoding.format_param()
+        ));
+    }
+    Ok((report, Some(schemas), Some(encoding)))
+}

@@ -1,0 +1,8 @@
+//! Integration tests against `FakeConvex` (and a real deployment when `CONVEX_TEST_URL` and
+//! `CONVEX_TEST_DEPLOY_KEY` are set).
+mod behaviour;
+mod config;
+mod conformance;
+mod decode_props;
+mod golden;
+mod workload;
