@@ -52,6 +52,14 @@ struct Args {
     /// xata, heroku, cockroachdb, aurora-dsql.
     #[arg(long, value_name = "NAME", value_parser = Provider::parse)]
     provider: Option<Provider>,
+    /// Convex: the deploy key (or the `CONVEX_DEPLOY_KEY` environment variable).
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "CONVEX_DEPLOY_KEY",
+        hide_env_values = true
+    )]
+    deploy_key: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +76,7 @@ async fn run(args: Args) -> Result<ExitCode, AppError> {
         user: args.user,
         publication: args.publication,
         provider: args.provider,
+        deploy_key: args.deploy_key,
     };
     let mut out = std::io::stdout().lock();
     let outcome = setup::run(&options, &mut out).await;

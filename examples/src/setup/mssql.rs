@@ -1,0 +1,631 @@
+//! `setup` for SQL Server and Azure SQL Database: CDC on the database and tables, the
+//! checkpoint table, the replication user and its rights, and the capture job.
+//!
+//! The statements follow the connector's crate docs (`powersync-source-mssql`, "Setting up
+//! the database"). [`plan`] is a pure function of [`Facts`], golden-tested below on a fresh
+//! database (the whole script) and on a ready one (nothing). On SQL Server the capture job is
+//! tuned to the recommended values (1 s polling interval, maxtrans 5000, maxscans 10); Azure
+//! SQL Database has no SQL Server Agent: the service runs capture on its own schedule (about
+//! every 20 s), which no setting changes, so the latency of a change is that much higher.
+
+use std::io::Write;
+
+use examples::cli::AppError;
+use examples::source_url::{self, SourceKind};
+use powersync_source_core::{SourceError, TableName};
+use powersync_source_mssql::tds::client::TdsClient;
+use powersync_source_mssql::MssqlConfig;
+
+use super::{finish, generate_password, print_steps, Action, Options, Outcome, Step};
+
+const CHECKPOINT_TABLE: &str = "_powersync_checkpoints";
+
+/// One table to replicate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableFacts {
+    /// Schema and name.
+    pub name: TableName,
+    /// `is_tracked_by_cdc`.
+    pub cdc: bool,
+    /// The replication user may SELECT from it.
+    pub user_select: bool,
+}
+
+/// The capture job's settings (`msdb.dbo.cdc_jobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobFacts {
+    /// `pollinginterval`, seconds.
+    pub polling_interval: i64,
+    /// `maxtrans`.
+    pub maxtrans: i64,
+    /// `maxscans`.
+    pub maxscans: i64,
+}
+
+/// What the database looks like.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// `SERVERPROPERTY('ProductVersion')`.
+    pub version: String,
+    /// Azure SQL Database (`EngineEdition` 5): contained users, no Agent, no server rights.
+    pub azure_sql_database: bool,
+    /// `DB_NAME()`.
+    pub database: String,
+    /// `sys.databases.is_cdc_enabled`.
+    pub cdc_enabled: bool,
+    /// `ALLOW_SNAPSHOT_ISOLATION` on.
+    pub snapshot_isolation: bool,
+    /// The selected tables.
+    pub tables: Vec<TableFacts>,
+    /// `dbo._powersync_checkpoints` exists / is tracked by CDC.
+    pub checkpoint_table: (bool, bool),
+    /// A server login of the user's name exists (SQL Server).
+    pub login: bool,
+    /// A database user of that name exists.
+    pub user: bool,
+    /// The user's rights: SELECT on schema cdc, rights on the checkpoint table, VIEW
+    /// DATABASE (PERFORMANCE) STATE, VIEW SERVER (PERFORMANCE) STATE.
+    pub rights: (bool, bool, bool, bool),
+    /// The capture job (None: none, or Azure SQL Database).
+    pub job: Option<JobFacts>,
+}
+
+impl Facts {
+    fn major(&self) -> u32 {
+        self.version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SQL Server 2022 (16) renamed the DMV permissions to `… PERFORMANCE STATE`.
+    fn state_right(&self, scope: &str) -> String {
+        if self.azure_sql_database || self.major() >= 16 {
+            format!("VIEW {scope} PERFORMANCE STATE")
+        } else {
+            format!("VIEW {scope} STATE")
+        }
+    }
+}
+
+fn bracket(s: &str) -> String {
+    format!("[{}]", s.replace(']', "]]"))
+}
+
+fn nstring(s: &str) -> String {
+    format!("N'{}'", s.replace('\'', "''"))
+}
+
+fn enable_table(table: &TableName) -> String {
+    format!(
+        "EXEC sys.sp_cdc_enable_table @source_schema = {}, @source_name = {}, @role_name = NULL, @supports_net_changes = 0",
+        nstring(&table.schema),
+        nstring(&table.name)
+    )
+}
+
+/// The steps that make the database ready for `user`.
+pub fn plan(facts: &Facts, user: &str) -> (Vec<Step>, Vec<String>) {
+    let mut steps = Vec::new();
+    let mut notes = Vec::new();
+    let sql = |reason: String, statement: String| Step {
+        reason,
+        action: Action::Sql(statement),
+        required: true,
+    };
+    let u = bracket(user);
+    let major = facts.major();
+    if !facts.azure_sql_database && major != 0 && major < 15 {
+        notes.push(format!(
+            "SQL Server {} is older than 2019 (15.x), which the connector supports",
+            facts.version
+        ));
+    }
+    if !facts.cdc_enabled {
+        steps.push(sql(
+            format!("CDC is off on database {}", facts.database),
+            "EXEC sys.sp_cdc_enable_db".into(),
+        ));
+    }
+    if !facts.snapshot_isolation {
+        steps.push(sql(
+            "snapshot isolation is off (the exact initial snapshot reads in a SNAPSHOT transaction)".into(),
+            "ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION ON".into(),
+        ));
+    }
+    for t in facts.tables.iter().filter(|t| !t.cdc) {
+        steps.push(sql(
+            format!("CDC is off on table {}.{}", t.name.schema, t.name.name),
+            enable_table(&t.name),
+        ));
+    }
+    let checkpoint = TableName::new("dbo", CHECKPOINT_TABLE);
+    if !facts.checkpoint_table.0 {
+        steps.push(sql(
+            "the checkpoint table dbo._powersync_checkpoints is missing (write checkpoints and the exact snapshot start use it)".into(),
+            "CREATE TABLE dbo._powersync_checkpoints (id bigint IDENTITY PRIMARY KEY, token varchar(64) NOT NULL, created_at datetime2 NOT NULL DEFAULT SYSUTCDATETIME())".into(),
+        ));
+    }
+    if !facts.checkpoint_table.1 {
+        steps.push(sql(
+            "CDC is off on dbo._powersync_checkpoints".into(),
+            enable_table(&checkpoint),
+        ));
+    }
+    if facts.azure_sql_database {
+        if !facts.user {
+            steps.push(Step {
+                reason: format!(
+                    "the replication user `{user}` does not exist (Azure SQL Database: a contained user)"
+                ),
+                action: Action::CreateUserSql {
+                    statement: format!("CREATE USER {u} WITH PASSWORD = {{password}}"),
+                },
+                required: true,
+            });
+        }
+    } else {
+        if !facts.login {
+            steps.push(Step {
+                reason: format!("the login `{user}` does not exist"),
+                action: Action::CreateUserSql {
+                    statement: format!(
+                        "CREATE LOGIN {u} WITH PASSWORD = {{password}}, DEFAULT_DATABASE = {}",
+                        bracket(&facts.database)
+                    ),
+                },
+                required: true,
+            });
+        }
+        if !facts.user {
+            steps.push(sql(
+                format!(
+                    "the login `{user}` has no user in database {}",
+                    facts.database
+                ),
+                format!("CREATE USER {u} FOR LOGIN {u}"),
+            ));
+        }
+    }
+    for t in facts.tables.iter().filter(|t| !t.user_select) {
+        steps.push(sql(
+            format!(
+                "`{user}` cannot read {}.{} (snapshot)",
+                t.name.schema, t.name.name
+            ),
+            format!(
+                "GRANT SELECT ON {}.{} TO {u}",
+                bracket(&t.name.schema),
+                bracket(&t.name.name)
+            ),
+        ));
+    }
+    let (cdc, checkpoint_rw, db_state, server_state) = facts.rights;
+    if !cdc {
+        steps.push(sql(
+            format!("`{user}` cannot read the change tables (schema cdc)"),
+            format!("GRANT SELECT ON SCHEMA::cdc TO {u}"),
+        ));
+    }
+    if !checkpoint_rw {
+        steps.push(sql(
+            format!("`{user}` must write dbo._powersync_checkpoints"),
+            format!("GRANT SELECT, INSERT, DELETE ON dbo._powersync_checkpoints TO {u}"),
+        ));
+    }
+    if !db_state {
+        let right = facts.state_right("DATABASE");
+        steps.push(sql(
+            format!("`{user}` lacks {right} (lag and capture state)"),
+            format!("GRANT {right} TO {u}"),
+        ));
+    }
+    if !facts.azure_sql_database && !server_state {
+        let right = facts.state_right("SERVER");
+        steps.push(sql(
+            format!("`{user}` lacks {right} (capture job state)"),
+            format!(
+                "USE master; GRANT {right} TO {u}; USE {}",
+                bracket(&facts.database)
+            ),
+        ));
+    }
+    if facts.azure_sql_database {
+        notes.push("Azure SQL Database runs CDC capture on its own scheduler, about every 20 s; no setting changes that, so changes arrive up to ~20 s (+ the connector's polling interval) after commit".into());
+    } else {
+        match facts.job {
+            None if facts.cdc_enabled => steps.push(Step {
+                reason: "the CDC capture job is missing".into(),
+                action: Action::Sql("EXEC sys.sp_cdc_add_job @job_type = N'capture'".into()),
+                required: true,
+            }),
+            Some(job) if (job.polling_interval, job.maxtrans, job.maxscans) != (1, 5000, 10) => {
+                steps.push(Step {
+                    reason: format!(
+                        "the capture job runs every {} s with maxtrans {} and maxscans {}; recommended: 1 s, 5000, 10 (lower latency, larger batches)",
+                        job.polling_interval, job.maxtrans, job.maxscans
+                    ),
+                    action: Action::Sql(
+                        "EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = 1, @maxtrans = 5000, @maxscans = 10; EXEC sys.sp_cdc_stop_job @job_type = N'capture'; EXEC sys.sp_cdc_start_job @job_type = N'capture'".into(),
+                    ),
+                    required: false,
+                })
+            }
+            _ => {}
+        }
+        if facts.job.is_none() && !facts.cdc_enabled {
+            // sp_cdc_enable_db creates the job with its defaults (5 s, 500, 10).
+            steps.push(Step {
+                reason: "tune the capture job sp_cdc_enable_db creates (defaults: 5 s, 500, 10) to the recommended 1 s, 5000, 10".into(),
+                action: Action::Sql(
+                    "EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = 1, @maxtrans = 5000, @maxscans = 10; EXEC sys.sp_cdc_stop_job @job_type = N'capture'; EXEC sys.sp_cdc_start_job @job_type = N'capture'".into(),
+                ),
+                required: false,
+            });
+        }
+        notes.push("SQL Server Agent must be running: it runs the capture job".into());
+    }
+    (steps, notes)
+}
+
+fn text(row: &powersync_source_mssql::tds::Row, i: usize) -> String {
+    row.get::<&str, _>(i).unwrap_or_default().to_string()
+}
+
+fn flag(row: &powersync_source_mssql::tds::Row, i: usize) -> bool {
+    row.try_get::<i32, _>(i).ok().flatten().unwrap_or(0) != 0
+}
+
+/// Reads what [`plan`] needs.
+pub async fn read_facts(
+    client: &TdsClient,
+    user: &str,
+    tables: &[TableName],
+) -> Result<Facts, SourceError> {
+    let rows = client
+        .query(
+            "SELECT CAST(SERVERPROPERTY('ProductVersion') AS nvarchar(128)), \
+             CAST(SERVERPROPERTY('EngineEdition') AS int), DB_NAME(), \
+             CAST(d.is_cdc_enabled AS int), CAST(CASE WHEN d.snapshot_isolation_state = 1 THEN 1 ELSE 0 END AS int) \
+             FROM sys.databases d WHERE d.name = DB_NAME()"
+                .into(),
+            vec![],
+            "reading the server and database",
+        )
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| SourceError::prerequisite("the current database is not in sys.databases"))?;
+    let mut facts = Facts {
+        version: text(row, 0),
+        azure_sql_database: row.try_get::<i32, _>(1).ok().flatten() == Some(5),
+        database: text(row, 2),
+        cdc_enabled: flag(row, 3),
+        snapshot_isolation: flag(row, 4),
+        ..Facts::default()
+    };
+    let tracked = "SELECT s.name, t.name, CAST(t.is_tracked_by_cdc AS int) FROM sys.tables t \
+                   JOIN sys.schemas s ON s.schema_id = t.schema_id WHERE t.is_ms_shipped = 0";
+    let all = client
+        .query(tracked.into(), vec![], "listing tables")
+        .await?;
+    let listed: Vec<(TableName, bool)> = all
+        .iter()
+        .map(|r| (TableName::new(text(r, 0), text(r, 1)), flag(r, 2)))
+        .collect();
+    let checkpoint = listed
+        .iter()
+        .find(|(t, _)| t.schema == "dbo" && t.name == CHECKPOINT_TABLE);
+    facts.checkpoint_table = (checkpoint.is_some(), checkpoint.is_some_and(|(_, c)| *c));
+    let selected: Vec<(TableName, bool)> = if tables.is_empty() {
+        listed
+            .iter()
+            .filter(|(t, _)| t.name != CHECKPOINT_TABLE && t.schema != "cdc")
+            .cloned()
+            .collect()
+    } else {
+        tables
+            .iter()
+            .map(|t| {
+                let cdc = listed.iter().any(|(l, c)| l == t && *c);
+                (t.clone(), cdc)
+            })
+            .collect()
+    };
+    let principal = client
+        .query(
+            format!(
+                "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM sys.database_principals WHERE name = {n}) THEN 1 ELSE 0 END AS int), \
+                 CAST(CASE WHEN EXISTS (SELECT 1 FROM sys.server_principals WHERE name = {n}) THEN 1 ELSE 0 END AS int)",
+                n = nstring(user)
+            ),
+            vec![],
+            "looking up the replication user",
+        )
+        .await?;
+    if let Some(r) = principal.first() {
+        facts.user = flag(r, 0);
+        facts.login = flag(r, 1);
+    }
+    let mut rights = (false, false, false, false);
+    let mut table_rights = vec![false; selected.len()];
+    if facts.user {
+        // The user's effective rights, evaluated as that user.
+        let mut probes = vec![
+            "HAS_PERMS_BY_NAME('cdc', 'SCHEMA', 'SELECT')".to_string(),
+            "HAS_PERMS_BY_NAME('dbo._powersync_checkpoints', 'OBJECT', 'INSERT') * HAS_PERMS_BY_NAME('dbo._powersync_checkpoints', 'OBJECT', 'DELETE')".into(),
+            format!(
+                "HAS_PERMS_BY_NAME(NULL, 'DATABASE', '{}')",
+                facts.state_right("DATABASE")
+            ),
+            if facts.azure_sql_database {
+                "1".into()
+            } else {
+                format!(
+                    "HAS_PERMS_BY_NAME(NULL, NULL, '{}')",
+                    facts.state_right("SERVER")
+                )
+            },
+        ];
+        for (t, _) in &selected {
+            probes.push(format!(
+                "HAS_PERMS_BY_NAME({}, 'OBJECT', 'SELECT')",
+                nstring(&format!("{}.{}", bracket(&t.schema), bracket(&t.name)))
+            ));
+        }
+        let select = probes
+            .iter()
+            .map(|p| format!("CAST(COALESCE({p}, 0) AS int)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = client
+            .query(
+                format!(
+                    "EXECUTE AS USER = {}; SELECT {select}; REVERT;",
+                    nstring(user)
+                ),
+                vec![],
+                "reading the replication user's rights",
+            )
+            .await?;
+        if let Some(r) = rows.first() {
+            rights = (flag(r, 0), flag(r, 1), flag(r, 2), flag(r, 3));
+            for (i, ok) in table_rights.iter_mut().enumerate() {
+                *ok = flag(r, 4 + i);
+            }
+        }
+    }
+    facts.rights = rights;
+    facts.tables = selected
+        .into_iter()
+        .zip(table_rights)
+        .map(|((name, cdc), user_select)| TableFacts {
+            name,
+            cdc,
+            user_select,
+        })
+        .collect();
+    if !facts.azure_sql_database {
+        // msdb may be unreadable for this account: then the job is reported as unknown.
+        if let Ok(rows) = client
+            .query(
+                "SELECT CAST(pollinginterval AS bigint), CAST(maxtrans AS bigint), CAST(maxscans AS bigint) \
+                 FROM msdb.dbo.cdc_jobs WHERE database_id = DB_ID() AND job_type = N'capture'"
+                    .into(),
+                vec![],
+                "reading the capture job",
+            )
+            .await
+        {
+            facts.job = rows.first().map(|r| JobFacts {
+                polling_interval: r.try_get::<i64, _>(0).ok().flatten().unwrap_or(0),
+                maxtrans: r.try_get::<i64, _>(1).ok().flatten().unwrap_or(0),
+                maxscans: r.try_get::<i64, _>(2).ok().flatten().unwrap_or(0),
+            });
+        }
+    }
+    Ok(facts)
+}
+
+/// Runs `setup` for a `sqlserver://` URL.
+pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppError> {
+    let config = MssqlConfig::parse(&opts.url)?;
+    let tables = source_url::table_names(SourceKind::SqlServer, &opts.tables)?;
+    let client = TdsClient::connect(&config).await?;
+    let facts = read_facts(&client, &opts.user, &tables).await?;
+    let (steps, notes) = plan(&facts, &opts.user);
+    writeln!(
+        out,
+        "-- setup: {} {}, database {}",
+        if facts.azure_sql_database {
+            "Azure SQL Database"
+        } else {
+            "SQL Server"
+        },
+        facts.version,
+        facts.database
+    )?;
+    writeln!(out, "-- replication user: {}", opts.user)?;
+    for note in &notes {
+        writeln!(out, "-- note: {note}")?;
+    }
+    if !opts.apply || steps.is_empty() {
+        print_steps(out, &steps)?;
+        if steps.is_empty() {
+            writeln!(out, "-- nothing to change")?;
+        } else {
+            writeln!(out)?;
+            writeln!(out, "-- run again with --apply to execute these statements")?;
+        }
+        return finish(out, &steps);
+    }
+    let mut password = None;
+    let mut failed = false;
+    for (i, step) in steps.iter().enumerate() {
+        writeln!(out)?;
+        writeln!(out, "-- {}. {}", i + 1, step.reason)?;
+        writeln!(out, "{}", step.action.display())?;
+        let statement = match &step.action {
+            Action::Sql(s) | Action::SqlAlone(s) => s.clone(),
+            Action::CreateUserSql { statement } => {
+                let p = generate_password();
+                let s = statement.replace("{password}", &nstring(&p));
+                password = Some(p);
+                s
+            }
+            Action::CreateUser { .. } | Action::Manual { .. } => {
+                writeln!(out, "-- skipped: do it as described")?;
+                continue;
+            }
+        };
+        match client.batch(statement, "running the setup step").await {
+            Ok(()) => writeln!(out, "-- done")?,
+            Err(e) => {
+                writeln!(out, "-- failed: {e}")?;
+                writeln!(
+                    out,
+                    "-- stopped: the steps above ran; fix the cause and run --apply again"
+                )?;
+                failed = true;
+                break;
+            }
+        }
+    }
+    if let Some(p) = &password {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "-- the password of the new user {}, shown this once (it is stored nowhere; keep it now):",
+            opts.user
+        )?;
+        writeln!(out, "-- password for {}: {p}", opts.user)?;
+    }
+    writeln!(out)?;
+    writeln!(out, "-- checking again")?;
+    let facts = read_facts(&client, &opts.user, &tables).await?;
+    let (steps, _) = plan(&facts, &opts.user);
+    print_steps(out, &steps)?;
+    let outcome = finish(out, &steps)?;
+    Ok(if failed { Outcome::Failed } else { outcome })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh(azure: bool) -> Facts {
+        Facts {
+            version: if azure { "12.0.2000.8" } else { "16.0.4135.4" }.into(),
+            azure_sql_database: azure,
+            database: "shop".into(),
+            tables: vec![TableFacts {
+                name: TableName::new("dbo", "orders"),
+                cdc: false,
+                user_select: false,
+            }],
+            ..Facts::default()
+        }
+    }
+
+    fn script(facts: &Facts) -> String {
+        let (steps, _) = plan(facts, "powersync");
+        steps
+            .iter()
+            .map(|s| s.action.display())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The golden script for a fresh SQL Server 2022 database.
+    #[test]
+    fn fresh_sql_server_database() {
+        let expected = "\
+EXEC sys.sp_cdc_enable_db;
+ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION ON;
+EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'orders', @role_name = NULL, @supports_net_changes = 0;
+CREATE TABLE dbo._powersync_checkpoints (id bigint IDENTITY PRIMARY KEY, token varchar(64) NOT NULL, created_at datetime2 NOT NULL DEFAULT SYSUTCDATETIME());
+EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'_powersync_checkpoints', @role_name = NULL, @supports_net_changes = 0;
+CREATE LOGIN [powersync] WITH PASSWORD = '<generated by --apply, shown once>', DEFAULT_DATABASE = [shop];
+CREATE USER [powersync] FOR LOGIN [powersync];
+GRANT SELECT ON [dbo].[orders] TO [powersync];
+GRANT SELECT ON SCHEMA::cdc TO [powersync];
+GRANT SELECT, INSERT, DELETE ON dbo._powersync_checkpoints TO [powersync];
+GRANT VIEW DATABASE PERFORMANCE STATE TO [powersync];
+USE master; GRANT VIEW SERVER PERFORMANCE STATE TO [powersync]; USE [shop];
+EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = 1, @maxtrans = 5000, @maxscans = 10; EXEC sys.sp_cdc_stop_job @job_type = N'capture'; EXEC sys.sp_cdc_start_job @job_type = N'capture';";
+        assert_eq!(script(&fresh(false)), expected);
+    }
+
+    /// The golden script for a fresh Azure SQL database: a contained user, no server rights,
+    /// no capture job to tune.
+    #[test]
+    fn fresh_azure_sql_database() {
+        let expected = "\
+EXEC sys.sp_cdc_enable_db;
+ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION ON;
+EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'orders', @role_name = NULL, @supports_net_changes = 0;
+CREATE TABLE dbo._powersync_checkpoints (id bigint IDENTITY PRIMARY KEY, token varchar(64) NOT NULL, created_at datetime2 NOT NULL DEFAULT SYSUTCDATETIME());
+EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'_powersync_checkpoints', @role_name = NULL, @supports_net_changes = 0;
+CREATE USER [powersync] WITH PASSWORD = '<generated by --apply, shown once>';
+GRANT SELECT ON [dbo].[orders] TO [powersync];
+GRANT SELECT ON SCHEMA::cdc TO [powersync];
+GRANT SELECT, INSERT, DELETE ON dbo._powersync_checkpoints TO [powersync];
+GRANT VIEW DATABASE PERFORMANCE STATE TO [powersync];";
+        assert_eq!(script(&fresh(true)), expected);
+        let (_, notes) = plan(&fresh(true), "powersync");
+        assert!(notes.iter().any(|n| n.contains("20 s")));
+    }
+
+    #[test]
+    fn ready_database_needs_nothing_and_2019_uses_the_old_right_names() {
+        let mut f = fresh(false);
+        f.cdc_enabled = true;
+        f.snapshot_isolation = true;
+        f.tables[0].cdc = true;
+        f.tables[0].user_select = true;
+        f.checkpoint_table = (true, true);
+        f.login = true;
+        f.user = true;
+        f.rights = (true, true, true, true);
+        f.job = Some(JobFacts {
+            polling_interval: 1,
+            maxtrans: 5000,
+            maxscans: 10,
+        });
+        assert_eq!(script(&f), "");
+
+        f.version = "15.0.4345.5".into();
+        f.rights = (true, true, false, false);
+        f.job = Some(JobFacts {
+            polling_interval: 5,
+            maxtrans: 500,
+            maxscans: 10,
+        });
+        let (steps, _) = plan(&f, "powersync");
+        let text = script(&f);
+        assert!(
+            text.contains("GRANT VIEW DATABASE STATE TO [powersync];"),
+            "{text}"
+        );
+        assert!(
+            text.contains("GRANT VIEW SERVER STATE TO [powersync];"),
+            "{text}"
+        );
+        assert!(steps
+            .last()
+            .is_some_and(|s| !s.required && s.reason.contains("every 5 s")));
+    }
+
+    #[test]
+    fn names_are_quoted() {
+        let mut f = fresh(true);
+        f.tables[0].name = TableName::new("sales", "o'rders]x");
+        let text = script(&f);
+        assert!(text.contains("@source_name = N'o''rders]x'"), "{text}");
+        assert!(
+            text.contains("GRANT SELECT ON [sales].[o'rders]]x] TO"),
+            "{text}"
+        );
+    }
+}
