@@ -59,7 +59,7 @@ impl Charset {
                 })
                 .collect()),
             Charset::Utf16Be | Charset::Utf16Le => {
-                if bytes.len() % 2 != 0 {
+                if !bytes.chunks_exact(2).remainder().is_empty() {
                     return Err("odd number of bytes for UTF-16".into());
                 }
                 let units = bytes.chunks_exact(2).map(|c| {
@@ -74,7 +74,7 @@ impl Charset {
                     .map_err(|e| format!("invalid UTF-16: {e}"))
             }
             Charset::Utf32 => {
-                if bytes.len() % 4 != 0 {
+                if !bytes.chunks_exact(4).remainder().is_empty() {
                     return Err("length not a multiple of 4 for UTF-32".into());
                 }
                 bytes

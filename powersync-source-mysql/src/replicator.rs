@@ -474,10 +474,8 @@ impl Replicator {
                 self.table_ids.insert(tme.table_id(), mapped);
             }
             EventData::RowsEvent(rows) => self.rows(stream, &rows, time).await?,
-            EventData::HeartbeatEvent => {
-                if !self.in_txn && log_pos > 0 {
-                    self.heartbeat(log_pos).await?;
-                }
+            EventData::HeartbeatEvent if !self.in_txn && log_pos > 0 => {
+                self.heartbeat(log_pos).await?;
             }
             EventData::IncidentEvent(i) => {
                 return Err(SourceError::history_lost(format!(

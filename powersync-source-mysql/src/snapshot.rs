@@ -371,7 +371,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.as_bytes().chunks_exact(2).remainder().is_empty() {
         return None;
     }
     (0..s.len())

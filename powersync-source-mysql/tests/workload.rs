@@ -219,8 +219,20 @@ impl Workload for MariaWorkload {
         let row: Option<mysql_async::Row> =
             c.query_first("SHOW MASTER STATUS").await.map_err(err)?;
         let file: String = row.and_then(|r| r.get(0)).unwrap_or_default();
-        c.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))
-            .await
-            .map_err(err)
+        // A dump thread of a just-dropped stream can still hold the old file open for a
+        // moment; the server skips files in use, so repeat until only the current one is left.
+        for _ in 0..50 {
+            c.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))
+                .await
+                .map_err(err)?;
+            let logs: Vec<mysql_async::Row> = c.query("SHOW BINARY LOGS").await.map_err(err)?;
+            if logs.len() <= 1 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(SourceError::connection(
+            "the old binlogs were not purged within 10 s",
+        ))
     }
 }
