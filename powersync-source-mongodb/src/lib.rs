@@ -1,8 +1,136 @@
-//! MongoDB change streams connector for powersync-source.
+//! MongoDB connector for powersync-source: a database-level change stream, with post-images,
+//! a resumable `_id`-ordered snapshot and BSON values normalized to SQLite's model.
 //!
-//! **Not implemented yet** (tracked by issue 6). The crate exists so the workspace layout is
-//! final and hosts can already depend on the name; it exports nothing but the core re-export.
-//! The position encoding this connector will use already lives in
-//! [`powersync_source_core::position`].
+//! ```no_run
+//! # async fn run() -> Result<(), powersync_source_core::SourceError> {
+//! use powersync_source_core::{ChangeSource, StartFrom, TableName};
+//! use powersync_source_mongodb::{MongoConfig, MongoSource};
+//!
+//! let config = MongoConfig::parse("mongodb://sync:secret@db1,db2/app?replicaSet=rs0&post_images=auto_configure")?;
+//! let source = MongoSource::new(config).with_tables(vec![TableName::new("", "orders")]);
+//! source.check().await?.into_result()?; // every missing prerequisite, each with its fix
+//! let stream = source.start(StartFrom::Beginning).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Needs MongoDB 6.0+ as a replica set (Atlas included); standalone servers and `mongos` are
+//! refused by [`check`](powersync_source_core::ChangeSource::check). `mongodb+srv://` URLs work.
+//!
+//! # Consistency model
+//!
+//! **Positions.** Every change event has a cluster time (seconds, increment) and a resume
+//! token. A checkpoint is both ([`MongoPosition`](powersync_source_core::position::MongoPosition):
+//! fixed-width hex time, then the opaque token), so checkpoints order as strings like the
+//! events they follow. The stream reopens with `startAfter: <token>`, which makes the server
+//! deliver exactly the events after that event: nothing twice, nothing skipped. Positions are
+//! only taken from whole events (after every fragment of a split event).
+//!
+//! **Barrier, then a fuzzy snapshot.** MongoDB has no exported snapshot a change stream can
+//! start from. `start(Beginning)` therefore first writes a barrier document to
+//! `_powersync_checkpoints` and reads its insert event from a change stream opened *before* the
+//! write: its position `B` is where streaming will start. Only then are the collections read, in
+//! `_id` order. Every write that committed before `B` is visible to those reads (they start
+//! after the barrier committed); every write after `B` is delivered by the stream. A document
+//! read by the snapshot may already contain changes after `B`; they are replayed on top in
+//! order. Replaying an insert of a document already present, an update to a state it already
+//! has (the events carry whole documents, never deltas), or a delete of a document already gone
+//! leaves the same final state when the host applies inserts as upserts and deletes
+//! idempotently; once the replay passes the time of the last snapshot read, source and host are
+//! identical. This replay window is the only place a host sees a change whose effect it already
+//! has.
+//!
+//! **Resumable snapshot.** Each collection is read in batches of `snapshot_batch_size`
+//! documents, each batch one query bounded by the `_id` index (`min`/`hint`, so mixed `_id`
+//! types are read in MongoDB's type order). After each batch a
+//! [`SnapshotProgress::ChunkDone`](powersync_source_core::SnapshotProgress::ChunkDone) carries a
+//! [`SnapshotResume`](powersync_source_core::SnapshotResume): `B`, the finished collections and
+//! the last `_id` read (canonical extended JSON). Resuming reads the rest from there and still
+//! streams from `B`, so the argument above holds unchanged: the replay window just gets longer.
+//! The oplog must still hold `B` when streaming starts; if not, that is
+//! [`ErrorKind::HistoryLost`](powersync_source_core::ErrorKind::HistoryLost).
+//!
+//! **Streaming and transactions.** Change events are not framed by transaction on the wire
+//! (events of one multi-document transaction share a cluster time). The connector frames runs of
+//! events in [`Begin`](powersync_source_core::ChangeEvent::Begin)/[`Commit`](powersync_source_core::ChangeEvent::Commit):
+//! a commit is emitted whenever the server has nothing more buffered (an empty `getMore`) or
+//! the batch reaches `batch_events`, carrying the last event's position. Every event's position
+//! is exact, so a commit inside a large server transaction still loses and repeats nothing;
+//! only the host's view of that server transaction's atomicity is split.
+//!
+//! **Idle advance.** An empty `getMore` carries a post-batch resume token; when its cluster time
+//! can be read (MongoDB and SecantusDB encodings, see `resume_token`), the stream emits a
+//! [`Keepalive`](powersync_source_core::ChangeEvent::Keepalive) at that position, so an idle
+//! database (or one where only unselected collections change) still moves the checkpoint.
+//!
+//! **Write checkpoints.** [`write_checkpoint`](powersync_source_core::ChangeSource::write_checkpoint)
+//! inserts a document into `_powersync_checkpoints` (created on demand), reads its insert
+//! event's position from a change stream with the same pipeline, and returns it; the replication
+//! stream reports the same position with
+//! [`CheckpointObserved`](powersync_source_core::ChangeEvent::CheckpointObserved) when it passes
+//! the insert — within `max_await_ms` on an idle server.
+//!
+//! **Acknowledgement.** MongoDB keeps no per-consumer state: the oplog is a capped collection
+//! that does not wait for readers. Acknowledgements are accepted (and ordered) but release
+//! nothing on the server; size the oplog to cover the longest time a host may be stopped.
+//!
+//! **Reconnects.** Network errors, elections and restarts are retried inside the stream with
+//! backoff: the open transaction is discarded with
+//! [`Abort`](powersync_source_core::ChangeEvent::Abort) and the stream reopens after the last
+//! emitted checkpoint. A read that gets no answer within the silence timeout (half-open
+//! connection) counts as such an error. A resume point the oplog no longer holds (code 286
+//! `ChangeStreamHistoryLost`, 280) or a token the server rejects is
+//! [`ErrorKind::HistoryLost`](powersync_source_core::ErrorKind::HistoryLost).
+//!
+//! **DDL.** `drop` of a selected collection and `dropDatabase` emit a
+//! [`Truncate`](powersync_source_core::ChangeEvent::Truncate). `rename` empties the source
+//! table; a rename *into* a selected collection copies the target (rows with `snapshot: true`)
+//! after a commit positioned *before* the rename, so a crash during the copy replays the rename
+//! and copies again. `invalidate` (after `dropDatabase`) reopens the stream after the
+//! invalidate event. A selected collection created while the stream runs needs no copy: its
+//! whole history is in the stream.
+//!
+//! # Post-images
+//! See [`PostImages`]. With `off`, updates use `fullDocument: 'updateLookup'`: the document as it
+//! is when the event is read, possibly later than the update (still convergent: the later
+//! changes follow), and none once it was deleted (the update is skipped; its delete follows).
+//!
+//! # Tables and values
+//! A collection is a table keyed by `_id`, exposed as column `id`; top-level fields are columns
+//! (see [`document_row`]). Values follow [`bson_value`].
 
+mod catalog;
+mod change_event;
+mod check;
+mod config;
+mod driver_error;
+mod replicator;
+mod resume_token;
+mod server_info;
+mod snapshot_reader;
+mod source;
+
+pub mod bson_value;
+pub mod document_row;
+
+pub use config::{MongoConfig, PostImages};
+pub use source::MongoSource;
+
+/// The official driver, for hosts and benchmarks that talk to the same server.
+pub use mongodb;
+/// The BSON crate the driver uses.
+pub use mongodb::bson;
+/// The core crate.
 pub use powersync_source_core as core;
+
+/// Unit-testable pieces exposed for the integration tests and fuzzing: event decoding and
+/// server-response decisions. Not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::catalog::{collection_info, CollectionInfo, Selection};
+    pub use crate::change_event::{header, Fragment, Operation, Reassembler};
+    pub use crate::driver_error::{classify, resume_error};
+    pub use crate::resume_token::token_cluster_time;
+    pub use crate::server_info::{
+        parse_version, supports_split_event, topology, Privileges, Topology,
+    };
+}

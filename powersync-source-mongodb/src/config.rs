@@ -1,0 +1,319 @@
+//! `MongoConfig`: the connection URL, the database, and this connector's own options.
+
+use std::fmt;
+use std::time::Duration;
+
+use powersync_source_core::secret::redact_url;
+use powersync_source_core::{Secret, SourceError};
+
+/// How update events get the document's new state (PowerSync's `post_images` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PostImages {
+    /// `fullDocument: 'updateLookup'`: the server reads the document when the event is
+    /// returned, so an update may carry a *later* state of the document than the update
+    /// itself produced (and nothing at all once the document is deleted; its delete event
+    /// follows). The stream still converges: every later change follows in order.
+    Off,
+    /// Enable `changeStreamPreAndPostImages` on the selected collections that lack it
+    /// (`collMod`), then use `fullDocument: 'required'` (the exact post-image). The default.
+    #[default]
+    AutoConfigure,
+    /// `fullDocument: 'required'` without changing the database: replication fails with an
+    /// error naming the collections that lack `changeStreamPreAndPostImages`.
+    ReadOnly,
+}
+
+impl PostImages {
+    /// The URL spelling: `off`, `auto_configure`, `read_only`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostImages::Off => "off",
+            PostImages::AutoConfigure => "auto_configure",
+            PostImages::ReadOnly => "read_only",
+        }
+    }
+
+    /// Parses the URL spelling.
+    pub fn parse(s: &str) -> Result<PostImages, SourceError> {
+        match s {
+            "off" => Ok(PostImages::Off),
+            "auto_configure" => Ok(PostImages::AutoConfigure),
+            "read_only" => Ok(PostImages::ReadOnly),
+            other => Err(SourceError::config(format!(
+                "post_images={other} is not a mode: use off, auto_configure or read_only"
+            ))),
+        }
+    }
+
+    /// Whether the stream asks for exact post-images (`fullDocument: 'required'`).
+    pub fn requires_images(self) -> bool {
+        !matches!(self, PostImages::Off)
+    }
+}
+
+/// Connection settings of a MongoDB source.
+///
+/// Built from a `mongodb://` or `mongodb+srv://` URL with [`MongoConfig::parse`]. The database
+/// to replicate is the URL path (`mongodb://host/app` → `app`). The query parameters below are
+/// this connector's own and are removed before the URL is handed to the driver; every other
+/// parameter (`replicaSet`, `authSource`, `tls`, `directConnection`, …) goes to the driver
+/// unchanged.
+///
+/// | parameter | values | default |
+/// |---|---|---|
+/// | `post_images` | `off`, `auto_configure`, `read_only` (see [`PostImages`]) | `auto_configure` |
+/// | `snapshot_batch_size` | documents per snapshot query (and per resume point) | `10000` |
+/// | `batch_events` | events per batch handed to the host | `4096` |
+/// | `max_await_ms` | how long an idle change-stream `getMore` waits on the server | `1000` |
+#[derive(Clone)]
+pub struct MongoConfig {
+    driver_url: Secret,
+    display_url: String,
+    database: String,
+    post_images: PostImages,
+    snapshot_batch_size: u32,
+    batch_events: usize,
+    max_await: Duration,
+}
+
+impl fmt::Debug for MongoConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoConfig")
+            .field("url", &self.display_url)
+            .field("database", &self.database)
+            .field("post_images", &self.post_images)
+            .field("snapshot_batch_size", &self.snapshot_batch_size)
+            .field("batch_events", &self.batch_events)
+            .field("max_await", &self.max_await)
+            .finish()
+    }
+}
+
+const OWN_PARAMS: &[&str] = &[
+    "post_images",
+    "snapshot_batch_size",
+    "batch_events",
+    "max_await_ms",
+];
+
+impl MongoConfig {
+    /// Parses a `mongodb://` or `mongodb+srv://` URL. The database comes from the path; the
+    /// options of the table in the type docs are read and stripped. Host lists, credentials and
+    /// driver options are validated when the source connects.
+    pub fn parse(url: &str) -> Result<MongoConfig, SourceError> {
+        let url = url.trim();
+        let shown = redact_url(url);
+        let rest = url
+            .strip_prefix("mongodb://")
+            .or_else(|| url.strip_prefix("mongodb+srv://"))
+            .ok_or_else(|| {
+                SourceError::config(format!(
+                    "`{shown}` is not a MongoDB URL: expected mongodb://host/database or mongodb+srv://host/database"
+                ))
+            })?;
+        let scheme_len = url.len() - rest.len();
+        // The authority ends at the first `/` or `?` (a `/` in a password must be %-encoded,
+        // as the connection string spec requires).
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        if authority.is_empty() || authority.ends_with('@') {
+            return Err(SourceError::config(format!("`{shown}` names no host")));
+        }
+        let after = &rest[authority_end..];
+        let (path, query) = match after.find('?') {
+            Some(q) => (&after[..q], &after[q + 1..]),
+            None => (after, ""),
+        };
+        let database = percent_decode(path.trim_start_matches('/')).ok_or_else(|| {
+            SourceError::config(format!("`{shown}`: the database name is not valid UTF-8"))
+        })?;
+        if database.is_empty() {
+            return Err(SourceError::config(format!(
+                "`{shown}` names no database: the database to replicate is the URL path"
+            ))
+            .with_hint("e.g. mongodb://user:pass@host:27017/app?replicaSet=rs0"));
+        }
+        if database.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
+            return Err(SourceError::config(format!(
+                "`{database}` is not a valid MongoDB database name"
+            )));
+        }
+        let mut config = MongoConfig {
+            driver_url: Secret::new(String::new()),
+            display_url: String::new(),
+            database,
+            post_images: PostImages::default(),
+            snapshot_batch_size: 10_000,
+            batch_events: 4096,
+            max_await: Duration::from_millis(1000),
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if !OWN_PARAMS.contains(&key) {
+                kept.push(pair);
+                continue;
+            }
+            let number = |what: &str| -> Result<u64, SourceError> {
+                value.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    SourceError::config(format!("{what}={value} must be a positive integer"))
+                })
+            };
+            match key {
+                "post_images" => config.post_images = PostImages::parse(value)?,
+                "snapshot_batch_size" => {
+                    config.snapshot_batch_size =
+                        u32::try_from(number(key)?).unwrap_or(u32::MAX).max(1)
+                }
+                "batch_events" => {
+                    config.batch_events = usize::try_from(number(key)?).unwrap_or(usize::MAX)
+                }
+                "max_await_ms" => config.max_await = Duration::from_millis(number(key)?),
+                _ => {}
+            }
+        }
+        let mut driver = format!(
+            "{}{}/{}",
+            &url[..scheme_len],
+            authority,
+            path.trim_start_matches('/')
+        );
+        if !kept.is_empty() {
+            driver.push('?');
+            driver.push_str(&kept.join("&"));
+        }
+        config.display_url = redact_url(&driver);
+        config.driver_url = Secret::new(driver);
+        Ok(config)
+    }
+
+    /// The URL given to the driver (our own parameters removed). Contains the password.
+    pub(crate) fn driver_url(&self) -> &Secret {
+        &self.driver_url
+    }
+
+    /// The URL with the password replaced by `***`, for messages.
+    pub fn display_url(&self) -> &str {
+        &self.display_url
+    }
+
+    /// The database replicated (the URL path).
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The post-image mode.
+    pub fn post_images(&self) -> PostImages {
+        self.post_images
+    }
+
+    /// Documents per snapshot query; a resume point is emitted after each.
+    pub fn snapshot_batch_size(&self) -> u32 {
+        self.snapshot_batch_size
+    }
+
+    /// Events per batch handed to the host.
+    pub fn batch_events(&self) -> usize {
+        self.batch_events
+    }
+
+    /// How long an idle change-stream `getMore` waits on the server before answering empty
+    /// (and so how often an idle stream advances its position).
+    pub fn max_await(&self) -> Duration {
+        self.max_await
+    }
+
+    /// Sets the post-image mode.
+    pub fn with_post_images(mut self, mode: PostImages) -> Self {
+        self.post_images = mode;
+        self
+    }
+
+    /// Sets the documents per snapshot query.
+    pub fn with_snapshot_batch_size(mut self, n: u32) -> Self {
+        self.snapshot_batch_size = n.max(1);
+        self
+    }
+
+    /// Sets the events per batch.
+    pub fn with_batch_events(mut self, n: usize) -> Self {
+        self.batch_events = n.max(1);
+        self
+    }
+
+    /// Sets the idle `getMore` wait.
+    pub fn with_max_await(mut self, wait: Duration) -> Self {
+        self.max_await = wait.max(Duration::from_millis(10));
+        self
+    }
+}
+
+/// Decodes `%XX` escapes; `None` when the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_and_own_options_are_taken_out() {
+        let c = MongoConfig::parse(
+            "mongodb://u:s3cret@h1:27017,h2/app?replicaSet=rs0&post_images=read_only&snapshot_batch_size=50",
+        )
+        .unwrap();
+        assert_eq!(c.database(), "app");
+        assert_eq!(c.post_images(), PostImages::ReadOnly);
+        assert_eq!(c.snapshot_batch_size(), 50);
+        assert_eq!(
+            c.driver_url().expose(),
+            "mongodb://u:s3cret@h1:27017,h2/app?replicaSet=rs0"
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(!c.display_url().contains("s3cret"));
+    }
+
+    #[test]
+    fn srv_and_defaults() {
+        let c = MongoConfig::parse("mongodb+srv://cluster0.example.net/shop").unwrap();
+        assert_eq!(c.database(), "shop");
+        assert_eq!(c.post_images(), PostImages::AutoConfigure);
+        assert_eq!(
+            c.driver_url().expose(),
+            "mongodb+srv://cluster0.example.net/shop"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors_without_secrets() {
+        for url in [
+            "postgres://h/db",
+            "mongodb://u:pw-Secret@h/",
+            "mongodb://u:pw-Secret@h",
+            "mongodb:///db",
+            "mongodb://h/db?post_images=sometimes",
+            "mongodb://h/db?snapshot_batch_size=0",
+            "mongodb://h/a.b",
+        ] {
+            let e = MongoConfig::parse(url).unwrap_err();
+            assert_eq!(e.kind(), powersync_source_core::ErrorKind::Config, "{url}");
+            assert!(!e.to_string().contains("pw-Secret"), "{e}");
+        }
+    }
+}

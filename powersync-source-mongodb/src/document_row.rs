@@ -1,0 +1,169 @@
+//! How a collection's documents become rows of a table.
+//!
+//! A collection is a table whose identity is `_id`:
+//! - column `id` (the key) holds `_id`, converted like any value (an ObjectId is 24 lowercase
+//!   hex digits, an integer stays an integer);
+//! - every top-level field of the documents is a column of the same name, holding the field's
+//!   value converted by [`crate::bson_value`] (embedded documents and arrays as JSON text);
+//! - a top-level field literally named `id` would clash with the key column and is renamed
+//!   [`ID_FIELD_COLUMN`].
+//!
+//! Collections have no fixed schema, so the column list grows as fields are seen: a document
+//! with a field no earlier document had adds a column at the end, and a
+//! [`ChangeEvent::Schema`](powersync_source_core::ChangeEvent::Schema) with the longer list comes
+//! before its row. Columns are never removed while a stream runs; a document without a field
+//! has `Null` there (so a full-document image also clears fields a `$unset` removed). Column
+//! types are the BSON type of the first value seen (`type_name`), for information only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mongodb::bson::raw::{RawBsonRef, RawDocument};
+use powersync_source_core::{
+    Column, Result, Row, RowIdentity, SourceError, TableName, TableSchema, Value,
+};
+
+use crate::bson_value::{bson_to_value, type_name};
+
+/// The key column, holding `_id`.
+pub const KEY_COLUMN: &str = "id";
+/// The column of a top-level field named `id`.
+pub const ID_FIELD_COLUMN: &str = "id_field";
+
+/// The evolving table shape of one collection.
+#[derive(Debug, Clone)]
+pub struct CollectionShape {
+    schema: Arc<TableSchema>,
+    index: HashMap<String, usize>,
+    /// Whether the schema changed since it was last emitted.
+    dirty: bool,
+}
+
+impl CollectionShape {
+    /// A shape with only the key column.
+    pub fn new(table: TableName) -> Self {
+        let schema = TableSchema {
+            name: table,
+            source_id: None,
+            columns: vec![Column {
+                nullable: Some(false),
+                ..Column::new(KEY_COLUMN, "_id").key()
+            }],
+            identity: RowIdentity::PrimaryKey,
+        };
+        CollectionShape {
+            schema: Arc::new(schema),
+            index: HashMap::new(),
+            dirty: true,
+        }
+    }
+
+    /// The current schema.
+    pub fn schema(&self) -> &Arc<TableSchema> {
+        &self.schema
+    }
+
+    /// Returns the schema if it changed since the last call (or was never taken): emit it as a
+    /// schema event before the next row.
+    pub fn take_changed(&mut self) -> Option<Arc<TableSchema>> {
+        if self.dirty {
+            self.dirty = false;
+            Some(self.schema.clone())
+        } else {
+            None
+        }
+    }
+
+    /// Makes the next [`take_changed`](Self::take_changed) return the schema again.
+    pub fn mark_changed(&mut self) {
+        self.dirty = true;
+    }
+
+    fn column_for(&mut self, field: &str, value: RawBsonRef<'_>) -> usize {
+        if let Some(&i) = self.index.get(field) {
+            return i;
+        }
+        let name = if field == KEY_COLUMN {
+            ID_FIELD_COLUMN
+        } else {
+            field
+        };
+        let schema = Arc::make_mut(&mut self.schema);
+        schema.columns.push(Column::new(name, type_name(value)));
+        let i = schema.columns.len() - 1;
+        self.index.insert(field.to_owned(), i);
+        self.dirty = true;
+        i
+    }
+
+    /// The full row of a document (every column; fields the document lacks are `Null`).
+    pub fn row(&mut self, doc: &RawDocument) -> Result<Row> {
+        let mut values: Vec<(usize, Value)> = Vec::new();
+        let mut key = None;
+        for element in doc.iter() {
+            let (field, value) = element.map_err(|e| {
+                SourceError::decode(format!("malformed document in {}: {e}", self.schema.name))
+            })?;
+            let converted = bson_to_value(value).map_err(|why| {
+                SourceError::decode_value(
+                    &self.schema.name.to_string(),
+                    field,
+                    type_name(value),
+                    why,
+                )
+            })?;
+            if field == "_id" {
+                key = Some(converted);
+            } else {
+                let i = self.column_for(field, value);
+                values.push((i, converted));
+            }
+        }
+        let key = key.ok_or_else(|| {
+            SourceError::decode(format!("a document of {} has no _id", self.schema.name))
+        })?;
+        let mut row = vec![Value::Null; self.schema.columns.len()];
+        row[0] = key;
+        for (i, v) in values {
+            row[i] = v;
+        }
+        Ok(Row::new(row))
+    }
+
+    /// A key-only row: `id` set, every other column [`Value::Unchanged`].
+    pub fn key_row(&self, id: RawBsonRef<'_>) -> Result<Row> {
+        let key = bson_to_value(id).map_err(|why| {
+            SourceError::decode_value(&self.schema.name.to_string(), "_id", type_name(id), why)
+        })?;
+        let mut row = vec![Value::Unchanged; self.schema.columns.len()];
+        row[0] = key;
+        Ok(Row::new(row))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::{doc, RawDocumentBuf};
+
+    #[test]
+    fn columns_grow_and_id_field_is_renamed() {
+        let mut shape = CollectionShape::new(TableName::new("db", "c"));
+        let a = RawDocumentBuf::from_document(&doc! {"_id": 1_i64, "v": "x"}).unwrap();
+        let row = shape.row(&a).unwrap();
+        assert_eq!(row.values(), &[Value::Integer(1), Value::Text("x".into())]);
+        assert!(shape.take_changed().is_some());
+        assert!(shape.take_changed().is_none());
+        let b = RawDocumentBuf::from_document(&doc! {"id": 5, "_id": 2_i64}).unwrap();
+        let row = shape.row(&b).unwrap();
+        let schema = shape.take_changed().unwrap();
+        let names: Vec<_> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "v", "id_field"]);
+        assert_eq!(
+            row.values(),
+            &[Value::Integer(2), Value::Null, Value::Integer(5)]
+        );
+        let missing = RawDocumentBuf::from_document(&doc! {"v": 1}).unwrap();
+        assert!(shape.row(&missing).is_err());
+    }
+}

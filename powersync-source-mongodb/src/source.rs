@@ -1,0 +1,322 @@
+//! `MongoSource`: the [`ChangeSource`] implementation.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::raw::RawDocumentBuf;
+use mongodb::bson::{doc, DateTime, Document};
+use mongodb::options::ClientOptions;
+use mongodb::Client;
+use powersync_source_core::position::MongoPosition;
+use powersync_source_core::{
+    AckHandle, ChangeSource, ChangeStream, CheckReport, Checkpoint, Position, Result, RetryPolicy,
+    SnapshotResume, SourceError, StartFrom, StreamStats, TableName, TableSchema,
+};
+use tokio::sync::{mpsc, OnceCell};
+
+use crate::catalog::{list_collections, Selection};
+use crate::change_event::header;
+use crate::config::{MongoConfig, PostImages};
+use crate::document_row::CollectionShape;
+use crate::driver_error::driver_error;
+use crate::replicator::{channel_stream, pipeline, Plan, Replicator};
+use crate::server_info::{parse_version, supports_split_event, CHECKPOINTS_COLLECTION};
+use crate::{check, snapshot_reader};
+
+/// How long [`ChangeSource::write_checkpoint`] waits to see its own marker.
+const MARKER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A MongoDB database replicated through a database-level change stream.
+///
+/// See the [crate docs](crate) for the consistency model, the table shape and the values.
+#[derive(Debug, Clone)]
+pub struct MongoSource {
+    config: MongoConfig,
+    tables: Vec<TableName>,
+    retry: RetryPolicy,
+    silence_timeout: Duration,
+    client: std::sync::Arc<OnceCell<Client>>,
+}
+
+impl MongoSource {
+    /// A source for the URL's database, replicating every collection until
+    /// [`with_tables`](Self::with_tables) narrows it.
+    pub fn new(config: MongoConfig) -> MongoSource {
+        MongoSource {
+            config,
+            tables: Vec::new(),
+            retry: RetryPolicy::default(),
+            silence_timeout: Duration::from_secs(30),
+            client: Default::default(),
+        }
+    }
+
+    /// The collections to replicate: `TableName.schema` is the database (empty = the URL's),
+    /// `TableName.name` the collection. Empty = every collection of the URL's database except
+    /// `system.*` and `_powersync_checkpoints`. Only the URL's database can be replicated;
+    /// naming another is an [`ErrorKind::Unsupported`](powersync_source_core::ErrorKind) error
+    /// at `check`/`start`.
+    pub fn with_tables(mut self, tables: Vec<TableName>) -> MongoSource {
+        self.tables = tables;
+        self
+    }
+
+    /// The reconnect policy inside the stream (default: [`RetryPolicy::default`]).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> MongoSource {
+        self.retry = retry;
+        self
+    }
+
+    /// How long a change-stream read may stay unanswered before the connection is treated as
+    /// dead (default 30 s; the server answers an idle read after `max_await_ms`).
+    pub fn with_silence_timeout(mut self, timeout: Duration) -> MongoSource {
+        self.silence_timeout = timeout;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MongoConfig {
+        &self.config
+    }
+
+    fn selection(&self) -> Result<Selection> {
+        let foreign = Selection::foreign(self.config.database(), &self.tables);
+        if let Some(t) = foreign.first() {
+            return Err(SourceError::unsupported(format!(
+                "table {t} is in another database than the URL's ({}): one source replicates one database",
+                self.config.database()
+            ))
+            .with_hint("open one source per database"));
+        }
+        Ok(Selection::new(self.config.database(), &self.tables))
+    }
+
+    /// The driver client, connected once and shared by clones of this source.
+    pub async fn client(&self) -> Result<Client> {
+        let client = self
+            .client
+            .get_or_try_init(|| async {
+                let mut options = ClientOptions::parse(self.config.driver_url().expose())
+                    .await
+                    .map_err(|e| {
+                        driver_error(format!("connection URL {}", self.config.display_url()), e)
+                    })?;
+                if options.app_name.is_none() {
+                    options.app_name = Some("powersync-source".into());
+                }
+                if options.server_selection_timeout.is_none() {
+                    options.server_selection_timeout = Some(Duration::from_secs(10));
+                }
+                Client::with_options(options).map_err(|e| {
+                    driver_error(format!("connection URL {}", self.config.display_url()), e)
+                })
+            })
+            .await?;
+        Ok(client.clone())
+    }
+
+    async fn server_version(&self, client: &Client) -> Result<(u32, u32, u32)> {
+        let build = client
+            .database("admin")
+            .run_command(doc! {"buildInfo": 1})
+            .await
+            .map_err(|e| driver_error(format!("connecting to {}", self.config.display_url()), e))?;
+        Ok(build
+            .get_str("version")
+            .ok()
+            .and_then(parse_version)
+            .unwrap_or((0, 0, 0)))
+    }
+
+    /// Enables or verifies post-images on the selected collections, per the mode.
+    async fn prepare_images(&self, client: &Client, selection: &Selection) -> Result<()> {
+        let mode = self.config.post_images();
+        if mode == PostImages::Off {
+            return Ok(());
+        }
+        let db = client.database(selection.database());
+        let lacking: Vec<String> = list_collections(&db)
+            .await?
+            .into_iter()
+            .filter(|c| selection.contains(selection.database(), &c.name) && !c.images)
+            .map(|c| c.name)
+            .collect();
+        if lacking.is_empty() {
+            return Ok(());
+        }
+        if mode == PostImages::ReadOnly {
+            return Err(SourceError::prerequisite(format!(
+                "post_images=read_only: changeStreamPreAndPostImages is not enabled on {}",
+                lacking.join(", ")
+            ))
+            .with_hint(
+                "run db.runCommand({collMod: \"<collection>\", changeStreamPreAndPostImages: {enabled: true}}) for each, or use post_images=auto_configure or post_images=off",
+            ));
+        }
+        for name in lacking {
+            db.run_command(doc! {"collMod": &name, "changeStreamPreAndPostImages": {"enabled": true}})
+                .await
+                .map_err(|e| {
+                    driver_error(
+                        format!("enabling changeStreamPreAndPostImages on {}.{name} (post_images=auto_configure)", db.name()),
+                        e,
+                    )
+                })?;
+            tracing::info!(collection = %name, "enabled changeStreamPreAndPostImages");
+        }
+        Ok(())
+    }
+
+    /// Writes a marker document and returns the position of its insert event, read from a
+    /// change stream opened before the write with the replication pipeline.
+    async fn write_marker(&self, client: &Client, split_events: bool) -> Result<MongoPosition> {
+        let selection = self.selection()?;
+        let db = client.database(selection.database());
+        let id = ObjectId::new();
+        let mut stages =
+            vec![doc! {"$match": {"ns.coll": CHECKPOINTS_COLLECTION, "documentKey._id": id}}];
+        stages.extend(
+            pipeline(&selection, split_events)
+                .into_iter()
+                .filter(|s| !s.contains_key("$match")),
+        );
+        let mut watch = db
+            .watch()
+            .pipeline(stages)
+            .max_await_time(Duration::from_millis(200))
+            .await
+            .map_err(|e| driver_error("opening a change stream for the checkpoint marker", e))?
+            .with_type::<RawDocumentBuf>();
+        let checkpoints = db.collection::<Document>(CHECKPOINTS_COLLECTION);
+        checkpoints
+            .insert_one(doc! {"_id": id, "at": DateTime::now()})
+            .await
+            .map_err(|e| {
+                driver_error(
+                    format!("writing a marker to {}.{CHECKPOINTS_COLLECTION}", db.name()),
+                    e,
+                )
+            })?;
+        let deadline = Instant::now() + MARKER_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(SourceError::connection(format!(
+                    "the checkpoint marker did not appear in the change stream within {MARKER_TIMEOUT:?}"
+                )));
+            }
+            let next = tokio::time::timeout(left, watch.next_if_any()).await;
+            let event = match next {
+                Err(_) => continue,
+                Ok(Err(e)) => return Err(driver_error("reading the checkpoint marker event", e)),
+                Ok(Ok(None)) => continue,
+                Ok(Ok(Some(event))) => event,
+            };
+            let h = header(&event)?;
+            if h.coll.as_deref() == Some(CHECKPOINTS_COLLECTION) {
+                // Keep the collection small; older markers are no longer needed.
+                let _ = checkpoints.delete_many(doc! {"_id": {"$lt": id}}).await;
+                return Ok(h.position());
+            }
+        }
+    }
+
+    async fn split_events(&self, client: &Client) -> Result<bool> {
+        Ok(supports_split_event(self.server_version(client).await?))
+    }
+}
+
+#[async_trait]
+impl ChangeSource for MongoSource {
+    fn kind(&self) -> &'static str {
+        MongoPosition::SOURCE
+    }
+
+    async fn check(&self) -> Result<CheckReport> {
+        let selection = self.selection()?;
+        let client = self.client().await?;
+        check::run(&client, &self.config, &selection).await
+    }
+
+    async fn discover(&self) -> Result<Vec<TableSchema>> {
+        let selection = self.selection()?;
+        let client = self.client().await?;
+        let db = client.database(selection.database());
+        let mut out = Vec::new();
+        for info in list_collections(&db).await? {
+            if !selection.contains(selection.database(), &info.name) {
+                continue;
+            }
+            let coll = db.collection::<RawDocumentBuf>(&info.name);
+            let mut shape = CollectionShape::new(selection.table(&info.name));
+            // One document shows the fields; more appear as the stream sees them.
+            if let Some(sample) = snapshot_reader::read_batch(&coll, None, 1).await?.first() {
+                shape.row(sample)?;
+            }
+            out.push(shape.schema().as_ref().clone());
+        }
+        Ok(out)
+    }
+
+    async fn start(&self, from: StartFrom) -> Result<ChangeStream> {
+        let selection = self.selection()?;
+        let client = self.client().await?;
+        let split_events = self.split_events(&client).await?;
+        self.prepare_images(&client, &selection).await?;
+        let plan = match from {
+            StartFrom::Beginning => {
+                // The barrier: everything after it is streamed, everything before it is in
+                // the documents the snapshot reads afterwards.
+                let barrier = self.write_marker(&client, split_events).await?;
+                Plan::Snapshot(SnapshotResume {
+                    stream_from: barrier.to_checkpoint(),
+                    tables: BTreeMap::new(),
+                    source_state: None,
+                })
+            }
+            StartFrom::Snapshot(resume) => {
+                MongoPosition::from_checkpoint(&resume.stream_from)?;
+                Plan::Snapshot(resume)
+            }
+            StartFrom::Checkpoint(c) => Plan::Stream(MongoPosition::from_checkpoint(&c)?),
+        };
+        let start = match &plan {
+            Plan::Snapshot(r) => MongoPosition::from_checkpoint(&r.stream_from)?,
+            Plan::Stream(p) => p.clone(),
+        };
+        if start.resume_token.is_empty() {
+            return Err(SourceError::config(format!(
+                "checkpoint {} has no resume token",
+                start.to_checkpoint()
+            )));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let stats = StreamStats::default();
+        let (acks, _receiver) = AckHandle::channel(MongoPosition::SOURCE);
+        let replicator = Replicator::new(
+            client,
+            self.config.clone(),
+            selection,
+            tx,
+            stats.clone(),
+            self.retry.clone(),
+            self.silence_timeout
+                .max(self.config.max_await() + Duration::from_secs(5)),
+            split_events,
+            start,
+        );
+        tokio::spawn(replicator.run(plan));
+        Ok(ChangeStream::new(channel_stream(rx), acks, stats))
+    }
+
+    async fn write_checkpoint(&self) -> Result<Checkpoint> {
+        let client = self.client().await?;
+        let split_events = self.split_events(&client).await?;
+        Ok(self
+            .write_marker(&client, split_events)
+            .await?
+            .to_checkpoint())
+    }
+}

@@ -1,0 +1,9 @@
+//! MongoDB connector tests: unit-level decoding on documented shapes, and end-to-end runs
+//! against a throwaway SecantusDB (or a real MongoDB with `MONGODB_TEST_URL`).
+
+mod common;
+mod conformance;
+mod events;
+mod faults;
+mod golden;
+mod properties;
