@@ -62,21 +62,10 @@ pub(crate) fn convert(
         return Ok(Value::Null);
     }
     let v = match (&col.kind, value) {
-        (Kind::Int { unsigned, bits }, My::Int(i)) => {
-            if *unsigned && i < 0 {
-                // The binlog has no signedness unless binlog_row_metadata says so: reinterpret
-                // the stored bits as unsigned.
-                let mask = if *bits >= 64 {
-                    u64::MAX
-                } else {
-                    (1u64 << bits) - 1
-                };
-                Value::unsigned((i as u64) & mask)
-            } else {
-                Value::Integer(i)
-            }
-        }
-        (Kind::Int { .. }, My::UInt(u)) => Value::unsigned(u),
+        // The binlog's signedness comes from optional metadata that may be missing or may
+        // not line up with the columns: the catalog's signedness decides, from the raw bits.
+        (Kind::Int { unsigned, bits }, My::Int(i)) => int_value(i as u64, *unsigned, *bits),
+        (Kind::Int { unsigned, bits }, My::UInt(u)) => int_value(u, *unsigned, *bits),
         (Kind::Decimal, My::Bytes(b)) => {
             Value::Text(decimal_text(&ascii(&b).map_err(fail)?).map_err(fail)?)
         }
@@ -239,6 +228,24 @@ pub(crate) fn convert_binlog(
         .with_hint(
             "SET GLOBAL binlog_row_value_options = '' so the binlog carries whole JSON documents",
         )),
+    }
+}
+
+/// An integer of `bits` storage bits, read as unsigned or two's complement signed.
+fn int_value(raw: u64, unsigned: bool, bits: u8) -> Value {
+    let bits = bits.clamp(1, 64) as u32;
+    let mask = if bits == 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
+    let v = raw & mask;
+    if unsigned {
+        Value::unsigned(v)
+    } else if bits < 64 && v >> (bits - 1) & 1 == 1 {
+        Value::Integer((v | !mask) as i64)
+    } else {
+        Value::Integer(v as i64)
     }
 }
 
