@@ -7,3 +7,4 @@ mod events;
 mod faults;
 mod golden;
 mod properties;
+mod streaming;
