@@ -95,11 +95,14 @@ enum Change {
     Delete(Vec<Value>),
 }
 
+type Columns = Vec<(String, SqlType)>;
+
 #[derive(Debug, Clone)]
 struct LoggedTxn {
     commit: MssqlLsn,
     time: UnixMicros,
-    changes: Vec<(TableName, MssqlLsn, Change, Vec<(String, SqlType)>)>,
+    /// (table, seqval, change, the table's columns at that moment).
+    changes: Vec<(TableName, MssqlLsn, Change, Columns)>,
 }
 
 /// The whole server.
