@@ -9,6 +9,8 @@
 
 pub mod checkpoint_file;
 pub mod cli;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 pub mod json_lines;
 pub mod progress;
 pub mod source_url;

@@ -461,6 +461,32 @@ impl Mirror {
         Ok(self.pending_checkpoint.take())
     }
 
+    /// Writes `key = value` into the state table inside the open group (opening one if
+    /// needed), so it becomes durable atomically with the rows of the next [`Mirror::commit`].
+    /// Hosts use it for positions of their own (e.g. a JetStream stream sequence); the keys
+    /// [`POSITION_KEY`] and `table:…` belong to the mirror.
+    pub fn stage_state(&mut self, key: &str, value: &str) -> Result<(), AppError> {
+        self.open_group()?;
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {STATE_TABLE} (key, value) VALUES (?1, ?2)"
+            ))?
+            .execute([key, value])?;
+        Ok(())
+    }
+
+    /// Reads a state value written by [`Mirror::stage_state`] (committed or staged).
+    pub fn state(&self, key: &str) -> Result<Option<String>, AppError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT value FROM {STATE_TABLE} WHERE key = ?1"),
+                [key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Discards a half-applied source transaction (the stream failed in its middle).
     pub fn abort_transaction(&mut self) -> Result<(), AppError> {
         if !self.in_source_tx {

@@ -2,6 +2,8 @@
 //! the core test kit (skipped with one `SKIPPED:` line when PostgreSQL is not installed).
 
 mod common;
+#[cfg(feature = "jetstream")]
+mod jetstream;
 mod mirror;
 mod setup;
 mod tail;

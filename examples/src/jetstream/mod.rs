@@ -1,0 +1,77 @@
+//! Change streams through NATS JetStream, for hosts that run connectors on several machines:
+//! `publish` writes a source's changes into a stream, `consume` (or any JetStream consumer)
+//! reads them elsewhere.
+//!
+//! # Delivery contract: killing `publish` at any point loses nothing and duplicates nothing
+//!
+//! **Units and markers.** The change stream is cut into units: a source transaction, a
+//! snapshot chunk (rows up to a snapshot resume token), or a position advance without data.
+//! Each unit's messages (rows and truncates on `P.<schema>.<table>`, in `tail`'s JSON shape;
+//! schema messages on the same subjects) are followed by a commit marker on `P._commit`
+//! ([`marker`]) carrying the position to resume from after it — a checkpoint, or a snapshot
+//! resume token while the snapshot runs — and the position of the marker before it.
+//!
+//! **Acknowledgement order.** Publishes are pipelined (a bounded number await their ack at
+//! once, see [`publisher`]), and the source is acknowledged with a marker's checkpoint only
+//! after JetStream acked that marker and, before it, every message of the unit. So the
+//! source never forgets a change whose messages are not stored.
+//!
+//! **Resume from the stream, no local state.** On start `publish` reads the last message on
+//! `P._commit` (get last message by subject) and starts the source from its position. Every
+//! unit before that marker is complete in the stream; units after it are re-read from the
+//! source.
+//!
+//! **Ids from positions.** Every message's `Nats-Msg-Id` is `<base>#<index>` ([`ids`]): the
+//! position of the previous marker and the message's index in the unit. Re-reading a
+//! transaction from the same position yields the same messages at the same indexes, so the
+//! messages an interrupted attempt already stored are dropped by JetStream's duplicate window
+//! when they are republished. A transaction the source aborts and resends mid-stream gets the
+//! same ids too. Markers have ids `<base>><position>`.
+//!
+//! **What consumers see.** A consumer applies a unit only at its marker ([`assembler`]), so
+//! the partial unit a killed publisher left behind is either completed by the restarted
+//! publisher (same base, missing messages added) and applied once, or ignored.
+//!
+//! **After the duplicate window.** If the publisher restarts after the window expired (it was
+//! down longer than `--duplicate-window`), the republished messages are stored again. The
+//! consumer de-duplicates by the same ids: within a unit, a message id seen twice is applied
+//! once, and messages of another base (leftovers of an attempt that never reached a marker)
+//! are dropped. Whole transactions are never republished: the publisher always resumes after
+//! the last stored marker. So the consumer's view stays exactly-once; only the raw stream
+//! holds the extra copies.
+//!
+//! **Schema messages** are state, not changes: a restarted source announces its tables again,
+//! so the first transaction after a restart may carry a schema message that repeats the one
+//! in force (applying it changes nothing). It is placed by the index of the data message it
+//! precedes (the consumer sorts by index), so a re-announced schema never goes back to an
+//! older table shape.
+//!
+//! **Snapshot.** Snapshot rows form units closed by `snapshot_chunk` markers holding the
+//! resume token (at each chunk end the connector reports, and at each table end), and a
+//! `snapshot_done` marker with the streaming checkpoint. A publisher killed mid-snapshot
+//! resumes the snapshot from the last chunk marker's token. A re-read chunk may differ from
+//! the first read (rows changed meanwhile), so snapshot row ids add a hash of the row
+//! (`<base>#<index>#<hash>`): identical rows are dropped as duplicates, changed ones are both
+//! kept in stream order, the newer last, and every change after the snapshot's consistent
+//! point is streamed afterwards anyway — the same replay rule as `mirror`'s resumed snapshot.
+//!
+//! **Backpressure and outages.** When the ack window is full the publisher stops reading the
+//! source. The stream is created with discard-new, so a full stream rejects publishes rather
+//! than dropping old messages; a rejected publish, a timeout or an unreachable server ends the
+//! session and a new one starts after an exponential backoff, from the last stored marker.
+//!
+//! **Limits.** One publisher per stream (a second one breaks the marker chain, which
+//! consumers detect and report). Stream limits (`max_age`, `max_msgs`) that remove messages
+//! not yet consumed lose data for consumers that fall behind; consumers detect the gap.
+//!
+//! Modules: [`ids`] (subjects, ids, headers), [`marker`], [`framing`] (events → messages),
+//! [`connection`], [`publisher`], [`decode`] (messages → events), [`assembler`], [`consumer`].
+
+pub mod assembler;
+pub mod connection;
+pub mod consumer;
+pub mod decode;
+pub mod framing;
+pub mod ids;
+pub mod marker;
+pub mod publisher;
