@@ -718,3 +718,38 @@ pub async fn lost(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_mask_bits_count_from_the_last_byte() {
+        // Columns 1 and 10 of a 10-column capture instance: 0x02 0x01.
+        let mask = [0x02, 0x01];
+        assert!(mask_bit(&mask, 1));
+        assert!(!mask_bit(&mask, 2));
+        assert!(mask_bit(&mask, 10));
+        assert!(!mask_bit(&mask, 9));
+        assert!(!mask_bit(&mask, 17));
+        assert!(!mask_bit(&mask, 0));
+        assert!(!mask_bit(&[], 1));
+    }
+
+    #[test]
+    fn lsns_order_as_bytes_and_increment_with_carry() {
+        let a = MssqlLsn([0, 0, 0, 0x2A, 0, 0, 0x01, 0xF0, 0, 0xFF]);
+        let b = a.increment();
+        assert_eq!(b, MssqlLsn([0, 0, 0, 0x2A, 0, 0, 0x01, 0xF0, 0x01, 0x00]));
+        assert!(b > a);
+        let key = |l: MssqlLsn, s: u8, op: u8| ChangeKey {
+            start_lsn: l,
+            seqval: MssqlLsn([0, 0, 0, 0, 0, 0, 0, 0, 0, s]),
+            operation: op,
+        };
+        // Commit LSN first, then seqval, then operation (3 before 4).
+        assert!(key(a, 9, 4) < key(b, 1, 1));
+        assert!(key(a, 1, 4) < key(a, 2, 1));
+        assert!(key(a, 1, 3) < key(a, 1, 4));
+    }
+}
