@@ -258,6 +258,9 @@ impl Replicator {
                     resume: Box::new(resume),
                 }))
                 .await?;
+                // Hand each page over with its resume token: the host can store progress as
+                // the snapshot goes.
+                self.flush().await?;
                 if !page.has_more {
                     break;
                 }

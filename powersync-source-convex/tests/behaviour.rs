@@ -1,1 +1,530 @@
-//! (pending)
+//! Convex-specific behaviour against `FakeConvex`: checks, the resumable pinned snapshot,
+//! retries, history loss, markers, deleted tables, schema growth.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use powersync_source_convex::testing::{int64, FakeConvex, Write};
+use powersync_source_convex::{ConvexSource, CHECKPOINT_TABLE};
+use powersync_source_core::{
+    ChangeEvent, ChangeSource, ChangeStream, ErrorKind, Op, SnapshotProgress, SnapshotResume,
+    SourceError, StartFrom, TableName, Value,
+};
+use serde_json::{json, Map, Value as Json};
+
+use crate::workload::{config, KEY, WRONG_KEY};
+
+fn table(name: &str) -> TableName {
+    TableName::new("convex", name)
+}
+
+fn source(fake: &FakeConvex, tables: &[&str]) -> ConvexSource {
+    ConvexSource::new(config(&fake.url(), KEY))
+        .with_tables(tables.iter().map(|t| table(t)).collect())
+}
+
+/// Reads events until `stop` says so (or fails after 20 s); returns them all.
+async fn read_until(
+    stream: &mut ChangeStream,
+    mut stop: impl FnMut(&ChangeEvent) -> bool,
+) -> Result<Vec<ChangeEvent>, SourceError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut out = Vec::new();
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .map_err(|_| {
+                SourceError::connection(format!("timed out; events so far: {}", out.len()))
+            })?;
+        let batch = next.ok_or_else(|| SourceError::connection("stream ended"))??;
+        for e in batch.events {
+            let done = stop(&e);
+            out.push(e);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+fn rows(events: &[ChangeEvent]) -> impl Iterator<Item = &powersync_source_core::RowChange> {
+    events.iter().filter_map(|e| match e {
+        ChangeEvent::Row(r) => Some(r),
+        _ => None,
+    })
+}
+
+fn id_of(r: &powersync_source_core::RowChange) -> String {
+    let image = r.new.as_ref().or(r.old.as_ref()).unwrap();
+    image.get(0).and_then(Value::as_text).unwrap().to_string()
+}
+
+fn seed(fake: &FakeConvex, t: &str, n: i64) -> Vec<String> {
+    let writes = (0..n)
+        .map(|i| Write::Insert {
+            table: t.into(),
+            fields: [("n".to_string(), int64(i))]
+                .into_iter()
+                .collect::<Map<String, Json>>(),
+        })
+        .collect();
+    fake.transaction(writes).unwrap()
+}
+
+#[tokio::test]
+async fn bad_key_is_auth_and_never_shown() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    let src = ConvexSource::new(config(&fake.url(), WRONG_KEY));
+    let e = src.check().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
+    let text = format!("{e} {e:?} {:?}", src);
+    assert!(
+        !text.contains(WRONG_KEY) && !text.contains("wrong-Secret"),
+        "{text}"
+    );
+    let e = src.start(StartFrom::Beginning).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth);
+    let e = src.write_checkpoint().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth);
+}
+
+#[tokio::test]
+async fn streaming_export_not_enabled_is_a_prerequisite() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.respond_next(
+        "/api/json_schemas",
+        403,
+        json!({"code": "StreamingExportNotEnabled", "message": "Streaming export is not available on your current subscription."}),
+    );
+    let report = source(&fake, &[]).check().await.unwrap();
+    let e = report.into_result().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Prerequisite);
+    assert!(e.to_string().contains("StreamingExportNotEnabled"), "{e}");
+}
+
+#[tokio::test]
+async fn check_names_every_missing_piece_with_its_fix() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.create_table("todos");
+    assert!(source(&fake, &["todos"]).check().await.unwrap().is_ready());
+
+    let report = source(&fake, &["todos", "nope"]).check().await.unwrap();
+    let errors: Vec<String> = report.errors().map(|p| p.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("convex.nope"));
+
+    let other = ConvexSource::new(config(&fake.url(), KEY))
+        .with_tables(vec![TableName::new("mycomponent", "todos")]);
+    let report = other.check().await.unwrap();
+    assert!(report
+        .errors()
+        .any(|p| p.what.contains("only the default component")));
+    let e = other.start(StartFrom::Beginning).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+
+    fake.set_mutation_deployed(false);
+    let e = source(&fake, &["todos"])
+        .check()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Prerequisite);
+    let text = e.to_string();
+    assert!(
+        text.contains("powersync_checkpoints:createCheckpoint"),
+        "{text}"
+    );
+    assert!(
+        text.contains("export const createCheckpoint = mutation"),
+        "{text}"
+    );
+
+    fake.delete_table(CHECKPOINT_TABLE);
+    let e = source(&fake, &["todos"])
+        .check()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("powersync_checkpoints: defineTable"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn typed_encoding_refused_falls_back_with_a_warning() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.set_typed_format(false);
+    let report = source(&fake, &[]).check().await.unwrap();
+    assert!(report.is_ready());
+    assert!(
+        report.problems.iter().any(|p| p.setting == "format"),
+        "{report:?}"
+    );
+    assert!(report.server_version.unwrap().contains("format=json"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_resumes_page_by_page_at_the_pinned_snapshot() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.set_page_sizes(40, 128);
+    let ids = seed(&fake, "items", 250);
+    seed(&fake, "other", 30);
+    let src = source(&fake, &["items", "other"]);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    let mut chunks = 0;
+    let first = read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::ChunkDone { .. })) && {
+            chunks += 1;
+            chunks == 3
+        }
+    })
+    .await
+    .unwrap();
+    drop(stream);
+    let token: SnapshotResume = first
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            ChangeEvent::Snapshot(SnapshotProgress::ChunkDone { resume, .. }) => {
+                Some((**resume).clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    // Changes after the pinned snapshot: the resumed snapshot must not see them.
+    fake.delete("items", &ids[249]).unwrap();
+    fake.patch("items", &ids[0], json!({"n": int64(-1)}))
+        .unwrap();
+    let late = fake.insert("items", json!({"n": int64(1000)})).unwrap();
+
+    let stored = token.to_token();
+    let mut stream = src.start(StartFrom::parse(&stored).unwrap()).await.unwrap();
+    let rest = read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    let mut seen = BTreeMap::new();
+    for r in rows(&first).chain(rows(&rest)) {
+        assert!(r.snapshot);
+        *seen
+            .entry((r.table.name.name.clone(), id_of(r)))
+            .or_insert(0) += 1;
+    }
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "a snapshot row was read twice"
+    );
+    let items: BTreeSet<String> = seen
+        .keys()
+        .filter(|(t, _)| t == "items")
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert_eq!(
+        items,
+        ids.iter().cloned().collect::<BTreeSet<_>>(),
+        "exactly the rows at the pinned snapshot"
+    );
+    assert_eq!(seen.keys().filter(|(t, _)| t == "other").count(), 30);
+    // The snapshot value of ids[0] is the one at the pinned snapshot.
+    let r0 = rows(&first)
+        .chain(rows(&rest))
+        .find(|r| id_of(r) == ids[0])
+        .unwrap();
+    assert_eq!(
+        r0.new.as_ref().unwrap().get_by_name(&r0.table, "n"),
+        Some(&Value::Text("0".into()))
+    );
+    // Then the stream brings the three later changes.
+    let mut later = Vec::new();
+    let mut commits = 0;
+    let events = read_until(&mut stream, |e| {
+        match e {
+            ChangeEvent::Row(r) => later.push((r.op, id_of(r))),
+            ChangeEvent::Commit(_) => commits += 1,
+            _ => {}
+        }
+        commits == 3
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        later,
+        vec![
+            (Op::Delete, ids[249].clone()),
+            (Op::Update, ids[0].clone()),
+            (Op::Update, late)
+        ]
+    );
+    // Three mutations, three transactions.
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, ChangeEvent::Commit(_)))
+            .count(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_at_another_snapshot_or_an_expired_one_is_history_lost() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.set_page_sizes(10, 128);
+    seed(&fake, "items", 300);
+    let src = source(&fake, &["items"]);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    let first = read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::ChunkDone { .. }))
+    })
+    .await
+    .unwrap();
+    fake.respond_next(
+        "/api/list_snapshot",
+        200,
+        json!({"values": [], "snapshot": 1, "cursor": null, "hasMore": false}),
+    );
+    let e = read_until(&mut stream, |_| false).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::HistoryLost, "{e}");
+    assert!(e.to_string().contains("pinned"), "{e}");
+    drop(stream);
+
+    let token = first
+        .iter()
+        .find_map(|e| match e {
+            ChangeEvent::Snapshot(SnapshotProgress::ChunkDone { resume, .. }) => {
+                Some((**resume).clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    fake.expire_history();
+    let result = match src.start(StartFrom::Snapshot(token)).await {
+        Err(e) => e,
+        Ok(mut s) => read_until(&mut s, |_| false).await.unwrap_err(),
+    };
+    assert_eq!(result.kind(), ErrorKind::HistoryLost, "{result}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_going_backwards_is_an_error() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.create_table("items");
+    let src = source(&fake, &["items"]);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    fake.respond_next(
+        "/api/document_deltas",
+        200,
+        json!({"values": [{"_table": "items", "_component": "", "_id": "x", "_ts": 5, "_deleted": false, "_creationTime": 1.0}], "cursor": 10, "hasMore": false}),
+    );
+    let e = read_until(&mut stream, |_| false).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Decode);
+    assert!(e.to_string().contains("backwards"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_server_errors_are_retried_without_duplicates() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.set_page_sizes(20, 16);
+    seed(&fake, "items", 45);
+    let src = source(&fake, &["items"]);
+    fake.fail_next(2, 503);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    fake.fail_next(2, 429);
+    let mut events = read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    for round in 0..5 {
+        seed(&fake, "items", 10);
+        fake.fail_next(1, if round % 2 == 0 { 500 } else { 429 });
+    }
+    let mut streamed = 0;
+    events.extend(
+        read_until(&mut stream, |e| {
+            if matches!(e, ChangeEvent::Row(r) if !r.snapshot) {
+                streamed += 1;
+            }
+            streamed == 50
+        })
+        .await
+        .unwrap(),
+    );
+    let mut seen = BTreeSet::new();
+    for r in rows(&events) {
+        assert!(seen.insert(id_of(r)), "row {} delivered twice", id_of(r));
+    }
+    assert_eq!(seen.len(), 95);
+    let stats = stream.stats().snapshot();
+    assert!(stats.reconnects >= 5, "{stats:?}");
+    assert!(
+        stats.bytes_received > 0 && stats.transactions >= 5,
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markers_are_observed_never_rows_and_idle_pages_keep_alive() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.create_table("items");
+    seed(&fake, "unselected", 3);
+    let src = source(&fake, &["items"]);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    let marker = src.write_checkpoint().await.unwrap();
+    let events = read_until(
+        &mut stream,
+        |e| matches!(e, ChangeEvent::CheckpointObserved(c) if *c == marker),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows(&events).count(), 0, "marker rows reached the host");
+    assert!(!events.iter().any(|e| matches!(e, ChangeEvent::Begin(_))));
+    let keepalive = events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            ChangeEvent::Keepalive(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("a keepalive before the marker");
+    assert!(keepalive >= marker, "{keepalive} < {marker}");
+    // Writes to an unselected table only move the position.
+    seed(&fake, "unselected", 2);
+    let events = read_until(
+        &mut stream,
+        |e| matches!(e, ChangeEvent::Keepalive(c) if *c > keepalive),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows(&events).count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_deleted_in_the_dashboard_is_reported() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    seed(&fake, "keep", 2);
+    seed(&fake, "doomed", 2);
+    // Every table: the marker table is left out.
+    let src = source(&fake, &[]);
+    let tables: Vec<String> = src
+        .discover()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.name)
+        .collect();
+    assert_eq!(tables, vec!["doomed", "keep"]);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    assert!(fake.delete_table("doomed"));
+    let events = read_until(&mut stream, |e| matches!(e, ChangeEvent::Commit(_)))
+        .await
+        .unwrap();
+    let truncated: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            ChangeEvent::Truncate(t) => Some(t.tables.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(truncated, vec![vec![table("doomed")]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_fields_announce_a_new_schema_first() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    let id = fake.insert("items", json!({"a": "x"})).unwrap();
+    let src = source(&fake, &["items"]);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    fake.patch("items", &id, json!({"b": int64(9)})).unwrap();
+    let events = read_until(&mut stream, |e| matches!(e, ChangeEvent::Row(_)))
+        .await
+        .unwrap();
+    let schema = events
+        .iter()
+        .find_map(|e| match e {
+            ChangeEvent::Schema(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("a schema before the row");
+    let names: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec!["_id", "_creationTime", "a", "b"]);
+    assert!(schema.columns[0].is_key);
+    assert_eq!(schema.columns[3].type_name, "int64 (convex_encoded_json)");
+    let row = rows(&events).next().unwrap();
+    assert_eq!(
+        row.new.as_ref().unwrap().get(3),
+        Some(&Value::Text("9".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_mid_page_repeats_no_transaction() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.set_page_sizes(100, 1000);
+    let id = fake.insert("items", json!({"n": int64(0)})).unwrap();
+    let src = source(&fake, &["items"]);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    // Twenty mutations land in one page: twenty transactions.
+    for n in 1..=20 {
+        fake.patch("items", &id, json!({"n": int64(n)})).unwrap();
+    }
+    let mut commits = Vec::new();
+    let mut values = Vec::new();
+    read_until(&mut stream, |e| {
+        match e {
+            ChangeEvent::Row(r) => values.push(r.new.as_ref().unwrap().get(2).cloned().unwrap()),
+            ChangeEvent::Commit(c) => commits.push(c.checkpoint.clone()),
+            _ => {}
+        }
+        commits.len() == 20
+    })
+    .await
+    .unwrap();
+    drop(stream);
+    // Resume after the seventh: exactly the thirteen later ones.
+    let mut stream = src
+        .start(StartFrom::Checkpoint(commits[6].clone()))
+        .await
+        .unwrap();
+    let mut again = Vec::new();
+    read_until(&mut stream, |e| {
+        if let ChangeEvent::Row(r) = e {
+            again.push(r.new.as_ref().unwrap().get(2).cloned().unwrap());
+        }
+        again.len() == 13
+    })
+    .await
+    .unwrap();
+    assert_eq!(again, values[7..].to_vec());
+    assert!(commits.windows(2).all(|w| w[0] < w[1]));
+}
