@@ -90,7 +90,8 @@ enum Slot {
 
 struct Cursor {
     slot: Slot,
-    instance: CaptureInstance,
+    // Shared with every row taken from this cursor (no per-row copy of the column list).
+    instance: Arc<CaptureInstance>,
     lo: MssqlLsn,
     hi: MssqlLsn,
     /// Rows at or above this LSN belong to the successor instance.
@@ -634,7 +635,7 @@ fn cursor(
 ) -> Cursor {
     Cursor {
         slot,
-        instance: instance.clone(),
+        instance: Arc::new(instance.clone()),
         lo,
         hi,
         below,

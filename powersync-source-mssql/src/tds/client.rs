@@ -55,6 +55,15 @@ enum Request {
 #[derive(Debug)]
 pub struct TdsClient {
     tx: mpsc::Sender<Request>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TdsClient {
+    fn drop(&mut self) {
+        // A request stuck on a half-open connection must not keep the task (and socket)
+        // alive: aborting drops the client, which closes the connection.
+        self.task.abort();
+    }
 }
 
 type Conn = Client<Compat<TcpStream>>;
@@ -72,8 +81,8 @@ impl TdsClient {
         }
         .map_err(|e| sql_error(e, &format!("connecting to {}", config.redacted_url())))?;
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(serve(client, rx));
-        Ok(TdsClient { tx })
+        let task = tokio::spawn(serve(client, rx));
+        Ok(TdsClient { tx, task })
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request, what: &str) -> Result<T> {
