@@ -5,4 +5,5 @@ mod config;
 mod conformance;
 mod decode_props;
 mod golden;
+mod real;
 mod workload;
