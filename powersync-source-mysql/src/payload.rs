@@ -49,28 +49,38 @@ pub(crate) fn check(event: &Event) -> Result<usize, String> {
 
 /// Parses decompressed payload bytes into events; returns how many.
 pub(crate) fn inner_events(data: &[u8]) -> Result<usize, String> {
-    // mysql_common's reader indexes and unwraps on malformed lengths; contain that here so a
-    // corrupt payload is an error, not a crash.
-    let data = data.to_vec();
+    // Frame every event by its header's size first: mysql_common's reader unwraps a short
+    // read, so it only ever sees exactly one whole event.
+    let mut frames = Vec::new();
+    let mut at = 0usize;
+    while at < data.len() {
+        let size =
+            data.get(at + 9..at + 13)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_le_bytes)
+                .ok_or("truncated event header inside a transaction payload")? as usize;
+        if size < 19 || size > data.len() - at {
+            return Err(format!(
+                "event of {size} bytes at offset {at} does not fit the {}-byte transaction payload",
+                data.len()
+            ));
+        }
+        frames.push(&data[at..at + size]);
+        at += size;
+    }
+    let frames: Vec<Vec<u8>> = frames.into_iter().map(<[u8]>::to_vec).collect();
+    // Last line of defence against a panic inside the parser on a well-framed but corrupt
+    // event: it becomes an error.
     std::panic::catch_unwind(move || {
         let mut esr = EventStreamReader::new(BinlogVersion::Version4);
-        let mut cursor = std::io::Cursor::new(&data[..]);
-        let mut n = 0;
-        loop {
-            if cursor.position() as usize >= data.len() {
-                return Ok(n);
-            }
-            match esr.read_decompressed(&mut cursor) {
-                Ok(Some(ev)) => {
-                    if ev.header().event_size() < 19 {
-                        return Err("inner event shorter than its header".to_owned());
-                    }
-                    n += 1;
-                }
-                Ok(None) => return Ok(n),
+        for frame in &frames {
+            match esr.read_decompressed(&frame[..]) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err("empty event inside a transaction payload".to_owned()),
                 Err(e) => return Err(format!("malformed event inside a transaction payload: {e}")),
             }
         }
+        Ok(frames.len())
     })
     .unwrap_or_else(|_| Err("malformed event inside a transaction payload".to_owned()))
 }
@@ -78,6 +88,86 @@ pub(crate) fn inner_events(data: &[u8]) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mysql_common::binlog::consts::TransactionPayloadCompressionType;
+    use mysql_common::binlog::events::{EventData, FormatDescriptionEvent, GtidEvent};
+    use mysql_common::proto::MySerialize;
+
+    /// A raw v4 event: 19-byte header (timestamp, type, server id, size, end position,
+    /// flags) and the payload, without checksum.
+    fn raw_event(event_type: u8, payload: &[u8], log_pos: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        out.push(event_type);
+        out.extend_from_slice(&7u32.to_le_bytes());
+        out.extend_from_slice(&((19 + payload.len()) as u32).to_le_bytes());
+        out.extend_from_slice(&log_pos.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn gtid_event_bytes(gno: u64) -> Vec<u8> {
+        let mut payload = Vec::new();
+        GtidEvent::new([0x3e; 16], gno).serialize(&mut payload);
+        raw_event(33, &payload, 0)
+    }
+
+    fn read(bytes: &[u8]) -> Event {
+        let fde = FormatDescriptionEvent::new(BinlogVersion::Version4);
+        Event::read(&fde, bytes).unwrap()
+    }
+
+    /// A MySQL 8 GTID event (type 33, built to the documented layout by mysql_common's own
+    /// encoder) decodes to the uuid and number the connector adds to its GTID set.
+    #[test]
+    fn mysql_gtid_event() {
+        let ev = read(&gtid_event_bytes(42));
+        let Ok(Some(EventData::GtidEvent(g))) = ev.read_data() else {
+            panic!("not a GTID event");
+        };
+        let mut set =
+            crate::gtid::MySqlGtidSet::parse("3e3e3e3e-3e3e-3e3e-3e3e-3e3e3e3e3e3e:1-41").unwrap();
+        set.add(g.sid(), g.gno());
+        assert_eq!(set.to_string(), "3e3e3e3e-3e3e-3e3e-3e3e-3e3e3e3e3e3e:1-42");
+    }
+
+    /// A zstd transaction payload holding two events is counted; a corrupted or mis-sized one
+    /// is an error (never a silently empty transaction).
+    #[test]
+    fn transaction_payload_zstd() {
+        let mut inner = gtid_event_bytes(1);
+        inner.extend_from_slice(&gtid_event_bytes(2));
+        let zstd_event = |size: u64| {
+            let compressed = zstd::encode_all(&inner[..], 3).unwrap();
+            TransactionPayloadEvent::new(
+                compressed.len() as u64,
+                TransactionPayloadCompressionType::ZSTD,
+                size,
+                compressed,
+            )
+        };
+        let tpe = zstd_event(inner.len() as u64);
+        let mut payload = Vec::new();
+        tpe.serialize(&mut payload);
+        let ev = read(&raw_event(TRANSACTION_PAYLOAD, &payload, 500));
+        assert_eq!(check(&ev).unwrap(), 2);
+
+        // Flip bytes inside the compressed frame.
+        let mut bad = payload.clone();
+        let n = bad.len();
+        for b in &mut bad[n - 6..n - 2] {
+            *b ^= 0x5a;
+        }
+        let ev = read(&raw_event(TRANSACTION_PAYLOAD, &bad, 500));
+        assert!(check(&ev).is_err());
+
+        // Announce a different uncompressed size.
+        let lying = zstd_event(inner.len() as u64 + 10);
+        let mut payload = Vec::new();
+        lying.serialize(&mut payload);
+        let ev = read(&raw_event(TRANSACTION_PAYLOAD, &payload, 500));
+        assert!(check(&ev).is_err());
+    }
 
     #[test]
     fn empty_payload_has_no_events() {

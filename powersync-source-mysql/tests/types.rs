@@ -39,6 +39,8 @@ const ROW3: &str = "(3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9223372036854775807,
     x'00000000', x'', x'',
     'zz', '', '[]', NULL, NULL)";
 
+type Named = Vec<(String, Value)>;
+
 fn t(s: &str) -> Value {
     Value::Text(s.into())
 }
@@ -167,8 +169,7 @@ async fn golden_types_snapshot_and_binlog_agree() {
     let mut stream = source.start(StartFrom::Beginning).await.expect("start");
 
     let mut snapshot: Vec<(i64, Vec<(String, Value)>)> = Vec::new();
-    let mut streamed: Vec<(Op, i64, Vec<(String, Value)>, Option<Vec<(String, Value)>>)> =
-        Vec::new();
+    let mut streamed: Vec<(Op, i64, Named, Option<Named>)> = Vec::new();
     let mut marker = None;
     let mut observed = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
