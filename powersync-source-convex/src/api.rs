@@ -343,3 +343,43 @@ pub(crate) fn status_error(where_: &str, status: u16, body: &[u8]) -> SourceErro
         _ => err,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_codes_map_to_kinds() {
+        let body = |code: &str| format!(r#"{{"code":"{code}","message":"m"}}"#).into_bytes();
+        for (status, code, kind) in [
+            (400, "InvalidWindowToReadDocuments", ErrorKind::HistoryLost),
+            (400, "SnapshotTooOld", ErrorKind::HistoryLost),
+            (400, "SnapshotTooNew", ErrorKind::HistoryLost),
+            (400, "InvalidListSnapshotCursor", ErrorKind::HistoryLost),
+            (400, "BadFormat", ErrorKind::Unsupported),
+            (403, "StreamingExportNotEnabled", ErrorKind::Prerequisite),
+            (403, "BadDeployKey", ErrorKind::Auth),
+            (401, "MissingAccessToken", ErrorKind::Auth),
+            (429, "RateLimited", ErrorKind::Connection),
+            (500, "InternalServerError", ErrorKind::Connection),
+            (503, "", ErrorKind::Connection),
+            (404, "NotFound", ErrorKind::Prerequisite),
+            (400, "NoSchemaForExport", ErrorKind::Prerequisite),
+        ] {
+            let e = status_error("api/x on https://d/", status, &body(code));
+            assert_eq!(e.kind(), kind, "{status} {code}: {e}");
+        }
+        // A non-JSON body (a proxy's HTML page) still maps by status, shortened.
+        let html = vec![b'<'; 10_000];
+        let e = status_error("api/x", 502, &html);
+        assert_eq!(e.kind(), ErrorKind::Connection);
+        assert!(e.to_string().len() < 700);
+        // Older deployments' wording of an expired cursor.
+        let e = status_error(
+            "api/document_deltas",
+            400,
+            br#"{"code":"","message":"cursor is older than the retention window"}"#,
+        );
+        assert_eq!(e.kind(), ErrorKind::HistoryLost);
+    }
+}

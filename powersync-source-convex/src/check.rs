@@ -66,27 +66,14 @@ pub(crate) async fn check(
             format!("add convex/powersync_checkpoints.ts and deploy (npx convex deploy):\n{CHECKPOINTS_TS}"),
         ),
     }
-    let encoding = match config.encoding() {
-        ValueEncoding::Json => Encoding::Json,
-        ValueEncoding::Typed => Encoding::Typed,
-        ValueEncoding::Auto => {
-            let probe = api
-                .retrying(|| api.list_snapshot(None, None, CHECKPOINT_TABLE, Encoding::Typed, None))
-                .await;
-            match probe {
-                Ok(_) => Encoding::Typed,
-                Err(e) if e.kind() == ErrorKind::Unsupported => {
-                    report.warning(
-                        "format",
-                        "the deployment does not accept format=convex_encoded_json; values are read as format=json and typed through /api/json_schemas (an Int64 or Bytes field json_schemas does not describe arrives as text)",
-                        "upgrade the Convex backend, or pin encoding=json to silence this",
-                    );
-                    Encoding::Json
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    };
+    let (encoding, refused) = negotiate_encoding(api, config).await?;
+    if refused {
+        report.warning(
+            "format",
+            "the deployment does not accept format=convex_encoded_json; values are read as format=json and typed through /api/json_schemas (an Int64 or Bytes field json_schemas does not describe arrives as text)",
+            "upgrade the Convex backend, or pin encoding=json to silence this",
+        );
+    }
     if let Some(v) = report.server_version.as_mut() {
         v.push_str(&format!(
             ", streaming export with format={}",
@@ -94,4 +81,26 @@ pub(crate) async fn check(
         ));
     }
     Ok((report, Some(schemas), Some(encoding)))
+}
+
+/// The encoding a stream will use, and whether the typed one was refused (`encoding=auto`
+/// only): a cheap `list_snapshot` of the marker table asks for the typed encoding.
+pub(crate) async fn negotiate_encoding(
+    api: &Api,
+    config: &ConvexConfig,
+) -> Result<(Encoding, bool), SourceError> {
+    match config.encoding() {
+        ValueEncoding::Json => Ok((Encoding::Json, false)),
+        ValueEncoding::Typed => Ok((Encoding::Typed, false)),
+        ValueEncoding::Auto => {
+            let probe = api
+                .retrying(|| api.list_snapshot(None, None, CHECKPOINT_TABLE, Encoding::Typed, None))
+                .await;
+            match probe {
+                Ok(_) => Ok((Encoding::Typed, false)),
+                Err(e) if e.kind() == ErrorKind::Unsupported => Ok((Encoding::Json, true)),
+                Err(e) => Err(e),
+            }
+        }
+    }
 }

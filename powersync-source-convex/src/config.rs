@@ -165,6 +165,11 @@ impl ConvexConfig {
             ))
             .with_hint("create one in the Convex dashboard (Settings → URL & Deploy Key) and pass it, e.g. from CONVEX_DEPLOY_KEY"));
         }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(SourceError::config(
+                "the deploy key holds spaces or control characters; paste it exactly as the Convex dashboard shows it",
+            ));
+        }
         config.deploy_key = Secret::new(key);
         Ok(config)
     }

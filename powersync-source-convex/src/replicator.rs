@@ -226,8 +226,8 @@ impl Replicator {
                     }
                     self.push(ChangeEvent::Row(change)).await?;
                     rows += 1;
+                    self.stats.add_rows(1);
                 }
-                self.stats.add_rows(page.values.len() as u64);
                 let s = snapshot.unwrap_or(page.snapshot);
                 if page.has_more {
                     let next = page.cursor.clone().ok_or_else(|| {

@@ -77,7 +77,8 @@ impl ChangeSource for ConvexSource {
             .await?;
         let types = parse_json_schemas(&map);
         let names = selection.snapshot_tables(types.keys());
-        let mut catalog = Catalog::new(types, Encoding::Json, self.config.int64());
+        let (encoding, _) = crate::check::negotiate_encoding(&self.api, &self.config).await?;
+        let mut catalog = Catalog::new(types, encoding, self.config.int64());
         Ok(names.iter().map(|t| (*catalog.schema(t)).clone()).collect())
     }
 
