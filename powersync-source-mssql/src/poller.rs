@@ -392,11 +392,17 @@ impl Poller {
         loop {
             for c in cursors.iter_mut() {
                 while c.buf.is_empty() && !c.done {
-                    let rows = timed(
+                    let rows = match timed(
                         t_out,
                         b.changes(&c.instance, c.lo, c.hi, c.after, self.opts.page_rows),
                     )
-                    .await?;
+                    .await
+                    {
+                        Ok(rows) => rows,
+                        Err(e) => {
+                            return Err(dropped_meanwhile(b, t_out, &c.instance, e).await.into())
+                        }
+                    };
                     if rows.len() < self.opts.page_rows as usize {
                         c.done = true;
                     }
@@ -694,6 +700,29 @@ async fn check_retention(
         ))
         .with_hint("start again from the beginning (resnapshot); raise the cleanup job's @retention (EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = <minutes>) if streams stay away longer")),
         Some(_) => Ok(()),
+    }
+}
+
+/// A change-table read that failed because its capture instance was dropped after this poll
+/// listed it (the DBA removing an old instance) is retried: the next poll's refresh switches
+/// to the successor or reports the loss. Other failures pass through.
+async fn dropped_meanwhile(
+    b: &mut dyn CdcBackend,
+    t_out: Duration,
+    instance: &CaptureInstance,
+    e: SourceError,
+) -> SourceError {
+    if e.kind() != powersync_source_core::ErrorKind::Schema {
+        return e;
+    }
+    match timed(t_out, b.capture_instances()).await {
+        Ok(all) if !all.iter().any(|i| i.name == instance.name) => {
+            SourceError::connection(format!(
+                "capture instance {} was dropped during the poll; polling again",
+                instance.name
+            ))
+        }
+        _ => e,
     }
 }
 

@@ -127,6 +127,8 @@ pub struct State {
     fail_changes: u32,
     /// Fail one change read after this many more successful ones.
     pub fail_after: Option<u32>,
+    /// Drop this capture instance right before the next change read (a DBA racing the poll).
+    pub drop_before_next_read: Option<String>,
     /// Seconds subtracted from commit times (models a capture delay for lag tests).
     pub commit_age_secs: i64,
     /// Every `changes` call: (instance, from, to, after, limit).
@@ -203,6 +205,7 @@ impl FakeServer {
             down_until: None,
             fail_changes: 0,
             fail_after: None,
+            drop_before_next_read: None,
             commit_age_secs: 0,
             change_calls: Vec::new(),
             window_calls: Vec::new(),
@@ -266,7 +269,6 @@ impl FakeServer {
     /// `sp_cdc_enable_table` with a capture instance name; returns its start LSN.
     pub fn enable_cdc(&self, t: &TableName, instance: &str) -> MssqlLsn {
         let mut s = self.lock();
-        s.capture_all();
         let start = s.alloc();
         let table = s.tables.get(t).expect("table exists").clone();
         assert!(
@@ -302,7 +304,6 @@ impl FakeServer {
     /// `sp_cdc_disable_table @capture_instance = …`.
     pub fn disable_instance(&self, name: &str) {
         let mut s = self.lock();
-        s.capture_all();
         s.instances.retain(|i| i.info.name != name);
     }
 
@@ -746,6 +747,9 @@ impl CdcBackend for FakeBackend {
             return Err(SourceError::connection(
                 "connection reset by peer (injected)",
             ));
+        }
+        if let Some(name) = s.drop_before_next_read.take() {
+            s.instances.retain(|i| i.info.name != name);
         }
         s.change_calls
             .push((instance.name.clone(), from, to, after, limit));

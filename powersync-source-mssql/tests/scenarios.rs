@@ -614,3 +614,29 @@ async fn checkpoints_inside_a_transaction_are_refused() {
         ErrorKind::Config
     );
 }
+
+#[tokio::test]
+async fn an_old_instance_dropped_during_a_poll_that_needs_it_ends_with_schema() {
+    let server = FakeServer::new();
+    let t = simple_table(&server, "items");
+    let source =
+        fake_source(&server, vec![t.clone()], "").with_retry(powersync_source_core::RetryPolicy {
+            initial_delay: Duration::from_millis(10),
+            ..Default::default()
+        });
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, snapshot_done).await.unwrap();
+    server.set_capture_paused(true);
+    // A change only the old instance holds, then the successor, then the old one is dropped
+    // between the poll's instance listing and its read (the read fails with "invalid object").
+    server.transaction(&[ins(&t, 1, "a")]);
+    server.enable_cdc(&t, "dbo_items_v2");
+    server.transaction(&[ins(&t, 2, "b")]);
+    server.lock().drop_before_next_read = Some("dbo_items".into());
+    server.set_capture_paused(false);
+    let e = read_error(&mut stream).await;
+    // Retried once as a race, then reported as the loss it is.
+    assert_eq!(e.kind(), ErrorKind::Schema, "{e}");
+    assert!(e.to_string().contains("capture instance dbo_items"), "{e}");
+    assert!(stream.stats().snapshot().reconnects >= 1);
+}

@@ -416,20 +416,12 @@ impl CdcBackend for TdsBackend {
         let mut params = vec![Param::I64(limit.into())];
         let mut filter = String::new();
         if let Some(after) = after {
-            // (k1, k2) > (a1, a2) spelled out: T-SQL has no row-value comparison.
-            let mut ors = Vec::new();
-            for i in 0..keys.len().min(after.len()) {
-                let mut ands = Vec::new();
-                for (j, k) in keys.iter().enumerate().take(i + 1) {
-                    let op = if j == i { ">" } else { "=" };
-                    ands.push(format!("c.{} {op} @P{}", quote_ident(&k.name), j + 2));
-                }
-                ors.push(format!("({})", ands.join(" AND ")));
-            }
-            for v in after {
-                params.push(value_param(v));
-            }
-            filter = format!("WHERE {}", ors.join(" OR "));
+            let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+            filter = format!(
+                "WHERE {}",
+                select::after_key_predicate(&names[..after.len().min(names.len())], 2)
+            );
+            params.extend(after.iter().map(value_param));
         }
         let order: Vec<String> = keys
             .iter()

@@ -51,3 +51,72 @@ pub fn select_list(columns: &[CapturedColumn]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// `(k1, k2, …) > (@Pn, @Pn+1, …)` spelled out for T-SQL, which has no row-value comparison:
+/// `(c.[k1] > @Pn) OR (c.[k1] = @Pn AND c.[k2] > @Pn+1) OR …`. Each key is compared with the
+/// column on the left so the primary-key index is used for a seek.
+pub fn after_key_predicate(keys: &[&str], first_param: usize) -> String {
+    let mut ors = Vec::with_capacity(keys.len());
+    for i in 0..keys.len() {
+        let ands: Vec<String> = keys[..=i]
+            .iter()
+            .enumerate()
+            .map(|(j, k)| {
+                let op = if j == i { ">" } else { "=" };
+                format!("c.{} {op} @P{}", quote_ident(k), first_param + j)
+            })
+            .collect();
+        ors.push(format!("({})", ands.join(" AND ")));
+    }
+    ors.join(" OR ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::SqlType;
+
+    fn col(name: &str, ty: &str) -> CapturedColumn {
+        CapturedColumn {
+            name: name.into(),
+            sql_type: SqlType::simple(ty),
+            ordinal: 1,
+            key_ordinal: None,
+            nullable: true,
+        }
+    }
+
+    #[test]
+    fn special_types_are_cast_on_the_server() {
+        assert_eq!(column_expr(&col("a", "int")), "c.[a]");
+        assert_eq!(
+            column_expr(&col("m", "money")),
+            "CAST(c.[m] AS decimal(19,4))"
+        );
+        assert_eq!(
+            column_expr(&col("m", "smallmoney")),
+            "CAST(c.[m] AS decimal(10,4))"
+        );
+        assert_eq!(
+            column_expr(&col("g", "geography")),
+            "CAST(c.[g] AS varbinary(max))"
+        );
+        assert_eq!(
+            column_expr(&col("h", "hierarchyid")),
+            "CAST(c.[h] AS nvarchar(4000))"
+        );
+        assert_eq!(column_expr(&col("we]ird", "bit")), "c.[we]]ird]");
+        let v = column_expr(&col("v", "sql_variant"));
+        assert!(v.starts_with("CASE WHEN c.[v] IS NULL THEN NULL ELSE CAST(SQL_VARIANT_PROPERTY(c.[v], 'BaseType') AS nvarchar(128)) + N':'"), "{v}");
+        assert!(v.contains("CONVERT(nvarchar(max), CAST(c.[v] AS datetimeoffset(7)), 127)"));
+    }
+
+    #[test]
+    fn composite_key_predicate() {
+        assert_eq!(after_key_predicate(&["id"], 2), "(c.[id] > @P2)");
+        assert_eq!(
+            after_key_predicate(&["a", "b", "c"], 2),
+            "(c.[a] > @P2) OR (c.[a] = @P2 AND c.[b] > @P3) OR (c.[a] = @P2 AND c.[b] = @P3 AND c.[c] > @P4)"
+        );
+    }
+}
