@@ -69,8 +69,32 @@
 //! writes the binlog head into a one-row table (`_powersync_checkpoints`); the stream reports
 //! the row event as `CheckpointObserved`, within one heartbeat on an idle server.
 //!
-//! Values follow the core's SQLite model; the per-type table is in the `values` module docs
-//! (see the README).
+//! # Values
+//!
+//! Values follow the core's SQLite model and are identical whether the snapshot or the binlog
+//! delivered them (the golden type test in `tests/types.rs` checks every row of this table on
+//! both paths):
+//!
+//! | MySQL type | value |
+//! |---|---|
+//! | TINYINT…BIGINT (signed/unsigned) | `Integer`; BIGINT UNSIGNED above i64::MAX → `Text` base 10 |
+//! | DECIMAL/NUMERIC | `Text`, exact, scale kept |
+//! | FLOAT / DOUBLE | `Real` |
+//! | BIT(n) | `Integer` (the bits as an unsigned number; above i64::MAX → `Text`) |
+//! | YEAR | `Integer` (`0000` → 0) |
+//! | DATE | `Text` `YYYY-MM-DD` |
+//! | TIME(p) | `Text` `[-]HH:MM:SS[.p digits]` (hours up to 838) |
+//! | DATETIME(p) | `Text` `YYYY-MM-DDTHH:MM:SS[.p digits]` |
+//! | TIMESTAMP(p) | `Text` UTC `YYYY-MM-DDTHH:MM:SS[.p digits]Z` |
+//! | zero dates (`0000-00-00`, `0000-00-00 00:00:00`) and dates with a zero month or day | `Null` |
+//! | CHAR/VARCHAR/TEXT (any charset) | `Text` (UTF-8) |
+//! | BINARY(n) | `Blob` of n bytes (zero padded, as stored) |
+//! | VARBINARY/BLOB | `Blob` |
+//! | ENUM | `Text` (the member; the invalid-value index 0 → `""`) |
+//! | SET | `Text`, JSON array of members in definition order, `[]` when empty |
+//! | JSON | `Text`: MariaDB as stored; MySQL in the server's own text rendering (binary JSON from the binlog is rendered the same way) |
+//! | spatial | `Text`, GeoJSON |
+//! | anything else | `Text` as the server renders it |
 
 mod catalog;
 mod charset;
