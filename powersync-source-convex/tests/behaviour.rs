@@ -528,3 +528,43 @@ async fn resuming_mid_page_repeats_no_transaction() {
     assert_eq!(again, values[7..].to_vec());
     assert!(commits.windows(2).all(|w| w[0] < w[1]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_with_has_more_are_fetched_without_waiting() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.set_page_sizes(100, 10);
+    fake.create_table("items");
+    // A long polling interval: only a caught-up stream may wait it.
+    let src =
+        ConvexSource::new(config(&fake.url(), KEY).with_polling_interval(Duration::from_secs(3)))
+            .with_tables(vec![table("items")]);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    // The first idle poll is under way or done; queue a backlog of 30 pages behind it.
+    for n in 0..300 {
+        fake.insert("items", json!({"n": int64(n)})).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let mut commits = 0;
+    read_until(&mut stream, |e| {
+        if matches!(e, ChangeEvent::Commit(_)) {
+            commits += 1;
+        }
+        commits == 300
+    })
+    .await
+    .unwrap();
+    // At most the one idle wait before the backlog, never one per page.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    let stats = stream.stats().snapshot();
+    assert_eq!(stats.transactions, 300);
+    assert!(stats.lag_seconds < 60.0, "{stats:?}");
+}
