@@ -270,6 +270,9 @@ pub trait CdcBackend: Send {
     ) -> Result<Vec<ChangeRow>>;
     /// Whether the table exists (`OBJECT_ID(@name, 'U') IS NOT NULL`).
     async fn table_exists(&mut self, table: &TableName) -> Result<bool>;
+    /// The row count the storage engine reports for a table (`sys.dm_db_partition_stats`), for
+    /// snapshot progress; `None` when unknown.
+    async fn estimated_rows(&mut self, table: &TableName) -> Result<Option<u64>>;
     /// Starts the snapshot transaction on this connection (`SET TRANSACTION ISOLATION LEVEL
     /// SNAPSHOT; BEGIN TRANSACTION` and a first read that fixes its version).
     ///

@@ -95,9 +95,13 @@ async fn read_all(
             }
             None => (None, 0),
         };
+        // The estimate is only for progress display: failing to read it is not an error.
+        let estimated_rows = timed(opts.call_timeout, b.estimated_rows(&name))
+            .await
+            .unwrap_or(None);
         out.push(ChangeEvent::Snapshot(SnapshotProgress::TableStarted {
             table: name.clone(),
-            estimated_rows: None,
+            estimated_rows,
         }))
         .await?;
         out.push(ChangeEvent::Schema(schema.clone())).await?;
@@ -107,8 +111,13 @@ async fn read_all(
             plan,
             opts,
             out,
-            (&name, &instance, &schema),
-            &key_idx,
+            TableRead {
+                name: &name,
+                instance: &instance,
+                schema: &schema,
+                key_idx: &key_idx,
+                estimated_rows,
+            },
             (&mut after, &mut rows_done),
         )
         .await;
@@ -137,15 +146,30 @@ async fn read_all(
     Ok(())
 }
 
+/// What `read_table` reads.
+struct TableRead<'a> {
+    name: &'a TableName,
+    instance: &'a CaptureInstance,
+    schema: &'a Arc<TableSchema>,
+    key_idx: &'a [usize],
+    estimated_rows: Option<u64>,
+}
+
 async fn read_table(
     b: &mut dyn CdcBackend,
     plan: &mut SnapshotPlan,
     opts: &PollOptions,
     out: &mut Emitter,
-    (name, instance, schema): (&TableName, &CaptureInstance, &Arc<TableSchema>),
-    key_idx: &[usize],
+    table: TableRead<'_>,
     (after, rows_done): (&mut Option<Vec<Value>>, &mut u64),
 ) -> Step<()> {
+    let TableRead {
+        name,
+        instance,
+        schema,
+        key_idx,
+        estimated_rows,
+    } = table;
     let key = name.to_string();
     loop {
         let rows = timed(
@@ -188,7 +212,7 @@ async fn read_table(
             out.push(ChangeEvent::Snapshot(SnapshotProgress::ChunkDone {
                 table: name.clone(),
                 rows_done: *rows_done,
-                estimated_rows: None,
+                estimated_rows,
                 resume: Box::new(plan.resume.clone()),
             }))
             .await?;

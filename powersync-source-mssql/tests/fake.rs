@@ -781,6 +781,10 @@ impl CdcBackend for FakeBackend {
         Ok(self.state()?.tables.contains_key(table))
     }
 
+    async fn estimated_rows(&mut self, table: &TableName) -> Result<Option<u64>> {
+        Ok(self.state()?.tables.get(table).map(|t| t.rows.len() as u64))
+    }
+
     async fn begin_snapshot(&mut self, _tables: &[TableName], marker: Option<&str>) -> Result<()> {
         let server = self.server.clone();
         let mut s = server.lock();

@@ -512,6 +512,13 @@ async fn an_interrupted_snapshot_resumes_from_its_last_chunk() {
             _ => None,
         })
         .unwrap();
+    assert!(first.iter().any(|e| matches!(
+        e,
+        ChangeEvent::Snapshot(SnapshotProgress::TableStarted {
+            estimated_rows: Some(1000),
+            ..
+        })
+    )));
     // Keep only what precedes the last chunk boundary (what a host would have stored).
     let cut = first
         .iter()

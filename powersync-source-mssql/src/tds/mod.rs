@@ -360,6 +360,26 @@ impl CdcBackend for TdsBackend {
             == Some(1))
     }
 
+    async fn estimated_rows(&mut self, table: &TableName) -> Result<Option<u64>> {
+        let what = "estimating a table's rows";
+        let rows = self
+            .client
+            .query(
+                "SELECT CAST(SUM(row_count) AS bigint) FROM sys.dm_db_partition_stats \
+                 WHERE object_id = OBJECT_ID(@P1) AND index_id IN (0, 1)"
+                    .into(),
+                vec![Param::Str(quote_table(table))],
+                what,
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .map(|r| get_i64(r, 0, what))
+            .transpose()?
+            .flatten()
+            .and_then(|n| u64::try_from(n).ok()))
+    }
+
     async fn begin_snapshot(&mut self, tables: &[TableName], marker: Option<&str>) -> Result<()> {
         let what = "starting the snapshot transaction";
         let begin = "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION;";
