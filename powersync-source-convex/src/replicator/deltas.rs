@@ -1,0 +1,231 @@
+//! The streaming phase: `document_deltas` pages as transactions, keepalives and markers, the
+//! periodic check for deleted tables, acknowledgements.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use powersync_source_core::position::ConvexCursor;
+use powersync_source_core::{
+    Begin, ChangeEvent, Commit, Position, SourceError, TableName, Truncate,
+};
+use serde_json::Value as Json;
+
+use super::{cursor_checkpoint, doc_str, doc_ts, nanos_to_micros, Replicator, Stop};
+use crate::catalog::{parse_json_schemas, CHECKPOINT_TABLE, SCHEMA};
+use crate::decode::Encoding;
+
+impl Replicator {
+    pub(super) async fn stream(&mut self, mut cursor: i64) -> std::result::Result<(), Stop> {
+        let encoding = self.catalog.encoding();
+        let mut last_ts = cursor;
+        let mut emitted = cursor;
+        let mut next_schema_check = Instant::now() + self.config.schema_check_interval();
+        let mut replicated: BTreeSet<String> = self
+            .catalog
+            .known_tables()
+            .filter(|t| self.selection.includes(t))
+            .cloned()
+            .collect();
+        loop {
+            let page = self
+                .retrying(move |api, stats| async move {
+                    api.document_deltas(cursor, encoding, Some(&stats)).await
+                })
+                .await?;
+            if page.cursor < cursor {
+                return Err(SourceError::decode(format!(
+                    "document_deltas went backwards: cursor {} after {cursor}",
+                    page.cursor
+                ))
+                .into());
+            }
+            // Fields `json` cannot type yet: refresh json_schemas once for this page.
+            let untyped = page.values.iter().any(|d| {
+                doc_str(d, "_table").is_some_and(|t| {
+                    self.selection.includes(t) && self.catalog.has_untyped_fields(t, d)
+                })
+            });
+            if untyped {
+                let map = self
+                    .retrying(|api, _| async move { api.json_schemas(Encoding::Json).await })
+                    .await?;
+                self.catalog.update_types(parse_json_schemas(&map));
+            }
+            // One transaction per timestamp: every write of a Convex mutation shares its
+            // commit timestamp, and no two mutations share one. A transaction that ends
+            // before the page does is committed at its own timestamp (resuming after it asks
+            // for everything later); the page's last one at the page cursor.
+            let mut open: Option<i64> = None;
+            let mut any = false;
+            let mut markers = Vec::new();
+            let mut rows = 0u64;
+            for doc in &page.values {
+                let ts = doc_ts(doc)?;
+                if ts <= cursor || ts < last_ts {
+                    return Err(SourceError::decode(format!(
+                        "document_deltas went backwards: _ts {ts} after {} (cursor {cursor})",
+                        last_ts
+                    ))
+                    .into());
+                }
+                last_ts = ts;
+                if doc_str(doc, "_component").is_some_and(|c| !c.is_empty()) {
+                    continue;
+                }
+                let table = doc_str(doc, "_table")
+                    .ok_or_else(|| SourceError::decode("a delta without `_table`"))?;
+                let deleted = doc.get("_deleted").and_then(Json::as_bool).unwrap_or(false);
+                if table == CHECKPOINT_TABLE {
+                    if !deleted {
+                        markers.push(ts);
+                    }
+                    continue;
+                }
+                if !self.selection.includes(table) {
+                    continue;
+                }
+                replicated.insert(table.to_string());
+                let (change, announce) = self.catalog.row_change(table, doc, deleted, false)?;
+                if open != Some(ts) {
+                    if let Some(prev) = open {
+                        self.commit(prev, prev, &mut rows).await?;
+                        emitted = prev;
+                    }
+                    self.push(ChangeEvent::Begin(Begin {
+                        xid: None,
+                        commit_time: Some(nanos_to_micros(ts)),
+                    }))
+                    .await?;
+                    open = Some(ts);
+                    any = true;
+                }
+                if let Some(schema) = announce {
+                    self.push(ChangeEvent::Schema(schema)).await?;
+                }
+                self.push(ChangeEvent::Row(change)).await?;
+                rows += 1;
+            }
+            if page.cursor < last_ts {
+                return Err(SourceError::decode(format!(
+                    "document_deltas answered cursor {} below its last _ts {last_ts}",
+                    page.cursor
+                ))
+                .into());
+            }
+            cursor = page.cursor;
+            if let Some(ts) = open {
+                self.commit(cursor, ts, &mut rows).await?;
+                emitted = cursor;
+            } else if cursor > emitted {
+                self.push(ChangeEvent::Keepalive(cursor_checkpoint(cursor)?))
+                    .await?;
+                emitted = cursor;
+            }
+            for ts in markers {
+                self.push(ChangeEvent::CheckpointObserved(cursor_checkpoint(ts)?))
+                    .await?;
+            }
+            if Instant::now() >= next_schema_check {
+                next_schema_check = Instant::now() + self.config.schema_check_interval();
+                self.check_deleted_tables(&mut replicated, cursor).await?;
+            }
+            self.flush().await?;
+            self.note_acks(cursor);
+            if !page.has_more {
+                if !any {
+                    self.stats.record_idle();
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(self.config.polling_interval()) => {}
+                    _ = self.tx.closed() => return Err(Stop::Closed),
+                }
+            }
+        }
+    }
+
+    /// Commits the open transaction at `position`; `ts` is its commit timestamp.
+    async fn commit(
+        &mut self,
+        position: i64,
+        ts: i64,
+        rows: &mut u64,
+    ) -> std::result::Result<(), Stop> {
+        let commit_time = Some(nanos_to_micros(ts));
+        self.push(ChangeEvent::Commit(Commit {
+            checkpoint: cursor_checkpoint(position)?,
+            commit_time,
+        }))
+        .await?;
+        self.stats.add_rows(std::mem::take(rows));
+        self.stats.record_commit(commit_time);
+        Ok(())
+    }
+
+    /// Tables deleted in the dashboard send no deltas: compare `json_schemas` with the tables
+    /// this stream replicates, and report each vanished one as a truncate at the current
+    /// cursor (its rows are gone), so the host's copy does not silently go stale.
+    async fn check_deleted_tables(
+        &mut self,
+        replicated: &mut BTreeSet<String>,
+        cursor: i64,
+    ) -> std::result::Result<(), Stop> {
+        let map = match self.api.json_schemas(Encoding::Json).await {
+            Ok(map) => map,
+            Err(e) if e.is_retryable() => {
+                tracing::warn!("Convex schema check skipped: {e}");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let types = parse_json_schemas(&map);
+        let gone: Vec<String> = replicated
+            .iter()
+            .filter(|t| !types.contains_key(*t))
+            .cloned()
+            .collect();
+        self.catalog.update_types(types);
+        if gone.is_empty() {
+            return Ok(());
+        }
+        for t in &gone {
+            tracing::warn!(
+                "Convex table {SCHEMA}.{t} was deleted (it is gone from json_schemas); reporting a truncate"
+            );
+            replicated.remove(t);
+            self.catalog.forget(t);
+        }
+        self.push(ChangeEvent::Begin(Begin {
+            xid: None,
+            commit_time: None,
+        }))
+        .await?;
+        self.push(ChangeEvent::Truncate(Truncate {
+            tables: gone.iter().map(|t| TableName::new(SCHEMA, t)).collect(),
+        }))
+        .await?;
+        self.push(ChangeEvent::Commit(Commit {
+            checkpoint: cursor_checkpoint(cursor)?,
+            commit_time: None,
+        }))
+        .await?;
+        self.stats.record_commit(None);
+        Ok(())
+    }
+
+    /// Acknowledgements release nothing on Convex (history is kept for the deployment's
+    /// retention window whatever readers do); the stream only warns when the host's durable
+    /// position falls far behind, since resuming from beyond the window is `HistoryLost`.
+    fn note_acks(&mut self, head: i64) {
+        const WARN_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
+        if let Some(acked) = self.acks.latest() {
+            if let Ok(pos) = ConvexCursor::from_checkpoint(&acked) {
+                let behind = Duration::from_nanos(head.saturating_sub(pos.get()).max(0) as u64);
+                if behind > WARN_AFTER {
+                    tracing::warn!(
+                        "the acknowledged Convex position {acked} is {behind:?} behind the stream; Convex keeps deltas only for its retention window"
+                    );
+                }
+            }
+        }
+    }
+}
