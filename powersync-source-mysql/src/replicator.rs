@@ -83,6 +83,9 @@ pub(crate) struct Replicator {
     pending_payload: usize,
     /// Schema events still to send once the server accepted the resume position.
     announce: bool,
+    /// End position of the last transaction payload event: the events inside it carry no
+    /// position of their own.
+    payload_end: u64,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -188,6 +191,7 @@ impl Replicator {
             last_keepalive: Instant::now(),
             pending_payload: 0,
             announce: false,
+            payload_end: 0,
         }
     }
 
@@ -385,6 +389,7 @@ impl Replicator {
             payload::TRANSACTION_PAYLOAD => {
                 let n = payload::check(&event).map_err(SourceError::decode)?;
                 self.pending_payload = n;
+                self.payload_end = log_pos;
                 return Ok(());
             }
             _ => {}
@@ -529,9 +534,12 @@ impl Replicator {
 
     async fn commit(&mut self, log_pos: u64, time: UnixMicros) -> Result<(), Outcome> {
         self.apply_gtid();
-        if log_pos > 0 {
-            self.pos = crate::server::position(&self.file, log_pos, self.gtid_state())?;
-        }
+        let end = match log_pos {
+            0 if self.payload_end > 0 => self.payload_end,
+            0 => self.pos.offset,
+            p => p,
+        };
+        self.pos = crate::server::position(&self.file, end, self.gtid_state())?;
         let checkpoint = self.pos.to_checkpoint();
         if self.begun {
             let commit_time = self.txn_time.unwrap_or(time);
@@ -701,7 +709,11 @@ impl Replicator {
                 self.tables.remove(&(db.to_owned(), table.to_owned()));
             }
         }
-        self.table_ids.clear();
+        // Forget only this table's mappings: other tables mapped in the same transaction stay.
+        self.table_ids.retain(|_, m| match m {
+            Mapped::Table(t) => !(t.name().schema == db && t.name().name == table),
+            _ => true,
+        });
         Ok(info)
     }
 

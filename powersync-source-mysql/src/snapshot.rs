@@ -165,12 +165,14 @@ pub(crate) async fn read_tables(
         if table.key.is_empty() {
             // No key to chunk by: one pass, resumable only as a whole.
             let sql = format!("SELECT {} FROM {from}", cols.join(", "));
-            let rows: Vec<Row> = conn
-                .exec(sql, ())
+            let context = format!("snapshot of {key}");
+            let mut result = conn
+                .exec_iter(sql, ())
                 .await
-                .map_err(|e| sql_error(e, &format!("snapshot of {key}")))?;
+                .map_err(|e| sql_error(e, &context))?;
             rows_done = 0;
-            for row in rows {
+            // Streamed row by row: such a table can be large and has no key to chunk by.
+            while let Some(row) = result.next().await.map_err(|e| sql_error(e, &context))? {
                 emit_row(table, row.unwrap(), out).await?;
                 rows_done += 1;
             }
