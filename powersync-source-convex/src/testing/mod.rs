@@ -16,6 +16,7 @@
 //! Documents are written in the typed encoding: use [`int64`], [`bytes`] and [`float`] for
 //! values JSON cannot carry exactly.
 
+mod export_api;
 mod http;
 mod store;
 

@@ -1,0 +1,389 @@
+//! The streaming export API of the fake deployment: `json_schemas`, `list_snapshot`,
+//! `document_deltas`, `mutation` and deploy-key auth, as Convex's backend answers them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde_json::{json, Map, Value as Json};
+
+use super::store::{error, now_nanos, Answer, Store, Table, Version, Write};
+
+impl Store {
+    pub(crate) fn authorize(&self, header: Option<&str>) -> Result<(), Answer> {
+        match header.and_then(|h| h.strip_prefix("Convex ")) {
+            None => Err(error(
+                401,
+                "MissingAccessToken",
+                "An admin key is required for this operation.",
+            )),
+            Some(k) if k == self.deploy_key => Ok(()),
+            Some(_) => Err(error(
+                403,
+                "BadDeployKey",
+                "The provided deploy key was invalid for this deployment.",
+            )),
+        }
+    }
+
+    fn format(&self, q: &BTreeMap<String, String>) -> Result<bool, Answer> {
+        match q.get("format").map(String::as_str) {
+            None | Some("json") | Some("convex_clean_json") => Ok(false),
+            Some("convex_encoded_json") | Some("convex_json") if self.typed_format => Ok(true),
+            Some(other) => Err(error(
+                400,
+                "BadFormat",
+                &format!("format param must be one of [`json`]. Got {other}"),
+            )),
+        }
+    }
+
+    pub(crate) fn json_schemas(&mut self, q: &BTreeMap<String, String>) -> Answer {
+        let typed = match self.format(q) {
+            Ok(t) => t,
+            Err(a) => return a,
+        };
+        let mut out = Map::new();
+        for t in self.tables.iter().filter(|t| !t.deleted) {
+            let docs: Vec<&Arc<Map<String, Json>>> = t
+                .docs
+                .keys()
+                .filter_map(|id| Self::current(t, id))
+                .collect();
+            let mut fields: BTreeMap<String, (Vec<Json>, usize)> = BTreeMap::new();
+            for d in &docs {
+                for (k, v) in d.iter() {
+                    let e = fields.entry(k.clone()).or_insert((Vec::new(), 0));
+                    let s = value_schema(v, typed);
+                    if !e.0.contains(&s) {
+                        e.0.push(s);
+                    }
+                    e.1 += 1;
+                }
+            }
+            let mut props = Map::new();
+            let mut required = Vec::new();
+            props.insert(
+                "_id".into(),
+                json!({"$description": format!("Id({})", t.name), "type": "string"}),
+            );
+            props.insert("_creationTime".into(), json!({"type": "number"}));
+            for (k, (schemas, count)) in fields {
+                if k == "_id" || k == "_creationTime" {
+                    continue;
+                }
+                let schema = if schemas.len() == 1 {
+                    schemas.into_iter().next().unwrap_or(Json::Null)
+                } else {
+                    json!({ "anyOf": schemas })
+                };
+                props.insert(k.clone(), schema);
+                if count == docs.len() {
+                    required.push(Json::String(k));
+                }
+            }
+            required.push(json!("_creationTime"));
+            required.push(json!("_id"));
+            out.insert(
+                t.name.clone(),
+                json!({
+                    "type": "object",
+                    "properties": props,
+                    "additionalProperties": false,
+                    "required": required,
+                    "$schema": "http://json-schema.org/draft-07/schema#",
+                }),
+            );
+        }
+        (200, Json::Object(out))
+    }
+
+    pub(crate) fn list_snapshot(&mut self, q: &BTreeMap<String, String>) -> Answer {
+        let typed = match self.format(q) {
+            Ok(t) => t,
+            Err(a) => return a,
+        };
+        let now = self.read_ts();
+        let snapshot = match q.get("snapshot") {
+            None => now,
+            Some(s) => match s.parse::<i64>() {
+                Ok(s) if s > now => {
+                    return error(
+                        400,
+                        "SnapshotTooNew",
+                        &format!("Snapshot value {s} is in the future."),
+                    )
+                }
+                Ok(s) if s < self.retention_floor => {
+                    return error(
+                        400,
+                        "SnapshotTooOld",
+                        &format!("Snapshot value {s} is too far in the past."),
+                    )
+                }
+                Ok(s) => s,
+                Err(_) => return error(400, "BadRequest", "snapshot must be an integer"),
+            },
+        };
+        let after: Option<(u32, String)> = match q.get("cursor") {
+            None => None,
+            Some(c) => {
+                let parsed = serde_json::from_str::<Json>(c).ok().and_then(|v| {
+                    Some((
+                        v.get("tablet")?.as_str()?.parse::<u32>().ok()?,
+                        v.get("id")?.as_str()?.to_string(),
+                    ))
+                });
+                match parsed {
+                    Some(p) => Some(p),
+                    None => {
+                        return error(
+                            400,
+                            "InvalidListSnapshotCursor",
+                            "Invalid value for the `cursor` argument of list_snapshot.",
+                        )
+                    }
+                }
+            }
+        };
+        // Tables as of the snapshot, in table-number order (a deleted table is skipped).
+        let wanted = q.get("tableName").or_else(|| q.get("table_name"));
+        let mut tables: Vec<&Table> = self
+            .tables
+            .iter()
+            .filter(|t| !t.deleted && wanted.is_none_or(|w| *w == t.name))
+            .filter(|t| after.as_ref().is_none_or(|(n, _)| t.number >= *n))
+            .collect();
+        tables.sort_by_key(|t| t.number);
+        let mut values = Vec::new();
+        let mut cursor = None;
+        let mut has_more = false;
+        'tables: for t in tables {
+            let start = match &after {
+                Some((n, id)) if *n == t.number => std::ops::Bound::Excluded(id.clone()),
+                _ => std::ops::Bound::Unbounded,
+            };
+            for (id, versions) in t.docs.range((start, std::ops::Bound::Unbounded)) {
+                if values.len() >= self.snapshot_page {
+                    has_more = true;
+                    break 'tables;
+                }
+                let visible = versions.iter().rev().find(|v| v.ts <= snapshot);
+                if let Some(Version { ts, doc: Some(doc) }) = visible {
+                    let mut out = export(doc, typed);
+                    out.insert("_table".into(), json!(t.name));
+                    out.insert("_component".into(), json!(""));
+                    out.insert("_ts".into(), json!(ts));
+                    values.push(Json::Object(out));
+                    cursor = Some(json!({"tablet": t.number.to_string(), "id": id}).to_string());
+                }
+            }
+            if wanted.is_none() && !values.is_empty() {
+                // One table per page when walking everything, like the real iterator.
+                has_more = true;
+                break;
+            }
+        }
+        if !has_more {
+            cursor = None;
+        }
+        (
+            200,
+            json!({ "values": values, "snapshot": snapshot, "cursor": cursor, "hasMore": has_more }),
+        )
+    }
+
+    pub(crate) fn document_deltas(&mut self, q: &BTreeMap<String, String>) -> Answer {
+        let typed = match self.format(q) {
+            Ok(t) => t,
+            Err(a) => return a,
+        };
+        let Some(cursor) = q.get("cursor") else {
+            return error(
+                400,
+                "DocumentDeltasCursorRequired",
+                "/api/document_deltas requires a cursor",
+            );
+        };
+        let Ok(cursor) = cursor.parse::<i64>() else {
+            return error(400, "BadRequest", "cursor must be an integer");
+        };
+        if cursor < self.retention_floor {
+            return error(
+                400,
+                "InvalidWindowToReadDocuments",
+                &format!("Trying to synchronize from timestamp {cursor}, which is older than the database’s retention window."),
+            );
+        }
+        let upper = self.read_ts();
+        let start = self.log.partition_point(|e| e.ts <= cursor);
+        let mut values = Vec::new();
+        let mut new_cursor = None;
+        let mut has_more = false;
+        for e in &self.log[start..] {
+            if let Some(c) = new_cursor {
+                if e.ts > c {
+                    has_more = true;
+                    break;
+                }
+            }
+            let Some(t) = self
+                .tables
+                .iter()
+                .find(|t| t.number == e.table && !t.deleted)
+            else {
+                continue;
+            };
+            let Some(v) = t
+                .docs
+                .get(&e.id)
+                .and_then(|vs| vs.iter().find(|v| v.ts == e.ts))
+            else {
+                continue;
+            };
+            let mut out = match &v.doc {
+                Some(doc) => export(doc, typed),
+                None => {
+                    let mut m = Map::new();
+                    m.insert("_id".into(), json!(e.id));
+                    m
+                }
+            };
+            out.insert("_table".into(), json!(t.name));
+            out.insert("_component".into(), json!(""));
+            out.insert("_ts".into(), json!(e.ts));
+            out.insert("_deleted".into(), json!(v.doc.is_none()));
+            values.push(Json::Object(out));
+            if new_cursor.is_none() && values.len() >= self.deltas_page {
+                // Finish this timestamp: a page never splits a transaction.
+                new_cursor = Some(e.ts);
+            }
+        }
+        let cursor = new_cursor.unwrap_or(upper);
+        (
+            200,
+            json!({ "values": values, "cursor": cursor, "hasMore": has_more }),
+        )
+    }
+
+    pub(crate) fn mutation(&mut self, body: &Json) -> Answer {
+        let path = body.get("path").and_then(Json::as_str).unwrap_or_default();
+        if path != crate::CHECKPOINT_MUTATION || !self.mutation_deployed {
+            return (
+                200,
+                json!({
+                    "status": "error",
+                    "errorMessage": format!("Could not find public function for '{path}'. Did you forget to run `npx convex dev` or `npx convex deploy`?"),
+                }),
+            );
+        }
+        let now_ms = (now_nanos() / 1_000_000) as f64;
+        let mut writes: Vec<Write> = self
+            .documents(crate::CHECKPOINT_TABLE)
+            .into_iter()
+            .filter(|d| {
+                d.get("last_updated")
+                    .and_then(Json::as_f64)
+                    .is_some_and(|t| t < now_ms - 60_000.0)
+            })
+            .take(16)
+            .filter_map(|d| d.get("_id").and_then(Json::as_str).map(str::to_string))
+            .map(|id| Write::Delete {
+                table: crate::CHECKPOINT_TABLE.into(),
+                id,
+            })
+            .collect();
+        let mut fields = Map::new();
+        fields.insert("last_updated".into(), json!(now_ms));
+        writes.push(Write::Insert {
+            table: crate::CHECKPOINT_TABLE.into(),
+            fields,
+        });
+        match self.commit(writes) {
+            Ok((ids, _)) => (
+                200,
+                json!({ "status": "success", "value": ids.last().cloned().unwrap_or_default() }),
+            ),
+            Err(e) => (200, json!({ "status": "error", "errorMessage": e })),
+        }
+    }
+}
+
+/// A document in the requested encoding (the store keeps the typed one).
+fn export(doc: &Map<String, Json>, typed: bool) -> Map<String, Json> {
+    if typed {
+        return doc.clone();
+    }
+    doc.iter().map(|(k, v)| (k.clone(), clean(v))).collect()
+}
+
+fn decode8(p: &Json) -> Option<[u8; 8]> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(p.as_str()?)
+        .ok()?;
+    <[u8; 8]>::try_from(bytes.as_slice()).ok()
+}
+
+/// Convex's `json` export of a typed value.
+fn clean(v: &Json) -> Json {
+    match v {
+        Json::Array(a) => Json::Array(a.iter().map(clean).collect()),
+        Json::Object(m) if m.len() == 1 => {
+            let Some((k, p)) = m.iter().next() else {
+                return Json::Null;
+            };
+            match k.as_str() {
+                "$integer" => decode8(p)
+                    .map(|b| Json::String(i64::from_le_bytes(b).to_string()))
+                    .unwrap_or(Json::Null),
+                "$bytes" => p.clone(),
+                "$float" => decode8(p)
+                    .map(|b| {
+                        let f = f64::from_le_bytes(b);
+                        if f.is_nan() {
+                            json!("NaN")
+                        } else if f == f64::INFINITY {
+                            json!("Infinity")
+                        } else if f == f64::NEG_INFINITY {
+                            json!("-Infinity")
+                        } else {
+                            json!(f)
+                        }
+                    })
+                    .unwrap_or(Json::Null),
+                _ => Json::Object(m.iter().map(|(k, v)| (k.clone(), clean(v))).collect()),
+            }
+        }
+        Json::Object(m) => Json::Object(m.iter().map(|(k, v)| (k.clone(), clean(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The JSON Schema `json_schemas` gives a value's type.
+fn value_schema(v: &Json, typed: bool) -> Json {
+    match v {
+        Json::Null => json!({"type": "null"}),
+        Json::Bool(_) => json!({"type": "boolean"}),
+        Json::Number(_) => json!({"type": "number"}),
+        Json::String(_) => json!({"type": "string"}),
+        Json::Array(_) => json!({"type": "array", "items": {}}),
+        Json::Object(m) if m.len() == 1 && m.contains_key("$integer") => {
+            if typed {
+                json!({"$description": "int64", "type": "object", "properties": {"$integer": {"type": "string"}}})
+            } else {
+                json!({"$description": "int64 represented as base10 string", "type": "string"})
+            }
+        }
+        Json::Object(m) if m.len() == 1 && m.contains_key("$bytes") => {
+            if typed {
+                json!({"$description": "base64 bytes", "type": "object", "properties": {"$bytes": {"type": "string"}}})
+            } else {
+                json!({"$description": "base64 bytes", "type": "string"})
+            }
+        }
+        Json::Object(m) if m.len() == 1 && m.contains_key("$float") => {
+            json!({"$description": "float64", "anyOf": [{"type": "number"}, {"type": "string", "$description": "-inf, inf, or NaN"}]})
+        }
+        Json::Object(_) => json!({"type": "object"}),
+    }
+}
