@@ -5,6 +5,7 @@
 mod check;
 mod conformance;
 mod fake;
+mod property;
 mod real;
 mod scenarios;
 mod support;
