@@ -568,3 +568,35 @@ async fn pages_with_has_more_are_fetched_without_waiting() {
     assert_eq!(stats.transactions, 300);
     assert!(stats.lag_seconds < 60.0, "{stats:?}");
 }
+
+#[tokio::test]
+async fn discover_lists_columns_with_types_and_key() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.insert("items", json!({"count": int64(1), "name": "a", "blob": powersync_source_convex::testing::bytes(b"x")}))
+        .unwrap();
+    fake.insert("items", json!({"count": int64(2), "name": "b", "ref": "c"}))
+        .unwrap();
+    let schemas = source(&fake, &["items"]).discover().await.unwrap();
+    assert_eq!(schemas.len(), 1);
+    let s = &schemas[0];
+    assert_eq!(s.name, table("items"));
+    let cols: Vec<(&str, &str, bool)> = s
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.type_name.as_str(), c.is_key))
+        .collect();
+    assert_eq!(
+        cols,
+        vec![
+            ("_id", "id(items) (convex_encoded_json)", true),
+            ("_creationTime", "float64 (convex_encoded_json)", false),
+            ("blob", "bytes (convex_encoded_json)", false),
+            ("count", "int64 (convex_encoded_json)", false),
+            ("name", "string (convex_encoded_json)", false),
+            ("ref", "string (convex_encoded_json)", false),
+        ]
+    );
+    // The marker table is never part of "every table".
+    let all = source(&fake, &[]).discover().await.unwrap();
+    assert!(all.iter().all(|t| t.name.name != CHECKPOINT_TABLE));
+}
