@@ -260,3 +260,64 @@ async fn discover_and_ddl_follow_the_database() {
     assert!(seen_b, "no schema event for the created table");
     assert!(seen_c_row, "the renamed-in table's rows were not read");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_idle_keepalives_and_resume_across_files() {
+    powersync_source_core::testkit::init_tracing();
+    let Some(w) = MariaWorkload::start().await else {
+        return;
+    };
+    w.reset().await.unwrap();
+    w.apply(&inserts(0, 10)).await.unwrap();
+    let source = w.source();
+    let mut oracle = Oracle::strict();
+    let mut stream = conformance::start_through_snapshot(source.as_ref(), &mut oracle)
+        .await
+        .unwrap();
+    let first = oracle.last_checkpoint.clone().unwrap();
+
+    // Idle: heartbeats (1 s) bring keepalives.
+    let mut keepalives = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while keepalives.len() < 2 {
+        let batch = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("no keepalive on an idle server")
+            .unwrap()
+            .unwrap();
+        for e in batch.events {
+            if let ChangeEvent::Keepalive(c) = e {
+                keepalives.push(c);
+            }
+        }
+    }
+    assert!(
+        keepalives.iter().all(|c| c >= &first),
+        "{keepalives:?} before {first}"
+    );
+
+    // Writes spread over three binlog files.
+    w.apply(&inserts(100, 10)).await.unwrap();
+    w.exec("FLUSH BINARY LOGS").await.unwrap();
+    w.apply(&inserts(200, 10)).await.unwrap();
+    w.exec("FLUSH BINARY LOGS").await.unwrap();
+    w.apply(&inserts(300, 10)).await.unwrap();
+    conformance::converge(&w, &mut stream, &mut oracle)
+        .await
+        .unwrap();
+    let last = oracle.last_checkpoint.clone().unwrap();
+    assert!(last > first, "{last} does not order after {first}");
+    assert!(
+        last.as_str().contains("0000000003:"),
+        "the checkpoint did not follow the rotation: {last}"
+    );
+    stream.ack(&last).unwrap();
+    drop(stream);
+
+    // Resume from the checkpoint in the third file: only the newer rows arrive, once.
+    w.apply(&inserts(400, 10)).await.unwrap();
+    let mut stream = source.start(StartFrom::Checkpoint(last)).await.unwrap();
+    conformance::converge(&w, &mut stream, &mut oracle)
+        .await
+        .unwrap();
+}
