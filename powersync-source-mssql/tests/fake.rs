@@ -127,6 +127,8 @@ pub struct State {
     fail_changes: u32,
     /// Fail one change read after this many more successful ones.
     pub fail_after: Option<u32>,
+    /// Break the connection on the snapshot chunk read after this many more.
+    pub fail_snapshot_after: Option<u32>,
     /// Drop this capture instance right before the next change read (a DBA racing the poll).
     pub drop_before_next_read: Option<String>,
     /// Seconds subtracted from commit times (models a capture delay for lag tests).
@@ -206,6 +208,7 @@ impl FakeServer {
             fail_changes: 0,
             fail_after: None,
             drop_before_next_read: None,
+            fail_snapshot_after: None,
             commit_age_secs: 0,
             change_calls: Vec::new(),
             window_calls: Vec::new(),
@@ -813,7 +816,20 @@ impl CdcBackend for FakeBackend {
         after: Option<&[Value]>,
         limit: u32,
     ) -> Result<Vec<Vec<Value>>> {
-        drop(self.state()?);
+        {
+            let mut st = self.state()?;
+            match st.fail_snapshot_after {
+                Some(0) => {
+                    st.fail_snapshot_after = None;
+                    st.generation += 1;
+                    return Err(SourceError::connection(
+                        "connection reset by peer (injected)",
+                    ));
+                }
+                Some(n) => st.fail_snapshot_after = Some(n - 1),
+                None => {}
+            }
+        }
         let snap = self
             .snapshot
             .as_ref()
