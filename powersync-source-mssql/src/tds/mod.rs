@@ -124,9 +124,9 @@ fn decode_values(
     Ok((head, values))
 }
 
-fn head_lsn(d: &tiberius::ColumnData<'static>, what: &str) -> Result<MssqlLsn> {
+fn head_lsn(d: Option<&tiberius::ColumnData<'static>>, what: &str) -> Result<MssqlLsn> {
     match d {
-        tiberius::ColumnData::Binary(Some(b)) => MssqlLsn::from_slice(b)
+        Some(tiberius::ColumnData::Binary(Some(b))) => MssqlLsn::from_slice(b)
             .ok_or_else(|| SourceError::decode(format!("{what}: not a 10-byte LSN"))),
         _ => Err(SourceError::decode(format!("{what}: not a binary LSN"))),
     }
@@ -329,8 +329,8 @@ impl CdcBackend for TdsBackend {
                 _ => 0,
             };
             out.push(ChangeRow {
-                start_lsn: head_lsn(&head[0], &what)?,
-                seqval: head_lsn(&head[1], &what)?,
+                start_lsn: head_lsn(head.first(), &what)?,
+                seqval: head_lsn(head.get(1), &what)?,
                 operation,
                 update_mask: match head.get(3) {
                     Some(tiberius::ColumnData::Binary(Some(b))) => b.to_vec(),
