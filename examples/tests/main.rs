@@ -2,8 +2,12 @@
 //! the core test kit (skipped with one `SKIPPED:` line when PostgreSQL is not installed).
 
 mod common;
+#[cfg(feature = "convex")]
+mod convex;
 #[cfg(feature = "jetstream")]
 mod jetstream;
+#[cfg(feature = "mysql")]
+mod mariadb;
 mod mirror;
 mod setup;
 mod tail;
