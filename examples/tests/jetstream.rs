@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use examples::jetstream::ids;
 use examples::jetstream::marker::{Marker, MarkerKind};
+use examples::jetstream::{connection, ids};
 use futures::StreamExt;
 use powersync_source_core::testkit::{self, PostgresServer, TestkitError};
 use rand::{Rng, SeedableRng};
@@ -102,6 +102,27 @@ fn nats_server_bin() -> String {
     "nats-server".into()
 }
 
+/// Polls the stream's last commit marker until `stop` accepts it; returns it.
+async fn wait_marker(nats: &str, stream: &str, stop: impl Fn(&Marker) -> bool) -> Marker {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let client = async_nats::connect(nats).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no such commit marker within 60 s"
+        );
+        if let Ok(s) = js.get_stream(stream).await {
+            if let Ok(Some((_, m))) = connection::last_marker(&s, "cdc").await {
+                if stop(&m) {
+                    return m;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Every message of the stream: (subject, Nats-Msg-Id, Powersync-Base, payload).
 async fn stream_messages(nats: &str, stream: &str) -> Vec<(String, String, String, Vec<u8>)> {
     let client = async_nats::connect(nats).await.expect("connect");
@@ -177,11 +198,11 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
          ALTER TABLE nokey REPLICA IDENTITY FULL;
          CREATE PUBLICATION powersync FOR ALL TABLES;
          INSERT INTO t SELECT g, 'v' || g, g % 7, g / 4.0, decode(md5(g::text), 'hex')
-           FROM generate_series(1, 6000) g;
+           FROM generate_series(1, 12000) g;
          INSERT INTO nokey SELECT g, 'n' || g FROM generate_series(1, 100) g;",
     )
     .await;
-    let url = format!("{}?snapshot_chunk_rows=400", pg.url());
+    let url = format!("{}?snapshot_chunk_rows=300", pg.url());
     let nats_url = nats.url();
     let publish_args = [
         url.as_str(),
@@ -210,10 +231,15 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
         &db_arg,
     ];
 
-    // Killed early: most likely in the middle of the snapshot.
+    // Killed in the middle of the snapshot: right after its first chunk marker.
     let first = Proc::spawn(PUBLISH, &publish_args);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let marker = wait_marker(&nats_url, "CDC", |_| true).await;
     first.kill().await;
+    assert_eq!(
+        marker.kind,
+        MarkerKind::SnapshotChunk,
+        "the snapshot ended before the kill"
+    );
 
     // A writer: random transactions (and one schema change) until done.
     let done = Arc::new(AtomicU64::new(0));
@@ -222,8 +248,8 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
         let done = done.clone();
         tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(10);
-            let mut next = 6001i64;
-            for i in 0..700 {
+            let mut next = 12001i64;
+            for i in 0..1000 {
                 if i == 300 {
                     c.batch_execute("ALTER TABLE t ADD COLUMN extra int")
                         .await
@@ -272,7 +298,7 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
                 }
                 tx.commit().await.unwrap();
                 done.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(4)).await;
+                tokio::time::sleep(Duration::from_millis(6)).await;
             }
         })
     };
@@ -281,12 +307,26 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
     let consumer = Proc::spawn(CONSUME, &consume_args);
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let mut republished = 0;
+    let mut at = marker.position;
     for round in 0..4 {
         let p = Proc::spawn(PUBLISH, &publish_args);
-        let ms = rng.gen_range(400..1200);
+        // Killed at a random moment after this run stored a transaction of its own.
+        let m = wait_marker(&nats_url, "CDC", |m| {
+            m.kind == MarkerKind::Commit && m.position != at
+        })
+        .await;
+        at = m.position;
+        let ms = rng.gen_range(0..400);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         if p.stderr().contains("dropped a republished message") {
             republished += 1;
+        }
+        if round == 0 {
+            assert!(
+                p.stderr().contains("resuming the snapshot"),
+                "{}",
+                p.stderr()
+            );
         }
         p.kill().await;
         if round == 1 {
@@ -299,7 +339,7 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
     consumer.kill().await;
     eprintln!("restarts that republished stored messages: {republished} of 4");
     writer.await.unwrap();
-    assert_eq!(done.load(Ordering::Relaxed), 700);
+    assert_eq!(done.load(Ordering::Relaxed), 1000);
 
     let last = run(
         PUBLISH,
@@ -386,7 +426,7 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
     // Transactions that changed no row (an update of a deleted id) have no marker.
     assert!(
         commits > 500,
-        "{commits} commit markers for 700 transactions"
+        "{commits} commit markers for 1000 transactions"
     );
     assert_eq!(
         markers
@@ -505,4 +545,79 @@ async fn bad_options_are_configuration_errors() {
     assert_eq!(r.code(), 2, "{}", r.stderr);
     let r = run(CONSUME, &["--nats", "nats://127.0.0.1:1"]).await;
     assert_eq!(r.code(), 2, "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_slows_publish_down_and_drops_nothing() {
+    let Some(pg) = server().await else { return };
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    sql(
+        &pg,
+        "CREATE TABLE f (id int PRIMARY KEY, v text);
+         CREATE PUBLICATION powersync FOR ALL TABLES;
+         INSERT INTO f SELECT g, repeat('x', 100) FROM generate_series(1, 2000) g;",
+    )
+    .await;
+    let nats_url = nats.url();
+    let url = pg.url();
+    // Room for about a tenth of the snapshot.
+    let mut publish = Proc::spawn(
+        PUBLISH,
+        &[
+            &url,
+            "--nats",
+            &nats_url,
+            "--max-bytes",
+            "40000",
+            "--exit-when-idle",
+            "1",
+        ],
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !publish.stderr().contains("the stream is full") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no full-stream line:\n{}",
+            publish.stderr()
+        );
+        assert!(publish.exited().is_none(), "exited:\n{}", publish.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Make room: the publisher goes on from its last stored marker.
+    let client = async_nats::connect(&nats_url).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut s = js.get_stream("POWERSYNC").await.expect("stream");
+    let mut config = s.info().await.expect("info").config.clone();
+    config.max_bytes = -1;
+    js.update_stream(config).await.expect("update stream");
+    let finished = publish.finish().await;
+    assert_eq!(finished.code(), 0, "stderr:\n{}", finished.stderr);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let consumed = run(
+        CONSUME,
+        &[
+            "--nats",
+            &nats_url,
+            "--db",
+            db.to_str().unwrap(),
+            "--exit-when-idle",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(consumed.code(), 0, "stderr:\n{}", consumed.stderr);
+    assert_eq!(
+        sqlite_rows(&db, "SELECT count(*), sum(length(v)) FROM f"),
+        vec![vec!["int:2000", "int:200000"]]
+    );
+    let messages = stream_messages(&nats_url, "POWERSYNC").await;
+    let rows = messages
+        .iter()
+        .filter(|(s, ..)| s == "powersync.public.f")
+        .filter(|(.., p)| p.starts_with(b"{\"kind\":\"row\""))
+        .count();
+    assert_eq!(rows, 2000, "every snapshot row stored once");
 }

@@ -393,9 +393,8 @@ fn apply_unit(
 
 /// A position for logs (snapshot tokens are long).
 fn short(position: &str) -> &str {
-    if position.len() > 60 {
-        position.get(..60).unwrap_or(position)
-    } else {
-        position
+    match position.char_indices().nth(60) {
+        Some((i, _)) => &position[..i],
+        None => position,
     }
 }

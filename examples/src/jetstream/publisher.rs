@@ -134,6 +134,17 @@ pub async fn run(
     }
 }
 
+/// Time between progress log lines.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// A position for logs (snapshot tokens are long).
+fn short(position: &str) -> &str {
+    match position.char_indices().nth(60) {
+        Some((i, _)) => &position[..i],
+        None => position,
+    }
+}
+
 type AckFuture = Pin<
     Box<
         dyn Future<
@@ -206,6 +217,8 @@ impl Session<'_> {
         let mut out: Vec<Outgoing> = Vec::with_capacity(1024);
         let idle = self.options.exit_when_idle;
         let mut idle_deadline = Instant::now() + idle.unwrap_or_default();
+        let mut last_report = Instant::now();
+        let mut reported = self.totals.stored;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
@@ -245,6 +258,18 @@ impl Session<'_> {
                 _ = tick.tick() => {
                     if let Some(msg) = framer.due_keepalive() {
                         self.send(&js, &mut inflight, msg, &changes).await?;
+                    }
+                    if last_report.elapsed() >= REPORT_EVERY && self.totals.stored != reported {
+                        reported = self.totals.stored;
+                        last_report = Instant::now();
+                        tracing::info!(
+                            "{} messages stored ({} commit markers, {} duplicates dropped), {} awaiting their ack, at {}",
+                            self.totals.stored,
+                            self.totals.markers,
+                            self.totals.duplicates,
+                            inflight.len(),
+                            short(framer.base_position())
+                        );
                     }
                 }
                 _ = tokio::time::sleep_until(idle_deadline), if can_idle_exit => {
