@@ -108,6 +108,7 @@ mod json_binary;
 mod mariadb_events;
 mod payload;
 mod replicator;
+mod row_image;
 mod server;
 mod snapshot;
 mod source;
@@ -162,6 +163,80 @@ pub mod decoders {
     /// DDL classification (never fails).
     pub fn ddl(s: &str) -> String {
         format!("{:?}", crate::ddl::classify(s))
+    }
+    /// Row images of a rows event over a fixed mixed-type table (BIGINT, VARCHAR(100) utf8mb4,
+    /// DECIMAL(10,2), DATETIME(6), BLOB, JSON, ENUM, TIMESTAMP(3)) with every column present.
+    pub fn row_images(data: &[u8], update: bool) -> Result<usize, String> {
+        use crate::catalog::{ColumnInfo, Kind, TableInfo};
+        use crate::row_image::ColumnFormat;
+        use mysql_common::constants::ColumnType as T;
+        use std::sync::Arc;
+        let cols = [
+            (
+                T::MYSQL_TYPE_LONGLONG,
+                vec![],
+                Kind::Int {
+                    unsigned: false,
+                    bits: 64,
+                },
+            ),
+            (
+                T::MYSQL_TYPE_VARCHAR,
+                vec![144, 1],
+                Kind::Text {
+                    charset: crate::charset::Charset::Utf8,
+                },
+            ),
+            (T::MYSQL_TYPE_NEWDECIMAL, vec![10, 2], Kind::Decimal),
+            (T::MYSQL_TYPE_DATETIME2, vec![6], Kind::DateTime { frac: 6 }),
+            (T::MYSQL_TYPE_BLOB, vec![2], Kind::Binary),
+            (T::MYSQL_TYPE_JSON, vec![4], Kind::Json),
+            (
+                T::MYSQL_TYPE_ENUM,
+                vec![247, 1],
+                Kind::Enum(Arc::from(vec!["a".to_owned()])),
+            ),
+            (
+                T::MYSQL_TYPE_TIMESTAMP2,
+                vec![3],
+                Kind::Timestamp { frac: 3 },
+            ),
+        ];
+        let formats: Vec<ColumnFormat> = cols
+            .iter()
+            .map(|(t, m, _)| ColumnFormat::new(*t, m))
+            .collect::<Result<_, _>>()?;
+        let infos: Vec<ColumnInfo> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, (_, _, k))| ColumnInfo {
+                name: format!("c{i}"),
+                kind: k.clone(),
+            })
+            .collect();
+        let table = TableInfo {
+            schema: Arc::new(powersync_source_core::TableSchema {
+                name: powersync_source_core::TableName::new("db", "t"),
+                source_id: None,
+                columns: infos
+                    .iter()
+                    .map(|c| powersync_source_core::Column::new(c.name.clone(), "x"))
+                    .collect(),
+                identity: powersync_source_core::RowIdentity::Full,
+            }),
+            columns: infos.into(),
+            key: Vec::new(),
+        };
+        let all = vec![true; cols.len()];
+        crate::row_image::decode(
+            data,
+            &formats,
+            update.then_some(&all[..]),
+            Some(&all[..]),
+            &table,
+        )
+        .map(|rows| rows.len())
+        .map_err(|e| e.to_string())
     }
     /// Snapshot resume key.
     pub fn snapshot_key(s: &str) -> Result<usize, String> {

@@ -21,6 +21,7 @@ use crate::connection::{connect, connect_to, literal, sql_error};
 use crate::ddl::{classify, Ddl};
 use crate::emit::{Closed, Emitter};
 use crate::gtid::{MariaPos, MySqlGtidSet};
+use crate::row_image::{self, ColumnFormat};
 use crate::server::{Flavour, ServerInfo};
 use crate::snapshot::{self, Stop};
 use crate::values::convert_binlog;
@@ -86,6 +87,8 @@ pub(crate) struct Replicator {
     /// End position of the last transaction payload event: the events inside it carry no
     /// position of their own.
     payload_end: u64,
+    /// Column storage formats per table id.
+    formats: HashMap<u64, Arc<[ColumnFormat]>>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -192,6 +195,7 @@ impl Replicator {
             pending_payload: 0,
             announce: false,
             payload_end: 0,
+            formats: HashMap::new(),
         }
     }
 
@@ -211,6 +215,7 @@ impl Replicator {
             }
             self.reset_txn();
             self.table_ids.clear();
+            self.formats.clear();
             self.sql = None;
             if !err.is_retryable() {
                 self.out.fail(err).await;
@@ -476,6 +481,7 @@ impl Replicator {
                         None => Mapped::Ignored,
                     }
                 };
+                self.formats.remove(&tme.table_id());
                 self.table_ids.insert(tme.table_id(), mapped);
             }
             EventData::RowsEvent(rows) => self.rows(stream, &rows, time).await?,
@@ -639,23 +645,43 @@ impl Replicator {
             Some(Mapped::Table(table)) => {
                 let before_bits: Option<Vec<bool>> = rows
                     .columns_before_image()
+                    .filter(|_| has_before)
                     .map(|b| b.iter().map(|x| *x).collect());
                 let after_bits: Option<Vec<bool>> = rows
                     .columns_after_image()
+                    .filter(|_| has_after)
                     .map(|b| b.iter().map(|x| *x).collect());
-                let mut changes = Vec::new();
-                for r in rows.rows(tme) {
-                    let (before, after) = r.map_err(|e| {
-                        SourceError::decode(format!("rows event of {}: {e}", table.name()))
-                    })?;
-                    let old = match before {
-                        Some(b) if has_before => Some(image(&table, b, before_bits.as_deref())?),
-                        _ => None,
-                    };
-                    let new = match after {
-                        Some(a) if has_after => Some(image(&table, a, after_bits.as_deref())?),
-                        _ => None,
-                    };
+                let decoded = if let RowsEventData::PartialUpdateRowsEvent(_) = rows {
+                    // Partial JSON diffs need mysql_common's shared-image handling (and are
+                    // refused when they reach a JSON column).
+                    let mut v = Vec::new();
+                    for r in rows.rows(tme) {
+                        let (before, after) = r.map_err(|e| {
+                            SourceError::decode(format!("rows event of {}: {e}", table.name()))
+                        })?;
+                        let old = match before {
+                            Some(b) => Some(image(&table, b, before_bits.as_deref())?),
+                            None => None,
+                        };
+                        let new = match after {
+                            Some(a) => Some(image(&table, a, after_bits.as_deref())?),
+                            None => None,
+                        };
+                        v.push((old, new));
+                    }
+                    v
+                } else {
+                    let formats = self.formats(tme, &table)?;
+                    row_image::decode(
+                        rows.rows_data(),
+                        &formats,
+                        before_bits.as_deref(),
+                        after_bits.as_deref(),
+                        &table,
+                    )?
+                };
+                let mut changes = Vec::with_capacity(decoded.len());
+                for (old, new) in decoded {
                     let old_image = match &old {
                         None => OldImage::None,
                         Some(o) if o.values().iter().any(Value::is_unchanged) => OldImage::Key,
@@ -677,6 +703,37 @@ impl Replicator {
                 Ok(())
             }
         }
+    }
+
+    /// The storage formats of a mapped table's columns (cached per table id).
+    fn formats(
+        &mut self,
+        tme: &mysql_common::binlog::events::TableMapEvent<'_>,
+        table: &TableInfo,
+    ) -> Result<Arc<[ColumnFormat]>, SourceError> {
+        if let Some(f) = self.formats.get(&tme.table_id()) {
+            return Ok(f.clone());
+        }
+        let n = tme.columns_count() as usize;
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let ty = tme
+                .get_column_type(i)
+                .map_err(|e| SourceError::decode(format!("table map of {}: {e}", table.name())))?
+                .ok_or_else(|| {
+                    SourceError::decode(format!(
+                        "table map of {}: no type for column {i}",
+                        table.name()
+                    ))
+                })?;
+            let meta = tme.get_column_metadata(i).unwrap_or(&[]);
+            out.push(ColumnFormat::new(ty, meta).map_err(|e| {
+                SourceError::decode(format!("table map of {}: column {i}: {e}", table.name()))
+            })?);
+        }
+        let f: Arc<[ColumnFormat]> = out.into();
+        self.formats.insert(tme.table_id(), f.clone());
+        Ok(f)
     }
 
     async fn sql_conn(&mut self) -> Result<&mut Conn, SourceError> {

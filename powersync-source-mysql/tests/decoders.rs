@@ -15,6 +15,8 @@ proptest! {
         let _ = d::mariadb_annotate_rows(&bytes);
         let _ = d::mysql_binary_json(&bytes);
         let _ = d::transaction_payload_events(&bytes);
+        let _ = d::row_images(&bytes, false);
+        let _ = d::row_images(&bytes, true);
         for cs in ["utf8mb4", "latin1", "ucs2", "utf16le", "utf32", "sjis", "ascii"] {
             let _ = d::charset(cs, &bytes);
         }
@@ -25,6 +27,16 @@ proptest! {
         let mut b = vec![ty];
         b.extend_from_slice(&rest);
         let _ = d::mysql_binary_json(&b);
+    }
+
+    /// Mostly well-formed images (a valid null bitmap first) reach deeper into the value
+    /// decoders than uniform noise.
+    #[test]
+    fn row_images_with_plausible_framing(nulls in any::<u8>(), rest in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let mut b = vec![nulls];
+        b.extend_from_slice(&rest);
+        let _ = d::row_images(&b, false);
+        let _ = d::row_images(&b, true);
     }
 
     #[test]
