@@ -269,6 +269,10 @@ impl Reassembler {
             if key == "splitEvent" || (key == "_id" && f.fragment != f.of) {
                 continue;
             }
+            // Some servers repeat the header fields in every fragment: keep the first.
+            if key != "_id" && merged.get(key).ok().flatten().is_some() {
+                continue;
+            }
             merged.append_ref(key, value);
         }
         if f.fragment == f.of {

@@ -138,3 +138,57 @@ async fn multi_document_transaction_is_one_commit() {
     }
     assert_eq!(groups, vec![3, 1]);
 }
+
+/// An update whose event (pre-image + post-image + update description) is over 16 MB arrives
+/// split by `$changeStreamSplitLargeEvent` and is reassembled into one row change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_over_16_mb_is_reassembled() {
+    let Some(server) = secantus(&[]).await else {
+        return;
+    };
+    let base = url(&server, "large", "");
+    let driver = client(&base).await;
+    let coll = driver.database("large").collection::<Document>("big");
+    driver
+        .database("large")
+        .create_collection("big")
+        .await
+        .unwrap();
+    // Default mode: auto_configure enables pre/post images, so the update event carries both.
+    let source =
+        MongoSource::new(MongoConfig::parse(&url(&server, "large", "max_await_ms=200")).unwrap())
+            .with_tables(vec![TableName::new("", "big")])
+            .with_retry(fast_retry());
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let size = 9 * 1024 * 1024;
+    coll.insert_one(doc! {"_id": 1_i64, "x": "a".repeat(size)})
+        .await
+        .unwrap();
+    coll.update_one(doc! {"_id": 1_i64}, doc! {"$set": {"x": "b".repeat(size)}})
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut update = None;
+    while update.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no update event");
+        let Ok(Some(batch)) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+        else {
+            continue;
+        };
+        for event in batch.unwrap().events {
+            if let ChangeEvent::Row(r) = event {
+                if r.op == powersync_source_core::Op::Update {
+                    update = Some(r);
+                }
+            }
+        }
+    }
+    let update = update.unwrap();
+    let x = |row: &powersync_source_core::Row| match row.get_by_name(&update.table, "x") {
+        Some(powersync_source_core::Value::Text(s)) => (s.len(), s.as_bytes()[0]),
+        other => panic!("x is {other:?}"),
+    };
+    assert_eq!(x(update.new.as_ref().unwrap()), (size, b'b'));
+    assert_eq!(update.old_image, powersync_source_core::OldImage::Full);
+    assert_eq!(x(update.old.as_ref().unwrap()), (size, b'a'));
+}
