@@ -58,11 +58,13 @@ struct Measure {
 }
 
 fn bench_doc(i: u64) -> Document {
+    // Every 50th document has a null float.
+    let every_50th = i % 50;
     doc! {
         "_id": i as i64,
         "n": (i % 100_000) as i32,
         "s": format!("{:032x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-        "f": if i % 50 > 0 { Some(i as f64 * 1.25) } else { None },
+        "f": if every_50th == 0 { None } else { Some(i as f64 * 1.25) },
         "ts": DateTime::from_millis(1_704_067_200_000 + i as i64 * 1000),
         "amount": format!("{}.{:02}", i / 100, i % 100).parse::<Decimal128>().unwrap_or_else(|_| Decimal128::from_bytes([0; 16])),
         "tags": ["a", "b"],
