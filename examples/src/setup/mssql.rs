@@ -13,7 +13,7 @@ use std::io::Write;
 use examples::cli::AppError;
 use examples::source_url::{self, SourceKind};
 use powersync_source_core::{SourceError, TableName};
-use powersync_source_mssql::tds::client::TdsClient;
+use powersync_source_mssql::tds::{Row, TdsClient};
 use powersync_source_mssql::MssqlConfig;
 
 use super::{finish, generate_password, print_steps, Action, Options, Outcome, Step};
@@ -269,11 +269,11 @@ pub fn plan(facts: &Facts, user: &str) -> (Vec<Step>, Vec<String>) {
     (steps, notes)
 }
 
-fn text(row: &powersync_source_mssql::tds::Row, i: usize) -> String {
+fn text(row: &Row, i: usize) -> String {
     row.get::<&str, _>(i).unwrap_or_default().to_string()
 }
 
-fn flag(row: &powersync_source_mssql::tds::Row, i: usize) -> bool {
+fn flag(row: &Row, i: usize) -> bool {
     row.try_get::<i32, _>(i).ok().flatten().unwrap_or(0) != 0
 }
 

@@ -9,7 +9,7 @@ mod select;
 use async_trait::async_trait;
 use powersync_source_core::position::MssqlLsn;
 use powersync_source_core::{Result, SourceError, TableName, UnixMicros, Value};
-use tiberius::Row;
+pub use tiberius::Row;
 
 use crate::backend::{
     CaptureInstance, CaptureJob, CapturedColumn, CdcBackend, CdcConnector, ChangeKey, ChangeRow,
@@ -19,7 +19,7 @@ use crate::config::MssqlConfig;
 use crate::snapshot::key_positions;
 use crate::tables::{quote_ident, quote_table};
 use crate::values::column_value;
-use client::{Param, TdsClient};
+pub use client::{Param, TdsClient};
 pub use select::column_expr;
 
 /// Opens tiberius connections for a [`MssqlConfig`].
