@@ -179,19 +179,25 @@ pub(crate) async fn read_tables(
         } else {
             let keys: Vec<String> = table.key.iter().map(|&i| cols[i].clone()).collect();
             let order = keys.join(", ");
-            let marks = vec!["?"; keys.len()].join(", ");
+            let (after_pred, param_order) = after_predicate(&keys);
             let first = format!(
                 "SELECT {} FROM {from} ORDER BY {order} LIMIT {chunk_rows}",
                 cols.join(", ")
             );
             let next = format!(
-                "SELECT {} FROM {from} WHERE ({order}) > ({marks}) ORDER BY {order} LIMIT {chunk_rows}",
+                "SELECT {} FROM {from} WHERE {after_pred} ORDER BY {order} LIMIT {chunk_rows}",
                 cols.join(", ")
             );
             loop {
                 let rows: Vec<Row> = match &after {
                     None => conn.exec(first.as_str(), ()).await,
-                    Some(k) => conn.exec(next.as_str(), k.clone()).await,
+                    Some(k) => {
+                        let params: Vec<My> = param_order
+                            .iter()
+                            .map(|&i| k.get(i).cloned().unwrap_or(My::NULL))
+                            .collect();
+                        conn.exec(next.as_str(), params).await
+                    }
                 }
                 .map_err(|e| sql_error(e, &format!("snapshot of {key}")))?;
                 let n = rows.len() as u64;
@@ -241,6 +247,24 @@ pub(crate) async fn read_tables(
         .await?;
     }
     Ok(())
+}
+
+/// `(k1, k2, …) > (?, ?, …)` spelled as `k1 > ? OR (k1 = ? AND k2 > ?) OR …`, which every
+/// server version turns into index ranges, and the key index each `?` binds.
+fn after_predicate(keys: &[String]) -> (String, Vec<usize>) {
+    let mut terms = Vec::with_capacity(keys.len());
+    let mut order = Vec::new();
+    for i in 0..keys.len() {
+        let mut parts = Vec::with_capacity(i + 1);
+        for (j, k) in keys.iter().enumerate().take(i) {
+            parts.push(format!("{k} = ?"));
+            order.push(j);
+        }
+        parts.push(format!("{} > ?", keys[i]));
+        order.push(i);
+        terms.push(format!("({})", parts.join(" AND ")));
+    }
+    (terms.join(" OR "), order)
 }
 
 /// Reads one table outside any snapshot (a table that came into scope while streaming).
@@ -385,6 +409,13 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn predicate() {
+        let (p, o) = after_predicate(&["`a`".into(), "`b`".into()]);
+        assert_eq!(p, "(`a` > ?) OR (`a` = ? AND `b` > ?)");
+        assert_eq!(o, vec![0, 0, 1]);
+    }
 
     #[test]
     fn keys_round_trip() {
