@@ -81,7 +81,11 @@ pub(crate) struct Replicator {
     txn_gtid: Option<TxnGtid>,
     txn_time: Option<UnixMicros>,
     last_keepalive: Instant,
+    /// Events still to come from inside the last transaction payload event (MySQL 8
+    /// compression); they carry no binlog position of their own.
     pending_payload: usize,
+    /// Whether the event being handled came from inside a transaction payload.
+    inside_payload: bool,
     /// Schema events still to send once the server accepted the resume position.
     announce: bool,
     /// End position of the last transaction payload event: the events inside it carry no
@@ -193,6 +197,7 @@ impl Replicator {
             txn_time: None,
             last_keepalive: Instant::now(),
             pending_payload: 0,
+            inside_payload: false,
             announce: false,
             payload_end: 0,
             formats: HashMap::new(),
@@ -399,9 +404,8 @@ impl Replicator {
             }
             _ => {}
         }
-        if self.pending_payload > 0 {
-            self.pending_payload -= 1;
-        }
+        self.inside_payload = self.pending_payload > 0;
+        self.pending_payload = self.pending_payload.saturating_sub(1);
         let data = match event.read_data() {
             Ok(Some(d)) => d,
             Ok(None) => return Ok(()),
@@ -541,7 +545,7 @@ impl Replicator {
     async fn commit(&mut self, log_pos: u64, time: UnixMicros) -> Result<(), Outcome> {
         self.apply_gtid();
         let end = match log_pos {
-            0 if self.payload_end > 0 => self.payload_end,
+            _ if self.inside_payload => self.payload_end,
             0 => self.pos.offset,
             p => p,
         };
