@@ -266,9 +266,14 @@ impl Replicator {
             .heartbeat
             .as_nanos()
             .min(u32::MAX as u128 * 1_000_000) as u64;
-        conn.query_drop(format!("SET @master_heartbeat_period = {hb}"))
-            .await
-            .map_err(|e| sql_error(e, ctx))?;
+        // MySQL 8.0.26+ reads the `source_` spellings, older servers and MariaDB `master_`;
+        // setting both is harmless (they are plain user variables).
+        conn.query_drop(format!(
+            "SET @master_heartbeat_period = {hb}, @source_heartbeat_period = {hb}, \
+             @source_binlog_checksum = 'ALL'"
+        ))
+        .await
+        .map_err(|e| sql_error(e, ctx))?;
         let file = self.pos.file_name();
         let mut request = BinlogStreamRequest::new(self.config.server_id);
         match (self.info.flavour, &self.pos.gtid) {
