@@ -39,7 +39,12 @@ pub struct SourceArgs {
     pub slot: Option<String>,
     /// Convex: the deploy key (or the `CONVEX_DEPLOY_KEY` environment variable, which keeps it
     /// out of the process list).
-    #[arg(long, value_name = "KEY", env = "CONVEX_DEPLOY_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "CONVEX_DEPLOY_KEY",
+        hide_env_values = true
+    )]
     pub deploy_key: Option<String>,
 }
 
