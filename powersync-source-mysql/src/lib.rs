@@ -69,6 +69,21 @@
 //! writes the binlog head into a one-row table (`_powersync_checkpoints`); the stream reports
 //! the row event as `CheckpointObserved`, within one heartbeat on an idle server.
 //!
+//! # Known limits
+//!
+//! - One snapshot reader: a consistent read view cannot be shared between connections, so a
+//!   large table is read by one connection in key order (`chunk_rows` per query).
+//! - MySQL's exact snapshot start needs `FLUSH TABLES WITH READ LOCK` (RELOAD privilege);
+//!   services that forbid it (some managed MySQL offerings) fail the snapshot with a
+//!   `Prerequisite` error; resuming from a checkpoint does not need it.
+//! - Schemas are read from `information_schema` when a DDL event is seen (see DDL above).
+//! - Event framing and value decoding use `mysql_common`. Row images are framed by this crate,
+//!   which checks the table map metadata before the value decoder indexes into it, and
+//!   compressed MySQL transactions are decompressed and checked here before their events are
+//!   used. A malformed event that still makes the driver panic ends the stream with a `Decode`
+//!   error (the stream task's panic is caught and reported), never silently; the driver sizes
+//!   its buffer for a compressed transaction from the event header before this crate sees it.
+//!
 //! # Values
 //!
 //! Values follow the core's SQLite model and are identical whether the snapshot or the binlog
