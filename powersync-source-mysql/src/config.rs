@@ -213,6 +213,17 @@ impl MySqlConfig {
         self.server_id
     }
 
+    /// The same settings with another user name.
+    pub fn with_user(mut self, user: impl Into<String>) -> Self {
+        self.user = user.into();
+        self
+    }
+
+    /// The user name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     /// The same settings with another password (e.g. from a secret store).
     pub fn with_password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(Secret::new(password));

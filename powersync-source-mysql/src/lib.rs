@@ -130,8 +130,18 @@ mod source;
 mod values;
 
 pub use config::{MySqlConfig, SslMode};
-/// The driver this crate uses.
+/// The driver this crate uses, for the connection [`connect_sql`] returns.
 pub use mysql_async;
+
+/// An ordinary SQL connection with the connector's own settings (TLS per `ssl-mode`, the URL's
+/// database, a UTC / utf8mb4 session, the connect timeout), for administrative tools built on
+/// this crate (e.g. a setup command). Errors are mapped like the connector's (`Auth`,
+/// `Connection`, …).
+pub async fn connect_sql(
+    config: &MySqlConfig,
+) -> Result<mysql_async::Conn, powersync_source_core::SourceError> {
+    connection::connect(config).await
+}
 /// The core crate.
 pub use powersync_source_core as core;
 pub use source::MySqlSource;
