@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use benches::{insert_rows_sql, machine, median, rows_table_ddl};
+use benches::{cpu_ticks, insert_rows_sql, machine, median, rows_table_ddl, TICKS_PER_SECOND};
 use clap::Parser;
 use powersync_source_core::testkit::{self, PostgresServer};
 
@@ -80,12 +80,17 @@ async fn main() -> Result<()> {
          streamed in transactions of {} rows; median of {} run(s)",
         args.rows, args.tx_rows, args.runs
     );
-    println!("{:<44} {:>12} {:>12}", "phase", "seconds", "rows/s");
-    for (name, d) in table {
+    println!(
+        "{:<46} {:>9} {:>10} {:>11} {:>11}",
+        "phase", "seconds", "rows/s", "binary CPU", "nats CPU"
+    );
+    for (name, x) in table {
         println!(
-            "{name:<44} {:>12.2} {:>12.0}",
-            d.as_secs_f64(),
-            args.rows as f64 / d.as_secs_f64().max(1e-9)
+            "{name:<46} {:>9.2} {:>10.0} {:>10.2}s {:>10.2}s",
+            x.elapsed.as_secs_f64(),
+            args.rows as f64 / x.elapsed.as_secs_f64().max(1e-9),
+            x.client_cpu,
+            x.nats_cpu
         );
     }
     Ok(())
@@ -96,7 +101,7 @@ async fn bench(
     bin_dir: &Path,
     pg: &PostgresServer,
     work: &Path,
-) -> Result<Vec<(String, Duration)>> {
+) -> Result<Vec<(String, Sample)>> {
     let names = [
         "snapshot: tail > /dev/null",
         "snapshot: publish → JetStream",
@@ -105,7 +110,7 @@ async fn bench(
         "streaming backlog: publish → JetStream",
         "streaming backlog: consume JetStream → SQLite",
     ];
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); names.len()];
     let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -161,9 +166,14 @@ async fn bench(
             "--exit-when-idle".into(),
             format!("{}", IDLE.as_secs_f64()),
         ];
-        samples[0].push(timed(&bin_dir.join("tail"), &tail(&tail_slot), true)?);
-        samples[1].push(timed(&bin_dir.join("publish"), &publish, false)?);
-        samples[2].push(timed(&bin_dir.join("consume"), &consume, false)?);
+        samples[0].push(timed(
+            &bin_dir.join("tail"),
+            &tail(&tail_slot),
+            true,
+            &nats,
+        )?);
+        samples[1].push(timed(&bin_dir.join("publish"), &publish, false, &nats)?);
+        samples[2].push(timed(&bin_dir.join("consume"), &consume, false, &nats)?);
         // The backlog: both slots hold it while the binaries are stopped.
         let mut from = args.rows + 1;
         let end = 2 * args.rows;
@@ -174,9 +184,14 @@ async fn bench(
                 .await?;
             from = to + 1;
         }
-        samples[3].push(timed(&bin_dir.join("tail"), &tail(&tail_slot), true)?);
-        samples[4].push(timed(&bin_dir.join("publish"), &publish, false)?);
-        samples[5].push(timed(&bin_dir.join("consume"), &consume, false)?);
+        samples[3].push(timed(
+            &bin_dir.join("tail"),
+            &tail(&tail_slot),
+            true,
+            &nats,
+        )?);
+        samples[4].push(timed(&bin_dir.join("publish"), &publish, false, &nats)?);
+        samples[5].push(timed(&bin_dir.join("consume"), &consume, false, &nats)?);
         let _ = client
             .batch_execute(&format!(
                 "SELECT pg_drop_replication_slot('{tail_slot}');
@@ -189,12 +204,32 @@ async fn bench(
     Ok(names
         .iter()
         .zip(samples)
-        .map(|(n, s)| (n.to_string(), median(s)))
+        .map(|(n, s)| {
+            // The run with the median elapsed time, with its CPU figures.
+            let m = median(s.iter().map(|x| x.elapsed).collect());
+            let pick = s
+                .iter()
+                .find(|x| x.elapsed == m)
+                .copied()
+                .unwrap_or_default();
+            (n.to_string(), pick)
+        })
         .collect())
 }
 
-/// Runs a binary to completion; the elapsed time minus the idle wait.
-fn timed(bin: &Path, args: &[String], stdout_to_null: bool) -> Result<Duration> {
+/// One measured run: the elapsed time minus the idle wait, and the CPU seconds of the binary
+/// and of nats-server meanwhile.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    elapsed: Duration,
+    client_cpu: f64,
+    nats_cpu: f64,
+}
+
+/// Runs a binary to completion.
+fn timed(bin: &Path, args: &[String], stdout_to_null: bool, nats: &NatsServer) -> Result<Sample> {
+    let nats_pid = nats.child.id().to_string();
+    let before = (cpu_ticks("self"), cpu_ticks(&nats_pid));
     let started = Instant::now();
     let out = Command::new(bin)
         .args(args)
@@ -217,7 +252,17 @@ fn timed(bin: &Path, args: &[String], stdout_to_null: bool) -> Result<Duration> 
         )
         .into());
     }
-    Ok(elapsed.saturating_sub(IDLE))
+    let after = (cpu_ticks("self"), cpu_ticks(&nats_pid));
+    let seconds = |b: Option<u64>, a: Option<u64>| match (b, a) {
+        (Some(b), Some(a)) => a.saturating_sub(b) as f64 / TICKS_PER_SECOND,
+        _ => f64::NAN,
+    };
+    Ok(Sample {
+        elapsed: elapsed.saturating_sub(IDLE),
+        // Reaped children of this process: the binary just run.
+        client_cpu: seconds(before.0.map(|t| t.1), after.0.map(|t| t.1)),
+        nats_cpu: seconds(before.1.map(|t| t.0), after.1.map(|t| t.0)),
+    })
 }
 
 /// A throwaway `nats-server -js` (killed on drop).
