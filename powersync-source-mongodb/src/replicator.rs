@@ -224,7 +224,14 @@ impl Replicator {
             .client
             .database(self.selection.database())
             .collection::<RawDocumentBuf>(coll);
-        let estimated = collection.estimated_document_count().await.ok();
+        let limit = self.config.snapshot_batch_size();
+        // The estimate is metadata on MongoDB but a count on some servers: ask for it while the
+        // first batch is read.
+        let (estimated, first) = tokio::join!(
+            collection.estimated_document_count(),
+            read_batch(&collection, after.as_ref(), limit)
+        );
+        let estimated = estimated.ok();
         self.push(ChangeEvent::Snapshot(SnapshotProgress::TableStarted {
             table: table.clone(),
             estimated_rows: estimated,
@@ -233,10 +240,21 @@ impl Replicator {
         if let Some(schema) = self.shape(coll).take_changed() {
             self.push(ChangeEvent::Schema(schema)).await?;
         }
-        let limit = self.config.snapshot_batch_size();
+        let mut first = Some(first);
+        // The next batch is read while this one is converted (at most two batches in memory).
+        let mut prefetch: Option<tokio::task::JoinHandle<Result<Vec<RawDocumentBuf>>>> = None;
         let mut backoff: Option<Backoff> = None;
         loop {
-            let docs = match read_batch(&collection, after.as_ref(), limit).await {
+            let result = if let Some(r) = first.take() {
+                r
+            } else if let Some(task) = prefetch.take() {
+                task.await.unwrap_or_else(|e| {
+                    Err(SourceError::connection(format!("snapshot read task: {e}")))
+                })
+            } else {
+                read_batch(&collection, after.as_ref(), limit).await
+            };
+            let docs = match result {
                 Ok(docs) => {
                     backoff = None;
                     docs
@@ -254,6 +272,15 @@ impl Replicator {
                     }
                 }
             };
+            let last_id = docs.last().map(document_id).transpose()?;
+            if docs.len() >= limit as usize {
+                if let Some(id) = &last_id {
+                    let (c, id) = (collection.clone(), id.clone());
+                    prefetch = Some(tokio::spawn(async move {
+                        read_batch(&c, Some(&id), limit).await
+                    }));
+                }
+            }
             let n = docs.len();
             for doc in &docs {
                 let shape = self.shape(coll);
@@ -275,8 +302,7 @@ impl Replicator {
             }
             self.stats.add_rows(n as u64);
             rows += n as u64;
-            if let Some(last) = docs.last() {
-                let id = document_id(last)?;
+            if let Some(id) = last_id {
                 if let Some(resume) = resume.as_deref_mut() {
                     resume.tables.insert(
                         key.clone(),
