@@ -22,7 +22,7 @@ use crate::catalog::{list_collections, Selection};
 use crate::change_event::{
     document_field, document_key, header, rename_target, EventHeader, Operation, Reassembler,
 };
-use crate::config::MongoConfig;
+use crate::config::{MongoConfig, PostImages};
 use crate::document_row::CollectionShape;
 use crate::driver_error::resume_error;
 use crate::resume_token::token_cluster_time;
@@ -562,7 +562,9 @@ impl Replicator {
                         ));
                     }
                 } else if self.selection.contains(&db, &coll) {
-                    self.known.insert(coll.clone());
+                    if self.known.insert(coll.clone()) {
+                        self.configure_new_collection(&coll).await;
+                    }
                     self.begin(h);
                     self.row_event(h, &coll, event)?;
                 }
@@ -599,6 +601,21 @@ impl Replicator {
             Operation::Other => self.advance(h),
         }
         Ok(Flow::Continue)
+    }
+
+    /// A selected collection created while the stream runs gets post-images in
+    /// `auto_configure` mode as soon as its first event is seen. An update committed before
+    /// that has no post-image and fails the stream (`NoMatchingDocument`, reported as
+    /// [`ErrorKind::Prerequisite`](powersync_source_core::ErrorKind::Prerequisite)).
+    async fn configure_new_collection(&self, coll: &str) {
+        if self.config.post_images() != PostImages::AutoConfigure {
+            return;
+        }
+        let db = self.client.database(self.selection.database());
+        let command = doc! {"collMod": coll, "changeStreamPreAndPostImages": {"enabled": true}};
+        if let Err(e) = db.run_command(command).await {
+            tracing::warn!(collection = coll, error = %e, "could not enable changeStreamPreAndPostImages on a new collection");
+        }
     }
 
     fn row_event(&mut self, h: &EventHeader, coll: &str, event: &RawDocument) -> Result<()> {

@@ -203,17 +203,43 @@ async fn bad_credentials() {
 }
 
 /// A standalone server (SecantusDB `--standalone` drops the replica-set fields from hello) is
-/// refused by check() with the fix.
+/// refused by check() with the fix, in the same report as every other problem found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_is_refused() {
     let Some(server) = secantus(&["--standalone"]).await else {
         return;
     };
-    let report = source(&url(&server, "app", ""), &[]).check().await.unwrap();
-    let err = report.clone().into_result().unwrap_err();
+    let driver = client(&url(&server, "app", "")).await;
+    driver
+        .database("app")
+        .create_collection("plain")
+        .await
+        .unwrap();
+    let src = source(
+        &url(&server, "app", "post_images=read_only"),
+        &["plain", "missing"],
+    );
+    let report = src.check().await.unwrap();
+    assert!(report
+        .server_version
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("MongoDB "));
+    let settings: Vec<&str> = report.problems.iter().map(|p| p.setting.as_str()).collect();
+    assert!(settings.contains(&"topology"), "{settings:?}");
+    assert!(
+        settings.contains(&"changeStreamPreAndPostImages"),
+        "{settings:?}"
+    );
+    assert!(
+        settings.iter().any(|s| s.contains("missing")),
+        "{settings:?}"
+    );
+    let err = report.into_result().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Prerequisite);
     assert!(err.to_string().contains("standalone"), "{err}");
     assert!(err.to_string().contains("--replSet"), "{err}");
+    assert!(err.to_string().contains("2 problem(s)"), "{err}");
 }
 
 /// read_only without pre/post images: check() names the collection and start() refuses.
