@@ -133,21 +133,33 @@ pub(crate) async fn check(
         .query("SHOW GRANTS")
         .await
         .map_err(|e| sql_error(e, "reading the user's grants"))?;
-    let upper: Vec<String> = grants
-        .iter()
-        .map(|g| g.to_ascii_uppercase().replace('`', ""))
-        .collect();
-    let global: Vec<&String> = upper.iter().filter(|g| g.contains(" ON *.* ")).collect();
-    let has_global = |p: &str| {
-        global
+    let parsed: Vec<(Vec<String>, String)> = grants.iter().filter_map(|g| parse_grant(g)).collect();
+    let holds = |privs: &[String], p: &str| {
+        privs
             .iter()
-            .any(|g| g.contains("ALL PRIVILEGES") || g.contains(p))
+            .any(|x| x == p || x == "ALL PRIVILEGES" || x == "ALL")
+    };
+    let has_global = |p: &str| {
+        parsed
+            .iter()
+            .any(|(privs, on)| on == "*.*" && holds(privs, p))
+    };
+    // Privileges held through roles MySQL does not expand in SHOW GRANTS: a missing right
+    // is then only a warning (the server will refuse clearly if it really is missing).
+    let via_roles = grants.len() > parsed.len();
+    let missing = |report: &mut CheckReport, setting: &str, what: String, fix: String| {
+        if via_roles {
+            report.warning(setting, format!("{what} (unless a role grants it)"), fix);
+        } else {
+            report.error(setting, what, fix);
+        }
     };
     if !has_global("REPLICATION SLAVE") {
-        report.error(
+        missing(
+            &mut report,
             "REPLICATION SLAVE",
-            "the user lacks REPLICATION SLAVE (needed to read the binlog)",
-            "GRANT REPLICATION SLAVE ON *.* TO the user",
+            "the user lacks REPLICATION SLAVE (needed to read the binlog)".into(),
+            "GRANT REPLICATION SLAVE ON *.* TO the user".into(),
         );
     }
     let monitor = if info.flavour == Flavour::MariaDb && info.numbers >= (10, 5, 2) {
@@ -156,7 +168,8 @@ pub(crate) async fn check(
         "REPLICATION CLIENT"
     };
     if !has_global(monitor) && !has_global("REPLICATION CLIENT") && !has_global("SUPER") {
-        report.error(
+        missing(
+            &mut report,
             monitor,
             format!("the user lacks {monitor} (needed for SHOW MASTER STATUS / SHOW BINARY LOGS)"),
             format!("GRANT {monitor} ON *.* TO the user"),
@@ -164,12 +177,12 @@ pub(crate) async fn check(
     }
     let db_upper = database.to_ascii_uppercase();
     let has_select = has_global("SELECT")
-        || upper.iter().any(|g| {
-            (g.contains(&format!(" ON {db_upper}.* ")) || g.contains(&format!(" ON {db_upper}.")))
-                && (g.contains("SELECT") || g.contains("ALL PRIVILEGES"))
+        || parsed.iter().any(|(privs, on)| {
+            on.split_once('.').is_some_and(|(d, _)| d == db_upper) && holds(privs, "SELECT")
         });
     if !has_select {
-        report.error(
+        missing(
+            &mut report,
             "SELECT",
             format!("the user cannot SELECT from database `{database}` (needed for the snapshot)"),
             format!("GRANT SELECT ON `{database}`.* TO the user"),
@@ -255,4 +268,55 @@ pub(crate) async fn check(
         Err(e) => return Err(e),
     }
     Ok(report)
+}
+
+/// `GRANT a, b (cols), c ON db.tbl TO …` → (upper-case privileges, upper-case object without
+/// quotes). Role grants (`GRANT role TO user`) and proxies give `None`.
+fn parse_grant(line: &str) -> Option<(Vec<String>, String)> {
+    let upper = line.to_ascii_uppercase().replace('`', "");
+    let rest = upper.strip_prefix("GRANT ")?;
+    let on = rest.find(" ON ")?;
+    let privs = &rest[..on];
+    let object = rest[on + 4..].split(" TO ").next()?.trim();
+    let object = object
+        .strip_prefix("TABLE ")
+        .unwrap_or(object)
+        .trim()
+        .to_owned();
+    // Column lists `SELECT (a, b)` contain commas: drop parenthesised parts first.
+    let mut flat = String::with_capacity(privs.len());
+    let mut depth = 0;
+    for c in privs.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            c if depth == 0 => flat.push(c),
+            _ => {}
+        }
+    }
+    Some((
+        flat.split(',')
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        object,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_grant;
+
+    #[test]
+    fn grants() {
+        let (p, on) =
+            parse_grant("GRANT REPLICATION SLAVE ADMIN, BINLOG MONITOR ON *.* TO `u`@`%`").unwrap();
+        assert_eq!(p, vec!["REPLICATION SLAVE ADMIN", "BINLOG MONITOR"]);
+        assert_eq!(on, "*.*");
+        assert!(!p.contains(&"REPLICATION SLAVE".to_owned()));
+        let (p, on) = parse_grant("GRANT SELECT (a, b), INSERT ON `app`.`t` TO 'u'@'%'").unwrap();
+        assert_eq!(p, vec!["SELECT", "INSERT"]);
+        assert_eq!(on, "APP.T");
+        assert!(parse_grant("GRANT `r1` TO `u`@`%`").is_none());
+    }
 }
