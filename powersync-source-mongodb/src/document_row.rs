@@ -96,6 +96,16 @@ impl CollectionShape {
         i
     }
 
+    /// Registers the top-level fields of a document as columns without converting values, so
+    /// a schema sent before the first rows already lists the fields of the first batch.
+    pub fn observe(&mut self, doc: &RawDocument) {
+        for (field, value) in doc.iter().flatten() {
+            if field != "_id" {
+                self.column_for(field, value);
+            }
+        }
+    }
+
     /// The full row of a document (every column; fields the document lacks are `Null`).
     pub fn row(&mut self, doc: &RawDocument) -> Result<Row> {
         let mut values: Vec<(usize, Value)> = Vec::new();

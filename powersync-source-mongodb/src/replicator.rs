@@ -237,6 +237,12 @@ impl Replicator {
             estimated_rows: estimated,
         }))
         .await?;
+        if let Ok(docs) = &first {
+            let shape = self.shape(coll);
+            for doc in docs {
+                shape.observe(doc);
+            }
+        }
         if let Some(schema) = self.shape(coll).take_changed() {
             self.push(ChangeEvent::Schema(schema)).await?;
         }
