@@ -3,7 +3,8 @@
 //! id, stale leftovers dropped, in the order to apply.
 //!
 //! - Messages whose `Powersync-Base` is not the marker's `base` are leftovers of a publisher
-//!   attempt that never reached a marker; they are dropped.
+//!   attempt that never reached a marker; they are dropped. (The first units' base is
+//!   `start:<nonce>`, unique per attempt: see [`ids::start_base`].)
 //! - A message id seen twice in a unit is applied once: JetStream drops such republished
 //!   messages inside its duplicate window, this catches those republished after it expired.
 //! - Transactions are ordered by `Powersync-Index`, schema messages before the data message
@@ -78,7 +79,7 @@ impl Assembler {
 
     /// Adds a data or schema message.
     pub fn push(&mut self, msg: Incoming) {
-        if msg.base == self.expected_base && !self.seen.insert(msg.id.clone()) {
+        if !self.seen.insert(msg.id.clone()) {
             self.repeated += 1;
             return;
         }
@@ -87,7 +88,8 @@ impl Assembler {
 
     /// Closes the unit `marker` ends.
     pub fn close(&mut self, marker: Marker) -> Result<Unit, String> {
-        if marker.base != self.expected_base {
+        let first = self.expected_base == ids::START && ids::is_start_base(&marker.base);
+        if marker.base != self.expected_base && !first {
             return Err(format!(
                 "commit marker for {} follows position `{}`, but the last applied position is \
                  `{}`: messages are missing from the stream (removed by its limits or a purge, \
@@ -189,21 +191,26 @@ mod tests {
     #[test]
     fn snapshot_chunks_keep_stream_order_and_missing_messages_fail() {
         let mut a = Assembler::new(ids::START);
-        let mut first = msg(1, "start", 1, false, "old");
-        first.id = "start#1#aa".into();
-        let mut second = msg(2, "start", 0, false, "new");
-        second.id = "start#0#bb".into();
+        // A killed attempt from the beginning, then the attempt that reached a marker.
+        let killed = ids::start_base(1);
+        let base = ids::start_base(2);
+        a.push(msg(1, &killed, 0, false, "gone"));
+        let mut first = msg(2, &base, 1, false, "old");
+        first.id = format!("{base}#1#aa");
+        let mut second = msg(3, &base, 0, false, "new");
+        second.id = format!("{base}#0#bb");
         a.push(first);
         a.push(second);
         let u = a
             .close(marker(
-                "start",
+                &base,
                 "snapshot:v1:{}",
                 2,
                 MarkerKind::SnapshotChunk,
             ))
             .unwrap();
         assert_eq!(tags(&u), vec!["old", "new"]);
+        assert_eq!(u.stale, 1);
         let mut a = Assembler::new("p1");
         a.push(msg(1, "p1", 0, false, "r0"));
         assert!(a.close(marker("p1", "p2", 2, MarkerKind::Commit)).is_err());

@@ -60,7 +60,11 @@ impl Framer {
         Framer {
             prefix: prefix.to_owned(),
             base_position: base_position.to_owned(),
-            base_id: ids::position_id(base_position),
+            base_id: if base_position == ids::START {
+                ids::start_base(rand::random())
+            } else {
+                ids::position_id(base_position)
+            },
             index: 0,
             in_tx: false,
             snapshot_running: !matches!(from, StartFrom::Checkpoint(_)),
@@ -407,7 +411,8 @@ mod tests {
         let mut out = Vec::new();
         f.on_event(&insert(&s, 1, true), &mut out);
         f.on_event(&insert(&s, 2, true), &mut out);
-        assert!(out[0].id.starts_with("start#0#"));
+        assert!(out[0].id.starts_with("start:"), "{}", out[0].id);
+        assert!(ids::is_start_base(&out[0].base));
         assert_ne!(out[0].id, out[1].id);
         let mut resume = SnapshotResume {
             stream_from: cp(9),

@@ -15,8 +15,23 @@ pub const HEADER_BASE: &str = "Powersync-Base";
 pub const HEADER_INDEX: &str = "Powersync-Index";
 /// The JetStream de-duplication header.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
-/// The base of the first unit ever published (nothing before it).
+/// The position before the first unit ever published (nothing before it). The first units'
+/// base is [`start_base`]: `start:` and a random nonce per attempt.
 pub const START: &str = "start";
+
+/// The base of the units of a snapshot started from the beginning: unique per attempt,
+/// because two snapshots from the beginning are read at different points in time (a row a
+/// killed attempt read may be deleted before the next attempt's consistent point, and no
+/// streamed change would delete it again), so a consumer must never mix their messages.
+pub fn start_base(nonce: u64) -> String {
+    format!("{START}:{nonce:016x}")
+}
+
+/// Whether `base` is a [`start_base`].
+pub fn is_start_base(base: &str) -> bool {
+    base.strip_prefix(START)
+        .is_some_and(|rest| rest.starts_with(':'))
+}
 /// Last token of the commit marker subject.
 pub const COMMIT_TOKEN: &str = "_commit";
 
@@ -147,6 +162,9 @@ mod tests {
         assert_eq!(id, position_id(&long));
         assert_ne!(position_id("a#b"), "a#b");
         assert_eq!(data_id("b", 3, None), "b#3");
+        assert!(is_start_base(&start_base(7)));
+        assert!(!is_start_base(START));
+        assert!(!is_start_base("startx"));
         assert_eq!(fnv1a_128(b""), 0x6c62272e07bb014262b821756295c58d);
         // Known FNV-1a 128 vector.
         assert_eq!(fnv1a_128(b"a"), 0xd228cb696f1a8caf78912b704e4a8964);

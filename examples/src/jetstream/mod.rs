@@ -53,7 +53,12 @@
 //! the first read (rows changed meanwhile), so snapshot row ids add a hash of the row
 //! (`<base>#<index>#<hash>`): identical rows are dropped as duplicates, changed ones are both
 //! kept in stream order, the newer last, and every change after the snapshot's consistent
-//! point is streamed afterwards anyway — the same replay rule as `mirror`'s resumed snapshot.
+//! point (the token's `stream_from`, the same for both reads) is streamed afterwards anyway —
+//! the same replay rule as `mirror`'s resumed snapshot. A publisher killed before the first
+//! chunk marker starts a *new* snapshot from the beginning, with a new consistent point; so
+//! the units before the first marker have the base `start:<random nonce>`
+//! ([`ids::start_base`]), unique per attempt, and consumers drop a killed attempt's rows
+//! instead of applying rows that may have been deleted before the new consistent point.
 //!
 //! **Backpressure and outages.** When the ack window is full the publisher stops reading the
 //! source. The stream is created with discard-new, so a full stream rejects publishes rather
