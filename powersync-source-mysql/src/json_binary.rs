@@ -188,15 +188,6 @@ mod tests {
     /// length u16), value entries (type u8, inlined value or offset u16), keys, values.
     #[test]
     fn renders_like_mysql() {
-        // Array [true, "x"]: count 2, size, entries: literal true inline (type 4, 0x01 0x00),
-        // string (type 0x0c) at offset; then the string: len 1, "x".
-        let arr: Vec<u8> = vec![
-            2, 0, 14, 0, // count, size
-            0x04, 0x01, 0x00, // true inline
-            0x0c, 12, 0, // string at offset 12
-            1, b'x', // wait: offsets are from the array start; fixed below
-        ];
-        let _ = arr;
         // Object: count 2, size; key entries at 4..12; value entries at 12..18; keys at 18..20;
         // array value at 20.
         let mut obj: Vec<u8> = vec![
