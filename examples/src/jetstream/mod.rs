@@ -12,8 +12,10 @@
 //! resume token while the snapshot runs — and the position of the marker before it.
 //!
 //! **Acknowledgement order.** Publishes are pipelined (a bounded number await their ack at
-//! once, see [`publisher`]), and the source is acknowledged with a marker's checkpoint only
-//! after JetStream acked that marker and, before it, every message of the unit. So the
+//! once, see [`publisher`]), but a marker is published only after JetStream acked every
+//! message before it, so a stored marker always closes a complete unit (a publish lost on a
+//! dropped connection, or rejected by a full stream, can never hide behind a later marker).
+//! The source is acknowledged with a marker's checkpoint after the marker's ack. So the
 //! source never forgets a change whose messages are not stored.
 //!
 //! **Resume from the stream, no local state.** On start `publish` reads the last message on

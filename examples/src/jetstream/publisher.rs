@@ -4,8 +4,10 @@
 //! One session = connect, ensure the stream, read the last commit marker, start the source
 //! from its position, publish. Publishes are pipelined: up to
 //! [`PublishOptions::max_in_flight`] messages await their JetStream ack at once, acks are
-//! handled in publish order, and the source is acknowledged when a marker's ack arrives (every
-//! message before it was acked already). When the window is full the session waits for acks
+//! handled in publish order, and the source is acknowledged when a marker's ack arrives. A
+//! marker itself is sent only after every message before it was acked (one round trip per
+//! transaction): individual pipelined publishes can fail while later ones succeed, and a
+//! marker must never be stored after a gap. When the window is full the session waits for acks
 //! and stops reading the source: a slow or full stream slows the connector down, it never
 //! drops a change. Any failure ends the session; the next one starts over from the last
 //! marker stored in the stream (nothing is kept in memory across sessions), after a backoff.
@@ -288,7 +290,16 @@ impl Session<'_> {
         msg: Outgoing,
         changes: &powersync_source_core::ChangeStream,
     ) -> Result<(), SourceError> {
-        while inflight.len() >= self.options.max_in_flight.max(1) {
+        // A marker is sent only once every message before it is stored: pipelined publishes
+        // can fail one by one (a full stream rejects a message a smaller one after it fits
+        // in; a reconnect loses what was on the dead connection but sends what was still
+        // buffered), and a marker stored after such a gap would hide it from the restart.
+        let window = if msg.marker.is_some() {
+            1
+        } else {
+            self.options.max_in_flight.max(1)
+        };
+        while inflight.len() >= window {
             match inflight.next().await {
                 Some((result, checkpoint, marker)) => {
                     self.settle(result, checkpoint, marker, changes)?
