@@ -158,6 +158,16 @@ pub fn open_source(
 }
 
 /// A connector this build was compiled without.
+#[cfg_attr(
+    all(
+        feature = "postgres",
+        feature = "mysql",
+        feature = "mongodb",
+        feature = "mssql",
+        feature = "convex"
+    ),
+    allow(dead_code)
+)]
 fn not_compiled_in(kind: SourceKind, feature: &str) -> SourceError {
     SourceError::new(
         ErrorKind::Unsupported,

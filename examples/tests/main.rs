@@ -9,5 +9,7 @@ mod jetstream;
 #[cfg(feature = "mysql")]
 mod mariadb;
 mod mirror;
+#[cfg(feature = "mongodb")]
+mod mongodb;
 mod setup;
 mod tail;

@@ -19,7 +19,7 @@ use examples::cli::AppError;
 use examples::source_url::{self, SourceKind};
 use powersync_source_core::{SourceError, TableName};
 use powersync_source_mongodb::bson::{doc, Bson, Document};
-use powersync_source_mongodb::{MongoConfig, PostImages};
+use powersync_source_mongodb::{MongoConfig, MongoSource, PostImages};
 
 use super::{finish, generate_password, print_steps, Action, Options, Outcome, Step};
 
@@ -329,7 +329,7 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
     let config = MongoConfig::parse(&opts.url)?;
     let mode = config.post_images();
     let tables = source_url::table_names(SourceKind::MongoDb, &opts.tables)?;
-    let client = powersync_source_mongodb::connect(&config).await?;
+    let client = MongoSource::new(config.clone()).client().await?;
     let database = config.database().to_string();
     let facts = read_facts(&client, &database, &tables, &opts.user).await?;
     let (planned, notes) = plan(&facts, &opts.user, mode);
