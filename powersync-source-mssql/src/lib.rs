@@ -169,6 +169,6 @@ pub mod values;
 pub use config::{Encrypt, MssqlConfig};
 pub use poller::mask_bit;
 pub use powersync_source_core as core;
+pub use source::MssqlSource;
 /// The driver, for hosts (and `setup`) that run their own statements.
 pub use tiberius;
-pub use source::MssqlSource;
