@@ -90,7 +90,7 @@ async fn mirror_equals_the_collection_after_a_kill() {
     let done = run(MIRROR, &[&url, &file_arg, "--exit-when-idle", "1"]).await;
     assert_eq!(done.code(), 0, "stderr:\n{}", done.stderr);
 
-    let mut mirror = Proc::spawn(MIRROR, &[&url, &file_arg]);
+    let mirror = Proc::spawn(MIRROR, &[&url, &file_arg]);
     py(
         &server,
         "db.items.update_many({'n': {'$lt': 50}}, {'$set': {'v': 'changed'}}, )\n\
