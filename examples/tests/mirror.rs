@@ -273,9 +273,9 @@ async fn exit_statuses() {
     let db_arg = db.to_str().unwrap();
     let r = run(MIRROR, &["nonsense", db_arg]).await;
     assert_eq!(r.code(), 2, "{}", r.stderr);
-    let r = run(MIRROR, &["mysql://root@127.0.0.1/db", db_arg]).await;
+    let r = run(MIRROR, &["mysql://root@127.0.0.1/db?bogus=1", db_arg]).await;
     assert_eq!(r.code(), 2, "{}", r.stderr);
-    assert!(r.stderr.contains("not available yet"), "{}", r.stderr);
+    assert!(r.stderr.contains("unknown option"), "{}", r.stderr);
     assert_eq!(run(MIRROR, &["postgres://x/y"]).await.code(), 2);
 
     let Some(pg) = server().await else { return };

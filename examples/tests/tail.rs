@@ -402,26 +402,39 @@ async fn exit_statuses() {
     let bad = run(TAIL, &["ftp://u:hunter2@host/x"]).await;
     assert_eq!(bad.code(), 2);
     assert!(!bad.stderr.contains("hunter2"), "{}", bad.stderr);
-    // Connectors to come: unsupported, 2.
-    for url in [
-        "mysql://root@127.0.0.1/db",
-        "mariadb://root@127.0.0.1/db",
-        "mongodb://127.0.0.1/db",
-        "mongodb+srv://cluster.example/db",
-        "sqlserver://127.0.0.1",
-        "convex+https://happy-otter-123.convex.cloud",
+    // Every connector's URL problems: configuration errors, 2, passwords never echoed.
+    for (url, says) in [
+        (
+            "mysql://root@127.0.0.1/db?bogus=1",
+            "unknown option `bogus`",
+        ),
+        (
+            "mariadb://root:hunter2@127.0.0.1/db?bogus=1",
+            "unknown option",
+        ),
+        ("mongodb://127.0.0.1/", "names no database"),
+        (
+            "mongodb+srv://u:hunter2@cluster.example/db?post_images=sometimes",
+            "post_images",
+        ),
+        ("sqlserver://sa:hunter2@127.0.0.1", "names no database"),
+        (
+            "convex+https://happy-otter-123.convex.cloud",
+            "no deploy key",
+        ),
     ] {
         let r = run(TAIL, &[url]).await;
         assert_eq!(r.code(), 2, "{url}: {}", r.stderr);
-        assert!(
-            r.stderr.contains("not available yet"),
-            "{url}: {}",
-            r.stderr
-        );
+        assert!(r.stderr.contains(says), "{url}: {}", r.stderr);
+        assert!(!r.stderr.contains("hunter2"), "{url}: {}", r.stderr);
     }
     let r = run(
         TAIL,
-        &["https://happy-otter-123.convex.cloud", "--deploy-key", "k"],
+        &[
+            "https://happy-otter-123.convex.cloud?bogus=1",
+            "--deploy-key",
+            "k",
+        ],
     )
     .await;
     assert_eq!(r.code(), 2);
