@@ -133,7 +133,14 @@ async fn setup_creates_the_checkpoint_collection_and_images() {
 
     let done = run(SETUP, &[&url, "--apply"]).await;
     let out = done.lines.join("\n");
-    assert!(out.contains("-- done"), "{out}\n{}", done.stderr);
+    assert_eq!(done.code(), 0, "{out}\n{}", done.stderr);
+    assert!(out.contains("-- done"), "{out}");
+    assert!(out.contains("-- password for powersync: "), "{out}");
+    let done = run(SETUP, &[&url, "--apply"]).await;
+    let out = done.lines.join("\n");
+    assert_eq!(done.code(), 0, "{out}\n{}", done.stderr);
+    assert!(out.contains("-- nothing to change"), "{out}");
+    assert!(!out.contains("password for"), "{out}");
     let listed = py(
         &server,
         "print(sorted(c['name'] for c in db.list_collections()))\n\
