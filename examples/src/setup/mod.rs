@@ -319,13 +319,7 @@ async fn run_postgres(opts: &Options, out: &mut dyn Write) -> Result<Outcome, Ap
             .with_password("x")
             .display_url()
             .replacen(":***@", ":<password>@", 1);
-        writeln!(out)?;
-        writeln!(
-            out,
-            "-- the password of the new user {}, shown this once (it is stored nowhere; keep it now):",
-            wanted.user
-        )?;
-        writeln!(out, "-- password for {}: {password}", wanted.user)?;
+        show_password(out, &wanted.user, password)?;
         writeln!(out, "-- connector URL: {url}")?;
     }
 
@@ -379,6 +373,30 @@ fn nothing_left(out: &mut dyn Write, facts: &Facts, wanted: &Wanted) -> std::io:
         out,
         "-- nothing left: database {} is set up for replication by `{}` with publication `{}`",
         facts.database, wanted.user, wanted.publication
+    )
+}
+
+/// Prints the generated password of a new user, once.
+fn show_password(out: &mut dyn Write, user: &str, password: &str) -> std::io::Result<()> {
+    writeln!(out)?;
+    writeln!(
+        out,
+        "-- the password of the new user {user}, shown this once (it is stored nowhere; keep it now):"
+    )?;
+    writeln!(out, "-- password for {user}: {password}")
+}
+
+/// Prints how a step failed during a step-by-step `--apply` (sources whose statements commit
+/// on their own: what ran stays, a second run plans the rest).
+#[cfg_attr(
+    not(any(feature = "mysql", feature = "mongodb", feature = "mssql")),
+    allow(dead_code)
+)]
+fn step_failed(out: &mut dyn Write, error: &dyn std::fmt::Display) -> std::io::Result<()> {
+    writeln!(out, "-- failed: {error}")?;
+    writeln!(
+        out,
+        "-- stopped: the steps above ran; fix the cause and run --apply again"
     )
 }
 

@@ -378,24 +378,14 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
                 if p.step.action.display().contains("createUser") {
                     password = None;
                 }
-                writeln!(out, "-- failed: {e}")?;
-                writeln!(
-                    out,
-                    "-- stopped: the steps above ran; fix the cause and run --apply again"
-                )?;
+                super::step_failed(out, &e)?;
                 failed = true;
                 break;
             }
         }
     }
     if let Some(p) = &password {
-        writeln!(out)?;
-        writeln!(
-            out,
-            "-- the password of the new user {}, shown this once (it is stored nowhere; keep it now):",
-            opts.user
-        )?;
-        writeln!(out, "-- password for {}: {p}", opts.user)?;
+        super::show_password(out, &opts.user, p)?;
     }
     writeln!(out)?;
     writeln!(out, "-- checking again")?;

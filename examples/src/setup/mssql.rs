@@ -482,24 +482,14 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
         match client.batch(statement, "running the setup step").await {
             Ok(()) => writeln!(out, "-- done")?,
             Err(e) => {
-                writeln!(out, "-- failed: {e}")?;
-                writeln!(
-                    out,
-                    "-- stopped: the steps above ran; fix the cause and run --apply again"
-                )?;
+                super::step_failed(out, &e)?;
                 failed = true;
                 break;
             }
         }
     }
     if let Some(p) = &password {
-        writeln!(out)?;
-        writeln!(
-            out,
-            "-- the password of the new user {}, shown this once (it is stored nowhere; keep it now):",
-            opts.user
-        )?;
-        writeln!(out, "-- password for {}: {p}", opts.user)?;
+        super::show_password(out, &opts.user, p)?;
     }
     writeln!(out)?;
     writeln!(out, "-- checking again")?;

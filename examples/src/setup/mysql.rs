@@ -656,24 +656,14 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
                 if matches!(step.action, Action::CreateUserSql { .. }) {
                     password = None;
                 }
-                writeln!(out, "-- failed: {}", server_message(&e))?;
-                writeln!(
-                    out,
-                    "-- stopped: the steps above ran; fix the cause and run --apply again"
-                )?;
+                super::step_failed(out, &server_message(&e))?;
                 failed = true;
                 break;
             }
         }
     }
     if let Some(p) = &password {
-        writeln!(out)?;
-        writeln!(
-            out,
-            "-- the password of the new user {}, shown this once (it is stored nowhere; keep it now):",
-            wanted.user
-        )?;
-        writeln!(out, "-- password for {}: {p}", wanted.user)?;
+        super::show_password(out, &wanted.user, p)?;
     }
 
     writeln!(out)?;
