@@ -1,64 +1,25 @@
 //! The core conformance scenarios against `FakeConvex`, and against a real deployment when
 //! `CONVEX_TEST_URL` and `CONVEX_TEST_DEPLOY_KEY` are set.
 
-use std::time::Duration;
-
 use powersync_source_core::testkit::conformance::{self, Workload};
 
 use crate::workload::{FakeWorkload, WRONG_KEY};
 
+/// The suite, without the fault scenarios where they cannot run (a hosted deployment cannot be
+/// restarted or made to lose history on demand).
 pub(crate) async fn run_all<W: Workload>(w: &W, faults: bool, large: i64) {
-    let mut failures = Vec::new();
-    macro_rules! scenario {
-        ($name:literal, $e:expr) => {
-            let started = std::time::Instant::now();
-            match $e.await {
-                Ok(()) => eprintln!("conformance {}: ok ({:?})", $name, started.elapsed()),
-                Err(e) => {
-                    eprintln!("conformance {}: FAILED: {e}", $name);
-                    failures.push(format!("{}: {e}", $name));
-                }
-            }
-        };
+    let mut suite = conformance::Suite {
+        wrong_password: WRONG_KEY.into(),
+        large_rows: large,
+        ..conformance::Suite::default()
+    };
+    if !faults {
+        suite.skip = vec![
+            conformance::Scenario::HistoryLost,
+            conformance::Scenario::ServerRestart,
+        ];
     }
-    scenario!(
-        "bad credentials give Auth",
-        conformance::bad_credentials(w, WRONG_KEY)
-    );
-    scenario!(
-        "missing prerequisite names the setting",
-        conformance::missing_prerequisite(w)
-    );
-    scenario!(
-        "snapshot while writing converges",
-        conformance::snapshot_while_writing(w)
-    );
-    scenario!(
-        "resume from checkpoint",
-        conformance::resume_from_checkpoint(w)
-    );
-    scenario!("truncate", conformance::truncate(w));
-    scenario!("add/drop column", conformance::add_drop_column(w));
-    scenario!(
-        "idle write checkpoint",
-        conformance::idle_write_checkpoint(w, Duration::from_secs(5))
-    );
-    scenario!(
-        "large transaction",
-        conformance::large_transaction(w, large, 1000)
-    );
-    if faults {
-        scenario!("history lost", conformance::history_lost(w));
-        scenario!(
-            "server killed and restarted",
-            conformance::server_restart(w)
-        );
-    }
-    assert!(
-        failures.is_empty(),
-        "conformance failures:\n{}",
-        failures.join("\n")
-    );
+    suite.assert_passes(w, &String::new).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -229,59 +229,11 @@ impl Workload for PgWorkload {
 }
 
 pub(crate) async fn run_all(w: &PgWorkload) {
-    let mut failures = Vec::new();
-    macro_rules! scenario {
-        ($name:literal, $e:expr) => {
-            let started = std::time::Instant::now();
-            match $e.await {
-                Ok(()) => eprintln!("conformance {}: ok ({:?})", $name, started.elapsed()),
-                Err(e) => {
-                    eprintln!(
-                        "conformance {}: FAILED: {e}\n{}",
-                        $name,
-                        w.server.log_tail(20)
-                    );
-                    failures.push(format!("{}: {e}", $name));
-                }
-            }
-        };
-    }
-    scenario!(
-        "bad credentials give Auth",
-        conformance::bad_credentials(w, "wrong-Secret-77")
-    );
-    scenario!(
-        "missing prerequisite names the setting",
-        conformance::missing_prerequisite(w)
-    );
-    scenario!(
-        "snapshot while writing converges",
-        conformance::snapshot_while_writing(w)
-    );
-    scenario!(
-        "resume from checkpoint",
-        conformance::resume_from_checkpoint(w)
-    );
-    scenario!("truncate", conformance::truncate(w));
-    scenario!("add/drop column", conformance::add_drop_column(w));
-    scenario!(
-        "idle write checkpoint",
-        conformance::idle_write_checkpoint(w, Duration::from_secs(5))
-    );
-    scenario!(
-        "large transaction",
-        conformance::large_transaction(w, 50_000, 1000)
-    );
-    scenario!("history lost", conformance::history_lost(w));
-    scenario!(
-        "server killed and restarted",
-        conformance::server_restart(w)
-    );
-    assert!(
-        failures.is_empty(),
-        "conformance failures:\n{}",
-        failures.join("\n")
-    );
+    let suite = conformance::Suite {
+        large_rows: 50_000,
+        ..conformance::Suite::default()
+    };
+    suite.assert_passes(w, &|| w.server.log_tail(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -562,3 +562,133 @@ pub async fn missing_prerequisite<W: Workload + ?Sized>(w: &W) -> Result<()> {
     }
     Ok(())
 }
+
+/// One scenario of the conformance suite, for [`Suite::skip`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// [`bad_credentials`].
+    BadCredentials,
+    /// [`missing_prerequisite`].
+    MissingPrerequisite,
+    /// [`snapshot_while_writing`].
+    SnapshotWhileWriting,
+    /// [`resume_from_checkpoint`].
+    ResumeFromCheckpoint,
+    /// [`truncate`].
+    Truncate,
+    /// [`add_drop_column`].
+    AddDropColumn,
+    /// [`idle_write_checkpoint`].
+    IdleWriteCheckpoint,
+    /// [`large_transaction`].
+    LargeTransaction,
+    /// [`history_lost`].
+    HistoryLost,
+    /// [`server_restart`].
+    ServerRestart,
+}
+
+/// Every scenario in one run, with the few knobs connectors differ in. Failures are collected
+/// (each logged with its time and the workload's diagnostics) rather than stopping at the
+/// first, so one run shows everything a change broke.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    /// The wrong password (or key) [`bad_credentials`] must never see echoed.
+    pub wrong_password: String,
+    /// How long [`idle_write_checkpoint`] may take.
+    pub write_checkpoint_bound: Duration,
+    /// Rows of [`large_transaction`].
+    pub large_rows: i64,
+    /// The largest batch [`large_transaction`] accepts.
+    pub max_batch: usize,
+    /// Scenarios the source cannot run (say why where the suite is called).
+    pub skip: Vec<Scenario>,
+}
+
+impl Default for Suite {
+    fn default() -> Self {
+        Suite {
+            wrong_password: "wrong-Secret-77".into(),
+            write_checkpoint_bound: Duration::from_secs(5),
+            large_rows: 20_000,
+            max_batch: 1000,
+            skip: Vec::new(),
+        }
+    }
+}
+
+impl Suite {
+    /// Runs every scenario not skipped against `w`, in a fixed order (fault scenarios last),
+    /// and returns the failures as `name: error`. `diagnostics` is appended to a failure's log
+    /// line (e.g. the tail of the server log).
+    pub async fn run<W: Workload + ?Sized>(
+        &self,
+        w: &W,
+        diagnostics: &(dyn Fn() -> String + Send + Sync),
+    ) -> Vec<String> {
+        let mut failures = Vec::new();
+        let order = [
+            (Scenario::BadCredentials, "bad credentials give Auth"),
+            (
+                Scenario::MissingPrerequisite,
+                "missing prerequisite names the setting",
+            ),
+            (
+                Scenario::SnapshotWhileWriting,
+                "snapshot while writing converges",
+            ),
+            (Scenario::ResumeFromCheckpoint, "resume from checkpoint"),
+            (Scenario::Truncate, "truncate"),
+            (Scenario::AddDropColumn, "add/drop column"),
+            (Scenario::IdleWriteCheckpoint, "idle write checkpoint"),
+            (Scenario::LargeTransaction, "large transaction"),
+            (Scenario::HistoryLost, "history lost"),
+            (Scenario::ServerRestart, "server killed and restarted"),
+        ];
+        for (scenario, name) in order {
+            if self.skip.contains(&scenario) {
+                eprintln!("conformance {name}: skipped for this source");
+                continue;
+            }
+            let started = Instant::now();
+            let result = match scenario {
+                Scenario::BadCredentials => bad_credentials(w, &self.wrong_password).await,
+                Scenario::MissingPrerequisite => missing_prerequisite(w).await,
+                Scenario::SnapshotWhileWriting => snapshot_while_writing(w).await,
+                Scenario::ResumeFromCheckpoint => resume_from_checkpoint(w).await,
+                Scenario::Truncate => truncate(w).await,
+                Scenario::AddDropColumn => add_drop_column(w).await,
+                Scenario::IdleWriteCheckpoint => {
+                    idle_write_checkpoint(w, self.write_checkpoint_bound).await
+                }
+                Scenario::LargeTransaction => {
+                    large_transaction(w, self.large_rows, self.max_batch).await
+                }
+                Scenario::HistoryLost => history_lost(w).await,
+                Scenario::ServerRestart => server_restart(w).await,
+            };
+            match result {
+                Ok(()) => eprintln!("conformance {name}: ok ({:?})", started.elapsed()),
+                Err(e) => {
+                    eprintln!("conformance {name}: FAILED: {e}\n{}", diagnostics());
+                    failures.push(format!("{name}: {e}"));
+                }
+            }
+        }
+        failures
+    }
+
+    /// [`Suite::run`], then panics listing every failure.
+    pub async fn assert_passes<W: Workload + ?Sized>(
+        &self,
+        w: &W,
+        diagnostics: &(dyn Fn() -> String + Send + Sync),
+    ) {
+        let failures = self.run(w, diagnostics).await;
+        assert!(
+            failures.is_empty(),
+            "conformance failures:\n{}",
+            failures.join("\n")
+        );
+    }
+}
