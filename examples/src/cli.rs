@@ -20,8 +20,8 @@ use powersync_source_core::{ErrorKind, SourceError};
 
 use crate::source_url::SourceOptions;
 
-/// Source options every binary accepts.
-#[derive(Debug, Clone, Default, clap::Args)]
+/// Source options every binary accepts. `Debug` never shows the deploy key.
+#[derive(Clone, Default, clap::Args)]
 pub struct SourceArgs {
     /// A table to replicate, `schema.name` or `name`; repeat for several. Without a dot the
     /// schema is `public` (PostgreSQL), `dbo` (SQL Server), `convex` (Convex) or the URL's
@@ -46,6 +46,17 @@ pub struct SourceArgs {
         hide_env_values = true
     )]
     pub deploy_key: Option<String>,
+}
+
+impl fmt::Debug for SourceArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceArgs")
+            .field("tables", &self.tables)
+            .field("publication", &self.publication)
+            .field("slot", &self.slot)
+            .field("deploy_key", &self.deploy_key.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl SourceArgs {

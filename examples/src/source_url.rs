@@ -15,8 +15,8 @@
 
 use powersync_source_core::{ChangeSource, ErrorKind, SourceError, TableName};
 
-/// Source options from the command line.
-#[derive(Debug, Clone, Default)]
+/// Source options from the command line. `Debug` never shows the deploy key.
+#[derive(Clone, Default)]
 pub struct SourceOptions {
     /// Tables to replicate, `schema.name` or `name`; empty = everything published.
     pub tables: Vec<String>,
@@ -26,6 +26,17 @@ pub struct SourceOptions {
     pub slot: Option<String>,
     /// Convex deploy key.
     pub deploy_key: Option<String>,
+}
+
+impl std::fmt::Debug for SourceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceOptions")
+            .field("tables", &self.tables)
+            .field("publication", &self.publication)
+            .field("slot", &self.slot)
+            .field("deploy_key", &self.deploy_key.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// The kinds of source a URL can name.

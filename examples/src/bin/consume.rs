@@ -22,7 +22,8 @@ use examples::jetstream::publisher::Outcome;
 use powersync_source_core::SourceError;
 
 /// Build a SQLite mirror from a JetStream stream written by `publish`.
-#[derive(Debug, Parser)]
+// No `Debug`: the arguments hold the source URL, which may carry a password.
+#[derive(Parser)]
 #[command(name = "consume", version)]
 struct Args {
     /// The NATS server, `nats://host:port` (credentials: `nats://user:password@host:port`).

@@ -23,7 +23,8 @@ use powersync_source_core::{ChangeEvent, ChangeStream, Severity, SnapshotProgres
 use tokio::time::Instant;
 
 /// Keep a SQLite file in sync with a database.
-#[derive(Debug, Parser)]
+// No `Debug`: the arguments hold the source URL, which may carry a password.
+#[derive(Parser)]
 #[command(name = "mirror", version)]
 struct Args {
     /// The source: postgres://user:password@host:port/dbname (mysql://, mariadb://,

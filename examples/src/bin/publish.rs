@@ -24,7 +24,8 @@ use examples::source_url;
 use powersync_source_core::SourceError;
 
 /// Publish a database's changes into a NATS JetStream stream.
-#[derive(Debug, Parser)]
+// No `Debug`: the arguments hold the source URL, which may carry a password.
+#[derive(Parser)]
 #[command(name = "publish", version)]
 struct Args {
     /// The source: postgres://user:password@host:port/dbname, or any other scheme this build

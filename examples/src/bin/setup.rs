@@ -27,7 +27,8 @@ mod setup;
 use setup::provider::Provider;
 
 /// Prepare a source database for replication: print (or, with --apply, run) the steps.
-#[derive(Debug, Parser)]
+// No `Debug`: the arguments hold the source URL, which may carry a password.
+#[derive(Parser)]
 #[command(name = "setup", version)]
 struct Args {
     /// The source with an administrative account: postgres://admin:password@host:port/dbname.

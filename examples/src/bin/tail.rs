@@ -24,7 +24,8 @@ use powersync_source_core::{ChangeEvent, Checkpoint, Severity, SnapshotProgress,
 use tokio::time::Instant;
 
 /// Watch a database's changes as JSON lines on stdout.
-#[derive(Debug, Parser)]
+// No `Debug`: the arguments hold the source URL, which may carry a password.
+#[derive(Parser)]
 #[command(name = "tail", version)]
 struct Args {
     /// The source: postgres://user:password@host:port/dbname (mysql://, mariadb://,

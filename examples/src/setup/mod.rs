@@ -104,8 +104,8 @@ impl Action {
     }
 }
 
-/// The command line.
-#[derive(Debug, Clone)]
+/// The command line. `Debug` shows the URL with its password masked and never the deploy key.
+#[derive(Clone)]
 pub struct Options {
     /// The administrative URL.
     pub url: String,
@@ -121,6 +121,20 @@ pub struct Options {
     pub provider: Option<Provider>,
     /// Convex deploy key.
     pub deploy_key: Option<String>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("url", &powersync_source_core::secret::redact_url(&self.url))
+            .field("apply", &self.apply)
+            .field("tables", &self.tables)
+            .field("user", &self.user)
+            .field("publication", &self.publication)
+            .field("provider", &self.provider)
+            .field("deploy_key", &self.deploy_key.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// How a run ended.
@@ -685,6 +699,24 @@ mod tests {
             restart: true,
         };
         assert_eq!(m.display(), "-- to do: reboot\n-- restart needed");
+    }
+
+    #[test]
+    fn options_debug_hides_secrets() {
+        let o = Options {
+            url: "postgres://admin:hunter2@db/app".into(),
+            apply: false,
+            tables: vec![],
+            user: "powersync".into(),
+            publication: None,
+            provider: None,
+            deploy_key: Some("prod:x|secret-key".into()),
+        };
+        let shown = format!("{o:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("secret-key"),
+            "{shown}"
+        );
     }
 
     #[test]
