@@ -783,21 +783,24 @@ impl Mirror {
                             wheres.join(" AND ")
                         )
                     });
+                    let key: Vec<&Value> = key.iter().map(|(_, v)| *v).collect();
                     if set.as_ref().is_some_and(|s| s.is_empty()) {
-                        1
-                    } else {
-                        let mut stmt = self.conn.prepare_cached(sql)?;
-                        let mut idx = 1;
-                        for v in values.iter().filter(|v| !v.is_unchanged()) {
-                            stmt.raw_bind_parameter(idx, Bind(v))?;
-                            idx += 1;
-                        }
-                        for (_, v) in &key {
-                            stmt.raw_bind_parameter(idx, Bind(v))?;
-                            idx += 1;
-                        }
-                        stmt.raw_execute()?
+                        // Nothing sent: nothing to write.
+                        return Ok(());
                     }
+                    let mut changed = update_at_key(&self.conn, sql, values, &key)?;
+                    // The consumer rule for `Unchanged`: keep the value held under the old key;
+                    // when no row is held there (a key change replayed after a resumed
+                    // snapshot already stored the row under its new key), keep the value held
+                    // under the new key instead of writing NULL over it.
+                    if changed == 0 && set.is_some() {
+                        let new_key: Vec<&Value> =
+                            schema.key_indexes().filter_map(|i| values.get(i)).collect();
+                        if new_key != key && !new_key.iter().any(|v| v.is_unchanged()) {
+                            changed = update_at_key(&self.conn, sql, values, &new_key)?;
+                        }
+                    }
+                    changed
                 } else {
                     match change.old.as_ref() {
                         Some(old) => update_keyless(
@@ -867,6 +870,28 @@ impl Mirror {
             );
         }
     }
+}
+
+/// Runs a keyed `UPDATE` built by [`set_list`]: binds the present values of `values`, then
+/// `key`; returns how many rows changed. An update that sends no value changes nothing but
+/// counts as matched only if the row exists.
+fn update_at_key(
+    conn: &Connection,
+    sql: &str,
+    values: &[Value],
+    key: &[&Value],
+) -> Result<usize, AppError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut idx = 1;
+    for v in values.iter().filter(|v| !v.is_unchanged()) {
+        stmt.raw_bind_parameter(idx, Bind(v))?;
+        idx += 1;
+    }
+    for v in key {
+        stmt.raw_bind_parameter(idx, Bind(v))?;
+        idx += 1;
+    }
+    Ok(stmt.raw_execute()?)
 }
 
 /// Indexes of the values that are not `Unchanged`, or `None` when all are present.
@@ -1196,6 +1221,77 @@ mod tests {
         assert_eq!(
             m.tables(),
             vec![(TableName::new("public", "t"), "t".to_string())]
+        );
+    }
+
+    /// The demo's lost values: a resumed snapshot already stored the row under its new key,
+    /// then the replay window resends the key-changing update whose TOASTed column is
+    /// `Unchanged`. The mirror holds no row under the old key, so the value held under the new
+    /// key must be kept, not overwritten with NULL.
+    #[test]
+    fn unchanged_after_a_replayed_key_change_keeps_the_value_under_the_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Mirror::open(&dir.path().join("m.db"), &MirrorOptions::default()).unwrap();
+        m.begin_run(&StartFrom::Checkpoint(cp(1))).unwrap();
+        let s = schema(&[("id", true), ("n", false), ("doc", false)]);
+        let begin = ChangeEvent::Begin(Begin {
+            xid: None,
+            commit_time: None,
+        });
+        m.apply(&begin).unwrap();
+        m.apply(&ChangeEvent::Schema(s.clone())).unwrap();
+        // What the resumed snapshot copied: the row under its new id 20, and row 30.
+        m.apply(&row(
+            Op::Insert,
+            &s,
+            None,
+            Some(vec![20.into(), 1.into(), "big document".into()]),
+        ))
+        .unwrap();
+        m.apply(&row(
+            Op::Insert,
+            &s,
+            None,
+            Some(vec![30.into(), 1.into(), "other".into()]),
+        ))
+        .unwrap();
+        // Replayed: UPDATE items SET id = 20 WHERE id = 10 (doc not sent).
+        m.apply(&row(
+            Op::Update,
+            &s,
+            Some(vec![10.into(), Value::Unchanged, Value::Unchanged]),
+            Some(vec![20.into(), 2.into(), Value::Unchanged]),
+        ))
+        .unwrap();
+        // A key change whose old row is held: the held row's value moves to the new key, and
+        // replaces what the new key held.
+        m.apply(&row(
+            Op::Update,
+            &s,
+            Some(vec![20.into(), Value::Unchanged, Value::Unchanged]),
+            Some(vec![30.into(), 3.into(), Value::Unchanged]),
+        ))
+        .unwrap();
+        // Neither key held: inserted, the unsent value unknown (NULL).
+        m.apply(&row(
+            Op::Update,
+            &s,
+            Some(vec![40.into(), Value::Unchanged, Value::Unchanged]),
+            Some(vec![50.into(), 4.into(), Value::Unchanged]),
+        ))
+        .unwrap();
+        m.apply(&ChangeEvent::Commit(Commit {
+            checkpoint: cp(2),
+            commit_time: None,
+        }))
+        .unwrap();
+        m.commit().unwrap();
+        assert_eq!(
+            dump(&m, "SELECT * FROM t ORDER BY id"),
+            vec![
+                "Integer(30)|Integer(3)|Text(\"big document\")",
+                "Integer(50)|Integer(4)|Null",
+            ]
         );
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use examples::jetstream::marker::{Marker, MarkerKind};
 use examples::jetstream::{connection, ids};
 use futures::StreamExt;
-use powersync_source_core::testkit::{self, PostgresServer, TestkitError};
+use powersync_source_testkit::{self as testkit, PostgresServer, TestkitError};
 use rand::{Rng, SeedableRng};
 use tokio::process::{Child, Command};
 

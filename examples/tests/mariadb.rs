@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use powersync_source_core::testkit::{self, MariaDbServer};
+use powersync_source_testkit::{self as testkit, MariaDbServer};
 
 use crate::common::{run, sqlite_rows, wait_position, Proc, MIRROR, TAIL};
 

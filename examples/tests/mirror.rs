@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use powersync_source_core::testkit::PostgresServer;
+use powersync_source_testkit::PostgresServer;
 use rand::{Rng, SeedableRng};
 
 use crate::common::{

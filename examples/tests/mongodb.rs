@@ -1,7 +1,7 @@
 //! `tail`, `mirror` and `setup` against a throwaway SecantusDB (MongoDB wire protocol, one-node
 //! replica set with change streams).
 
-use powersync_source_core::testkit::{self, SecantusServer};
+use powersync_source_testkit::{self as testkit, SecantusServer};
 
 use crate::common::{run, sqlite_rows, Proc, MIRROR, TAIL};
 

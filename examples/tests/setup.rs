@@ -1,7 +1,7 @@
 //! `setup`: prints the steps, `--apply` runs them, a second `--apply` changes nothing, and the
 //! connector then works as the new user.
 
-use powersync_source_core::testkit::{self, PostgresServer};
+use powersync_source_testkit::{self as testkit, PostgresServer};
 use powersync_source_core::{ChangeSource, ErrorKind};
 use powersync_source_postgres::PostgresSource;
 

@@ -450,7 +450,7 @@ async fn exit_statuses() {
 
     let Some(pg) = server().await else { return };
     // Unreachable server: a connection error, 1.
-    let port = powersync_source_core::testkit::free_port().unwrap();
+    let port = powersync_source_testkit::free_port().unwrap();
     let r = run(
         TAIL,
         &[&format!("postgres://postgres@127.0.0.1:{port}/postgres")],

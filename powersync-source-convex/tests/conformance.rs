@@ -1,7 +1,7 @@
 //! The core conformance scenarios against `FakeConvex`, and against a real deployment when
 //! `CONVEX_TEST_URL` and `CONVEX_TEST_DEPLOY_KEY` are set.
 
-use powersync_source_core::testkit::conformance::{self, Workload};
+use powersync_source_testkit::conformance::{self, Workload};
 
 use crate::workload::{FakeWorkload, WRONG_KEY};
 
@@ -24,14 +24,14 @@ pub(crate) async fn run_all<W: Workload>(w: &W, faults: bool, large: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_fake_convex() {
-    powersync_source_core::testkit::init_tracing();
+    powersync_source_testkit::init_tracing();
     let w = FakeWorkload::start().await;
     run_all(&w, true, 50_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_fake_convex_json_fallback() {
-    powersync_source_core::testkit::init_tracing();
+    powersync_source_testkit::init_tracing();
     let w = FakeWorkload::start().await;
     // A deployment that refuses convex_encoded_json: the stream falls back to json.
     w.fake.set_typed_format(false);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use powersync_source_convex::{ConvexSource, Int64Mode};
-use powersync_source_core::testkit::conformance::{Dml, Workload};
+use powersync_source_testkit::conformance::{Dml, Workload};
 use powersync_source_core::{ChangeSource, Result, SourceError, TableName, Value};
 use serde_json::{json, Value as Json};
 
@@ -168,7 +168,7 @@ async fn conformance_real_convex_deployment() {
         println!("SKIPPED: real Convex deployment suite (set CONVEX_TEST_URL and CONVEX_TEST_DEPLOY_KEY, deployment running tests/convex/*.ts)");
         return;
     };
-    powersync_source_core::testkit::init_tracing();
+    powersync_source_testkit::init_tracing();
     let w = RealWorkload {
         url,
         key,

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use futures::StreamExt;
 use powersync_source_convex::testing::{int64, FakeConvex, Write};
 use powersync_source_convex::{ConvexConfig, ConvexSource, Int64Mode};
-use powersync_source_core::testkit::conformance::{Dml, Workload};
+use powersync_source_testkit::conformance::{Dml, Workload};
 use powersync_source_core::{
     ChangeBatch, ChangeEvent, ChangeSource, ChangeStream, CheckReport, Checkpoint, Op, Result,
     RetryPolicy, SourceError, StartFrom, TableName, TableSchema, Value,

@@ -28,6 +28,9 @@ pub enum ErrorKind {
     Decode,
     /// The server or the request uses a feature this connector does not support.
     Unsupported,
+    /// A bug in the connector (a panicked stream task, a broken invariant). Not retried;
+    /// report it.
+    Internal,
 }
 
 impl ErrorKind {
@@ -46,6 +49,7 @@ impl ErrorKind {
             ErrorKind::Schema => "schema change not supported",
             ErrorKind::Decode => "could not decode",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Internal => "internal error",
         }
     }
 }
@@ -65,6 +69,7 @@ pub struct SourceError {
     kind: ErrorKind,
     message: String,
     hint: Option<String>,
+    code: Option<String>,
     cause: Option<Box<dyn StdError + Send + Sync + 'static>>,
 }
 
@@ -75,6 +80,7 @@ impl SourceError {
             kind,
             message: message.into(),
             hint: None,
+            code: None,
             cause: None,
         }
     }
@@ -122,6 +128,24 @@ impl SourceError {
     /// Shorthand for [`ErrorKind::Unsupported`].
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unsupported, message)
+    }
+    /// Shorthand for [`ErrorKind::Internal`].
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    /// Records the server's own code for this failure: a PostgreSQL SQLSTATE (`55006`), a
+    /// MySQL error number (`1236`), a MongoDB error code (`286`), a SQL Server error number
+    /// (`22985`) or an HTTP status (`401`).
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// The server's code for this failure, when the server sent one (see
+    /// [`SourceError::with_code`]). Branch on this, never on the message text.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
     }
 
     /// Adds what the operator should do.
@@ -179,6 +203,9 @@ impl fmt::Debug for SourceError {
         // Render the cause through Display only: foreign Debug impls may print configs.
         let mut d = f.debug_struct("SourceError");
         d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(code) = &self.code {
+            d.field("code", code);
+        }
         if let Some(hint) = &self.hint {
             d.field("hint", hint);
         }

@@ -37,8 +37,10 @@ pub mod checkpoint;
 pub mod error;
 pub mod event;
 pub mod normalize;
+pub mod options;
 pub mod position;
 pub mod retry;
+pub mod runtime;
 pub mod schema;
 pub mod secret;
 pub mod snapshot;
@@ -46,8 +48,6 @@ pub mod source;
 pub mod stream;
 pub mod value;
 
-#[cfg(feature = "testkit")]
-pub mod testkit;
 
 pub use checkpoint::Checkpoint;
 pub use error::{ErrorKind, Result, SourceError};
@@ -55,6 +55,7 @@ pub use event::{
     Begin, ChangeBatch, ChangeEvent, Commit, OldImage, Op, RowChange, SnapshotProgress, Truncate,
     UnixMicros,
 };
+pub use options::StreamOptions;
 pub use position::Position;
 pub use retry::{Backoff, RetryPolicy};
 pub use schema::{Column, RowIdentity, TableName, TableSchema};

@@ -3,4 +3,3 @@ mod error;
 mod normalize;
 mod position;
 mod stream;
-mod testkit;

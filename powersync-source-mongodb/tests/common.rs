@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use powersync_source_core::testkit::{or_skip, SecantusServer};
+use powersync_source_testkit::{or_skip, SecantusServer};
 use powersync_source_core::RetryPolicy;
 use powersync_source_mongodb::mongodb::Client;
 
@@ -18,7 +18,7 @@ pub fn fast_retry() -> RetryPolicy {
 
 /// Starts SecantusDB with extra arguments, or prints one skip line and returns `None`.
 pub async fn secantus(args: &[&str]) -> Option<SecantusServer> {
-    powersync_source_core::testkit::init_tracing();
+    powersync_source_testkit::init_tracing();
     let mut builder = SecantusServer::builder();
     for a in args {
         builder = builder.arg(*a);

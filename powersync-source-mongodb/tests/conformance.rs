@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use powersync_source_core::testkit::conformance::{self, Dml, Workload};
-use powersync_source_core::testkit::SecantusServer;
+use powersync_source_testkit::conformance::{self, Dml, Workload};
+use powersync_source_testkit::SecantusServer;
 use powersync_source_core::{ChangeSource, SourceError, TableName, Value};
 use powersync_source_mongodb::bson::{doc, Bson, Document};
 use powersync_source_mongodb::bson_value::bson_to_value;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use powersync_source_core::testkit::conformance as c;
+use powersync_source_testkit::conformance as c;
 
 use crate::workload::FakeWorkload;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use powersync_source_core::testkit::conformance::{self as c, Dml, Workload};
+use powersync_source_testkit::conformance::{self as c, Dml, Workload};
 use powersync_source_core::{
     ChangeEvent, ChangeSource, Result, SourceError, StartFrom, TableName, Value,
 };

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use powersync_source_core::testkit::conformance::Oracle;
+use powersync_source_testkit::conformance::Oracle;
 use powersync_source_core::{
     ChangeEvent, ChangeSource, Checkpoint, ErrorKind, OldImage, Op as RowOp, SnapshotProgress,
     StartFrom, TableName, Value,
@@ -351,7 +351,7 @@ async fn a_connection_lost_inside_a_transaction_aborts_and_resends_it() {
     );
     let mut oracle = Oracle::strict();
     let mut stream =
-        powersync_source_core::testkit::conformance::start_through_snapshot(&source, &mut oracle)
+        powersync_source_testkit::conformance::start_through_snapshot(&source, &mut oracle)
             .await
             .unwrap();
     server.set_capture_paused(true);
@@ -539,7 +539,7 @@ async fn an_interrupted_snapshot_resumes_from_its_last_chunk() {
         .start(StartFrom::parse(&token).unwrap())
         .await
         .unwrap();
-    powersync_source_core::testkit::conformance::drive(
+    powersync_source_testkit::conformance::drive(
         &mut stream,
         &mut oracle,
         Duration::from_secs(10),
@@ -548,7 +548,7 @@ async fn an_interrupted_snapshot_resumes_from_its_last_chunk() {
     .await
     .unwrap();
     let marker = source.write_checkpoint().await.unwrap();
-    powersync_source_core::testkit::conformance::drive(
+    powersync_source_testkit::conformance::drive(
         &mut stream,
         &mut oracle,
         Duration::from_secs(10),
@@ -582,12 +582,12 @@ async fn the_snapshot_start_is_exact_under_concurrent_writes() {
     // Strict: an insert seen by both the snapshot and the stream fails the test.
     let mut oracle = Oracle::strict();
     let mut stream =
-        powersync_source_core::testkit::conformance::start_through_snapshot(&source, &mut oracle)
+        powersync_source_testkit::conformance::start_through_snapshot(&source, &mut oracle)
             .await
             .unwrap();
     writer.await.unwrap();
     let marker = source.write_checkpoint().await.unwrap();
-    powersync_source_core::testkit::conformance::drive(
+    powersync_source_testkit::conformance::drive(
         &mut stream,
         &mut oracle,
         Duration::from_secs(10),
@@ -663,14 +663,14 @@ async fn a_connection_lost_during_the_snapshot_continues_after_the_last_row() {
     // read twice.
     let mut oracle = Oracle::strict();
     let mut stream =
-        powersync_source_core::testkit::conformance::start_through_snapshot(&source, &mut oracle)
+        powersync_source_testkit::conformance::start_through_snapshot(&source, &mut oracle)
             .await
             .unwrap();
     assert!(stream.stats().snapshot().reconnects >= 1);
     assert_eq!(stream.stats().snapshot().rows, 1000, "every row read once");
     server.transaction(&[upd(&t, 1, "after")]);
     let marker = source.write_checkpoint().await.unwrap();
-    powersync_source_core::testkit::conformance::drive(
+    powersync_source_testkit::conformance::drive(
         &mut stream,
         &mut oracle,
         Duration::from_secs(10),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use powersync_source_core::testkit::conformance::{Dml, Workload};
+use powersync_source_testkit::conformance::{Dml, Workload};
 use powersync_source_core::{ChangeSource, Result, TableName, Value};
 use powersync_source_mssql::{MssqlConfig, MssqlSource};
 

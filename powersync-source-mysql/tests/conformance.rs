@@ -1,12 +1,12 @@
 //! The core conformance scenarios against a throwaway MariaDB.
 
-use powersync_source_core::testkit::conformance;
+use powersync_source_testkit::conformance;
 
 use crate::workload::MariaWorkload;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_mariadb() {
-    powersync_source_core::testkit::init_tracing();
+    powersync_source_testkit::init_tracing();
     let Some(w) = MariaWorkload::start().await else {
         return;
     };

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use powersync_source_core::testkit::conformance::{self, drive, Dml, Oracle, Workload};
-use powersync_source_core::testkit::MariaDbServer;
+use powersync_source_testkit::conformance::{self, drive, Dml, Oracle, Workload};
+use powersync_source_testkit::MariaDbServer;
 use powersync_source_core::{
     ChangeEvent, ChangeSource, ErrorKind, SnapshotProgress, StartFrom, TableName,
 };
@@ -25,7 +25,7 @@ fn inserts(from: i64, n: i64) -> Vec<Dml> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_on_a_live_stream() {
-    powersync_source_core::testkit::init_tracing();
+    powersync_source_testkit::init_tracing();
     let Some(w) = MariaWorkload::start().await else {
         return;
     };
@@ -151,7 +151,7 @@ async fn faults_on_a_live_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statement_binlog_is_a_prerequisite_error_naming_every_setting() {
-    let server = powersync_source_core::start_or_skip!(
+    let server = powersync_source_testkit::start_or_skip!(
         MariaDbServer::builder()
             .setting("binlog_format", "STATEMENT")
             .setting("binlog_row_image", "MINIMAL")
@@ -187,7 +187,7 @@ async fn statement_binlog_is_a_prerequisite_error_naming_every_setting() {
     assert!(text.contains("nope"), "{text}");
 
     // Nothing listening: a retryable connection error.
-    let port = powersync_source_core::testkit::free_port().unwrap();
+    let port = powersync_source_testkit::free_port().unwrap();
     let down = MySqlSource::new(
         MySqlConfig::parse(&format!("mysql://root@127.0.0.1:{port}/test")).unwrap(),
     );
@@ -197,7 +197,7 @@ async fn statement_binlog_is_a_prerequisite_error_naming_every_setting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discover_and_ddl_follow_the_database() {
-    powersync_source_core::testkit::init_tracing();
+    powersync_source_testkit::init_tracing();
     let Some(w) = MariaWorkload::start().await else {
         return;
     };
@@ -263,7 +263,7 @@ async fn discover_and_ddl_follow_the_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_idle_keepalives_and_resume_across_files() {
-    powersync_source_core::testkit::init_tracing();
+    powersync_source_testkit::init_tracing();
     let Some(w) = MariaWorkload::start().await else {
         return;
     };

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use powersync_source_core::testkit::conformance::{self, drive, Oracle};
+use powersync_source_testkit::conformance::{self, drive, Oracle};
 use powersync_source_core::{ChangeEvent, ChangeSource, ErrorKind, StartFrom, TableName, Value};
 use powersync_source_mysql::mysql_async::prelude::Queryable;
 use powersync_source_mysql::mysql_async::{Conn, Opts};

@@ -152,7 +152,7 @@ fn compare(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_types_snapshot_and_binlog_agree() {
-    powersync_source_core::testkit::init_tracing();
+    powersync_source_testkit::init_tracing();
     let Some(w) = MariaWorkload::start().await else {
         return;
     };

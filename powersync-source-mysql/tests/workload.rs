@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use powersync_source_core::testkit::conformance::{Dml, Workload};
-use powersync_source_core::testkit::MariaDbServer;
+use powersync_source_testkit::conformance::{Dml, Workload};
+use powersync_source_testkit::MariaDbServer;
 use powersync_source_core::{ChangeSource, RetryPolicy, SourceError, TableName, Value};
 use powersync_source_mysql::mysql_async::prelude::Queryable;
 use powersync_source_mysql::mysql_async::{self, Conn};
@@ -28,7 +28,7 @@ impl MariaWorkload {
     /// Starts a server with a password user `rep` holding the replication rights and a user
     /// `norep` without REPLICATION SLAVE.
     pub async fn start() -> Option<MariaWorkload> {
-        let server = powersync_source_core::testkit::or_skip(MariaDbServer::start().await)?;
+        let server = powersync_source_testkit::or_skip(MariaDbServer::start().await)?;
         server
             .sql(&format!(
                 "CREATE USER 'rep'@'%' IDENTIFIED BY '{PASSWORD}';

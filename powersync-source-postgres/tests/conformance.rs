@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use powersync_source_core::testkit::conformance::{self, Dml, Workload};
-use powersync_source_core::testkit::postgres::{PgAuthMethod, PostgresServer};
+use powersync_source_testkit::conformance::{self, Dml, Workload};
+use powersync_source_testkit::postgres::{PgAuthMethod, PostgresServer};
 use powersync_source_core::{ChangeSource, RetryPolicy, SourceError, TableName, Value};
 use powersync_source_postgres::{PgConfig, PostgresOptions, PostgresSource};
 
@@ -31,7 +31,7 @@ impl PgWorkload {
         if let Some(dir) = bin_dir {
             builder = builder.bin_dir(dir);
         }
-        let server = powersync_source_core::testkit::or_skip(builder.start().await)?;
+        let server = powersync_source_testkit::or_skip(builder.start().await)?;
         Some(PgWorkload {
             server,
             round: AtomicU32::new(0),
@@ -238,7 +238,7 @@ pub(crate) async fn run_all(w: &PgWorkload) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_postgres_15() {
-    powersync_source_core::testkit::init_tracing();
+    powersync_source_testkit::init_tracing();
     let Some(w) = PgWorkload::start(None).await else {
         return;
     };
@@ -250,8 +250,8 @@ async fn other_major(major: u32) {
         eprintln!("SKIPPED: PostgreSQL {major} conformance (POWERSYNC_SKIP_PG_MATRIX is set)");
         return;
     }
-    let dir = powersync_source_core::testkit::postgres::postgres_binaries_for_major(major).await;
-    let Some(dir) = powersync_source_core::testkit::or_skip(dir) else {
+    let dir = powersync_source_testkit::postgres::postgres_binaries_for_major(major).await;
+    let Some(dir) = powersync_source_testkit::or_skip(dir) else {
         return;
     };
     let Some(w) = PgWorkload::start(Some(dir)).await else {

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use powersync_source_core::testkit::conformance::{
+use powersync_source_testkit::conformance::{
     converge, drive, start_through_snapshot, Dml, Oracle, Workload,
 };
-use powersync_source_core::testkit::postgres::PostgresServer;
+use powersync_source_testkit::postgres::PostgresServer;
 use powersync_source_core::{
     ChangeEvent, ChangeSource, ErrorKind, SnapshotProgress, SnapshotResume, StartFrom,
 };
@@ -25,7 +25,7 @@ fn inserts(from: i64, n: i64) -> Vec<Dml> {
 }
 
 async fn started() -> Option<PgWorkload> {
-    powersync_source_core::testkit::init_tracing();
+    powersync_source_testkit::init_tracing();
     let w = PgWorkload::start(None).await?;
     w.reset().await.unwrap();
     Some(w)
@@ -161,12 +161,12 @@ async fn server_killed_mid_snapshot_resumes_from_last_chunk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_level_replica_is_a_prerequisite_error() {
-    powersync_source_core::testkit::init_tracing();
+    powersync_source_testkit::init_tracing();
     let server = PostgresServer::builder()
         .setting("wal_level", "replica")
         .start()
         .await;
-    let Some(server) = powersync_source_core::testkit::or_skip(server) else {
+    let Some(server) = powersync_source_testkit::or_skip(server) else {
         return;
     };
     server
@@ -189,7 +189,7 @@ async fn wal_level_replica_is_a_prerequisite_error() {
 
 #[tokio::test]
 async fn unreachable_host_is_a_connection_error() {
-    let port = powersync_source_core::testkit::free_port().unwrap();
+    let port = powersync_source_testkit::free_port().unwrap();
     let config = PgConfig::parse(&format!(
         "postgres://postgres:pw@127.0.0.1:{port}/postgres?connect_timeout=2"
     ))
@@ -306,8 +306,8 @@ async fn idle_and_unpublished_writes_do_not_hold_wal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn toast_columns_not_sent_are_unchanged_and_key_only_old_images() {
-    powersync_source_core::testkit::init_tracing();
-    let Some(server) = powersync_source_core::testkit::or_skip(PostgresServer::start().await)
+    powersync_source_testkit::init_tracing();
+    let Some(server) = powersync_source_testkit::or_skip(PostgresServer::start().await)
     else {
         return;
     };

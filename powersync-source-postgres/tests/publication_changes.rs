@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use powersync_source_core::testkit::postgres::PostgresServer;
+use powersync_source_testkit::postgres::PostgresServer;
 use powersync_source_core::{ChangeEvent, ChangeSource, Op, StartFrom, Value};
 use powersync_source_postgres::{PgConfig, PostgresSource};
 
@@ -39,8 +39,8 @@ fn apply(state: &mut BTreeMap<String, BTreeMap<i64, Value>>, events: Vec<ChangeE
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_added_to_publication_and_recreated_is_snapshotted() {
-    powersync_source_core::testkit::init_tracing();
-    let Some(server) = powersync_source_core::testkit::or_skip(PostgresServer::start().await)
+    powersync_source_testkit::init_tracing();
+    let Some(server) = powersync_source_testkit::or_skip(PostgresServer::start().await)
     else {
         return;
     };

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use powersync_source_core::testkit::postgres::PostgresServer;
+use powersync_source_testkit::postgres::PostgresServer;
 use powersync_source_core::{
     ChangeEvent, ChangeSource, ChangeStream, Row, SnapshotProgress, StartFrom, Value,
 };
@@ -42,8 +42,8 @@ async fn next_rows(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_values_are_identical_through_snapshot_binary_and_text_streams() {
-    powersync_source_core::testkit::init_tracing();
-    let Some(server) = powersync_source_core::testkit::or_skip(PostgresServer::start().await)
+    powersync_source_testkit::init_tracing();
+    let Some(server) = powersync_source_testkit::or_skip(PostgresServer::start().await)
     else {
         return;
     };

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use benches::{cpu_ticks, insert_rows_sql, machine, median, rows_table_ddl, TICKS_PER_SECOND};
 use clap::Parser;
-use powersync_source_core::testkit::{self, PostgresServer};
+use powersync_source_testkit::{self as testkit, PostgresServer};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;

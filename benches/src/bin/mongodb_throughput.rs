@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use benches::{machine, median, RssSampler};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use powersync_source_core::testkit::SecantusServer;
+use powersync_source_testkit::SecantusServer;
 use powersync_source_core::{
     ChangeEvent, ChangeSource, Checkpoint, Position, SnapshotProgress, StartFrom, TableName,
 };

@@ -23,7 +23,7 @@ use benches::{machine, median};
 use clap::Parser;
 use futures::StreamExt;
 use powersync_source_core::position::BinlogPosition;
-use powersync_source_core::testkit::MariaDbServer;
+use powersync_source_testkit::MariaDbServer;
 use powersync_source_core::{
     ChangeEvent, ChangeSource, Checkpoint, Position, SnapshotProgress, StartFrom, TableName,
 };

@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 
 use benches::{insert_rows_sql, recording, rows_table_ddl};
-use powersync_source_core::testkit::PostgresServer;
+use powersync_source_testkit::PostgresServer;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 

@@ -19,7 +19,7 @@ use benches::{
 };
 use clap::Parser;
 use futures::StreamExt;
-use powersync_source_core::testkit::PostgresServer;
+use powersync_source_testkit::PostgresServer;
 use powersync_source_core::{ChangeEvent, ChangeSource, ChangeStream, SnapshotProgress, StartFrom};
 use powersync_source_postgres::{PgConfig, PostgresOptions, PostgresSource};
 use tokio::sync::oneshot;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use examples::progress::Summary;
-use powersync_source_core::testkit::PostgresServer;
+use powersync_source_testkit::PostgresServer;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};

@@ -11,8 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use powersync_source_core::position::PgLsn;
-use powersync_source_core::testkit::{self, PostgresServer};
-use powersync_source_core::{start_or_skip, ErrorKind, SourceError};
+use powersync_source_testkit::{self as testkit, PostgresServer};
+use powersync_source_core::{ErrorKind, SourceError};
+use powersync_source_testkit::start_or_skip;
 
 use super::replication::{
     create_slot_command, start_replication_command, ReplicationConnection, SlotSnapshot,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use crate::{
+use powersync_source_core::{
     ChangeEvent, ChangeSource, ChangeStream, Checkpoint, ErrorKind, OldImage, Op, Result,
     SnapshotProgress, SourceError, StartFrom, Value,
 };
@@ -143,7 +143,7 @@ impl Oracle {
         match event {
             ChangeEvent::Truncate(_) => self.rows.clear(),
             ChangeEvent::Row(r) => {
-                let key_of = |row: &crate::Row| -> Result<i64> {
+                let key_of = |row: &powersync_source_core::Row| -> Result<i64> {
                     let i = r.table.column_index("id").ok_or_else(|| {
                         SourceError::schema("conformance table has no `id` column")
                     })?;

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
-use super::{Result, TestkitError};
+use crate::{Result, TestkitError};
 
 /// An operating-system user to run a server as.
 #[derive(Debug, Clone)]

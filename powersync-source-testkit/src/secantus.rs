@@ -30,10 +30,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::process::{
+use crate::process::{
     find_program, is_executable, log_tail, FileLock, Helper, Launch, Lifecycle, Readiness,
 };
-use super::{free_port, Result, TestkitError};
+use crate::{free_port, Result, TestkitError};
 
 /// The pip requirement installed into the virtualenv.
 pub const SECANTUS_PACKAGE: &str = "secantusdb==0.7.0b3";

@@ -140,15 +140,15 @@ pub fn or_skip<T>(result: Result<T>) -> Option<T> {
 ///
 /// ```no_run
 /// # async fn t() {
-/// use powersync_source_core::testkit::PostgresServer;
-/// let pg = powersync_source_core::start_or_skip!(PostgresServer::start().await);
+/// use powersync_source_testkit::PostgresServer;
+/// let pg = powersync_source_testkit::start_or_skip!(PostgresServer::start().await);
 /// # let _ = pg;
 /// # }
 /// ```
 #[macro_export]
 macro_rules! start_or_skip {
     ($start:expr) => {
-        match $crate::testkit::or_skip($start) {
+        match $crate::or_skip($start) {
             ::std::option::Option::Some(server) => server,
             ::std::option::Option::None => return,
         }

@@ -36,11 +36,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::process::{
+use crate::process::{
     chown_to, find_program, is_executable, is_root, log_tail, lookup_user, FileLock, Helper,
     Launch, Lifecycle, Readiness, UnixUser,
 };
-use super::{free_port, Result, TestkitError};
+use crate::{free_port, Result, TestkitError};
 
 /// Where Debian's `postgresql-15` package puts the server binaries.
 pub const DEFAULT_PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -197,6 +197,9 @@ impl PostgresBuilder {
                 ("max_replication_slots".to_owned(), "20".to_owned()),
                 ("max_wal_senders".to_owned(), "20".to_owned()),
                 ("fsync".to_owned(), "off".to_owned()),
+                // Dynamic shared memory as files under the data directory (removed with it)
+                // instead of POSIX segments in /dev/shm, which a killed server leaves behind.
+                ("dynamic_shared_memory_type".to_owned(), "mmap".to_owned()),
             ];
             settings.extend(self.settings.iter().cloned());
             for (name, value) in settings {
@@ -274,13 +277,14 @@ impl PostgresBuilder {
 /// on drop (the server is SIGKILLed first).
 ///
 /// Defaults: `listen_addresses=127.0.0.1`, the Unix socket in the temporary directory,
-/// `wal_level=logical`, `max_replication_slots=20`, `max_wal_senders=20`, `fsync=off`; superuser
+/// `wal_level=logical`, `max_replication_slots=20`, `max_wal_senders=20`, `fsync=off`,
+/// `dynamic_shared_memory_type=mmap` (nothing left in `/dev/shm` after a kill); superuser
 /// `postgres`, `trust` authentication unless a password is set. The server's output goes to
 /// `postgres.log` in the temporary directory (see [`log_tail`](Self::log_tail)).
 ///
 /// ```no_run
-/// # async fn t() -> Result<(), powersync_source_core::testkit::TestkitError> {
-/// use powersync_source_core::testkit::PostgresServer;
+/// # async fn t() -> Result<(), powersync_source_testkit::TestkitError> {
+/// use powersync_source_testkit::PostgresServer;
 /// let pg = PostgresServer::builder().setting("max_wal_size", "64MB").start().await?;
 /// pg.psql("CREATE TABLE t (id int primary key)").await?;
 /// let url = pg.url(); // postgres://postgres@127.0.0.1:PORT/postgres

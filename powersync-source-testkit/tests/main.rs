@@ -1,10 +1,9 @@
 //! The test kit's throwaway servers: start, query, kill, restart, query again.
-#![cfg(feature = "testkit")]
 
 use std::time::Duration;
 
-use powersync_source_core::start_or_skip;
-use powersync_source_core::testkit::{
+use powersync_source_testkit::start_or_skip;
+use powersync_source_testkit::{
     free_port, postgres_binaries_for_major, MariaDbServer, PgAuthMethod, PostgresServer,
     SecantusServer,
 };

@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::process::{find_program, is_root, log_tail, Helper, Launch, Lifecycle, Readiness};
-use super::{free_port, Result, TestkitError};
+use crate::process::{find_program, is_root, log_tail, Helper, Launch, Lifecycle, Readiness};
+use crate::{free_port, Result, TestkitError};
 
 /// Options for a [`MariaDbServer`]; start it with [`MariaDbBuilder::start`].
 #[derive(Debug, Clone)]

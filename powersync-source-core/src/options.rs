@@ -1,0 +1,59 @@
+//! The stream settings every connector accepts the same way.
+
+use std::time::Duration;
+
+use crate::retry::RetryPolicy;
+use crate::schema::TableName;
+
+/// Settings of a change stream that mean the same for every source. Each connector takes them
+/// through `XSource::with_stream_options`; source-specific settings stay on its `XConfig`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StreamOptions {
+    /// Tables to replicate; `None` = everything the source publishes (PostgreSQL publication,
+    /// every table of the MySQL database, every collection, every CDC-enabled table, every
+    /// Convex table).
+    pub tables: Option<Vec<TableName>>,
+    /// How transient failures are retried inside the stream. The budget is per outage: it
+    /// starts at the first failure and is reset by the first successful read after it.
+    pub retry: RetryPolicy,
+    /// Largest number of events in one [`crate::ChangeBatch`].
+    pub batch_events: usize,
+    /// A connection that delivers nothing (no data, no keepalive) for this long is treated as
+    /// half-open and reconnected.
+    pub silence_timeout: Duration,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            tables: None,
+            retry: RetryPolicy::default(),
+            batch_events: 4096,
+            silence_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl StreamOptions {
+    /// Replicate only `tables`.
+    pub fn with_tables(mut self, tables: Vec<TableName>) -> Self {
+        self.tables = Some(tables);
+        self
+    }
+    /// Use `retry` for transient failures.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+    /// At most `n` events per batch (at least 1).
+    pub fn with_batch_events(mut self, n: usize) -> Self {
+        self.batch_events = n.max(1);
+        self
+    }
+    /// Reconnect after `timeout` without anything from the source.
+    pub fn with_silence_timeout(mut self, timeout: Duration) -> Self {
+        self.silence_timeout = timeout;
+        self
+    }
+}

@@ -1,0 +1,152 @@
+//! Batching events into [`ChangeBatch`]es and handing them to the host through a bounded
+//! channel (the backpressure).
+
+use tokio::sync::mpsc;
+
+use crate::error::{Result, SourceError};
+use crate::event::{ChangeBatch, ChangeEvent};
+use crate::stream::StreamStats;
+
+/// Why a stream task stops before its source is exhausted.
+#[derive(Debug)]
+pub enum Stop {
+    /// The host dropped the stream: end quietly.
+    Closed,
+    /// A failure. Inside a reconnect loop the caller decides whether it is retried
+    /// ([`crate::runtime::Reconnect`]); returned from the task it is final and reaches the host.
+    Failed(SourceError),
+}
+
+impl From<SourceError> for Stop {
+    fn from(e: SourceError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// Result of a stream-task step.
+pub type Step<T> = std::result::Result<T, Stop>;
+
+/// Collects events into batches of at most `batch_events` and sends them to the host.
+///
+/// Counts emitted rows and commits in the stream's [`StreamStats`], and tracks whether a
+/// transaction is open (a `Begin` pushed without its `Commit`), so a reconnect can tell the
+/// host to discard it ([`Emitter::abort_open_transaction`]).
+#[derive(Debug)]
+pub struct Emitter {
+    tx: mpsc::Sender<Result<ChangeBatch>>,
+    batch: ChangeBatch,
+    batch_events: usize,
+    stats: StreamStats,
+    in_transaction: bool,
+    /// Test fault: panic once this many rows were emitted.
+    panic_after_rows: Option<u64>,
+    rows: u64,
+}
+
+impl Emitter {
+    /// An emitter sending on `tx`. Most connectors get theirs from
+    /// [`crate::runtime::spawn_stream`].
+    pub fn new(
+        tx: mpsc::Sender<Result<ChangeBatch>>,
+        batch_events: usize,
+        stats: StreamStats,
+    ) -> Self {
+        let batch_events = batch_events.max(1);
+        Emitter {
+            tx,
+            batch: ChangeBatch::with_capacity(batch_events.min(1024)),
+            batch_events,
+            stats,
+            in_transaction: false,
+            panic_after_rows: None,
+            rows: 0,
+        }
+    }
+
+    pub(super) fn set_failpoint(&mut self, panic_after_rows: Option<u64>) {
+        self.panic_after_rows = panic_after_rows;
+    }
+
+    /// Appends an event; sends the batch once it holds `batch_events` events.
+    pub async fn push(&mut self, event: ChangeEvent) -> Step<()> {
+        match &event {
+            ChangeEvent::Row(_) => {
+                self.stats.add_rows(1);
+                self.rows += 1;
+                if self.panic_after_rows.is_some_and(|n| self.rows > n) {
+                    // Injected through POWERSYNC_FAILPOINTS (see `failpoint`), tests only.
+                    panic!("injected failpoint stream_panic_after_rows");
+                }
+            }
+            ChangeEvent::Begin(_) => self.in_transaction = true,
+            ChangeEvent::Commit(c) => {
+                self.in_transaction = false;
+                self.stats.record_commit(c.commit_time);
+            }
+            ChangeEvent::Abort => self.in_transaction = false,
+            _ => {}
+        }
+        self.batch.push(event);
+        if self.batch.len() >= self.batch_events {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the events collected so far (nothing when there are none).
+    pub async fn flush(&mut self) -> Step<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(
+            &mut self.batch,
+            ChangeBatch::with_capacity(self.batch_events.min(1024)),
+        );
+        self.tx.send(Ok(batch)).await.map_err(|_| Stop::Closed)
+    }
+
+    /// Sends what is collected, then `error` as the stream's final item.
+    pub async fn fail(&mut self, error: SourceError) {
+        let _ = self.flush().await;
+        let _ = self.tx.send(Err(error)).await;
+    }
+
+    /// Whether a `Begin` was pushed without its `Commit` (or `Abort`).
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// After a lost connection: when a transaction is open, pushes [`ChangeEvent::Abort`] (the
+    /// host discards it; the source resends it from the last boundary) and flushes.
+    pub async fn abort_open_transaction(&mut self) -> Step<()> {
+        if self.in_transaction {
+            self.push(ChangeEvent::Abort).await?;
+        }
+        self.flush().await
+    }
+
+    /// Events collected and not yet sent.
+    pub fn pending(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// The batch size limit.
+    pub fn batch_events(&self) -> usize {
+        self.batch_events
+    }
+
+    /// The stream's statistics.
+    pub fn stats(&self) -> &StreamStats {
+        &self.stats
+    }
+
+    /// Whether the host dropped the stream.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Resolves when the host drops the stream.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}

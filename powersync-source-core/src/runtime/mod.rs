@@ -1,0 +1,84 @@
+//! The stream runtime every connector runs on: one copy of the machinery behind
+//! [`crate::ChangeSource::start`], so a fix to shared behaviour lands in every source.
+//!
+//! - [`spawn_stream`] spawns a connector's stream task, turns a panic in it into an
+//!   [`crate::ErrorKind::Internal`] error the host receives (never a silent end), and adapts
+//!   its channel into a [`ChangeStream`].
+//! - [`Emitter`] batches events (bounded by [`StreamOptions::batch_events`]), counts rows and
+//!   commits, tracks whether a transaction is open, and reports a host that dropped the
+//!   stream as [`Stop::Closed`].
+//! - [`Reconnect`] owns the retry budget of one outage: it is reset by the first successful
+//!   read after a failure, so a stream that has been healthy for hours gets the full budget
+//!   again at its next blip.
+//! - [`SnapshotBook`] turns a resume map into the four [`crate::SnapshotProgress`] events.
+//!
+//! A connector keeps only its source-specific loop body.
+
+mod emitter;
+mod failpoint;
+mod reconnect;
+mod snapshot_book;
+
+use std::future::Future;
+
+use tokio::sync::mpsc;
+
+pub use emitter::{Emitter, Step, Stop};
+pub use reconnect::Reconnect;
+pub use snapshot_book::{SnapshotBook, TableStart};
+
+use crate::error::SourceError;
+use crate::options::StreamOptions;
+use crate::stream::{AckHandle, AckReceiver, ChangeStream, StreamStats};
+
+/// Batches in flight between a stream task and the host: the backpressure.
+const CHANNEL_DEPTH: usize = 4;
+
+/// Spawns a connector's stream task on the current Tokio runtime and returns the stream the
+/// host reads.
+///
+/// `task` receives the [`Emitter`] to push events into and the [`AckReceiver`] carrying the
+/// host's acknowledgements. Its result decides how the stream ends:
+/// - `Ok(())` or `Err(Stop::Closed)`: the stream ends after the events pushed so far;
+/// - `Err(Stop::Failed(e))`: the pending events, then `e` (final for this stream);
+/// - a panic: the events already flushed, then an [`crate::ErrorKind::Internal`] error.
+pub fn spawn_stream<F, Fut>(
+    source: &'static str,
+    options: &StreamOptions,
+    task: F,
+) -> ChangeStream
+where
+    F: FnOnce(Emitter, AckReceiver) -> Fut,
+    Fut: Future<Output = Step<()>> + Send + 'static,
+{
+    let (acks, ack_rx) = AckHandle::channel(source);
+    let stats = StreamStats::default();
+    let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
+    let panic_tx = tx.clone();
+    let mut emitter = Emitter::new(tx, options.batch_events, stats.clone());
+    emitter.set_failpoint(failpoint::panic_after_rows());
+    let body = task(emitter, ack_rx);
+    let handle = tokio::spawn(body);
+    tokio::spawn(async move {
+        match handle.await {
+            Ok(_) => {}
+            Err(e) if e.is_panic() => {
+                let payload = e.into_panic();
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_string());
+                let _ = panic_tx
+                    .send(Err(SourceError::internal(format!(
+                        "the {source} stream task panicked: {what}"
+                    ))
+                    .with_hint("this is a bug in the connector; please report it with the log")))
+                    .await;
+            }
+            Err(_) => {}
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    ChangeStream::new(stream, acks, stats)
+}
