@@ -22,6 +22,10 @@ pub struct StreamOptions {
     /// A connection that delivers nothing (no data, no keepalive) for this long is treated as
     /// half-open and reconnected.
     pub silence_timeout: Duration,
+    /// Test fault: the stream task panics after emitting this many rows (see
+    /// [`StreamOptions::with_panic_after_rows`]).
+    #[doc(hidden)]
+    pub panic_after_rows: Option<u64>,
 }
 
 impl Default for StreamOptions {
@@ -31,6 +35,7 @@ impl Default for StreamOptions {
             retry: RetryPolicy::default(),
             batch_events: 4096,
             silence_timeout: Duration::from_secs(120),
+            panic_after_rows: None,
         }
     }
 }
@@ -54,6 +59,14 @@ impl StreamOptions {
     /// Reconnect after `timeout` without anything from the source.
     pub fn with_silence_timeout(mut self, timeout: Duration) -> Self {
         self.silence_timeout = timeout;
+        self
+    }
+    /// Tests only: the stream task panics after emitting `rows` rows, to prove a panic reaches
+    /// the host as an [`crate::ErrorKind::Internal`] error. Outside a test process, the
+    /// environment variable `POWERSYNC_FAILPOINTS=stream_panic_after_rows=N` does the same.
+    #[doc(hidden)]
+    pub fn with_panic_after_rows(mut self, rows: u64) -> Self {
+        self.panic_after_rows = Some(rows);
         self
     }
 }

@@ -56,7 +56,7 @@ where
     let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
     let panic_tx = tx.clone();
     let mut emitter = Emitter::new(tx, options.batch_events, stats.clone());
-    emitter.set_failpoint(failpoint::panic_after_rows());
+    emitter.set_failpoint(options.panic_after_rows.or_else(failpoint::panic_after_rows));
     let body = task(emitter, ack_rx);
     let handle = tokio::spawn(body);
     tokio::spawn(async move {
