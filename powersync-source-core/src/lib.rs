@@ -39,6 +39,7 @@ pub mod event;
 pub mod normalize;
 pub mod options;
 pub mod position;
+pub mod provision;
 pub mod retry;
 pub mod runtime;
 pub mod schema;

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Result, SourceError};
+use crate::provision::Fix;
 use crate::schema::TableSchema;
 use crate::snapshot::SnapshotResume;
 use crate::stream::ChangeStream;
@@ -53,9 +54,50 @@ pub struct Problem {
     pub setting: String,
     /// What is wrong.
     pub what: String,
-    /// How to fix it: the SQL to run or the setting to change (and whether a restart is
-    /// needed).
+    /// How to fix it, for a person: the SQL to run or the setting to change (and whether a
+    /// restart is needed).
     pub fix: String,
+    /// The same fix in structured form, as a connector's `provision` module (and `setup
+    /// --apply`) carries it out: SQL to run, SQL that must run alone, or a manual step.
+    /// [`CheckReport::error`] and [`CheckReport::warning`] make it a manual step holding
+    /// `fix`; [`Problem::with_remedy`] sets a precise one.
+    pub remedy: Fix,
+}
+
+impl Problem {
+    /// An error-level problem whose remedy is the manual step `fix`.
+    pub fn error(
+        setting: impl Into<String>,
+        what: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Problem {
+        Problem::new(Severity::Error, setting.into(), what.into(), fix.into())
+    }
+
+    /// A warning whose remedy is the manual step `fix`.
+    pub fn warning(
+        setting: impl Into<String>,
+        what: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Problem {
+        Problem::new(Severity::Warning, setting.into(), what.into(), fix.into())
+    }
+
+    fn new(severity: Severity, setting: String, what: String, fix: String) -> Problem {
+        Problem {
+            severity,
+            setting,
+            what,
+            remedy: Fix::manual(fix.clone()),
+            fix,
+        }
+    }
+
+    /// Sets the structured remedy (the text of [`Problem::fix`] stays as it is).
+    pub fn with_remedy(mut self, remedy: Fix) -> Problem {
+        self.remedy = remedy;
+        self
+    }
 }
 
 impl fmt::Display for Problem {
@@ -89,12 +131,7 @@ impl CheckReport {
         what: impl Into<String>,
         fix: impl Into<String>,
     ) {
-        self.problems.push(Problem {
-            severity: Severity::Error,
-            setting: setting.into(),
-            what: what.into(),
-            fix: fix.into(),
-        });
+        self.problems.push(Problem::error(setting, what, fix));
     }
     /// Records a warning.
     pub fn warning(
@@ -103,12 +140,12 @@ impl CheckReport {
         what: impl Into<String>,
         fix: impl Into<String>,
     ) {
-        self.problems.push(Problem {
-            severity: Severity::Warning,
-            setting: setting.into(),
-            what: what.into(),
-            fix: fix.into(),
-        });
+        self.problems.push(Problem::warning(setting, what, fix));
+    }
+    /// Records a problem built with [`Problem::error`] or [`Problem::warning`] (and
+    /// usually [`Problem::with_remedy`]).
+    pub fn push(&mut self, problem: Problem) {
+        self.problems.push(problem);
     }
     /// Whether replication can start (no error-level problem).
     pub fn is_ready(&self) -> bool {
