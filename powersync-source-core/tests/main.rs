@@ -2,4 +2,5 @@
 mod error;
 mod normalize;
 mod position;
+mod runtime;
 mod stream;

@@ -1,7 +1,7 @@
 //! Batching events into [`ChangeBatch`]es and handing them to the host through a bounded
 //! channel (the backpressure).
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Result, SourceError};
 use crate::event::{ChangeBatch, ChangeEvent};
@@ -41,6 +41,19 @@ pub struct Emitter {
     /// Test fault: panic once this many rows were emitted.
     panic_after_rows: Option<u64>,
     rows: u64,
+    /// Where the events still collected go when the emitter is dropped (the task ended or
+    /// panicked): `spawn_stream` sends them before the stream's final item.
+    leftover: Option<oneshot::Sender<ChangeBatch>>,
+}
+
+impl Drop for Emitter {
+    fn drop(&mut self) {
+        if let Some(leftover) = self.leftover.take() {
+            if !self.batch.is_empty() {
+                let _ = leftover.send(std::mem::take(&mut self.batch));
+            }
+        }
+    }
 }
 
 impl Emitter {
@@ -60,11 +73,16 @@ impl Emitter {
             in_transaction: false,
             panic_after_rows: None,
             rows: 0,
+            leftover: None,
         }
     }
 
     pub(super) fn set_failpoint(&mut self, panic_after_rows: Option<u64>) {
         self.panic_after_rows = panic_after_rows;
+    }
+
+    pub(super) fn set_leftover(&mut self, leftover: oneshot::Sender<ChangeBatch>) {
+        self.leftover = Some(leftover);
     }
 
     /// Appends an event; sends the batch once it holds `batch_events` events.

@@ -21,7 +21,7 @@ mod snapshot_book;
 
 use std::future::Future;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use emitter::{Emitter, Step, Stop};
 pub use reconnect::Reconnect;
@@ -38,15 +38,12 @@ const CHANNEL_DEPTH: usize = 4;
 /// host reads.
 ///
 /// `task` receives the [`Emitter`] to push events into and the [`AckReceiver`] carrying the
-/// host's acknowledgements. Its result decides how the stream ends:
-/// - `Ok(())` or `Err(Stop::Closed)`: the stream ends after the events pushed so far;
-/// - `Err(Stop::Failed(e))`: the pending events, then `e` (final for this stream);
-/// - a panic: the events already flushed, then an [`crate::ErrorKind::Internal`] error.
-pub fn spawn_stream<F, Fut>(
-    source: &'static str,
-    options: &StreamOptions,
-    task: F,
-) -> ChangeStream
+/// host's acknowledgements. However it ends, the events it pushed reach the host (also those
+/// not yet flushed), in order, and then:
+/// - `Ok(())` or `Err(Stop::Closed)`: the stream ends;
+/// - `Err(Stop::Failed(e))`: `e`, final for this stream;
+/// - a panic: an [`crate::ErrorKind::Internal`] error naming the panic.
+pub fn spawn_stream<F, Fut>(source: &'static str, options: &StreamOptions, task: F) -> ChangeStream
 where
     F: FnOnce(Emitter, AckReceiver) -> Fut,
     Fut: Future<Output = Step<()>> + Send + 'static,
@@ -54,14 +51,28 @@ where
     let (acks, ack_rx) = AckHandle::channel(source);
     let stats = StreamStats::default();
     let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
-    let panic_tx = tx.clone();
+    let finals = tx.clone();
     let mut emitter = Emitter::new(tx, options.batch_events, stats.clone());
-    emitter.set_failpoint(options.panic_after_rows.or_else(failpoint::panic_after_rows));
+    emitter.set_failpoint(
+        options
+            .panic_after_rows
+            .or_else(failpoint::panic_after_rows),
+    );
+    let (leftover_tx, leftover_rx) = oneshot::channel();
+    emitter.set_leftover(leftover_tx);
     let body = task(emitter, ack_rx);
     let handle = tokio::spawn(body);
     tokio::spawn(async move {
-        match handle.await {
-            Ok(_) => {}
+        let outcome = handle.await;
+        // The task's emitter is gone (returned or unwound): what it still held goes first.
+        if let Ok(batch) = leftover_rx.await {
+            if finals.send(Ok(batch)).await.is_err() {
+                return;
+            }
+        }
+        let error = match outcome {
+            Ok(Ok(())) | Ok(Err(Stop::Closed)) => return,
+            Ok(Err(Stop::Failed(e))) => e,
             Err(e) if e.is_panic() => {
                 let payload = e.into_panic();
                 let what = payload
@@ -69,15 +80,13 @@ where
                     .map(|s| s.to_string())
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "no message".to_string());
-                let _ = panic_tx
-                    .send(Err(SourceError::internal(format!(
-                        "the {source} stream task panicked: {what}"
-                    ))
-                    .with_hint("this is a bug in the connector; please report it with the log")))
-                    .await;
+                SourceError::internal(format!("the {source} stream task panicked: {what}"))
+                    .with_hint("this is a bug in the connector; please report it with the log")
             }
-            Err(_) => {}
-        }
+            // Cancelled: only when the runtime shuts down.
+            Err(_) => return,
+        };
+        let _ = finals.send(Err(error)).await;
     });
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     ChangeStream::new(stream, acks, stats)
