@@ -8,10 +8,12 @@
 //! ([`crate::tds::TdsConnector`]) and against the in-memory CDC model of the tests.
 
 use std::fmt;
+use std::future::Future;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use powersync_source_core::position::MssqlLsn;
-use powersync_source_core::{Result, TableName, UnixMicros, Value};
+use powersync_source_core::{Result, SourceError, TableName, UnixMicros, Value};
 
 /// The table `write_checkpoint` inserts into (schema `dbo`); it must have CDC enabled.
 pub const CHECKPOINT_TABLE: &str = "_powersync_checkpoints";
@@ -22,6 +24,24 @@ pub const CHECKPOINT_SCHEMA: &str = "dbo";
 /// The checkpoint table's qualified name.
 pub fn checkpoint_table() -> TableName {
     TableName::new(CHECKPOINT_SCHEMA, CHECKPOINT_TABLE)
+}
+
+/// Recommended capture job settings (seconds between scans, transactions per scan, scans per
+/// cycle): what `check()` compares the job with, and what a backend reports for a job it cannot
+/// inspect (so an unreadable job raises no false warning).
+pub const RECOMMENDED_JOB: (i64, i64, i64) = (1, 5000, 10);
+
+/// Runs one backend call, failing with a retryable [`ErrorKind::Connection`] error after `d`:
+/// a query that never answers means a half-open connection, which only a reconnect cures.
+///
+/// [`ErrorKind::Connection`]: powersync_source_core::ErrorKind::Connection
+pub(crate) async fn timed<T>(d: Duration, f: impl Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(d, f).await {
+        Ok(r) => r,
+        Err(_) => Err(SourceError::connection(format!(
+            "SQL Server did not answer within {d:?}; treating the connection as dead"
+        ))),
+    }
 }
 
 /// A SQL Server column type as the catalog describes it.

@@ -4,13 +4,8 @@ use std::time::Duration;
 
 use powersync_source_core::{CheckReport, Result, TableName};
 
-use crate::backend::{checkpoint_table, CdcBackend};
-use crate::poller::timed;
-use crate::snapshot::key_positions;
-use crate::tables::{by_table, enable_table_sql, quote_ident, select};
-
-/// Recommended capture job settings (seconds, transactions per scan, scans per cycle).
-pub const RECOMMENDED_JOB: (i64, i64, i64) = (1, 5000, 10);
+use crate::backend::{checkpoint_table, timed, CdcBackend, RECOMMENDED_JOB};
+use crate::tables::{by_table, enable_table_sql, key_positions, quote_ident, select};
 
 /// The SQL that creates the checkpoint table and enables CDC on it.
 pub const CHECKPOINT_TABLE_SQL: &str = "CREATE TABLE dbo._powersync_checkpoints (id bigint IDENTITY PRIMARY KEY, token varchar(64) NOT NULL, created_at datetime2 NOT NULL DEFAULT SYSUTCDATETIME()); EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'_powersync_checkpoints', @role_name = NULL, @supports_net_changes = 0;";

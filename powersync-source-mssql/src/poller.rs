@@ -31,26 +31,25 @@
 //! the capture instances of that point.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use powersync_source_core::position::{MssqlLsn, MssqlPosition};
+use powersync_source_core::runtime::{Emitter, Reconnect, Step, Stop};
 use powersync_source_core::{
-    Backoff, Begin, ChangeEvent, Commit, OldImage, Op, Position, Result, RetryPolicy, Row,
-    RowChange, SourceError, TableName, TableSchema, UnixMicros, Value,
+    Begin, ChangeEvent, Commit, OldImage, Op, Position, Result, RetryPolicy, Row, RowChange,
+    SourceError, TableName, TableSchema, UnixMicros, Value,
 };
 
 use crate::backend::{
-    checkpoint_table, CaptureInstance, CdcBackend, CdcConnector, ChangeKey, ChangeRow,
+    checkpoint_table, timed, CaptureInstance, CdcBackend, CdcConnector, ChangeKey, ChangeRow,
 };
 use crate::checkpoint::StreamPoint;
-use crate::emit::{Emitter, Step, Stop};
 use crate::tables::{by_table, instance_for, successor, table_schema};
 
 /// Polling settings.
 #[derive(Debug, Clone)]
-pub struct PollOptions {
+pub(crate) struct PollOptions {
     /// Pause once caught up.
     pub interval: Duration,
     /// Transactions per window.
@@ -61,16 +60,6 @@ pub struct PollOptions {
     pub retry: RetryPolicy,
     /// Longest a single query may take before the connection is treated as dead (half-open).
     pub call_timeout: Duration,
-}
-
-/// Runs `f`, failing with a retryable error after `d`.
-pub async fn timed<T>(d: Duration, f: impl Future<Output = Result<T>>) -> Result<T> {
-    match tokio::time::timeout(d, f).await {
-        Ok(r) => r,
-        Err(_) => Err(SourceError::connection(format!(
-            "SQL Server did not answer within {d:?}; treating the connection as dead"
-        ))),
-    }
 }
 
 struct Tracked {
@@ -108,8 +97,9 @@ struct Txn {
     marker: bool,
 }
 
-/// The stream state machine.
-pub struct Poller {
+/// The stream state machine. It does not own the [`Emitter`]: the stream task does, and
+/// lends it to the snapshot first, then to [`Poller::run`].
+pub(crate) struct Poller {
     connector: Arc<dyn CdcConnector>,
     opts: PollOptions,
     tables: Vec<Tracked>,
@@ -119,8 +109,6 @@ pub struct Poller {
     last: MssqlLsn,
     /// The last position a commit or keepalive reported.
     reported: Option<MssqlLsn>,
-    open_txn: bool,
-    out: Emitter,
 }
 
 impl std::fmt::Debug for Poller {
@@ -132,13 +120,12 @@ impl std::fmt::Debug for Poller {
 impl Poller {
     /// A poller that continues after `start` (its position and instance map). Resolves each
     /// table's capture instance with one query on `backend`.
-    pub async fn new(
+    pub(crate) async fn new(
         connector: Arc<dyn CdcConnector>,
         backend: &mut dyn CdcBackend,
         opts: PollOptions,
         start: &StreamPoint,
         tables: &[TableName],
-        out: Emitter,
     ) -> Result<Poller> {
         let all = by_table(&timed(opts.call_timeout, backend.capture_instances()).await?);
         let from = timed(opts.call_timeout, backend.increment_lsn(start.position.lsn)).await?;
@@ -179,25 +166,18 @@ impl Poller {
             committed_instances,
             last: start.position.lsn,
             reported: None,
-            open_txn: false,
-            out,
         })
     }
 
     /// Marks schemas as already sent (the snapshot sent them).
-    pub fn schemas_sent(&mut self) {
+    pub(crate) fn schemas_sent(&mut self) {
         for t in &mut self.tables {
             t.sent = Some(t.instance.name.clone());
         }
     }
 
-    /// The emitter (the snapshot writes through it before polling starts).
-    pub fn out(&mut self) -> &mut Emitter {
-        &mut self.out
-    }
-
     /// Each table with the capture instance the stream starts on.
-    pub fn instances(&self) -> Vec<(TableName, CaptureInstance, Arc<TableSchema>)> {
+    pub(crate) fn instances(&self) -> Vec<(TableName, CaptureInstance, Arc<TableSchema>)> {
         self.tables
             .iter()
             .map(|t| (t.name.clone(), t.instance.clone(), t.schema.clone()))
@@ -205,7 +185,7 @@ impl Poller {
     }
 
     /// The stream point after the transaction at `lsn`, with the current instances.
-    pub fn point(&self, lsn: MssqlLsn) -> StreamPoint {
+    pub(crate) fn point(&self, lsn: MssqlLsn) -> StreamPoint {
         StreamPoint::after(
             lsn,
             self.tables
@@ -215,63 +195,46 @@ impl Poller {
         )
     }
 
-    /// Polls until the host drops the stream or a permanent error ends it.
-    pub async fn run(mut self, mut backend: Option<Box<dyn CdcBackend>>) {
-        let mut backoff: Option<Backoff> = None;
+    /// Polls until the host drops the stream ([`Stop::Closed`]) or a permanent error ends it
+    /// ([`Stop::Failed`]). A retryable failure drops the connection, aborts an open
+    /// transaction (the host discards it; it is read again), and resumes after backoff from
+    /// the last committed transaction with the capture instances of that point. The retry
+    /// budget is per outage: every successful poll ends the outage.
+    pub(crate) async fn run(
+        mut self,
+        out: &mut Emitter,
+        mut backend: Option<Box<dyn CdcBackend>>,
+    ) -> Step<()> {
+        let mut reconnect = Reconnect::new(self.opts.retry.clone());
         loop {
-            if self.out.is_closed() {
-                return;
+            if out.is_closed() {
+                return Err(Stop::Closed);
             }
             let result = match backend.as_mut() {
-                Some(b) => self.poll(b.as_mut()).await,
+                Some(b) => self.poll(b.as_mut(), out).await,
                 None => match timed(self.opts.call_timeout, self.connector.connect()).await {
                     Ok(b) => {
                         backend = Some(b);
-                        self.out.stats.record_reconnect();
                         continue;
                     }
-                    Err(e) => Err(Stop::Error(e)),
+                    Err(e) => Err(Stop::Failed(e)),
                 },
             };
             match result {
-                Ok(true) => backoff = None,
-                Ok(false) => {
-                    backoff = None;
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.opts.interval) => {}
-                        _ = self.out.closed() => return,
+                Ok(more) => {
+                    reconnect.healthy();
+                    if !more {
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.opts.interval) => {}
+                            _ = out.closed() => return Err(Stop::Closed),
+                        }
                     }
                 }
-                Err(Stop::Closed) => return,
-                Err(Stop::Error(e)) => {
-                    let retry = backoff
-                        .get_or_insert_with(|| self.opts.retry.backoff())
-                        .next_delay(&e);
-                    if self.open_txn {
-                        // The host discards the partial transaction; it is read again.
-                        if self.out.push(ChangeEvent::Abort).await.is_err() {
-                            return;
-                        }
-                        self.open_txn = false;
-                    }
-                    match retry {
-                        Some(delay) => {
-                            tracing::warn!(error = %e, ?delay, "SQL Server CDC poll failed; reconnecting");
-                            if self.out.flush().await.is_err() {
-                                return;
-                            }
-                            backend = None;
-                            self.restore_committed();
-                            tokio::select! {
-                                _ = tokio::time::sleep(delay) => {}
-                                _ = self.out.closed() => return,
-                            }
-                        }
-                        None => {
-                            self.out.fail(e).await;
-                            return;
-                        }
-                    }
+                Err(Stop::Closed) => return Err(Stop::Closed),
+                Err(Stop::Failed(e)) => {
+                    backend = None;
+                    self.restore_committed();
+                    reconnect.after_failure(e, out).await?;
                 }
             }
         }
@@ -332,7 +295,7 @@ impl Poller {
     }
 
     /// One window. `Ok(true)`: more is waiting (the window was capped).
-    async fn poll(&mut self, b: &mut dyn CdcBackend) -> Step<bool> {
+    async fn poll(&mut self, b: &mut dyn CdcBackend, out: &mut Emitter) -> Step<bool> {
         let t_out = self.opts.call_timeout;
         let from = timed(t_out, b.increment_lsn(self.last)).await?;
         let ckpt = self.refresh(b, from).await?;
@@ -345,11 +308,11 @@ impl Poller {
         let Some(max) = max.filter(|m| *m >= from) else {
             if self.reported != Some(self.last) {
                 let c = self.point(self.last).to_checkpoint();
-                self.out.push(ChangeEvent::Keepalive(c)).await?;
+                out.push(ChangeEvent::Keepalive(c)).await?;
                 self.reported = Some(self.last);
             }
-            self.out.stats.record_idle();
-            self.out.flush().await?;
+            out.stats().record_idle();
+            out.flush().await?;
             return Ok(false);
         };
         let window = timed(t_out, b.lsn_window(from, max, self.opts.batch_size)).await?;
@@ -409,7 +372,7 @@ impl Poller {
                     if let Some(last) = rows.last() {
                         c.after = Some(last.order_key());
                     }
-                    self.out.stats.add_bytes(rows.iter().map(approx_size).sum());
+                    out.stats().add_bytes(rows.iter().map(approx_size).sum());
                     c.buf.extend(rows.into_iter().filter(|r| match c.below {
                         Some(below) => r.start_lsn < below,
                         None => true,
@@ -434,7 +397,7 @@ impl Poller {
                     if before.is_some() {
                         return Err(unpaired(&done.lsn).into());
                     }
-                    self.close(done, &times).await?;
+                    self.close(done, &times, out).await?;
                 }
                 txn = Some(Txn {
                     lsn: row.start_lsn,
@@ -452,16 +415,14 @@ impl Poller {
                 Slot::Table(idx) => {
                     if !cur.began {
                         cur.began = true;
-                        self.open_txn = true;
                         let commit_time = times.get(&row.start_lsn).copied().flatten();
-                        self.out
-                            .push(ChangeEvent::Begin(Begin {
-                                xid: None,
-                                commit_time,
-                            }))
-                            .await?;
+                        out.push(ChangeEvent::Begin(Begin {
+                            xid: None,
+                            commit_time,
+                        }))
+                        .await?;
                     }
-                    self.on_row(idx, &instance, row, &mut before).await?;
+                    self.on_row(idx, &instance, row, &mut before, out).await?;
                 }
             }
         }
@@ -469,7 +430,7 @@ impl Poller {
             if before.is_some() {
                 return Err(unpaired(&done.lsn).into());
             }
-            self.close(done, &times).await?;
+            self.close(done, &times, out).await?;
         }
         // Successors starting inside this window are current from now on.
         for t in &mut self.tables {
@@ -483,10 +444,10 @@ impl Poller {
         self.remember_committed();
         if self.reported != Some(to) {
             let c = self.point(to).to_checkpoint();
-            self.out.push(ChangeEvent::Keepalive(c)).await?;
+            out.push(ChangeEvent::Keepalive(c)).await?;
             self.reported = Some(to);
         }
-        self.out.flush().await?;
+        out.flush().await?;
         Ok(capped)
     }
 
@@ -496,6 +457,7 @@ impl Poller {
         instance: &CaptureInstance,
         row: ChangeRow,
         before: &mut Option<(usize, ChangeRow)>,
+        out: &mut Emitter,
     ) -> Step<()> {
         let t = &mut self.tables[idx];
         if t.instance.name != instance.name {
@@ -507,7 +469,7 @@ impl Poller {
         if t.sent.as_deref() != Some(instance.name.as_str()) {
             t.sent = Some(instance.name.clone());
             let schema = t.schema.clone();
-            self.out.push(ChangeEvent::Schema(schema)).await?;
+            out.push(ChangeEvent::Schema(schema)).await?;
         }
         let t = &self.tables[idx];
         if row.values.len() != instance.columns.len() {
@@ -596,31 +558,31 @@ impl Poller {
                 .into())
             }
         };
-        self.out.push(ChangeEvent::Row(change)).await
+        out.push(ChangeEvent::Row(change)).await
     }
 
-    async fn close(&mut self, txn: Txn, times: &HashMap<MssqlLsn, Option<UnixMicros>>) -> Step<()> {
+    async fn close(
+        &mut self,
+        txn: Txn,
+        times: &HashMap<MssqlLsn, Option<UnixMicros>>,
+        out: &mut Emitter,
+    ) -> Step<()> {
         let commit_time = times.get(&txn.lsn).copied().flatten();
         if txn.began {
             let checkpoint = self.point(txn.lsn).to_checkpoint();
-            self.out
-                .push(ChangeEvent::Commit(Commit {
-                    checkpoint,
-                    commit_time,
-                }))
-                .await?;
-            self.out.stats.record_commit(commit_time);
-            self.open_txn = false;
+            out.push(ChangeEvent::Commit(Commit {
+                checkpoint,
+                commit_time,
+            }))
+            .await?;
             self.reported = Some(txn.lsn);
         }
         if txn.marker {
             let observed = MssqlPosition::after_transaction(txn.lsn).to_checkpoint();
-            self.out
-                .push(ChangeEvent::CheckpointObserved(observed))
-                .await?;
+            out.push(ChangeEvent::CheckpointObserved(observed)).await?;
             if !txn.began {
                 let c = self.point(txn.lsn).to_checkpoint();
-                self.out.push(ChangeEvent::Keepalive(c)).await?;
+                out.push(ChangeEvent::Keepalive(c)).await?;
                 self.reported = Some(txn.lsn);
             }
         }
@@ -727,7 +689,7 @@ async fn dropped_meanwhile(
 }
 
 /// The error for a table whose capture instance vanished.
-pub async fn lost(
+async fn lost(
     b: &mut dyn CdcBackend,
     opts: &PollOptions,
     table: &TableName,

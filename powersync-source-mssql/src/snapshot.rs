@@ -9,32 +9,32 @@
 //! same final row (the last change of each key wins), which is why a resumed snapshot is
 //! correct but may show a row's insert again (hosts upsert snapshot rows).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use powersync_source_core::runtime::{Emitter, Reconnect, SnapshotBook, Step, Stop, TableStart};
 use powersync_source_core::{
-    Backoff, ChangeEvent, Checkpoint, OldImage, Op, Result, Row, RowChange, SnapshotProgress,
-    SnapshotResume, SourceError, TableName, TableProgress, TableSchema, Value,
+    ChangeEvent, OldImage, Op, Result, Row, RowChange, SourceError, TableName, TableSchema, Value,
 };
 
-use crate::backend::{CaptureInstance, CdcBackend, CdcConnector};
-use crate::emit::{Emitter, Step, Stop};
-use crate::poller::{timed, PollOptions};
+use crate::backend::{timed, CaptureInstance, CdcBackend, CdcConnector};
+use crate::poller::PollOptions;
+use crate::tables::key_positions;
 
 /// What the snapshot reads.
 #[derive(Debug)]
-pub struct SnapshotPlan {
+pub(crate) struct SnapshotPlan {
     /// Tables in order, with the instance whose columns are read.
     pub tables: Vec<(TableName, CaptureInstance, Arc<TableSchema>)>,
-    /// Progress so far (empty tables map for a fresh snapshot).
-    pub resume: SnapshotResume,
+    /// Progress so far (nothing read yet for a fresh snapshot).
+    pub book: SnapshotBook,
     /// Rows per chunk.
     pub chunk_rows: u32,
 }
 
 /// Reads the snapshot on `backend` (whose snapshot transaction is open), reconnecting with a new
-/// snapshot transaction after retryable failures. Emits the `Done` event at the end.
-pub async fn run(
+/// snapshot transaction after retryable failures (the retry budget is per outage: each chunk
+/// read ends one). Emits the `Done` event at the end.
+pub(crate) async fn run(
     connector: &Arc<dyn CdcConnector>,
     mut backend: Box<dyn CdcBackend>,
     mut plan: SnapshotPlan,
@@ -42,42 +42,38 @@ pub async fn run(
     out: &mut Emitter,
 ) -> Step<()> {
     let names: Vec<TableName> = plan.tables.iter().map(|t| t.0.clone()).collect();
-    let mut backoff: Option<Backoff> = None;
+    let mut reconnect = Reconnect::new(opts.retry.clone());
     loop {
-        match read_all(backend.as_mut(), &mut plan, opts, out).await {
+        match read_all(backend.as_mut(), &mut plan, opts, out, &mut reconnect).await {
             Ok(()) => break,
-            Err(Stop::Error(e)) if e.is_retryable() => {
-                let delay = backoff
-                    .get_or_insert_with(|| opts.retry.backoff())
-                    .next_delay(&e)
-                    .ok_or(Stop::Error(e))?;
-                tokio::time::sleep(delay).await;
-                match timed(opts.call_timeout, connector.connect()).await {
-                    Ok(mut b) => {
-                        if let Err(e) =
-                            timed(opts.call_timeout, b.begin_snapshot(&names, None)).await
-                        {
-                            if !e.is_retryable() {
-                                return Err(e.into());
-                            }
-                            continue;
-                        }
-                        out.stats.record_reconnect();
+            Err(Stop::Closed) => return Err(Stop::Closed),
+            Err(Stop::Failed(mut e)) => loop {
+                reconnect.after_failure(e, out).await?;
+                match reopen(connector, &names, opts).await {
+                    Ok(b) => {
                         backend = b;
+                        break;
                     }
-                    Err(e) if e.is_retryable() => continue,
-                    Err(e) => return Err(e.into()),
+                    Err(again) => e = again,
                 }
-            }
-            Err(e) => return Err(e),
+            },
         }
     }
     timed(opts.call_timeout, backend.end_snapshot()).await?;
-    out.push(ChangeEvent::Snapshot(SnapshotProgress::Done {
-        checkpoint: plan.resume.stream_from.clone(),
-    }))
-    .await?;
+    out.push(plan.book.done()).await?;
     out.flush().await
+}
+
+/// A new connection with a new snapshot transaction (without a marker: the stream position
+/// stays the original one, see the module docs).
+async fn reopen(
+    connector: &Arc<dyn CdcConnector>,
+    tables: &[TableName],
+    opts: &PollOptions,
+) -> Result<Box<dyn CdcBackend>> {
+    let mut b = timed(opts.call_timeout, connector.connect()).await?;
+    timed(opts.call_timeout, b.begin_snapshot(tables, None)).await?;
+    Ok(b)
 }
 
 async fn read_all(
@@ -85,74 +81,60 @@ async fn read_all(
     plan: &mut SnapshotPlan,
     opts: &PollOptions,
     out: &mut Emitter,
+    reconnect: &mut Reconnect,
 ) -> Step<()> {
     for (name, instance, schema) in plan.tables.clone() {
-        let key = name.to_string();
-        let (mut after, mut rows_done) = match plan.resume.tables.get(&key) {
-            Some(TableProgress::Done { .. }) => continue,
-            Some(TableProgress::Partial { after_key, rows }) => {
-                (Some(decode_key(after_key)?), *rows)
-            }
-            None => (None, 0),
+        let (after, rows_done) = match plan.book.start(&name) {
+            TableStart::Skip => continue,
+            TableStart::Resume { after_key, rows } => (Some(decode_key(&after_key)?), rows),
+            TableStart::Fresh => (None, 0),
         };
         // The estimate is only for progress display: failing to read it is not an error.
         let estimated_rows = timed(opts.call_timeout, b.estimated_rows(&name))
             .await
             .unwrap_or(None);
-        out.push(ChangeEvent::Snapshot(SnapshotProgress::TableStarted {
-            table: name.clone(),
-            estimated_rows,
-        }))
-        .await?;
+        out.push(plan.book.table_started(&name, estimated_rows))
+            .await?;
         out.push(ChangeEvent::Schema(schema.clone())).await?;
         let key_idx: Vec<usize> = key_positions(&instance);
-        let result = read_table(
-            b,
-            plan,
-            opts,
-            out,
-            TableRead {
-                name: &name,
-                instance: &instance,
-                schema: &schema,
-                key_idx: &key_idx,
-                estimated_rows,
-            },
-            (&mut after, &mut rows_done),
-        )
-        .await;
+        let mut read = TableRead {
+            name: &name,
+            instance: &instance,
+            schema: &schema,
+            key_idx: &key_idx,
+            estimated_rows,
+            after,
+            rows_done,
+        };
+        let result = read_table(b, plan, opts, out, reconnect, &mut read).await;
         if let Err(e) = result {
-            // A reconnect continues right after the last row emitted.
-            if let Some(a) = &after {
-                plan.resume.tables.insert(
-                    key.clone(),
-                    TableProgress::Partial {
-                        after_key: encode_key(a),
-                        rows: rows_done,
-                    },
-                );
+            // A reconnect continues right after the last row emitted, not after the last
+            // finished chunk: the rows in between reached the host already. The progress
+            // event is not sent (the chunk is not finished); only the book records it.
+            if let Some(a) = &read.after {
+                let _unsent =
+                    plan.book
+                        .chunk_done(&name, encode_key(a), read.rows_done, estimated_rows);
             }
             return Err(e);
         }
-        plan.resume
-            .tables
-            .insert(key, TableProgress::Done { rows: rows_done });
-        out.push(ChangeEvent::Snapshot(SnapshotProgress::TableDone {
-            table: name.clone(),
-            rows: rows_done,
-        }))
-        .await?;
+        out.push(plan.book.table_done(&name, read.rows_done))
+            .await?;
     }
     Ok(())
 }
 
-/// What `read_table` reads.
+/// One table being read, and how far.
 struct TableRead<'a> {
     name: &'a TableName,
     instance: &'a CaptureInstance,
     schema: &'a Arc<TableSchema>,
     key_idx: &'a [usize],
     estimated_rows: Option<u64>,
+    /// Key of the last row emitted.
+    after: Option<Vec<Value>>,
+    /// Rows emitted so far.
+    rows_done: u64,
 }
 
 async fn read_table(
@@ -160,62 +142,55 @@ async fn read_table(
     plan: &mut SnapshotPlan,
     opts: &PollOptions,
     out: &mut Emitter,
-    table: TableRead<'_>,
-    (after, rows_done): (&mut Option<Vec<Value>>, &mut u64),
+    reconnect: &mut Reconnect,
+    table: &mut TableRead<'_>,
 ) -> Step<()> {
-    let TableRead {
-        name,
-        instance,
-        schema,
-        key_idx,
-        estimated_rows,
-    } = table;
-    let key = name.to_string();
     loop {
         let rows = timed(
             opts.call_timeout,
-            b.snapshot_chunk(instance, after.as_deref(), plan.chunk_rows),
+            b.snapshot_chunk(table.instance, table.after.as_deref(), plan.chunk_rows),
         )
         .await?;
+        reconnect.healthy();
         let n = rows.len();
         for values in rows {
-            if values.len() != schema.columns.len() {
+            if values.len() != table.schema.columns.len() {
                 return Err(SourceError::decode(format!(
-                    "snapshot row of {name} has {} values for {} columns",
+                    "snapshot row of {} has {} values for {} columns",
+                    table.name,
                     values.len(),
-                    schema.columns.len()
+                    table.schema.columns.len()
                 ))
                 .into());
             }
-            *after = Some(key_idx.iter().map(|&i| values[i].clone()).collect());
+            let mut key = Vec::with_capacity(table.key_idx.len());
+            for &i in table.key_idx {
+                // key_positions only names indexes of the instance's columns, whose count
+                // the check above matched.
+                key.push(values.get(i).cloned().unwrap_or(Value::Null));
+            }
+            table.after = Some(key);
             out.push(ChangeEvent::Row(RowChange {
                 op: Op::Insert,
-                table: schema.clone(),
+                table: table.schema.clone(),
                 old: None,
                 old_image: OldImage::None,
                 new: Some(Row::new(values)),
                 snapshot: true,
             }))
             .await?;
-            *rows_done += 1;
+            table.rows_done += 1;
         }
         if n > 0 {
-            if let Some(a) = after.as_deref() {
-                plan.resume.tables.insert(
-                    key.clone(),
-                    TableProgress::Partial {
-                        after_key: encode_key(a),
-                        rows: *rows_done,
-                    },
+            if let Some(a) = table.after.as_deref() {
+                let event = plan.book.chunk_done(
+                    table.name,
+                    encode_key(a),
+                    table.rows_done,
+                    table.estimated_rows,
                 );
+                out.push(event).await?;
             }
-            out.push(ChangeEvent::Snapshot(SnapshotProgress::ChunkDone {
-                table: name.clone(),
-                rows_done: *rows_done,
-                estimated_rows,
-                resume: Box::new(plan.resume.clone()),
-            }))
-            .await?;
         }
         if n < plan.chunk_rows as usize {
             return Ok(());
@@ -223,29 +198,8 @@ async fn read_table(
     }
 }
 
-/// Indexes of the primary-key columns in key order.
-pub fn key_positions(instance: &CaptureInstance) -> Vec<usize> {
-    let mut keyed: Vec<(u32, usize)> = instance
-        .columns
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| c.key_ordinal.map(|k| (k, i)))
-        .collect();
-    keyed.sort();
-    keyed.into_iter().map(|(_, i)| i).collect()
-}
-
-/// A fresh snapshot's resume state.
-pub fn fresh_resume(stream_from: Checkpoint) -> SnapshotResume {
-    SnapshotResume {
-        stream_from,
-        tables: BTreeMap::new(),
-        source_state: None,
-    }
-}
-
 /// Key values → the `after_key` text of a resume token (a JSON array; blobs as `{"hex":…}`).
-pub fn encode_key(values: &[Value]) -> String {
+fn encode_key(values: &[Value]) -> String {
     let arr: Vec<serde_json::Value> = values
         .iter()
         .map(|v| match v {
@@ -263,7 +217,7 @@ pub fn encode_key(values: &[Value]) -> String {
 }
 
 /// The inverse of [`encode_key`]; garbage is a `Config` error (the token is corrupt).
-pub fn decode_key(s: &str) -> Result<Vec<Value>> {
+fn decode_key(s: &str) -> Result<Vec<Value>> {
     let bad = || SourceError::config(format!("snapshot resume key `{s}` is corrupt"));
     let v: serde_json::Value = serde_json::from_str(s).map_err(|_| bad())?;
     let arr = v.as_array().ok_or_else(bad)?;

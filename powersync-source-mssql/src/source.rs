@@ -6,24 +6,20 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use powersync_source_core::position::{MssqlLsn, MssqlPosition};
+use powersync_source_core::runtime::{spawn_stream, Emitter, SnapshotBook, Step, Stop};
 use powersync_source_core::{
-    AckHandle, ChangeSource, ChangeStream, CheckReport, Checkpoint, Position, Result, RetryPolicy,
-    SourceError, StartFrom, StreamStats, TableName, TableSchema,
+    ChangeSource, ChangeStream, CheckReport, Checkpoint, Position, Result, RetryPolicy,
+    SourceError, StartFrom, StreamOptions, TableName, TableSchema,
 };
-use tokio::sync::mpsc;
 
-use crate::backend::{checkpoint_table, CaptureInstance, CdcBackend, CdcConnector};
+use crate::backend::{checkpoint_table, timed, CaptureInstance, CdcBackend, CdcConnector};
 use crate::check::{check, CHECKPOINT_TABLE_SQL};
 use crate::checkpoint::StreamPoint;
 use crate::config::MssqlConfig;
-use crate::emit::{Emitter, Stop};
-use crate::poller::{timed, PollOptions, Poller};
-use crate::snapshot::{fresh_resume, SnapshotPlan};
+use crate::poller::{PollOptions, Poller};
+use crate::snapshot::SnapshotPlan;
 use crate::tables::{by_table, instance_for, select, table_schema};
 use crate::tds::TdsConnector;
-
-/// Events per batch handed to the host.
-const BATCH_EVENTS: usize = 4096;
 
 /// A SQL Server (2019+, Azure SQL Database, Azure SQL Managed Instance) database replicated
 /// by polling its CDC change tables. See the [crate docs](crate) for the consistency model,
@@ -31,25 +27,42 @@ const BATCH_EVENTS: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct MssqlSource {
     config: MssqlConfig,
-    tables: Vec<TableName>,
+    options: StreamOptions,
     connector: Arc<dyn CdcConnector>,
-    retry: RetryPolicy,
     marker_timeout: Duration,
-    call_timeout: Duration,
 }
 
 impl MssqlSource {
     /// A source on `config`, replicating every CDC-enabled table of the database (except
-    /// `dbo._powersync_checkpoints`) until [`MssqlSource::with_tables`] narrows it.
+    /// `dbo._powersync_checkpoints`) until [`MssqlSource::with_stream_options`] (or
+    /// [`MssqlSource::with_tables`]) narrows it.
     pub fn new(config: MssqlConfig) -> MssqlSource {
         MssqlSource {
             connector: Arc::new(TdsConnector::new(config.clone())),
             config,
-            tables: Vec::new(),
-            retry: RetryPolicy::default(),
+            options: StreamOptions::default(),
             marker_timeout: Duration::from_secs(60),
-            call_timeout: Duration::from_secs(60),
         }
+    }
+
+    /// Sets the stream settings every connector shares: the tables (`schema` = SQL Server
+    /// schema; an empty schema means `dbo`; `None` or an empty list = every CDC-enabled
+    /// table), the reconnect policy, the batch size, and the silence timeout, which bounds
+    /// every single query of the stream (a query that does not answer within it is treated
+    /// as a dead connection and reconnected).
+    pub fn with_stream_options(mut self, options: StreamOptions) -> MssqlSource {
+        self.options = options;
+        self
+    }
+
+    /// The stream settings.
+    pub fn stream_options(&self) -> &StreamOptions {
+        &self.options
+    }
+
+    /// The selected tables; empty = every CDC-enabled table.
+    fn tables(&self) -> &[TableName] {
+        self.options.tables.as_deref().unwrap_or_default()
     }
 
     /// A source from a `sqlserver://` URL (see [`MssqlConfig`]).
@@ -58,15 +71,17 @@ impl MssqlSource {
     }
 
     /// Replicates only these tables (`schema` = SQL Server schema; an empty schema means
-    /// `dbo`). An empty list means every CDC-enabled table.
+    /// `dbo`). An empty list means every CDC-enabled table. Shorthand for
+    /// [`StreamOptions::with_tables`].
     pub fn with_tables(mut self, tables: Vec<TableName>) -> MssqlSource {
-        self.tables = tables;
+        self.options.tables = Some(tables);
         self
     }
 
-    /// Replaces the reconnect policy of the stream.
+    /// Replaces the reconnect policy of the stream. Shorthand for
+    /// [`StreamOptions::with_retry`].
     pub fn with_retry(mut self, retry: RetryPolicy) -> MssqlSource {
-        self.retry = retry;
+        self.options.retry = retry;
         self
     }
 
@@ -79,8 +94,9 @@ impl MssqlSource {
     }
 
     /// Replaces how connections are opened: the seam that lets the whole connector run on
-    /// another driver or on an in-memory CDC model (the tests do). Every SQL call goes
-    /// through the [`CdcBackend`]s it opens.
+    /// an in-memory CDC model (the tests do). Every SQL call goes through the [`CdcBackend`]s
+    /// it opens.
+    #[cfg(feature = "testing")]
     pub fn with_connector(mut self, connector: Arc<dyn CdcConnector>) -> MssqlSource {
         self.connector = connector;
         self
@@ -96,8 +112,8 @@ impl MssqlSource {
             interval: self.config.polling_interval,
             batch_size: self.config.polling_batch_size,
             page_rows: self.config.page_rows,
-            retry: self.retry.clone(),
-            call_timeout: self.call_timeout,
+            retry: self.options.retry.clone(),
+            call_timeout: self.options.silence_timeout,
         }
     }
 
@@ -106,7 +122,7 @@ impl MssqlSource {
     }
 
     async fn checkpoint_instance(&self, b: &mut dyn CdcBackend) -> Result<CaptureInstance> {
-        let all = timed(self.call_timeout, b.capture_instances()).await?;
+        let all = timed(self.options.silence_timeout, b.capture_instances()).await?;
         all.into_iter()
             .filter(|i| i.table == checkpoint_table())
             .max_by_key(|i| i.start_lsn)
@@ -128,7 +144,9 @@ impl MssqlSource {
         let deadline = Instant::now() + self.marker_timeout;
         let mut pause = Duration::from_millis(20);
         loop {
-            if let Some(lsn) = timed(self.call_timeout, b.marker_lsn(instance, token)).await? {
+            if let Some(lsn) =
+                timed(self.options.silence_timeout, b.marker_lsn(instance, token)).await?
+            {
                 return Ok(lsn);
             }
             if Instant::now() >= deadline {
@@ -144,6 +162,35 @@ impl MssqlSource {
     }
 }
 
+/// The stream task: the snapshot (when there is one), then polling.
+async fn stream(
+    connector: &Arc<dyn CdcConnector>,
+    mut poller: Poller,
+    snapshot: Option<(Box<dyn CdcBackend>, SnapshotPlan)>,
+    control: Box<dyn CdcBackend>,
+    opts: &PollOptions,
+    out: &mut Emitter,
+) -> Step<()> {
+    if let Some((snap, plan)) = snapshot {
+        crate::snapshot::run(connector, snap, plan, opts, out).await?;
+        poller.schemas_sent();
+    }
+    poller.run(out, Some(control)).await
+}
+
+/// Ends the stream task: a failure reaches the host after the events before it; the task
+/// itself then ends quietly (the error is already on its way).
+async fn finish(out: &mut Emitter, result: Step<()>) -> Step<()> {
+    match result {
+        Ok(()) => out.flush().await,
+        Err(Stop::Failed(e)) => {
+            out.fail(e).await;
+            Ok(())
+        }
+        Err(Stop::Closed) => Err(Stop::Closed),
+    }
+}
+
 fn token() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
@@ -156,14 +203,14 @@ impl ChangeSource for MssqlSource {
 
     async fn check(&self) -> Result<CheckReport> {
         let mut b = self.connect().await?;
-        check(b.as_mut(), &self.tables, self.call_timeout).await
+        check(b.as_mut(), self.tables(), self.options.silence_timeout).await
     }
 
     async fn discover(&self) -> Result<Vec<TableSchema>> {
         let mut b = self.connect().await?;
-        let all = by_table(&timed(self.call_timeout, b.capture_instances()).await?);
-        let tables = select(&all, &self.tables)?;
-        let max = timed(self.call_timeout, b.max_lsn())
+        let all = by_table(&timed(self.options.silence_timeout, b.capture_instances()).await?);
+        let tables = select(&all, self.tables())?;
+        let max = timed(self.options.silence_timeout, b.max_lsn())
             .await?
             .unwrap_or_default();
         Ok(tables
@@ -176,18 +223,21 @@ impl ChangeSource for MssqlSource {
             .collect())
     }
 
+    /// Runs [`ChangeSource::check`] first and fails with every error-level problem it finds
+    /// (as one [`ErrorKind::Prerequisite`](powersync_source_core::ErrorKind::Prerequisite)
+    /// error), then starts the snapshot and the polling loop.
     async fn start(&self, from: StartFrom) -> Result<ChangeStream> {
         let mut control = self.connect().await?;
-        check(control.as_mut(), &self.tables, self.call_timeout)
-            .await?
-            .into_result()?;
-        let all = by_table(&timed(self.call_timeout, control.capture_instances()).await?);
-        let tables = select(&all, &self.tables)?;
-        let (acks, _ack_rx) = AckHandle::channel(MssqlPosition::SOURCE);
-        let stats = StreamStats::default();
-        let (tx, rx) = mpsc::channel(4);
-        let panic_tx = tx.clone();
-        let out = Emitter::new(tx, BATCH_EVENTS, stats.clone());
+        check(
+            control.as_mut(),
+            self.tables(),
+            self.options.silence_timeout,
+        )
+        .await?
+        .into_result()?;
+        let all =
+            by_table(&timed(self.options.silence_timeout, control.capture_instances()).await?);
+        let tables = select(&all, self.tables())?;
         let opts = self.poll_options();
         let connector = self.connector.clone();
 
@@ -197,7 +247,7 @@ impl ChangeSource for MssqlSource {
                 let mut snap = self.connect().await?;
                 let marker = token();
                 timed(
-                    self.call_timeout,
+                    self.options.silence_timeout,
                     snap.begin_snapshot(&tables, Some(&marker)),
                 )
                 .await?;
@@ -209,12 +259,11 @@ impl ChangeSource for MssqlSource {
                     opts.clone(),
                     &start,
                     &tables,
-                    out,
                 )
                 .await?;
                 let plan = SnapshotPlan {
                     tables: poller.instances(),
-                    resume: fresh_resume(poller.point(lsn).to_checkpoint()),
+                    book: SnapshotBook::new(poller.point(lsn).to_checkpoint()),
                     chunk_rows: self.config.snapshot_chunk_rows,
                 };
                 (poller, Some((snap, plan)))
@@ -227,14 +276,17 @@ impl ChangeSource for MssqlSource {
                     opts.clone(),
                     &start,
                     &tables,
-                    out,
                 )
                 .await?;
                 let mut snap = self.connect().await?;
-                timed(self.call_timeout, snap.begin_snapshot(&tables, None)).await?;
+                timed(
+                    self.options.silence_timeout,
+                    snap.begin_snapshot(&tables, None),
+                )
+                .await?;
                 let plan = SnapshotPlan {
                     tables: poller.instances(),
-                    resume,
+                    book: SnapshotBook::resume(&resume),
                     chunk_rows: self.config.snapshot_chunk_rows,
                 };
                 (poller, Some((snap, plan)))
@@ -252,52 +304,30 @@ impl ChangeSource for MssqlSource {
                     opts.clone(),
                     &start,
                     &tables,
-                    out,
                 )
                 .await?;
                 (poller, None)
             }
         };
-        let task = tokio::spawn(async move {
-            let mut poller = poller;
-            if let Some((snap, plan)) = snapshot {
-                match crate::snapshot::run(&connector, snap, plan, &opts, poller.out()).await {
-                    Ok(()) => poller.schemas_sent(),
-                    Err(Stop::Closed) => return,
-                    Err(Stop::Error(e)) => {
-                        poller.out().fail(e).await;
-                        return;
-                    }
-                }
-            }
-            poller.run(Some(control)).await
-        });
-        tokio::spawn(async move {
-            // A panic in the stream task reaches the host as an error, not as a silent end.
-            if let Err(e) = task.await {
-                if e.is_panic() {
-                    let _ = panic_tx
-                        .send(Err(SourceError::decode(format!(
-                            "the SQL Server stream task panicked: {e}"
-                        ))))
-                        .await;
-                }
-            }
-        });
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(ChangeStream::new(stream, acks, stats))
+        Ok(spawn_stream(
+            MssqlPosition::SOURCE,
+            &self.options,
+            move |mut out, _acks| async move {
+                // CDC retention is time based: acknowledgements release nothing on the server.
+                let result = stream(&connector, poller, snapshot, control, &opts, &mut out).await;
+                finish(&mut out, result).await
+            },
+        ))
     }
 
     async fn write_checkpoint(&self) -> Result<Checkpoint> {
         let mut b = self.connect().await?;
         let ckpt = self.checkpoint_instance(b.as_mut()).await?;
         let marker = token();
-        timed(self.call_timeout, b.insert_marker(&marker)).await?;
+        timed(self.options.silence_timeout, b.insert_marker(&marker)).await?;
         let lsn = self.wait_marker(b.as_mut(), &ckpt, &marker).await?;
         // Old markers were observed long ago; failing to delete them is harmless.
-        if let Err(e) = timed(self.call_timeout, b.delete_old_markers()).await {
+        if let Err(e) = timed(self.options.silence_timeout, b.delete_old_markers()).await {
             tracing::debug!(error = %e, "could not delete old checkpoint rows");
         }
         Ok(MssqlPosition::after_transaction(lsn).to_checkpoint())

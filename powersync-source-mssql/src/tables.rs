@@ -33,6 +33,19 @@ pub fn table_schema(instance: &CaptureInstance) -> Arc<TableSchema> {
     })
 }
 
+/// Indexes of the primary-key columns among a capture instance's columns, in key order
+/// (empty when the instance does not capture the whole key).
+pub(crate) fn key_positions(instance: &CaptureInstance) -> Vec<usize> {
+    let mut keyed: Vec<(u32, usize)> = instance
+        .columns
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.key_ordinal.map(|k| (k, i)))
+        .collect();
+    keyed.sort();
+    keyed.into_iter().map(|(_, i)| i).collect()
+}
+
 /// Capture instances grouped by table, each list ordered by start LSN.
 pub fn by_table(all: &[CaptureInstance]) -> BTreeMap<TableName, Vec<CaptureInstance>> {
     let mut map: BTreeMap<TableName, Vec<CaptureInstance>> = BTreeMap::new();

@@ -1,7 +1,7 @@
 //! `check()`: every prerequisite, reported with its fix.
 
 use powersync_source_core::{ChangeSource, ErrorKind, Severity, TableName};
-use powersync_source_mssql::backend::CaptureJob;
+use powersync_source_mssql::testing::CaptureJob;
 
 use crate::fake::{bigint_type, FakeServer};
 use crate::support::simple_table;

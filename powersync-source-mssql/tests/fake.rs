@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use powersync_source_core::position::MssqlLsn;
 use powersync_source_core::{Result, SourceError, TableName, UnixMicros, Value};
-use powersync_source_mssql::backend::{
+use powersync_source_mssql::testing::{
     CaptureInstance, CaptureJob, CapturedColumn, CdcBackend, CdcConnector, ChangeKey, ChangeRow,
     LsnTime, Permissions, ServerInfo, SqlType, CHECKPOINT_TABLE,
 };
@@ -569,7 +569,9 @@ impl State {
                                 .map(|(i, v)| {
                                     let c = &inst.info.columns[i];
                                     if c.sql_type.is_legacy_lob()
-                                        && !powersync_source_mssql::mask_bit(&mask, c.ordinal)
+                                        && !powersync_source_mssql::testing::mask_bit(
+                                            &mask, c.ordinal,
+                                        )
                                     {
                                         Value::Null
                                     } else {

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use powersync_source_testkit::conformance::{self as c, Dml, Workload};
 use powersync_source_core::{
     ChangeEvent, ChangeSource, Result, SourceError, StartFrom, TableName, Value,
 };
 use powersync_source_mssql::{MssqlConfig, MssqlSource};
+use powersync_source_testkit::conformance::{self as c, Dml, Workload};
 use tiberius::{AuthMethod, Client, EncryptionLevel};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use powersync_source_testkit::conformance::Oracle;
 use powersync_source_core::{
     ChangeEvent, ChangeSource, Checkpoint, ErrorKind, OldImage, Op as RowOp, SnapshotProgress,
     StartFrom, TableName, Value,
 };
-use powersync_source_mssql::checkpoint::StreamPoint;
+use powersync_source_mssql::testing::StreamPoint;
+use powersync_source_testkit::conformance::Oracle;
 
 use crate::fake::{lsn_value, text_type, FakeServer, Op};
 use crate::support::*;
@@ -449,7 +449,7 @@ async fn legacy_lob_columns_not_in_an_update_are_unchanged() {
             ("id", crate::fake::bigint_type()),
             (
                 "body",
-                powersync_source_mssql::backend::SqlType::simple("ntext"),
+                powersync_source_mssql::testing::SqlType::simple("ntext"),
             ),
             ("v", text_type()),
         ],

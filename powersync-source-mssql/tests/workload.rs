@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use powersync_source_testkit::conformance::{Dml, Workload};
 use powersync_source_core::{ChangeSource, Result, TableName, Value};
 use powersync_source_mssql::{MssqlConfig, MssqlSource};
+use powersync_source_testkit::conformance::{Dml, Workload};
 
 use crate::fake::{bigint_type, text_type, FakeServer, Op};
 

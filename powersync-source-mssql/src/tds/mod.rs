@@ -13,11 +13,10 @@ pub use tiberius::Row;
 
 use crate::backend::{
     CaptureInstance, CaptureJob, CapturedColumn, CdcBackend, CdcConnector, ChangeKey, ChangeRow,
-    LsnTime, Permissions, ServerInfo, SqlType,
+    LsnTime, Permissions, ServerInfo, SqlType, RECOMMENDED_JOB,
 };
 use crate::config::MssqlConfig;
-use crate::snapshot::key_positions;
-use crate::tables::{quote_ident, quote_table};
+use crate::tables::{key_positions, quote_ident, quote_table};
 use crate::values::column_value;
 pub use client::{Param, TdsClient};
 pub use select::column_expr;
@@ -591,9 +590,9 @@ impl CdcBackend for TdsBackend {
                 tracing::debug!(error = %e, "cannot read msdb.dbo.cdc_jobs");
                 return Ok(Some(CaptureJob {
                     running: None,
-                    polling_interval_secs: crate::check::RECOMMENDED_JOB.0,
-                    maxtrans: crate::check::RECOMMENDED_JOB.1,
-                    maxscans: crate::check::RECOMMENDED_JOB.2,
+                    polling_interval_secs: RECOMMENDED_JOB.0,
+                    maxtrans: RECOMMENDED_JOB.1,
+                    maxscans: RECOMMENDED_JOB.2,
                 }));
             }
             Err(e) => return Err(e),
