@@ -63,7 +63,7 @@ impl PostImages {
 /// |---|---|---|
 /// | `post_images` | `off`, `auto_configure`, `read_only` (see [`PostImages`]) | `auto_configure` |
 /// | `snapshot_batch_size` | documents per snapshot query (and per resume point) | `10000` |
-/// | `batch_events` | events per batch handed to the host | `4096` |
+/// | `batch_events` | events per batch handed to the host | [`StreamOptions::batch_events`](powersync_source_core::StreamOptions) |
 /// | `max_await_ms` | how long an idle change-stream `getMore` waits on the server | `1000` |
 #[derive(Clone)]
 pub struct MongoConfig {
@@ -72,7 +72,7 @@ pub struct MongoConfig {
     database: String,
     post_images: PostImages,
     snapshot_batch_size: u32,
-    batch_events: usize,
+    batch_events: Option<usize>,
     max_await: Duration,
 }
 
@@ -144,7 +144,7 @@ impl MongoConfig {
             database,
             post_images: PostImages::default(),
             snapshot_batch_size: 10_000,
-            batch_events: 4096,
+            batch_events: None,
             max_await: Duration::from_millis(1000),
         };
         let mut kept = Vec::new();
@@ -166,7 +166,7 @@ impl MongoConfig {
                         u32::try_from(number(key)?).unwrap_or(u32::MAX).max(1)
                 }
                 "batch_events" => {
-                    config.batch_events = usize::try_from(number(key)?).unwrap_or(usize::MAX)
+                    config.batch_events = Some(usize::try_from(number(key)?).unwrap_or(usize::MAX))
                 }
                 "max_await_ms" => config.max_await = Duration::from_millis(number(key)?),
                 _ => {}
@@ -212,8 +212,9 @@ impl MongoConfig {
         self.snapshot_batch_size
     }
 
-    /// Events per batch handed to the host.
-    pub fn batch_events(&self) -> usize {
+    /// Events per batch handed to the host, when the URL sets it (`batch_events`); it then
+    /// wins over [`StreamOptions::batch_events`](powersync_source_core::StreamOptions).
+    pub fn batch_events(&self) -> Option<usize> {
         self.batch_events
     }
 
@@ -235,9 +236,9 @@ impl MongoConfig {
         self
     }
 
-    /// Sets the events per batch.
+    /// Sets the events per batch (as the URL's `batch_events` does).
     pub fn with_batch_events(mut self, n: usize) -> Self {
-        self.batch_events = n.max(1);
+        self.batch_events = Some(n.max(1));
         self
     }
 

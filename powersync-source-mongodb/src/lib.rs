@@ -3,13 +3,16 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), powersync_source_core::SourceError> {
-//! use powersync_source_core::{ChangeSource, StartFrom, TableName};
+//! use powersync_source_core::{ChangeSource, StartFrom, StreamOptions, TableName};
 //! use powersync_source_mongodb::{MongoConfig, MongoSource};
 //!
 //! let config = MongoConfig::parse("mongodb://sync:secret@db1,db2/app?replicaSet=rs0&post_images=auto_configure")?;
-//! let source = MongoSource::new(config).with_tables(vec![TableName::new("", "orders")]);
-//! source.check().await?.into_result()?; // every missing prerequisite, each with its fix
-//! let stream = source.start(StartFrom::Beginning).await?;
+//! let source = MongoSource::new(config)
+//!     .with_stream_options(StreamOptions::default().with_tables(vec![TableName::new("", "orders")]));
+//! for problem in &source.check().await?.problems {
+//!     eprintln!("{problem}"); // every missing prerequisite, each with its fix
+//! }
+//! let stream = source.start(StartFrom::Beginning).await?; // runs check() again, fails on errors
 //! # Ok(()) }
 //! ```
 //!
@@ -52,10 +55,11 @@
 //! **Streaming and transactions.** Change events are not framed by transaction on the wire
 //! (events of one multi-document transaction share a cluster time). The connector frames runs of
 //! events in [`Begin`](powersync_source_core::ChangeEvent::Begin)/[`Commit`](powersync_source_core::ChangeEvent::Commit):
-//! a commit is emitted whenever the server has nothing more buffered (an empty `getMore`) or
-//! the batch reaches `batch_events`, carrying the last event's position. Every event's position
-//! is exact, so a commit inside a large server transaction still loses and repeats nothing;
-//! only the host's view of that server transaction's atomicity is split.
+//! a write outside a multi-document transaction is a transaction of its own; the events of one
+//! server transaction (same `lsid` and `txnNumber`) share one begin and one commit, which is
+//! emitted when the next event belongs elsewhere or the server has nothing more buffered (an
+//! empty `getMore`), carrying the last event's position. A transaction larger than
+//! `batch_events` spans several batches (the core contract allows it).
 //!
 //! **Idle advance.** An empty `getMore` carries a post-batch resume token; when its cluster time
 //! can be read (MongoDB and SecantusDB encodings, see `resume_token`), the stream emits a
@@ -74,7 +78,9 @@
 //! nothing on the server; size the oplog to cover the longest time a host may be stopped.
 //!
 //! **Reconnects.** Network errors, elections and restarts are retried inside the stream with
-//! backoff: the open transaction is discarded with
+//! backoff, with the whole [`RetryPolicy`](powersync_source_core::RetryPolicy) budget for each
+//! outage (the first successful read after reconnecting resets it): the open transaction is
+//! discarded with
 //! [`Abort`](powersync_source_core::ChangeEvent::Abort) and the stream reopens after the last
 //! emitted checkpoint. A read that gets no answer within the silence timeout (half-open
 //! connection) counts as such an error. A resume point the oplog no longer holds (code 286
@@ -108,6 +114,7 @@ mod resume_token;
 mod server_info;
 mod snapshot_reader;
 mod source;
+mod watch;
 
 pub mod bson_value;
 pub mod document_row;

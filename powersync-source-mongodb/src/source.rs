@@ -1,6 +1,6 @@
 //! `MongoSource`: the [`ChangeSource`] implementation.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -10,23 +10,29 @@ use mongodb::bson::{doc, DateTime, Document};
 use mongodb::options::ClientOptions;
 use mongodb::Client;
 use powersync_source_core::position::MongoPosition;
+use powersync_source_core::runtime::{spawn_stream, SnapshotBook};
 use powersync_source_core::{
-    AckHandle, ChangeSource, ChangeStream, CheckReport, Checkpoint, Position, Result, RetryPolicy,
-    SnapshotResume, SourceError, StartFrom, StreamStats, TableName, TableSchema,
+    ChangeSource, ChangeStream, CheckReport, Checkpoint, Position, Result, RetryPolicy,
+    SourceError, StartFrom, StreamOptions, TableName, TableSchema,
 };
-use tokio::sync::{mpsc, OnceCell};
+use tokio::sync::OnceCell;
 
 use crate::catalog::{list_collections, Selection};
 use crate::change_event::header;
 use crate::config::{MongoConfig, PostImages};
 use crate::document_row::CollectionShape;
 use crate::driver_error::driver_error;
-use crate::replicator::{channel_stream, pipeline, Plan, Replicator};
+use crate::replicator::{self, Plan, Setup};
 use crate::server_info::{parse_version, supports_split_event, CHECKPOINTS_COLLECTION};
+use crate::watch::pipeline;
 use crate::{check, snapshot_reader};
 
 /// How long [`ChangeSource::write_checkpoint`] waits to see its own marker.
 const MARKER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How much longer than the server's idle wait (`max_await_ms`) a change-stream read may stay
+/// unanswered before the connection is treated as half-open, whatever the silence timeout.
+const SILENCE_MARGIN: Duration = Duration::from_secs(5);
 
 /// A MongoDB database replicated through a database-level change stream.
 ///
@@ -34,45 +40,59 @@ const MARKER_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone)]
 pub struct MongoSource {
     config: MongoConfig,
-    tables: Vec<TableName>,
-    retry: RetryPolicy,
-    silence_timeout: Duration,
-    client: std::sync::Arc<OnceCell<Client>>,
+    options: StreamOptions,
+    client: Arc<OnceCell<Client>>,
 }
 
 impl MongoSource {
-    /// A source for the URL's database, replicating every collection until
-    /// [`with_tables`](Self::with_tables) narrows it.
+    /// A source for the URL's database with default [`StreamOptions`]: every collection,
+    /// until [`with_tables`](Self::with_tables) or
+    /// [`with_stream_options`](Self::with_stream_options) narrows it.
     pub fn new(config: MongoConfig) -> MongoSource {
         MongoSource {
             config,
-            tables: Vec::new(),
-            retry: RetryPolicy::default(),
-            silence_timeout: Duration::from_secs(30),
+            options: StreamOptions::default(),
             client: Default::default(),
         }
     }
 
-    /// The collections to replicate: `TableName.schema` is the database (empty = the URL's),
-    /// `TableName.name` the collection. Empty = every collection of the URL's database except
-    /// `system.*` and `_powersync_checkpoints`. Only the URL's database can be replicated;
-    /// naming another is an [`ErrorKind::Unsupported`](powersync_source_core::ErrorKind) error
-    /// at `check`/`start`.
+    /// The stream settings shared by every connector:
+    /// - `tables`: the collections to replicate. `TableName.schema` is the database (empty =
+    ///   the URL's), `TableName.name` the collection. `None` (or an empty list) = every
+    ///   collection of the URL's database except `system.*` and `_powersync_checkpoints`.
+    ///   Only the URL's database can be replicated; naming another is an
+    ///   [`ErrorKind::Unsupported`](powersync_source_core::ErrorKind) error at `check`/`start`.
+    /// - `retry`: reconnects inside the stream and retried snapshot reads.
+    /// - `batch_events`: events per batch, unless the URL sets `batch_events` (which wins).
+    /// - `silence_timeout`: how long a change-stream read may stay unanswered before the
+    ///   connection is treated as dead; at least `max_await_ms` plus 5 s, since the server
+    ///   answers an idle read only after `max_await_ms`.
+    pub fn with_stream_options(mut self, options: StreamOptions) -> MongoSource {
+        self.options = options;
+        self
+    }
+
+    /// The stream settings (see [`with_stream_options`](Self::with_stream_options)).
+    pub fn stream_options(&self) -> &StreamOptions {
+        &self.options
+    }
+
+    /// Sets [`StreamOptions::tables`]: the collections to replicate (empty = every collection).
     pub fn with_tables(mut self, tables: Vec<TableName>) -> MongoSource {
-        self.tables = tables;
+        self.options.tables = Some(tables);
         self
     }
 
-    /// The reconnect policy inside the stream (default: [`RetryPolicy::default`]).
+    /// Sets [`StreamOptions::retry`], the reconnect policy inside the stream.
     pub fn with_retry(mut self, retry: RetryPolicy) -> MongoSource {
-        self.retry = retry;
+        self.options.retry = retry;
         self
     }
 
-    /// How long a change-stream read may stay unanswered before the connection is treated as
-    /// dead (default 30 s; the server answers an idle read after `max_await_ms`).
+    /// Sets [`StreamOptions::silence_timeout`] (see
+    /// [`with_stream_options`](Self::with_stream_options)).
     pub fn with_silence_timeout(mut self, timeout: Duration) -> MongoSource {
-        self.silence_timeout = timeout;
+        self.options.silence_timeout = timeout;
         self
     }
 
@@ -81,8 +101,21 @@ impl MongoSource {
         &self.config
     }
 
+    fn tables(&self) -> &[TableName] {
+        self.options.tables.as_deref().unwrap_or_default()
+    }
+
+    /// The options the stream runs with: the URL's `batch_events` wins over the stream
+    /// options'.
+    fn effective_options(&self) -> StreamOptions {
+        match self.config.batch_events() {
+            Some(n) => self.options.clone().with_batch_events(n),
+            None => self.options.clone(),
+        }
+    }
+
     fn selection(&self) -> Result<Selection> {
-        let foreign = Selection::foreign(self.config.database(), &self.tables);
+        let foreign = Selection::foreign(self.config.database(), self.tables());
         if let Some(t) = foreign.first() {
             return Err(SourceError::unsupported(format!(
                 "table {t} is in another database than the URL's ({}): one source replicates one database",
@@ -90,7 +123,7 @@ impl MongoSource {
             ))
             .with_hint("open one source per database"));
         }
-        Ok(Selection::new(self.config.database(), &self.tables))
+        Ok(Selection::new(self.config.database(), self.tables()))
     }
 
     /// The driver client, connected once and shared by clones of this source.
@@ -260,31 +293,34 @@ impl ChangeSource for MongoSource {
         Ok(out)
     }
 
+    /// Runs [`ChangeSource::check`] first and fails with its problems (a `Prerequisite`
+    /// error listing every fix) before changing anything. Then enables post-images per
+    /// `post_images`, writes the snapshot barrier for [`StartFrom::Beginning`], and spawns the
+    /// stream task; failures up to here are returned, later ones arrive through the stream.
     async fn start(&self, from: StartFrom) -> Result<ChangeStream> {
+        self.check().await?.into_result()?;
         let selection = self.selection()?;
         let client = self.client().await?;
         let split_events = self.split_events(&client).await?;
         self.prepare_images(&client, &selection).await?;
-        let plan = match from {
+        let (plan, start) = match from {
             StartFrom::Beginning => {
                 // The barrier: everything after it is streamed, everything before it is in
                 // the documents the snapshot reads afterwards.
                 let barrier = self.write_marker(&client, split_events).await?;
-                Plan::Snapshot(SnapshotResume {
-                    stream_from: barrier.to_checkpoint(),
-                    tables: BTreeMap::new(),
-                    source_state: None,
-                })
+                (
+                    Plan::Snapshot(SnapshotBook::new(barrier.to_checkpoint())),
+                    barrier,
+                )
             }
             StartFrom::Snapshot(resume) => {
-                MongoPosition::from_checkpoint(&resume.stream_from)?;
-                Plan::Snapshot(resume)
+                let start = MongoPosition::from_checkpoint(&resume.stream_from)?;
+                (Plan::Snapshot(SnapshotBook::resume(&resume)), start)
             }
-            StartFrom::Checkpoint(c) => Plan::Stream(MongoPosition::from_checkpoint(&c)?),
-        };
-        let start = match &plan {
-            Plan::Snapshot(r) => MongoPosition::from_checkpoint(&r.stream_from)?,
-            Plan::Stream(p) => p.clone(),
+            StartFrom::Checkpoint(c) => {
+                let start = MongoPosition::from_checkpoint(&c)?;
+                (Plan::Stream, start)
+            }
         };
         if start.resume_token.is_empty() {
             return Err(SourceError::config(format!(
@@ -292,23 +328,27 @@ impl ChangeSource for MongoSource {
                 start.to_checkpoint()
             )));
         }
-        let (tx, rx) = mpsc::channel(4);
-        let stats = StreamStats::default();
-        let (acks, _receiver) = AckHandle::channel(MongoPosition::SOURCE);
-        let replicator = Replicator::new(
+        let options = self.effective_options();
+        let setup = Setup {
             client,
-            self.config.clone(),
+            config: self.config.clone(),
             selection,
-            tx,
-            stats.clone(),
-            self.retry.clone(),
-            self.silence_timeout
-                .max(self.config.max_await() + Duration::from_secs(5)),
+            retry: options.retry.clone(),
+            silence: options
+                .silence_timeout
+                .max(self.config.max_await() + SILENCE_MARGIN),
             split_events,
             start,
-        );
-        tokio::spawn(replicator.run(plan));
-        Ok(ChangeStream::new(channel_stream(rx), acks, stats))
+            plan,
+        };
+        Ok(spawn_stream(
+            MongoPosition::SOURCE,
+            &options,
+            move |out, _acks| {
+                // Acknowledgements release nothing on MongoDB (see the crate docs).
+                replicator::run(setup, out)
+            },
+        ))
     }
 
     async fn write_checkpoint(&self) -> Result<Checkpoint> {

@@ -2,9 +2,10 @@
 //! resume point after each batch (see the crate docs for the consistency argument).
 
 use mongodb::bson::raw::RawDocumentBuf;
+use mongodb::bson::Bson;
+use powersync_source_core::runtime::{Reconnect, SnapshotBook, Step, TableStart};
 use powersync_source_core::{
-    Backoff, ChangeEvent, OldImage, Op, Result, RowChange, SnapshotProgress, SnapshotResume,
-    SourceError, TableProgress,
+    ChangeEvent, OldImage, Op, Result, RowChange, SnapshotProgress, SourceError,
 };
 
 use super::Replicator;
@@ -12,7 +13,9 @@ use crate::catalog::list_collections;
 use crate::snapshot_reader::{decode_key, document_id, encode_key, read_batch};
 
 impl Replicator {
-    pub(super) async fn initial_snapshot(&mut self, mut resume: SnapshotResume) -> Result<()> {
+    /// Reads every selected collection the book does not list as done, then emits the
+    /// snapshot's end (streaming continues from the book's barrier).
+    pub(super) async fn initial_snapshot(&mut self, mut book: SnapshotBook) -> Step<()> {
         let db = self.client.database(self.selection.database());
         let collections = list_collections(&db).await?;
         for info in collections {
@@ -25,28 +28,29 @@ impl Replicator {
         }
         let names: Vec<String> = self.known.iter().cloned().collect();
         for coll in names {
-            self.snapshot_collection(&coll, Some(&mut resume)).await?;
+            self.snapshot_collection(&coll, Some(&mut book)).await?;
         }
-        let checkpoint = resume.stream_from.clone();
-        self.batch
-            .push(ChangeEvent::Snapshot(SnapshotProgress::Done { checkpoint }));
-        self.flush().await
+        self.out.push(book.done()).await?;
+        self.out.flush().await
     }
 
-    /// Reads a whole collection (or what `resume` says is left of it).
+    /// Reads a whole collection (or what `book` says is left of it). Without a book (the copy
+    /// after a rename into a selected collection) no resume points are emitted: a crash
+    /// replays the rename and copies again.
     pub(super) async fn snapshot_collection(
         &mut self,
         coll: &str,
-        mut resume: Option<&mut SnapshotResume>,
-    ) -> Result<()> {
+        mut book: Option<&mut SnapshotBook>,
+    ) -> Step<()> {
         let table = self.selection.table(coll);
-        let key = table.to_string();
-        let (mut after, mut rows) = match resume.as_ref().and_then(|r| r.tables.get(&key)) {
-            Some(TableProgress::Done { .. }) => return Ok(()),
-            Some(TableProgress::Partial { after_key, rows }) => {
-                (Some(decode_key(after_key)?), *rows)
-            }
-            None => (None, 0),
+        let start = match book.as_deref() {
+            Some(book) => book.start(&table),
+            None => TableStart::Fresh,
+        };
+        let (mut after, mut rows): (Option<Bson>, u64) = match start {
+            TableStart::Skip => return Ok(()),
+            TableStart::Fresh => (None, 0),
+            TableStart::Resume { after_key, rows } => (Some(decode_key(&after_key)?), rows),
         };
         let collection = self
             .client
@@ -60,11 +64,12 @@ impl Replicator {
             read_batch(&collection, after.as_ref(), limit)
         );
         let estimated = estimated.ok();
-        self.push(ChangeEvent::Snapshot(SnapshotProgress::TableStarted {
-            table: table.clone(),
-            estimated_rows: estimated,
-        }))
-        .await?;
+        self.out
+            .push(ChangeEvent::Snapshot(SnapshotProgress::TableStarted {
+                table: table.clone(),
+                estimated_rows: estimated,
+            }))
+            .await?;
         if let Ok(docs) = &first {
             let shape = self.shape(coll);
             for doc in docs {
@@ -72,38 +77,37 @@ impl Replicator {
             }
         }
         if let Some(schema) = self.shape(coll).take_changed() {
-            self.push(ChangeEvent::Schema(schema)).await?;
+            self.out.push(ChangeEvent::Schema(schema)).await?;
         }
         let mut first = Some(first);
         // The next batch is read while this one is converted (at most two batches in memory).
         let mut prefetch: Option<tokio::task::JoinHandle<Result<Vec<RawDocumentBuf>>>> = None;
-        let mut backoff: Option<Backoff> = None;
+        // Failed batch reads are retried with one budget per outage, like the stream's reads.
+        let mut reconnect = Reconnect::new(self.retry.clone());
         loop {
             let result = if let Some(r) = first.take() {
                 r
             } else if let Some(task) = prefetch.take() {
-                task.await.unwrap_or_else(|e| {
-                    Err(SourceError::connection(format!("snapshot read task: {e}")))
-                })
+                match task.await {
+                    Ok(r) => r,
+                    // A bug, not a server failure: let the runtime report it as one.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => Err(
+                        SourceError::connection("the snapshot read task was cancelled")
+                            .with_source(e),
+                    ),
+                }
             } else {
                 read_batch(&collection, after.as_ref(), limit).await
             };
             let docs = match result {
                 Ok(docs) => {
-                    backoff = None;
+                    reconnect.healthy();
                     docs
                 }
                 Err(e) => {
-                    let b = backoff.get_or_insert_with(|| self.retry.backoff());
-                    match b.next_delay(&e) {
-                        Some(delay) => {
-                            tracing::warn!(error = %e, ?delay, "snapshot read failed; retrying the batch");
-                            self.stats.record_reconnect();
-                            tokio::time::sleep(delay).await;
-                            continue;
-                        }
-                        None => return Err(e),
-                    }
+                    reconnect.after_failure(e, &mut self.out).await?;
+                    continue;
                 }
             };
             let last_id = docs.last().map(document_id).transpose()?;
@@ -122,36 +126,24 @@ impl Replicator {
                 let changed = shape.take_changed();
                 let schema = shape.schema().clone();
                 if let Some(schema) = changed {
-                    self.push(ChangeEvent::Schema(schema)).await?;
+                    self.out.push(ChangeEvent::Schema(schema)).await?;
                 }
-                self.push(ChangeEvent::Row(RowChange {
-                    op: Op::Insert,
-                    table: schema,
-                    old: None,
-                    old_image: OldImage::None,
-                    new: Some(row),
-                    snapshot: true,
-                }))
-                .await?;
-            }
-            self.stats.add_rows(n as u64);
-            rows += n as u64;
-            if let Some(id) = last_id {
-                if let Some(resume) = resume.as_deref_mut() {
-                    resume.tables.insert(
-                        key.clone(),
-                        TableProgress::Partial {
-                            after_key: encode_key(&id),
-                            rows,
-                        },
-                    );
-                    self.push(ChangeEvent::Snapshot(SnapshotProgress::ChunkDone {
-                        table: table.clone(),
-                        rows_done: rows,
-                        estimated_rows: estimated,
-                        resume: Box::new(resume.clone()),
+                self.out
+                    .push(ChangeEvent::Row(RowChange {
+                        op: Op::Insert,
+                        table: schema,
+                        old: None,
+                        old_image: OldImage::None,
+                        new: Some(row),
+                        snapshot: true,
                     }))
                     .await?;
+            }
+            rows += n as u64;
+            if let Some(id) = last_id {
+                if let Some(book) = book.as_deref_mut() {
+                    let event = book.chunk_done(&table, encode_key(&id), rows, estimated);
+                    self.out.push(event).await?;
                 }
                 after = Some(id);
             }
@@ -159,14 +151,11 @@ impl Replicator {
                 break;
             }
         }
-        if let Some(resume) = resume {
-            resume.tables.insert(key, TableProgress::Done { rows });
-        }
-        self.push(ChangeEvent::Snapshot(SnapshotProgress::TableDone {
-            table,
-            rows,
-        }))
-        .await?;
-        self.flush().await
+        let done = match book {
+            Some(book) => book.table_done(&table, rows),
+            None => ChangeEvent::Snapshot(SnapshotProgress::TableDone { table, rows }),
+        };
+        self.out.push(done).await?;
+        self.out.flush().await
     }
 }
