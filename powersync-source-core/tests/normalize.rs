@@ -12,7 +12,8 @@ use powersync_source_core::normalize::integer::{
     f32_value, f64_value, i128_value, int64_as_text, u64_value,
 };
 use powersync_source_core::normalize::json::{
-    check_json, json_text, write_json_string, write_json_value, JsonArray, JsonObject,
+    check_json, json_text, write_json_bool, write_json_string, write_json_value, JsonArray,
+    JsonObject,
 };
 use powersync_source_core::normalize::spatial::{
     mysql_geometry_to_geojson, wkb_hex_to_geojson, wkb_to_geojson,
@@ -92,20 +93,22 @@ fn golden_format_date() {
             (-25_509, "1900-02-28"),
             (-25_508, "1900-03-01"),
             (-719_162, "0001-01-01"),
-            // 1 BC is astronomical year 0 (a leap year), 2 BC is -0001
+            // 1 BC is astronomical year 0 (a leap year) and keeps four digits
             (-719_163, "0000-12-31"),
             (-719_528, "0000-01-01"),
-            (-719_529, "-0001-12-31"),
-            (days_from_civil(-43, 3, 15), "-0043-03-15"),
             (2_932_896, "9999-12-31"),
-            // years after 9999: all digits, no '+'
-            (2_932_897, "10000-01-01"),
-            (days_from_civil(-10_000, 1, 1), "-10000-01-01"),
+            // years outside 0000–9999: ISO 8601 expanded form, a sign and at least six digits
+            // (PowerSync's vectors: +010000-01-01, -000001-12-31); 2 BC is -000001
+            (-719_529, "-000001-12-31"),
+            (days_from_civil(-43, 3, 15), "-000043-03-15"),
+            (2_932_897, "+010000-01-01"),
+            (days_from_civil(-10_000, 1, 1), "-010000-01-01"),
+            (days_from_civil(5_874_897, 12, 31), "+5874897-12-31"), // PostgreSQL's last date
             // infinity sentinels
             (DATE_INFINITY, INFINITY_TEXT),
             (DATE_NEG_INFINITY, NEG_INFINITY_TEXT),
             // far out of any source's range: still no panic
-            (i64::MAX - 1, "25252734927768524-07-26"),
+            (i64::MAX - 1, "+25252734927768524-07-26"),
         ],
         |d| format_date(*d),
     );
@@ -160,7 +163,10 @@ fn golden_parse_date_text() {
             ("0044-03-15 BC", days_from_civil(-43, 3, 15)),
             ("0044-03-15 bc", days_from_civil(-43, 3, 15)),
             ("2024-01-01 AD", 19_723),
-            // the astronomical form format_date prints
+            // the expanded forms format_date prints, and the four-digit signed form
+            ("-000043-03-15", days_from_civil(-43, 3, 15)),
+            ("+010000-01-01", 2_932_897),
+            ("-000001-12-31", -719_529),
             ("-0043-03-15", days_from_civil(-43, 3, 15)),
             ("+2024-01-01", 19_723),
             ("infinity", DATE_INFINITY),
@@ -388,11 +394,15 @@ fn golden_format_timestamp() {
                     days_from_civil(-43, 3, 15) as i128 * DAY + 12 * 3_600 * S,
                     FracDigits::Fixed(0),
                 ),
-                "-0043-03-15T12:00:00",
+                "-000043-03-15T12:00:00",
             ),
             (
                 (2_932_897 * DAY + 1_000, FracDigits::Fixed(6)),
-                "10000-01-01T00:00:00.000001",
+                "+010000-01-01T00:00:00.000001",
+            ),
+            (
+                (-719_528 * DAY - 1_000_000, FracDigits::Fixed(3)),
+                "-000001-12-31T23:59:59.999",
             ),
             ((TIMESTAMP_INFINITY, FracDigits::Fixed(6)), "infinity"),
             ((TIMESTAMP_NEG_INFINITY, FracDigits::Fixed(6)), "-infinity"),
@@ -411,6 +421,19 @@ fn golden_format_timestamp() {
                 (-1_000, FracDigits::Fixed(6)),
                 "1969-12-31T23:59:59.999999Z",
             ),
+            // years outside 0000–9999, with zone: PowerSync's MongoDB vectors exactly
+            (
+                (253_402_300_800_000 * 1_000_000, FracDigits::Fixed(3)),
+                "+010000-01-01T00:00:00.000Z",
+            ),
+            (
+                (-62_167_219_200_001 * 1_000_000, FracDigits::Fixed(3)),
+                "-000001-12-31T23:59:59.999Z",
+            ),
+            (
+                (-62_167_219_200_000 * 1_000_000, FracDigits::Fixed(3)),
+                "0000-01-01T00:00:00.000Z",
+            ),
             ((TIMESTAMP_INFINITY, FracDigits::Fixed(6)), "infinity"),
             ((TIMESTAMP_NEG_INFINITY, FracDigits::Fixed(6)), "-infinity"),
         ],
@@ -422,7 +445,7 @@ fn golden_format_timestamp() {
             ((1_700_000_000_000_001, 6), "2023-11-14T22:13:20.000001Z"),
             ((1_700_000_000_000_001, 9), "2023-11-14T22:13:20.000001Z"), // micros: at most 6
             ((-1, 3), "1969-12-31T23:59:59.999Z"),
-            ((i64::MIN, 6), "-290308-12-21T19:59:05.224192Z"),
+            ((i64::MIN, 6), "-290308-12-21T19:59:05.224192Z"), // already six digits
         ],
         |&(m, p)| format_unix_micros_utc(m, p),
     );
@@ -472,6 +495,11 @@ fn golden_parse_timestamp_text() {
                 (days_from_civil(-43, 3, 15) as i128 * DAY + noon, None),
             ),
             ("10000-01-01 00:00:00", (2_932_897 * DAY, None)),
+            ("+010000-01-01T00:00:00Z", (2_932_897 * DAY, Some(0))),
+            (
+                "-000001-12-31T23:59:59.999Z",
+                (-719_528 * DAY - 1_000_000, Some(0)),
+            ),
             ("1969-12-31 23:59:59.5", (-S / 2, None)),
             ("infinity", (TIMESTAMP_INFINITY, None)),
             ("-infinity", (TIMESTAMP_NEG_INFINITY, None)),
@@ -859,6 +887,9 @@ fn golden_json_values() {
             (Value::Blob(vec![0, 1, 2, 255]), r#""AAEC/w==""#),
             (Value::Blob(vec![0xfb, 0xff]), r#""+/8=""#),
             (Value::Blob(b"abc".to_vec()), r#""YWJj""#),
+            // a boolean is Value::bool, the integer 0/1, inside JSON as at the top level
+            (Value::bool(true), "1"),
+            (Value::bool(false), "0"),
         ],
         |v| {
             let mut out = String::new();
@@ -866,6 +897,16 @@ fn golden_json_values() {
             out
         },
     );
+    // a source boolean written straight into JSON (BSON and Convex documents): 1/0, for
+    // every source, never true/false (PowerSync's vectors: [true] → [1])
+    table("write_json_bool", &[(true, "1"), (false, "0")], |&b| {
+        let mut out = String::new();
+        write_json_bool(&mut out, b);
+        out
+    });
+    let mut a = JsonArray::new();
+    a.push_bool(true).push_bool(false);
+    assert_eq!(a.finish(), "[1,0]");
 }
 
 #[test]
@@ -893,12 +934,12 @@ fn golden_json_builders() {
     outer.finish();
     assert_eq!(out, "prefix:[[1,2],[3,4]]");
 
-    // a range / composite as an object
+    // a range / composite as an object (booleans 1/0, as PowerSync writes its ranges)
     let mut o = JsonObject::new();
     o.field("lower", &Value::Text("2024-01-01".into()))
         .field("upper", &Value::Null)
-        .field_raw("lower_inc", "true")
-        .key("upper_inc")
+        .field_raw("server_json", "true") // raw JSON is written as given
+        .key("upper_exclusive")
         .push_bool(false);
     o.field_str("k\"ey", "v");
     o.key("nested");
@@ -909,7 +950,7 @@ fn golden_json_builders() {
     o.key("raw").push_raw(r#"{"a":[1]}"#);
     assert_eq!(
         o.finish(),
-        r#"{"lower":"2024-01-01","upper":null,"lower_inc":true,"upper_inc":false,"k\"ey":"v","nested":{"f":2.0,"blob":"AQ=="},"raw":{"a":[1]}}"#
+        r#"{"lower":"2024-01-01","upper":null,"server_json":true,"upper_exclusive":0,"k\"ey":"v","nested":{"f":2.0,"blob":"AQ=="},"raw":{"a":[1]}}"#
     );
 
     // misuse still yields valid JSON: value without key, key without value

@@ -12,6 +12,15 @@
 //! | `Text(s)` | a string, escaped per RFC 8259 |
 //! | `Blob(b)` | a string holding `b` in standard base64 with padding (RFC 4648 §4): `"AAEC/w=="` |
 //!
+//! **Booleans are `1` and `0` inside JSON too**, for every source: a [`Value`] boolean already
+//! is the integer 0/1 ([`Value::bool`]), and a connector that writes a source boolean straight
+//! into JSON (a BSON or Convex document, an array element) calls [`write_json_bool`] (or
+//! [`JsonArray::push_bool`] / [`JsonObject::push_bool`]), never `true`/`false`. This is
+//! PowerSync's rule (its MongoDB test vectors: `[true]` → `[1]`), so a boolean reads the same
+//! at the top level and nested, and SQLite's JSON functions compare it with the column values.
+//! JSON documents the server renders (json/jsonb columns, MySQL JSON) are passed through
+//! unchanged and keep their `true`/`false`.
+//!
 //! [`JsonArray`] and [`JsonObject`] write into a `String` you own (`JsonArray::begin(&mut s)`)
 //! or into one they own (`JsonArray::new()` … `.finish()` returns it), and nest. (Holding a
 //! `out: &mut String` parameter, pass `&mut *out` to keep using `out` after the builder.)
@@ -80,6 +89,12 @@ pub fn write_json_f64(out: &mut String, f: f64) {
     }
 }
 
+/// Appends a source boolean inside JSON: `1` or `0`, never `true`/`false` (see the module
+/// docs).
+pub fn write_json_bool(out: &mut String, b: bool) {
+    out.push(if b { '1' } else { '0' });
+}
+
 /// Appends `v` as JSON (see the module docs for the mapping).
 pub fn write_json_value(out: &mut String, v: &Value) {
     match v {
@@ -129,9 +144,12 @@ macro_rules! value_writers {
         pub fn push_null(&mut self) -> &mut Self {
             self.push_raw("null")
         }
-        /// Appends `true` or `false` (note: a [`Value`] boolean is the integer 0/1).
+        /// Appends a source boolean as `1` or `0` (see [`write_json_bool`]). For a JSON
+        /// `true`/`false` that must stay one, use [`push_raw`](Self::push_raw).
         pub fn push_bool(&mut self, b: bool) -> &mut Self {
-            self.push_raw(if b { "true" } else { "false" })
+            self.before_value();
+            write_json_bool(self.out.borrow_mut(), b);
+            self
         }
         /// Appends an integer.
         pub fn push_i64(&mut self, i: i64) -> &mut Self {

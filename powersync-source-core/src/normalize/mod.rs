@@ -11,7 +11,7 @@
 //!
 //! | source value | [`Value`](crate::Value) | produced by |
 //! |---|---|---|
-//! | booleans | `Integer` 0/1 | [`Value::bool`](crate::Value::bool) |
+//! | booleans | `Integer` 0/1; inside JSON `1`/`0` too | [`Value::bool`](crate::Value::bool), [`json::write_json_bool`] |
 //! | integers that fit `i64` | `Integer` | — |
 //! | unsigned 64-bit (and 128-bit) above `i64::MAX` | `Text`, base 10 | [`integer::u64_value`], [`integer::i128_value`] |
 //! | Convex `Int64` | `Text`, base 10 ("Int64-as-text") | [`integer::int64_as_text`] |
@@ -22,7 +22,7 @@
 //! | uuid / uniqueidentifier / Mongo UUID binary | `Text`, lowercase `8-4-4-4-12` | [`uuid::format_uuid`], [`uuid::format_guid_mixed_endian`], [`uuid::uuid_text`] |
 //! | json / jsonb | `Text`, the document as the server rendered it | [`json::json_text`] |
 //! | arrays, nested documents, composites, ranges, SET | `Text`, JSON | [`json::JsonArray`], [`json::JsonObject`], [`json::write_json_value`] |
-//! | date | `Text` `YYYY-MM-DD` | [`time::format_date`], [`time::parse_date_text`] |
+//! | date | `Text` `YYYY-MM-DD`; years outside 0000–9999 `+YYYYYY-MM-DD` / `-YYYYYY-MM-DD` | [`time::format_date`], [`time::parse_date_text`] |
 //! | time | `Text` `HH:MM:SS[.fraction]` | [`time::format_time`], [`time::parse_time_text`] |
 //! | time with zone (`timetz`) | `Text` UTC `HH:MM:SS[.fraction]Z` | [`time::format_time_with_offset_utc`] |
 //! | timestamp without zone | `Text` `YYYY-MM-DDTHH:MM:SS[.fraction]` | [`time::format_timestamp`], [`time::parse_timestamp_text`] |
@@ -36,10 +36,13 @@
 //! # Choices
 //!
 //! - **Calendar.** Proleptic Gregorian with astronomical years, as ISO 8601: 1 BC is `0000`,
-//!   44 BC is `-0043` (`-0043-03-15`); PostgreSQL's `0044-03-15 BC` is parsed accordingly.
-//!   Years have at least four digits; years after 9999 print all their digits
-//!   (`10000-01-01`), without the `+` that ISO's expanded form would want, so that the text
-//!   stays what PostgreSQL prints for such years.
+//!   44 BC is `-43` (`-000043-03-15`); PostgreSQL's `0044-03-15 BC` is parsed accordingly.
+//!   Years 0000–9999 print as four digits. Every other year uses ISO 8601's expanded form, a
+//!   sign and at least six digits: `+010000-01-01`, `-000001-12-31` (2 BC), `-000043-03-15`
+//!   (44 BC), for dates, timestamps with and without zone alike, from every source. This is
+//!   what PowerSync writes (its MongoDB test vectors: `+010000-01-01T00:00:00.000Z`,
+//!   `-000001-12-31T23:59:59.999Z`); PostgreSQL prints `10000-01-01` and `0044-03-15 BC`
+//!   instead, and the parsers accept all of these spellings.
 //! - **Infinity.** Infinite dates, timestamps and intervals are the texts `infinity` and
 //!   `-infinity` (PostgreSQL's spelling). In the integer domain they are the sentinels
 //!   [`time::DATE_INFINITY`] (`i64::MAX` days) and [`time::TIMESTAMP_INFINITY`] (`i128::MAX`
@@ -59,8 +62,10 @@
 //! - **Decimals.** The scale is kept (`1.50` stays `1.50`), exponents are expanded
 //!   (`1.5E+3` → `1500`), `+` and redundant leading zeros go, and zero has no sign.
 //! - **JSON.** Arrays and documents are compact JSON. Inside them a `Real` always has a
-//!   fraction or exponent (`1.0`), infinities are `null`, and a `Blob` is a base64 string
-//!   (standard alphabet, padded) since JSON has no bytes.
+//!   fraction or exponent (`1.0`), infinities are `null`, a `Blob` is a base64 string
+//!   (standard alphabet, padded) since JSON has no bytes, and a boolean is `1`/`0` as at the
+//!   top level (PowerSync's rule; [`json::write_json_bool`]). JSON documents the server
+//!   renders (json/jsonb) pass through as they are.
 //! - **GeoJSON.** Coordinates are the shortest round-trip text without `.0` (`1`, `1.5`), Z is
 //!   kept, M and the SRID are dropped; empty points are `[]`.
 //! - **Intervals.** PostgreSQL's `iso_8601` interval style, each part carrying its own sign

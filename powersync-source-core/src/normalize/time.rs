@@ -126,8 +126,9 @@ pub fn is_valid_date(y: i64, m: u32, d: u32) -> bool {
 
 /// Days since 1970-01-01 → `YYYY-MM-DD`.
 ///
-/// Years are at least four digits; years after 9999 print all their digits (`10000-01-01`);
-/// years before 1 AD use astronomical numbering with a `-` (1 BC = `0000`, 44 BC = `-0043`).
+/// Years 0000–9999 print as four digits; years outside that range use ISO 8601's expanded
+/// form, a sign and at least six digits (see [`write_year`]): `+010000-01-01`, and with
+/// astronomical numbering before 1 AD, `-000001-12-31` (2 BC) and `-000043-03-15` (44 BC).
 /// [`DATE_INFINITY`] / [`DATE_NEG_INFINITY`] print [`INFINITY_TEXT`] / [`NEG_INFINITY_TEXT`].
 pub fn format_date(days_since_unix_epoch: i64) -> String {
     match days_since_unix_epoch {
@@ -310,18 +311,24 @@ pub fn format_unix_micros_utc(micros: i64, precision: u8) -> String {
     format_timestamp_utc(micros as i128 * 1000, FracDigits::Fixed(precision.min(6)))
 }
 
-/// Writes a year as ISO 8601 does: at least four digits, astronomical numbering with `-` before
-/// years before 1 AD… i.e. 1 BC = `0000`, 2 BC = `-0001`; never a `+`, years after 9999 with all
-/// their digits.
+/// Writes an astronomical year (1 BC = 0, 2 BC = -1) as ISO 8601 does: years 0–9999 as four
+/// digits (`0000`, `2024`); any other year in the expanded form, `+` or `-` and at least six
+/// digits (`+010000`, `-000001`, `+5874897`).
+///
+/// The expanded form is what PowerSync writes for such years (JavaScript's
+/// `Date.prototype.toISOString` form), and it keeps every year's text unambiguous: a plain
+/// `10000` could be read as a five-digit year or a malformed four-digit one, while `+010000`
+/// cannot. [`parse_date_text`] and [`parse_timestamp_text`] read both forms back.
 pub fn write_year(out: &mut String, y: i64) {
     write_year_wide(out, y as i128);
 }
 
 fn write_year_wide(out: &mut String, y: i128) {
-    if y < 0 {
-        let _ = write!(out, "-{:04}", y.unsigned_abs());
-    } else {
+    if (0..=9999).contains(&y) {
         let _ = write!(out, "{y:04}");
+    } else {
+        let sign = if y < 0 { '-' } else { '+' };
+        let _ = write!(out, "{sign}{:06}", y.unsigned_abs());
     }
 }
 
@@ -577,9 +584,9 @@ fn parse_era_and_end(c: &mut Cursor<'_>) -> Result<bool, &'static str> {
 
 /// Parses a date as sources print it → days since 1970-01-01.
 ///
-/// Accepts `YYYY-MM-DD` (4–9 year digits), an astronomical signed year (`-0043-03-15`, as
-/// [`format_date`] prints), an era suffix ` BC` / ` AD` (PostgreSQL: `0044-03-15 BC` is
-/// `-0043-03-15`), and `infinity` / `+infinity` / `-infinity` (any case) which give
+/// Accepts `YYYY-MM-DD` (4–9 year digits), an astronomical signed year (`-000043-03-15` and
+/// `+010000-01-01` as [`format_date`] prints, or `-0043-03-15`), an era suffix ` BC` / ` AD`
+/// (PostgreSQL: `0044-03-15 BC` is `-000043-03-15`), and `infinity` / `+infinity` / `-infinity` (any case) which give
 /// [`DATE_INFINITY`] / [`DATE_NEG_INFINITY`]. Surrounding spaces are ignored. Rejects
 /// impossible dates (`2023-02-29`, MySQL's zero date `0000-00-00`): connectors map those to
 /// Null.
