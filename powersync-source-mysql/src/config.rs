@@ -26,10 +26,10 @@ pub enum SslMode {
 /// |---|---|---|
 /// | `server_id` | derived from the host name, database and port, in 1 000 000 000..2 000 000 000 | the replica server id announced to the server; two streams with the same id make the server drop the older one |
 /// | `heartbeat` | `5` (seconds) | heartbeat period the server sends on an idle binlog connection |
-/// | `silence_timeout` | `30` (seconds) | a binlog connection that sends nothing (not even a heartbeat) this long is treated as dead and reconnected |
+/// | `silence_timeout` | [`StreamOptions::silence_timeout`](powersync_source_core::StreamOptions::silence_timeout) | seconds; a binlog connection that sends nothing (not even a heartbeat) this long is treated as dead and reconnected; overrides the stream option |
 /// | `connect_timeout` | `10` (seconds) | TCP connect + handshake timeout |
 /// | `chunk_rows` | `10000` | rows per snapshot chunk (primary-key ranges) |
-/// | `batch_events` | `4096` | events per batch handed to the host |
+/// | `batch_events` | [`StreamOptions::batch_events`](powersync_source_core::StreamOptions::batch_events) | events per batch handed to the host; overrides the stream option |
 /// | `checkpoint_table` | `_powersync_checkpoints` | table (in the URL's database, or `db.table`) written by `write_checkpoint` |
 /// | `ssl-mode` | `disabled` | `disabled`, `required`/`verify_ca`, `verify_identity` |
 #[derive(Clone, PartialEq)]
@@ -41,10 +41,12 @@ pub struct MySqlConfig {
     pub(crate) database: String,
     pub(crate) server_id: u32,
     pub(crate) heartbeat: Duration,
-    pub(crate) silence_timeout: Duration,
+    /// Set by the URL; otherwise the stream option applies.
+    pub(crate) silence_timeout: Option<Duration>,
     pub(crate) connect_timeout: Duration,
     pub(crate) chunk_rows: u64,
-    pub(crate) batch_events: usize,
+    /// Set by the URL; otherwise the stream option applies.
+    pub(crate) batch_events: Option<usize>,
     pub(crate) checkpoint_table: (Option<String>, String),
     pub(crate) ssl_mode: SslMode,
 }
@@ -116,10 +118,10 @@ impl MySqlConfig {
             password,
             database,
             heartbeat: Duration::from_secs(5),
-            silence_timeout: Duration::from_secs(30),
+            silence_timeout: None,
             connect_timeout: Duration::from_secs(10),
             chunk_rows: 10_000,
-            batch_events: 4096,
+            batch_events: None,
             checkpoint_table: (None, "_powersync_checkpoints".to_owned()),
             ssl_mode: SslMode::Disabled,
         };
@@ -147,7 +149,7 @@ impl MySqlConfig {
                     server_id = Some(id);
                 }
                 "heartbeat" => config.heartbeat = secs(&v)?,
-                "silence_timeout" => config.silence_timeout = secs(&v)?,
+                "silence_timeout" => config.silence_timeout = Some(secs(&v)?),
                 "connect_timeout" => config.connect_timeout = secs(&v)?,
                 "chunk_rows" => {
                     config.chunk_rows = v
@@ -157,11 +159,11 @@ impl MySqlConfig {
                         .ok_or_else(|| bad(format!("`chunk_rows` must be a positive integer, got `{v}`")))?
                 }
                 "batch_events" => {
-                    config.batch_events = v
+                    config.batch_events = Some(v
                         .parse()
                         .ok()
                         .filter(|n| *n > 0)
-                        .ok_or_else(|| bad(format!("`batch_events` must be a positive integer, got `{v}`")))?
+                        .ok_or_else(|| bad(format!("`batch_events` must be a positive integer, got `{v}`")))?)
                 }
                 "checkpoint_table" => {
                     config.checkpoint_table = match v.split_once('.') {
@@ -193,10 +195,10 @@ impl MySqlConfig {
                 }
             }
         }
-        if config.silence_timeout <= config.heartbeat {
+        if let Some(silence) = config.silence_timeout.filter(|s| *s <= config.heartbeat) {
             return Err(bad(format!(
-                "`silence_timeout` ({:?}) must be longer than `heartbeat` ({:?})",
-                config.silence_timeout, config.heartbeat
+                "`silence_timeout` ({silence:?}) must be longer than `heartbeat` ({:?})",
+                config.heartbeat
             )));
         }
         config.server_id = server_id.unwrap_or_else(|| default_server_id(&config));
@@ -242,16 +244,18 @@ impl MySqlConfig {
         self
     }
 
-    /// The same settings with another heartbeat period and silence timeout.
+    /// The same settings with another heartbeat period and silence timeout (at least twice
+    /// the heartbeat; it overrides [`StreamOptions::silence_timeout`](powersync_source_core::StreamOptions::silence_timeout)).
     pub fn with_heartbeat(mut self, heartbeat: Duration, silence_timeout: Duration) -> Self {
         self.heartbeat = heartbeat;
-        self.silence_timeout = silence_timeout.max(heartbeat * 2);
+        self.silence_timeout = Some(silence_timeout.max(heartbeat * 2));
         self
     }
 
-    /// The same settings with another batch size (events).
+    /// The same settings with another batch size (events; it overrides
+    /// [`StreamOptions::batch_events`](powersync_source_core::StreamOptions::batch_events)).
     pub fn with_batch_events(mut self, events: usize) -> Self {
-        self.batch_events = events.max(1);
+        self.batch_events = Some(events.max(1));
         self
     }
 

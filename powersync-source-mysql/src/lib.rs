@@ -2,12 +2,15 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), powersync_source_core::SourceError> {
-//! use powersync_source_core::{ChangeSource, StartFrom, TableName};
+//! use powersync_source_core::{ChangeSource, StartFrom, StreamOptions, TableName};
 //! use powersync_source_mysql::{MySqlConfig, MySqlSource};
 //!
 //! let config = MySqlConfig::parse("mariadb://replicator:secret@db:3306/app?server_id=4242")?;
-//! let source = MySqlSource::new(config).with_tables(vec![TableName::new("", "orders")]);
+//! let source = MySqlSource::new(config).with_stream_options(
+//!     StreamOptions::default().with_tables(vec![TableName::new("", "orders")]),
+//! );
 //! source.check().await?.into_result()?; // every missing prerequisite, each with its fix
+//! // start() runs the same check and fails with a `Prerequisite` error if the server is not ready.
 //! let stream = source.start(StartFrom::Beginning).await?;
 //! # Ok(()) }
 //! ```
@@ -47,7 +50,10 @@
 //! produce keepalives that advance the position.
 //!
 //! **Reconnects.** A dropped, killed or silent (no event or heartbeat for `silence_timeout`)
-//! binlog connection is reopened with backoff from the last emitted boundary. If it dropped
+//! binlog connection is reopened with backoff from the last emitted boundary. The retry budget
+//! ([`RetryPolicy`](powersync_source_core::RetryPolicy)) is per outage: the first event read
+//! after a reconnect resets it, so a stream healthy for days survives a server restart like a
+//! new one. If it dropped
 //! inside a transaction the stream emits
 //! [`ChangeEvent::Abort`](powersync_source_core::ChangeEvent::Abort) and the server resends
 //! the transaction from its GTID.
@@ -80,9 +86,10 @@
 //! - Event framing and value decoding use `mysql_common`. Row images are framed by this crate,
 //!   which checks the table map metadata before the value decoder indexes into it, and
 //!   compressed MySQL transactions are decompressed and checked here before their events are
-//!   used. A malformed event that still makes the driver panic ends the stream with a `Decode`
-//!   error (the stream task's panic is caught and reported), never silently; the driver sizes
-//!   its buffer for a compressed transaction from the event header before this crate sees it.
+//!   used. A malformed event that still makes the driver panic ends the stream with an
+//!   [`Internal`](powersync_source_core::ErrorKind::Internal) error (the core runtime catches
+//!   the stream task's panic and reports it), never silently; the driver sizes its buffer for
+//!   a compressed transaction from the event header before this crate sees it.
 //!
 //! # Values
 //!
@@ -117,7 +124,6 @@ mod check;
 mod config;
 mod connection;
 mod ddl;
-mod emit;
 mod gtid;
 mod json_binary;
 mod mariadb_events;

@@ -1,42 +1,19 @@
 //! The snapshot: one consistent-snapshot transaction whose binlog position is known exactly,
 //! read table by table in primary-key chunks.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value as My};
 use powersync_source_core::position::{BinlogPosition, GtidState};
-use powersync_source_core::{
-    ChangeEvent, Checkpoint, OldImage, Op, Position, RowChange, SnapshotProgress, SnapshotResume,
-    SourceError, TableProgress,
-};
+use powersync_source_core::runtime::{Emitter, SnapshotBook, Step, TableStart};
+use powersync_source_core::{ChangeEvent, OldImage, Op, Position, RowChange, SourceError};
 use serde_json::json;
 
 use crate::catalog::TableInfo;
 use crate::connection::{exec_drop, ident, sql_error};
-use crate::emit::{Closed, Emitter};
 use crate::server::{self, Flavour, ServerInfo};
 use crate::values::{convert, Path};
-
-/// Why a snapshot stopped.
-#[derive(Debug)]
-pub(crate) enum Stop {
-    Closed,
-    Failed(SourceError),
-}
-
-impl From<Closed> for Stop {
-    fn from(_: Closed) -> Self {
-        Stop::Closed
-    }
-}
-
-impl From<SourceError> for Stop {
-    fn from(e: SourceError) -> Self {
-        Stop::Failed(e)
-    }
-}
 
 /// Opens a consistent-snapshot transaction on `conn` and returns the binlog position it is
 /// consistent with.
@@ -120,26 +97,21 @@ pub(crate) async fn begin(
 }
 
 /// Reads `tables` inside the snapshot transaction open on `conn`, emitting rows and progress.
-/// `resume` holds tables already finished or partly read (from an interrupted snapshot).
+/// `book` knows the tables already finished or partly read (from an interrupted snapshot) and
+/// records every finished chunk.
 pub(crate) async fn read_tables(
     conn: &mut Conn,
     tables: &[Arc<TableInfo>],
-    stream_from: &Checkpoint,
-    resume: &BTreeMap<String, TableProgress>,
+    book: &mut SnapshotBook,
     chunk_rows: u64,
     out: &mut Emitter,
-) -> Result<(), Stop> {
-    let mut progress = resume.clone();
+) -> Step<()> {
     for table in tables {
         let key = table.name().to_string();
-        let mut after: Option<Vec<My>> = match progress.get(&key) {
-            Some(TableProgress::Done { .. }) => continue,
-            Some(TableProgress::Partial { after_key, .. }) => Some(decode_key(after_key)?),
-            None => None,
-        };
-        let mut rows_done = match progress.get(&key) {
-            Some(TableProgress::Partial { rows, .. }) => *rows,
-            _ => 0,
+        let (mut after, mut rows_done): (Option<Vec<My>>, u64) = match book.start(table.name()) {
+            TableStart::Skip => continue,
+            TableStart::Fresh => (None, 0),
+            TableStart::Resume { after_key, rows } => (Some(decode_key(&after_key)?), rows),
         };
         let estimated: Option<u64> = conn
             .exec_first(
@@ -151,11 +123,8 @@ pub(crate) async fn read_tables(
             .flatten()
             .flatten();
         out.push(ChangeEvent::Schema(table.schema.clone())).await?;
-        out.push(ChangeEvent::Snapshot(SnapshotProgress::TableStarted {
-            table: table.name().clone(),
-            estimated_rows: estimated,
-        }))
-        .await?;
+        out.push(book.table_started(table.name(), estimated))
+            .await?;
         let cols: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
         let from = format!(
             "{}.{}",
@@ -208,43 +177,22 @@ pub(crate) async fn read_tables(
                         table
                             .key
                             .iter()
-                            .map(|&i| values[i].clone())
+                            .map(|&i| values.get(i).cloned().unwrap_or(My::NULL))
                             .collect::<Vec<_>>(),
                     );
                     emit_row(table, values, out).await?;
                 }
                 rows_done += n;
                 let Some(last) = last else { break };
-                progress.insert(
-                    key.clone(),
-                    TableProgress::Partial {
-                        after_key: encode_key(&last),
-                        rows: rows_done,
-                    },
-                );
+                let event = book.chunk_done(table.name(), encode_key(&last), rows_done, estimated);
                 after = Some(last);
-                out.push(ChangeEvent::Snapshot(SnapshotProgress::ChunkDone {
-                    table: table.name().clone(),
-                    rows_done,
-                    estimated_rows: estimated,
-                    resume: Box::new(SnapshotResume {
-                        stream_from: stream_from.clone(),
-                        tables: progress.clone(),
-                        source_state: None,
-                    }),
-                }))
-                .await?;
+                out.push(event).await?;
                 if n < chunk_rows {
                     break;
                 }
             }
         }
-        progress.insert(key, TableProgress::Done { rows: rows_done });
-        out.push(ChangeEvent::Snapshot(SnapshotProgress::TableDone {
-            table: table.name().clone(),
-            rows: rows_done,
-        }))
-        .await?;
+        out.push(book.table_done(table.name(), rows_done)).await?;
     }
     Ok(())
 }
@@ -267,32 +215,33 @@ fn after_predicate(keys: &[String]) -> (String, Vec<usize>) {
     (terms.join(" OR "), order)
 }
 
-/// Reads one table outside any snapshot (a table that came into scope while streaming).
+/// Reads one table outside any snapshot (a table that came into scope while streaming). Its
+/// progress events carry a resume token with no position: it is not a snapshot to resume.
 pub(crate) async fn read_table_now(
     conn: &mut Conn,
     table: &Arc<TableInfo>,
     chunk_rows: u64,
     out: &mut Emitter,
-) -> Result<(), Stop> {
-    let dummy = BinlogPosition {
+) -> Step<()> {
+    let nowhere = BinlogPosition {
         file_index: 0,
         offset: 0,
         basename: String::new(),
         gtid: GtidState::None,
     }
     .to_checkpoint();
+    let mut book = SnapshotBook::new(nowhere);
     read_tables(
         conn,
         std::slice::from_ref(table),
-        &dummy,
-        &BTreeMap::new(),
+        &mut book,
         chunk_rows,
         out,
     )
     .await
 }
 
-async fn emit_row(table: &Arc<TableInfo>, values: Vec<My>, out: &mut Emitter) -> Result<(), Stop> {
+async fn emit_row(table: &Arc<TableInfo>, values: Vec<My>, out: &mut Emitter) -> Step<()> {
     let mut row = Vec::with_capacity(values.len());
     for (v, c) in values.into_iter().zip(table.columns.iter()) {
         row.push(convert(v, c, table.name(), Path::Snapshot)?);

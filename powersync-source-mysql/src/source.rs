@@ -1,54 +1,69 @@
 //! `MySqlSource`: the [`ChangeSource`] implementation.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use powersync_source_core::position::BinlogPosition;
+use powersync_source_core::runtime::{spawn_stream, SnapshotBook, Stop};
 use powersync_source_core::{
-    AckHandle, ChangeEvent, ChangeSource, ChangeStream, CheckReport, Checkpoint, Position, Result,
-    RetryPolicy, SnapshotProgress, SourceError, StartFrom, StreamStats, TableName, TableSchema,
+    ChangeSource, ChangeStream, CheckReport, Checkpoint, Position, Result, RetryPolicy,
+    SourceError, StartFrom, StreamOptions, TableName, TableSchema,
 };
-use tokio::sync::mpsc;
 
 use crate::catalog::{self, TableInfo};
 use crate::config::MySqlConfig;
 use crate::connection::{connect, exec_drop, ident, sql_error};
-use crate::emit::Emitter;
-use crate::replicator::{Replicator, Selection};
+use crate::replicator::{Replicator, Selection, Settings};
 use crate::server::{self, ServerInfo};
-use crate::snapshot::{self, Stop};
+use crate::snapshot;
 
 /// A MySQL or MariaDB database replicated from its binlog. See the [crate docs](crate) for the
 /// consistency model.
+///
+/// Source-specific settings (heartbeat, snapshot chunk size, server id, TLS, …) come from the
+/// URL ([`MySqlConfig`]); the settings every source shares come from [`StreamOptions`]
+/// ([`MySqlSource::with_stream_options`]).
 #[derive(Debug, Clone)]
 pub struct MySqlSource {
     config: MySqlConfig,
-    tables: Vec<TableName>,
-    retry: RetryPolicy,
+    stream: StreamOptions,
 }
 
 impl MySqlSource {
-    /// A source over every base table of the URL's database.
+    /// A source over every base table of the URL's database, with default [`StreamOptions`].
     pub fn new(config: MySqlConfig) -> MySqlSource {
         MySqlSource {
             config,
-            tables: Vec::new(),
-            retry: RetryPolicy::default(),
+            stream: StreamOptions::default(),
         }
     }
 
-    /// Restricts replication to these tables. A table with an empty `schema` is in the URL's
-    /// database; `schema` is the MySQL database.
-    pub fn with_tables(mut self, tables: Vec<TableName>) -> MySqlSource {
-        self.tables = tables;
+    /// Replaces the stream settings every source shares:
+    /// - `tables`: the tables to replicate (`None` or an empty list: every base table of the
+    ///   URL's database). A table with an empty `schema` is in the URL's database; `schema` is
+    ///   the MySQL database.
+    /// - `retry`: the reconnect policy inside the stream (budget per outage).
+    /// - `batch_events`: events per batch, unless the URL sets `batch_events`.
+    /// - `silence_timeout`: a binlog connection silent this long (no event, no heartbeat) is
+    ///   reconnected, unless the URL sets `silence_timeout`. It must be longer than the
+    ///   heartbeat period, or [`ChangeSource::start`] fails with a `Config` error.
+    pub fn with_stream_options(mut self, options: StreamOptions) -> MySqlSource {
+        self.stream = options;
         self
     }
 
-    /// Replaces the reconnect policy used inside the stream.
+    /// Restricts replication to these tables (an empty list: every base table of the URL's
+    /// database); the same as setting [`StreamOptions::tables`].
+    pub fn with_tables(mut self, tables: Vec<TableName>) -> MySqlSource {
+        self.stream.tables = Some(tables);
+        self
+    }
+
+    /// Replaces the reconnect policy used inside the stream; the same as setting
+    /// [`StreamOptions::retry`].
     pub fn with_retry(mut self, retry: RetryPolicy) -> MySqlSource {
-        self.retry = retry;
+        self.stream.retry = retry;
         self
     }
 
@@ -57,12 +72,23 @@ impl MySqlSource {
         &self.config
     }
 
+    /// The stream settings as given (the URL's `batch_events` and `silence_timeout` take
+    /// precedence when the stream starts).
+    pub fn stream_options(&self) -> &StreamOptions {
+        &self.stream
+    }
+
+    /// The selected tables; empty means the whole database.
+    fn tables(&self) -> &[TableName] {
+        self.stream.tables.as_deref().unwrap_or(&[])
+    }
+
     fn selection(&self) -> Selection {
-        if self.tables.is_empty() {
+        if self.tables().is_empty() {
             Selection::Database(self.config.database.clone())
         } else {
             Selection::List(
-                self.tables
+                self.tables()
                     .iter()
                     .map(|t| {
                         let db = if t.schema.is_empty() {
@@ -75,6 +101,32 @@ impl MySqlSource {
                     .collect(),
             )
         }
+    }
+
+    /// The stream options with the URL's overrides applied, and the replicator's settings.
+    fn resolved(&self) -> Result<(StreamOptions, Settings)> {
+        let mut options = self.stream.clone();
+        if let Some(n) = self.config.batch_events {
+            options.batch_events = n;
+        }
+        let silence_timeout = self
+            .config
+            .silence_timeout
+            .unwrap_or(options.silence_timeout);
+        if silence_timeout <= self.config.heartbeat {
+            return Err(SourceError::config(format!(
+                "the silence timeout ({silence_timeout:?}) must be longer than the heartbeat \
+                 period ({:?})",
+                self.config.heartbeat
+            ))
+            .with_hint("raise StreamOptions::silence_timeout or the URL's silence_timeout, or lower heartbeat"));
+        }
+        options.silence_timeout = silence_timeout;
+        let settings = Settings {
+            retry: options.retry.clone(),
+            silence_timeout,
+        };
+        Ok((options, settings))
     }
 }
 
@@ -91,7 +143,7 @@ impl ChangeSource for MySqlSource {
             &mut conn,
             &info,
             &self.config.database,
-            &self.tables,
+            self.tables(),
             &self.config.checkpoint_table(),
         )
         .await
@@ -102,21 +154,27 @@ impl ChangeSource for MySqlSource {
         let tables = catalog::selected_tables(
             &mut conn,
             &self.config.database,
-            &self.tables,
+            self.tables(),
             &self.config.checkpoint_table(),
         )
         .await?;
         Ok(tables.into_iter().map(|t| (*t.schema).clone()).collect())
     }
 
+    /// Checks the prerequisites first (the same diagnosis as [`ChangeSource::check`]: a
+    /// server that is not ready is a `Prerequisite` error here), validates a resume position
+    /// against the server (flavour, GTID text, binlogs still present) and, from the beginning,
+    /// opens the snapshot transaction before returning, so the stream is consistent with the
+    /// moment of this call.
     async fn start(&self, from: StartFrom) -> Result<ChangeStream> {
+        let (options, settings) = self.resolved()?;
         let mut conn = connect(&self.config).await?;
         let info = ServerInfo::detect(&mut conn).await?;
         crate::check::check(
             &mut conn,
             &info,
             &self.config.database,
-            &self.tables,
+            self.tables(),
             &self.config.checkpoint_table(),
         )
         .await?
@@ -124,101 +182,72 @@ impl ChangeSource for MySqlSource {
         let tables: Vec<Arc<TableInfo>> = catalog::selected_tables(
             &mut conn,
             &self.config.database,
-            &self.tables,
+            self.tables(),
             &self.config.checkpoint_table(),
         )
         .await?
         .into_iter()
         .map(Arc::new)
         .collect();
-        let (acks, ack_rx) = AckHandle::channel(BinlogPosition::SOURCE);
-        let stats = StreamStats::default();
-        let (tx, rx) = mpsc::channel(4);
-        let panic_tx = tx.clone();
-        let mut out = Emitter::new(tx, self.config.batch_events, stats.clone());
 
-        // Where streaming starts, and what the snapshot (if any) still has to read.
-        let (pos, snapshot_progress) = match &from {
-            StartFrom::Beginning => (None, Some(BTreeMap::new())),
-            StartFrom::Snapshot(r) => (
-                Some(BinlogPosition::from_checkpoint(&r.stream_from)?),
-                Some(r.tables.clone()),
-            ),
-            StartFrom::Checkpoint(c) => (Some(BinlogPosition::from_checkpoint(c)?), None),
-        };
-        if let Some(p) = &pos {
-            crate::replicator::validate_start(p, &info)?;
-            server::ensure_history(&mut conn, &info, p).await?;
-        }
         let config = self.config.clone();
         let selection = self.selection();
-        let retry = self.retry.clone();
-        let task = match snapshot_progress {
-            None => {
-                let pos = pos.ok_or_else(|| SourceError::config("no start position"))?;
-                let replicator =
-                    Replicator::new(config, info, selection, tables, retry, ack_rx, out, pos);
-                tokio::spawn(replicator.run(true))
+        let mut book = match &from {
+            StartFrom::Checkpoint(c) => {
+                let pos = BinlogPosition::from_checkpoint(c)?;
+                crate::replicator::validate_start(&pos, &info)?;
+                server::ensure_history(&mut conn, &info, &pos).await?;
+                return Ok(spawn_stream(
+                    BinlogPosition::SOURCE,
+                    &options,
+                    move |out, acks| {
+                        Replicator::new(config, info, selection, tables, settings, acks, out, pos)
+                            .run(true)
+                    },
+                ));
             }
-            Some(progress) => {
-                // The snapshot transaction opens before `start` returns, so a stream started
-                // from the beginning is consistent with the moment of this call.
-                let snap_pos = snapshot::begin(&mut conn, &info).await?;
-                let pos = pos.unwrap_or(snap_pos);
-                let stream_from = pos.to_checkpoint();
-                tokio::spawn(async move {
-                    let chunk = config.chunk_rows;
-                    let read = snapshot::read_tables(
-                        &mut conn,
-                        &tables,
-                        &stream_from,
-                        &progress,
-                        chunk,
-                        &mut out,
-                    )
-                    .await;
-                    match read {
-                        Ok(()) => {}
-                        Err(Stop::Closed) => return,
-                        Err(Stop::Failed(e)) => {
-                            out.fail(e.context("snapshot")).await;
-                            return;
-                        }
-                    }
-                    let _ = exec_drop(&mut conn, "COMMIT", "ending the snapshot").await;
-                    drop(conn);
-                    if out
-                        .push(ChangeEvent::Snapshot(SnapshotProgress::Done {
-                            checkpoint: stream_from.clone(),
-                        }))
-                        .await
-                        .is_err()
-                        || out.flush().await.is_err()
-                    {
-                        return;
-                    }
-                    Replicator::new(config, info, selection, tables, retry, ack_rx, out, pos)
-                        .run(false)
-                        .await;
-                })
+            StartFrom::Snapshot(resume) => {
+                let pos = BinlogPosition::from_checkpoint(&resume.stream_from)?;
+                crate::replicator::validate_start(&pos, &info)?;
+                server::ensure_history(&mut conn, &info, &pos).await?;
+                // A new read view for the rest: the rows it reads may already hold changes
+                // after the original position, which streaming from there replays.
+                snapshot::begin(&mut conn, &info).await?;
+                SnapshotBook::resume(resume)
+            }
+            // The snapshot transaction opens before `start` returns, so a stream started from
+            // the beginning is consistent with the moment of this call.
+            StartFrom::Beginning => {
+                SnapshotBook::new(snapshot::begin(&mut conn, &info).await?.to_checkpoint())
             }
         };
-        tokio::spawn(async move {
-            // A panic in the stream task must reach the host as an error, not a silent end.
-            if let Err(e) = task.await {
-                if e.is_panic() {
-                    let _ = panic_tx
-                        .send(Err(SourceError::decode(format!(
-                            "the replication task panicked: {e}"
-                        ))))
+        let pos = BinlogPosition::from_checkpoint(book.stream_from())?;
+        let chunk_rows = self.config.chunk_rows;
+        Ok(spawn_stream(
+            BinlogPosition::SOURCE,
+            &options,
+            move |mut out, acks| async move {
+                let read =
+                    snapshot::read_tables(&mut conn, &tables, &mut book, chunk_rows, &mut out)
                         .await;
+                match read {
+                    Ok(()) => {}
+                    Err(Stop::Closed) => return Ok(()),
+                    Err(Stop::Failed(e)) => {
+                        out.fail(e.context("snapshot")).await;
+                        return Ok(());
+                    }
                 }
-            }
-        });
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(ChangeStream::new(stream, acks, stats))
+                // Ending a read-only transaction: a failure changes nothing already read.
+                let _ = exec_drop(&mut conn, "COMMIT", "ending the snapshot").await;
+                drop(conn);
+                out.push(book.done()).await?;
+                out.flush().await?;
+                Replicator::new(config, info, selection, tables, settings, acks, out, pos)
+                    .run(false)
+                    .await
+            },
+        ))
     }
 
     /// Writes the current binlog position into the checkpoint table (created on first use:
