@@ -98,7 +98,8 @@ fn bad(what: impl std::fmt::Display) -> SourceError {
 }
 
 fn get<'a>(doc: &'a RawDocument, key: &str) -> Result<Option<RawBsonRef<'a>>, SourceError> {
-    doc.get(key).map_err(|e| bad(format!("field {key}: {e}")))
+    doc.get(key)
+        .map_err(|e| bad(format!("field {key}")).with_source(e))
 }
 
 /// The `_data` string of a resume token document.

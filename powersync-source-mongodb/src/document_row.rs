@@ -112,7 +112,8 @@ impl CollectionShape {
         let mut key = None;
         for element in doc.iter() {
             let (field, value) = element.map_err(|e| {
-                SourceError::decode(format!("malformed document in {}: {e}", self.schema.name))
+                SourceError::decode(format!("malformed document in {}", self.schema.name))
+                    .with_source(e)
             })?;
             let converted = bson_to_value(value).map_err(|why| {
                 SourceError::decode_value(

@@ -63,8 +63,9 @@ pub fn classify(e: &Error) -> ErrorKind {
     }
 }
 
-/// Wraps a driver error with what was being done. The driver's message never contains the
-/// password (it prints no connection string), so it is kept as the cause.
+/// Wraps a driver error with what was being done, keeping the server's error code
+/// ([`SourceError::code`], e.g. `286` for `ChangeStreamHistoryLost`). The driver's message
+/// never contains the password (it prints no connection string), so it is kept as the cause.
 pub fn driver_error(context: impl std::fmt::Display, e: Error) -> SourceError {
     let kind = classify(&e);
     let hint = match kind {
@@ -80,7 +81,11 @@ pub fn driver_error(context: impl std::fmt::Display, e: Error) -> SourceError {
         ),
         _ => None,
     };
-    let err = SourceError::new(kind, context.to_string()).with_source(e);
+    let code = server_code(&e);
+    let mut err = SourceError::new(kind, context.to_string()).with_source(e);
+    if let Some(code) = code {
+        err = err.with_code(code.to_string());
+    }
     match hint {
         Some(h) => err.with_hint(h),
         None => err,
@@ -91,8 +96,9 @@ pub fn driver_error(context: impl std::fmt::Display, e: Error) -> SourceError {
 /// unknown token is `HistoryLost` as well (the position cannot be honoured).
 pub fn resume_error(context: impl std::fmt::Display, e: Error) -> SourceError {
     match server_code(&e) {
-        Some(INVALID_RESUME_TOKEN) | Some(FAILED_TO_PARSE) => {
+        Some(code @ (INVALID_RESUME_TOKEN | FAILED_TO_PARSE)) => {
             SourceError::history_lost(format!("{context}: the server rejected the resume token"))
+                .with_code(code.to_string())
                 .with_source(e)
                 .with_hint("start from the beginning (resnapshot)")
         }

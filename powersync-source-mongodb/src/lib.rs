@@ -135,7 +135,7 @@ pub use powersync_source_core as core;
 pub mod internals {
     pub use crate::catalog::{collection_info, CollectionInfo, Selection};
     pub use crate::change_event::{header, Fragment, Operation, Reassembler};
-    pub use crate::driver_error::{classify, resume_error};
+    pub use crate::driver_error::{classify, driver_error, resume_error};
     pub use crate::resume_token::token_cluster_time;
     pub use crate::server_info::{
         parse_version, supports_split_event, topology, Privileges, Topology,

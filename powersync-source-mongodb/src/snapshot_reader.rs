@@ -37,10 +37,9 @@ pub async fn read_batch(
     let skip = match after {
         Some(id) => {
             find = find.min(doc! {"_id": id.clone()});
-            Some(
-                RawBson::try_from(id.clone())
-                    .map_err(|e| SourceError::decode(format!("{}: resume key: {e}", context())))?,
-            )
+            Some(RawBson::try_from(id.clone()).map_err(|e| {
+                SourceError::decode(format!("{}: resume key", context())).with_source(e)
+            })?)
         }
         None => None,
     };
@@ -74,7 +73,7 @@ pub fn document_id(doc: &RawDocumentBuf) -> Result<Bson> {
         .flatten()
         .ok_or_else(|| SourceError::decode("a snapshot document has no _id"))?;
     Bson::try_from(id.to_raw_bson())
-        .map_err(|e| SourceError::decode(format!("a snapshot document's _id: {e}")))
+        .map_err(|e| SourceError::decode("a snapshot document's _id").with_source(e))
 }
 
 /// A resume key: the `_id` in canonical extended JSON.
@@ -85,12 +84,11 @@ pub fn encode_key(id: &Bson) -> String {
 /// Reads a key made by [`encode_key`].
 pub fn decode_key(key: &str) -> Result<Bson> {
     let json: serde_json::Value = serde_json::from_str(key).map_err(|e| {
-        SourceError::config(format!("snapshot resume key `{key}` is not JSON: {e}"))
+        SourceError::config(format!("snapshot resume key `{key}` is not JSON")).with_source(e)
     })?;
     Bson::try_from(json).map_err(|e| {
-        SourceError::config(format!(
-            "snapshot resume key `{key}` is not extended JSON: {e}"
-        ))
+        SourceError::config(format!("snapshot resume key `{key}` is not extended JSON"))
+            .with_source(e)
     })
 }
 

@@ -4,7 +4,7 @@
 use powersync_source_core::ErrorKind;
 use powersync_source_mongodb::bson::{doc, Bson, RawDocumentBuf, Timestamp};
 use powersync_source_mongodb::internals::{
-    classify, header, resume_error, Fragment, Operation, Reassembler,
+    classify, driver_error, header, resume_error, Fragment, Operation, Reassembler,
 };
 use powersync_source_mongodb::mongodb::error::{CommandError, Error, ErrorKind as DriverKind};
 
@@ -167,4 +167,31 @@ fn server_codes_map_to_kinds() {
     ))));
     assert_eq!(classify(&io), ErrorKind::Connection);
     assert!(resume_error("reading", io).is_retryable());
+}
+
+/// The server's code travels with the error ([`SourceError::code`]) and the driver error is the
+/// cause, not text pasted into the message.
+#[test]
+fn server_codes_travel_with_the_error() {
+    for (code, name, kind) in [
+        (286, "ChangeStreamHistoryLost", ErrorKind::HistoryLost),
+        (13, "Unauthorized", ErrorKind::Prerequisite),
+        (18, "AuthenticationFailed", ErrorKind::Auth),
+        (91, "ShutdownInProgress", ErrorKind::Connection),
+    ] {
+        let e = driver_error("reading the change stream", command_error(code, name));
+        assert_eq!(e.kind(), kind, "{e}");
+        assert_eq!(e.code(), Some(code.to_string().as_str()), "{e}");
+        assert_eq!(e.message(), "reading the change stream");
+        assert!(
+            e.to_string().contains(&format!("{name} from the server")),
+            "{e}"
+        );
+    }
+    let e = resume_error("resuming", command_error(260, "InvalidResumeToken"));
+    assert_eq!(e.code(), Some("260"));
+    let io = Error::from(DriverKind::Io(std::sync::Arc::new(std::io::Error::from(
+        std::io::ErrorKind::ConnectionReset,
+    ))));
+    assert_eq!(driver_error("reading", io).code(), None);
 }
