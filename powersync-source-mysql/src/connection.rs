@@ -30,9 +30,18 @@ pub(crate) mod codes {
     pub const QUERY_INTERRUPTED: u16 = 1317;
     /// ER_CONNECTION_KILLED (MariaDB) / ER_CONNECTION_KILLED
     pub const CONNECTION_KILLED: u16 = 1927;
-    /// ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK
+    /// ER_LOCK_WAIT_TIMEOUT
     pub const LOCK_WAIT_TIMEOUT: u16 = 1205;
+    /// ER_LOCK_DEADLOCK
     pub const LOCK_DEADLOCK: u16 = 1213;
+    /// ER_CON_COUNT_ERROR (too many connections)
+    pub const TOO_MANY_CONNECTIONS: u16 = 1040;
+    /// ER_HOST_IS_BLOCKED
+    pub const HOST_BLOCKED: u16 = 1129;
+    /// CR_SERVER_GONE_ERROR
+    pub const SERVER_GONE: u16 = 2006;
+    /// CR_SERVER_LOST
+    pub const SERVER_LOST: u16 = 2013;
 }
 
 /// Driver options for `config`, with `database` as default database (or none).
@@ -88,19 +97,19 @@ pub(crate) async fn connect_to(
     }
 }
 
-/// A driver error as a [`SourceError`] of the kind a host acts on, with `context` (where it
-/// happened) in front. Driver messages carry no credentials.
+/// A driver error as a [`SourceError`] of the kind a host acts on: the message says where it
+/// happened (`context`), the driver error is attached as the cause, and a server error's
+/// number is the error's [`code`](SourceError::code) (`1045`, `1236`, …). Driver messages carry
+/// no credentials (the connector builds its connection options without a URL).
 pub(crate) fn sql_error(e: mysql_async::Error, context: &str) -> SourceError {
     use mysql_async::Error as E;
-    match e {
-        E::Server(ref s) => {
-            let msg = format!(
-                "{context}: server error {} ({}): {}",
-                s.code, s.state, s.message
-            );
-            match s.code {
-                codes::ACCESS_DENIED => SourceError::auth(msg)
-                    .with_hint("check the user name and password in the URL"),
+    let error = match &e {
+        E::Server(s) => {
+            let msg = context.to_owned();
+            let error = match s.code {
+                codes::ACCESS_DENIED => {
+                    SourceError::auth(msg).with_hint("check the user name and password in the URL")
+                }
                 codes::DB_ACCESS_DENIED => SourceError::auth(msg)
                     .with_hint("GRANT SELECT ON the database TO the replication user"),
                 codes::BAD_DB => SourceError::config(msg)
@@ -118,17 +127,18 @@ pub(crate) fn sql_error(e: mysql_async::Error, context: &str) -> SourceError {
                 | codes::CONNECTION_KILLED
                 | codes::LOCK_WAIT_TIMEOUT
                 | codes::LOCK_DEADLOCK
-                | 1040 /* too many connections */
-                | 1129 /* host blocked */
-                | 2006 | 2013 => SourceError::connection(msg),
+                | codes::TOO_MANY_CONNECTIONS
+                | codes::HOST_BLOCKED
+                | codes::SERVER_GONE
+                | codes::SERVER_LOST => SourceError::connection(msg),
                 _ => SourceError::decode(msg),
-            }
+            };
+            error.with_code(s.code.to_string())
         }
-        E::Url(u) => SourceError::config(format!("{context}: {u}")),
-        E::Io(io) => SourceError::connection(format!("{context}: {io}")),
-        E::Driver(d) => SourceError::connection(format!("{context}: {d}")),
-        E::Other(o) => SourceError::connection(format!("{context}: {o}")),
-    }
+        E::Url(_) => SourceError::config(context),
+        E::Io(_) | E::Driver(_) | E::Other(_) => SourceError::connection(context),
+    };
+    error.with_source(e)
 }
 
 /// Error 1236 means the server cannot serve the requested binlog position: purged files and
@@ -183,4 +193,41 @@ pub(crate) fn literal(s: &str) -> String {
     }
     out.push('\'');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mysql_async::ServerError;
+    use powersync_source_core::ErrorKind;
+
+    fn server(code: u16, message: &str) -> mysql_async::Error {
+        mysql_async::Error::Server(ServerError {
+            code,
+            message: message.to_owned(),
+            state: "HY000".to_owned(),
+        })
+    }
+
+    /// The server's error number is the error's code, the kind follows it, and the driver's
+    /// error is the cause (its text after the context), not copied into the message.
+    #[test]
+    fn server_errors_carry_their_number() {
+        let e = sql_error(server(1045, "Access denied for user 'rep'"), "connecting");
+        assert_eq!((e.kind(), e.code()), (ErrorKind::Auth, Some("1045")));
+        assert_eq!(e.message(), "connecting");
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(e.to_string().contains("Access denied"), "{e}");
+
+        let e = sql_error(
+            server(1236, "Could not find first log file name in binary log index file"),
+            "starting the binlog dump",
+        );
+        assert_eq!((e.kind(), e.code()), (ErrorKind::HistoryLost, Some("1236")));
+        let e = sql_error(server(1236, "A slave with the same server_uuid"), "dump");
+        assert_eq!(e.kind(), ErrorKind::Connection);
+        let e = sql_error(server(2013, "Lost connection"), "reading the binlog");
+        assert!(e.is_retryable());
+        assert_eq!(e.code(), Some("2013"));
+    }
 }

@@ -136,7 +136,7 @@ fn image<'a>(
         }
         let v: BinlogValue<'_> = buf
             .parse((f.ty, &f.meta[..], false, false))
-            .map_err(|e| bad(format!("column {}: {e}", table.columns[i].name)))?;
+            .map_err(|e| bad(format!("column {}", table.columns[i].name)).with_source(e))?;
         values.push(convert_binlog(v, &table.columns[i], table.name())?);
     }
     Ok(Row::new(values))

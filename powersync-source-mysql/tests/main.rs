@@ -3,5 +3,6 @@ mod conformance;
 mod decoders;
 mod faults;
 mod mysql_env;
+mod runtime;
 mod types;
 mod workload;
