@@ -2,17 +2,17 @@
 
 use async_trait::async_trait;
 use powersync_source_core::position::ConvexCursor;
+use powersync_source_core::runtime::spawn_stream;
 use powersync_source_core::{
-    AckHandle, ChangeSource, ChangeStream, CheckReport, Checkpoint, Position, Result, SourceError,
-    StartFrom, StreamStats, TableName, TableSchema,
+    ChangeSource, ChangeStream, CheckReport, Checkpoint, Position, Result, SourceError, StartFrom,
+    StreamOptions, TableName, TableSchema,
 };
-use tokio::sync::mpsc;
 
 use crate::api::Api;
 use crate::catalog::{parse_json_schemas, Catalog, SCHEMA};
 use crate::config::ConvexConfig;
 use crate::decode::Encoding;
-use crate::replicator::{Plan, Replicator, SnapshotState};
+use crate::replicator::{Plan, Replicator, Setup, SnapshotState};
 use crate::selection::Selection;
 
 /// A Convex deployment replicated through the streaming export API.
@@ -22,7 +22,7 @@ use crate::selection::Selection;
 #[derive(Debug, Clone)]
 pub struct ConvexSource {
     config: ConvexConfig,
-    tables: Vec<TableName>,
+    options: StreamOptions,
     api: Api,
 }
 
@@ -31,19 +31,40 @@ impl ConvexSource {
     /// `powersync_checkpoints`).
     pub fn new(config: ConvexConfig) -> ConvexSource {
         let api = Api::new(&config);
+        let options = StreamOptions::default().with_retry(config.retry().clone());
         ConvexSource {
             config,
-            tables: Vec::new(),
+            options,
             api,
         }
     }
 
+    /// Sets the stream settings every connector shares: the tables (`TableName.schema` =
+    /// `convex`; `None` or an empty list = every table except `powersync_checkpoints`), the
+    /// reconnect policy of the stream (which replaces [`ConvexConfig::with_retry`]'s), and the
+    /// largest batch. Every HTTP request is bounded by the configuration's
+    /// `request_timeout_ms` rather than by `silence_timeout`.
+    pub fn with_stream_options(mut self, options: StreamOptions) -> ConvexSource {
+        self.options = options;
+        self
+    }
+
+    /// The stream settings.
+    pub fn stream_options(&self) -> &StreamOptions {
+        &self.options
+    }
+
     /// Restricts replication to these tables (`TableName.schema` = `convex`; any other schema
     /// is refused by `check` and `start`). An empty list selects every table except
-    /// `powersync_checkpoints`.
+    /// `powersync_checkpoints`. Shorthand for [`StreamOptions::with_tables`].
     pub fn with_tables(mut self, tables: Vec<TableName>) -> ConvexSource {
-        self.tables = tables;
+        self.options.tables = Some(tables);
         self
+    }
+
+    /// The selected tables; empty = every table.
+    fn tables(&self) -> &[TableName] {
+        self.options.tables.as_deref().unwrap_or_default()
     }
 
     /// The connection settings.
@@ -64,13 +85,13 @@ impl ChangeSource for ConvexSource {
     /// once, writing one marker row). With `encoding=auto`, a warning says when the typed
     /// encoding is not accepted.
     async fn check(&self) -> Result<CheckReport> {
-        Ok(crate::check::check(&self.api, &self.config, &self.tables)
+        Ok(crate::check::check(&self.api, &self.config, self.tables())
             .await?
             .0)
     }
 
     async fn discover(&self) -> Result<Vec<TableSchema>> {
-        let selection = Selection::new(&self.tables)?;
+        let selection = Selection::new(self.tables())?;
         let map = self
             .api
             .retrying(|| self.api.json_schemas(Encoding::Json))
@@ -82,16 +103,18 @@ impl ChangeSource for ConvexSource {
         Ok(names.iter().map(|t| (*catalog.schema(t)).clone()).collect())
     }
 
-    /// Starts replication. `Beginning` pins one snapshot for every table and streams from
+    /// Runs [`ChangeSource::check`] first and fails with every error-level problem it finds
+    /// (one [`Prerequisite`](powersync_source_core::ErrorKind::Prerequisite) error), then
+    /// starts replication. `Beginning` pins one snapshot for every table and streams from
     /// it; `Snapshot(token)` finishes an interrupted snapshot at the same pinned timestamp;
     /// `Checkpoint` streams `document_deltas` after the checkpoint's cursor. A cursor or
     /// snapshot older than the deployment's retention is
     /// [`HistoryLost`](powersync_source_core::ErrorKind::HistoryLost) (reported by `start` or
     /// as the stream's first item).
     async fn start(&self, from: StartFrom) -> Result<ChangeStream> {
-        let selection = Selection::new(&self.tables)?;
+        let selection = Selection::new(self.tables())?;
         let (report, schemas, encoding) =
-            crate::check::check(&self.api, &self.config, &self.tables).await?;
+            crate::check::check(&self.api, &self.config, self.tables()).await?;
         report.into_result()?;
         let (Some(schemas), Some(encoding)) = (schemas, encoding) else {
             return Err(SourceError::prerequisite(
@@ -110,7 +133,8 @@ impl ChangeSource for ConvexSource {
                 let pinned = ConvexCursor::from_checkpoint(&resume.stream_from)?.get();
                 if let Some(state) = &resume.source_state {
                     let state: SnapshotState = serde_json::from_str(state).map_err(|e| {
-                        SourceError::config(format!("snapshot resume token: bad Convex state: {e}"))
+                        SourceError::config("snapshot resume token: bad Convex state")
+                            .with_source(e)
                     })?;
                     if state.snapshot != pinned {
                         return Err(SourceError::config(
@@ -132,36 +156,20 @@ impl ChangeSource for ConvexSource {
             }
         };
         let catalog = Catalog::new(parse_json_schemas(&schemas), encoding, self.config.int64());
-        let (acks, ack_rx) = AckHandle::channel(ConvexCursor::SOURCE);
-        let stats = StreamStats::default();
-        let (tx, rx) = mpsc::channel(4);
-        let panic_tx = tx.clone();
-        let replicator = Replicator::new(
-            self.api.clone(),
-            self.config.clone(),
+        // The stream's retry policy is the stream options' (one budget per outage); the
+        // configuration's stays with the one-shot calls.
+        let config = self.config.clone().with_retry(self.options.retry.clone());
+        let setup = Setup {
+            api: self.api.clone(),
+            config,
             selection,
             catalog,
-            tx,
-            stats.clone(),
-            ack_rx,
-        );
-        let task = tokio::spawn(replicator.run(plan));
-        tokio::spawn(async move {
-            // A panic in the stream task must reach the host as an error, not a silent end.
-            if let Err(e) = task.await {
-                if e.is_panic() {
-                    let _ = panic_tx
-                        .send(Err(SourceError::decode(format!(
-                            "the Convex stream task panicked: {e}"
-                        ))))
-                        .await;
-                }
-            }
-        });
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(ChangeStream::new(stream, acks, stats))
+        };
+        Ok(spawn_stream(
+            ConvexCursor::SOURCE,
+            &self.options,
+            move |out, acks| Replicator::new(setup, out, acks).run(plan),
+        ))
     }
 
     /// Runs `powersync_checkpoints:createCheckpoint` and returns the marker's commit position;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use powersync_source_convex::{ConvexSource, Int64Mode};
+use powersync_source_core::{ChangeSource, Result, SourceError, StreamOptions, TableName, Value};
 use powersync_source_testkit::conformance::{Dml, Workload};
-use powersync_source_core::{ChangeSource, Result, SourceError, TableName, Value};
 use serde_json::{json, Value as Json};
 
 use crate::workload::{config, err, IdKeyed, WRONG_KEY};
@@ -45,8 +45,12 @@ impl RealWorkload {
     }
 
     fn source_with(&self, key: &str, table: &str) -> Arc<dyn ChangeSource> {
-        let source = ConvexSource::new(config(&self.url, key).with_int64(Int64Mode::Integer))
-            .with_tables(vec![TableName::new("convex", table)]);
+        let config = config(&self.url, key).with_int64(Int64Mode::Integer);
+        let options = StreamOptions::default()
+            .with_tables(vec![TableName::new("convex", table)])
+            .with_retry(config.retry().clone())
+            .with_batch_events(1000);
+        let source = ConvexSource::new(config).with_stream_options(options);
         Arc::new(IdKeyed {
             inner: source,
             ids: self.ids.clone(),

@@ -10,11 +10,11 @@ use base64::Engine as _;
 use futures::StreamExt;
 use powersync_source_convex::testing::{int64, FakeConvex, Write};
 use powersync_source_convex::{ConvexConfig, ConvexSource, Int64Mode};
-use powersync_source_testkit::conformance::{Dml, Workload};
 use powersync_source_core::{
     ChangeBatch, ChangeEvent, ChangeSource, ChangeStream, CheckReport, Checkpoint, Op, Result,
-    RetryPolicy, SourceError, StartFrom, TableName, TableSchema, Value,
+    RetryPolicy, SourceError, StartFrom, StreamOptions, TableName, TableSchema, Value,
 };
+use powersync_source_testkit::conformance::{Dml, Workload};
 use serde_json::{json, Map, Value as Json};
 
 pub const KEY: &str = "prod:fake|deploy-Key-123";
@@ -134,9 +134,13 @@ impl FakeWorkload {
     }
 
     fn source_with(&self, key: &str, table: &str) -> Arc<dyn ChangeSource> {
-        let source =
-            ConvexSource::new(config(&self.fake.url(), key).with_int64(Int64Mode::Integer))
-                .with_tables(vec![TableName::new("convex", table)]);
+        let config = config(&self.fake.url(), key).with_int64(Int64Mode::Integer);
+        // The suite's batch bound (1000 events) through the shared stream options.
+        let options = StreamOptions::default()
+            .with_tables(vec![TableName::new("convex", table)])
+            .with_retry(config.retry().clone())
+            .with_batch_events(1000);
+        let source = ConvexSource::new(config).with_stream_options(options);
         Arc::new(IdKeyed {
             inner: source,
             ids: self.ids.clone(),

@@ -5,17 +5,18 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use powersync_source_core::position::ConvexCursor;
+use powersync_source_core::runtime::{Step, Stop};
 use powersync_source_core::{
     Begin, ChangeEvent, Commit, Position, SourceError, TableName, Truncate,
 };
 use serde_json::Value as Json;
 
-use super::{cursor_checkpoint, doc_str, doc_ts, nanos_to_micros, Replicator, Stop};
+use super::{cursor_checkpoint, doc_str, doc_ts, nanos_to_micros, Replicator};
 use crate::catalog::{parse_json_schemas, CHECKPOINT_TABLE, SCHEMA};
 use crate::decode::Encoding;
 
 impl Replicator {
-    pub(super) async fn stream(&mut self, mut cursor: i64) -> std::result::Result<(), Stop> {
+    pub(super) async fn stream(&mut self, mut cursor: i64) -> Step<()> {
         let encoding = self.catalog.encoding();
         let mut last_ts = cursor;
         let mut emitted = cursor;
@@ -58,7 +59,6 @@ impl Replicator {
             let mut open: Option<i64> = None;
             let mut any = false;
             let mut markers = Vec::new();
-            let mut rows = 0u64;
             for doc in &page.values {
                 let ts = doc_ts(doc)?;
                 if ts <= cursor || ts < last_ts {
@@ -88,22 +88,22 @@ impl Replicator {
                 let (change, announce) = self.catalog.row_change(table, doc, deleted, false)?;
                 if open != Some(ts) {
                     if let Some(prev) = open {
-                        self.commit(prev, prev, &mut rows).await?;
+                        self.commit(prev, prev).await?;
                         emitted = prev;
                     }
-                    self.push(ChangeEvent::Begin(Begin {
-                        xid: None,
-                        commit_time: Some(nanos_to_micros(ts)),
-                    }))
-                    .await?;
+                    self.out
+                        .push(ChangeEvent::Begin(Begin {
+                            xid: None,
+                            commit_time: Some(nanos_to_micros(ts)),
+                        }))
+                        .await?;
                     open = Some(ts);
                     any = true;
                 }
                 if let Some(schema) = announce {
-                    self.push(ChangeEvent::Schema(schema)).await?;
+                    self.out.push(ChangeEvent::Schema(schema)).await?;
                 }
-                self.push(ChangeEvent::Row(change)).await?;
-                rows += 1;
+                self.out.push(ChangeEvent::Row(change)).await?;
             }
             if page.cursor < last_ts {
                 return Err(SourceError::decode(format!(
@@ -114,51 +114,45 @@ impl Replicator {
             }
             cursor = page.cursor;
             if let Some(ts) = open {
-                self.commit(cursor, ts, &mut rows).await?;
+                self.commit(cursor, ts).await?;
                 emitted = cursor;
             } else if cursor > emitted {
-                self.push(ChangeEvent::Keepalive(cursor_checkpoint(cursor)?))
+                self.out
+                    .push(ChangeEvent::Keepalive(cursor_checkpoint(cursor)?))
                     .await?;
                 emitted = cursor;
             }
             for ts in markers {
-                self.push(ChangeEvent::CheckpointObserved(cursor_checkpoint(ts)?))
+                self.out
+                    .push(ChangeEvent::CheckpointObserved(cursor_checkpoint(ts)?))
                     .await?;
             }
             if Instant::now() >= next_schema_check {
                 next_schema_check = Instant::now() + self.config.schema_check_interval();
                 self.check_deleted_tables(&mut replicated, cursor).await?;
             }
-            self.flush().await?;
+            self.out.flush().await?;
             self.note_acks(cursor);
             if !page.has_more {
                 if !any {
-                    self.stats.record_idle();
+                    self.out.stats().record_idle();
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(self.config.polling_interval()) => {}
-                    _ = self.tx.closed() => return Err(Stop::Closed),
+                    _ = self.out.closed() => return Err(Stop::Closed),
                 }
             }
         }
     }
 
     /// Commits the open transaction at `position`; `ts` is its commit timestamp.
-    async fn commit(
-        &mut self,
-        position: i64,
-        ts: i64,
-        rows: &mut u64,
-    ) -> std::result::Result<(), Stop> {
-        let commit_time = Some(nanos_to_micros(ts));
-        self.push(ChangeEvent::Commit(Commit {
-            checkpoint: cursor_checkpoint(position)?,
-            commit_time,
-        }))
-        .await?;
-        self.stats.add_rows(std::mem::take(rows));
-        self.stats.record_commit(commit_time);
-        Ok(())
+    async fn commit(&mut self, position: i64, ts: i64) -> Step<()> {
+        self.out
+            .push(ChangeEvent::Commit(Commit {
+                checkpoint: cursor_checkpoint(position)?,
+                commit_time: Some(nanos_to_micros(ts)),
+            }))
+            .await
     }
 
     /// Tables deleted in the dashboard send no deltas: compare `json_schemas` with the tables
@@ -168,7 +162,7 @@ impl Replicator {
         &mut self,
         replicated: &mut BTreeSet<String>,
         cursor: i64,
-    ) -> std::result::Result<(), Stop> {
+    ) -> Step<()> {
         let map = match self.api.json_schemas(Encoding::Json).await {
             Ok(map) => map,
             Err(e) if e.is_retryable() => {
@@ -194,22 +188,23 @@ impl Replicator {
             replicated.remove(t);
             self.catalog.forget(t);
         }
-        self.push(ChangeEvent::Begin(Begin {
-            xid: None,
-            commit_time: None,
-        }))
-        .await?;
-        self.push(ChangeEvent::Truncate(Truncate {
-            tables: gone.iter().map(|t| TableName::new(SCHEMA, t)).collect(),
-        }))
-        .await?;
-        self.push(ChangeEvent::Commit(Commit {
-            checkpoint: cursor_checkpoint(cursor)?,
-            commit_time: None,
-        }))
-        .await?;
-        self.stats.record_commit(None);
-        Ok(())
+        self.out
+            .push(ChangeEvent::Begin(Begin {
+                xid: None,
+                commit_time: None,
+            }))
+            .await?;
+        self.out
+            .push(ChangeEvent::Truncate(Truncate {
+                tables: gone.iter().map(|t| TableName::new(SCHEMA, t)).collect(),
+            }))
+            .await?;
+        self.out
+            .push(ChangeEvent::Commit(Commit {
+                checkpoint: cursor_checkpoint(cursor)?,
+                commit_time: None,
+            }))
+            .await
     }
 
     /// Acknowledgements release nothing on Convex (history is kept for the deployment's

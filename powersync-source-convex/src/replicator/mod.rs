@@ -7,20 +7,16 @@ mod snapshot;
 use std::collections::BTreeMap;
 
 use powersync_source_core::position::ConvexCursor;
+use powersync_source_core::runtime::{Emitter, Reconnect, Step, Stop};
 use powersync_source_core::{
-    AckReceiver, ChangeBatch, ChangeEvent, Checkpoint, Position, Result, SourceError, StreamStats,
-    TableProgress, UnixMicros,
+    AckReceiver, Checkpoint, Position, Result, SourceError, StreamStats, TableProgress, UnixMicros,
 };
 use serde_json::Value as Json;
-use tokio::sync::mpsc;
 
 use crate::api::{Api, Document};
 use crate::catalog::Catalog;
 use crate::config::ConvexConfig;
 use crate::selection::Selection;
-
-/// Events per batch before it is handed to the host.
-const BATCH_EVENTS: usize = 1000;
 
 /// Where the stream task starts.
 pub(crate) enum Plan {
@@ -33,41 +29,31 @@ pub(crate) enum Plan {
     Stream { cursor: i64 },
 }
 
-/// Connector state carried in [`SnapshotResume::source_state`].
+/// Connector state carried in [`SnapshotResume::source_state`](powersync_source_core::SnapshotResume::source_state).
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct SnapshotState {
     /// The pinned `list_snapshot` timestamp.
     pub snapshot: i64,
 }
 
-pub(crate) struct Replicator {
+/// What the stream task reads, decided by `start` before the task runs.
+pub(crate) struct Setup {
     pub api: Api,
     pub config: ConvexConfig,
     pub selection: Selection,
     pub catalog: Catalog,
-    pub tx: mpsc::Sender<Result<ChangeBatch>>,
-    pub stats: StreamStats,
-    pub acks: AckReceiver,
-    batch: ChangeBatch,
 }
 
-/// The host dropped the stream: stop quietly.
-struct Closed;
-
-enum Stop {
-    Closed,
-    Failed(SourceError),
-}
-
-impl From<Closed> for Stop {
-    fn from(_: Closed) -> Self {
-        Stop::Closed
-    }
-}
-impl From<SourceError> for Stop {
-    fn from(e: SourceError) -> Self {
-        Stop::Failed(e)
-    }
+/// The stream task's state.
+pub(crate) struct Replicator {
+    api: Api,
+    config: ConvexConfig,
+    selection: Selection,
+    catalog: Catalog,
+    out: Emitter,
+    acks: AckReceiver,
+    /// The retry budget of the current outage; every answered request ends one.
+    reconnect: Reconnect,
 }
 
 fn cursor_checkpoint(c: i64) -> Result<Checkpoint> {
@@ -91,28 +77,22 @@ fn doc_ts(doc: &Document) -> Result<i64> {
 }
 
 impl Replicator {
-    pub(crate) fn new(
-        api: Api,
-        config: ConvexConfig,
-        selection: Selection,
-        catalog: Catalog,
-        tx: mpsc::Sender<Result<ChangeBatch>>,
-        stats: StreamStats,
-        acks: AckReceiver,
-    ) -> Replicator {
+    pub(crate) fn new(setup: Setup, out: Emitter, acks: AckReceiver) -> Replicator {
+        let reconnect = Reconnect::new(setup.config.retry().clone());
         Replicator {
-            api,
-            config,
-            selection,
-            catalog,
-            tx,
-            stats,
+            api: setup.api,
+            config: setup.config,
+            selection: setup.selection,
+            catalog: setup.catalog,
+            out,
             acks,
-            batch: ChangeBatch::with_capacity(64),
+            reconnect,
         }
     }
 
-    pub(crate) async fn run(mut self, plan: Plan) {
+    /// Runs the stream until the host drops it or a final error, which reaches the host after
+    /// the events before it.
+    pub(crate) async fn run(mut self, plan: Plan) -> Step<()> {
         let outcome = async {
             let cursor = match plan {
                 Plan::Snapshot { snapshot, progress } => self.snapshot(snapshot, progress).await?,
@@ -121,51 +101,30 @@ impl Replicator {
             self.stream(cursor).await
         }
         .await;
-        if let Err(Stop::Failed(e)) = outcome {
-            let _ = self.flush().await;
-            let _ = self.tx.send(Err(e)).await;
+        match outcome {
+            Err(Stop::Failed(e)) => {
+                self.out.fail(e).await;
+                Ok(())
+            }
+            other => other,
         }
     }
 
-    async fn push(&mut self, event: ChangeEvent) -> std::result::Result<(), Closed> {
-        self.batch.push(event);
-        if self.batch.len() >= BATCH_EVENTS {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> std::result::Result<(), Closed> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::replace(&mut self.batch, ChangeBatch::with_capacity(64));
-        self.tx.send(Ok(batch)).await.map_err(|_| Closed)
-    }
-
-    /// Runs `call` with the retry policy, counting reconnects.
-    async fn retrying<T, F, Fut>(&mut self, mut call: F) -> std::result::Result<T, Stop>
+    /// Runs `call` until it answers, retrying transient failures (429, 5xx, network) with the
+    /// stream's retry policy. The budget is per outage: a successful call resets it, so a
+    /// stream that has run for days survives the next restart of the deployment.
+    async fn retrying<T, F, Fut>(&mut self, mut call: F) -> Step<T>
     where
         F: FnMut(Api, StreamStats) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let mut backoff = self.config.retry().backoff();
         loop {
-            match call(self.api.clone(), self.stats.clone()).await {
-                Ok(v) => return Ok(v),
-                Err(e) => match backoff.next_delay(&e) {
-                    Some(delay) => {
-                        tracing::warn!("Convex: {e}; retrying in {delay:?}");
-                        self.stats.record_reconnect();
-                        // Hand over what is ready while waiting.
-                        self.flush().await?;
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = self.tx.closed() => return Err(Stop::Closed),
-                        }
-                    }
-                    None => return Err(Stop::Failed(e)),
-                },
+            match call(self.api.clone(), self.out.stats().clone()).await {
+                Ok(v) => {
+                    self.reconnect.healthy();
+                    return Ok(v);
+                }
+                Err(e) => self.reconnect.after_failure(e, &mut self.out).await?,
             }
         }
     }

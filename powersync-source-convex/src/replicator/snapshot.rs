@@ -2,36 +2,56 @@
 
 use std::collections::BTreeMap;
 
+use powersync_source_core::runtime::{SnapshotBook, Step, TableStart};
 use powersync_source_core::{
-    ChangeEvent, SnapshotProgress, SnapshotResume, SourceError, TableName, TableProgress,
+    ChangeEvent, Result, SnapshotProgress, SnapshotResume, SourceError, TableName, TableProgress,
 };
 
-use super::{cursor_checkpoint, doc_str, Replicator, SnapshotState, Stop};
+use super::{cursor_checkpoint, doc_str, Replicator, SnapshotState};
 use crate::catalog::{CHECKPOINT_TABLE, SCHEMA};
 
+/// The progress book of the snapshot pinned at `snapshot`: the resume token carries the
+/// pinned timestamp as its stream position and as the connector state.
+fn pinned_book(snapshot: i64, progress: BTreeMap<String, TableProgress>) -> Result<SnapshotBook> {
+    Ok(SnapshotBook::resume(&SnapshotResume {
+        stream_from: cursor_checkpoint(snapshot)?,
+        tables: progress,
+        source_state: serde_json::to_string(&SnapshotState { snapshot }).ok(),
+    }))
+}
+
 impl Replicator {
+    /// Reads every selected table at the pinned snapshot (pinning one with the first page when
+    /// `pinned` is `None`), skipping what `progress` says is read; returns the snapshot
+    /// timestamp, where streaming continues.
     pub(super) async fn snapshot(
         &mut self,
         pinned: Option<i64>,
-        mut progress: BTreeMap<String, TableProgress>,
-    ) -> std::result::Result<i64, Stop> {
+        progress: BTreeMap<String, TableProgress>,
+    ) -> Step<i64> {
         let encoding = self.catalog.encoding();
         let tables = self.selection.snapshot_tables(self.catalog.known_tables());
         let mut snapshot = pinned;
+        // A fresh snapshot has no book until its first page names the timestamp it pinned;
+        // until then every table starts fresh.
+        let mut book = match pinned {
+            Some(s) => Some(pinned_book(s, progress)?),
+            None => None,
+        };
         for table in tables {
-            let key = TableName::new(SCHEMA, &table).to_string();
-            let (mut cursor, mut rows) = match progress.get(&key) {
-                Some(TableProgress::Done { .. }) => continue,
-                Some(TableProgress::Partial { after_key, rows }) => {
-                    (Some(after_key.clone()), *rows)
-                }
-                None => (None, 0),
+            let name = TableName::new(SCHEMA, &table);
+            let start = book.as_ref().map_or(TableStart::Fresh, |b| b.start(&name));
+            let (mut cursor, mut rows) = match start {
+                TableStart::Skip => continue,
+                TableStart::Resume { after_key, rows } => (Some(after_key), rows),
+                TableStart::Fresh => (None, 0),
             };
-            self.push(ChangeEvent::Snapshot(SnapshotProgress::TableStarted {
-                table: TableName::new(SCHEMA, &table),
-                estimated_rows: None,
-            }))
-            .await?;
+            self.out
+                .push(ChangeEvent::Snapshot(SnapshotProgress::TableStarted {
+                    table: name.clone(),
+                    estimated_rows: None,
+                }))
+                .await?;
             loop {
                 let (t, c, s) = (table.clone(), cursor.clone(), snapshot);
                 let page = self
@@ -43,8 +63,8 @@ impl Replicator {
                         }
                     })
                     .await?;
-                match snapshot {
-                    None => snapshot = Some(page.snapshot),
+                let s = match snapshot {
+                    None => page.snapshot,
                     Some(s) if s != page.snapshot => {
                         return Err(SourceError::history_lost(format!(
                             "list_snapshot of table {table} answered at snapshot {} instead of the pinned {s}",
@@ -53,8 +73,13 @@ impl Replicator {
                         .with_hint("the pinned snapshot can no longer be read; start again from the beginning")
                         .into())
                     }
-                    Some(_) => {}
-                }
+                    Some(s) => s,
+                };
+                snapshot = Some(s);
+                let mut b = match book.take() {
+                    Some(b) => b,
+                    None => pinned_book(s, BTreeMap::new())?,
+                };
                 for doc in &page.values {
                     if doc_str(doc, "_table").is_some_and(|t| t != table)
                         || doc_str(doc, "_component").is_some_and(|c| !c.is_empty())
@@ -63,54 +88,44 @@ impl Replicator {
                     }
                     let (change, announce) = self.catalog.row_change(&table, doc, false, true)?;
                     if let Some(schema) = announce {
-                        self.push(ChangeEvent::Schema(schema)).await?;
+                        self.out.push(ChangeEvent::Schema(schema)).await?;
                     }
-                    self.push(ChangeEvent::Row(change)).await?;
+                    self.out.push(ChangeEvent::Row(change)).await?;
                     rows += 1;
-                    self.stats.add_rows(1);
                 }
-                let s = snapshot.unwrap_or(page.snapshot);
-                if page.has_more {
+                let table_done = if page.has_more {
                     let next = page.cursor.clone().ok_or_else(|| {
                         SourceError::decode(format!(
                             "list_snapshot of table {table}: hasMore without a cursor"
                         ))
                     })?;
-                    progress.insert(
-                        key.clone(),
-                        TableProgress::Partial {
-                            after_key: next.clone(),
-                            rows,
-                        },
-                    );
+                    let event = b.chunk_done(&name, next.clone(), rows, None);
+                    self.out.push(event).await?;
                     cursor = Some(next);
+                    None
                 } else {
-                    progress.insert(key.clone(), TableProgress::Done { rows });
-                }
-                let resume = SnapshotResume {
-                    stream_from: cursor_checkpoint(s)?,
-                    tables: progress.clone(),
-                    source_state: serde_json::to_string(&SnapshotState { snapshot: s }).ok(),
+                    // The last page's progress event already carries the table as done, so a
+                    // host that stores it never reads the table again.
+                    let done = b.table_done(&name, rows);
+                    self.out
+                        .push(ChangeEvent::Snapshot(SnapshotProgress::ChunkDone {
+                            table: name.clone(),
+                            rows_done: rows,
+                            estimated_rows: None,
+                            resume: Box::new(b.token()),
+                        }))
+                        .await?;
+                    Some(done)
                 };
-                self.push(ChangeEvent::Snapshot(SnapshotProgress::ChunkDone {
-                    table: TableName::new(SCHEMA, &table),
-                    rows_done: rows,
-                    estimated_rows: None,
-                    resume: Box::new(resume),
-                }))
-                .await?;
+                book = Some(b);
                 // Hand each page over with its resume token: the host can store progress as
                 // the snapshot goes.
-                self.flush().await?;
-                if !page.has_more {
+                self.out.flush().await?;
+                if let Some(done) = table_done {
+                    self.out.push(done).await?;
                     break;
                 }
             }
-            self.push(ChangeEvent::Snapshot(SnapshotProgress::TableDone {
-                table: TableName::new(SCHEMA, &table),
-                rows,
-            }))
-            .await?;
         }
         let s = match snapshot {
             Some(s) => s,
@@ -124,11 +139,12 @@ impl Replicator {
                 .snapshot
             }
         };
-        self.push(ChangeEvent::Snapshot(SnapshotProgress::Done {
-            checkpoint: cursor_checkpoint(s)?,
-        }))
-        .await?;
-        self.flush().await?;
+        let book = match book {
+            Some(b) => b,
+            None => pinned_book(s, BTreeMap::new())?,
+        };
+        self.out.push(book.done()).await?;
+        self.out.flush().await?;
         Ok(s)
     }
 }
