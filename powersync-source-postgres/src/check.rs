@@ -1,15 +1,122 @@
 //! Prerequisite diagnostics: everything that must hold before replication can work, each
-//! problem reported with the statement or setting that fixes it.
+//! problem reported with the statement or setting that fixes it (its structured
+//! [`Fix`] is what `setup --apply` runs).
+//!
+//! The rules shared with the `provision` planner live here, once: the oldest supported
+//! version, what counts as a keyless table, the operations a publication must publish, and
+//! how names are quoted in the statements both print.
 
-use powersync_source_core::{CheckReport, SourceError, TableName};
+use postgres_protocol::escape::escape_identifier;
+use powersync_source_core::provision::Fix;
+use powersync_source_core::{CheckReport, Problem, SourceError, TableName};
 use tokio_postgres::Client;
 
-use crate::catalog::{qualified, quote_ident};
 use crate::sql_error;
 
 /// Oldest supported server: pgoutput and publications exist from 10, but 11 is the oldest
 /// release with truncate in pgoutput.
-const MIN_VERSION_NUM: i32 = 110_000;
+pub(crate) const MIN_VERSION_NUM: i32 = 110_000;
+
+/// The `publish` option a publication needs: every operation, or changes are lost.
+pub(crate) const PUBLISH_ALL: &str = "insert, update, delete, truncate";
+
+/// `name` as an SQL identifier in a printed statement: bare when PostgreSQL reads it back
+/// unchanged (as its own `quote_ident()` does), else quoted by `postgres_protocol`.
+pub(crate) fn ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !RESERVED.contains(&name);
+    if plain {
+        name.to_string()
+    } else {
+        escape_identifier(name)
+    }
+}
+
+/// `schema.name`, each part quoted as needed.
+pub(crate) fn qualified(t: &TableName) -> String {
+    format!("{}.{}", ident(&t.schema), ident(&t.name))
+}
+
+/// PostgreSQL's reserved key words (and those a role or column name cannot be unquoted).
+#[rustfmt::skip]
+const RESERVED: &[&str] = &[
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "authorization",
+    "binary", "both", "case", "cast", "check", "collate", "collation", "column", "concurrently",
+    "constraint", "create", "cross", "current_catalog", "current_date", "current_role",
+    "current_schema", "current_time", "current_timestamp", "current_user", "default", "deferrable",
+    "desc", "distinct", "do", "else", "end", "except", "false", "fetch", "for", "foreign", "freeze",
+    "from", "full", "grant", "group", "having", "ilike", "in", "initially", "inner", "intersect",
+    "into", "is", "isnull", "join", "lateral", "leading", "left", "like", "limit", "localtime",
+    "localtimestamp", "natural", "not", "notnull", "null", "offset", "on", "only", "or", "order",
+    "outer", "overlaps", "placing", "primary", "references", "returning", "right", "select",
+    "session_user", "similar", "some", "symmetric", "system_user", "table", "tablesample", "then",
+    "to", "trailing", "true", "union", "unique", "user", "using", "variadic", "verbose", "when",
+    "where", "window", "with",
+];
+
+/// Whether a table's updates and deletes cannot be keyed: replica identity `nothing`, or
+/// `default` without a primary key (`relreplident` is `d`, `n`, `f` or `i`).
+pub(crate) fn lacks_row_identity(replident: char, has_pk: bool) -> bool {
+    replident == 'n' || (replident == 'd' && !has_pk)
+}
+
+/// The fix for a keyless table.
+pub(crate) fn replica_identity_full(table: &TableName) -> Fix {
+    Fix::Sql(format!(
+        "ALTER TABLE {} REPLICA IDENTITY FULL",
+        qualified(table)
+    ))
+}
+
+/// The fix for a publication that leaves operations out.
+pub(crate) fn publish_everything(publication: &str) -> Fix {
+    Fix::Sql(format!(
+        "ALTER PUBLICATION {} SET (publish = '{PUBLISH_ALL}')",
+        ident(publication)
+    ))
+}
+
+/// The fix for tables missing from a publication.
+pub(crate) fn add_tables(publication: &str, tables: &[&TableName]) -> Fix {
+    let names: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
+    Fix::Sql(format!(
+        "ALTER PUBLICATION {} ADD TABLE {}",
+        ident(publication),
+        names.join(", ")
+    ))
+}
+
+/// The fix for a missing publication: `FOR ALL TABLES`, or the selected tables.
+pub(crate) fn create_publication(publication: &str, tables: &[&TableName]) -> Fix {
+    let p = ident(publication);
+    if tables.is_empty() {
+        Fix::Sql(format!("CREATE PUBLICATION {p} FOR ALL TABLES"))
+    } else {
+        let names: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
+        Fix::Sql(format!(
+            "CREATE PUBLICATION {p} FOR TABLE {}",
+            names.join(", ")
+        ))
+    }
+}
+
+/// Why a server is too old, when it is.
+pub(crate) fn too_old(version: &str, version_num: i32) -> Option<(String, Fix)> {
+    (version_num < MIN_VERSION_NUM).then(|| {
+        (
+            format!(
+                "PostgreSQL {version} is too old: logical replication with pgoutput needs 11 or newer"
+            ),
+            Fix::restart("upgrade the server to PostgreSQL 11 or newer (a supported major version)"),
+        )
+    })
+}
 
 pub(crate) async fn check(
     client: &Client,
@@ -42,32 +149,47 @@ pub(crate) async fn check(
     let user: String = settings.get(8);
     report.server_version = Some(format!("PostgreSQL {version}"));
 
-    if version_num < MIN_VERSION_NUM {
-        report.error(
-            "server_version",
-            format!("PostgreSQL {version} is too old; logical replication needs 11 or newer"),
-            "upgrade the server to PostgreSQL 11 or newer",
+    if let Some((what, remedy)) = too_old(&version, version_num) {
+        report.push(
+            Problem::error(
+                "server_version",
+                what,
+                "upgrade the server to PostgreSQL 11 or newer",
+            )
+            .with_remedy(remedy),
         );
     }
     if wal_level != "logical" {
-        report.error(
-            "wal_level",
-            format!("wal_level is `{wal_level}`, logical decoding needs `logical`"),
-            "run `ALTER SYSTEM SET wal_level = logical;` (or set it in postgresql.conf / the provider's parameter group) and restart the server: the setting only takes effect after a restart",
+        let fix = "run `ALTER SYSTEM SET wal_level = logical;` (or set it in postgresql.conf / the provider's parameter group) and restart the server: the setting only takes effect after a restart";
+        report.push(
+            Problem::error(
+                "wal_level",
+                format!("wal_level is `{wal_level}`: logical decoding needs `logical`"),
+                fix,
+            )
+            .with_remedy(Fix::restart(fix)),
         );
     }
     if !slot_exists && used_slots >= max_slots {
-        report.error(
-            "max_replication_slots",
-            format!("all {max_slots} replication slots are in use, none is free for `{slot}`"),
-            "drop unused slots with `SELECT pg_drop_replication_slot('name');` or raise max_replication_slots (restart needed)",
+        let fix = "drop unused slots with `SELECT pg_drop_replication_slot('name');` or raise max_replication_slots (restart needed)";
+        report.push(
+            Problem::error(
+                "max_replication_slots",
+                format!("all {max_slots} replication slots are in use, none is free for `{slot}`"),
+                fix,
+            )
+            .with_remedy(Fix::restart(fix)),
         );
     }
     if used_senders >= max_senders {
-        report.error(
-            "max_wal_senders",
-            format!("all {max_senders} WAL senders are in use"),
-            "raise max_wal_senders (restart needed) or stop other replication clients",
+        let fix = "raise max_wal_senders (restart needed) or stop other replication clients";
+        report.push(
+            Problem::error(
+                "max_wal_senders",
+                format!("all {max_senders} WAL senders are in use"),
+                fix,
+            )
+            .with_remedy(Fix::restart(fix)),
         );
     }
 
@@ -84,15 +206,17 @@ pub(crate) async fn check(
         .map_err(|e| sql_error(e, "reading the user's rights"))?;
     let (replication, superuser, bypass_rls, managed): (bool, bool, bool, bool) =
         (role.get(0), role.get(1), role.get(2), role.get(3));
+    let u = ident(&user);
     if !replication && !superuser && !managed {
-        report.error(
-            "REPLICATION",
-            format!("user `{user}` has no REPLICATION right"),
-            format!(
-                "run `ALTER ROLE {} WITH REPLICATION;` as a superuser (AWS RDS: `GRANT rds_replication TO {};`)",
-                quote_ident(&user),
-                quote_ident(&user)
-            ),
+        report.push(
+            Problem::error(
+                "REPLICATION",
+                format!("user `{user}` has no REPLICATION right"),
+                format!(
+                    "run `ALTER ROLE {u} WITH REPLICATION;` as a superuser (AWS RDS: `GRANT rds_replication TO {u};`)"
+                ),
+            )
+            .with_remedy(Fix::Sql(format!("ALTER ROLE {u} WITH REPLICATION"))),
         );
     }
 
@@ -104,14 +228,18 @@ pub(crate) async fn check(
         )
         .await
         .map_err(|e| sql_error(e, "reading publications"))?;
+    let p = ident(publication);
     let Some(publication_row) = publication_row else {
-        report.error(
-            format!("publication {publication}"),
-            format!("publication `{publication}` does not exist"),
-            format!(
-                "run `CREATE PUBLICATION {} FOR ALL TABLES;` (or `FOR TABLE a, b` for a subset)",
-                quote_ident(publication)
-            ),
+        let selected: Vec<&TableName> = selection.iter().collect();
+        report.push(
+            Problem::error(
+                format!("publication {publication}"),
+                format!("publication `{publication}` does not exist"),
+                format!(
+                    "run `CREATE PUBLICATION {p} FOR ALL TABLES;` (or `FOR TABLE a, b` for a subset)"
+                ),
+            )
+            .with_remedy(create_publication(publication, &selected)),
         );
         return Ok(report);
     };
@@ -121,16 +249,17 @@ pub(crate) async fn check(
         .map(|(op, _)| op)
         .collect();
     if !missing_ops.is_empty() {
-        report.error(
-            format!("publication {publication}"),
-            format!(
-                "publication `{publication}` does not publish {}",
-                missing_ops.join(", ")
-            ),
-            format!(
-                "run `ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate');`",
-                quote_ident(publication)
-            ),
+        let remedy = publish_everything(publication);
+        report.push(
+            Problem::error(
+                format!("publication {publication}"),
+                format!(
+                    "publication `{publication}` does not publish {}",
+                    missing_ops.join(", ")
+                ),
+                format!("run `{remedy}`"),
+            )
+            .with_remedy(remedy),
         );
     }
 
@@ -159,40 +288,51 @@ pub(crate) async fn check(
         let q = qualified(&name);
         let replident: String = t.get(2);
         let has_pk: bool = t.get(3);
-        if replident == "n" || (replident == "d" && !has_pk) {
-            report.error(
-                format!("table {name}"),
-                format!("table {name} has no primary key or replica identity: updates and deletes cannot be keyed (and the server rejects them while the table is published)"),
-                format!("add a primary key, or run `ALTER TABLE {q} REPLICA IDENTITY FULL;`"),
+        if lacks_row_identity(replident.chars().next().unwrap_or('d'), has_pk) {
+            let remedy = replica_identity_full(&name);
+            report.push(
+                Problem::error(
+                    format!("table {name}"),
+                    format!("table {name} has no primary key or replica identity: updates and deletes cannot be keyed (and the server rejects them while the table is published)"),
+                    format!("add a primary key, or run `{remedy}`"),
+                )
+                .with_remedy(remedy),
             );
         }
         if !t.get::<_, bool>(4) {
-            report.error(
-                format!("table {name}"),
-                format!("user `{user}` cannot SELECT from {name}, so it cannot be snapshotted"),
-                format!("run `GRANT SELECT ON {q} TO {};`", quote_ident(&user)),
+            let grant = format!("GRANT SELECT ON {q} TO {u}");
+            report.push(
+                Problem::error(
+                    format!("table {name}"),
+                    format!("user `{user}` cannot SELECT from {name}, so it cannot be snapshotted"),
+                    format!("run `{grant};`"),
+                )
+                .with_remedy(Fix::Sql(grant)),
             );
         }
         let rls: bool = t.get(5);
         let owner: bool = t.get(6);
         if rls && !superuser && !bypass_rls && !owner {
-            report.error(
-                format!("table {name}"),
-                format!("row-level security is enabled on {name}: policies would hide rows from user `{user}` during the snapshot"),
-                format!("run `ALTER ROLE {} BYPASSRLS;` or use the table owner", quote_ident(&user)),
+            report.push(
+                Problem::error(
+                    format!("table {name}"),
+                    format!("row-level security is enabled on {name}: policies would hide rows from user `{user}` during the snapshot"),
+                    format!("run `ALTER ROLE {u} BYPASSRLS;` or use the table owner"),
+                )
+                .with_remedy(Fix::Sql(format!("ALTER ROLE {u} BYPASSRLS"))),
             );
         }
     }
     for wanted in selection {
         if !published.contains(wanted) {
-            report.error(
-                format!("publication {publication}"),
-                format!("selected table {wanted} is not in publication `{publication}`"),
-                format!(
-                    "run `ALTER PUBLICATION {} ADD TABLE {};` (check the table exists)",
-                    quote_ident(publication),
-                    qualified(wanted)
-                ),
+            let remedy = add_tables(publication, &[wanted]);
+            report.push(
+                Problem::error(
+                    format!("publication {publication}"),
+                    format!("selected table {wanted} is not in publication `{publication}`"),
+                    format!("run `{remedy}` (check the table exists)"),
+                )
+                .with_remedy(remedy),
             );
         }
     }
@@ -200,10 +340,7 @@ pub(crate) async fn check(
         report.warning(
             format!("publication {publication}"),
             format!("publication `{publication}` publishes no tables"),
-            format!(
-                "run `ALTER PUBLICATION {} ADD TABLE …;`",
-                quote_ident(publication)
-            ),
+            format!("run `ALTER PUBLICATION {p} ADD TABLE …;`"),
         );
     }
     Ok(report)

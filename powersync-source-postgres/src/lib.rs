@@ -82,6 +82,8 @@ mod check;
 pub mod config;
 mod connection;
 pub mod pgoutput;
+#[cfg(feature = "provision")]
+pub mod provision;
 mod replicator;
 mod slot;
 mod snapshot_reader;

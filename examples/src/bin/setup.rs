@@ -24,7 +24,7 @@ use examples::cli::{self, AppError};
 #[path = "../setup/mod.rs"]
 mod setup;
 
-use setup::provider::Provider;
+use powersync_source_postgres::provision::Provider;
 
 /// Prepare a source database for replication: print (or, with --apply, run) the steps.
 // No `Debug`: the arguments hold the source URL, which may carry a password.

@@ -474,7 +474,7 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
                 password = Some(p);
                 s
             }
-            Action::CreateUser { .. } | Action::Manual { .. } => {
+            Action::Manual { .. } => {
                 writeln!(out, "-- skipped: do it as described")?;
                 continue;
             }

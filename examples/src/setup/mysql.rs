@@ -648,7 +648,6 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
                 s
             }
             Action::Sql(s) | Action::SqlAlone(s) => s.clone(),
-            Action::CreateUser { .. } => continue,
         };
         match conn.query_drop(statement).await {
             Ok(()) => writeln!(out, "-- done")?,
