@@ -7,4 +7,5 @@ mod events;
 mod faults;
 mod golden;
 mod properties;
+mod runtime;
 mod streaming;
