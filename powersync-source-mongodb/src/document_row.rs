@@ -14,6 +14,11 @@
 //! before its row. Columns are never removed while a stream runs; a document without a field
 //! has `Null` there (so a full-document image also clears fields a `$unset` removed). Column
 //! types are the BSON type of the first value seen (`type_name`), for information only.
+//!
+//! Documents are read from their bytes with lossy UTF-8 ([`crate::bson_value`]): a field name
+//! or string that is not valid UTF-8 gets U+FFFD where its bad bytes were, and the row is
+//! delivered. (Two names that differ only in their invalid bytes would map to one column;
+//! the later value wins.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +28,7 @@ use powersync_source_core::{
     Column, Result, Row, RowIdentity, SourceError, TableName, TableSchema, Value,
 };
 
-use crate::bson_value::{bson_to_value, type_name};
+use crate::bson_value::{bson_to_value, fields, type_name};
 
 /// The key column, holding `_id`.
 pub const KEY_COLUMN: &str = "id";
@@ -79,7 +84,7 @@ impl CollectionShape {
         self.dirty = true;
     }
 
-    fn column_for(&mut self, field: &str, value: RawBsonRef<'_>) -> usize {
+    fn column_for(&mut self, field: &str, bson_type: &'static str) -> usize {
         if let Some(&i) = self.index.get(field) {
             return i;
         }
@@ -89,7 +94,7 @@ impl CollectionShape {
             field
         };
         let schema = Arc::make_mut(&mut self.schema);
-        schema.columns.push(Column::new(name, type_name(value)));
+        schema.columns.push(Column::new(name, bson_type));
         let i = schema.columns.len() - 1;
         self.index.insert(field.to_owned(), i);
         self.dirty = true;
@@ -99,9 +104,10 @@ impl CollectionShape {
     /// Registers the top-level fields of a document as columns without converting values, so
     /// a schema sent before the first rows already lists the fields of the first batch.
     pub fn observe(&mut self, doc: &RawDocument) {
-        for (field, value) in doc.iter().flatten() {
-            if field != "_id" {
-                self.column_for(field, value);
+        // A malformed document registers the fields before the damage; `row` reports it.
+        for field in fields(doc).map_while(|f| f.ok()) {
+            if field.key != "_id" {
+                self.column_for(&field.key, field.type_name());
             }
         }
     }
@@ -110,23 +116,23 @@ impl CollectionShape {
     pub fn row(&mut self, doc: &RawDocument) -> Result<Row> {
         let mut values: Vec<(usize, Value)> = Vec::new();
         let mut key = None;
-        for element in doc.iter() {
-            let (field, value) = element.map_err(|e| {
-                SourceError::decode(format!("malformed document in {}", self.schema.name))
-                    .with_source(e)
+        for field in fields(doc) {
+            // The reader's message names the damage ("malformed BSON: …"); no external cause.
+            let field = field.map_err(|e| {
+                SourceError::decode(format!("a document of {}: {e}", self.schema.name))
             })?;
-            let converted = bson_to_value(value).map_err(|why| {
+            let converted = field.to_value().map_err(|why| {
                 SourceError::decode_value(
                     &self.schema.name.to_string(),
-                    field,
-                    type_name(value),
+                    &field.key,
+                    field.type_name(),
                     why,
                 )
             })?;
-            if field == "_id" {
+            if field.key == "_id" {
                 key = Some(converted);
             } else {
-                let i = self.column_for(field, value);
+                let i = self.column_for(&field.key, field.type_name());
                 values.push((i, converted));
             }
         }
@@ -176,5 +182,35 @@ mod tests {
         );
         let missing = RawDocumentBuf::from_document(&doc! {"v": 1}).unwrap();
         assert!(shape.row(&missing).is_err());
+    }
+
+    /// `{"_id": 1, "n\xff": "a\xffb"}` as bytes: the row arrives, with U+FFFD in the column
+    /// name and the value, instead of a decode error that would stop the stream.
+    #[test]
+    fn invalid_utf8_names_and_strings_still_make_a_row() {
+        let mut bytes = vec![0u8; 4];
+        bytes.extend_from_slice(b"\x10_id\0");
+        bytes.extend_from_slice(&1i32.to_le_bytes());
+        bytes.extend_from_slice(b"\x02n\xff\0");
+        bytes.extend_from_slice(&4i32.to_le_bytes());
+        bytes.extend_from_slice(b"a\xffb\0");
+        bytes.push(0);
+        let len = bytes.len() as i32;
+        bytes[..4].copy_from_slice(&len.to_le_bytes());
+        let doc = RawDocument::from_bytes(&bytes).unwrap();
+        let mut shape = CollectionShape::new(TableName::new("db", "c"));
+        shape.observe(doc);
+        let row = shape.row(doc).unwrap();
+        assert_eq!(
+            row.values(),
+            &[Value::Integer(1), Value::Text("a\u{fffd}b".into())]
+        );
+        let names: Vec<_> = shape
+            .schema()
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["id", "n\u{fffd}"]);
     }
 }

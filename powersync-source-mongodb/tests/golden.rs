@@ -1,18 +1,25 @@
 //! The golden table: BSON value → SQLite value. It is the specification users read; the same
-//! table is checked on documents read through SecantusDB (snapshot and stream).
+//! table is checked on documents read through SecantusDB (snapshot and stream). The shapes of
+//! regexes, code, DBPointers, out-of-range dates, booleans inside JSON and invalid UTF-8 are
+//! PowerSync's (its MongoDB test vectors). A second table, [`golden_raw`], holds values the
+//! bson crate cannot build (DBPointer, text that is not UTF-8) as raw bytes.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use futures::StreamExt;
-use powersync_source_core::{ChangeEvent, ChangeSource, Op, StartFrom, TableName, Value};
+use powersync_source_core::{
+    ChangeEvent, ChangeSource, Op, StartFrom, StreamOptions, TableName, Value,
+};
 use powersync_source_mongodb::bson::oid::ObjectId;
 use powersync_source_mongodb::bson::spec::BinarySubtype;
+use powersync_source_mongodb::bson::RawDocument;
 use powersync_source_mongodb::bson::{
     doc, Binary, Bson, DateTime, Decimal128, Document, JavaScriptCodeWithScope, RawDocumentBuf,
     Regex, Timestamp,
 };
 use powersync_source_mongodb::bson_value::bson_to_value;
+use powersync_source_mongodb::document_row::CollectionShape;
 use powersync_source_mongodb::{MongoConfig, MongoSource};
 
 use crate::common::{client, fast_retry, secantus, url};
@@ -92,10 +99,16 @@ pub fn golden() -> Vec<(&'static str, Bson, Value)> {
             Bson::DateTime(DateTime::from_millis(-62_167_219_200_000)),
             text("0000-01-01T00:00:00.000Z"),
         ),
+        // years outside 0000–9999: ISO 8601 expanded form, sign and six digits
         (
             "date_year_10000",
             Bson::DateTime(DateTime::from_millis(253_402_300_800_000)),
-            text("10000-01-01T00:00:00.000Z"),
+            text("+010000-01-01T00:00:00.000Z"),
+        ),
+        (
+            "date_year_minus_1",
+            Bson::DateTime(DateTime::from_millis(-62_167_219_200_001)),
+            text("-000001-12-31T23:59:59.999Z"),
         ),
         (
             "ts",
@@ -131,7 +144,13 @@ pub fn golden() -> Vec<(&'static str, Bson, Value)> {
             Bson::Document(
                 doc! {"a": 1, "b": [true, null, 2.0, "x"], "c": {"d": Decimal128::from_str("0.10").unwrap()}},
             ),
-            text(r#"{"a":1,"b":[true,null,2.0,"x"],"c":{"d":"0.10"}}"#),
+            // booleans inside JSON are 1/0, as at the top level
+            text(r#"{"a":1,"b":[1,null,2.0,"x"],"c":{"d":"0.10"}}"#),
+        ),
+        (
+            "bools_nested",
+            Bson::Document(doc! {"t": true, "f": false, "a": [false, true]}),
+            text(r#"{"t":1,"f":0,"a":[0,1]}"#),
         ),
         (
             "arr",
@@ -153,26 +172,149 @@ pub fn golden() -> Vec<(&'static str, Bson, Value)> {
                 pattern: "^a.*b$".into(),
                 options: "i".into(),
             }),
-            text("/^a.*b$/i"),
+            text(r#"{"pattern":"^a.*b$","options":"i"}"#),
         ),
         (
             "code",
             Bson::JavaScriptCode("function() { return 1; }".into()),
-            text("function() { return 1; }"),
+            text(r#"{"code":"function() { return 1; }","scope":null}"#),
         ),
         (
             "code_scope",
             Bson::JavaScriptCodeWithScope(JavaScriptCodeWithScope {
                 code: "x + 1".into(),
-                scope: doc! {"x": 1},
+                scope: doc! {"x": 1, "ok": true},
             }),
-            text("x + 1"),
+            text(r#"{"code":"x + 1","scope":{"x":1,"ok":1}}"#),
+        ),
+        // the same shapes inside JSON are objects, not strings
+        (
+            "shapes_nested",
+            Bson::Array(vec![
+                Bson::RegularExpression(Regex {
+                    pattern: "a".into(),
+                    options: "m".into(),
+                }),
+                Bson::JavaScriptCode("f()".into()),
+            ]),
+            text(r#"[{"pattern":"a","options":"m"},{"code":"f()","scope":null}]"#),
         ),
         ("minkey", Bson::MinKey, Value::Null),
         ("maxkey", Bson::MaxKey, Value::Null),
         ("undef", Bson::Undefined, Value::Null),
         ("null", Bson::Null, Value::Null),
     ]
+}
+
+/// One BSON element, `tag` and value bytes, in a document `{"_id": 1, <field>: …}`.
+fn raw_document(field: &[u8], tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 4];
+    out.extend_from_slice(b"\x10_id\0");
+    out.extend_from_slice(&1i32.to_le_bytes());
+    out.push(tag);
+    out.extend_from_slice(field);
+    out.push(0);
+    out.extend_from_slice(body);
+    out.push(0);
+    let len = out.len() as i32;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out
+}
+
+/// A BSON string's bytes: length, the (possibly invalid UTF-8) text, a zero byte.
+fn bson_string(text: &[u8]) -> Vec<u8> {
+    let mut out = ((text.len() + 1) as i32).to_le_bytes().to_vec();
+    out.extend_from_slice(text);
+    out.push(0);
+    out
+}
+
+/// (what, field name bytes, BSON type, value bytes, column name, expected value): values the
+/// bson crate cannot build, converted as the snapshot and the stream convert documents.
+#[allow(clippy::type_complexity)]
+pub fn golden_raw() -> Vec<(&'static str, Vec<u8>, u8, Vec<u8>, String, Value)> {
+    let oid = [
+        0x66, 0xe8, 0x34, 0xcc, 0x91, 0xd8, 0x05, 0xdf, 0x11, 0xfa, 0x0e, 0xcb,
+    ];
+    let pointer = |namespace: &[u8]| {
+        let mut body = bson_string(namespace);
+        body.extend_from_slice(&oid);
+        body
+    };
+    let bad = bson_string(b"foo: \xed\xa0\xbd\"");
+    let mut nested = vec![0u8; 4];
+    nested.push(0x02);
+    nested.extend_from_slice(b"nested\0");
+    nested.extend_from_slice(&bson_string(b"\xff"));
+    nested.push(0);
+    let len = nested.len() as i32;
+    nested[..4].copy_from_slice(&len.to_le_bytes());
+    vec![
+        (
+            "DBPointer",
+            b"ptr".to_vec(),
+            0x0C,
+            pointer(b"mycollection"),
+            "ptr".into(),
+            text(r#"{"collection":"mycollection","oid":"66e834cc91d805df11fa0ecb","fields":{}}"#),
+        ),
+        (
+            "DBPointer with a database",
+            b"ptr".to_vec(),
+            0x0C,
+            pointer(b"mydb.mycollection"),
+            "ptr".into(),
+            text(
+                r#"{"collection":"mycollection","oid":"66e834cc91d805df11fa0ecb","db":"mydb","fields":{}}"#,
+            ),
+        ),
+        (
+            "a string that is not UTF-8 (a CESU-8 lone surrogate) → one U+FFFD per invalid byte run",
+            b"s".to_vec(),
+            0x02,
+            bad.clone(),
+            "s".into(),
+            text("foo: \u{fffd}\u{fffd}\u{fffd}\""),
+        ),
+        (
+            "the same inside a document",
+            b"doc".to_vec(),
+            0x03,
+            nested,
+            "doc".into(),
+            text("{\"nested\":\"\u{fffd}\"}"),
+        ),
+        (
+            "a field name that is not UTF-8",
+            b"k\xff".to_vec(),
+            0x10,
+            7i32.to_le_bytes().to_vec(),
+            "k\u{fffd}".into(),
+            Value::Integer(7),
+        ),
+        (
+            "a regex that is not UTF-8",
+            b"re".to_vec(),
+            0x0B,
+            b"a\xff\0i\0".to_vec(),
+            "re".into(),
+            text("{\"pattern\":\"a\u{fffd}\",\"options\":\"i\"}"),
+        ),
+    ]
+}
+
+#[test]
+fn golden_raw_table_converts() {
+    for (what, field, tag, body, column, expected) in golden_raw() {
+        let bytes = raw_document(&field, tag, &body);
+        let doc = RawDocument::from_bytes(&bytes).unwrap();
+        let mut shape = CollectionShape::new(TableName::new("d", "c"));
+        let row = shape
+            .row(doc)
+            .unwrap_or_else(|e| panic!("{what}: no row: {e}"));
+        let got = row.get_by_name(shape.schema(), &column);
+        assert_eq!(got, Some(&expected), "{what}");
+    }
 }
 
 fn same(a: &Value, b: &Value) -> bool {
@@ -218,8 +360,11 @@ async fn golden_values_through_secantus() {
     let source = MongoSource::new(
         MongoConfig::parse(&url(&server, "golden", "post_images=off&max_await_ms=200")).unwrap(),
     )
-    .with_tables(vec![TableName::new("golden", "types")])
-    .with_retry(fast_retry());
+    .with_stream_options(
+        StreamOptions::default()
+            .with_tables(vec![TableName::new("golden", "types")])
+            .with_retry(fast_retry()),
+    );
     let mut stream = source.start(StartFrom::Beginning).await.unwrap();
     let mut rows = Vec::new();
     let mut inserted = false;
