@@ -60,7 +60,8 @@ pub(crate) struct Api {
 }
 
 struct Inner {
-    http: Result<reqwest::Client, String>,
+    /// The client, or why it could not be built (reported by every request).
+    http: Result<reqwest::Client, Arc<reqwest::Error>>,
     base: Url,
     auth: HeaderValue,
     retry: RetryPolicy,
@@ -86,7 +87,7 @@ impl Api {
                 env!("CARGO_PKG_VERSION")
             ))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"));
+            .map_err(Arc::new);
         let mut auth = HeaderValue::from_str(&format!("Convex {}", config.deploy_key().expose()))
             .unwrap_or_else(|_| HeaderValue::from_static("Convex invalid-key"));
         auth.set_sensitive(true);
@@ -115,7 +116,7 @@ impl Api {
         self.inner
             .base
             .join(route)
-            .map_err(|e| SourceError::config(format!("bad route {route}: {e}")))
+            .map_err(|e| SourceError::config(format!("bad route {route}")).with_source(e))
     }
 
     async fn send(
@@ -124,11 +125,9 @@ impl Api {
         request: impl FnOnce(&reqwest::Client, Url) -> reqwest::RequestBuilder,
         stats: Option<&StreamStats>,
     ) -> Result<Json, SourceError> {
-        let http = self
-            .inner
-            .http
-            .as_ref()
-            .map_err(|e| SourceError::config(e.clone()))?;
+        let http = self.inner.http.as_ref().map_err(|e| {
+            SourceError::config("cannot build the HTTP client").with_source(e.clone())
+        })?;
         let url = self.url(route)?;
         let where_ = format!("{route} on {}", self.inner.base);
         let response = request(http, url)
@@ -147,8 +146,9 @@ impl Api {
         if !status.is_success() {
             return Err(status_error(&where_, status.as_u16(), &body));
         }
-        serde_json::from_slice(&body)
-            .map_err(|e| SourceError::decode(format!("{where_}: the answer is not JSON: {e}")))
+        serde_json::from_slice(&body).map_err(|e| {
+            SourceError::decode(format!("{where_}: the answer is not JSON")).with_source(e)
+        })
     }
 
     async fn get(
@@ -204,9 +204,10 @@ impl Api {
         let json = self.get("api/list_snapshot", &query, stats).await?;
         serde_json::from_value(json).map_err(|e| {
             SourceError::decode(format!(
-                "api/list_snapshot on {}: unexpected answer: {e}",
+                "api/list_snapshot on {}: unexpected answer",
                 self.inner.base
             ))
+            .with_source(e)
         })
     }
 
@@ -224,9 +225,10 @@ impl Api {
         let json = self.get("api/document_deltas", &query, stats).await?;
         serde_json::from_value(json).map_err(|e| {
             SourceError::decode(format!(
-                "api/document_deltas on {}: unexpected answer: {e}",
+                "api/document_deltas on {}: unexpected answer",
                 self.inner.base
             ))
+            .with_source(e)
         })
     }
 
@@ -326,7 +328,8 @@ pub(crate) fn status_error(where_: &str, status: u16, body: &[u8]) -> SourceErro
         (404, _) => ErrorKind::Prerequisite,
         _ => ErrorKind::Prerequisite,
     };
-    let err = SourceError::new(kind, text);
+    // The HTTP status is the code hosts branch on; Convex's own code stays in the message.
+    let err = SourceError::new(kind, text).with_code(status.to_string());
     match kind {
         ErrorKind::HistoryLost => err.with_hint(
             "the Convex deployment no longer holds the history to resume from here; start again from the beginning (resnapshot)",
@@ -368,6 +371,7 @@ mod tests {
         ] {
             let e = status_error("api/x on https://d/", status, &body(code));
             assert_eq!(e.kind(), kind, "{status} {code}: {e}");
+            assert_eq!(e.code(), Some(status.to_string().as_str()));
         }
         // A non-JSON body (a proxy's HTML page) still maps by status, shortened.
         let html = vec![b'<'; 10_000];

@@ -68,7 +68,8 @@ impl ConvexConfig {
         let trimmed = url.trim();
         let rest = trimmed.strip_prefix("convex+").unwrap_or(trimmed);
         let mut base = Url::parse(rest).map_err(|e| {
-            SourceError::config(format!("`{shown}` is not a Convex deployment URL: {e}"))
+            SourceError::config(format!("`{shown}` is not a Convex deployment URL"))
+                .with_source(e)
                 .with_hint("use the deployment URL from the Convex dashboard, e.g. https://happy-animal-123.convex.cloud")
         })?;
         if !matches!(base.scheme(), "http" | "https") {

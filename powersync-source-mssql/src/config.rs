@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use percent_encoding::percent_decode_str;
 use powersync_source_core::{Secret, SourceError};
+use url::{Host, Url};
 
 /// Default port of SQL Server.
 pub const DEFAULT_PORT: u16 = 1433;
@@ -83,39 +85,48 @@ impl MssqlConfig {
     /// [`powersync_source_core::ErrorKind::Config`] error that never shows the password.
     pub fn parse(url: &str) -> Result<MssqlConfig, SourceError> {
         let url = url.trim();
-        let rest = url
-            .strip_prefix("sqlserver://")
-            .or_else(|| url.strip_prefix("mssql://"))
-            .ok_or_else(|| {
-                SourceError::config(
-                    "a SQL Server URL starts with `sqlserver://` (sqlserver://user:password@host:1433/database)",
-                )
-            })?;
-        let (main, query) = match rest.split_once('?') {
-            Some((m, q)) => (m, Some(q)),
-            None => (rest, None),
-        };
-        // The password may contain `@` or `/` only percent-encoded; the last `@` splits.
-        let (userinfo, hostpart) = main.rsplit_once('@').ok_or_else(|| {
-            SourceError::config("the URL has no `user:password@` part; SQL logins need both")
-        })?;
-        let (user, password) = match userinfo.split_once(':') {
-            Some((u, p)) => (decode(u, "user")?, decode(p, "password")?),
-            None => (decode(userinfo, "user")?, String::new()),
-        };
-        if user.is_empty() {
-            return Err(SourceError::config("the URL names no user"));
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("sqlserver" | "mssql")) {
+            return Err(SourceError::config(
+                "a SQL Server URL starts with `sqlserver://` (sqlserver://user:password@host:1433/database)",
+            ));
         }
-        let (hostport, database) = match hostpart.split_once('/') {
-            Some((h, d)) => (h, decode(d.trim_end_matches('/'), "database")?),
-            None => (hostpart, String::new()),
+        // Only the shape is reported: url's messages never repeat the input, but the input
+        // holds the password.
+        let parsed = Url::parse(url).map_err(|e| {
+            SourceError::config(
+                "the SQL Server URL is malformed (sqlserver://user:password@host:1433/database)",
+            )
+            .with_source(e)
+        })?;
+        if parsed.username().is_empty() {
+            return Err(SourceError::config(
+                "the URL has no `user:password@` part; SQL logins need both",
+            ));
+        }
+        let user = decode(parsed.username(), "user")?;
+        let password = decode(parsed.password().unwrap_or_default(), "password")?;
+        let host = match parsed.host() {
+            Some(Host::Domain(h)) if !h.is_empty() => decode(h, "host")?,
+            Some(Host::Ipv4(a)) => a.to_string(),
+            Some(Host::Ipv6(a)) => a.to_string(),
+            _ => return Err(SourceError::config("the URL names no host")),
         };
+        let port = match parsed.port() {
+            None => DEFAULT_PORT,
+            Some(0) => {
+                return Err(SourceError::config(
+                    "port `0` is not a number from 1 to 65535",
+                ))
+            }
+            Some(p) => p,
+        };
+        let database = decode(parsed.path().trim_matches('/'), "database")?;
         if database.is_empty() {
             return Err(SourceError::config(
                 "the URL names no database (sqlserver://user:password@host:1433/DATABASE): CDC is enabled per database",
             ));
         }
-        let (host, port) = split_host_port(hostport)?;
         let mut config = MssqlConfig {
             host,
             port,
@@ -131,14 +142,8 @@ impl MssqlConfig {
             connect_timeout: Duration::from_secs(15),
             application_name: "powersync".into(),
         };
-        for pair in query
-            .unwrap_or_default()
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = decode(value, key)?;
-            config.set_option(key, &value)?;
+        for (key, value) in parsed.query_pairs() {
+            config.set_option(&key, &value)?;
         }
         Ok(config)
     }
@@ -192,35 +197,6 @@ impl MssqlConfig {
     }
 }
 
-fn split_host_port(s: &str) -> Result<(String, u16), SourceError> {
-    if s.is_empty() {
-        return Err(SourceError::config("the URL names no host"));
-    }
-    // `[::1]:1433` for IPv6 literals.
-    if let Some(rest) = s.strip_prefix('[') {
-        let (h, tail) = rest
-            .split_once(']')
-            .ok_or_else(|| SourceError::config(format!("`{s}`: unclosed `[` in the host")))?;
-        let port = match tail.strip_prefix(':') {
-            Some(p) => parse_port(p)?,
-            None if tail.is_empty() => DEFAULT_PORT,
-            None => return Err(SourceError::config(format!("`{s}` is not host:port"))),
-        };
-        return Ok((h.to_string(), port));
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) => Ok((h.to_string(), parse_port(p)?)),
-        None => Ok((s.to_string(), DEFAULT_PORT)),
-    }
-}
-
-fn parse_port(p: &str) -> Result<u16, SourceError> {
-    p.parse::<u16>()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| SourceError::config(format!("port `{p}` is not a number from 1 to 65535")))
-}
-
 fn parse_bool(key: &str, v: &str) -> Result<bool, SourceError> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "yes" | "1" => Ok(true),
@@ -240,28 +216,25 @@ fn parse_num(key: &str, v: &str, min: u64, max: u64) -> Result<u64, SourceError>
         })
 }
 
-/// Percent-decoding; the error never repeats the text (it may be the password).
+/// Percent-decodes one part of the URL. A `%` not followed by two hex digits is refused
+/// (`percent-encoding` would keep it as is, silently changing a password); the error never
+/// repeats the text, which may be the password.
 fn decode(s: &str, what: &str) -> Result<String, SourceError> {
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
+    let well_formed = bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || bytes
                 .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    SourceError::config(format!("the {what} in the URL has a bad %-escape"))
-                })?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return Err(SourceError::config(format!(
+            "the {what} in the URL has a bad %-escape"
+        )));
     }
-    String::from_utf8(out)
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
         .map_err(|_| SourceError::config(format!("the {what} in the URL is not UTF-8")))
 }
 
@@ -284,6 +257,21 @@ mod tests {
     }
 
     #[test]
+    fn passwords_ipv6_hosts_and_escaped_names() {
+        // An unescaped `@` in the password: the last `@` ends the user info.
+        let c = MssqlConfig::parse("mssql://sa:p@ss%2Fw%3Ard@[::1]/my%20db").unwrap();
+        assert_eq!(c.password.expose(), "p@ss/w:rd");
+        assert_eq!(c.host, "::1");
+        assert_eq!(c.port, 1433);
+        assert_eq!(c.database, "my db");
+        let c =
+            MssqlConfig::parse("sqlserver://u:secret@[2001:db8::1]:1500/db?application_name=a%26b")
+                .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("2001:db8::1", 1500));
+        assert_eq!(c.application_name, "a&b");
+    }
+
+    #[test]
     fn defaults_and_errors() {
         let c = MssqlConfig::parse("sqlserver://u:secret@h/db").unwrap();
         assert_eq!(c.port, 1433);
@@ -297,6 +285,9 @@ mod tests {
             "sqlserver://u:secret@h/db?polling_batch_size=0",
             "sqlserver://u:secret@h/db?nope=1",
             "sqlserver://u:sec%zzret@h/db",
+            "sqlserver://u:secret@h:70000/db",
+            "sqlserver://u:secret@/db",
+            "sqlserver://u:sec%ffret@h/db",
         ] {
             let e = MssqlConfig::parse(bad).unwrap_err();
             assert_eq!(e.kind(), powersync_source_core::ErrorKind::Config, "{bad}");
