@@ -156,6 +156,30 @@ impl CollectionShape {
         row[0] = key;
         Ok(Row::new(row))
     }
+
+    /// A key-only row from a change event's `documentKey` document (`{_id: …}`, plus the
+    /// shard key on sharded collections), its `_id` read from the bytes with lossy UTF-8 like
+    /// every row value: a string `_id` that is not valid UTF-8 still gives the key the
+    /// snapshot and full-document rows use, where the `bson` crate's accessors refuse it.
+    pub fn key_row_from_document_key(&self, document_key: &RawDocument) -> Result<Row> {
+        let table = self.schema.name.to_string();
+        for field in fields(document_key) {
+            let field = field.map_err(|e| {
+                SourceError::decode(format!("the documentKey of a change in {table}: {e}"))
+            })?;
+            if field.key == "_id" {
+                let key = field.to_value().map_err(|why| {
+                    SourceError::decode_value(&table, "_id", field.type_name(), why)
+                })?;
+                let mut row = vec![Value::Unchanged; self.schema.columns.len()];
+                row[0] = key;
+                return Ok(Row::new(row));
+            }
+        }
+        Err(SourceError::decode(format!(
+            "a change in {table} has a documentKey without _id"
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +228,23 @@ mod tests {
         assert_eq!(
             row.values(),
             &[Value::Integer(1), Value::Text("a\u{fffd}b".into())]
+        );
+        let key = shape.key_row_from_document_key(doc).unwrap();
+        assert_eq!(key.values(), &[Value::Integer(1), Value::Unchanged]);
+        // a documentKey whose string _id is not UTF-8: {_id: "a\xff"}
+        let mut dk = vec![0u8; 4];
+        dk.extend_from_slice(b"\x02_id\0");
+        dk.extend_from_slice(&3i32.to_le_bytes());
+        dk.extend_from_slice(b"a\xff\0");
+        dk.push(0);
+        let len = dk.len() as i32;
+        dk[..4].copy_from_slice(&len.to_le_bytes());
+        let dk = RawDocument::from_bytes(&dk).unwrap();
+        assert!(dk.get("_id").is_err(), "the bson crate refuses it");
+        let key = shape.key_row_from_document_key(dk).unwrap();
+        assert_eq!(
+            key.values(),
+            &[Value::Text("a\u{fffd}".into()), Value::Unchanged]
         );
         let names: Vec<_> = shape
             .schema()
