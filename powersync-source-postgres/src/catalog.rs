@@ -66,7 +66,7 @@ pub(crate) async fn published_tables(
     registry
         .load(client, &type_oids)
         .await
-        .map_err(|e| SourceError::connection(format!("loading column types: {e}")))?;
+        .map_err(|e| sql_error(e, "loading column types"))?;
 
     let mut out = Vec::with_capacity(tables.len());
     for (oid, name, replident, _row_security, reltuples) in tables {

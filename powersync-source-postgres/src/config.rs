@@ -1,6 +1,6 @@
 //! Connection settings: libpq-style URL and key-value strings.
 //!
-//! [`PgConfig`] is parsed from either form libpq accepts:
+//! [`PostgresConfig`] is parsed from either form libpq accepts:
 //!
 //! ```text
 //! postgres://user:p%40ss@db.example.com:5432/app?sslmode=verify-full&publication=powersync
@@ -14,7 +14,7 @@
 //! | `host` | `localhost` | host name or IP address; a value starting with `/` is the directory of a Unix socket (no TLS there, as in libpq) |
 //! | `port` | `5432` | TCP port (also names the Unix socket `.s.PGSQL.<port>`) |
 //! | `user` | `postgres` | role to log in as |
-//! | `password` | none | kept as a [`Secret`]: never shown by `Debug`, `Display` or [`PgConfig::display_url`] |
+//! | `password` | none | kept as a [`Secret`]: never shown by `Debug`, `Display` or [`PostgresConfig::display_url`] |
 //! | `dbname` | the user name | database (`replication=database` connections are bound to it) |
 //! | `sslmode` | `prefer` | `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full` (see [`SslMode`]) |
 //! | `sslrootcert` | none | PEM file of trusted root certificates; `system` means the bundled Mozilla roots (webpki-roots) and implies `verify-full` unless `sslmode` says otherwise |
@@ -41,8 +41,8 @@
 //! # Building in code
 //!
 //! ```
-//! use powersync_source_postgres::config::{PgConfig, SslMode};
-//! let cfg = PgConfig::new()
+//! use powersync_source_postgres::config::{PostgresConfig, SslMode};
+//! let cfg = PostgresConfig::new()
 //!     .with_host("db.internal")
 //!     .with_user("replicator")
 //!     .with_password("s3cret")
@@ -173,9 +173,9 @@ impl FromStr for SslMode {
 ///
 /// Fields are private; read them with the getters (`host()`, `slot()`, ...) and set them with
 /// the consuming `with_*` builders. `Debug` and `Display` never show the password
-/// (`Display` is [`PgConfig::display_url`]).
+/// (`Display` is [`PostgresConfig::display_url`]).
 #[derive(Clone, PartialEq, Eq)]
-pub struct PgConfig {
+pub struct PostgresConfig {
     host: String,
     port: u16,
     user: String,
@@ -193,9 +193,12 @@ pub struct PgConfig {
     snapshot_chunk_rows: u64,
 }
 
-impl Default for PgConfig {
+/// The former name of [`PostgresConfig`], kept so existing code compiles.
+pub type PgConfig = PostgresConfig;
+
+impl Default for PostgresConfig {
     fn default() -> Self {
-        PgConfig {
+        PostgresConfig {
             host: "localhost".to_string(),
             port: 5432,
             user: "postgres".to_string(),
@@ -215,9 +218,9 @@ impl Default for PgConfig {
     }
 }
 
-impl fmt::Debug for PgConfig {
+impl fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgConfig")
+        f.debug_struct("PostgresConfig")
             .field("host", &self.host)
             .field("port", &self.port)
             .field("user", &self.user)
@@ -237,21 +240,21 @@ impl fmt::Debug for PgConfig {
     }
 }
 
-impl fmt::Display for PgConfig {
+impl fmt::Display for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.display_url())
     }
 }
 
-impl FromStr for PgConfig {
+impl FromStr for PostgresConfig {
     type Err = SourceError;
 
     fn from_str(s: &str) -> Result<Self, SourceError> {
-        PgConfig::parse(s)
+        PostgresConfig::parse(s)
     }
 }
 
-impl PgConfig {
+impl PostgresConfig {
     /// All defaults: `localhost:5432`, user `postgres`, no password, `sslmode=prefer`.
     pub fn new() -> Self {
         Self::default()
@@ -282,7 +285,7 @@ impl PgConfig {
         } else {
             parse_key_values(trimmed)?
         };
-        let mut cfg = PgConfig::default();
+        let mut cfg = PostgresConfig::default();
         let mut ssl_mode_given = false;
         for (key, value) in pairs {
             if key == "sslmode" {
@@ -305,7 +308,7 @@ impl PgConfig {
         Ok(cfg)
     }
 
-    /// Sets one parameter by its libpq name, with the same checks as [`PgConfig::parse`].
+    /// Sets one parameter by its libpq name, with the same checks as [`PostgresConfig::parse`].
     pub fn set(&mut self, key: &str, value: String) -> Result<(), SourceError> {
         match key {
             "host" => self.host = value,

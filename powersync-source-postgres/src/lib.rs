@@ -81,6 +81,7 @@ mod catalog;
 mod check;
 pub mod config;
 mod connection;
+mod options;
 pub mod pgoutput;
 #[cfg(feature = "provision")]
 pub mod provision;
@@ -88,22 +89,23 @@ mod replicator;
 mod slot;
 mod snapshot_reader;
 mod source;
-mod sql_error;
 pub mod types;
 
-pub use config::{PgConfig, SslMode};
-pub use source::{PostgresOptions, PostgresSource};
+pub use config::PgConfig;
+pub use config::{PostgresConfig, SslMode};
+pub use options::PostgresOptions;
+pub use source::PostgresSource;
 /// The `tokio-postgres` this crate uses, for the client [`connect_sql`] returns.
 pub use tokio_postgres;
 
-pub(crate) use sql_error::sql_error;
+pub(crate) use connection::sql_error;
 
 /// An ordinary SQL connection with the same settings as the connector's own (TLS per
 /// `sslmode`, authentication, connect timeout, application name), for administrative tools
 /// built on this crate (e.g. a setup command). The connection task runs on the current tokio
 /// runtime.
 pub async fn connect_sql(
-    config: &PgConfig,
+    config: &PostgresConfig,
 ) -> Result<tokio_postgres::Client, powersync_source_core::SourceError> {
     connection::sql::connect(config).await
 }

@@ -2,6 +2,7 @@
 
 use powersync_source_core::position::PgLsn;
 use powersync_source_core::{Position, SourceError};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::sql_error;
@@ -102,8 +103,8 @@ pub(crate) async fn drop_slot(client: &Client, slot: &str) -> Result<(), SourceE
             .await;
         match result {
             Ok(_) => return Ok(()),
-            // 55006: still active (the terminated walsender has not exited yet).
-            Err(e) if e.code().is_some_and(|c| c.code() == "55006") => {
+            // Still active: the terminated walsender has not exited yet.
+            Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) => {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
             Err(e) => return Err(sql_error(e, &format!("dropping replication slot `{slot}`"))),

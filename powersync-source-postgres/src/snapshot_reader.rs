@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio_postgres::Client;
 
 use crate::catalog::{qualified, quote_ident, quote_literal, PublishedTable};
-use crate::config::PgConfig;
+use crate::config::PostgresConfig;
 use crate::connection::sql;
 use crate::sql_error;
 use crate::types::{self, TypeRegistry};
@@ -80,7 +80,7 @@ pub(crate) struct TableJob {
 /// `snapshot_name`, every reader imports that exported snapshot, so the data is exactly the
 /// state at the slot's consistent point.
 pub(crate) async fn read_tables(
-    config: PgConfig,
+    config: PostgresConfig,
     registry: Arc<TypeRegistry>,
     jobs: Vec<TableJob>,
     snapshot_name: Option<String>,
@@ -338,8 +338,9 @@ pub(crate) fn encode_key(key: &[String]) -> String {
 
 /// Parses [`encode_key`]'s output.
 pub(crate) fn decode_key(s: &str) -> Result<Vec<String>, SourceError> {
-    serde_json::from_str(s)
-        .map_err(|e| SourceError::config(format!("snapshot resume key `{s}` is corrupt: {e}")))
+    serde_json::from_str(s).map_err(|e| {
+        SourceError::config(format!("snapshot resume key `{s}` is corrupt")).with_source(e)
+    })
 }
 
 /// Incremental parser of PostgreSQL's binary COPY format (header, then tuples of
@@ -547,7 +548,9 @@ pub(crate) fn decode_blocks(s: &str) -> Result<Option<Vec<(u32, u32)>>, SourceEr
     }
     serde_json::from_str::<Blocks>(s)
         .map(|b| Some(b.blocks))
-        .map_err(|e| SourceError::config(format!("snapshot resume blocks `{s}` are corrupt: {e}")))
+        .map_err(|e| {
+            SourceError::config(format!("snapshot resume blocks `{s}` are corrupt")).with_source(e)
+        })
 }
 
 /// Adds `lo..hi` to sorted, merged ranges.

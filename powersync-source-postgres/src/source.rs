@@ -1,98 +1,81 @@
 //! `PostgresSource`: the [`ChangeSource`] implementation.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use powersync_source_core::position::PgLsn;
+use powersync_source_core::runtime::spawn_stream;
 use powersync_source_core::{
-    AckHandle, ChangeSource, ChangeStream, CheckReport, Checkpoint, Position, Result, RetryPolicy,
-    SourceError, StartFrom, StreamStats, TableName, TableSchema,
+    ChangeSource, ChangeStream, CheckReport, Checkpoint, Position, Result, SourceError, StartFrom,
+    StreamOptions, TableName, TableSchema,
 };
-use tokio::sync::mpsc;
 
 use crate::catalog::published_tables;
-use crate::config::PgConfig;
-use crate::connection::sql;
-use crate::replicator::Replicator;
-use crate::sql_error;
+use crate::config::PostgresConfig;
+use crate::connection::{sql, sql_error};
+use crate::options::{PostgresOptions, CHECKPOINT_MESSAGE_PREFIX};
+use crate::replicator;
 use crate::types::TypeRegistry;
-
-/// Prefix of the logical messages written by [`ChangeSource::write_checkpoint`].
-pub(crate) const CHECKPOINT_MESSAGE_PREFIX: &str = "powersync";
-
-/// Options of a PostgreSQL source beyond the connection settings.
-#[derive(Debug, Clone)]
-pub struct PostgresOptions {
-    /// Tables to replicate (`schema.name`); empty = every table of the publication.
-    pub tables: Vec<TableName>,
-    /// Reconnect policy inside the stream.
-    pub retry: RetryPolicy,
-    /// How long the replication connection may stay silent before it is treated as dead
-    /// (half-open). A status update asking for a reply is sent after half of it.
-    pub silence_timeout: Duration,
-    /// Interval of standby status updates reporting the acknowledged position.
-    pub status_interval: Duration,
-    /// Request pgoutput's binary value format when the server offers it (14+) and every
-    /// selected column type can be read in binary; text otherwise.
-    pub binary: bool,
-    /// Events per batch before a batch is handed to the host.
-    pub batch_events: usize,
-}
-
-impl Default for PostgresOptions {
-    fn default() -> Self {
-        PostgresOptions {
-            tables: Vec::new(),
-            retry: RetryPolicy::default(),
-            silence_timeout: Duration::from_secs(30),
-            status_interval: Duration::from_secs(10),
-            binary: true,
-            batch_events: 4096,
-        }
-    }
-}
 
 /// A PostgreSQL database replicated through a logical replication slot and a publication.
 ///
-/// See the [crate docs](crate) for the consistency model.
+/// Configured by a [`PostgresConfig`] (connection, publication, slot, snapshot settings), the
+/// [`StreamOptions`] every source shares ([`PostgresSource::with_stream_options`]) and the
+/// PostgreSQL-specific [`PostgresOptions`] ([`PostgresSource::with_options`]). See the
+/// [crate docs](crate) for the consistency model.
 #[derive(Debug, Clone)]
 pub struct PostgresSource {
-    config: PgConfig,
+    config: PostgresConfig,
+    stream: StreamOptions,
     options: PostgresOptions,
 }
 
 impl PostgresSource {
     /// A source with default options.
-    pub fn new(config: PgConfig) -> Self {
+    pub fn new(config: PostgresConfig) -> Self {
         PostgresSource {
             config,
+            stream: StreamOptions::default(),
             options: PostgresOptions::default(),
         }
     }
 
-    /// A source from a URL or libpq key-value string.
+    /// A source from a URL or libpq key-value string (see [`PostgresConfig::parse`]).
     pub fn from_url(url: &str) -> Result<Self> {
-        Ok(Self::new(PgConfig::parse(url)?))
+        Ok(Self::new(PostgresConfig::parse(url)?))
     }
 
-    /// Replaces the options.
+    /// Replaces the settings every source shares: tables (`None` or an empty list = every
+    /// table of the publication), retry policy, batch size and silence timeout. A silent
+    /// connection is asked for a reply after half of `silence_timeout`, and reconnected when
+    /// none comes by the end of it.
+    pub fn with_stream_options(mut self, options: StreamOptions) -> Self {
+        self.stream = options;
+        self
+    }
+
+    /// Replaces the PostgreSQL-specific options.
     pub fn with_options(mut self, options: PostgresOptions) -> Self {
         self.options = options;
         self
     }
 
-    /// Restricts replication to these tables.
+    /// Restricts replication to these tables (`schema.name`); an empty list = every table of
+    /// the publication. Shorthand for [`StreamOptions::tables`].
     pub fn with_tables(mut self, tables: Vec<TableName>) -> Self {
-        self.options.tables = tables;
+        self.stream.tables = (!tables.is_empty()).then_some(tables);
         self
     }
 
     /// The connection settings.
-    pub fn config(&self) -> &PgConfig {
+    pub fn config(&self) -> &PostgresConfig {
         &self.config
     }
 
-    /// The options.
+    /// The settings every source shares.
+    pub fn stream_options(&self) -> &StreamOptions {
+        &self.stream
+    }
+
+    /// The PostgreSQL-specific options.
     pub fn options(&self) -> &PostgresOptions {
         &self.options
     }
@@ -102,6 +85,11 @@ impl PostgresSource {
     pub async fn drop_slot(&self) -> Result<()> {
         let client = sql::connect(&self.config).await?;
         crate::slot::drop_slot(&client, &self.config.slot()).await
+    }
+
+    /// The selected tables; empty = every table of the publication.
+    fn tables(&self) -> &[TableName] {
+        self.stream.tables.as_deref().unwrap_or_default()
     }
 }
 
@@ -117,7 +105,7 @@ impl ChangeSource for PostgresSource {
             &client,
             self.config.publication(),
             &self.config.slot(),
-            &self.options.tables,
+            self.tables(),
         )
         .await
     }
@@ -129,52 +117,40 @@ impl ChangeSource for PostgresSource {
             &client,
             &mut registry,
             self.config.publication(),
-            &self.options.tables,
+            self.tables(),
         )
         .await?;
         Ok(tables.into_iter().map(|t| (*t.schema).clone()).collect())
     }
 
+    /// Runs [`ChangeSource::check`] first and fails with its first problem (a
+    /// `Prerequisite`, `Auth` or `Config` error carrying the fix) before touching the slot.
+    /// Then prepares the slot (created with an exported snapshot for
+    /// [`StartFrom::Beginning`]; checked to still hold `from` otherwise) and the published
+    /// tables, so these failures are returned here rather than through the stream.
     async fn start(&self, from: StartFrom) -> Result<ChangeStream> {
         let client = sql::connect(&self.config).await?;
         crate::check::check(
             &client,
             self.config.publication(),
             &self.config.slot(),
-            &self.options.tables,
+            self.tables(),
         )
         .await?
         .into_result()?;
-        let (acks, ack_rx) = AckHandle::channel(PgLsn::SOURCE);
-        let stats = StreamStats::default();
-        let (tx, rx) = mpsc::channel(4);
-        let panic_tx = tx.clone();
-        let mut replicator = Replicator::new(
+        let prepared = replicator::prepare(
             self.config.clone(),
             self.options.clone(),
+            self.stream.clone(),
             client,
-            ack_rx,
-            stats.clone(),
-            tx,
-        );
-        let start = replicator.prepare(from).await?;
-        let task = tokio::spawn(replicator.run(start));
-        tokio::spawn(async move {
-            // A panic in the stream task must reach the host as an error, not as a silent end.
-            if let Err(e) = task.await {
-                if e.is_panic() {
-                    let _ = panic_tx
-                        .send(Err(SourceError::decode(format!(
-                            "the replication task panicked: {e}"
-                        ))))
-                        .await;
-                }
-            }
-        });
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(ChangeStream::new(stream, acks, stats))
+            from,
+        )
+        .await?;
+        Ok(spawn_stream(
+            PgLsn::SOURCE,
+            &self.stream,
+            move |out, acks| prepared.run(out, acks),
+        ))
     }
 
     async fn write_checkpoint(&self) -> Result<Checkpoint> {
@@ -201,9 +177,9 @@ impl ChangeSource for PostgresSource {
             .await
             .map_err(|e| sql_error(e, "writing a checkpoint message"))?;
         let lsn: String = row.get(0);
-        let lsn: PgLsn = lsn
-            .parse()
-            .map_err(|e: String| SourceError::decode(format!("pg_logical_emit_message: {e}")))?;
+        let lsn: PgLsn = lsn.parse().map_err(|e: String| {
+            SourceError::decode(format!("pg_logical_emit_message returned `{lsn}`: {e}"))
+        })?;
         Ok(lsn.to_checkpoint())
     }
 }

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use powersync_source_core::{
+    ChangeSource, RetryPolicy, SourceError, StreamOptions, TableName, Value,
+};
+use powersync_source_postgres::{PostgresConfig, PostgresOptions, PostgresSource};
 use powersync_source_testkit::conformance::{self, Dml, Workload};
 use powersync_source_testkit::postgres::{PgAuthMethod, PostgresServer};
-use powersync_source_core::{ChangeSource, RetryPolicy, SourceError, TableName, Value};
-use powersync_source_postgres::{PgConfig, PostgresOptions, PostgresSource};
 
 const PASSWORD: &str = "conformance-Pa55";
 
@@ -59,40 +61,52 @@ impl PgWorkload {
         Ok(client)
     }
 
-    fn config(&self) -> PgConfig {
-        PgConfig::parse(&self.server.url())
+    fn config(&self) -> PostgresConfig {
+        PostgresConfig::parse(&self.server.url())
             .unwrap()
             .with_publication(format!("conf_pub_{}", self.n()))
             .with_slot(format!("conf_slot_{}", self.n()))
             .with_snapshot_chunk_rows(300)
     }
 
-    fn options(&self) -> PostgresOptions {
-        PostgresOptions {
-            tables: vec![TableName::new("public", self.table())],
-            retry: RetryPolicy {
+    pub(crate) fn stream_options(&self) -> StreamOptions {
+        StreamOptions::default()
+            .with_tables(vec![TableName::new("public", self.table())])
+            .with_retry(RetryPolicy {
                 initial_delay: Duration::from_millis(100),
                 max_delay: Duration::from_secs(1),
                 ..RetryPolicy::default()
-            },
-            silence_timeout: Duration::from_secs(6),
+            })
+            .with_silence_timeout(Duration::from_secs(6))
+            .with_batch_events(1000)
+    }
+
+    pub(crate) fn options(&self) -> PostgresOptions {
+        PostgresOptions {
             status_interval: Duration::from_secs(1),
-            batch_events: 1000,
             ..PostgresOptions::default()
         }
+    }
+
+    /// The workload's source with `stream` instead of the default stream options.
+    pub(crate) fn source_with(&self, stream: StreamOptions) -> PostgresSource {
+        PostgresSource::new(self.config())
+            .with_options(self.options())
+            .with_stream_options(stream)
     }
 }
 
 #[async_trait]
 impl Workload for PgWorkload {
     fn source(&self) -> Arc<dyn ChangeSource> {
-        Arc::new(PostgresSource::new(self.config()).with_options(self.options()))
+        Arc::new(self.source_with(self.stream_options()))
     }
 
     fn source_with_wrong_password(&self) -> Arc<dyn ChangeSource> {
         Arc::new(
             PostgresSource::new(self.config().with_password("wrong-Secret-77"))
-                .with_options(self.options()),
+                .with_options(self.options())
+                .with_stream_options(self.stream_options()),
         )
     }
 
@@ -100,7 +114,8 @@ impl Workload for PgWorkload {
         &self,
     ) -> Result<(Arc<dyn ChangeSource>, String), SourceError> {
         let source = PostgresSource::new(self.config().with_publication("no_such_publication"))
-            .with_options(self.options());
+            .with_options(self.options())
+            .with_stream_options(self.stream_options());
         Ok((Arc::new(source), "no_such_publication".into()))
     }
 

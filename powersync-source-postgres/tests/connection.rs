@@ -8,14 +8,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use powersync_source_core::ErrorKind;
-use powersync_source_postgres::config::{default_slot_name, PgConfig, SslMode};
+use powersync_source_postgres::config::{default_slot_name, PostgresConfig, SslMode};
 
-fn parse(s: &str) -> PgConfig {
-    PgConfig::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+fn parse(s: &str) -> PostgresConfig {
+    PostgresConfig::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
 }
 
 fn parse_err(s: &str) -> powersync_source_core::SourceError {
-    match PgConfig::parse(s) {
+    match PostgresConfig::parse(s) {
         Ok(c) => panic!("{s} parsed: {c:?}"),
         Err(e) => e,
     }
@@ -39,8 +39,8 @@ fn defaults() {
     assert_eq!(c.slot(), "powersync_postgres");
     assert_eq!(c.snapshot_parallelism(), 2);
     assert_eq!(c.snapshot_chunk_rows(), 100_000);
-    assert_eq!(c, PgConfig::new());
-    assert_eq!(parse("postgres://"), PgConfig::new());
+    assert_eq!(c, PostgresConfig::new());
+    assert_eq!(parse("postgres://"), PostgresConfig::new());
 }
 
 #[test]
@@ -292,7 +292,7 @@ fn password_never_shown() {
 
 #[test]
 fn display_url_round_trips() {
-    let c = PgConfig::new()
+    let c = PostgresConfig::new()
         .with_host("db host")
         .with_port(6000)
         .with_user("u@x")
@@ -321,17 +321,17 @@ fn display_url_round_trips() {
         parse("postgres://[::1]:5/d").display_url(),
         "postgres://postgres@[::1]:5/d"
     );
-    let bare = PgConfig::new();
+    let bare = PostgresConfig::new();
     assert_eq!(
         bare.display_url(),
         "postgres://postgres@localhost:5432/postgres"
     );
-    assert_eq!(PgConfig::new().without_password(), bare);
+    assert_eq!(PostgresConfig::new().without_password(), bare);
 }
 
 #[test]
 fn builders_and_set() {
-    let mut c = PgConfig::new()
+    let mut c = PostgresConfig::new()
         .with_snapshot_parallelism(0)
         .with_snapshot_chunk_rows(0)
         .with_connect_timeout(Some(Duration::ZERO));
@@ -344,6 +344,6 @@ fn builders_and_set() {
         c.set("nope", "1".into()).unwrap_err().kind(),
         ErrorKind::Config
     );
-    let c: PgConfig = "host=x".parse().unwrap();
+    let c: PostgresConfig = "host=x".parse().unwrap();
     assert_eq!(c.host(), "x");
 }

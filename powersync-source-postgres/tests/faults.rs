@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use powersync_source_core::{
+    ChangeEvent, ChangeSource, ErrorKind, RetryPolicy, SnapshotProgress, SnapshotResume, StartFrom,
+};
+use powersync_source_postgres::{PostgresConfig, PostgresSource};
 use powersync_source_testkit::conformance::{
     converge, drive, start_through_snapshot, Dml, Oracle, Workload,
 };
 use powersync_source_testkit::postgres::PostgresServer;
-use powersync_source_core::{
-    ChangeEvent, ChangeSource, ErrorKind, SnapshotProgress, SnapshotResume, StartFrom,
-};
-use powersync_source_postgres::{PgConfig, PostgresSource};
 
 use crate::conformance::PgWorkload;
 
@@ -190,7 +190,7 @@ async fn wal_level_replica_is_a_prerequisite_error() {
 #[tokio::test]
 async fn unreachable_host_is_a_connection_error() {
     let port = powersync_source_testkit::free_port().unwrap();
-    let config = PgConfig::parse(&format!(
+    let config = PostgresConfig::parse(&format!(
         "postgres://postgres:pw@127.0.0.1:{port}/postgres?connect_timeout=2"
     ))
     .unwrap();
@@ -208,7 +208,7 @@ async fn table_without_key_is_reported_with_the_fix() {
         .await
         .unwrap();
     let source = PostgresSource::new(
-        PgConfig::parse(&w.server.url())
+        PostgresConfig::parse(&w.server.url())
             .unwrap()
             .with_publication("nk"),
     );
@@ -307,15 +307,14 @@ async fn idle_and_unpublished_writes_do_not_hold_wal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn toast_columns_not_sent_are_unchanged_and_key_only_old_images() {
     powersync_source_testkit::init_tracing();
-    let Some(server) = powersync_source_testkit::or_skip(PostgresServer::start().await)
-    else {
+    let Some(server) = powersync_source_testkit::or_skip(PostgresServer::start().await) else {
         return;
     };
     server
         .psql("CREATE TABLE t (id bigint primary key, big text, n int); CREATE PUBLICATION powersync FOR TABLE t;")
         .await
         .unwrap();
-    let source = PostgresSource::new(PgConfig::parse(&server.url()).unwrap());
+    let source = PostgresSource::new(PostgresConfig::parse(&server.url()).unwrap());
     let mut stream = source.start(StartFrom::Beginning).await.unwrap();
     // Random text does not compress, so it is stored out of line (TOAST).
     server
@@ -373,4 +372,83 @@ async fn confirmed_flush(
         .unwrap()
         .get(0);
     confirmed.parse().unwrap()
+}
+
+/// The retry budget is per outage: a stream that has been healthy for longer than
+/// `give_up_after` survives a server restart, twice (the second outage gets a fresh budget),
+/// and delivers what was written right after each with no gap and no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_healthy_longer_than_give_up_after_survives_server_restarts() {
+    let Some(w) = started().await else { return };
+    w.apply(&inserts(0, 20)).await.unwrap();
+    let give_up_after = Duration::from_secs(3);
+    let retry = RetryPolicy {
+        initial_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(500),
+        give_up_after: Some(give_up_after),
+        ..RetryPolicy::default()
+    };
+    let source = w.source_with(w.stream_options().with_retry(retry));
+    let mut oracle = Oracle::strict();
+    let mut stream = start_through_snapshot(&source, &mut oracle).await.unwrap();
+    let mut next_id = 100;
+    for restart in 1..=2u64 {
+        // Healthy, with traffic, for longer than the whole retry budget.
+        let healthy_since = std::time::Instant::now();
+        while healthy_since.elapsed() < give_up_after + Duration::from_secs(1) {
+            w.apply(&inserts(next_id, 10)).await.unwrap();
+            next_id += 10;
+            let _ = drive(&mut stream, &mut oracle, Duration::from_millis(500), |_| {
+                false
+            })
+            .await;
+        }
+        let commits_before = oracle.commits;
+        w.server.stop().await.unwrap();
+        w.server.restart().await.unwrap();
+        for _ in 0..5 {
+            w.apply(&inserts(next_id, 10)).await.unwrap();
+            next_id += 10;
+        }
+        converge(&w, &mut stream, &mut oracle)
+            .await
+            .unwrap_or_else(|e| panic!("after restart {restart}: {e}"));
+        assert!(
+            oracle.commits >= commits_before + 5,
+            "{} commits",
+            oracle.commits
+        );
+        assert!(stream.stats().snapshot().reconnects >= restart);
+    }
+}
+
+/// A panic inside the stream task reaches the host as an `Internal` error, never as a silent
+/// end of the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_in_the_stream_task_is_an_internal_error() {
+    let Some(w) = started().await else { return };
+    w.apply(&inserts(0, 20)).await.unwrap();
+    let source = w.source_with(w.stream_options().with_panic_after_rows(5));
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let mut rows = 0;
+    let error = loop {
+        let next = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("no error within 30 s");
+        match next {
+            Some(Ok(batch)) => {
+                rows += batch
+                    .events
+                    .iter()
+                    .filter(|e| matches!(e, ChangeEvent::Row(_)))
+                    .count()
+            }
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended without an error after {rows} rows"),
+        }
+    };
+    assert_eq!(error.kind(), ErrorKind::Internal, "{error}");
+    assert!(error.to_string().contains("panicked"), "{error}");
+    assert!(rows <= 5, "{rows} rows before the panic");
+    assert!(stream.next().await.is_none(), "the error is final");
 }

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use powersync_source_testkit::postgres::PostgresServer;
 use powersync_source_core::{ChangeEvent, ChangeSource, Op, StartFrom, Value};
-use powersync_source_postgres::{PgConfig, PostgresSource};
+use powersync_source_postgres::{PostgresConfig, PostgresSource};
+use powersync_source_testkit::postgres::PostgresServer;
 
 /// table → id → v, applying events as a host would (upserts, idempotent deletes).
 fn apply(state: &mut BTreeMap<String, BTreeMap<i64, Value>>, events: Vec<ChangeEvent>) {
@@ -40,8 +40,7 @@ fn apply(state: &mut BTreeMap<String, BTreeMap<i64, Value>>, events: Vec<ChangeE
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_added_to_publication_and_recreated_is_snapshotted() {
     powersync_source_testkit::init_tracing();
-    let Some(server) = powersync_source_testkit::or_skip(PostgresServer::start().await)
-    else {
+    let Some(server) = powersync_source_testkit::or_skip(PostgresServer::start().await) else {
         return;
     };
     server
@@ -49,7 +48,7 @@ async fn table_added_to_publication_and_recreated_is_snapshotted() {
                INSERT INTO a VALUES (1, 'a1');")
         .await
         .unwrap();
-    let source = PostgresSource::new(PgConfig::parse(&server.url()).unwrap());
+    let source = PostgresSource::new(PostgresConfig::parse(&server.url()).unwrap());
     let mut stream = source.start(StartFrom::Beginning).await.unwrap();
     let mut state = BTreeMap::new();
     let read_until = |marker: powersync_source_core::Checkpoint| marker;

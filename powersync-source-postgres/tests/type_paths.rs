@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use powersync_source_testkit::postgres::PostgresServer;
 use powersync_source_core::{
     ChangeEvent, ChangeSource, ChangeStream, Row, SnapshotProgress, StartFrom, Value,
 };
-use powersync_source_postgres::{PgConfig, PostgresOptions, PostgresSource};
+use powersync_source_postgres::{PostgresConfig, PostgresOptions, PostgresSource};
+use powersync_source_testkit::postgres::PostgresServer;
 
 use crate::types::{golden, setup};
 
@@ -43,8 +43,7 @@ async fn next_rows(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_values_are_identical_through_snapshot_binary_and_text_streams() {
     powersync_source_testkit::init_tracing();
-    let Some(server) = powersync_source_testkit::or_skip(PostgresServer::start().await)
-    else {
+    let Some(server) = powersync_source_testkit::or_skip(PostgresServer::start().await) else {
         return;
     };
     let (client, conn) = tokio_postgres::connect(
@@ -93,7 +92,7 @@ async fn golden_values_are_identical_through_snapshot_binary_and_text_streams() 
         .unwrap();
     let insert_again = format!("INSERT INTO public.paths VALUES (2, {})", values.join(", "));
 
-    let config = PgConfig::parse(&server.url()).unwrap();
+    let config = PostgresConfig::parse(&server.url()).unwrap();
     let binary = PostgresSource::new(config.clone());
     let mut stream = binary.start(StartFrom::Beginning).await.unwrap();
     let (snapshot_rows, done) = next_rows(&mut stream, true, 1).await;

@@ -9,11 +9,11 @@
 //! # Errors
 //!
 //! Every error is a [`SourceError`] whose message names the endpoint (`host:port`), the user
-//! and the database, and never the password. A server `ErrorResponse` is rendered as
-//! `<what we were doing> <where>: <server message> [SQLSTATE xxxxx]` (plus `; detail: ...`
-//! when the server sent one), so the code survives [`SourceError::context`]; read it back with
-//! [`sqlstate`]. Kinds (the codes without a special case come from [`kind_for_sqlstate`],
-//! which query errors share):
+//! and the database, and never the password. A server `ErrorResponse` becomes
+//! `<what we were doing> <where>` with the server's message (and detail) attached as the
+//! cause, and its SQLSTATE as [`SourceError::code`] (it survives [`SourceError::context`]).
+//! Kinds (the codes without a special case come from [`kind_for_sqlstate`], which query
+//! errors share):
 //!
 //! | cause | kind |
 //! |---|---|
@@ -37,8 +37,9 @@ use std::fmt;
 use std::io;
 
 use powersync_source_core::{ErrorKind, SourceError};
+use tokio_postgres::error::SqlState;
 
-use crate::config::PgConfig;
+use crate::config::PostgresConfig;
 
 pub(crate) mod replication;
 pub(crate) mod sql;
@@ -47,21 +48,6 @@ mod wire;
 
 #[cfg(test)]
 mod tests;
-
-/// The SQLSTATE code carried by an error built from a server `ErrorResponse`
-/// (`[SQLSTATE 42704]` in its message), e.g. `Some("42704")`.
-pub(crate) fn sqlstate(err: &SourceError) -> Option<&str> {
-    sqlstate_in(err.message())
-}
-
-fn sqlstate_in(message: &str) -> Option<&str> {
-    const TAG: &str = "[SQLSTATE ";
-    let start = message.rfind(TAG)? + TAG.len();
-    let code = message.get(start..start + 5)?;
-    (message.as_bytes().get(start + 5) == Some(&b']')
-        && code.bytes().all(|b| b.is_ascii_alphanumeric()))
-    .then_some(code)
-}
 
 /// The fields of a server `ErrorResponse` / `NoticeResponse` this crate uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,15 +64,26 @@ pub(crate) struct ServerError {
     pub hint: Option<String>,
 }
 
+impl ServerError {
+    /// The SQLSTATE as `tokio-postgres`' type, to compare with its named constants.
+    pub fn state(&self) -> SqlState {
+        SqlState::from_code(&self.code)
+    }
+}
+
+/// The server's words: message, then detail (the SQLSTATE travels in
+/// [`SourceError::code`], not in the text).
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} [SQLSTATE {}]", self.message, self.code)?;
+        f.write_str(&self.message)?;
         if let Some(detail) = &self.detail {
             write!(f, "; detail: {detail}")?;
         }
         Ok(())
     }
 }
+
+impl std::error::Error for ServerError {}
 
 /// Who we talk to, for messages: `127.0.0.1:5432 as user "x" (database "d")`.
 #[derive(Debug, Clone)]
@@ -97,7 +94,7 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    pub fn new(cfg: &PgConfig) -> Self {
+    pub fn new(cfg: &PostgresConfig) -> Self {
         Target {
             endpoint: cfg.endpoint(),
             user: cfg.user().to_string(),
@@ -123,96 +120,105 @@ pub(crate) enum ConnKind {
     Replication,
 }
 
-/// Maps a server `ErrorResponse` to a [`SourceError`] (see the module docs for the table).
+/// Maps a server `ErrorResponse` to a [`SourceError`] (see the module docs for the table):
+/// the SQLSTATE becomes [`SourceError::code`], the server's message and detail the cause, and
+/// the server's hint the hint when this table has none of its own.
 pub(crate) fn server_error(
     target: &Target,
     kind: ConnKind,
     doing: &str,
     err: &ServerError,
 ) -> SourceError {
-    let code = err.code.as_str();
-    let msg = format!("{doing} {target}: {err}");
-    let class = code.get(..2).unwrap_or("");
+    let state = err.state();
+    let class = err.code.get(..2).unwrap_or("");
     let lower = err.message.to_ascii_lowercase();
     let user = &target.user;
     let server_hint = err.hint.clone();
-    let e =
-        match code {
-            "28P01" => SourceError::auth(format!(
-            "{doing} {target}: password authentication failed for user \"{user}\" [SQLSTATE {code}]"
+    let msg = format!("{doing} {target}");
+    let with_cause = |e: SourceError| e.with_source(err.clone());
+    let e = if state == SqlState::INVALID_PASSWORD {
+        // The server's own text is the same; saying it here keeps the user name in front.
+        SourceError::auth(format!(
+            "{doing} {target}: password authentication failed for user \"{user}\""
         ))
-            .with_hint("check the password configured for this user"),
-            "28000" if lower.contains("pg_hba.conf") => {
-                let addr = quoted_after(&err.message, "host \"").unwrap_or("<client address>");
-                let mask = if addr.contains(':') { 128 } else { 32 };
-                let encryption = if lower.contains("no encryption") || lower.contains("ssl off") {
-                    "host"
-                } else {
-                    "hostssl"
-                };
-                // Logical replication connections (replication=database) match ordinary
-                // pg_hba.conf lines for their database, not the `replication` keyword.
-                let db = if lower.contains("replication connection") {
-                    "replication"
-                } else {
-                    target.dbname.as_str()
-                };
-                SourceError::prerequisite(msg).with_hint(format!(
-                    "allow this client in pg_hba.conf, e.g. add the line \
-                 `{encryption} {db} {user} {addr}/{mask} scram-sha-256` and reload the server \
-                 (SELECT pg_reload_conf())"
-                ))
-            }
-            "28000" => SourceError::auth(msg),
-            _ if class == "28" => SourceError::auth(msg),
-            "3D000" => SourceError::config(msg).with_hint(format!(
-                "check dbname, or create the database (CREATE DATABASE \"{}\")",
-                target.dbname
-            )),
-            "42501" => {
-                let replication = kind == ConnKind::Replication
-                    && (lower.contains("wal sender")
-                        || lower.contains("walsender")
-                        || lower.contains("replication"));
-                if replication {
-                    SourceError::prerequisite(msg).with_hint(format!(
-                        "grant the REPLICATION attribute: ALTER ROLE \"{user}\" WITH REPLICATION;"
-                    ))
-                } else {
-                    SourceError::prerequisite(msg).with_hint(server_hint.unwrap_or_else(|| {
-                        format!("grant the missing privilege to role \"{user}\"")
-                    }))
-                }
-            }
-            _ if lower.contains("has already been removed")
-                || lower.contains("can no longer get changes")
-                || lower.contains("invalidated") =>
-            {
-                SourceError::history_lost(msg).with_hint(
-                    "the replication slot can no longer provide the changes needed: drop it and \
-                 start from a new snapshot",
-                )
-            }
-            "42704" if lower.contains("replication slot") => SourceError::history_lost(msg)
-                .with_hint("the replication slot is gone: start from a new snapshot"),
-            "42704" if lower.contains("publication") => SourceError::prerequisite(msg).with_hint(
-                "create the publication: CREATE PUBLICATION ... FOR TABLE ... (or FOR ALL TABLES)",
-            ),
-            "55006" => SourceError::connection(msg).with_hint(
-                "another process is using the replication slot (see active_pid in \
-             pg_replication_slots); retry once it has disconnected",
-            ),
-            "55000" if lower.contains("wal_level") => SourceError::prerequisite(msg)
-                .with_hint("set wal_level = logical in postgresql.conf and restart the server"),
-            "53400" => {
-                SourceError::prerequisite(msg).with_hint(server_hint.clone().unwrap_or_else(|| {
-                    "raise the server limit (max_replication_slots / max_wal_senders)".into()
-                }))
-            }
-            _ => SourceError::new(kind_for_sqlstate(code), msg),
+        .with_hint("check the password configured for this user")
+    } else if state == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        && lower.contains("pg_hba.conf")
+    {
+        let addr = quoted_after(&err.message, "host \"").unwrap_or("<client address>");
+        let mask = if addr.contains(':') { 128 } else { 32 };
+        let encryption = if lower.contains("no encryption") || lower.contains("ssl off") {
+            "host"
+        } else {
+            "hostssl"
         };
-    match (e.hint().is_none(), err.hint.as_deref()) {
-        (true, Some(h)) => e.with_hint(h.to_string()),
+        // Logical replication connections (replication=database) match ordinary
+        // pg_hba.conf lines for their database, not the `replication` keyword.
+        let db = if lower.contains("replication connection") {
+            "replication"
+        } else {
+            target.dbname.as_str()
+        };
+        with_cause(SourceError::prerequisite(msg)).with_hint(format!(
+            "allow this client in pg_hba.conf, e.g. add the line \
+             `{encryption} {db} {user} {addr}/{mask} scram-sha-256` and reload the server \
+             (SELECT pg_reload_conf())"
+        ))
+    } else if class == "28" {
+        with_cause(SourceError::auth(msg))
+    } else if state == SqlState::INVALID_CATALOG_NAME {
+        with_cause(SourceError::config(msg)).with_hint(format!(
+            "check dbname, or create the database (CREATE DATABASE \"{}\")",
+            target.dbname
+        ))
+    } else if state == SqlState::INSUFFICIENT_PRIVILEGE {
+        let replication = kind == ConnKind::Replication
+            && (lower.contains("wal sender")
+                || lower.contains("walsender")
+                || lower.contains("replication"));
+        let hint = if replication {
+            format!("grant the REPLICATION attribute: ALTER ROLE \"{user}\" WITH REPLICATION;")
+        } else {
+            server_hint
+                .clone()
+                .unwrap_or_else(|| format!("grant the missing privilege to role \"{user}\""))
+        };
+        with_cause(SourceError::prerequisite(msg)).with_hint(hint)
+    } else if lower.contains("has already been removed")
+        || lower.contains("can no longer get changes")
+        || lower.contains("invalidated")
+    {
+        // A removed WAL segment (58P01) or an invalidated slot (55000): the server cannot
+        // produce the changes any more, whatever the code's class says.
+        with_cause(SourceError::history_lost(msg)).with_hint(
+            "the replication slot can no longer provide the changes needed: drop it and \
+             start from a new snapshot",
+        )
+    } else if state == SqlState::UNDEFINED_OBJECT && lower.contains("replication slot") {
+        with_cause(SourceError::history_lost(msg))
+            .with_hint("the replication slot is gone: start from a new snapshot")
+    } else if state == SqlState::UNDEFINED_OBJECT && lower.contains("publication") {
+        with_cause(SourceError::prerequisite(msg)).with_hint(
+            "create the publication: CREATE PUBLICATION ... FOR TABLE ... (or FOR ALL TABLES)",
+        )
+    } else if state == SqlState::OBJECT_IN_USE {
+        with_cause(SourceError::connection(msg)).with_hint(
+            "another process is using the replication slot (see active_pid in \
+             pg_replication_slots); retry once it has disconnected",
+        )
+    } else if state == SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE && lower.contains("wal_level") {
+        with_cause(SourceError::prerequisite(msg))
+            .with_hint("set wal_level = logical in postgresql.conf and restart the server")
+    } else if state == SqlState::CONFIGURATION_LIMIT_EXCEEDED {
+        with_cause(SourceError::prerequisite(msg)).with_hint(server_hint.clone().unwrap_or_else(
+            || "raise the server limit (max_replication_slots / max_wal_senders)".into(),
+        ))
+    } else {
+        with_cause(SourceError::new(kind_for_sqlstate(&err.code), msg))
+    };
+    let e = e.with_code(err.code.clone());
+    match (e.hint().is_none(), server_hint) {
+        (true, Some(h)) => e.with_hint(h),
         _ => e,
     }
 }
@@ -227,20 +233,77 @@ pub(crate) fn server_error(
 /// Connection, retryable; class 22 (data exception) → Decode; anything else → Prerequisite
 /// (the server refused for a reason the operator must look at).
 pub(crate) fn kind_for_sqlstate(code: &str) -> ErrorKind {
-    let class = code.get(..2).unwrap_or("");
-    match code {
-        "3D000" => ErrorKind::Config,
-        "42501" | "53400" => ErrorKind::Prerequisite,
-        "0A000" | "42601" | "42883" => ErrorKind::Unsupported,
-        _ => match class {
-            "28" => ErrorKind::Auth,
-            "42" => ErrorKind::Schema,
-            "08" | "53" | "57" | "58" | "40" | "XX" => ErrorKind::Connection,
-            "22" => ErrorKind::Decode,
-            _ => ErrorKind::Prerequisite,
-        },
+    let state = SqlState::from_code(code);
+    if state == SqlState::INVALID_CATALOG_NAME {
+        return ErrorKind::Config;
+    }
+    if state == SqlState::INSUFFICIENT_PRIVILEGE || state == SqlState::CONFIGURATION_LIMIT_EXCEEDED
+    {
+        return ErrorKind::Prerequisite;
+    }
+    if state == SqlState::FEATURE_NOT_SUPPORTED
+        || state == SqlState::SYNTAX_ERROR
+        || state == SqlState::UNDEFINED_FUNCTION
+    {
+        return ErrorKind::Unsupported;
+    }
+    match code.get(..2).unwrap_or("") {
+        "28" => ErrorKind::Auth,
+        "42" => ErrorKind::Schema,
+        "08" | "53" | "57" | "58" | "40" | "XX" => ErrorKind::Connection,
+        "22" => ErrorKind::Decode,
+        _ => ErrorKind::Prerequisite,
     }
 }
+
+/// Maps a `tokio-postgres` error from doing `what` to a [`SourceError`] whose kind follows
+/// [`kind_for_sqlstate`] and whose [`SourceError::code`] is the SQLSTATE; an error without a
+/// server code (closed connection, I/O) is a retryable `Connection` error. The server's
+/// message (or the client error's cause chain) is attached as the cause; neither names the
+/// password or the connection string.
+pub(crate) fn sql_error(e: tokio_postgres::Error, what: &str) -> SourceError {
+    match e.as_db_error() {
+        Some(db) => {
+            let server = ServerError::from(db);
+            SourceError::new(kind_for_sqlstate(&server.code), what)
+                .with_code(server.code.clone())
+                .with_source(server)
+        }
+        None => SourceError::connection(what).with_source(ClientError(e)),
+    }
+}
+
+impl From<&tokio_postgres::error::DbError> for ServerError {
+    fn from(db: &tokio_postgres::error::DbError) -> Self {
+        ServerError {
+            severity: db.severity().to_string(),
+            code: db.code().code().to_string(),
+            message: db.message().to_string(),
+            detail: db.detail().map(str::to_string),
+            hint: db.hint().map(str::to_string),
+        }
+    }
+}
+
+/// A `tokio-postgres` client error with its cause chain in `Display` (its own `Display` leaves
+/// the cause out: "error communicating with the server", "connection closed").
+#[derive(Debug)]
+pub(crate) struct ClientError(pub tokio_postgres::Error);
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(&self.0);
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+/// No `source()`: `Display` already carries the whole chain.
+impl std::error::Error for ClientError {}
 
 /// The text between `prefix` and the next `"` in `s`.
 fn quoted_after<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {

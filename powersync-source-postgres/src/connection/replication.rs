@@ -6,8 +6,8 @@
 //! [`ReplicationConnection::start_replication`] turns it into a [`ReplicationStream`] of raw
 //! `CopyData` payloads (`w` XLogData, `k` keepalive), the hot path of the connector.
 //!
-//! Errors follow the table in the [module docs](super); SQLSTATE codes of server errors are
-//! in the message as `[SQLSTATE xxxxx]` and come back with [`super::sqlstate`].
+//! Errors follow the table in the [module docs](super); the SQLSTATE of a server error is its
+//! [`SourceError::code`](powersync_source_core::SourceError::code).
 
 use std::collections::HashMap;
 use std::io;
@@ -22,10 +22,11 @@ use powersync_source_core::position::PgLsn;
 use powersync_source_core::SourceError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_postgres::error::SqlState;
 
 use super::wire::{self, split_message};
 use super::{quote_ident, quote_literal, tls, ConnKind, ServerError, Target};
-use crate::config::{PgConfig, SslMode};
+use crate::config::{PostgresConfig, SslMode};
 
 /// Bytes asked of the socket per read on the hot path (one allocation per this many bytes
 /// of CopyData, amortized; never one per message).
@@ -213,11 +214,13 @@ fn log_notice(target: &Target, n: &ServerError) {
     match n.severity.as_str() {
         "WARNING" => tracing::warn!(
             target: "powersync_source_postgres",
-            "server {}: {}: {} [SQLSTATE {}]", target, n.severity, n.message, n.code
+            code = %n.code,
+            "server {}: {}: {}", target, n.severity, n.message
         ),
         _ => tracing::info!(
             target: "powersync_source_postgres",
-            "server {}: {}: {} [SQLSTATE {}]", target, n.severity, n.message, n.code
+            code = %n.code,
+            "server {}: {}: {}", target, n.severity, n.message
         ),
     }
 }
@@ -243,7 +246,9 @@ impl std::fmt::Debug for ReplicationConnection {
 impl ReplicationConnection {
     /// Connects, negotiates TLS per `sslmode`, authenticates and waits for ReadyForQuery.
     /// `connect_timeout` bounds the whole of it.
-    pub(crate) async fn connect(cfg: &PgConfig) -> Result<ReplicationConnection, SourceError> {
+    pub(crate) async fn connect(
+        cfg: &PostgresConfig,
+    ) -> Result<ReplicationConnection, SourceError> {
         let target = Target::new(cfg);
         let attempt = connect_with_fallbacks(cfg, &target);
         match cfg.connect_timeout() {
@@ -280,7 +285,7 @@ impl ReplicationConnection {
     ) -> Result<Vec<Vec<Option<String>>>, SourceError> {
         let doing = "running a query on";
         frontend::query(sql, &mut self.wire.wbuf).map_err(|e| {
-            SourceError::config(format!("invalid query (contains a NUL byte?): {e}"))
+            SourceError::config("invalid query (contains a NUL byte?)").with_source(e)
         })?;
         self.wire.flush(doing).await?;
         let mut rows = Vec::new();
@@ -385,7 +390,7 @@ impl ReplicationConnection {
         let sql = start_replication_command(slot, start, options);
         let doing = "starting replication on";
         frontend::query(&sql, &mut self.wire.wbuf)
-            .map_err(|e| SourceError::config(format!("invalid START_REPLICATION: {e}")))?;
+            .map_err(|e| SourceError::config("invalid START_REPLICATION").with_source(e))?;
         self.wire.flush(doing).await?;
         let mut error: Option<SourceError> = None;
         loop {
@@ -530,7 +535,7 @@ fn unexpected(target: &Target, doing: &str, tag: u8) -> SourceError {
 // ---- connecting ----
 
 async fn connect_with_fallbacks(
-    cfg: &PgConfig,
+    cfg: &PostgresConfig,
     target: &Target,
 ) -> Result<ReplicationConnection, SourceError> {
     match cfg.ssl_mode() {
@@ -553,7 +558,7 @@ async fn connect_with_fallbacks(
 }
 
 fn rejects_plain(e: &ServerError) -> bool {
-    e.code == "28000"
+    e.state() == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
         && e.message.contains("pg_hba.conf")
         && (e.message.contains("no encryption") || e.message.contains("SSL off"))
 }
@@ -590,7 +595,7 @@ impl From<SourceError> for Failure {
     }
 }
 
-async fn open_socket(cfg: &PgConfig, target: &Target) -> Result<PgStream, SourceError> {
+async fn open_socket(cfg: &PostgresConfig, target: &Target) -> Result<PgStream, SourceError> {
     let doing = "connecting to";
     if cfg.is_unix_socket() {
         #[cfg(unix)]
@@ -614,7 +619,7 @@ async fn open_socket(cfg: &PgConfig, target: &Target) -> Result<PgStream, Source
 }
 
 async fn negotiate_tls(
-    cfg: &PgConfig,
+    cfg: &PostgresConfig,
     target: &Target,
     stream: PgStream,
     how: Negotiate,
@@ -663,7 +668,7 @@ async fn negotiate_tls(
 }
 
 async fn connect_once(
-    cfg: &PgConfig,
+    cfg: &PostgresConfig,
     target: &Target,
     how: Negotiate,
 ) -> Result<ReplicationConnection, Failure> {
@@ -685,7 +690,7 @@ async fn connect_once(
         ("extra_float_digits", "1"),
     ];
     frontend::startup_message(params.iter().copied(), &mut wire.wbuf)
-        .map_err(|e| SourceError::config(format!("invalid startup parameter: {e}")))?;
+        .map_err(|e| SourceError::config("invalid startup parameter").with_source(e))?;
     wire.flush(doing).await?;
 
     authenticate(cfg, &mut wire).await?;
@@ -721,7 +726,7 @@ async fn connect_once(
 }
 
 /// Runs the authentication exchange until AuthenticationOk.
-async fn authenticate(cfg: &PgConfig, wire: &mut Wire) -> Result<(), Failure> {
+async fn authenticate(cfg: &PostgresConfig, wire: &mut Wire) -> Result<(), Failure> {
     let doing = "authenticating to";
     let target = wire.target.clone();
     let password = || {
@@ -745,7 +750,7 @@ async fn authenticate(cfg: &PgConfig, wire: &mut Wire) -> Result<(), Failure> {
                     0 => return Ok(()),
                     3 => {
                         frontend::password_message(password()?, &mut wire.wbuf)
-                            .map_err(|e| SourceError::config(format!("invalid password: {e}")))?;
+                            .map_err(|e| SourceError::config("invalid password").with_source(e))?;
                         wire.flush(doing).await?;
                     }
                     5 => {

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use powersync_source_core::SourceError;
 use tokio_postgres::config::SslMode as TpSslMode;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 use super::tls::{self, MakeRustlsConnect};
 use super::{ConnKind, ServerError, Target};
-use crate::config::{PgConfig, SslMode};
+use crate::config::{PostgresConfig, SslMode};
 
 /// Opens an SQL connection and spawns its connection task on the current tokio runtime
 /// (the task ends when the `Client` is dropped; a connection failure after startup is logged
@@ -20,7 +21,7 @@ use crate::config::{PgConfig, SslMode};
 /// `client_encoding=UTF8` (tokio-postgres' default) and the TLS policy of `sslmode`:
 /// `allow` connects in plain and retries with TLS if the server rejects plain; `prefer`
 /// retries in plain when the TLS handshake itself fails, as libpq does.
-pub(crate) async fn connect(cfg: &PgConfig) -> Result<Client, SourceError> {
+pub(crate) async fn connect(cfg: &PostgresConfig) -> Result<Client, SourceError> {
     let target = Target::new(cfg);
     let attempt = async {
         if cfg.is_unix_socket() {
@@ -70,12 +71,16 @@ impl Attempt {
 }
 
 fn rejects_plain(e: &ServerError) -> bool {
-    e.code == "28000"
+    e.state() == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
         && e.message.contains("pg_hba.conf")
         && (e.message.contains("no encryption") || e.message.contains("SSL off"))
 }
 
-async fn connect_once(cfg: &PgConfig, target: &Target, mode: TpSslMode) -> Result<Client, Attempt> {
+async fn connect_once(
+    cfg: &PostgresConfig,
+    target: &Target,
+    mode: TpSslMode,
+) -> Result<Client, Attempt> {
     let mut tp = tokio_postgres::Config::new();
     if cfg.is_unix_socket() {
         tp.host_path(cfg.host());
@@ -127,21 +132,16 @@ where
     let where_ = target.to_string();
     tokio::spawn(async move {
         if let Err(e) = conn.await {
+            let e = super::ClientError(e);
             tracing::warn!(target: "powersync_source_postgres", "SQL connection to {where_} ended: {e}");
         }
     });
 }
 
 /// Classifies a tokio-postgres connect error.
-fn classify(cfg: &PgConfig, target: &Target, e: tokio_postgres::Error) -> Attempt {
+fn classify(cfg: &PostgresConfig, target: &Target, e: tokio_postgres::Error) -> Attempt {
     if let Some(db) = e.as_db_error() {
-        return Attempt::Server(ServerError {
-            severity: db.severity().to_string(),
-            code: db.code().code().to_string(),
-            message: db.message().to_string(),
-            detail: db.detail().map(str::to_string),
-            hint: db.hint().map(str::to_string),
-        });
+        return Attempt::Server(ServerError::from(db));
     }
     // Walk the cause chain for a rustls or io error.
     let mut cause: Option<&(dyn StdError + 'static)> = e.source();

@@ -38,10 +38,12 @@ use rustls::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Target;
-use crate::config::{PgConfig, SslMode};
+use crate::config::{PostgresConfig, SslMode};
 
 /// The rustls client configuration for `cfg`, or `None` under `sslmode=disable`.
-pub(crate) fn client_config(cfg: &PgConfig) -> Result<Option<Arc<ClientConfig>>, SourceError> {
+pub(crate) fn client_config(
+    cfg: &PostgresConfig,
+) -> Result<Option<Arc<ClientConfig>>, SourceError> {
     if cfg.ssl_mode() == SslMode::Disable {
         return Ok(None);
     }
@@ -81,7 +83,7 @@ pub(crate) fn client_config(cfg: &PgConfig) -> Result<Option<Arc<ClientConfig>>,
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| {
-                    SourceError::config(format!("could not set up TLS certificate checks: {e}"))
+                    SourceError::config("could not set up TLS certificate checks").with_source(e)
                 })?,
         ),
     };
@@ -93,7 +95,7 @@ pub(crate) fn client_config(cfg: &PgConfig) -> Result<Option<Arc<ClientConfig>>,
     });
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| SourceError::config(format!("could not set up TLS: {e}")))?
+        .map_err(|e| SourceError::config("could not set up TLS").with_source(e))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let mut config = match (cfg.ssl_cert(), cfg.ssl_key()) {
@@ -130,16 +132,18 @@ pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, SourceError
 
 fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, SourceError> {
     let data = std::fs::read(path).map_err(|e| {
-        SourceError::config(format!("{what} {}: cannot read file: {e}", path.display()))
+        SourceError::config(format!("{what} {}: cannot read file", path.display())).with_source(e)
     })?;
     rustls_pemfile::certs(&mut &data[..])
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SourceError::config(format!("{what} {}: invalid PEM: {e}", path.display())))
+        .map_err(|e| {
+            SourceError::config(format!("{what} {}: invalid PEM", path.display())).with_source(e)
+        })
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, SourceError> {
     let data = std::fs::read(path).map_err(|e| {
-        SourceError::config(format!("sslkey {}: cannot read file: {e}", path.display()))
+        SourceError::config(format!("sslkey {}: cannot read file", path.display())).with_source(e)
     })?;
     // Never echo the key material: only the path and the parser's error kind.
     rustls_pemfile::private_key(&mut &data[..])

@@ -1,0 +1,32 @@
+//! PostgreSQL-specific stream settings and the logical-message prefix of write checkpoints.
+//!
+//! The settings every source shares (tables, retry, batch size, silence timeout) are in
+//! [`powersync_source_core::StreamOptions`], given through
+//! [`PostgresSource::with_stream_options`](crate::PostgresSource::with_stream_options).
+
+use std::time::Duration;
+
+/// Prefix of the logical messages written by
+/// [`ChangeSource::write_checkpoint`](powersync_source_core::ChangeSource::write_checkpoint);
+/// the stream reports a message with this prefix as a `CheckpointObserved` event.
+pub(crate) const CHECKPOINT_MESSAGE_PREFIX: &str = "powersync";
+
+/// Settings of a PostgreSQL stream that have no meaning for other sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// Interval of standby status updates reporting the acknowledged position. The server
+    /// ends a connection that sends none for `wal_sender_timeout` (60 s by default).
+    pub status_interval: Duration,
+    /// Request pgoutput's binary value format when the server offers it (14+) and every
+    /// selected column type can be read in binary; text otherwise.
+    pub binary: bool,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            status_interval: Duration::from_secs(10),
+            binary: true,
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! pgoutput messages to change events: transaction boundaries, relations (schema events, and
+//! the first read of a table seen mid-stream), row changes, truncates and checkpoint messages.
+
+use std::sync::Arc;
+
+use powersync_source_core::position::PgLsn;
+use powersync_source_core::runtime::{Emitter, Step, Stop};
+use powersync_source_core::{
+    Begin, ChangeEvent, Column, Commit, OldImage, Op, Position, Row, RowChange, RowIdentity,
+    SourceError, TableName, TableSchema, Truncate, UnixMicros, Value,
+};
+
+use super::{RelationState, Replicator};
+use crate::catalog;
+use crate::options::CHECKPOINT_MESSAGE_PREFIX;
+use crate::pgoutput::{ColumnValue, OldTuple, PgOutputMessage, TupleData};
+use crate::types::{self, TypeRegistry};
+
+impl Replicator {
+    /// Turns one pgoutput message into change events.
+    pub(super) async fn apply(&mut self, msg: PgOutputMessage<'_>, out: &mut Emitter) -> Step<()> {
+        match msg {
+            PgOutputMessage::Begin(b) => {
+                self.in_transaction = true;
+                self.pending_begin = Some(Begin {
+                    xid: Some(b.xid as u64),
+                    commit_time: Some(UnixMicros(b.commit_time.unix_micros())),
+                });
+            }
+            PgOutputMessage::Commit(c) => {
+                self.in_transaction = false;
+                let checkpoint = c.end_lsn.to_checkpoint();
+                self.last_emitted = c.end_lsn;
+                if out.in_transaction() {
+                    let commit_time = Some(UnixMicros(c.commit_time.unix_micros()));
+                    out.push(ChangeEvent::Commit(Commit {
+                        checkpoint,
+                        commit_time,
+                    }))
+                    .await?;
+                } else {
+                    out.push(ChangeEvent::Keepalive(checkpoint)).await?;
+                }
+                self.pending_begin = None;
+                self.txn_relations.clear();
+                self.txn_new_tables.clear();
+            }
+            PgOutputMessage::Relation(r) => {
+                self.on_relation(r, out).await?;
+            }
+            PgOutputMessage::Insert(i) => {
+                let Some(rel) = self.relation(i.relation_oid)? else {
+                    return Ok(());
+                };
+                let new = decode_tuple(&self.registry, rel, i.new, false)?;
+                let table = rel.schema.clone();
+                self.row(
+                    RowChange {
+                        op: Op::Insert,
+                        table,
+                        old: None,
+                        old_image: OldImage::None,
+                        new: Some(new),
+                        snapshot: false,
+                    },
+                    out,
+                )
+                .await?;
+            }
+            PgOutputMessage::Update(u) => {
+                let Some(rel) = self.relation(u.relation_oid)? else {
+                    return Ok(());
+                };
+                let (old, old_image) = match u.old {
+                    Some(OldTuple::Key(t)) => (
+                        Some(decode_tuple(&self.registry, rel, t, true)?),
+                        OldImage::Key,
+                    ),
+                    Some(OldTuple::Full(t)) => (
+                        Some(decode_tuple(&self.registry, rel, t, false)?),
+                        OldImage::Full,
+                    ),
+                    None => (None, OldImage::None),
+                };
+                let new = decode_tuple(&self.registry, rel, u.new, false)?;
+                let table = rel.schema.clone();
+                self.row(
+                    RowChange {
+                        op: Op::Update,
+                        table,
+                        old,
+                        old_image,
+                        new: Some(new),
+                        snapshot: false,
+                    },
+                    out,
+                )
+                .await?;
+            }
+            PgOutputMessage::Delete(d) => {
+                let Some(rel) = self.relation(d.relation_oid)? else {
+                    return Ok(());
+                };
+                let (old, old_image) = match d.old {
+                    OldTuple::Key(t) => {
+                        (decode_tuple(&self.registry, rel, t, true)?, OldImage::Key)
+                    }
+                    OldTuple::Full(t) => {
+                        (decode_tuple(&self.registry, rel, t, false)?, OldImage::Full)
+                    }
+                };
+                let table = rel.schema.clone();
+                self.row(
+                    RowChange {
+                        op: Op::Delete,
+                        table,
+                        old: Some(old),
+                        old_image,
+                        new: None,
+                        snapshot: false,
+                    },
+                    out,
+                )
+                .await?;
+            }
+            PgOutputMessage::Truncate(t) => {
+                let tables: Vec<TableName> = t
+                    .relation_oids
+                    .into_iter()
+                    .filter_map(|oid| self.relations.get(&oid))
+                    .filter(|r| r.selected)
+                    .map(|r| r.schema.name.clone())
+                    .collect();
+                if !tables.is_empty() {
+                    self.emit_begin(out).await?;
+                    out.push(ChangeEvent::Truncate(Truncate { tables })).await?;
+                }
+            }
+            PgOutputMessage::Message(m) if m.prefix == CHECKPOINT_MESSAGE_PREFIX => {
+                if let Some(lsn) = std::str::from_utf8(m.content)
+                    .ok()
+                    .and_then(|s| s.parse::<PgLsn>().ok())
+                {
+                    if m.transactional {
+                        self.emit_begin(out).await?;
+                    }
+                    out.push(ChangeEvent::CheckpointObserved(lsn.to_checkpoint()))
+                        .await?;
+                }
+            }
+            // Origins, types (we read types from the catalog), foreign messages; streaming and
+            // two-phase messages are not requested.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn relation(&self, oid: u32) -> Result<Option<&RelationState>, SourceError> {
+        match self.relations.get(&oid) {
+            Some(r) if r.selected => Ok(Some(r)),
+            Some(_) => Ok(None),
+            None => Err(SourceError::decode(format!(
+                "row for relation {oid} before its Relation message"
+            ))),
+        }
+    }
+
+    async fn on_relation(
+        &mut self,
+        r: crate::pgoutput::Relation<'_>,
+        out: &mut Emitter,
+    ) -> Step<()> {
+        let name = TableName::new(r.namespace, r.name);
+        let selected = self.selects(&name);
+        let types: Vec<(u32, i32)> = r
+            .columns
+            .iter()
+            .map(|c| (c.type_oid, c.type_modifier))
+            .collect();
+        if selected {
+            let missing: Vec<(u32, i32)> = types
+                .iter()
+                .copied()
+                .filter(|(oid, _)| !self.registry.is_known(*oid))
+                .collect();
+            if !missing.is_empty() {
+                Arc::make_mut(&mut self.registry)
+                    .load_columns(&self.sql, &missing)
+                    .await
+                    .map_err(|e| crate::sql_error(e, &format!("loading types of {name}")))?;
+            }
+        }
+        if selected
+            && self.binary
+            && types
+                .iter()
+                .any(|(oid, _)| !self.registry.supports_binary(*oid))
+        {
+            // pgoutput's binary format is all-or-nothing per connection: restart this session
+            // in text format from the last boundary (nothing is lost or repeated).
+            self.options.binary = false;
+            return Err(Stop::Failed(SourceError::connection(format!(
+                "{name} has a column type without a binary decoder; continuing in text format"
+            ))));
+        }
+        let identity = match r.replica_identity.as_byte() {
+            b'f' => RowIdentity::Full,
+            b'i' => RowIdentity::Index,
+            b'n' => RowIdentity::Nothing,
+            _ => RowIdentity::PrimaryKey,
+        };
+        // FULL identity flags every column; key rows by the primary key when there is one.
+        let primary: Option<Vec<String>> = if identity == RowIdentity::Full {
+            catalog::identity_columns(&self.sql, &[r.oid])
+                .await?
+                .remove(&r.oid)
+                .and_then(|i| i.primary)
+        } else {
+            None
+        };
+        let columns: Vec<Column> = r
+            .columns
+            .iter()
+            .map(|c| Column {
+                name: c.name.to_string(),
+                type_name: self.registry.type_name(c.type_oid, c.type_modifier),
+                is_key: match &primary {
+                    Some(pk) => pk.iter().any(|k| k == c.name),
+                    None => c.is_key(),
+                },
+                nullable: None,
+            })
+            .collect();
+        let schema = TableSchema {
+            name: name.clone(),
+            source_id: Some(r.oid as u64),
+            columns,
+            identity,
+        };
+        let changed = match self.relations.get(&r.oid) {
+            Some(prev) => !same_shape(&prev.schema, &schema),
+            None => true,
+        };
+        if changed {
+            let schema = Arc::new(schema);
+            self.relations.insert(
+                r.oid,
+                RelationState {
+                    schema: schema.clone(),
+                    types,
+                    selected,
+                },
+            );
+            if selected {
+                self.emit_begin(out).await?;
+                out.push(ChangeEvent::Schema(schema)).await?;
+                if self.in_transaction {
+                    self.txn_relations.push(r.oid);
+                }
+            }
+        }
+        if selected && self.known.insert(r.oid) {
+            // A re-created table: the host still holds the rows of the old one.
+            let replaced: Vec<u32> = self
+                .relations
+                .iter()
+                .filter(|(oid, rel)| **oid != r.oid && rel.schema.name == name)
+                .map(|(oid, _)| *oid)
+                .collect();
+            if self.in_transaction {
+                self.txn_new_tables.push(r.oid);
+            }
+            if !replaced.is_empty() {
+                self.emit_begin(out).await?;
+                out.push(ChangeEvent::Truncate(Truncate {
+                    tables: vec![name.clone()],
+                }))
+                .await?;
+            }
+            // First sight of this table (added to the publication or re-created while we
+            // stream): read its current rows. Changes after this point follow in the stream;
+            // ones before it that the read already reflects are re-applied idempotently.
+            self.snapshot_new_table(r.oid, out).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Same table shape as far as consumers care (name, columns, types, key).
+fn same_shape(a: &TableSchema, b: &TableSchema) -> bool {
+    a.name == b.name
+        && a.identity == b.identity
+        && a.columns.len() == b.columns.len()
+        && a.columns
+            .iter()
+            .zip(&b.columns)
+            .all(|(x, y)| x.name == y.name && x.type_name == y.type_name && x.is_key == y.is_key)
+}
+
+/// Decodes a tuple into a row in the relation's column order. In a key-only old image the
+/// non-key columns are not sent (null on the wire): they become `Unchanged`.
+fn decode_tuple(
+    registry: &TypeRegistry,
+    rel: &RelationState,
+    tuple: TupleData<'_>,
+    key_only: bool,
+) -> Result<Row, SourceError> {
+    if tuple.len() != rel.types.len() {
+        return Err(SourceError::schema(format!(
+            "tuple of {} has {} columns, its relation has {}",
+            rel.schema.name,
+            tuple.len(),
+            rel.types.len()
+        )));
+    }
+    let mut values = Vec::with_capacity(rel.types.len());
+    for (i, value) in tuple.iter().enumerate() {
+        let (oid, typmod) = rel.types[i];
+        let v = match value {
+            ColumnValue::Null if key_only && !rel.schema.columns[i].is_key => Value::Unchanged,
+            ColumnValue::Null => Value::Null,
+            ColumnValue::UnchangedToast => Value::Unchanged,
+            ColumnValue::Text(b) => {
+                types::decode_text(registry, oid, typmod, b).map_err(|e| value_error(rel, i, e))?
+            }
+            ColumnValue::Binary(b) => types::decode_binary(registry, oid, typmod, b)
+                .map_err(|e| value_error(rel, i, e))?,
+        };
+        values.push(v);
+    }
+    Ok(Row::new(values))
+}
+
+fn value_error(rel: &RelationState, i: usize, e: types::ValueError) -> SourceError {
+    let c = &rel.schema.columns[i];
+    SourceError::decode_value(&rel.schema.name.to_string(), &c.name, &c.type_name, e)
+}

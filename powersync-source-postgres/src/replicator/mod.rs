@@ -1,0 +1,270 @@
+//! The stream task: snapshot (when needed), then pgoutput streaming with reconnects.
+//!
+//! - this module: the state shared by both phases, [`prepare`] (everything that can fail
+//!   before the stream exists) and the reconnect loop on [`Reconnect`];
+//! - [`snapshot`]: the initial snapshot and the read of a table first seen in the stream;
+//! - [`session`]: one replication connection (START_REPLICATION, status updates, silence
+//!   detection);
+//! - [`apply`]: pgoutput messages to change events.
+
+mod apply;
+mod session;
+mod snapshot;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use powersync_source_core::position::PgLsn;
+use powersync_source_core::runtime::{Emitter, Reconnect, SnapshotBook, Step, Stop};
+use powersync_source_core::{
+    AckReceiver, Begin, ChangeEvent, Position, RowChange, SourceError, StartFrom, StreamOptions,
+    TableName, TableSchema,
+};
+use tokio_postgres::Client;
+
+use crate::catalog::{self, PublishedTable};
+use crate::config::PostgresConfig;
+use crate::connection::replication::{ReplicationConnection, SlotSnapshot};
+use crate::connection::sql;
+use crate::options::PostgresOptions;
+use crate::types::TypeRegistry;
+
+/// The snapshot to run before streaming.
+struct SnapshotPlan {
+    tables: Vec<PublishedTable>,
+    book: SnapshotBook,
+    /// The snapshot exported by the slot just created; `None` when resuming.
+    exported: Option<String>,
+}
+
+/// A stream ready to run: the slot is usable and the published tables are known.
+pub(crate) struct Prepared {
+    replicator: Replicator,
+    snapshot: Option<SnapshotPlan>,
+    /// The connection that created the slot; the first session reuses it (running no other
+    /// command on it keeps the exported snapshot valid until the readers imported it).
+    repl: Option<ReplicationConnection>,
+}
+
+/// Per relation OID: the schema we emit and how to read its tuples.
+struct RelationState {
+    schema: Arc<TableSchema>,
+    types: Vec<(u32, i32)>,
+    selected: bool,
+}
+
+/// Everything that can fail before the stream exists: slot creation or health, the published
+/// tables and their types.
+pub(crate) async fn prepare(
+    config: PostgresConfig,
+    options: PostgresOptions,
+    stream: StreamOptions,
+    sql: Client,
+    from: StartFrom,
+) -> Result<Prepared, SourceError> {
+    let slot = config.slot();
+    let mut replicator = Replicator {
+        config,
+        options,
+        stream,
+        sql,
+        registry: Arc::new(TypeRegistry::new()),
+        relations: HashMap::new(),
+        known: HashSet::new(),
+        last_emitted: PgLsn::ZERO,
+        pending_begin: None,
+        in_transaction: false,
+        txn_relations: Vec::new(),
+        txn_new_tables: Vec::new(),
+        binary: false,
+        server_version: 0,
+    };
+    let mut registry = TypeRegistry::new();
+    let (stream_from, snapshot, repl) = match from {
+        StartFrom::Beginning => {
+            crate::slot::drop_slot(&replicator.sql, &slot).await?;
+            let mut repl = ReplicationConnection::connect(&replicator.config).await?;
+            replicator.server_version = repl.server_version_num();
+            let created = repl
+                .create_logical_slot(&slot, false, SlotSnapshot::Export)
+                .await?;
+            let tables = replicator.published(&mut registry).await?;
+            let from = created.consistent_point;
+            let snapshot = SnapshotPlan {
+                tables,
+                book: SnapshotBook::new(from.to_checkpoint()),
+                exported: created.snapshot_name,
+            };
+            (from, Some(snapshot), Some(repl))
+        }
+        StartFrom::Snapshot(resume) => {
+            let from = PgLsn::from_checkpoint(&resume.stream_from)?;
+            crate::slot::check_resumable(&replicator.sql, &slot, from).await?;
+            let tables = replicator.published(&mut registry).await?;
+            let snapshot = SnapshotPlan {
+                tables,
+                book: SnapshotBook::resume(&resume),
+                exported: None,
+            };
+            (from, Some(snapshot), None)
+        }
+        StartFrom::Checkpoint(checkpoint) => {
+            let from = PgLsn::from_checkpoint(&checkpoint)?;
+            crate::slot::check_resumable(&replicator.sql, &slot, from).await?;
+            let tables = replicator.published(&mut registry).await?;
+            replicator.known.extend(tables.iter().map(|t| t.oid));
+            (from, None, None)
+        }
+    };
+    replicator.registry = Arc::new(registry);
+    replicator.last_emitted = stream_from;
+    Ok(Prepared {
+        replicator,
+        snapshot,
+        repl,
+    })
+}
+
+impl Prepared {
+    /// The stream task: runs until the host drops the stream or a failure is final (the
+    /// runtime hands the events before it, then the error, to the host).
+    pub(crate) async fn run(self, mut out: Emitter, acks: AckReceiver) -> Step<()> {
+        let Prepared {
+            mut replicator,
+            snapshot,
+            repl,
+        } = self;
+        replicator.run(snapshot, repl, &mut out, &acks).await
+    }
+}
+
+/// The state of one stream across its sessions.
+struct Replicator {
+    config: PostgresConfig,
+    options: PostgresOptions,
+    stream: StreamOptions,
+    /// Catalog queries; replaced when it closed during an outage.
+    sql: Client,
+    registry: Arc<TypeRegistry>,
+    relations: HashMap<u32, RelationState>,
+    /// Tables (by OID) whose rows the host has: snapshotted or streamed since the start.
+    known: HashSet<u32>,
+    /// Last transaction boundary handed to the host (resume point after a reconnect).
+    last_emitted: PgLsn,
+    /// A begin not yet emitted: empty transactions (changes to other tables) become keepalives.
+    pending_begin: Option<Begin>,
+    /// Between pgoutput's Begin and Commit (whether or not the Begin was emitted).
+    in_transaction: bool,
+    /// Relations whose schema was emitted, or which were first snapshotted, inside the open
+    /// transaction: if it aborts, the host discards those events, so they must be redone.
+    txn_relations: Vec<u32>,
+    txn_new_tables: Vec<u32>,
+    /// Whether the current session asked for pgoutput's binary format.
+    binary: bool,
+    server_version: u32,
+}
+
+impl Replicator {
+    async fn published(
+        &self,
+        registry: &mut TypeRegistry,
+    ) -> Result<Vec<PublishedTable>, SourceError> {
+        catalog::published_tables(
+            &self.sql,
+            registry,
+            self.config.publication(),
+            self.tables(),
+        )
+        .await
+    }
+
+    /// The selected tables; empty = every table of the publication.
+    fn tables(&self) -> &[TableName] {
+        self.stream.tables.as_deref().unwrap_or_default()
+    }
+
+    fn selects(&self, name: &TableName) -> bool {
+        let tables = self.tables();
+        tables.is_empty() || tables.contains(name)
+    }
+
+    /// The snapshot (if any), then sessions until the host leaves or a failure is final.
+    /// The retry budget is per outage: a session calls [`Reconnect::healthy`] once the server
+    /// delivered its first message.
+    async fn run(
+        &mut self,
+        snapshot: Option<SnapshotPlan>,
+        mut repl: Option<ReplicationConnection>,
+        out: &mut Emitter,
+        acks: &AckReceiver,
+    ) -> Step<()> {
+        if let Some(plan) = snapshot {
+            self.snapshot(plan, out).await?;
+        }
+        let mut reconnect = Reconnect::new(self.stream.retry.clone());
+        loop {
+            let error = match self.session(repl.take(), out, acks, &mut reconnect).await {
+                Ok(()) => return Ok(()),
+                Err(Stop::Closed) => return Err(Stop::Closed),
+                Err(Stop::Failed(e)) => e,
+            };
+            self.forget_open_transaction();
+            tracing::debug!(
+                target: "powersync_source_postgres",
+                "replication interrupted; resuming from {}",
+                self.last_emitted
+            );
+            reconnect.after_failure(error, out).await?;
+            // The catalog connection is needed before the replication one (slot check); a
+            // failure to reopen it counts against the outage's budget like any other.
+            while self.sql.is_closed() {
+                match self.reconnect_sql().await {
+                    Ok(()) => break,
+                    Err(e) => reconnect.after_failure(e, out).await?,
+                }
+            }
+        }
+    }
+
+    /// The open transaction is lost with the connection (the host is told to discard it):
+    /// the server resends it whole, with its schema events and the first read of a table.
+    fn forget_open_transaction(&mut self) {
+        for oid in std::mem::take(&mut self.txn_relations) {
+            self.relations.remove(&oid);
+        }
+        for oid in std::mem::take(&mut self.txn_new_tables) {
+            self.known.remove(&oid);
+        }
+        self.in_transaction = false;
+        self.pending_begin = None;
+    }
+
+    /// Replaces the closed catalog connection, bounded by the silence timeout.
+    async fn reconnect_sql(&mut self) -> Result<(), SourceError> {
+        let timeout = self.stream.silence_timeout;
+        let client = tokio::time::timeout(timeout, sql::connect(&self.config))
+            .await
+            .map_err(|_| {
+                SourceError::connection(format!(
+                    "connecting to {}: no answer within {timeout:?}",
+                    self.config.endpoint()
+                ))
+            })??;
+        self.sql = client;
+        Ok(())
+    }
+
+    /// Emits a row change, preceded by its transaction's Begin when that is still pending.
+    async fn row(&mut self, change: RowChange, out: &mut Emitter) -> Step<()> {
+        self.emit_begin(out).await?;
+        out.push(ChangeEvent::Row(change)).await
+    }
+
+    /// Emits the pending Begin, if any: the first event of a transaction the host sees.
+    async fn emit_begin(&mut self, out: &mut Emitter) -> Step<()> {
+        match self.pending_begin.take() {
+            Some(begin) => out.push(ChangeEvent::Begin(begin)).await,
+            None => Ok(()),
+        }
+    }
+}
