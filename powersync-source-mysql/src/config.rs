@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use percent_encoding::percent_decode_str;
 use powersync_source_core::{Secret, SourceError};
+use url::{Host, Url};
 
 /// TLS on the connections (option `ssl-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,43 +72,56 @@ impl MySqlConfig {
     /// URL or an unknown option is a [`Config`](powersync_source_core::ErrorKind::Config)
     /// error; the password never appears in the message.
     pub fn parse(url: &str) -> Result<MySqlConfig, SourceError> {
-        let shown = powersync_source_core::secret::redact_url(url);
+        let shown = redacted(url);
         let bad = |what: String| {
             SourceError::config(format!("MySQL URL `{shown}`: {what}")).with_hint(
                 "expected mysql://user:password@host:3306/database?server_id=4242 (or mariadb://)",
             )
         };
-        let rest = url
-            .trim()
-            .strip_prefix("mysql://")
-            .or_else(|| url.trim().strip_prefix("mariadb://"))
-            .ok_or_else(|| bad("the scheme must be mysql:// or mariadb://".into()))?;
-        let (rest, query) = match rest.split_once('?') {
-            Some((r, q)) => (r, Some(q)),
-            None => (rest, None),
+        let text = url.trim();
+        // `url` passes malformed escapes through; a `%` that is not an escape is an error
+        // here, as in a password it would otherwise silently change the secret.
+        check_escapes(text).map_err(bad)?;
+        let parsed = Url::parse(text).map_err(|e| bad("not a URL".into()).with_source(e))?;
+        if !matches!(parsed.scheme(), "mysql" | "mariadb") {
+            return Err(bad("the scheme must be mysql:// or mariadb://".into()));
+        }
+        if parsed.fragment().is_some() {
+            return Err(bad(
+                "`#` starts a fragment: write it as %23 (also in a password)".into(),
+            ));
+        }
+        let user = match decode(parsed.username()).map_err(bad)? {
+            u if u.is_empty() => "root".to_owned(),
+            u => u,
         };
-        let (authority, path) = match rest.split_once('/') {
-            Some((a, p)) => (a, p),
-            None => (rest, ""),
+        let password = match parsed.password() {
+            Some(p) => {
+                Some(Secret::new(decode(p).map_err(|_| {
+                    bad("the password is not UTF-8 once %-decoded".into())
+                })?))
+            }
+            None => None,
         };
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
+        let host = match parsed.host() {
+            None => String::new(),
+            Some(Host::Domain(d)) => decode(d).map_err(bad)?,
+            Some(Host::Ipv4(a)) => a.to_string(),
+            Some(Host::Ipv6(a)) => a.to_string(),
         };
-        let (user, password) = match userinfo {
-            None => ("root".to_owned(), None),
-            Some(u) => match u.split_once(':') {
-                Some((u, p)) => (
-                    percent_decode(u).map_err(bad)?,
-                    Some(Secret::new(percent_decode(p).map_err(|_| {
-                        bad("the password has a malformed %-escape".into())
-                    })?)),
-                ),
-                None => (percent_decode(u).map_err(bad)?, None),
-            },
+        let host = if host.is_empty() {
+            "127.0.0.1".to_owned()
+        } else {
+            host
         };
-        let (host, port) = split_host_port(hostport).map_err(bad)?;
-        let database = percent_decode(path.trim_end_matches('/')).map_err(bad)?;
+        let port = match parsed.port() {
+            None => 3306,
+            Some(0) => return Err(bad("port 0 is not 1..65535".into())),
+            Some(p) => p,
+        };
+        let path = parsed.path();
+        let database =
+            decode(path.strip_prefix('/').unwrap_or(path).trim_end_matches('/')).map_err(bad)?;
         if database.contains('/') {
             return Err(bad(format!("`{database}` is not a database name")));
         }
@@ -126,9 +141,8 @@ impl MySqlConfig {
             ssl_mode: SslMode::Disabled,
         };
         let mut server_id = None;
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_decode(v).map_err(bad)?;
+        for (k, v) in parsed.query_pairs() {
+            let (k, v) = (k.as_ref(), v.into_owned());
             let secs = |v: &str| -> Result<Duration, SourceError> {
                 let f: f64 = v
                     .parse()
@@ -295,54 +309,43 @@ fn default_server_id(c: &MySqlConfig) -> u32 {
     1_000_000_000 + h % 1_000_000_000
 }
 
-fn split_host_port(s: &str) -> Result<(String, u16), String> {
-    if s.is_empty() {
-        return Ok(("127.0.0.1".into(), 3306));
-    }
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, after) = rest
-            .split_once(']')
-            .ok_or_else(|| "unclosed `[` in the host".to_owned())?;
-        (h.to_owned(), after.strip_prefix(':'))
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), Some(p)),
-            None => (s.to_owned(), None),
+/// The URL for messages, without its password. The core's redaction ends the user info at the
+/// first `/`, `?` or `#`; here the user info ends at the last `@`, so a password holding one of
+/// those unescaped (a URL this parser refuses) is hidden too.
+fn redacted(url: &str) -> String {
+    let hidden = match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end + 3 => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
         }
+        _ => url.to_owned(),
     };
-    let port = match port {
-        None | Some("") => 3306,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("port `{p}` is not 1..65535"))?,
-    };
-    if host.is_empty() {
-        return Err("the host is empty".into());
-    }
-    Ok((host, port))
+    powersync_source_core::secret::redact_url(&hidden)
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
+/// Checks that every `%` in `s` starts a two-digit hex escape.
+fn check_escapes(s: &str) -> Result<(), String> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| "malformed %-escape".to_owned())?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
+    for (i, _) in s.match_indices('%') {
+        let ok = b
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+        if !ok {
+            return Err("malformed %-escape (write a literal % as %25)".to_owned());
         }
     }
-    String::from_utf8(out).map_err(|_| "a %-escape is not UTF-8".to_owned())
+    Ok(())
+}
+
+/// A %-decoded URL component.
+fn decode(s: &str) -> Result<String, String> {
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| "a %-escape is not UTF-8".to_owned())
 }
 
 #[cfg(test)]
@@ -380,11 +383,46 @@ mod tests {
     }
 
     #[test]
+    fn hosts_escapes_and_options() {
+        let c = MySqlConfig::parse(
+            "mysql://u:a%25b%40c@[::1]:3310/my%20db?checkpoint_table=ops.marks&ssl-mode=REQUIRED",
+        )
+        .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 3310));
+        assert_eq!(c.password.as_ref().unwrap().expose(), "a%b@c");
+        assert_eq!(c.database, "my db");
+        assert_eq!(c.checkpoint_table(), ("ops".into(), "marks".into()));
+        assert_eq!(c.ssl_mode, SslMode::VerifyCa);
+        // The last `@` ends the user info.
+        let c = MySqlConfig::parse("mariadb://u:p@ss@db/app").unwrap();
+        assert_eq!((c.host.as_str(), c.user.as_str()), ("db", "u"));
+        assert_eq!(c.password.as_ref().unwrap().expose(), "p@ss");
+        for url in [
+            "mysql://u:hun%zzter2@h/db",
+            "mysql://u:hunter2#x@h/db",
+            "mysql://u:hunter2@h/a/b",
+            "mysql://u:hunter2@h:0/db",
+            "mysql://u:hunter2@h/db?heartbeat=5&silence_timeout=5",
+            "mysql://u:hunter2@h/db?batch_events=0",
+        ] {
+            let e = MySqlConfig::parse(url).unwrap_err();
+            assert_eq!(e.kind(), powersync_source_core::ErrorKind::Config, "{url}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
     fn defaults() {
         let c = MySqlConfig::parse("mysql://127.0.0.1/test").unwrap();
         assert_eq!(c.port, 3306);
         assert_eq!(c.user, "root");
         assert!((1_000_000_000..2_000_000_000).contains(&c.server_id));
+        // Batch size and silence timeout come from the stream options unless the URL sets them.
+        assert_eq!((c.batch_events, c.silence_timeout), (None, None));
+        let c = MySqlConfig::parse("mysql:///test?batch_events=9&silence_timeout=12").unwrap();
+        assert_eq!(c.host, "127.0.0.1");
+        assert_eq!(c.batch_events, Some(9));
+        assert_eq!(c.silence_timeout, Some(Duration::from_secs(12)));
         assert_eq!(
             c.checkpoint_table(),
             ("test".into(), "_powersync_checkpoints".into())

@@ -116,11 +116,9 @@ fn opaque(ty: ColumnType, data: &[u8], out: &mut String) -> Result<(), String> {
             out.push_str(&d.to_string());
         }
         MYSQL_TYPE_DATE | MYSQL_TYPE_DATETIME | MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIME => {
-            let bytes: [u8; 8] = data
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
+            let packed = ParseBuf(data)
+                .checked_eat_i64_le()
                 .ok_or("truncated JSON temporal value")?;
-            let packed = i64::from_le_bytes(bytes);
             let text = if ty == MYSQL_TYPE_TIME {
                 match time_from_packed(packed) {
                     My::Time(neg, d, h, m, s, us) => format!(

@@ -8,6 +8,8 @@
 //! - `GTID_LIST_EVENT` (163): `u32` count (low 28 bits) and flags (high 4), then per entry
 //!   `u32` domain, `u32` server id, `u64` sequence.
 
+use mysql_common::io::ParseBuf;
+
 /// `ANNOTATE_ROWS_EVENT`.
 pub(crate) const ANNOTATE_ROWS: u8 = 160;
 /// `BINLOG_CHECKPOINT_EVENT`.
@@ -39,22 +41,15 @@ impl MariaGtid {
     }
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
 /// Decodes a `GTID_EVENT` payload.
 pub(crate) fn gtid(payload: &[u8]) -> Result<MariaGtid, String> {
     let short = || format!("GTID event of {} bytes is too short", payload.len());
-    let seq = u64_at(payload, 0).ok_or_else(short)?;
-    let domain = u32_at(payload, 8).ok_or_else(short)?;
-    let flags = *payload.get(12).ok_or_else(short)?;
+    let mut buf = ParseBuf(payload);
+    let seq = buf.checked_eat_u64_le().ok_or_else(short)?;
+    let domain = buf.checked_eat_u32_le().ok_or_else(short)?;
+    let flags = buf.checked_eat_u8().ok_or_else(short)?;
     let commit_id = if flags & FL_GROUP_COMMIT_ID != 0 {
-        Some(u64_at(payload, 13).ok_or_else(short)?)
+        Some(buf.checked_eat_u64_le().ok_or_else(short)?)
     } else {
         None
     };
@@ -68,33 +63,36 @@ pub(crate) fn gtid(payload: &[u8]) -> Result<MariaGtid, String> {
 
 /// Decodes a `GTID_LIST_EVENT` payload into `(domain, server, seq)` entries.
 pub(crate) fn gtid_list(payload: &[u8]) -> Result<Vec<(u32, u32, u64)>, String> {
-    let head = u32_at(payload, 0).ok_or("GTID list event shorter than 4 bytes")?;
+    let mut buf = ParseBuf(payload);
+    let head = buf
+        .checked_eat_u32_le()
+        .ok_or("GTID list event shorter than 4 bytes")?;
     let count = (head & 0x0fff_ffff) as usize;
-    let need = 4usize.saturating_add(count.saturating_mul(16));
-    if payload.len() < need {
-        return Err(format!(
+    let short = || {
+        format!(
             "GTID list event announces {count} entries but holds {} bytes",
             payload.len()
-        ));
+        )
+    };
+    // Checked before allocating: the count comes from the event.
+    if buf.len() / 16 < count {
+        return Err(short());
     }
-    Ok((0..count)
-        .filter_map(|i| {
-            let at = 4 + i * 16;
-            Some((
-                u32_at(payload, at)?,
-                u32_at(payload, at + 4)?,
-                u64_at(payload, at + 8)?,
-            ))
-        })
-        .collect())
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let domain = buf.checked_eat_u32_le().ok_or_else(short)?;
+        let server = buf.checked_eat_u32_le().ok_or_else(short)?;
+        let seq = buf.checked_eat_u64_le().ok_or_else(short)?;
+        out.push((domain, server, seq));
+    }
+    Ok(out)
 }
 
 /// Decodes a `BINLOG_CHECKPOINT_EVENT` payload into the binlog file name.
 pub(crate) fn binlog_checkpoint(payload: &[u8]) -> Result<String, String> {
-    let len = u32_at(payload, 0).ok_or("binlog checkpoint event shorter than 4 bytes")? as usize;
-    let name = payload
-        .get(4..4usize.saturating_add(len))
-        .ok_or("binlog checkpoint file name is truncated")?;
+    let name = ParseBuf(payload)
+        .checked_eat_u32_str()
+        .ok_or("binlog checkpoint event is truncated")?;
     String::from_utf8(name.to_vec()).map_err(|_| "binlog checkpoint file name is not UTF-8".into())
 }
 

@@ -12,6 +12,7 @@ use std::io::Read;
 use mysql_common::binlog::consts::BinlogVersion;
 use mysql_common::binlog::events::{Event, TransactionPayloadEvent};
 use mysql_common::binlog::EventStreamReader;
+use mysql_common::io::ParseBuf;
 
 /// `TRANSACTION_PAYLOAD_EVENT`.
 pub(crate) const TRANSACTION_PAYLOAD: u8 = 40;
@@ -52,21 +53,27 @@ pub(crate) fn inner_events(data: &[u8]) -> Result<usize, String> {
     // Frame every event by its header's size first: mysql_common's reader unwraps a short
     // read, so it only ever sees exactly one whole event.
     let mut frames = Vec::new();
-    let mut at = 0usize;
-    while at < data.len() {
-        let size =
-            data.get(at + 9..at + 13)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_le_bytes)
-                .ok_or("truncated event header inside a transaction payload")? as usize;
-        if size < 19 || size > data.len() - at {
-            return Err(format!(
+    let mut rest = ParseBuf(data);
+    while !rest.is_empty() {
+        let at = data.len() - rest.len();
+        // The event size is the u32 after timestamp (4), type (1) and server id (4).
+        let mut header = ParseBuf(rest.0);
+        let size = header
+            .checked_skip(9)
+            .then(|| header.checked_eat_u32_le())
+            .flatten()
+            .ok_or("truncated event header inside a transaction payload")?
+            as usize;
+        let frame = rest
+            .checked_eat(size)
+            .filter(|_| size >= 19)
+            .ok_or_else(|| {
+                format!(
                 "event of {size} bytes at offset {at} does not fit the {}-byte transaction payload",
                 data.len()
-            ));
-        }
-        frames.push(&data[at..at + size]);
-        at += size;
+            )
+            })?;
+        frames.push(frame);
     }
     let frames: Vec<Vec<u8>> = frames.into_iter().map(<[u8]>::to_vec).collect();
     // Last line of defence against a panic inside the parser on a well-framed but corrupt
