@@ -1,14 +1,112 @@
-//! Prerequisite diagnostics: every problem at once, each with its fix.
+//! Prerequisite diagnostics: every problem at once, each with its fix (the structured
+//! [`Fix`] is what `setup --apply` runs).
+//!
+//! The rules the `provision` planner shares with it live here, once: how grants are read
+//! ([`Grants`]), which right reads the binlog coordinates ([`monitor_right`]), how a binlog
+//! setting is changed at run time ([`set_global`]) and the checkpoint table's columns.
 
 use std::collections::HashMap;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
-use powersync_source_core::{CheckReport, SourceError, TableName};
+use powersync_source_core::provision::Fix;
+use powersync_source_core::{CheckReport, Problem, SourceError, TableName};
 
 use crate::catalog;
 use crate::connection::sql_error;
 use crate::server::{Flavour, ServerInfo};
+
+/// The checkpoint table's columns, as `write_checkpoint` and `setup` create it.
+#[cfg_attr(not(feature = "provision"), allow(dead_code))]
+pub(crate) const CHECKPOINT_COLUMNS: &str =
+    "(id INT PRIMARY KEY, checkpoint VARCHAR(512) NOT NULL, \
+     written_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB";
+
+/// The right that lets a user read the binlog coordinates (`SHOW MASTER STATUS`): MariaDB
+/// 10.5.2 split `BINLOG MONITOR` out of `REPLICATION CLIENT`.
+pub(crate) fn monitor_right(flavour: Flavour, numbers: (u32, u32, u32)) -> &'static str {
+    if flavour == Flavour::MariaDb && numbers >= (10, 5, 2) {
+        "BINLOG MONITOR"
+    } else {
+        "REPLICATION CLIENT"
+    }
+}
+
+/// Changes a dynamic binlog setting now; MySQL's `SET PERSIST` also writes
+/// `mysqld-auto.cnf`, so the value survives a restart (MariaDB has no such statement).
+pub(crate) fn set_global(flavour: Flavour, name: &str, value: &str) -> String {
+    match flavour {
+        Flavour::MySql => format!("SET PERSIST {name} = '{value}'"),
+        Flavour::MariaDb => format!("SET GLOBAL {name} = '{value}'"),
+    }
+}
+
+/// A user's grants (`SHOW GRANTS` lines), matched exactly: `REPLICATION SLAVE ADMIN` is not
+/// `REPLICATION SLAVE`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Grants {
+    parsed: Vec<(Vec<String>, String)>,
+    /// Some lines grant roles, whose rights `SHOW GRANTS` does not expand.
+    pub via_roles: bool,
+}
+
+impl Grants {
+    pub fn parse(lines: &[String]) -> Grants {
+        let parsed: Vec<_> = lines.iter().filter_map(|g| parse_grant(g)).collect();
+        Grants {
+            via_roles: lines.len() > parsed.len(),
+            parsed,
+        }
+    }
+
+    fn holds(privs: &[String], p: &str) -> bool {
+        privs
+            .iter()
+            .any(|x| x == p || x == "ALL PRIVILEGES" || x == "ALL")
+    }
+
+    /// Holds `right` on `*.*`.
+    pub fn global(&self, right: &str) -> bool {
+        self.parsed
+            .iter()
+            .any(|(privs, on)| on == "*.*" && Self::holds(privs, right))
+    }
+
+    /// Holds `right` on every table of `database`.
+    #[cfg_attr(not(feature = "provision"), allow(dead_code))]
+    pub fn on_database(&self, right: &str, database: &str) -> bool {
+        let db = format!("{}.*", database.to_ascii_uppercase());
+        self.global(right)
+            || self
+                .parsed
+                .iter()
+                .any(|(privs, on)| *on == db && Self::holds(privs, right))
+    }
+
+    /// Holds `right` on some table of `database` (or all of them).
+    pub fn in_database(&self, right: &str, database: &str) -> bool {
+        let db = database.to_ascii_uppercase();
+        self.global(right)
+            || self.parsed.iter().any(|(privs, on)| {
+                on.split_once('.').is_some_and(|(d, _)| d == db) && Self::holds(privs, right)
+            })
+    }
+
+    /// Holds `right` on `database.table`.
+    #[cfg_attr(not(feature = "provision"), allow(dead_code))]
+    pub fn on_table(&self, right: &str, database: &str, table: &str) -> bool {
+        let t = format!(
+            "{}.{}",
+            database.to_ascii_uppercase(),
+            table.to_ascii_uppercase()
+        );
+        self.on_database(right, database)
+            || self
+                .parsed
+                .iter()
+                .any(|(privs, on)| *on == t && Self::holds(privs, right))
+    }
+}
 
 /// Checks the server settings, the user's rights and the selected tables.
 pub(crate) async fn check(
@@ -38,79 +136,120 @@ pub(crate) async fn check(
     let var = |k: &str| vars.get(k).map(String::as_str).unwrap_or("");
     let restart = "(my.cnf [mysqld], needs a restart)";
     if var("log_bin") != "ON" && var("log_bin") != "1" {
-        report.error(
-            "log_bin",
-            format!("the binary log is off (log_bin={})", var("log_bin")),
-            format!("set log_bin=ON (e.g. log_bin=mysql-bin) {restart}"),
+        let fix = format!("set log_bin=ON (e.g. log_bin=mysql-bin) {restart}");
+        report.push(
+            Problem::error(
+                "log_bin",
+                format!("the binary log is off (log_bin={})", var("log_bin")),
+                fix.clone(),
+            )
+            .with_remedy(Fix::restart(fix)),
         );
     }
+    let restart_fix = |fix: String| Fix::restart(fix);
     if var("binlog_format") != "ROW" {
-        report.error(
-            "binlog_format",
-            format!("binlog_format is {}, row events are needed", var("binlog_format")),
-            "SET GLOBAL binlog_format = 'ROW' and in my.cnf binlog_format=ROW (sessions started before keep the old format)",
+        report.push(
+            Problem::error(
+                "binlog_format",
+                format!("binlog_format is {}, row events are needed", var("binlog_format")),
+                "SET GLOBAL binlog_format = 'ROW' and in my.cnf binlog_format=ROW (sessions started before keep the old format)",
+            )
+            .with_remedy(Fix::SqlAlone(set_global(info.flavour, "binlog_format", "ROW"))),
         );
     }
     if !var("binlog_row_image").is_empty() && var("binlog_row_image") != "FULL" {
-        report.error(
-            "binlog_row_image",
-            format!(
-                "binlog_row_image is {}, full before/after images are needed",
-                var("binlog_row_image")
-            ),
-            "SET GLOBAL binlog_row_image = 'FULL' and in my.cnf binlog_row_image=FULL",
+        report.push(
+            Problem::error(
+                "binlog_row_image",
+                format!(
+                    "binlog_row_image is {}, full before/after images are needed",
+                    var("binlog_row_image")
+                ),
+                "SET GLOBAL binlog_row_image = 'FULL' and in my.cnf binlog_row_image=FULL",
+            )
+            .with_remedy(Fix::SqlAlone(set_global(
+                info.flavour,
+                "binlog_row_image",
+                "FULL",
+            ))),
         );
     }
     if var("server_id") == "0" {
-        report.error(
-            "server_id",
-            "server_id is 0: the server refuses replication clients",
-            format!("set server_id to a unique non-zero value {restart}"),
+        let fix = format!("set server_id to a unique non-zero value {restart}");
+        report.push(
+            Problem::error(
+                "server_id",
+                "server_id is 0: the server refuses replication clients",
+                fix.clone(),
+            )
+            .with_remedy(restart_fix(fix)),
         );
     }
     if info.flavour == Flavour::MySql {
         if var("gtid_mode") != "ON" {
-            report.error(
-                "gtid_mode",
-                format!(
-                    "gtid_mode is {} (GTIDs make resumes survive failovers)",
-                    var("gtid_mode")
-                ),
-                format!("set gtid_mode=ON and enforce_gtid_consistency=ON {restart}"),
+            let fix = format!("set gtid_mode=ON and enforce_gtid_consistency=ON {restart}");
+            report.push(
+                Problem::error(
+                    "gtid_mode",
+                    format!(
+                        "gtid_mode is {} (GTIDs make resumes survive failovers)",
+                        var("gtid_mode")
+                    ),
+                    fix.clone(),
+                )
+                .with_remedy(restart_fix(fix)),
             );
         }
         if var("enforce_gtid_consistency") != "ON" {
-            report.error(
-                "enforce_gtid_consistency",
-                format!(
-                    "enforce_gtid_consistency is {}",
-                    var("enforce_gtid_consistency")
-                ),
-                format!("set enforce_gtid_consistency=ON {restart}"),
+            let fix = format!("set enforce_gtid_consistency=ON {restart}");
+            report.push(
+                Problem::error(
+                    "enforce_gtid_consistency",
+                    format!(
+                        "enforce_gtid_consistency is {}",
+                        var("enforce_gtid_consistency")
+                    ),
+                    fix.clone(),
+                )
+                .with_remedy(restart_fix(fix)),
             );
         }
         if var("binlog_row_value_options").contains("PARTIAL_JSON") {
-            report.error(
-                "binlog_row_value_options",
-                "partial JSON updates are logged as diffs, not whole documents",
-                "SET GLOBAL binlog_row_value_options = ''",
+            report.push(
+                Problem::error(
+                    "binlog_row_value_options",
+                    "partial JSON updates are logged as diffs, not whole documents",
+                    "SET GLOBAL binlog_row_value_options = ''",
+                )
+                .with_remedy(Fix::SqlAlone(set_global(
+                    info.flavour,
+                    "binlog_row_value_options",
+                    "",
+                ))),
             );
         }
     }
     if var("encrypt_binlog") == "ON" {
-        report.error(
-            "encrypt_binlog",
-            "the binlog is encrypted; replication clients cannot read it",
-            format!("set encrypt_binlog=OFF {restart}"),
+        let fix = format!("set encrypt_binlog=OFF {restart}");
+        report.push(
+            Problem::error(
+                "encrypt_binlog",
+                "the binlog is encrypted; replication clients cannot read it",
+                fix.clone(),
+            )
+            .with_remedy(restart_fix(fix)),
         );
     }
     match var("binlog_row_metadata") {
         "FULL" => {}
         "" => {}
-        other => report.warning(
-            "binlog_row_metadata",
-            format!("binlog_row_metadata is {other}: row events carry no column names or signedness (the connector reads them from information_schema, which can be wrong right after an ALTER)"),
-            "SET GLOBAL binlog_row_metadata = 'FULL'",
+        other => report.push(
+            Problem::warning(
+                "binlog_row_metadata",
+                format!("binlog_row_metadata is {other}: row events carry no column names or signedness (the connector reads them from information_schema, which can be wrong right after an ALTER)"),
+                "SET GLOBAL binlog_row_metadata = 'FULL'",
+            )
+            .with_remedy(Fix::SqlAlone(set_global(info.flavour, "binlog_row_metadata", "FULL"))),
         ),
     }
     let expire_secs: u64 = var("binlog_expire_logs_seconds").parse().unwrap_or(0);
@@ -133,20 +272,11 @@ pub(crate) async fn check(
         .query("SHOW GRANTS")
         .await
         .map_err(|e| sql_error(e, "reading the user's grants"))?;
-    let parsed: Vec<(Vec<String>, String)> = grants.iter().filter_map(|g| parse_grant(g)).collect();
-    let holds = |privs: &[String], p: &str| {
-        privs
-            .iter()
-            .any(|x| x == p || x == "ALL PRIVILEGES" || x == "ALL")
-    };
-    let has_global = |p: &str| {
-        parsed
-            .iter()
-            .any(|(privs, on)| on == "*.*" && holds(privs, p))
-    };
+    let grants = Grants::parse(&grants);
+    let has_global = |p: &str| grants.global(p);
     // Privileges held through roles MySQL does not expand in SHOW GRANTS: a missing right
     // is then only a warning (the server will refuse clearly if it really is missing).
-    let via_roles = grants.len() > parsed.len();
+    let via_roles = grants.via_roles;
     let missing = |report: &mut CheckReport, setting: &str, what: String, fix: String| {
         if via_roles {
             report.warning(setting, format!("{what} (unless a role grants it)"), fix);
@@ -162,11 +292,7 @@ pub(crate) async fn check(
             "GRANT REPLICATION SLAVE ON *.* TO the user".into(),
         );
     }
-    let monitor = if info.flavour == Flavour::MariaDb && info.numbers >= (10, 5, 2) {
-        "BINLOG MONITOR"
-    } else {
-        "REPLICATION CLIENT"
-    };
+    let monitor = monitor_right(info.flavour, info.numbers);
     if !has_global(monitor) && !has_global("REPLICATION CLIENT") && !has_global("SUPER") {
         missing(
             &mut report,
@@ -175,12 +301,7 @@ pub(crate) async fn check(
             format!("GRANT {monitor} ON *.* TO the user"),
         );
     }
-    let db_upper = database.to_ascii_uppercase();
-    let has_select = has_global("SELECT")
-        || parsed.iter().any(|(privs, on)| {
-            on.split_once('.').is_some_and(|(d, _)| d == db_upper) && holds(privs, "SELECT")
-        });
-    if !has_select {
+    if !grants.in_database("SELECT", database) {
         missing(
             &mut report,
             "SELECT",

@@ -128,6 +128,8 @@ mod gtid;
 mod json_binary;
 mod mariadb_events;
 mod payload;
+#[cfg(feature = "provision")]
+pub mod provision;
 mod replicator;
 mod row_image;
 mod server;

@@ -14,8 +14,6 @@ pub mod convex;
 pub mod mongodb;
 #[cfg(feature = "mssql")]
 pub mod mssql;
-#[cfg(feature = "mysql")]
-pub mod mysql;
 
 use std::io::Write;
 
@@ -154,7 +152,13 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
     match kind {
         SourceKind::Postgres => run_postgres(opts, out).await,
         #[cfg(feature = "mysql")]
-        SourceKind::MySql => mysql::run(opts, out).await,
+        SourceKind::MySql => {
+            let config = powersync_source_mysql::MySqlConfig::parse(&opts.url)?;
+            let request = request(opts, SourceKind::MySql)?;
+            powersync_source_mysql::provision::run(&config, &request, out)
+                .await
+                .map_err(app_error)
+        }
         #[cfg(feature = "mongodb")]
         SourceKind::MongoDb => mongodb::run(opts, out).await,
         #[cfg(feature = "mssql")]
@@ -180,14 +184,19 @@ async fn run_postgres(opts: &Options, out: &mut dyn Write) -> Result<Outcome, Ap
         }
         config = config.with_publication(publication.clone());
     }
-    let request = Request {
-        apply: opts.apply,
-        user: opts.user.clone(),
-        tables: source_url::table_names(SourceKind::Postgres, &opts.tables)?,
-    };
+    let request = request(opts, SourceKind::Postgres)?;
     powersync_source_postgres::provision::run(&config, &request, opts.provider, out)
         .await
         .map_err(app_error)
+}
+
+/// What the command line asks of the connector's provisioning.
+fn request(opts: &Options, kind: SourceKind) -> Result<Request, SourceError> {
+    Ok(Request {
+        apply: opts.apply,
+        user: opts.user.clone(),
+        tables: source_url::table_names(kind, &opts.tables)?,
+    })
 }
 
 /// The CLI's error for a provisioning error (same exit statuses as the source's).

@@ -1,5 +1,5 @@
-//! `setup` for MySQL and MariaDB: the binlog settings, the replication user and its rights,
-//! and the checkpoint table.
+//! Provisioning (Cargo feature `provision`): the binlog settings, the replication user and
+//! its rights, and the checkpoint table that make a MySQL or MariaDB server ready.
 //!
 //! What the connector needs (see `powersync-source-mysql`): a row-based binlog with full row
 //! images (`log_bin`, `binlog_format=ROW`, `binlog_row_image=FULL`, a non-zero `server_id`;
@@ -12,32 +12,24 @@
 //! format, row image and row metadata can also change at run time (`SET GLOBAL`), which
 //! `--apply` does, and the configuration file keeps them across restarts.
 //!
-//! [`plan`] is a pure function of what [`read_facts`] found, so it is tested on recorded facts.
+//! The rules it shares with the connector's `check()` (how grants are matched, the right that
+//! reads the binlog coordinates, `SET GLOBAL` / `SET PERSIST`, the checkpoint table's columns)
+//! and its quoting are the connector's own. [`plan`] is a pure function of what
+//! [`read_facts`] found, so it is tested on recorded facts; [`run`] prints or applies it.
 
 use std::io::Write;
 
-use examples::cli::AppError;
-use examples::source_url::{self, SourceKind};
-use powersync_source_core::{ChangeSource, SourceError, TableName};
-use powersync_source_mysql::mysql_async::prelude::Queryable;
-use powersync_source_mysql::mysql_async::{self, Conn, Row};
-use powersync_source_mysql::{MySqlConfig, MySqlSource};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row};
+use powersync_source_core::provision::{
+    generate_password, Fix, Outcome, Plan, ProvisionError, Report, Request, Step,
+};
+use powersync_source_core::{ChangeSource, Secret, SourceError, TableName};
 
-use super::{finish, generate_password, print_steps, Action, Options, Outcome, Step};
-
-/// The checkpoint table the connector writes (`write_checkpoint`), as it creates it.
-const CHECKPOINT_TABLE: &str = "_powersync_checkpoints";
-const CHECKPOINT_DDL: &str = "(id INT PRIMARY KEY, checkpoint VARCHAR(512) NOT NULL, \
-     written_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB";
-
-/// MySQL or MariaDB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavour {
-    /// Oracle MySQL (and Percona Server).
-    MySql,
-    /// MariaDB.
-    MariaDb,
-}
+use crate::check::{monitor_right, set_global, Grants, CHECKPOINT_COLUMNS};
+use crate::connection::{ident, literal, sql_error};
+use crate::server::{Flavour, ServerInfo};
+use crate::{MySqlConfig, MySqlSource};
 
 /// What the server looks like, as read by [`read_facts`].
 #[derive(Debug, Clone, Default)]
@@ -74,8 +66,8 @@ pub struct Facts {
     pub database_exists: bool,
     /// The administrative account (`CURRENT_USER()`).
     pub admin: String,
-    /// The replication user's grants (`SHOW GRANTS FOR`), upper case without backticks; None
-    /// when the user does not exist.
+    /// The replication user's grants (`SHOW GRANTS FOR` lines); None when the user does not
+    /// exist.
     pub user_grants: Option<Vec<String>>,
     /// The checkpoint table exists.
     pub checkpoint_table: bool,
@@ -90,44 +82,8 @@ impl Facts {
         }
     }
 
-    /// The right that lets the user read the binlog coordinates.
-    fn monitor_right(&self) -> &'static str {
-        if self.mariadb && self.numbers >= (10, 5, 2) {
-            "BINLOG MONITOR"
-        } else {
-            "REPLICATION CLIENT"
-        }
-    }
-
-    fn has_global(&self, right: &str) -> bool {
-        self.user_grants
-            .iter()
-            .flatten()
-            .any(|g| g.contains(" ON *.* ") && (g.contains("ALL PRIVILEGES") || g.contains(right)))
-    }
-
-    fn has_on_database(&self, right: &str, database: &str) -> bool {
-        let db = format!(" ON {}.* ", database.to_ascii_uppercase());
-        self.has_global(right)
-            || self
-                .user_grants
-                .iter()
-                .flatten()
-                .any(|g| g.contains(&db) && (g.contains("ALL PRIVILEGES") || g.contains(right)))
-    }
-
-    fn has_on_table(&self, right: &str, database: &str, table: &str) -> bool {
-        let t = format!(
-            " ON {}.{} ",
-            database.to_ascii_uppercase(),
-            table.to_ascii_uppercase()
-        );
-        self.has_on_database(right, database)
-            || self
-                .user_grants
-                .iter()
-                .flatten()
-                .any(|g| g.contains(&t) && (g.contains("ALL PRIVILEGES") || g.contains(right)))
+    fn grants(&self) -> Grants {
+        Grants::parse(self.user_grants.as_deref().unwrap_or_default())
     }
 }
 
@@ -138,28 +94,14 @@ pub struct Wanted {
     pub user: String,
     /// The database whose tables replicate (the URL's).
     pub database: String,
-}
-
-/// The ordered steps and the remarks that are not steps.
-#[derive(Debug, Clone, Default)]
-pub struct Plan {
-    /// Steps, in the order they must run.
-    pub steps: Vec<Step>,
-    /// Remarks.
-    pub notes: Vec<String>,
+    /// The checkpoint table (database, name): the URL's `checkpoint_table` option, by
+    /// default `_powersync_checkpoints` in the URL's database.
+    pub checkpoint_table: (String, String),
 }
 
 /// `'user'@'%'`.
 fn account(user: &str) -> String {
-    format!("{}@'%'", quote_string(user))
-}
-
-fn quote_string(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("`{}`", s.replace('`', "``"))
+    format!("{}@'%'", literal(user))
 }
 
 /// The steps that make the server ready for `wanted`, from what [`read_facts`] found.
@@ -267,21 +209,17 @@ pub fn plan(facts: &Facts, wanted: &Wanted) -> Plan {
                 .map(|(_, why)| why.as_str())
                 .collect::<Vec<_>>()
                 .join("; ");
-            plan.steps.push(Step {
+            plan.steps.push(Step::required(
                 reason,
-                action: Action::Manual {
-                    todo: format!(
+                Fix::restart(format!(
                         "add to the server's configuration file (e.g. /etc/mysql/{}; on a managed service: its parameter group or flags) and restart:\n--   {}",
                         match flavour {
                             Flavour::MariaDb => "mariadb.conf.d/60-powersync.cnf",
                             Flavour::MySql => "mysql.conf.d/powersync.cnf",
                         },
                         lines.join("\n--   ")
-                    ),
-                    restart: true,
-                },
-                required: true,
-            });
+                    )),
+            ));
         } else if !dynamic.is_empty() || metadata_missing {
             plan.notes.push(format!(
                 "keep the binlog settings across restarts: add to the server's configuration file: {}",
@@ -291,18 +229,16 @@ pub fn plan(facts: &Facts, wanted: &Wanted) -> Plan {
     }
     if facts.log_bin {
         for (name, value, reason) in &dynamic {
-            plan.steps.push(Step {
-                reason: reason.clone(),
-                action: Action::SqlAlone(set_global(flavour, name, value)),
-                required: true,
-            });
+            plan.steps.push(Step::required(
+                reason.clone(),
+                Fix::SqlAlone(set_global(flavour, name, value)),
+            ));
         }
         if metadata_missing {
-            plan.steps.push(Step {
-                reason: "binlog_row_metadata is not FULL: row events then carry no column names (recommended)".into(),
-                action: Action::SqlAlone(set_global(flavour, "binlog_row_metadata", "FULL")),
-                required: false,
-            });
+            plan.steps.push(Step::recommended(
+                "binlog_row_metadata is not FULL: row events then carry no column names (recommended)",
+                Fix::SqlAlone(set_global(flavour, "binlog_row_metadata", "FULL")),
+            ));
         }
     }
     if facts.expire_seconds > 0.0 && facts.expire_seconds < 86_400.0 {
@@ -321,31 +257,29 @@ pub fn plan(facts: &Facts, wanted: &Wanted) -> Plan {
     // The user and its rights.
     let who = account(&wanted.user);
     if facts.user_grants.is_none() {
-        plan.steps.push(Step {
-            reason: format!("the replication user `{}` does not exist", wanted.user),
-            action: Action::CreateUserSql {
-                statement: format!("CREATE USER {who} IDENTIFIED BY {{password}}"),
+        plan.steps.push(Step::required(
+            format!("the replication user `{}` does not exist", wanted.user),
+            Fix::CreateUser {
+                head: format!("CREATE USER {who} IDENTIFIED BY "),
+                tail: String::new(),
             },
-            required: true,
-        });
+        ));
     }
+    let grants = facts.grants();
     let mut global = Vec::new();
-    if !facts.has_global("REPLICATION SLAVE") {
+    if !grants.global("REPLICATION SLAVE") {
         global.push("REPLICATION SLAVE");
     }
-    let monitor = facts.monitor_right();
-    if !facts.has_global(monitor)
-        && !facts.has_global("REPLICATION CLIENT")
-        && !facts.has_global("SUPER")
-    {
+    let monitor = monitor_right(flavour, facts.numbers);
+    if !grants.global(monitor) && !grants.global("REPLICATION CLIENT") && !grants.global("SUPER") {
         global.push(monitor);
     }
-    if flavour == Flavour::MySql && !facts.has_global("RELOAD") {
+    if flavour == Flavour::MySql && !grants.global("RELOAD") {
         global.push("RELOAD");
     }
     if !global.is_empty() {
-        plan.steps.push(Step {
-            reason: format!(
+        plan.steps.push(Step::required(
+            format!(
                 "`{}` needs {} to read the binlog{}",
                 wanted.user,
                 global.join(", "),
@@ -355,74 +289,48 @@ pub fn plan(facts: &Facts, wanted: &Wanted) -> Plan {
                     ""
                 }
             ),
-            action: Action::Sql(format!("GRANT {} ON *.* TO {who}", global.join(", "))),
-            required: true,
-        });
+            Fix::Sql(format!("GRANT {} ON *.* TO {who}", global.join(", "))),
+        ));
     }
-    if !facts.has_on_database("SELECT", db) {
-        plan.steps.push(Step {
-            reason: format!(
+    if !grants.on_database("SELECT", db) {
+        plan.steps.push(Step::required(
+            format!(
                 "`{}` cannot read database `{db}` (the snapshot needs SELECT)",
                 wanted.user
             ),
-            action: Action::Sql(format!("GRANT SELECT ON {}.* TO {who}", quote_ident(db))),
-            required: true,
-        });
+            Fix::Sql(format!("GRANT SELECT ON {}.* TO {who}", ident(db))),
+        ));
     }
+    let (cp_db, cp_table) = &wanted.checkpoint_table;
+    let cp = format!("{}.{}", ident(cp_db), ident(cp_table));
     if facts.database_exists && !facts.checkpoint_table {
-        plan.steps.push(Step {
-            reason: format!(
-                "the checkpoint table `{db}`.`{CHECKPOINT_TABLE}` is missing (write checkpoints use it)"
+        plan.steps.push(Step::required(
+            format!(
+                "the checkpoint table `{cp_db}`.`{cp_table}` is missing (write checkpoints use it)"
             ),
-            action: Action::Sql(format!(
-                "CREATE TABLE IF NOT EXISTS {}.{} {CHECKPOINT_DDL}",
-                quote_ident(db),
-                quote_ident(CHECKPOINT_TABLE)
+            Fix::Sql(format!(
+                "CREATE TABLE IF NOT EXISTS {cp} {CHECKPOINT_COLUMNS}"
             )),
-            required: true,
-        });
+        ));
     }
     let checkpoint_rights = ["SELECT", "INSERT", "UPDATE", "CREATE"];
     if facts.database_exists
         && !checkpoint_rights
             .iter()
-            .all(|r| facts.has_on_table(r, db, CHECKPOINT_TABLE))
+            .all(|r| grants.on_table(r, cp_db, cp_table))
     {
-        plan.steps.push(Step {
-            reason: format!(
-                "`{}` must write the checkpoint table `{db}`.`{CHECKPOINT_TABLE}`",
+        plan.steps.push(Step::required(
+            format!(
+                "`{}` must write the checkpoint table `{cp_db}`.`{cp_table}`",
                 wanted.user
             ),
-            action: Action::Sql(format!(
-                "GRANT {} ON {}.{} TO {who}",
-                checkpoint_rights.join(", "),
-                quote_ident(db),
-                quote_ident(CHECKPOINT_TABLE)
+            Fix::Sql(format!(
+                "GRANT {} ON {cp} TO {who}",
+                checkpoint_rights.join(", ")
             )),
-            required: true,
-        });
+        ));
     }
     plan
-}
-
-fn set_global(flavour: Flavour, name: &str, value: &str) -> String {
-    match flavour {
-        // SET PERSIST also writes mysqld-auto.cnf, so the value survives a restart.
-        Flavour::MySql => format!("SET PERSIST {name} = '{value}'"),
-        Flavour::MariaDb => format!("SET GLOBAL {name} = '{value}'"),
-    }
-}
-
-fn sql_error(e: mysql_async::Error, doing: &str) -> SourceError {
-    match &e {
-        mysql_async::Error::Server(s) if s.code == 1045 || s.code == 1044 => {
-            SourceError::auth(format!("{doing}: {} ({})", s.message, s.code))
-        }
-        mysql_async::Error::Server(s) => {
-            SourceError::prerequisite(format!("{doing}: {} ({})", s.message, s.code))
-        }
-        _ => SourceError::connection(format!("{doing}: {e}")),
-    }
 }
 
 async fn variable(conn: &mut Conn, name: &str) -> Option<String> {
@@ -436,21 +344,14 @@ async fn variable(conn: &mut Conn, name: &str) -> Option<String> {
 
 /// Reads what [`plan`] needs.
 pub async fn read_facts(conn: &mut Conn, wanted: &Wanted) -> Result<Facts, SourceError> {
-    let (version, admin): (String, String) = conn
-        .query_first("SELECT VERSION(), CURRENT_USER()")
+    let info = ServerInfo::detect(conn).await?;
+    let admin: String = conn
+        .query_first("SELECT CURRENT_USER()")
         .await
-        .map_err(|e| sql_error(e, "reading the server version"))?
+        .map_err(|e| sql_error(e, "reading the current user"))?
         .unwrap_or_default();
-    let mariadb = version.to_ascii_lowercase().contains("mariadb");
-    let mut parts = version
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|p| !p.is_empty())
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let numbers = (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    );
+    let mariadb = info.flavour == Flavour::MariaDb;
+    let numbers = info.numbers;
     let upper = |v: Option<String>| v.map(|s| s.to_ascii_uppercase());
     let log_bin = matches!(
         upper(variable(conn, "log_bin").await).as_deref(),
@@ -490,16 +391,11 @@ pub async fn read_facts(conn: &mut Conn, wanted: &Wanted) -> Result<Facts, Sourc
         expire_seconds,
         database: wanted.database.clone(),
         admin,
-        version,
+        version: info.version.clone(),
         ..Facts::default()
     };
     if log_bin {
-        let sql = if !mariadb && numbers >= (8, 2, 0) {
-            "SHOW BINARY LOG STATUS"
-        } else {
-            "SHOW MASTER STATUS"
-        };
-        if let Ok(Some(row)) = conn.query_first::<Row, _>(sql).await {
+        if let Ok(Some(row)) = conn.query_first::<Row, _>(info.master_status_sql()).await {
             facts.do_db = row
                 .get::<Option<String>, _>(2)
                 .flatten()
@@ -521,7 +417,10 @@ pub async fn read_facts(conn: &mut Conn, wanted: &Wanted) -> Result<Facts, Sourc
     let tables: Option<u64> = conn
         .exec_first(
             "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-            (wanted.database.as_str(), CHECKPOINT_TABLE),
+            (
+                wanted.checkpoint_table.0.as_str(),
+                wanted.checkpoint_table.1.as_str(),
+            ),
         )
         .await
         .map_err(|e| sql_error(e, "looking up the checkpoint table"))?;
@@ -542,46 +441,50 @@ pub async fn read_facts(conn: &mut Conn, wanted: &Wanted) -> Result<Facts, Sourc
             .query(format!("SHOW GRANTS FOR {}", account(&wanted.user)))
             .await
             .map_err(|e| sql_error(e, "reading the replication user's grants"))?;
-        facts.user_grants = Some(
-            grants
-                .iter()
-                .map(|g| format!("{} ", g.to_ascii_uppercase().replace('`', "")))
-                .collect(),
-        );
+        facts.user_grants = Some(grants);
     }
     Ok(facts)
 }
 
-/// Runs `setup` for a MySQL or MariaDB URL.
-pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppError> {
-    let config = MySqlConfig::parse(&opts.url)?;
+/// Prepares the database `config` names (with an administrative account) for `request`:
+/// prints the steps to `out`, or runs them one by one when `request.apply` is set, and says
+/// how it ended. The URL must name the database whose tables replicate.
+///
+/// MySQL runs DDL and account statements in their own implicit transactions, so a failed
+/// step stops the run with what ran before it kept ([`Outcome::Failed`]); a second run plans
+/// the rest.
+pub async fn run(
+    config: &MySqlConfig,
+    request: &Request,
+    out: &mut dyn Write,
+) -> Result<Outcome, ProvisionError> {
     if config.database().is_empty() {
         return Err(SourceError::config(
             "the URL names no database: add /database (the one whose tables replicate)",
         )
         .into());
     }
-    validate_user(&opts.user)?;
-    let tables = source_url::table_names(SourceKind::MySql, &opts.tables)?;
+    validate_user(&request.user)?;
+    let tables = &request.tables;
     let wanted = Wanted {
-        user: opts.user.clone(),
+        user: request.user.clone(),
         database: config.database().to_string(),
+        checkpoint_table: config.checkpoint_table(),
     };
-    let mut conn = powersync_source_mysql::connect_sql(&config).await?;
+    let mut report = Report::new(out);
+    let mut conn = crate::connect_sql(config).await?;
     let facts = read_facts(&mut conn, &wanted).await?;
     let plan = plan(&facts, &wanted);
 
-    writeln!(
-        out,
-        "-- setup: {} {}, database {} as {}",
+    report.comment(format_args!(
+        "setup: {} {}, database {} as {}",
         if facts.mariadb { "MariaDB" } else { "MySQL" },
         facts.version,
         facts.database,
         facts.admin
-    )?;
-    writeln!(
-        out,
-        "-- replication user: {}; tables: {}",
+    ))?;
+    report.comment(format_args!(
+        "replication user: {}; tables: {}",
         wanted.user,
         if tables.is_empty() {
             format!("every table of `{}`", wanted.database)
@@ -592,93 +495,84 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
                 .collect::<Vec<_>>()
                 .join(", ")
         }
-    )?;
-    for note in &plan.notes {
-        writeln!(out, "-- note: {note}")?;
-    }
-    if !opts.apply {
-        print_steps(out, &plan.steps)?;
+    ))?;
+    report.notes(&plan.notes)?;
+    let ready_line = format!(
+        "`{}` can replicate database {}",
+        wanted.user, wanted.database
+    );
+    if !request.apply {
+        report.steps(&plan.steps)?;
         if plan.steps.is_empty() {
-            writeln!(
-                out,
-                "-- nothing to change: `{}` can replicate database {}",
-                wanted.user, wanted.database
-            )?;
-        } else if plan.steps.iter().any(|s| s.action.is_sql()) {
-            writeln!(out)?;
-            writeln!(out, "-- run again with --apply to execute the SQL steps")?;
+            report.comment(format_args!("nothing to change: {ready_line}"))?;
+        } else if plan.has_automatic_steps() {
+            report.blank()?;
+            report.comment("run again with --apply to execute the SQL steps")?;
         }
-        return finish(out, &plan.steps);
+        return Ok(report.finish(&plan.steps)?);
     }
     if plan.steps.is_empty() {
-        writeln!(out)?;
-        writeln!(
-            out,
-            "-- nothing to change: `{}` can replicate database {}",
-            wanted.user, wanted.database
-        )?;
-        return finish(out, &plan.steps);
+        report.blank()?;
+        report.comment(format_args!("nothing to change: {ready_line}"))?;
+        return Ok(report.finish(&plan.steps)?);
     }
 
-    // MySQL runs DDL and account statements in their own implicit transactions: steps run one
-    // by one, and a failure stops the run (what ran stays; a second run plans the rest).
-    let mut password = None;
+    let mut password: Option<Secret> = None;
     let mut failed = false;
     for (i, step) in plan.steps.iter().enumerate() {
-        writeln!(out)?;
-        writeln!(out, "-- {}. {}", i + 1, step.reason)?;
-        writeln!(out, "{}", step.action.display())?;
-        let statement = match &step.action {
-            Action::Manual { restart, .. } => {
-                writeln!(
-                    out,
-                    "-- skipped: SQL cannot do this; do it as described{}",
+        report.step(i, step)?;
+        let statement = match &step.fix {
+            Fix::Manual { restart, .. } => {
+                report.comment(format_args!(
+                    "skipped: SQL cannot do this; do it as described{}",
                     if *restart {
                         " (the server must be restarted)"
                     } else {
                         ""
                     }
-                )?;
+                ))?;
                 continue;
             }
-            Action::CreateUserSql { statement } => {
+            Fix::CreateUser { .. } => {
                 let p = generate_password();
-                let s = statement.replace("{password}", &quote_string(&p));
+                let s = step.fix.statement(&literal(p.expose()));
                 password = Some(p);
                 s
             }
-            Action::Sql(s) | Action::SqlAlone(s) => s.clone(),
+            fix => fix.statement(""),
         };
+        let Some(statement) = statement else { continue };
         match conn.query_drop(statement).await {
-            Ok(()) => writeln!(out, "-- done")?,
+            Ok(()) => report.comment("done")?,
             Err(e) => {
-                if matches!(step.action, Action::CreateUserSql { .. }) {
+                if matches!(step.fix, Fix::CreateUser { .. }) {
                     password = None;
                 }
-                super::step_failed(out, &server_message(&e))?;
+                report.step_failed(server_message(&e))?;
                 failed = true;
                 break;
             }
         }
     }
     if let Some(p) = &password {
-        super::show_password(out, &wanted.user, p)?;
+        report.password(&wanted.user, p)?;
     }
 
-    writeln!(out)?;
-    writeln!(out, "-- checking again")?;
+    report.blank()?;
+    report.comment("checking again")?;
     let facts = read_facts(&mut conn, &wanted).await?;
-    let mut plan = super::mysql::plan(&facts, &wanted);
+    let mut plan = self::plan(&facts, &wanted);
     if let Some(p) = &password {
-        // The connector's own check, as the new user.
+        // The connector's own check, as the new user: what it finds beyond the plan is
+        // printed as notes.
         let user_config = config
             .clone()
             .with_user(wanted.user.clone())
-            .with_password(p.clone());
+            .with_password(p.expose());
         let source = MySqlSource::new(user_config).with_tables(tables.clone());
         match source.check().await {
-            Ok(report) => {
-                for problem in report.problems {
+            Ok(check) => {
+                for problem in check.problems {
                     if plan.steps.iter().any(|s| s.reason == problem.what) {
                         continue;
                     }
@@ -688,34 +582,24 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
             }
             Err(e) => {
                 failed = true;
-                plan.steps.push(Step {
-                    reason: format!("the connector's check as `{}` failed: {e}", wanted.user),
-                    action: Action::Manual {
-                        todo: format!(
-                            "make sure `{}` can log in from where the connector runs",
-                            wanted.user
-                        ),
-                        restart: false,
-                    },
-                    required: true,
-                });
+                plan.steps.push(Step::required(
+                    format!("the connector's check as `{}` failed: {e}", wanted.user),
+                    Fix::manual(format!(
+                        "make sure `{}` can log in from where the connector runs",
+                        wanted.user
+                    )),
+                ));
             }
         }
     }
-    for note in &plan.notes {
-        writeln!(out, "-- note: {note}")?;
-    }
+    report.notes(&plan.notes)?;
     if plan.steps.is_empty() {
-        writeln!(
-            out,
-            "-- nothing left: `{}` can replicate database {}",
-            wanted.user, wanted.database
-        )?;
+        report.comment(format_args!("nothing left: {ready_line}"))?;
     } else {
-        writeln!(out, "-- still to do:")?;
-        print_steps(out, &plan.steps)?;
+        report.comment("still to do:")?;
+        report.steps(&plan.steps)?;
     }
-    let outcome = finish(out, &plan.steps)?;
+    let outcome = report.finish(&plan.steps)?;
     Ok(if failed { Outcome::Failed } else { outcome })
 }
 
@@ -727,7 +611,7 @@ fn server_message(e: &mysql_async::Error) -> String {
 }
 
 /// User names: letters, digits, `_`, `-`, `.`; 1–32 characters (MySQL's limit).
-fn validate_user(user: &str) -> Result<(), SourceError> {
+pub fn validate_user(user: &str) -> Result<(), SourceError> {
     let ok = !user.is_empty()
         && user.len() <= 32
         && user
@@ -761,9 +645,9 @@ mod tests {
             database_exists: true,
             admin: "root@localhost".into(),
             user_grants: Some(vec![
-                "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO POWERSYNC@% ".into(),
-                "GRANT SELECT ON APP.* TO POWERSYNC@% ".into(),
-                "GRANT SELECT, INSERT, UPDATE, CREATE ON APP._POWERSYNC_CHECKPOINTS TO POWERSYNC@% "
+                "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO `powersync`@`%`".into(),
+                "GRANT SELECT ON `app`.* TO `powersync`@`%`".into(),
+                "GRANT SELECT, INSERT, UPDATE, CREATE ON `app`.`_powersync_checkpoints` TO `powersync`@`%`"
                     .into(),
             ]),
             checkpoint_table: true,
@@ -775,11 +659,12 @@ mod tests {
         Wanted {
             user: "powersync".into(),
             database: "app".into(),
+            checkpoint_table: ("app".into(), "_powersync_checkpoints".into()),
         }
     }
 
     fn shown(plan: &Plan) -> Vec<String> {
-        plan.steps.iter().map(|s| s.action.display()).collect()
+        plan.steps.iter().map(|s| s.fix.to_string()).collect()
     }
 
     #[test]
@@ -795,7 +680,7 @@ mod tests {
         f.binlog_format = "MIXED".into();
         let plan = plan(&f, &wanted());
         assert_eq!(plan.steps.len(), 1, "{:?}", shown(&plan));
-        let text = plan.steps[0].action.display();
+        let text = plan.steps[0].fix.to_string();
         assert!(text.contains("[mariadb]"), "{text}");
         assert!(text.contains("log_bin = binlog"), "{text}");
         assert!(text.contains("binlog_format = ROW"), "{text}");
@@ -825,7 +710,7 @@ mod tests {
         f.user_grants
             .as_mut()
             .unwrap()
-            .push("GRANT RELOAD, REPLICATION CLIENT ON *.* TO POWERSYNC@% ".into());
+            .push("GRANT RELOAD, REPLICATION CLIENT ON *.* TO `powersync`@`%`".into());
         let p = plan(&f, &wanted());
         assert_eq!(shown(&p)[0], "SET PERSIST binlog_format = 'ROW';");
     }
@@ -860,7 +745,7 @@ mod tests {
                 "CREATE USER 'powersync'@'%' IDENTIFIED BY '<generated by --apply, shown once>';".to_string(),
                 "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'powersync'@'%';".into(),
                 "GRANT SELECT ON `app`.* TO 'powersync'@'%';".into(),
-                format!("CREATE TABLE IF NOT EXISTS `app`.`_powersync_checkpoints` {CHECKPOINT_DDL};"),
+                format!("CREATE TABLE IF NOT EXISTS `app`.`_powersync_checkpoints` {CHECKPOINT_COLUMNS};"),
                 "GRANT SELECT, INSERT, UPDATE, CREATE ON `app`.`_powersync_checkpoints` TO 'powersync'@'%';".into(),
             ]
         );
@@ -876,6 +761,25 @@ mod tests {
         assert!(text.contains("binlog_do_db = app"), "{text}");
         assert!(text.contains("remove `binlog_ignore_db = app`"), "{text}");
         assert!(p.steps[0].reason.contains("binlog-do-db (other)"));
+    }
+
+    #[test]
+    fn rights_are_matched_exactly() {
+        let mut f = ready_mariadb();
+        f.user_grants.as_mut().unwrap()[0] =
+            "GRANT REPLICATION SLAVE ADMIN, BINLOG MONITOR ON *.* TO `powersync`@`%`".into();
+        assert_eq!(
+            shown(&plan(&f, &wanted())),
+            vec!["GRANT REPLICATION SLAVE ON *.* TO 'powersync'@'%';"]
+        );
+    }
+
+    #[test]
+    fn user_names() {
+        assert!(validate_user("repl_1.x-y").is_ok());
+        assert!(validate_user("").is_err());
+        assert!(validate_user("a'b").is_err());
+        assert!(validate_user(&"x".repeat(33)).is_err());
     }
 
     #[test]
