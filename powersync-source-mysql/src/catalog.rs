@@ -21,8 +21,8 @@ pub(crate) enum Kind {
     Float,
     /// DOUBLE / REAL.
     Double,
-    /// BIT(n) → unsigned integer.
-    Bit,
+    /// BIT(n), `width` = n (1–64): `Integer` up to 63 bits, `Text` for BIT(64).
+    Bit { width: u8 },
     /// YEAR → integer.
     Year,
     /// DATE.
@@ -231,7 +231,9 @@ pub(crate) fn kind_of(
         "decimal" | "numeric" => Kind::Decimal,
         "float" => Kind::Float,
         "double" | "real" | "double precision" => Kind::Double,
-        "bit" => Kind::Bit,
+        "bit" => Kind::Bit {
+            width: type_width(&ct).unwrap_or(1).min(64) as u8,
+        },
         "year" => Kind::Year,
         "date" => Kind::Date,
         "time" => Kind::Time { frac },

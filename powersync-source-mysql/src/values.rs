@@ -8,7 +8,8 @@
 //! | TINYINT…BIGINT (signed/unsigned) | `Integer`; BIGINT UNSIGNED above i64::MAX → `Text` base 10 |
 //! | DECIMAL/NUMERIC | `Text`, exact, scale kept |
 //! | FLOAT / DOUBLE | `Real` |
-//! | BIT(n) | `Integer` (the bits as an unsigned number; above i64::MAX → `Text`) |
+//! | BIT(n), n ≤ 63 | `Integer` (the bits as an unsigned number) |
+//! | BIT(64) | `Text`, the bits as an unsigned base-10 number, for every value (`"0"`, `"18446744073709551615"`): one SQLite type per column, where switching to `Text` only above `i64::MAX` would mix two |
 //! | YEAR | `Integer` (`0000` → 0) |
 //! | DATE | `Text` `YYYY-MM-DD` |
 //! | TIME(p) | `Text` `[-]HH:MM:SS[.p digits]` (hours up to 838) |
@@ -73,14 +74,15 @@ pub(crate) fn convert(
         (Kind::Float, My::Double(f)) => f32_value(f as f32),
         (Kind::Double, My::Double(f)) => Value::real(f),
         (Kind::Double, My::Float(f)) => Value::real(f as f64),
-        (Kind::Bit, My::Bytes(b)) => {
+        (Kind::Bit { width }, My::Bytes(b)) => {
             if b.len() > 8 && b[..b.len() - 8].iter().any(|x| *x != 0) {
                 return Err(fail(format!("{} bytes do not fit 64 bits", b.len())));
             }
-            Value::unsigned(b.iter().fold(0u64, |acc, x| (acc << 8) | *x as u64))
+            let bits = b.iter().fold(0u64, |acc, x| (acc << 8) | *x as u64);
+            bit_value(bits, *width).map_err(fail)?
         }
-        (Kind::Bit, My::Int(i)) => Value::Integer(i),
-        (Kind::Bit, My::UInt(u)) => Value::unsigned(u),
+        (Kind::Bit { width }, My::Int(i)) => bit_value(i as u64, *width).map_err(fail)?,
+        (Kind::Bit { width }, My::UInt(u)) => bit_value(u, *width).map_err(fail)?,
         (Kind::Year, My::Int(i)) => Value::Integer(i),
         (Kind::Year, My::UInt(u)) => Value::unsigned(u),
         (Kind::Year, My::Bytes(b)) => {
@@ -231,6 +233,20 @@ pub(crate) fn convert_binlog(
     }
 }
 
+/// A BIT(`width`) value, its bits as an unsigned number: `Integer` up to 63 bits; `Text` in
+/// base 10 for BIT(64), whatever the value, so a column never mixes the two types (a BIT(64)
+/// holding `0` and one holding `2^64 - 1` both read as text).
+fn bit_value(bits: u64, width: u8) -> Result<Value, String> {
+    if width >= 64 {
+        return Ok(Value::Text(bits.to_string()));
+    }
+    if bits >> width != 0 {
+        return Err(format!("{bits} does not fit BIT({width})"));
+    }
+    // Fewer than 64 bits: always within i64.
+    Ok(Value::Integer(bits as i64))
+}
+
 /// An integer of `bits` storage bits, read as unsigned or two's complement signed.
 fn int_value(raw: u64, unsigned: bool, bits: u8) -> Value {
     let bits = bits.clamp(1, 64) as u32;
@@ -304,7 +320,7 @@ fn kind_name(kind: &Kind) -> String {
         Kind::Decimal => "decimal".into(),
         Kind::Float => "float".into(),
         Kind::Double => "double".into(),
-        Kind::Bit => "bit".into(),
+        Kind::Bit { width } => format!("bit({width})"),
         Kind::Year => "year".into(),
         Kind::Date => "date".into(),
         Kind::Time { .. } => "time".into(),
@@ -391,6 +407,35 @@ mod tests {
             convert(My::Date(0, 0, 0, 0, 0, 0, 0), &d, &t(), Path::Snapshot).unwrap(),
             Value::Null
         );
+        // BIT(n): Integer up to 63 bits, BIT(64) always Text, on both paths
+        let b63 = col(Kind::Bit { width: 63 });
+        let b64 = col(Kind::Bit { width: 64 });
+        let max63 = vec![0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        for path in [Path::Snapshot, Path::Binlog] {
+            assert_eq!(
+                convert(My::Bytes(max63.clone()), &b63, &t(), path).unwrap(),
+                Value::Integer(i64::MAX)
+            );
+            assert_eq!(
+                convert(My::Bytes(vec![0; 8]), &b64, &t(), path).unwrap(),
+                Value::Text("0".into())
+            );
+            assert_eq!(
+                convert(My::Bytes(vec![0xff; 8]), &b64, &t(), path).unwrap(),
+                Value::Text("18446744073709551615".into())
+            );
+        }
+        assert_eq!(
+            convert(My::UInt(5), &b64, &t(), Path::Snapshot).unwrap(),
+            Value::Text("5".into())
+        );
+        assert!(convert(
+            My::Bytes(vec![0xff]),
+            &col(Kind::Bit { width: 7 }),
+            &t(),
+            Path::Binlog
+        )
+        .is_err());
         let tm = col(Kind::Time { frac: 2 });
         assert_eq!(
             convert(My::Time(true, 1, 2, 3, 4, 500_000), &tm, &t(), Path::Binlog).unwrap(),

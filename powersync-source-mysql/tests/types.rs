@@ -13,7 +13,7 @@ const COLUMNS: &str = "
     ti TINYINT, tiu TINYINT UNSIGNED, si SMALLINT, siu SMALLINT UNSIGNED,
     mi MEDIUMINT, miu MEDIUMINT UNSIGNED, i INT, iu INT UNSIGNED, bi BIGINT, biu BIGINT UNSIGNED,
     dec1 DECIMAL(10,2), dec2 DECIMAL(40,30), f FLOAT, d DOUBLE,
-    b1 BIT(1), b12 BIT(12), b64 BIT(64), y YEAR,
+    b1 BIT(1), b12 BIT(12), b63 BIT(63), b64 BIT(64), y YEAR,
     dt DATE, tm TIME, tm3 TIME(3), dtm DATETIME, dtm6 DATETIME(6), ts TIMESTAMP(3) NULL DEFAULT NULL,
     c CHAR(5), vc VARCHAR(20) CHARACTER SET utf8mb4, tx TEXT CHARACTER SET utf8mb4, lat VARCHAR(20) CHARACTER SET latin1,
     u16 VARCHAR(10) CHARACTER SET utf16,
@@ -23,7 +23,8 @@ const COLUMNS: &str = "
 const ROW1: &str = "(1, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648, 4294967295,
     -9223372036854775808, 18446744073709551615,
     -12345678.90, 1.000000000000000000000000000001, 1.5, -2.25e100,
-    b'1', b'101010101010', b'1111111111111111111111111111111111111111111111111111111111111111', 2155,
+    b'1', b'101010101010', b'111111111111111111111111111111111111111111111111111111111111111',
+    b'1111111111111111111111111111111111111111111111111111111111111111', 2155,
     '2024-02-29', '-838:59:59', '12:34:56.789', '1000-01-01 00:00:00', '9999-12-31 23:59:59.999999',
     '2038-01-19 03:14:07.499',
     'ab', 'héllo ✓', 'multi\\nline', 'café €', '😀x',
@@ -32,7 +33,7 @@ const ROW1: &str = "(1, -128, 255, -32768, 65535, -8388608, 16777215, -214748364
     ST_GeomFromText('LINESTRING(0 0,1 1)'), POINT(1.5, -2))";
 
 const ROW3: &str = "(3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9223372036854775807,
-    0, 0, 0, 0, b'0', b'0', b'0', 0,
+    0, 0, 0, 0, b'0', b'0', b'0', b'0', 0,
     '0000-00-00', '00:00:00', '00:00:00.000', '0000-00-00 00:00:00', '2024-00-00 00:00:00',
     '0000-00-00 00:00:00',
     '', '', '', '', '',
@@ -65,6 +66,9 @@ fn golden() -> Vec<Vec<(&'static str, Value)>> {
         ("d", Real(-2.25e100)),
         ("b1", Integer(1)),
         ("b12", Integer(0b1010_1010_1010)),
+        // BIT(n): Integer up to 63 bits; BIT(64) is Text for every value (one SQLite type
+        // per column), as base-10 digits
+        ("b63", Integer(i64::MAX)),
         ("b64", t("18446744073709551615")),
         ("y", Integer(2155)),
         ("dt", t("2024-02-29")),
@@ -108,7 +112,8 @@ fn golden() -> Vec<Vec<(&'static str, Value)>> {
         ("d", Real(0.0)),
         ("b1", Integer(0)),
         ("b12", Integer(0)),
-        ("b64", Integer(0)),
+        ("b63", Integer(0)),
+        ("b64", t("0")),
         ("y", Integer(0)),
         ("dt", Null),
         ("tm", t("00:00:00")),
@@ -205,7 +210,7 @@ async fn golden_types_snapshot_and_binlog_agree() {
                 }
                 ChangeEvent::Snapshot(powersync_source_core::SnapshotProgress::Done { .. }) => {
                     w.exec(
-                        "INSERT INTO test.golden SELECT id + 100, ti, tiu, si, siu, mi, miu, i, iu, bi, biu, dec1, dec2, f, d, b1, b12, b64, y, dt, tm, tm3, dtm, dtm6, ts, c, vc, tx, lat, u16, bin, vb, bl, e, st, j, g, pt FROM test.golden;
+                        "INSERT INTO test.golden SELECT id + 100, ti, tiu, si, siu, mi, miu, i, iu, bi, biu, dec1, dec2, f, d, b1, b12, b63, b64, y, dt, tm, tm3, dtm, dtm6, ts, c, vc, tx, lat, u16, bin, vb, bl, e, st, j, g, pt FROM test.golden;
                          UPDATE test.golden SET vc = 'changed' WHERE id = 101;
                          DELETE FROM test.golden WHERE id = 103;",
                     )
