@@ -16,9 +16,8 @@ use std::fmt;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use powersync_source_core::{ErrorKind, SourceError};
-
-use crate::source_url::SourceOptions;
+use powersync_source::{ErrorKind, Options, SourceError};
+use powersync_source_sqlite::SinkError;
 
 /// Source options every binary accepts. `Debug` never shows the deploy key.
 #[derive(Clone, Default, clap::Args)]
@@ -60,14 +59,19 @@ impl fmt::Debug for SourceArgs {
 }
 
 impl SourceArgs {
-    /// The options for [`crate::source_url::open_source`].
-    pub fn options(&self) -> SourceOptions {
-        SourceOptions {
-            tables: self.tables.clone(),
-            publication: self.publication.clone(),
-            slot: self.slot.clone(),
-            deploy_key: self.deploy_key.clone(),
+    /// The options for [`powersync_source::open`].
+    pub fn options(&self) -> Options {
+        let mut options = Options::new().with_tables(self.tables.iter().cloned());
+        if let Some(publication) = &self.publication {
+            options = options.with_publication(publication.clone());
         }
+        if let Some(slot) = &self.slot {
+            options = options.with_slot(slot.clone());
+        }
+        if let Some(key) = &self.deploy_key {
+            options = options.with_deploy_key(key.clone());
+        }
+        options
     }
 }
 
@@ -117,7 +121,7 @@ pub enum AppError {
     /// Reading or writing a file or stdout.
     Io(std::io::Error),
     /// The SQLite mirror.
-    Sqlite(rusqlite::Error),
+    Sink(SinkError),
     /// Anything else, already worded for the user.
     Other(String),
 }
@@ -145,7 +149,7 @@ impl fmt::Display for AppError {
         match self {
             AppError::Source(e) => e.fmt(f),
             AppError::Io(e) => write!(f, "I/O error: {e}"),
-            AppError::Sqlite(e) => write!(f, "SQLite error: {e}"),
+            AppError::Sink(e) => e.fmt(f),
             AppError::Other(s) => f.write_str(s),
         }
     }
@@ -165,9 +169,25 @@ impl From<std::io::Error> for AppError {
     }
 }
 
-impl From<rusqlite::Error> for AppError {
-    fn from(e: rusqlite::Error) -> Self {
-        AppError::Sqlite(e)
+impl From<SinkError> for AppError {
+    fn from(e: SinkError) -> Self {
+        match e {
+            // An unreadable stored position keeps its kind (a configuration error, status 2).
+            SinkError::Position(e) => AppError::Source(e),
+            e => AppError::Sink(e),
+        }
+    }
+}
+
+#[cfg(feature = "jetstream")]
+impl From<crate::jetstream::consumer::ConsumeError> for AppError {
+    fn from(e: crate::jetstream::consumer::ConsumeError) -> Self {
+        use crate::jetstream::consumer::ConsumeError;
+        match e {
+            ConsumeError::Source(e) => AppError::Source(e),
+            ConsumeError::Sink(e) => e.into(),
+            e @ ConsumeError::Stream { .. } => AppError::Other(e.to_string()),
+        }
     }
 }
 

@@ -1,11 +1,13 @@
-//! Shared code of the example binaries `tail`, `mirror` and `demo`.
+//! What the example binaries share (`tail`, `mirror`, `setup`, `publish`, `consume`,
+//! `demo`). The library parts they use live in their own crates: `powersync_source` (opening a
+//! source by URL) and `powersync_source_sqlite` (the SQLite sink).
 //!
-//! - [`source_url`]: picks a connector by the URL's scheme;
-//! - [`json_lines`]: `tail`'s output format;
+//! - [`cli`]: command-line options, logging, errors and exit statuses;
+//! - [`json_lines`]: `tail`'s output format (also the payload of `publish`'s messages);
 //! - [`checkpoint_file`]: `tail --checkpoint-file`, replaced atomically;
-//! - [`sqlite_mirror`]: applies a change stream to a SQLite file;
-//! - [`progress`]: progress lines on stderr;
-//! - [`cli`]: command-line options, logging, errors and exit statuses.
+//! - [`progress`]: progress lines and the run summary on stderr;
+//! - `jetstream` (feature `jetstream`): `publish` and `consume` through NATS JetStream;
+//! - [`source_url`]: the URL helpers `setup` uses, re-exported from `powersync_source`.
 
 pub mod checkpoint_file;
 pub mod cli;
@@ -14,4 +16,3 @@ pub mod jetstream;
 pub mod json_lines;
 pub mod progress;
 pub mod source_url;
-pub mod sqlite_mirror;

@@ -77,9 +77,15 @@ impl Finished {
 
 impl Proc {
     pub fn spawn(bin: &str, args: &[&str]) -> Proc {
+        Proc::spawn_with_env(bin, args, &[])
+    }
+
+    /// Like [`Proc::spawn`], with extra environment variables (e.g. fault injection).
+    pub fn spawn_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(bin)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,4 +1,5 @@
-//! `tail`: the JSON line format, resuming from a checkpoint file, exit statuses.
+//! `tail`: the JSON line format, resuming from a checkpoint file, exit statuses, a panicking
+//! stream task.
 
 use serde_json::{json, Value as Json};
 
@@ -475,4 +476,38 @@ async fn exit_statuses() {
     let lines = r.json();
     assert_eq!(lines[0]["kind"], "schema");
     assert!(lines.iter().any(|j| j["kind"] == "snapshot_done"));
+}
+
+/// A panic in the connector's stream task (injected through the core runtime's failpoint
+/// after 3 rows) reaches `tail` as an internal error: exit status 1, the error on stderr, and
+/// no row after the panic. Without the runtime's panic forwarding the stream would just end
+/// and `tail` would exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_stream_task_exits_1_with_an_internal_error() {
+    let Some(pg) = server().await else { return };
+    sql(
+        &pg,
+        "CREATE TABLE t (id int PRIMARY KEY);
+         CREATE PUBLICATION powersync FOR ALL TABLES;
+         INSERT INTO t SELECT generate_series(1, 10);",
+    )
+    .await;
+    let r = Proc::spawn_with_env(
+        TAIL,
+        &[&pg.url(), "--exit-when-idle", "5"],
+        &[("POWERSYNC_FAILPOINTS", "stream_panic_after_rows=3")],
+    )
+    .finish()
+    .await;
+    assert_eq!(r.code(), 1, "stderr:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains("tail: internal error"),
+        "stderr:\n{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("panicked"), "stderr:\n{}", r.stderr);
+    let lines = r.json();
+    let rows = rows(&lines, "public.t").len();
+    assert!(rows <= 3, "{rows} rows printed after a panic at 3");
+    assert!(!lines.iter().any(|j| j["kind"] == "snapshot_done"));
 }

@@ -351,9 +351,9 @@ fn open_convex(
 ) -> Result<Box<dyn ChangeSource>, SourceError> {
     use powersync_source_convex::{ConvexConfig, ConvexSource};
     let config = ConvexConfig::parse(url, deploy_key)?;
-    // Convex does not take `StreamOptions` yet: only the tables reach it.
-    let tables = stream.tables.unwrap_or_default();
-    Ok(Box::new(ConvexSource::new(config).with_tables(tables)))
+    Ok(Box::new(
+        ConvexSource::new(config).with_stream_options(stream),
+    ))
 }
 
 #[cfg(not(feature = "convex"))]

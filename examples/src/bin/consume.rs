@@ -5,7 +5,7 @@
 //!         [--exit-when-idle SECONDS] [--durable]
 //! ```
 //!
-//! The SQLite layout is `mirror`'s (`examples::sqlite_mirror`); the stream sequence of the
+//! The SQLite layout is `mirror`'s (`powersync_source_sqlite`); the stream sequence of the
 //! last applied commit marker is stored in the same file, in the same transaction as the
 //! rows, under the state key `jetstream`. Exit statuses: `examples::cli`.
 

@@ -5,7 +5,7 @@
 //!        [--publication NAME] [--slot NAME] [--deploy-key KEY] [--durable]
 //! ```
 //!
-//! The file's layout and the consistency rules are in `examples::sqlite_mirror`. Progress goes
+//! The file's layout and the consistency rules are in `powersync_source_sqlite`. Progress goes
 //! to stderr; at the end of the snapshot and at exit, a line `mirror: summary {json}` gives the
 //! run's totals so far (`examples::progress::Summary`). Exit statuses: `examples::cli`.
 
@@ -16,10 +16,9 @@ use std::time::Duration;
 use clap::Parser;
 use examples::cli::{self, AppError, SourceArgs};
 use examples::progress::Progress;
-use examples::source_url;
-use examples::sqlite_mirror::{After, Mirror, MirrorOptions};
 use futures::StreamExt;
-use powersync_source_core::{ChangeEvent, ChangeStream, Severity, SnapshotProgress, StartFrom};
+use powersync_source::{ChangeEvent, ChangeStream, Severity, SnapshotProgress, StartFrom};
+use powersync_source_sqlite::{Committed, GroupPolicy, Mirror, MirrorOptions};
 use tokio::time::Instant;
 
 /// Keep a SQLite file in sync with a database.
@@ -27,8 +26,9 @@ use tokio::time::Instant;
 #[derive(Parser)]
 #[command(name = "mirror", version)]
 struct Args {
-    /// The source: postgres://user:password@host:port/dbname (mysql://, mariadb://,
-    /// mongodb://, sqlserver:// and convex+https:// are reserved for connectors to come).
+    /// The source: postgres://user:password@host:port/dbname, mysql:// or mariadb://,
+    /// mongodb:// or mongodb+srv://, sqlserver://, convex+https:// (any scheme this build
+    /// has a connector for).
     #[arg(value_name = "SOURCE-URL")]
     url: String,
     /// The SQLite file (created if missing; resumes from the position stored in it).
@@ -59,9 +59,6 @@ struct Args {
     group_rows: u64,
 }
 
-/// Snapshot rows per SQLite transaction when the source reports no chunk end for a while.
-const SNAPSHOT_GROUP_ROWS: u64 = 200_000;
-
 fn main() -> ExitCode {
     let args = Args::parse();
     cli::init_tracing();
@@ -69,14 +66,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<ExitCode, AppError> {
-    let source = source_url::open_source(&args.url, &args.source.options())?;
+    let source = powersync_source::open(&args.url, &args.source.options())?;
+    // Snapshot groups end at the source's chunk ends (and every 200,000 rows, the policy's
+    // default, for sources that report chunk ends rarely), not by time.
+    let policy = GroupPolicy::default()
+        .with_max_age(Duration::from_millis(args.group_ms))
+        .with_max_rows(args.group_rows);
     let mut mirror = Mirror::open(
         &args.sqlite,
-        &MirrorOptions {
-            durable: args.durable,
-        },
-    )
-    .map_err(|e| AppError::Other(format!("opening {}: {e}", args.sqlite.display())))?;
+        &MirrorOptions::default()
+            .with_durable(args.durable)
+            .with_group_policy(policy),
+    )?;
     let from = if args.resnapshot {
         StartFrom::Beginning
     } else {
@@ -127,7 +128,6 @@ async fn stream_loop(
     progress: &mut Progress,
 ) -> Result<ExitCode, AppError> {
     let idle = args.exit_when_idle;
-    let group_age = Duration::from_millis(args.group_ms);
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     let mut idle_deadline = Instant::now() + idle.unwrap_or(Duration::ZERO);
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
@@ -136,21 +136,17 @@ async fn stream_loop(
     tokio::pin!(ctrl_c);
 
     loop {
-        let commit_deadline = match mirror.group_started() {
-            Some(t) if mirror.at_boundary() && !mirror.in_snapshot_phase() => {
-                Instant::from_std(t) + group_age
-            }
-            _ => far,
-        };
+        // The sink's group policy says when an open group is old enough to commit.
+        let commit_deadline = mirror.commit_deadline().map_or(far, Instant::from_std);
         let batch = tokio::select! {
             batch = stream.next() => batch,
             _ = tokio::time::sleep_until(commit_deadline), if commit_deadline < far => {
-                commit(mirror, stream)?;
+                acknowledge(mirror.commit()?, stream)?;
                 continue;
             }
             _ = tokio::time::sleep_until(idle_deadline),
                 if idle.is_some() && !mirror.in_snapshot_phase() && mirror.at_boundary() => {
-                commit(mirror, stream)?;
+                acknowledge(mirror.commit()?, stream)?;
                 tracing::info!("no change for {:?}; exiting", idle.unwrap_or_default());
                 return Ok(ExitCode::SUCCESS);
             }
@@ -160,21 +156,21 @@ async fn stream_loop(
             }
             _ = &mut ctrl_c => {
                 mirror.abort_transaction()?;
-                commit(mirror, stream)?;
+                acknowledge(mirror.commit()?, stream)?;
                 return Ok(ExitCode::from(130));
             }
         };
         let batch = match batch {
             None => {
                 mirror.abort_transaction()?;
-                commit(mirror, stream)?;
+                acknowledge(mirror.commit()?, stream)?;
                 tracing::info!("the change stream ended");
                 return Ok(ExitCode::SUCCESS);
             }
             Some(Err(e)) => {
                 // Keep what is complete; the half-applied transaction will be resent.
                 mirror.abort_transaction()?;
-                commit(mirror, stream)?;
+                acknowledge(mirror.commit()?, stream)?;
                 return Err(e.into());
             }
             Some(Ok(batch)) => batch,
@@ -188,24 +184,9 @@ async fn stream_loop(
             ) {
                 active = true;
             }
-            if mirror.apply(event)? == After::CommitNow {
-                commit(mirror, stream)?;
-            }
+            acknowledge(mirror.feed(event)?, stream)?;
             if let ChangeEvent::Snapshot(SnapshotProgress::Done { .. }) = event {
                 print_summary(progress, stream);
-            }
-        }
-        if mirror.at_boundary() {
-            let limit = if mirror.in_snapshot_phase() {
-                SNAPSHOT_GROUP_ROWS
-            } else {
-                args.group_rows
-            };
-            let old = mirror
-                .group_started()
-                .is_some_and(|t| t.elapsed() >= group_age && !mirror.in_snapshot_phase());
-            if mirror.group_rows() >= limit || old {
-                commit(mirror, stream)?;
             }
         }
         if active {
@@ -216,9 +197,9 @@ async fn stream_loop(
     }
 }
 
-/// Commits the open SQLite transaction and acknowledges its checkpoint.
-fn commit(mirror: &mut Mirror, stream: &ChangeStream) -> Result<(), AppError> {
-    if let Some(checkpoint) = mirror.commit()? {
+/// Acknowledges the checkpoint of a SQLite commit to the source: it is durable now.
+fn acknowledge(committed: Option<Committed>, stream: &ChangeStream) -> Result<(), AppError> {
+    if let Some(checkpoint) = committed.and_then(|c| c.checkpoint) {
         stream.ack(&checkpoint)?;
     }
     Ok(())

@@ -20,8 +20,7 @@ use examples::cli::{self, AppError, SourceArgs};
 use examples::jetstream::connection::{StreamSettings, StreamTarget};
 use examples::jetstream::ids;
 use examples::jetstream::publisher::{self, Outcome, PublishOptions};
-use examples::source_url;
-use powersync_source_core::SourceError;
+use powersync_source::SourceError;
 
 /// Publish a database's changes into a NATS JetStream stream.
 // No `Debug`: the arguments hold the source URL, which may carry a password.
@@ -77,7 +76,7 @@ async fn run(args: Args) -> Result<ExitCode, AppError> {
     if args.duplicate_window < Duration::from_secs(1) {
         return Err(SourceError::config("--duplicate-window must be at least 1 second").into());
     }
-    let source = source_url::open_source(&args.url, &args.source.options())?;
+    let source = powersync_source::open(&args.url, &args.source.options())?;
     let target = StreamTarget {
         url: args.nats.clone(),
         stream: args.stream.clone(),

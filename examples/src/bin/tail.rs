@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use examples::cli::{self, AppError, SourceArgs};
-use examples::{checkpoint_file, json_lines, source_url};
+use examples::{checkpoint_file, json_lines};
 use futures::StreamExt;
-use powersync_source_core::{ChangeEvent, Checkpoint, Severity, SnapshotProgress, StartFrom};
+use powersync_source::{ChangeEvent, Checkpoint, Severity, SnapshotProgress, StartFrom};
 use tokio::time::Instant;
 
 /// Watch a database's changes as JSON lines on stdout.
@@ -28,8 +28,9 @@ use tokio::time::Instant;
 #[derive(Parser)]
 #[command(name = "tail", version)]
 struct Args {
-    /// The source: postgres://user:password@host:port/dbname (mysql://, mariadb://,
-    /// mongodb://, sqlserver:// and convex+https:// are reserved for connectors to come).
+    /// The source: postgres://user:password@host:port/dbname, mysql:// or mariadb://,
+    /// mongodb:// or mongodb+srv://, sqlserver://, convex+https:// (any scheme this build
+    /// has a connector for).
     #[arg(value_name = "SOURCE-URL")]
     url: String,
     #[command(flatten)]
@@ -57,7 +58,7 @@ enum Stored {
 }
 
 async fn run(args: Args) -> Result<ExitCode, AppError> {
-    let source = source_url::open_source(&args.url, &args.source.options())?;
+    let source = powersync_source::open(&args.url, &args.source.options())?;
     let stored = match &args.checkpoint_file {
         Some(path) => checkpoint_file::read(path).map_err(|e| {
             AppError::Other(format!("reading checkpoint file {}: {e}", path.display()))

@@ -7,9 +7,11 @@
 //! marker's stream sequence and position are staged in the state table under
 //! [`STATE_KEY`] in the same SQLite transaction. After a crash the file holds whole units and
 //! the sequence of the last one: the next run reads from the message after it and applies
-//! nothing twice. Consecutive units are grouped into one SQLite transaction for up to
-//! [`ConsumeOptions::group`] (time) or [`ConsumeOptions::group_rows`] rows.
+//! nothing twice. Consecutive units are grouped into one SQLite transaction by the sink's
+//! [`GroupPolicy`]: for up to [`ConsumeOptions::group`] (time) or
+//! [`ConsumeOptions::group_rows`] rows, during the snapshot too.
 
+use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use powersync_source_core::{
     Begin, ChangeEvent, Checkpoint, Commit, ErrorKind, RetryPolicy, SnapshotProgress, SourceError,
     StartFrom,
 };
+use powersync_source_sqlite::{GroupPolicy, Mirror, MirrorOptions, SinkError};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -28,8 +31,6 @@ use super::decode::Decoder;
 use super::ids;
 use super::marker::MarkerKind;
 use super::publisher::Outcome;
-use crate::cli::AppError;
-use crate::sqlite_mirror::{After, Mirror, MirrorOptions};
 
 /// State key of the stored stream position.
 pub const STATE_KEY: &str = "jetstream";
@@ -78,6 +79,63 @@ impl Default for ConsumeOptions {
     }
 }
 
+/// Why `consume` stopped.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConsumeError {
+    /// JetStream (connection, stream, consumer) or a position that does not parse. Retried
+    /// inside [`run`] when transient.
+    Source(SourceError),
+    /// The SQLite mirror.
+    Sink(SinkError),
+    /// The stream or the SQLite file holds something this consumer cannot apply (a broken
+    /// marker chain, a message it cannot decode, a corrupt stored position).
+    Stream {
+        /// What is wrong and where.
+        message: String,
+    },
+}
+
+impl ConsumeError {
+    fn stream(message: impl Into<String>) -> Self {
+        ConsumeError::Stream {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConsumeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConsumeError::Source(e) => e.fmt(f),
+            ConsumeError::Sink(e) => e.fmt(f),
+            ConsumeError::Stream { message } => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ConsumeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConsumeError::Source(e) => Some(e),
+            ConsumeError::Sink(e) => Some(e),
+            ConsumeError::Stream { .. } => None,
+        }
+    }
+}
+
+impl From<SourceError> for ConsumeError {
+    fn from(e: SourceError) -> Self {
+        ConsumeError::Source(e)
+    }
+}
+
+impl From<SinkError> for ConsumeError {
+    fn from(e: SinkError) -> Self {
+        ConsumeError::Sink(e)
+    }
+}
+
 /// Totals of a run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ConsumeTotals {
@@ -97,18 +155,24 @@ pub async fn run(
     target: &StreamTarget,
     sqlite: &Path,
     options: &ConsumeOptions,
-) -> Result<(Outcome, ConsumeTotals), AppError> {
+) -> Result<(Outcome, ConsumeTotals), ConsumeError> {
+    // Units arrive whole, so every unit end is a boundary; snapshot units are grouped like
+    // streamed ones (their markers carry the resume position the host stages itself).
+    let policy = GroupPolicy::default()
+        .with_max_age(options.group)
+        .with_max_rows(options.group_rows)
+        .with_snapshot_max_rows(options.group_rows)
+        .with_snapshot_max_age(Some(options.group));
     let mut mirror = Mirror::open(
         sqlite,
-        &MirrorOptions {
-            durable: options.durable,
-        },
-    )
-    .map_err(|e| AppError::Other(format!("opening {}: {e}", sqlite.display())))?;
+        &MirrorOptions::default()
+            .with_durable(options.durable)
+            .with_group_policy(policy),
+    )?;
     let stored = match mirror.state(STATE_KEY)? {
         None => None,
         Some(text) => Some(serde_json::from_str::<StoredPosition>(&text).map_err(|e| {
-            AppError::Other(format!(
+            ConsumeError::stream(format!(
                 "{} holds a corrupt `{STATE_KEY}` position ({e}); delete the file to start over",
                 sqlite.display()
             ))
@@ -165,11 +229,12 @@ pub async fn run(
             &mut ctrl_c,
         )
         .await;
-        // Whole units only: what is applied is consistent, keep it.
-        mirror.commit()?;
+        // Whole units only: what is applied is consistent, keep it. (No checkpoint to
+        // acknowledge: the stream position is staged in the file itself.)
+        let _ = mirror.commit()?;
         let error = match result {
             Ok(outcome) => return Ok((outcome, totals)),
-            Err(AppError::Source(e)) => e,
+            Err(ConsumeError::Source(e)) => e,
             Err(other) => return Err(other),
         };
         if totals.units > before {
@@ -194,7 +259,7 @@ async fn session(
     at: &mut StoredPosition,
     totals: &mut ConsumeTotals,
     ctrl_c: &mut std::pin::Pin<&mut impl std::future::Future<Output = std::io::Result<()>>>,
-) -> Result<Outcome, AppError> {
+) -> Result<Outcome, ConsumeError> {
     let client = connection::connect(&target.url, "powersync-consume").await?;
     let js = jetstream::new(client);
     let stream = js.get_stream(&target.stream).await.map_err(|e| {
@@ -234,10 +299,7 @@ async fn session(
     let mut warned_foreign = false;
 
     loop {
-        let commit_deadline = match mirror.group_started() {
-            Some(t) => Instant::from_std(t) + options.group,
-            None => far,
-        };
+        let commit_deadline = mirror.commit_deadline().map_or(far, Instant::from_std);
         tokio::select! {
             msg = messages.next() => {
                 let msg = match msg {
@@ -254,19 +316,19 @@ async fn session(
                     .map_err(|e| connection::transient("reading message metadata", e))?;
                 if msg.subject.as_str() == commit_subject {
                     let marker = super::marker::Marker::parse(&msg.payload).map_err(|e| {
-                        AppError::Other(format!("stream sequence {sequence}: {e}"))
+                        ConsumeError::stream(format!("stream sequence {sequence}: {e}"))
                     })?;
                     let unit = assembler
                         .close(marker)
-                        .map_err(|e| AppError::Other(format!("stream sequence {sequence}: {e}")))?;
-                    let after = apply_unit(mirror, decoder, &unit, sequence, totals)?;
+                        .map_err(|e| ConsumeError::stream(format!("stream sequence {sequence}: {e}")))?;
+                    apply_unit(mirror, decoder, &unit, sequence, totals)?;
                     at.sequence = sequence;
                     at.position = unit.marker.position.clone();
                     let json = serde_json::to_string(&*at).unwrap_or_default();
+                    // Staged before the commit decision: the unit's rows and its sequence
+                    // become durable together.
                     mirror.stage_state(STATE_KEY, &json)?;
-                    if after == After::CommitNow || mirror.group_rows() >= options.group_rows {
-                        mirror.commit()?;
-                    }
+                    let _ = mirror.commit_if_due()?;
                     continue;
                 }
                 let headers = msg.headers.as_ref();
@@ -298,10 +360,10 @@ async fn session(
                 });
             }
             _ = tokio::time::sleep_until(commit_deadline), if commit_deadline < far => {
-                mirror.commit()?;
+                let _ = mirror.commit()?;
             }
             _ = tokio::time::sleep_until(idle_deadline), if idle.is_some() => {
-                mirror.commit()?;
+                let _ = mirror.commit()?;
                 tracing::info!(
                     "no message for {:?}; exiting at stream sequence {}",
                     idle.unwrap_or_default(),
@@ -316,23 +378,23 @@ async fn session(
                 );
             }
             _ = &mut *ctrl_c => {
-                mirror.commit()?;
+                let _ = mirror.commit()?;
                 return Ok(Outcome::Interrupted);
             }
         }
     }
 }
 
-/// Applies one unit to the mirror (inside the open group).
+/// Applies one unit to the mirror (inside the open group, without committing).
 fn apply_unit(
     mirror: &mut Mirror,
     decoder: &mut Decoder,
     unit: &Unit,
     sequence: u64,
     totals: &mut ConsumeTotals,
-) -> Result<After, AppError> {
+) -> Result<(), ConsumeError> {
     let marker = &unit.marker;
-    let checkpoint = || -> Result<Checkpoint, AppError> {
+    let checkpoint = || -> Result<Checkpoint, ConsumeError> {
         Ok(Checkpoint::parse(&marker.position).map_err(|e| {
             SourceError::new(
                 ErrorKind::Decode,
@@ -359,7 +421,7 @@ fn apply_unit(
     for m in &unit.messages {
         let event = decoder
             .decode(&m.payload)
-            .map_err(|e| AppError::Other(format!("stream sequence {}: {e}", m.sequence)));
+            .map_err(|e| ConsumeError::stream(format!("stream sequence {}: {e}", m.sequence)));
         let event = match event {
             Ok(e) => e,
             Err(e) => {
@@ -375,7 +437,7 @@ fn apply_unit(
         }
     }
     totals.units += 1;
-    let after = match marker.kind {
+    match marker.kind {
         MarkerKind::Commit => mirror.apply(&ChangeEvent::Commit(Commit {
             checkpoint: checkpoint()?,
             commit_time: None,
@@ -386,9 +448,9 @@ fn apply_unit(
                 checkpoint: checkpoint()?,
             }))?
         }
-        MarkerKind::SnapshotChunk => After::Continue,
-    };
-    Ok(after)
+        MarkerKind::SnapshotChunk => {}
+    }
+    Ok(())
 }
 
 /// A position for logs (snapshot tokens are long).
