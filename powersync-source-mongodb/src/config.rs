@@ -6,6 +6,8 @@ use std::time::Duration;
 use powersync_source_core::secret::redact_url;
 use powersync_source_core::{Secret, SourceError};
 
+use crate::connection_string::ConnectionString;
+
 /// How update events get the document's new state (PowerSync's `post_images` setting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PostImages {
@@ -98,39 +100,25 @@ const OWN_PARAMS: &[&str] = &[
 
 impl MongoConfig {
     /// Parses a `mongodb://` or `mongodb+srv://` URL. The database comes from the path; the
-    /// options of the table in the type docs are read and stripped. Host lists, credentials and
-    /// driver options are validated when the source connects.
+    /// options of the table in the type docs are read and stripped. Malformed percent escapes
+    /// (a `%` without two hex digits) and unescaped `/`, `?`, `@`… in the user name or password
+    /// are [`ErrorKind::Config`](powersync_source_core::ErrorKind) errors, which never quote the
+    /// password. Host names and driver options are validated when the source connects.
     pub fn parse(url: &str) -> Result<MongoConfig, SourceError> {
         let url = url.trim();
-        let shown = redact_url(url);
-        let rest = url
-            .strip_prefix("mongodb://")
-            .or_else(|| url.strip_prefix("mongodb+srv://"))
-            .ok_or_else(|| {
-                SourceError::config(format!(
-                    "`{shown}` is not a MongoDB URL: expected mongodb://host/database or mongodb+srv://host/database"
-                ))
-            })?;
-        let scheme_len = url.len() - rest.len();
-        // The authority ends at the first `/` or `?` (a `/` in a password must be %-encoded,
-        // as the connection string spec requires).
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let authority = &rest[..authority_end];
-        if authority.is_empty() || authority.ends_with('@') {
-            return Err(SourceError::config(format!("`{shown}` names no host")));
-        }
-        let after = &rest[authority_end..];
-        let (path, query) = match after.find('?') {
-            Some(q) => (&after[..q], &after[q + 1..]),
-            None => (after, ""),
-        };
-        let database = percent_decode(path.trim_start_matches('/')).ok_or_else(|| {
-            SourceError::config(format!("`{shown}`: the database name is not valid UTF-8"))
+        let parts = ConnectionString::split(url).map_err(|e| {
+            if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+                e
+            } else {
+                // Not ours at all: show it (without its password) so the mix-up is visible.
+                e.context(format!("`{}`", redact_url(url)))
+            }
         })?;
+        let database = parts.database.clone();
         if database.is_empty() {
-            return Err(SourceError::config(format!(
-                "`{shown}` names no database: the database to replicate is the URL path"
-            ))
+            return Err(SourceError::config(
+                "the URL names no database: the database to replicate is the URL path",
+            )
             .with_hint("e.g. mongodb://user:pass@host:27017/app?replicaSet=rs0"));
         }
         if database.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
@@ -148,42 +136,32 @@ impl MongoConfig {
             max_await: Duration::from_millis(1000),
         };
         let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if !OWN_PARAMS.contains(&key) {
-                kept.push(pair);
+        for option in &parts.options {
+            let key = option.name()?;
+            if !OWN_PARAMS.contains(&key.as_ref()) {
+                kept.push(*option);
                 continue;
             }
-            let number = |what: &str| -> Result<u64, SourceError> {
+            let value = option.decoded()?;
+            let number = || -> Result<u64, SourceError> {
                 value.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    SourceError::config(format!("{what}={value} must be a positive integer"))
+                    SourceError::config(format!("{key}={value} must be a positive integer"))
                 })
             };
-            match key {
-                "post_images" => config.post_images = PostImages::parse(value)?,
+            match key.as_ref() {
+                "post_images" => config.post_images = PostImages::parse(&value)?,
                 "snapshot_batch_size" => {
-                    config.snapshot_batch_size =
-                        u32::try_from(number(key)?).unwrap_or(u32::MAX).max(1)
+                    config.snapshot_batch_size = u32::try_from(number()?).unwrap_or(u32::MAX)
                 }
                 "batch_events" => {
-                    config.batch_events = Some(usize::try_from(number(key)?).unwrap_or(usize::MAX))
+                    config.batch_events = Some(usize::try_from(number()?).unwrap_or(usize::MAX))
                 }
-                "max_await_ms" => config.max_await = Duration::from_millis(number(key)?),
+                "max_await_ms" => config.max_await = Duration::from_millis(number()?),
                 _ => {}
             }
         }
-        let mut driver = format!(
-            "{}{}/{}",
-            &url[..scheme_len],
-            authority,
-            path.trim_start_matches('/')
-        );
-        if !kept.is_empty() {
-            driver.push('?');
-            driver.push_str(&kept.join("&"));
-        }
-        config.display_url = redact_url(&driver);
-        config.driver_url = Secret::new(driver);
+        config.display_url = parts.render_redacted(&kept);
+        config.driver_url = Secret::new(parts.render(&kept));
         Ok(config)
     }
 
@@ -249,26 +227,6 @@ impl MongoConfig {
     }
 }
 
-/// Decodes `%XX` escapes; `None` when the result is not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,10 +269,55 @@ mod tests {
             "mongodb://h/db?post_images=sometimes",
             "mongodb://h/db?snapshot_batch_size=0",
             "mongodb://h/a.b",
+            "mongodb://h/ap%2Fp",
+            // Malformed escapes are refused, not passed through.
+            "mongodb://h/app%zz",
+            "mongodb://h/app%4",
+            "mongodb://u:pw-Secret%zz@h/app",
+            "mongodb://u:pw-Secret@h/app?post_images=read%5",
+            "mongodb://u:pw-Secret@h/app?tls=true&tlsCertificateKeyFilePassword=pw-Secret%G1",
+            "mongodb://h/%ff%fe",
+            // A reserved character in the password cut the URL in the wrong place.
+            "mongodb://u:pw/Secret@h/app",
+            "mongodb://u:pw?Secret@h/app",
+            "mongodb://u:pw@Secret@h/app",
+            "mongodb://u:pw:Secret@h/app",
+            "mongodb://h?replicaSet=rs0",
         ] {
             let e = MongoConfig::parse(url).unwrap_err();
             assert_eq!(e.kind(), powersync_source_core::ErrorKind::Config, "{url}");
             assert!(!e.to_string().contains("pw-Secret"), "{e}");
         }
+    }
+
+    #[test]
+    fn escapes_are_decoded() {
+        let c = MongoConfig::parse(
+            "mongodb://u%40x:p%2Fw@h/my%2Ddb?post_images=read%5Fonly&appName=a%20b",
+        )
+        .unwrap();
+        assert_eq!(c.database(), "my-db");
+        assert_eq!(c.post_images(), PostImages::ReadOnly);
+        // The driver gets the URL as written, minus our options.
+        assert_eq!(
+            c.driver_url().expose(),
+            "mongodb://u%40x:p%2Fw@h/my%2Ddb?appName=a%20b"
+        );
+        assert_eq!(
+            c.display_url(),
+            "mongodb://u%40x:***@h/my%2Ddb?appName=a%20b"
+        );
+    }
+
+    #[test]
+    fn secret_options_are_redacted_in_the_display_url() {
+        let c = MongoConfig::parse(
+            "mongodb://h/app?tls=true&tlsCertificateKeyFilePassword=k3y-Secret&authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:t0ken-Secret",
+        )
+        .unwrap();
+        assert!(!c.display_url().contains("Secret"), "{}", c.display_url());
+        assert!(!format!("{c:?}").contains("Secret"));
+        assert!(c.driver_url().expose().contains("k3y-Secret"));
+        assert!(c.display_url().contains("authMechanism=MONGODB-AWS"));
     }
 }

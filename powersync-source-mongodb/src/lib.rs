@@ -108,6 +108,7 @@ mod catalog;
 mod change_event;
 mod check;
 mod config;
+mod connection_string;
 mod driver_error;
 mod replicator;
 mod resume_token;
