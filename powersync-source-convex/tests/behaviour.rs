@@ -600,3 +600,98 @@ async fn discover_lists_columns_with_types_and_key() {
     let all = source(&fake, &[]).discover().await.unwrap();
     assert!(all.iter().all(|t| t.name.name != CHECKPOINT_TABLE));
 }
+
+/// One document of `items` with `n`.
+fn insert_n(fake: &FakeConvex, n: i64) -> String {
+    fake.insert("items", json!({ "n": int64(n) })).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_healthy_longer_than_give_up_after_survives_a_restart() {
+    // The retry budget is per outage: a stream that has been healthy for longer than
+    // `give_up_after` since its previous outage gets the whole budget again. With one backoff
+    // for the life of the stream (or one never reset after the first blip), the restart below
+    // would be final, since the first outage started more than `give_up_after` before it.
+    let give_up_after = Duration::from_secs(2);
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    let mut ids = seed(&fake, "items", 3);
+    let options = powersync_source_core::StreamOptions::default()
+        .with_tables(vec![table("items")])
+        .with_retry(powersync_source_core::RetryPolicy {
+            initial_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(200),
+            jitter: 0.0,
+            max_attempts: None,
+            give_up_after: Some(give_up_after),
+            ..Default::default()
+        });
+    let src = ConvexSource::new(config(&fake.url(), KEY)).with_stream_options(options);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    let mut events = read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    // A first, short outage: the stream retries and goes on.
+    fake.fail_next(2, 503);
+    let mut n = 100;
+    let healthy_since = std::time::Instant::now();
+    // Healthy for longer than give_up_after, delivering a transaction now and then.
+    while healthy_since.elapsed() < give_up_after + Duration::from_millis(500) {
+        let id = insert_n(&fake, n);
+        n += 1;
+        ids.push(id.clone());
+        events.extend(
+            read_until(&mut stream, |e| matches!(e, ChangeEvent::Commit(_)))
+                .await
+                .unwrap(),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A restart: every connection dropped, refused for 700 ms (several retries, well inside
+    // one budget), with writes committed while the deployment is unreachable.
+    let during = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (0..5)
+            .map(|i| insert_n(&fake, 1000 + i))
+            .collect::<Vec<_>>()
+    };
+    let (restarted, written) = tokio::join!(fake.restart(Duration::from_millis(700)), during);
+    restarted.unwrap();
+    ids.extend(written);
+    let after = insert_n(&fake, 2000);
+    ids.push(after.clone());
+    events.extend(
+        read_until(
+            &mut stream,
+            |e| matches!(e, ChangeEvent::Row(r) if id_of(r) == after),
+        )
+        .await
+        .unwrap(),
+    );
+    // Everything, once, in commit order.
+    let delivered: Vec<String> = rows(&events).map(id_of).collect();
+    assert_eq!(delivered, ids, "no duplicate, no gap, in order");
+    let stats = stream.stats().snapshot();
+    assert!(
+        stats.reconnects >= 3,
+        "both outages were retried: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_stream_task_reaches_the_host_as_internal() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    seed(&fake, "items", 10);
+    let options = powersync_source_core::StreamOptions::default()
+        .with_tables(vec![table("items")])
+        .with_panic_after_rows(4);
+    let src = ConvexSource::new(config(&fake.url(), KEY)).with_stream_options(options);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    let e = read_until(&mut stream, |_| false).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    assert!(e.to_string().contains("panicked"), "{e}");
+    // The error is final: the stream ends after it.
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+    assert!(matches!(end, Ok(None)), "the stream ends after the panic");
+}

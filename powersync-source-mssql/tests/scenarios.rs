@@ -685,3 +685,110 @@ async fn a_connection_lost_during_the_snapshot_continues_after_the_last_row() {
         .collect();
     assert_eq!(oracle.diff(&table), None);
 }
+
+/// Ids of the inserted rows, in stream order.
+fn inserted_ids(events: &[ChangeEvent]) -> Vec<i64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ChangeEvent::Row(r) if r.op == RowOp::Insert => {
+                r.new.as_ref()?.get(0).and_then(Value::as_integer)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_healthy_longer_than_give_up_after_survives_a_restart() {
+    // The retry budget is per outage: a stream that has been healthy for longer than
+    // `give_up_after` since its previous outage gets the whole budget again. With one backoff
+    // for the life of the stream (or one never reset after the first blip), the restart below
+    // would be final, since the first outage started more than `give_up_after` before it.
+    let give_up_after = Duration::from_secs(2);
+    let server = FakeServer::new();
+    let t = simple_table(&server, "items");
+    server.transaction(&[ins(&t, 1, "a"), ins(&t, 2, "b")]);
+    let options = powersync_source_core::StreamOptions::default()
+        .with_tables(vec![t.clone()])
+        .with_retry(powersync_source_core::RetryPolicy {
+            initial_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(200),
+            jitter: 0.0,
+            max_attempts: None,
+            give_up_after: Some(give_up_after),
+            ..Default::default()
+        });
+    let source = fake_source(&server, vec![], "").with_stream_options(options);
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let mut events = read_until(&mut stream, snapshot_done).await.unwrap();
+    let mut want = vec![1, 2];
+    // A first, short outage: the stream reconnects and goes on.
+    server.kill(Duration::from_millis(200));
+    let mut id = 100;
+    let healthy_since = std::time::Instant::now();
+    // Healthy for longer than give_up_after, delivering a transaction now and then.
+    while healthy_since.elapsed() < give_up_after + Duration::from_millis(500) {
+        server.transaction(&[ins(&t, id, "x")]);
+        want.push(id);
+        id += 1;
+        let seen = commits(&events);
+        events.extend(read_until(&mut stream, |e| commits(e) >= 1).await.unwrap());
+        assert!(commits(&events) > seen);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A restart: every connection broken and refused for 700 ms (several retries, well
+    // inside one budget), with transactions committed while the server is unreachable.
+    server.kill(Duration::from_millis(700));
+    for i in 0..5 {
+        server.transaction(&[ins(&t, 1000 + i, "during"), upd(&t, 1, "during")]);
+        want.push(1000 + i);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.transaction(&[ins(&t, 2000, "after")]);
+    want.push(2000);
+    events.extend(
+        read_until(&mut stream, |e| inserted_ids(e).contains(&2000))
+            .await
+            .unwrap(),
+    );
+    // Everything, once, in commit order (no abort: the outage hit between transactions).
+    assert_eq!(
+        inserted_ids(&events),
+        want,
+        "no duplicate, no gap, in order"
+    );
+    let updates = events
+        .iter()
+        .filter(|e| matches!(e, ChangeEvent::Row(r) if r.op == RowOp::Update))
+        .count();
+    assert_eq!(updates, 5);
+    let stats = stream.stats().snapshot();
+    assert!(
+        stats.reconnects >= 3,
+        "both outages were retried: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_stream_task_reaches_the_host_as_internal() {
+    let server = FakeServer::new();
+    let t = simple_table(&server, "items");
+    let ops: Vec<Op> = (0..10).map(|i| ins(&t, i, "x")).collect();
+    server.transaction(&ops);
+    let options = powersync_source_core::StreamOptions::default()
+        .with_tables(vec![t.clone()])
+        .with_panic_after_rows(4);
+    let source = fake_source(&server, vec![], "").with_stream_options(options);
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let e = read_error(&mut stream).await;
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    assert!(e.to_string().contains("panicked"), "{e}");
+    // The error is final: the stream ends after it.
+    let end = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::StreamExt::next(&mut stream),
+    )
+    .await;
+    assert!(matches!(end, Ok(None)), "the stream ends after the panic");
+}
