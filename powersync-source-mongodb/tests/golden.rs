@@ -230,7 +230,9 @@ fn bson_string(text: &[u8]) -> Vec<u8> {
 }
 
 /// (what, field name bytes, BSON type, value bytes, column name, expected value): values the
-/// bson crate cannot build, converted as the snapshot and the stream convert documents.
+/// bson crate cannot build, converted as the snapshot and the stream convert documents
+/// ([`CollectionShape::row`]). Not sent through SecantusDB: it refuses text that is not UTF-8
+/// (`BadValue: invalid BSON in body`), where MongoDB stores what old drivers wrote.
 #[allow(clippy::type_complexity)]
 pub fn golden_raw() -> Vec<(&'static str, Vec<u8>, u8, Vec<u8>, String, Value)> {
     let oid = [
