@@ -119,7 +119,10 @@ impl MySqlSource {
                  period ({:?})",
                 self.config.heartbeat
             ))
-            .with_hint("raise StreamOptions::silence_timeout or the URL's silence_timeout, or lower heartbeat"));
+            .with_hint(
+                "raise StreamOptions::silence_timeout or the URL's silence_timeout, or lower \
+                 the URL's heartbeat",
+            ));
         }
         options.silence_timeout = silence_timeout;
         let settings = Settings {
@@ -254,9 +257,10 @@ impl ChangeSource for MySqlSource {
     /// `_powersync_checkpoints` in the URL's database, or the `checkpoint_table` option;
     /// columns `id INT PRIMARY KEY, checkpoint VARCHAR(512), written_at TIMESTAMP(6)`, one
     /// row). The stream recognises the row event and reports
-    /// [`ChangeEvent::CheckpointObserved`] with the checkpoint written, which is the server's
-    /// binlog head just before the marker (so it orders at or before the marker's commit). The
-    /// user needs CREATE (once), INSERT and UPDATE on that table.
+    /// [`ChangeEvent::CheckpointObserved`](powersync_source_core::ChangeEvent::CheckpointObserved)
+    /// with the checkpoint written, which is the server's binlog head just before the marker
+    /// (so it orders at or before the marker's commit). The user needs CREATE (once), INSERT
+    /// and UPDATE on that table.
     async fn write_checkpoint(&self) -> Result<Checkpoint> {
         let (db, table) = self.config.checkpoint_table();
         if db.is_empty() {
