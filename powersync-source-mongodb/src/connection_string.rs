@@ -65,9 +65,9 @@ impl UrlOption<'_> {
 }
 
 impl<'a> ConnectionString<'a> {
-    /// Splits `url` (already trimmed). Errors are [`ErrorKind::Config`]
-    /// (powersync_source_core::ErrorKind) and never quote the user name, password or a secret
-    /// option.
+    /// Splits `url` (already trimmed). Errors are
+    /// [`ErrorKind::Config`](powersync_source_core::ErrorKind::Config) and never quote the user
+    /// name, password or a secret option.
     pub fn split(url: &'a str) -> Result<Self, SourceError> {
         let (scheme, rest) = SCHEMES
             .iter()
