@@ -12,6 +12,7 @@ use powersync_source_core::{
 };
 
 use crate::catalog::{self, TableInfo};
+use crate::check::CHECKPOINT_COLUMNS;
 use crate::config::MySqlConfig;
 use crate::connection::{connect, exec_drop, ident, sql_error};
 use crate::replicator::{Replicator, Selection, Settings};
@@ -272,8 +273,7 @@ impl ChangeSource for MySqlSource {
         let info = ServerInfo::detect(&mut conn).await?;
         let qualified = format!("{}.{}", ident(&db), ident(&table));
         conn.query_drop(format!(
-            "CREATE TABLE IF NOT EXISTS {qualified} (id INT PRIMARY KEY, checkpoint VARCHAR(512) NOT NULL, \
-             written_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB"
+            "CREATE TABLE IF NOT EXISTS {qualified} {CHECKPOINT_COLUMNS}"
         ))
         .await
         .map_err(|e| sql_error(e, "creating the checkpoint table"))?;
