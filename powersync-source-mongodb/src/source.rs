@@ -1,12 +1,11 @@
 //! `MongoSource`: the [`ChangeSource`] implementation.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use mongodb::bson::oid::ObjectId;
+use mongodb::bson::doc;
 use mongodb::bson::raw::RawDocumentBuf;
-use mongodb::bson::{doc, DateTime, Document};
 use mongodb::options::ClientOptions;
 use mongodb::Client;
 use powersync_source_core::position::MongoPosition;
@@ -18,17 +17,14 @@ use powersync_source_core::{
 use tokio::sync::OnceCell;
 
 use crate::catalog::{list_collections, Selection};
-use crate::change_event::header;
 use crate::config::{MongoConfig, PostImages};
 use crate::document_row::CollectionShape;
 use crate::driver_error::driver_error;
 use crate::replicator::{self, Plan, Setup};
-use crate::server_info::{parse_version, supports_split_event, CHECKPOINTS_COLLECTION};
-use crate::watch::pipeline;
+use crate::server_info::{parse_version, supports_split_event};
 use crate::{check, snapshot_reader};
 
-/// How long [`ChangeSource::write_checkpoint`] waits to see its own marker.
-const MARKER_TIMEOUT: Duration = Duration::from_secs(20);
+mod marker;
 
 /// How much longer than the server's idle wait (`max_await_ms`) a change-stream read may stay
 /// unanswered before the connection is treated as half-open, whatever the silence timeout.
@@ -202,60 +198,6 @@ impl MongoSource {
         Ok(())
     }
 
-    /// Writes a marker document and returns the position of its insert event, read from a
-    /// change stream opened before the write with the replication pipeline.
-    async fn write_marker(&self, client: &Client, split_events: bool) -> Result<MongoPosition> {
-        let selection = self.selection()?;
-        let db = client.database(selection.database());
-        let id = ObjectId::new();
-        let mut stages =
-            vec![doc! {"$match": {"ns.coll": CHECKPOINTS_COLLECTION, "documentKey._id": id}}];
-        stages.extend(
-            pipeline(&selection, split_events)
-                .into_iter()
-                .filter(|s| !s.contains_key("$match")),
-        );
-        let mut watch = db
-            .watch()
-            .pipeline(stages)
-            .max_await_time(Duration::from_millis(200))
-            .await
-            .map_err(|e| driver_error("opening a change stream for the checkpoint marker", e))?
-            .with_type::<RawDocumentBuf>();
-        let checkpoints = db.collection::<Document>(CHECKPOINTS_COLLECTION);
-        checkpoints
-            .insert_one(doc! {"_id": id, "at": DateTime::now()})
-            .await
-            .map_err(|e| {
-                driver_error(
-                    format!("writing a marker to {}.{CHECKPOINTS_COLLECTION}", db.name()),
-                    e,
-                )
-            })?;
-        let deadline = Instant::now() + MARKER_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(SourceError::connection(format!(
-                    "the checkpoint marker did not appear in the change stream within {MARKER_TIMEOUT:?}"
-                )));
-            }
-            let next = tokio::time::timeout(left, watch.next_if_any()).await;
-            let event = match next {
-                Err(_) => continue,
-                Ok(Err(e)) => return Err(driver_error("reading the checkpoint marker event", e)),
-                Ok(Ok(None)) => continue,
-                Ok(Ok(Some(event))) => event,
-            };
-            let h = header(&event)?;
-            if h.coll.as_deref() == Some(CHECKPOINTS_COLLECTION) {
-                // Keep the collection small; older markers are no longer needed.
-                let _ = checkpoints.delete_many(doc! {"_id": {"$lt": id}}).await;
-                return Ok(h.position());
-            }
-        }
-    }
-
     async fn split_events(&self, client: &Client) -> Result<bool> {
         Ok(supports_split_event(self.server_version(client).await?))
     }
@@ -307,7 +249,7 @@ impl ChangeSource for MongoSource {
             StartFrom::Beginning => {
                 // The barrier: everything after it is streamed, everything before it is in
                 // the documents the snapshot reads afterwards.
-                let barrier = self.write_marker(&client, split_events).await?;
+                let barrier = marker::write(&client, &selection, split_events).await?;
                 (
                     Plan::Snapshot(SnapshotBook::new(barrier.to_checkpoint())),
                     barrier,
@@ -354,8 +296,8 @@ impl ChangeSource for MongoSource {
     async fn write_checkpoint(&self) -> Result<Checkpoint> {
         let client = self.client().await?;
         let split_events = self.split_events(&client).await?;
-        Ok(self
-            .write_marker(&client, split_events)
+        let selection = self.selection()?;
+        Ok(marker::write(&client, &selection, split_events)
             .await?
             .to_checkpoint())
     }
