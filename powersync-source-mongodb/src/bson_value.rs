@@ -769,6 +769,90 @@ mod tests {
         assert!(Fields::new(&bytes).next().unwrap().is_err());
     }
 
+    /// A document with every kind of element whose bytes have inner lengths (strings, regex,
+    /// code with scope, DBPointer, old binary, nested documents and arrays).
+    fn every_kind() -> Vec<u8> {
+        let mut cws = Vec::new();
+        let scope = raw_doc(0x02, b"s", &bson_string(b"x"));
+        let code = bson_string(b"f()");
+        cws.extend_from_slice(&((4 + code.len() + scope.len()) as i32).to_le_bytes());
+        cws.extend_from_slice(&code);
+        cws.extend_from_slice(&scope);
+        let mut ptr = bson_string(b"db.c");
+        ptr.extend_from_slice(&[7; 12]);
+        let mut old_binary = 8i32.to_le_bytes().to_vec();
+        old_binary.push(2);
+        old_binary.extend_from_slice(&4i32.to_le_bytes());
+        old_binary.extend_from_slice(b"abcd");
+        let doc = mongodb::bson::RawDocumentBuf::from_document(
+            &doc! {"a": [1, "two", {"three": 3.0, "t": true}], "n": null, "d": Bson::DateTime(mongodb::bson::DateTime::from_millis(-1))},
+        )
+        .unwrap();
+        let mut out = vec![0u8; 4];
+        for (tag, key, body) in [
+            (0x02u8, &b"s"[..], bson_string(b"text")),
+            (0x0B, b"r", b"^a\0i\0".to_vec()),
+            (0x0F, b"c", cws),
+            (0x0C, b"p", ptr),
+            (0x05, b"b", old_binary),
+            (0x03, b"o", doc.as_bytes().to_vec()),
+        ] {
+            out.push(tag);
+            out.extend_from_slice(key);
+            out.push(0);
+            out.extend_from_slice(&body);
+        }
+        out.push(0);
+        let len = out.len() as i32;
+        out[..4].copy_from_slice(&len.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn every_kind_reads() {
+        let bytes = every_kind();
+        let doc = RawDocument::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            document_json(doc).unwrap(),
+            r#"{"s":"text","r":{"pattern":"^a","options":"i"},"c":{"code":"f()","scope":{"s":"x"}},"p":{"collection":"c","oid":"070707070707070707070707","db":"db","fields":{}},"b":"YWJjZA==","o":{"a":[1,"two",{"three":3.0,"t":1}],"n":null,"d":"1969-12-31T23:59:59.999Z"}}"#
+        );
+    }
+
+    proptest::proptest! {
+        /// The document of every kind with bytes overwritten: values or errors, never a panic.
+        #[test]
+        fn corrupted_every_kind_never_panics(flips in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()), 1..6)) {
+            let mut bytes = every_kind();
+            let n = bytes.len();
+            for (i, b) in flips {
+                bytes[i.index(n)] = b;
+            }
+            if let Ok(doc) = RawDocument::from_bytes(&bytes) {
+                let _ = document_json(doc);
+                for field in fields(doc) {
+                    let Ok(field) = field else { break };
+                    let _ = field.to_value();
+                }
+            }
+        }
+
+        /// Any body inside a well-framed document (length prefix, final zero byte): the reader
+        /// returns values or errors, never panics, whatever the tags and lengths say.
+        #[test]
+        fn framed_garbage_never_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let mut bytes = ((body.len() + 5) as i32).to_le_bytes().to_vec();
+            bytes.extend_from_slice(&body);
+            bytes.push(0);
+            if let Ok(doc) = RawDocument::from_bytes(&bytes) {
+                let _ = document_json(doc);
+                for field in fields(doc) {
+                    let Ok(field) = field else { break };
+                    let _ = field.to_value();
+                }
+            }
+        }
+    }
+
     #[test]
     fn timestamp_halves_are_in_order() {
         let mut body = 2u32.to_le_bytes().to_vec(); // increment
