@@ -3,15 +3,16 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), powersync_source_core::SourceError> {
-//! use powersync_source_core::{ChangeSource, StartFrom, TableName};
+//! use powersync_source_core::{ChangeSource, StartFrom, StreamOptions, TableName};
 //! use powersync_source_convex::{ConvexConfig, ConvexSource};
 //!
 //! let key = std::env::var("CONVEX_DEPLOY_KEY").ok();
 //! let config = ConvexConfig::parse("convex+https://happy-animal-123.convex.cloud", key.as_deref())?;
-//! let source = ConvexSource::new(config)
-//!     .with_tables(vec![TableName::new("convex", "todos")]);
+//! let source = ConvexSource::new(config).with_stream_options(
+//!     StreamOptions::default().with_tables(vec![TableName::new("convex", "todos")]),
+//! );
 //! source.check().await?.into_result()?; // every missing prerequisite, each with its fix
-//! let stream = source.start(StartFrom::Beginning).await?;
+//! let stream = source.start(StartFrom::Beginning).await?; // runs check() again first
 //! # Ok(()) }
 //! ```
 //!
@@ -52,8 +53,8 @@
 //! idle deployment still advances the position.
 //!
 //! **Failures.** 429, 5xx, timeouts and refused connections are retried with backoff
-//! ([`RetryPolicy`](powersync_source_core::RetryPolicy)) from the same cursor, so nothing is
-//! repeated; 401/403 are `Auth`; a cursor older than the deployment's retention
+//! ([`StreamOptions::retry`](powersync_source_core::StreamOptions::retry), one budget per
+//! outage: every answered request resets it) from the same cursor, so nothing is repeated; 401/403 are `Auth`; a cursor older than the deployment's retention
 //! (`InvalidWindowToReadDocuments`) or an expired snapshot is `HistoryLost`. Acknowledgements
 //! release nothing on Convex: history is kept for the retention window whatever readers do.
 //!

@@ -1,6 +1,6 @@
-//! The SQL Server implementation of [`CdcBackend`] on tiberius: the only code that talks to a
-//! server. Each method is one query (the snapshot start is one fixed sequence); rows are
-//! decoded with [`crate::values`].
+//! The SQL Server implementation of the `CdcBackend` seam on tiberius: the only code that
+//! talks to a server. Each method is one query (the snapshot start is one fixed sequence);
+//! rows are decoded by the `values` module.
 
 mod client;
 mod error;
