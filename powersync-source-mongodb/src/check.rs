@@ -1,8 +1,11 @@
-//! `check()`: every prerequisite at once, each problem with its fix.
+//! `check()`: every prerequisite at once, each problem with its fix (the structured
+//! [`Fix`] is what `setup` carries out). The privilege lists and the oldest version are
+//! shared with the `provision` planner.
 
 use mongodb::bson::doc;
 use mongodb::Client;
-use powersync_source_core::{CheckReport, Result};
+use powersync_source_core::provision::Fix;
+use powersync_source_core::{CheckReport, Problem, Result};
 
 use crate::catalog::{list_collections, Selection};
 use crate::config::{MongoConfig, PostImages};
@@ -11,10 +14,13 @@ use crate::server_info::{
     parse_version, supports_split_event, topology, Privileges, Topology, CHECKPOINTS_COLLECTION,
 };
 
+/// Oldest supported server: change streams with pre/post images.
+pub(crate) const MIN_VERSION: (u32, u32, u32) = (6, 0, 0);
+
 /// Privileges on the database (the seed docs' list).
-const DATABASE_ACTIONS: &[&str] = &["listCollections", "find", "changeStream"];
+pub(crate) const DATABASE_ACTIONS: &[&str] = &["listCollections", "find", "changeStream"];
 /// Privileges on `_powersync_checkpoints`.
-const CHECKPOINT_ACTIONS: &[&str] = &[
+pub(crate) const CHECKPOINT_ACTIONS: &[&str] = &[
     "createCollection",
     "dropCollection",
     "find",
@@ -45,11 +51,17 @@ pub async fn run(
     report.server_version = Some(format!("MongoDB {version_text}"));
 
     match parse_version(&version_text) {
-        Some(v) if v < (6, 0, 0) => report.error(
-            "version",
-            format!("MongoDB {version_text} is too old: change streams with pre/post images need 6.0 or later"),
-            "upgrade the deployment to MongoDB 6.0 or later (7.0+ recommended)",
-        ),
+        Some(v) if v < MIN_VERSION => {
+            let fix = "upgrade the deployment to MongoDB 6.0 or later (7.0+ recommended)";
+            report.push(
+                Problem::error(
+                    "version",
+                    format!("MongoDB {version_text} is too old: change streams with pre/post images need 6.0 or later"),
+                    fix,
+                )
+                .with_remedy(Fix::restart(fix)),
+            )
+        }
         Some(v) if !supports_split_event(v) => report.warning(
             "version",
             format!("MongoDB {version_text} has no $changeStreamSplitLargeEvent: a change event over 16 MB stops replication"),
@@ -70,11 +82,17 @@ pub async fn run(
             "the URL points at a sharded cluster (mongos); this connector reads one replica set's change stream",
             "connect to a replica set (each shard is replicated separately), or use a replica-set deployment",
         ),
-        Topology::Standalone => report.error(
-            "topology",
-            "the server is a standalone mongod: change streams need a replica set (they read the oplog)",
-            "restart mongod with --replSet rs0 and run rs.initiate() (a one-member replica set is enough)",
-        ),
+        Topology::Standalone => {
+            let fix = "restart mongod with --replSet rs0 and run rs.initiate() (a one-member replica set is enough)";
+            report.push(
+                Problem::error(
+                    "topology",
+                    "the server is a standalone mongod: change streams need a replica set (they read the oplog)",
+                    fix,
+                )
+                .with_remedy(Fix::restart(fix)),
+            )
+        }
     }
 
     let db_name = selection.database();
@@ -126,17 +144,36 @@ pub async fn run(
         .map(|c| c.name.as_str())
         .collect();
     if !lacking.is_empty() && config.post_images() == PostImages::ReadOnly {
-        report.error(
-            "changeStreamPreAndPostImages",
-            format!(
-                "post_images=read_only needs changeStreamPreAndPostImages on every selected collection; not enabled on: {}",
-                lacking.join(", ")
-            ),
-            format!(
-                "run db.runCommand({{collMod: \"<collection>\", changeStreamPreAndPostImages: {{enabled: true}}}}) for {}, or use post_images=auto_configure (does it for you) or post_images=off",
-                lacking.join(", ")
-            ),
+        let commands: Vec<String> = lacking.iter().map(|c| enable_images(db_name, c)).collect();
+        report.push(
+            Problem::error(
+                "changeStreamPreAndPostImages",
+                format!(
+                    "post_images=read_only needs changeStreamPreAndPostImages on every selected collection; not enabled on: {}",
+                    lacking.join(", ")
+                ),
+                format!(
+                    "run db.runCommand({{collMod: \"<collection>\", changeStreamPreAndPostImages: {{enabled: true}}}}) for {}, or use post_images=auto_configure (does it for you) or post_images=off",
+                    lacking.join(", ")
+                ),
+            )
+            .with_remedy(Fix::Sql(commands.join("; "))),
         );
     }
     Ok(report)
+}
+
+/// A string as a JavaScript literal, for `mongosh` commands.
+pub(crate) fn js_string(s: &str) -> String {
+    // Serializing a `&str` cannot fail; the fallback only keeps this total.
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// The `mongosh` command that enables pre/post images on a collection.
+pub(crate) fn enable_images(db: &str, collection: &str) -> String {
+    format!(
+        "db.getSiblingDB({}).runCommand({{ collMod: {}, changeStreamPreAndPostImages: {{ enabled: true }} }})",
+        js_string(db),
+        js_string(collection)
+    )
 }

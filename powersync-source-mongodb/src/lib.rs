@@ -110,6 +110,8 @@ mod check;
 mod config;
 mod connection_string;
 mod driver_error;
+#[cfg(feature = "provision")]
+pub mod provision;
 mod replicator;
 mod resume_token;
 mod server_info;

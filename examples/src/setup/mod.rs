@@ -10,8 +10,6 @@
 
 #[cfg(feature = "convex")]
 pub mod convex;
-#[cfg(feature = "mongodb")]
-pub mod mongodb;
 #[cfg(feature = "mssql")]
 pub mod mssql;
 
@@ -160,7 +158,13 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
                 .map_err(app_error)
         }
         #[cfg(feature = "mongodb")]
-        SourceKind::MongoDb => mongodb::run(opts, out).await,
+        SourceKind::MongoDb => {
+            let config = powersync_source_mongodb::MongoConfig::parse(&opts.url)?;
+            let request = request(opts, SourceKind::MongoDb)?;
+            powersync_source_mongodb::provision::run(&config, &request, out)
+                .await
+                .map_err(app_error)
+        }
         #[cfg(feature = "mssql")]
         SourceKind::SqlServer => mssql::run(opts, out).await,
         #[cfg(feature = "convex")]

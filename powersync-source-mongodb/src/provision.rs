@@ -1,5 +1,6 @@
-//! `setup` for MongoDB: version and topology, the checkpoint collection, pre/post images for
-//! the chosen mode, and a replication user with exactly the privileges the connector uses.
+//! Provisioning (Cargo feature `provision`) for MongoDB: version and topology, the checkpoint
+//! collection, pre/post images for the chosen mode, and a replication user with exactly the
+//! privileges the connector's `check()` asks for.
 //!
 //! Steps print as `mongosh` commands; `--apply` runs the same commands through the driver.
 //! The user gets a custom role, `powersync_replication` in `admin`, holding the privileges of
@@ -11,35 +12,33 @@
 //! rather than `createRole`; the built-in alternative is `readAnyDatabase` plus `readWrite` on
 //! the database, which grants more than needed.
 //!
-//! [`plan`] is a pure function of [`Facts`], tested on recorded facts.
+//! The version, topology, privilege and collection rules are the connector's own (shared
+//! with `check()`); [`plan`] is a pure function of [`Facts`], tested on recorded facts, and
+//! [`run`] prints it or runs its commands through the driver.
 
 use std::io::Write;
 
-use examples::cli::AppError;
-use examples::source_url::{self, SourceKind};
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::Client;
+use powersync_source_core::provision::{
+    generate_password, Fix, Outcome, ProvisionError, Report, Request, Step,
+};
 use powersync_source_core::{SourceError, TableName};
-use powersync_source_mongodb::bson::{doc, Bson, Document};
-use powersync_source_mongodb::{MongoConfig, MongoSource, PostImages};
 
-use super::{finish, generate_password, print_steps, Action, Options, Outcome, Step};
+use crate::catalog::{list_collections, Selection};
+use crate::check::{enable_images, js_string, CHECKPOINT_ACTIONS, DATABASE_ACTIONS, MIN_VERSION};
+use crate::driver_error::driver_error;
+use crate::server_info::{parse_version, supports_split_event, topology, CHECKPOINTS_COLLECTION};
+use crate::{MongoConfig, MongoSource, PostImages};
 
-const CHECKPOINTS: &str = "_powersync_checkpoints";
-const ROLE: &str = "powersync_replication";
+pub use crate::server_info::Topology;
 
-/// Server topology, from `hello`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Topology {
-    /// A replica set member.
-    #[default]
-    ReplicaSet,
-    /// A standalone `mongod`.
-    Standalone,
-    /// A `mongos` router.
-    Sharded,
-}
+const CHECKPOINTS: &str = CHECKPOINTS_COLLECTION;
+/// The custom role holding exactly the connector's privileges.
+pub const ROLE: &str = "powersync_replication";
 
 /// What the deployment looks like.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
     /// `buildInfo.version`.
     pub version: String,
@@ -61,7 +60,8 @@ pub struct Facts {
     pub user: bool,
 }
 
-/// One step with the command that carries it out.
+/// One step with the command that carries it out: MongoDB steps print as `mongosh`
+/// commands ([`Fix::Sql`] holds that text) and run as the equivalent database command.
 #[derive(Debug, Clone)]
 pub struct Planned {
     /// As printed.
@@ -70,13 +70,9 @@ pub struct Planned {
     pub command: Option<(String, Document)>,
 }
 
-fn js_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
-}
-
 /// The role's privileges for `database` in `mode`.
 pub fn role_privileges(database: &str, mode: PostImages) -> Vec<Document> {
-    let mut db_actions = vec!["listCollections", "find", "changeStream"];
+    let mut db_actions = DATABASE_ACTIONS.to_vec();
     if mode == PostImages::AutoConfigure {
         db_actions.push("collMod");
     }
@@ -84,7 +80,7 @@ pub fn role_privileges(database: &str, mode: PostImages) -> Vec<Document> {
         doc! { "resource": { "db": database, "collection": "" }, "actions": db_actions },
         doc! {
             "resource": { "db": database, "collection": CHECKPOINTS },
-            "actions": ["createCollection", "dropCollection", "find", "changeStream", "insert", "update", "remove"],
+            "actions": CHECKPOINT_ACTIONS,
         },
     ]
 }
@@ -102,21 +98,17 @@ pub fn plan(facts: &Facts, user: &str, mode: PostImages) -> (Vec<Planned>, Vec<S
     let mut steps = Vec::new();
     let mut notes = Vec::new();
     let db = &facts.database;
-    let manual = |reason: String, todo: String, restart: bool| Planned {
-        step: Step {
-            reason,
-            action: Action::Manual { todo, restart },
-            required: true,
-        },
+    let manual = |reason: String, step: String, restart: bool| Planned {
+        step: Step::required(reason, Fix::Manual { step, restart }),
         command: None,
     };
     match facts.numbers {
-        Some(v) if v < (6, 0, 0) => steps.push(manual(
+        Some(v) if v < MIN_VERSION => steps.push(manual(
             format!("MongoDB {} is older than 6.0 (change streams with pre/post images)", facts.version),
             "upgrade the deployment to MongoDB 6.0 or later (7.0+ recommended)".into(),
             true,
         )),
-        Some(v) if v < (6, 0, 9) => notes.push(format!(
+        Some(v) if !supports_split_event(v) => notes.push(format!(
             "MongoDB {} cannot split change events over 16 MB ($changeStreamSplitLargeEvent needs 6.0.9+ or 7.0+)",
             facts.version
         )),
@@ -133,19 +125,18 @@ pub fn plan(facts: &Facts, user: &str, mode: PostImages) -> (Vec<Planned>, Vec<S
             "connect to a replica set, not a sharded cluster".into(),
             false,
         )),
-        Topology::ReplicaSet => {}
+        Topology::ReplicaSet(_) => {}
     }
     if !facts.checkpoints {
         steps.push(Planned {
-            step: Step {
-                reason: format!("the checkpoint collection {db}.{CHECKPOINTS} is missing (write checkpoints and the snapshot barrier)"),
-                action: Action::Sql(format!(
+            step: Step::required(
+                format!("the checkpoint collection {db}.{CHECKPOINTS} is missing (write checkpoints and the snapshot barrier)"),
+                Fix::Sql(format!(
                     "db.getSiblingDB({}).createCollection({})",
                     js_string(db),
                     js_string(CHECKPOINTS)
                 )),
-                required: true,
-            },
+            ),
             command: Some((db.clone(), doc! { "create": CHECKPOINTS })),
         });
     }
@@ -161,11 +152,7 @@ pub fn plan(facts: &Facts, user: &str, mode: PostImages) -> (Vec<Planned>, Vec<S
                         mode.as_str(),
                         if mode == PostImages::AutoConfigure { "; the connector would enable them itself with collMod" } else { "" }
                     ),
-                    action: Action::Sql(format!(
-                        "db.getSiblingDB({}).runCommand({{ collMod: {}, changeStreamPreAndPostImages: {{ enabled: true }} }})",
-                        js_string(db),
-                        js_string(name)
-                    )),
+                    fix: Fix::Sql(enable_images(db, name)),
                     // auto_configure enables them on its own; read_only cannot start without.
                     required: mode == PostImages::ReadOnly,
                 },
@@ -182,15 +169,14 @@ pub fn plan(facts: &Facts, user: &str, mode: PostImages) -> (Vec<Planned>, Vec<S
     }
     if !facts.role {
         steps.push(Planned {
-            step: Step {
-                reason: format!("the role admin.{ROLE} (the connector's privileges) does not exist"),
-                action: Action::Sql(format!(
+            step: Step::required(
+                format!("the role admin.{ROLE} (the connector's privileges) does not exist"),
+                Fix::Sql(format!(
                     "db.getSiblingDB(\"admin\").createRole({{ role: {}, privileges: [{}], roles: [] }})",
                     js_string(ROLE),
                     shell_privileges(db, mode)
                 )),
-                required: true,
-            },
+            ),
             command: Some((
                 "admin".into(),
                 doc! { "createRole": ROLE, "privileges": role_privileges(db, mode), "roles": [] },
@@ -199,20 +185,23 @@ pub fn plan(facts: &Facts, user: &str, mode: PostImages) -> (Vec<Planned>, Vec<S
     }
     if !facts.user {
         steps.push(Planned {
-            step: Step {
-                reason: format!("the replication user `{user}` does not exist"),
-                action: Action::CreateUserSql {
-                    statement: format!(
-                        "db.getSiblingDB(\"admin\").createUser({{ user: {}, pwd: {{password}}, roles: [{{ role: {}, db: \"admin\" }}] }})",
-                        js_string(user),
+            step: Step::required(
+                format!("the replication user `{user}` does not exist"),
+                Fix::CreateUser {
+                    head: format!(
+                        "db.getSiblingDB(\"admin\").createUser({{ user: {}, pwd: ",
+                        js_string(user)
+                    ),
+                    tail: format!(
+                        ", roles: [{{ role: {}, db: \"admin\" }}] }})",
                         js_string(ROLE)
                     ),
                 },
-                required: true,
-            },
+            ),
+            // `pwd` is set when the command runs.
             command: Some((
                 "admin".into(),
-                doc! { "createUser": user, "pwd": "{password}", "roles": [{ "role": ROLE, "db": "admin" }] },
+                doc! { "createUser": user, "roles": [{ "role": ROLE, "db": "admin" }] },
             )),
         });
     }
@@ -221,92 +210,39 @@ pub fn plan(facts: &Facts, user: &str, mode: PostImages) -> (Vec<Planned>, Vec<S
 
 /// Reads what [`plan`] needs.
 pub async fn read_facts(
-    client: &powersync_source_mongodb::mongodb::Client,
+    client: &Client,
     database: &str,
     tables: &[TableName],
     user: &str,
 ) -> Result<Facts, SourceError> {
     let admin = client.database("admin");
-    let err = |what: &'static str| {
-        move |e: powersync_source_mongodb::mongodb::error::Error| {
-            SourceError::connection(format!("{what}: {e}"))
-        }
-    };
     let build = admin
         .run_command(doc! { "buildInfo": 1 })
         .await
-        .map_err(err("reading buildInfo"))?;
+        .map_err(|e| driver_error("reading buildInfo", e))?;
     let version = build.get_str("version").unwrap_or_default().to_string();
     let hello = admin
         .run_command(doc! { "hello": 1 })
         .await
-        .map_err(err("running hello"))?;
-    let topology = if hello.get_str("msg").ok() == Some("isdbgrid") {
-        Topology::Sharded
-    } else if hello.get("setName").is_some() {
-        Topology::ReplicaSet
-    } else {
-        Topology::Standalone
-    };
-    let mut numbers = version.split('.').map(|p| {
-        p.chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse::<u32>()
-            .ok()
-    });
-    let numbers = match (numbers.next(), numbers.next(), numbers.next()) {
-        (Some(Some(a)), Some(Some(b)), c) => Some((a, b, c.flatten().unwrap_or(0))),
-        _ => None,
-    };
-    let db = client.database(database);
-    let specs: Vec<Document> = db
-        .run_command(doc! { "listCollections": 1, "nameOnly": false })
-        .await
-        .map_err(err("listing collections"))?
-        .get_document("cursor")
-        .ok()
-        .and_then(|c| c.get_array("firstBatch").ok())
-        .map(|a| a.iter().filter_map(|b| b.as_document().cloned()).collect())
-        .unwrap_or_default();
-    let images = |spec: &Document| {
-        spec.get_document("options")
-            .ok()
-            .and_then(|o| o.get_document("changeStreamPreAndPostImages").ok())
-            .and_then(|c| c.get_bool("enabled").ok())
-            .unwrap_or(false)
-    };
-    let mut collections = Vec::new();
-    let mut checkpoints = false;
-    for spec in &specs {
-        let name = spec.get_str("name").unwrap_or_default();
-        if spec.get_str("type").unwrap_or("collection") != "collection" {
-            continue;
-        }
-        if name == CHECKPOINTS {
-            checkpoints = true;
-            continue;
-        }
-        if name.starts_with("system.") {
-            continue;
-        }
-        let selected = tables.is_empty()
-            || tables
-                .iter()
-                .any(|t| t.name == name && (t.schema.is_empty() || t.schema == database));
-        if selected {
-            collections.push((name.to_string(), images(spec)));
-        }
-    }
-    collections.sort();
+        .map_err(|e| driver_error("running hello", e))?;
+    let selection = Selection::new(database, tables);
+    let listed = list_collections(&client.database(database)).await?;
+    let checkpoints = listed.iter().any(|c| c.name == CHECKPOINTS);
+    let collections = listed
+        .into_iter()
+        .filter(|c| selection.contains(database, &c.name))
+        .map(|c| (c.name, c.images))
+        .collect();
     let mut facts = Facts {
+        numbers: parse_version(&version),
         version,
-        numbers,
-        topology,
+        topology: topology(&hello),
         database: database.to_string(),
         collections,
         checkpoints,
-        ..Facts::default()
+        user_management: false,
+        role: false,
+        user: false,
     };
     if let Ok(users) = admin
         .run_command(doc! { "usersInfo": { "user": user, "db": "admin" } })
@@ -324,79 +260,92 @@ pub async fn read_facts(
     Ok(facts)
 }
 
-/// Runs `setup` for a `mongodb://` URL.
-pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppError> {
-    let config = MongoConfig::parse(&opts.url)?;
+/// The topology as the report's header names it.
+fn topology_label(topology: &Topology) -> &'static str {
+    match topology {
+        Topology::ReplicaSet(_) => "ReplicaSet",
+        Topology::Standalone => "Standalone",
+        Topology::Sharded => "Sharded",
+    }
+}
+
+/// Prepares the deployment `config` names (with an administrative account) for `request`:
+/// prints the steps as `mongosh` commands, or runs them through the driver when
+/// `request.apply` is set (each on its own: a failure stops the run with what ran before it
+/// kept), and says how it ended. The post-image mode is the URL's `post_images`.
+pub async fn run(
+    config: &MongoConfig,
+    request: &Request,
+    out: &mut dyn Write,
+) -> Result<Outcome, ProvisionError> {
     let mode = config.post_images();
-    let tables = source_url::table_names(SourceKind::MongoDb, &opts.tables)?;
+    let user = request.user.as_str();
+    let tables = &request.tables;
     let client = MongoSource::new(config.clone()).client().await?;
     let database = config.database().to_string();
-    let facts = read_facts(&client, &database, &tables, &opts.user).await?;
-    let (planned, notes) = plan(&facts, &opts.user, mode);
-    writeln!(
-        out,
-        "-- setup: MongoDB {}, database {} ({:?}); post_images={}",
+    let facts = read_facts(&client, &database, tables, user).await?;
+    let (planned, notes) = plan(&facts, user, mode);
+    let mut report = Report::new(out);
+    report.comment(format_args!(
+        "setup: MongoDB {}, database {} ({}); post_images={}",
         facts.version,
         database,
-        facts.topology,
+        topology_label(&facts.topology),
         mode.as_str()
-    )?;
-    writeln!(out, "-- replication user: {}", opts.user)?;
-    for note in &notes {
-        writeln!(out, "-- note: {note}")?;
-    }
+    ))?;
+    report.comment(format_args!("replication user: {user}"))?;
+    report.notes(&notes)?;
     let steps: Vec<Step> = planned.iter().map(|p| p.step.clone()).collect();
-    if !opts.apply || steps.is_empty() {
-        print_steps(out, &steps)?;
+    if !request.apply || steps.is_empty() {
+        report.steps(&steps)?;
         if steps.is_empty() {
-            writeln!(out, "-- nothing to change")?;
+            report.comment("nothing to change")?;
         } else if planned.iter().any(|p| p.command.is_some()) {
-            writeln!(out)?;
-            writeln!(out, "-- run again with --apply to run these commands")?;
+            report.blank()?;
+            report.comment("run again with --apply to run these commands")?;
         }
-        return finish(out, &steps);
+        return Ok(report.finish(&steps)?);
     }
     let mut password = None;
     let mut failed = false;
     for (i, p) in planned.iter().enumerate() {
-        writeln!(out)?;
-        writeln!(out, "-- {}. {}", i + 1, p.step.reason)?;
-        writeln!(out, "{}", p.step.action.display())?;
+        report.step(i, &p.step)?;
         let Some((db, command)) = &p.command else {
-            writeln!(out, "-- skipped: do it as described")?;
+            report.comment("skipped: do it as described")?;
             continue;
         };
         let mut command = command.clone();
-        if command.contains_key("createUser") {
+        let creates_user = matches!(p.step.fix, Fix::CreateUser { .. });
+        if creates_user {
             let generated = generate_password();
-            command.insert("pwd", generated.clone());
+            command.insert("pwd", generated.expose());
             password = Some(generated);
         }
         match client.database(db).run_command(command).await {
-            Ok(_) => writeln!(out, "-- done")?,
+            Ok(_) => report.comment("done")?,
             Err(e) => {
-                if p.step.action.display().contains("createUser") {
+                if creates_user {
                     password = None;
                 }
-                super::step_failed(out, &e)?;
+                report.step_failed(driver_error("running the setup step", e))?;
                 failed = true;
                 break;
             }
         }
     }
     if let Some(p) = &password {
-        super::show_password(out, &opts.user, p)?;
+        report.password(user, p)?;
     }
-    writeln!(out)?;
-    writeln!(out, "-- checking again")?;
-    let facts = read_facts(&client, &database, &tables, &opts.user).await?;
-    let (planned, _) = plan(&facts, &opts.user, mode);
+    report.blank()?;
+    report.comment("checking again")?;
+    let facts = read_facts(&client, &database, tables, user).await?;
+    let (planned, _) = plan(&facts, user, mode);
     let steps: Vec<Step> = planned.into_iter().map(|p| p.step).collect();
-    print_steps(out, &steps)?;
+    report.steps(&steps)?;
     if steps.is_empty() {
-        writeln!(out, "-- nothing left")?;
+        report.comment("nothing left")?;
     }
-    let outcome = finish(out, &steps)?;
+    let outcome = report.finish(&steps)?;
     Ok(if failed { Outcome::Failed } else { outcome })
 }
 
@@ -408,7 +357,7 @@ mod tests {
         Facts {
             version: "7.0.12".into(),
             numbers: Some((7, 0, 12)),
-            topology: Topology::ReplicaSet,
+            topology: Topology::ReplicaSet("rs0".into()),
             database: "app".into(),
             collections: vec![("lists".into(), false), ("todos".into(), true)],
             checkpoints: false,
@@ -422,7 +371,7 @@ mod tests {
         plan(facts, "powersync", mode)
             .0
             .iter()
-            .map(|p| p.step.action.display())
+            .map(|p| p.step.fix.to_string())
             .collect()
     }
 
@@ -458,7 +407,7 @@ mod tests {
         f.version = "5.0.3".into();
         let (p, _) = plan(&f, "powersync", PostImages::Off);
         assert!(p[0].step.reason.contains("older than 6.0"));
-        assert!(p[1].step.action.display().contains("rs.initiate()"));
+        assert!(p[1].step.fix.to_string().contains("rs.initiate()"));
 
         let ready = Facts {
             collections: vec![("lists".into(), true)],
