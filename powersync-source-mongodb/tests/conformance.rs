@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use powersync_source_testkit::conformance::{self, Dml, Workload};
-use powersync_source_testkit::SecantusServer;
 use powersync_source_core::{ChangeSource, SourceError, TableName, Value};
 use powersync_source_mongodb::bson::{doc, Bson, Document};
 use powersync_source_mongodb::bson_value::bson_to_value;
 use powersync_source_mongodb::mongodb::options::{Acknowledgment, WriteConcern};
 use powersync_source_mongodb::mongodb::{Client, Collection};
 use powersync_source_mongodb::{MongoConfig, MongoSource};
+use powersync_source_testkit::conformance::{self, Dml, Scenario, Suite, Workload};
+use powersync_source_testkit::SecantusServer;
 
 use crate::common::{client, fast_retry, secantus, url};
 
@@ -279,37 +279,27 @@ impl MongoWorkload {
     }
 }
 
+/// The core suite with this source's knobs. Bad credentials run in
+/// `faults::bad_credentials` (they need a server started with `--auth`) and lost history in
+/// [`history_lost_on_secantus`] (a server that keeps a short oplog).
 async fn run_all(w: &MongoWorkload, can_kill: bool) {
-    let step = |name: &'static str, r: Result<(), SourceError>| {
-        if let Err(e) = r {
-            panic!("{name}: {e}");
-        }
-    };
-    step(
-        "snapshot_while_writing",
-        conformance::snapshot_while_writing(w).await,
-    );
-    step(
-        "resume_from_checkpoint",
-        conformance::resume_from_checkpoint(w).await,
-    );
-    step("truncate", conformance::truncate(w).await);
-    step("add_drop_column", conformance::add_drop_column(w).await);
-    step(
-        "idle_write_checkpoint",
-        conformance::idle_write_checkpoint(w, Duration::from_secs(5)).await,
-    );
-    step(
-        "large_transaction",
-        conformance::large_transaction(w, 3000, 1100).await,
-    );
-    step(
-        "missing_prerequisite",
-        conformance::missing_prerequisite(w).await,
-    );
-    if can_kill {
-        step("server_restart", conformance::server_restart(w).await);
+    let mut skip = vec![Scenario::BadCredentials, Scenario::HistoryLost];
+    if !can_kill {
+        skip.push(Scenario::ServerRestart);
     }
+    let suite = Suite {
+        large_rows: 3000,
+        max_batch: 1100,
+        skip,
+        ..Suite::default()
+    };
+    let server_log = || {
+        w.server
+            .as_ref()
+            .map(|s| format!("server log (last lines):\n{}", s.log_tail(30)))
+            .unwrap_or_default()
+    };
+    suite.assert_passes(w, &server_log).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
