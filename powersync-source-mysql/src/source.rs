@@ -196,7 +196,7 @@ impl ChangeSource for MySqlSource {
 
         let config = self.config.clone();
         let selection = self.selection();
-        let mut book = match &from {
+        let (pos, mut book) = match &from {
             StartFrom::Checkpoint(c) => {
                 let pos = BinlogPosition::from_checkpoint(c)?;
                 crate::replicator::validate_start(&pos, &info)?;
@@ -217,15 +217,16 @@ impl ChangeSource for MySqlSource {
                 // A new read view for the rest: the rows it reads may already hold changes
                 // after the original position, which streaming from there replays.
                 snapshot::begin(&mut conn, &info).await?;
-                SnapshotBook::resume(resume)
+                (pos, SnapshotBook::resume(resume))
             }
             // The snapshot transaction opens before `start` returns, so a stream started from
             // the beginning is consistent with the moment of this call.
             StartFrom::Beginning => {
-                SnapshotBook::new(snapshot::begin(&mut conn, &info).await?.to_checkpoint())
+                let pos = snapshot::begin(&mut conn, &info).await?;
+                let book = SnapshotBook::new(pos.to_checkpoint());
+                (pos, book)
             }
         };
-        let pos = BinlogPosition::from_checkpoint(book.stream_from())?;
         let chunk_rows = self.config.chunk_rows;
         Ok(spawn_stream(
             BinlogPosition::SOURCE,
