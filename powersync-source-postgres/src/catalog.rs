@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use postgres_protocol::escape::escape_identifier;
 use powersync_source_core::{Column, RowIdentity, SourceError, TableName, TableSchema};
 use tokio_postgres::Client;
 
-pub(crate) use crate::connection::{quote_ident, quote_literal};
 use crate::sql_error;
 use crate::types::TypeRegistry;
 
@@ -204,5 +204,9 @@ pub(crate) async fn identity_columns(
 
 /// `"schema"."name"`.
 pub(crate) fn qualified(name: &TableName) -> String {
-    format!("{}.{}", quote_ident(&name.schema), quote_ident(&name.name))
+    format!(
+        "{}.{}",
+        escape_identifier(&name.schema),
+        escape_identifier(&name.name)
+    )
 }

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use futures::{pin_mut, StreamExt};
+use postgres_protocol::escape::{escape_identifier, escape_literal};
 use powersync_source_core::normalize::json::write_json_string;
 use powersync_source_core::{Row, SourceError, Value};
 use tokio::sync::{mpsc, Mutex};
 use tokio_postgres::Client;
 
-use crate::catalog::{qualified, quote_ident, quote_literal, PublishedTable};
+use crate::catalog::{qualified, PublishedTable};
 use crate::config::PostgresConfig;
 use crate::connection::sql;
 use crate::sql_error;
@@ -105,7 +106,10 @@ pub(crate) async fn read_tables(
                 .map_err(|e| sql_error(e, "starting the snapshot transaction"))?;
             if let Some(name) = &snapshot_name {
                 client
-                    .batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", quote_literal(name)))
+                    .batch_execute(&format!(
+                        "SET TRANSACTION SNAPSHOT {}",
+                        escape_literal(name)
+                    ))
                     .await
                     .map_err(|e| sql_error(e, "importing the exported snapshot"))?;
             }
@@ -178,16 +182,16 @@ async fn read_table(
         .zip(&binary)
         .map(|(c, binary)| {
             if *binary {
-                quote_ident(&c.name)
+                escape_identifier(&c.name)
             } else {
                 // Types we cannot read in binary come as their text output.
-                format!("{}::text", quote_ident(&c.name))
+                format!("{}::text", escape_identifier(&c.name))
             }
         })
         .collect();
     let key_cols: Vec<String> = key_indexes
         .iter()
-        .map(|&i| quote_ident(&schema.columns[i].name))
+        .map(|&i| escape_identifier(&schema.columns[i].name))
         .collect();
     let key_types: Vec<String> = key_indexes
         .iter()
@@ -211,7 +215,7 @@ async fn read_table(
                 let lits: Vec<String> = after
                     .iter()
                     .zip(&key_types)
-                    .map(|(v, t)| format!("{}::{}", quote_literal(v), t))
+                    .map(|(v, t)| format!("{}::{}", escape_literal(v), t))
                     .collect();
                 select.push_str(&format!(
                     " WHERE ({}) > ({})",

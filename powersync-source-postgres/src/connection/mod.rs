@@ -36,13 +36,17 @@
 use std::fmt;
 use std::io;
 
+use postgres_protocol::escape::escape_identifier;
 use powersync_source_core::{ErrorKind, SourceError};
 use tokio_postgres::error::SqlState;
 
 use crate::config::PostgresConfig;
 
+mod auth;
 pub(crate) mod replication;
+mod socket;
 pub(crate) mod sql;
+pub(crate) mod stream;
 pub(crate) mod tls;
 mod wire;
 
@@ -338,23 +342,13 @@ pub(crate) fn timeout_error(target: &Target, secs: u64) -> SourceError {
     ))
 }
 
-/// Double-quotes an identifier for SQL and replication commands (`"a""b"`).
-pub(crate) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// Single-quotes a string literal (`'it''s'`).
-pub(crate) fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 /// The value of pgoutput's `publication_names` option for these publications: a
 /// comma-separated list of quoted identifiers (`"a","b"`), to be passed as an option value
 /// to [`replication::ReplicationConnection::start_replication`] (which literal-quotes it).
 pub(crate) fn publication_names(names: &[&str]) -> String {
     names
         .iter()
-        .map(|n| quote_ident(n))
+        .map(|n| escape_identifier(n))
         .collect::<Vec<_>>()
         .join(",")
 }

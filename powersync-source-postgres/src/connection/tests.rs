@@ -818,7 +818,7 @@ async fn tls_modes() {
 /// Reads CopyData until `n` XLogData messages carrying pgoutput message type `kind` arrived
 /// (answering keepalives), using `select!` with a short timer to exercise cancel safety.
 async fn count_until(
-    stream: &mut super::replication::ReplicationStream,
+    stream: &mut super::stream::ReplicationStream,
     kind: u8,
     n: usize,
 ) -> (usize, PgLsn) {

@@ -5,8 +5,10 @@
 
 use bytes::{Buf, BytesMut};
 use powersync_source_core::SourceError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::ServerError;
+use super::socket::PgStream;
+use super::{ConnKind, ServerError, Target};
 
 /// Largest backend message accepted (PostgreSQL never allocates more than 1 GiB for one).
 pub(crate) const MAX_MESSAGE_LEN: usize = (1 << 30) + (1 << 16);
@@ -176,6 +178,116 @@ pub(crate) fn parse_server_version(v: &str) -> Option<u32> {
         let patch: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
         Some(major * 10000 + minor.min(99) * 100 + patch.min(99))
     }
+}
+
+/// Bytes asked of the socket per read on the hot path (one allocation per this many bytes
+/// of CopyData, amortized; never one per message).
+const READ_CHUNK: usize = 256 * 1024;
+/// Below this much free room, the next read first grows the buffer by [`READ_CHUNK`].
+const MIN_READ_ROOM: usize = 16 * 1024;
+
+/// The framed protocol state shared by the connection and the stream.
+pub(super) struct Wire {
+    pub(super) stream: PgStream,
+    pub(super) rbuf: BytesMut,
+    pub(super) wbuf: BytesMut,
+    pub(super) target: Target,
+    pub(super) bytes_received: u64,
+}
+
+impl Wire {
+    pub(super) fn new(stream: PgStream, target: Target) -> Self {
+        Wire {
+            stream,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(256),
+            target,
+            bytes_received: 0,
+        }
+    }
+
+    /// Reads more bytes into `rbuf`; EOF is a `Connection` error. Cancel-safe.
+    pub(super) async fn fill(&mut self, doing: &str) -> Result<(), SourceError> {
+        if self.rbuf.capacity() - self.rbuf.len() < MIN_READ_ROOM {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        match self.stream.read_buf(&mut self.rbuf).await {
+            Ok(0) => Err(super::eof_error(&self.target, doing)),
+            Ok(n) => {
+                self.bytes_received += n as u64;
+                Ok(())
+            }
+            Err(e) => Err(super::io_error(&self.target, doing, e)),
+        }
+    }
+
+    /// The next whole backend message.
+    pub(super) async fn next_message(
+        &mut self,
+        doing: &str,
+    ) -> Result<(u8, BytesMut), SourceError> {
+        loop {
+            if let Some(m) = split_message(&mut self.rbuf)
+                .map_err(|e| e.context(format!("{doing} {}", self.target)))?
+            {
+                return Ok(m);
+            }
+            self.fill(doing).await?;
+        }
+    }
+
+    /// Writes everything queued in `wbuf` and flushes. A cancelled call leaves the unsent
+    /// rest queued for the next call: nothing is sent twice or torn.
+    pub(super) async fn flush(&mut self, doing: &str) -> Result<(), SourceError> {
+        while !self.wbuf.is_empty() {
+            let n = self
+                .stream
+                .write(&self.wbuf)
+                .await
+                .map_err(|e| super::io_error(&self.target, doing, e))?;
+            if n == 0 {
+                return Err(super::eof_error(&self.target, doing));
+            }
+            self.wbuf.advance(n);
+        }
+        self.stream
+            .flush()
+            .await
+            .map_err(|e| super::io_error(&self.target, doing, e))
+    }
+
+    pub(super) fn server_error(&self, doing: &str, body: &[u8]) -> SourceError {
+        let e = parse_error_fields(body);
+        super::server_error(&self.target, ConnKind::Replication, doing, &e)
+    }
+
+    pub(super) fn log_notice(&self, body: &[u8]) {
+        let n = parse_error_fields(body);
+        log_notice(&self.target, &n);
+    }
+}
+
+fn log_notice(target: &Target, n: &ServerError) {
+    match n.severity.as_str() {
+        "WARNING" => tracing::warn!(
+            target: "powersync_source_postgres",
+            code = %n.code,
+            "server {}: {}: {}", target, n.severity, n.message
+        ),
+        _ => tracing::info!(
+            target: "powersync_source_postgres",
+            code = %n.code,
+            "server {}: {}: {}", target, n.severity, n.message
+        ),
+    }
+}
+
+/// A message the protocol does not allow at this point.
+pub(super) fn unexpected(target: &Target, doing: &str, tag: u8) -> SourceError {
+    SourceError::decode(format!(
+        "{doing} {target}: unexpected message type {:?} from the server",
+        tag as char
+    ))
 }
 
 #[cfg(test)]
