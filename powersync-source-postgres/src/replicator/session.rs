@@ -12,7 +12,8 @@ use tokio_postgres::error::SqlState;
 
 use super::Replicator;
 use crate::connection::publication_names;
-use crate::connection::replication::{ReplicationConnection, ReplicationStream};
+use crate::connection::replication::ReplicationConnection;
+use crate::connection::stream::ReplicationStream;
 use crate::pgoutput::ReplicationMessage;
 
 /// How long a partly filled batch waits for more of an open transaction before it is handed
