@@ -16,7 +16,7 @@
 //! 6. read every instance with `cdc.fn_cdc_get_all_changes_<instance>(from, to, N'all update
 //!    old')` in pages of `page_rows` ordered by (`__$start_lsn`, `__$seqval`,
 //!    `__$operation`), and merge the pages of all tables into that one order (a k-way merge, so
-//!    memory stays bounded by the page size whatever the transaction size);
+//!    memory stays bounded by the page size whatever the transaction size: [`merge`]);
 //! 7. pair each update-before image (operation 3) with its update-after image (4, same
 //!    `__$seqval`), frame rows of one `__$start_lsn` as one transaction (begin, rows, commit),
 //!    and report rows of `dbo._powersync_checkpoints` as observed write checkpoints instead of
@@ -30,7 +30,7 @@
 //! transaction was open, and resumes after backoff from the last committed transaction, with
 //! the capture instances of that point.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,10 +42,14 @@ use powersync_source_core::{
 };
 
 use crate::backend::{
-    checkpoint_table, timed, CaptureInstance, CdcBackend, CdcConnector, ChangeKey, ChangeRow,
+    checkpoint_table, timed, CaptureInstance, CdcBackend, CdcConnector, ChangeRow,
 };
 use crate::checkpoint::StreamPoint;
 use crate::tables::{by_table, instance_for, successor, table_schema};
+
+mod merge;
+
+use merge::{cursor, Merge, Slot};
 
 /// Polling settings.
 #[derive(Debug, Clone)]
@@ -69,25 +73,6 @@ struct Tracked {
     next: Option<CaptureInstance>,
     /// The instance whose schema event was last sent on this stream.
     sent: Option<String>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    Table(usize),
-    Marker,
-}
-
-struct Cursor {
-    slot: Slot,
-    // Shared with every row taken from this cursor (no per-row copy of the column list).
-    instance: Arc<CaptureInstance>,
-    lo: MssqlLsn,
-    hi: MssqlLsn,
-    /// Rows at or above this LSN belong to the successor instance.
-    below: Option<MssqlLsn>,
-    buf: VecDeque<ChangeRow>,
-    after: Option<ChangeKey>,
-    done: bool,
 }
 
 /// The transaction being emitted.
@@ -350,48 +335,10 @@ impl Poller {
             }
         }
 
+        let mut merge = Merge::new(cursors, self.opts.page_rows, t_out);
         let mut txn: Option<Txn> = None;
         let mut before: Option<(usize, ChangeRow)> = None;
-        loop {
-            for c in cursors.iter_mut() {
-                while c.buf.is_empty() && !c.done {
-                    let rows = match timed(
-                        t_out,
-                        b.changes(&c.instance, c.lo, c.hi, c.after, self.opts.page_rows),
-                    )
-                    .await
-                    {
-                        Ok(rows) => rows,
-                        Err(e) => {
-                            return Err(dropped_meanwhile(b, t_out, &c.instance, e).await.into())
-                        }
-                    };
-                    if rows.len() < self.opts.page_rows as usize {
-                        c.done = true;
-                    }
-                    if let Some(last) = rows.last() {
-                        c.after = Some(last.order_key());
-                    }
-                    out.stats().add_bytes(rows.iter().map(approx_size).sum());
-                    c.buf.extend(rows.into_iter().filter(|r| match c.below {
-                        Some(below) => r.start_lsn < below,
-                        None => true,
-                    }));
-                }
-            }
-            let Some(ci) = cursors
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| c.buf.front().map(|r| (r.order_key(), i)))
-                .min()
-                .map(|(_, i)| i)
-            else {
-                break;
-            };
-            let c = &mut cursors[ci];
-            let Some(row) = c.buf.pop_front() else { break };
-            let slot = c.slot;
-            let instance = c.instance.clone();
+        while let Some((slot, instance, row)) = merge.next(b, out.stats()).await? {
             if txn.as_ref().map(|t| t.lsn) != Some(row.start_lsn) {
                 if let Some(done) = txn.take() {
                     if before.is_some() {
@@ -594,25 +541,6 @@ impl Poller {
     }
 }
 
-fn cursor(
-    slot: Slot,
-    instance: &CaptureInstance,
-    lo: MssqlLsn,
-    hi: MssqlLsn,
-    below: Option<MssqlLsn>,
-) -> Cursor {
-    Cursor {
-        slot,
-        instance: Arc::new(instance.clone()),
-        lo,
-        hi,
-        below,
-        buf: VecDeque::new(),
-        after: None,
-        done: lo > hi,
-    }
-}
-
 /// Bit of `column_ordinal` in `__$update_mask` (ordinal 1 is the lowest bit of the last byte).
 pub fn mask_bit(mask: &[u8], ordinal: u32) -> bool {
     let Some(o) = ordinal.checked_sub(1) else {
@@ -623,19 +551,6 @@ pub fn mask_bit(mask: &[u8], ordinal: u32) -> bool {
         return false;
     }
     mask[mask.len() - 1 - byte] & (1 << (o % 8)) != 0
-}
-
-fn approx_size(r: &ChangeRow) -> u64 {
-    let values: usize = r
-        .values
-        .iter()
-        .map(|v| match v {
-            Value::Text(s) => s.len(),
-            Value::Blob(b) => b.len(),
-            _ => 8,
-        })
-        .sum();
-    (21 + r.update_mask.len() + values) as u64
 }
 
 fn unpaired(lsn: &MssqlLsn) -> SourceError {
@@ -665,29 +580,6 @@ async fn check_retention(
     }
 }
 
-/// A change-table read that failed because its capture instance was dropped after this poll
-/// listed it (the DBA removing an old instance) is retried: the next poll's refresh switches
-/// to the successor or reports the loss. Other failures pass through.
-async fn dropped_meanwhile(
-    b: &mut dyn CdcBackend,
-    t_out: Duration,
-    instance: &CaptureInstance,
-    e: SourceError,
-) -> SourceError {
-    if e.kind() != powersync_source_core::ErrorKind::Schema {
-        return e;
-    }
-    match timed(t_out, b.capture_instances()).await {
-        Ok(all) if !all.iter().any(|i| i.name == instance.name) => {
-            SourceError::connection(format!(
-                "capture instance {} was dropped during the poll; polling again",
-                instance.name
-            ))
-        }
-        _ => e,
-    }
-}
-
 /// The error for a table whose capture instance vanished.
 async fn lost(
     b: &mut dyn CdcBackend,
@@ -714,6 +606,7 @@ async fn lost(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::ChangeKey;
 
     #[test]
     fn update_mask_bits_count_from_the_last_byte() {
