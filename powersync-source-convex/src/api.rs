@@ -259,7 +259,10 @@ impl Api {
     }
 
     /// Runs `call` until it succeeds or fails permanently, backing off on transient failures
-    /// (429, 5xx, network) with the configured policy.
+    /// (429, 5xx, network) with the short policy of one-shot calls (`check`, `discover`,
+    /// `write_checkpoint`). One call is one outage, so the budget starts afresh with each; the
+    /// stream retries through the core runtime's `Reconnect` instead, which needs the stream's
+    /// emitter.
     pub(crate) async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, SourceError>
     where
         F: FnMut() -> Fut,
