@@ -196,9 +196,15 @@ impl Replicator {
         }
         let mut reconnect = Reconnect::new(self.retry.clone());
         loop {
-            let outcome = match self.open().await {
-                Ok(mut cs) => self.pump(&mut cs, &mut reconnect).await,
-                Err(e) => Err(Stop::Failed(e)),
+            // A server that accepts the connection but never answers (half-open) must not
+            // hold the reopen forever either.
+            let outcome = match tokio::time::timeout(self.silence, self.open()).await {
+                Ok(Ok(mut cs)) => self.pump(&mut cs, &mut reconnect).await,
+                Ok(Err(e)) => Err(Stop::Failed(e)),
+                Err(_) => Err(Stop::Failed(SourceError::connection(format!(
+                    "opening the change stream got no answer within {:?} (half-open connection?)",
+                    self.silence
+                )))),
             };
             match outcome {
                 Ok(Flow::Reopen) | Ok(Flow::Continue) => continue,

@@ -92,6 +92,51 @@ async fn healthy_stream_survives_restarts_after_its_budget_elapsed() {
     }
 }
 
+/// A server that stops answering (SIGSTOP: connections stay open, nothing comes back) is
+/// detected by the silence timeout rather than waited on forever; once it answers again the
+/// stream reconnects and delivers the writes of both sides of the pause exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connection_is_detected_by_the_silence_timeout() {
+    let Some(w) = MongoWorkload::secantus(&[]).await else {
+        return;
+    };
+    w.reset().await.unwrap();
+    w.apply(&inserts(0, 5)).await.unwrap();
+    // The effective timeout is at least max_await_ms (200 ms here) + 5 s.
+    let source = w.source_for("").with_stream_options(
+        StreamOptions::default()
+            .with_tables(vec![TableName::new("", w.collection_name())])
+            .with_retry(RetryPolicy {
+                initial_delay: Duration::from_millis(100),
+                max_delay: Duration::from_millis(500),
+                give_up_after: Some(Duration::from_secs(60)),
+                ..RetryPolicy::default()
+            })
+            .with_silence_timeout(Duration::from_secs(1)),
+    );
+    let server = w.server.as_ref().expect("a throwaway server");
+    let mut oracle = Oracle::strict();
+    let mut stream = start_through_snapshot(&source, &mut oracle).await.unwrap();
+    w.apply(&inserts(100, 5)).await.unwrap();
+    server.pause().await.unwrap();
+    let stats = stream.stats().clone();
+    let paused = Instant::now();
+    let noticed = drive(&mut stream, &mut oracle, Duration::from_secs(30), |_| {
+        stats.snapshot().reconnects >= 1
+    })
+    .await;
+    server.resume().await.unwrap();
+    noticed.unwrap_or_else(|e| panic!("the silent server was not noticed: {e}"));
+    assert!(
+        paused.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        paused.elapsed()
+    );
+    w.apply(&inserts(200, 5)).await.unwrap();
+    converge(&w, &mut stream, &mut oracle).await.unwrap();
+    assert!(oracle.rows.contains_key(&104) && oracle.rows.contains_key(&204));
+}
+
 /// A panic inside the stream task reaches the host as an `Internal` error, then the stream
 /// ends: never a silent end that looks like a finished stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
