@@ -203,8 +203,11 @@ impl ConvexConfig {
     pub fn encoding(&self) -> ValueEncoding {
         self.encoding
     }
-    /// The reconnect policy inside the stream (also used by `check` and `write_checkpoint`
-    /// for 429 and 5xx answers).
+    /// The reconnect policy: `check`, `discover` and `write_checkpoint` retry 429, 5xx and
+    /// network failures with it (at most 4 attempts within 30 s), and
+    /// [`ConvexSource::new`](crate::ConvexSource::new) takes it as the stream's policy unless
+    /// [`ConvexSource::with_stream_options`](crate::ConvexSource::with_stream_options) sets
+    /// another.
     pub fn retry(&self) -> &RetryPolicy {
         &self.retry
     }
