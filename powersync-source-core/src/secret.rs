@@ -41,8 +41,13 @@ pub fn redact_url(url: &str) -> String {
     let mut out = if let Some(scheme_end) = url.find("://") {
         let rest = &url[scheme_end + 3..];
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let authority = &rest[..authority_end];
-        match authority.rfind('@') {
+        // The userinfo normally ends at the last `@` of the authority; a password holding an
+        // unescaped `/`, `?` or `#` ends the authority early, so then take the last `@` of the
+        // whole string (over-redacting a rare `@` in a query beats showing a password).
+        let at = rest[..authority_end]
+            .rfind('@')
+            .or_else(|| rest.rfind('@'));
+        match at {
             Some(at) => {
                 let userinfo = &authority[..at];
                 let user = match userinfo.find(':') {

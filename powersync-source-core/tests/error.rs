@@ -54,6 +54,12 @@ fn passwords_never_leak() {
         redact_url("mysql://root@h:3306/db"),
         "mysql://root@h:3306/db"
     );
+    // Unescaped `/`, `?`, `#` in a password end the authority early; still redacted.
+    for pw in ["hunter2#x", "hunt/er2", "hun?ter2"] {
+        let r = redact_url(&format!("mysql://u:{pw}@h:3306/db"));
+        assert!(!r.contains("hunt") && !r.contains("ter2"), "{r}");
+        assert!(r.ends_with("@h:3306/db"), "{r}");
+    }
 
     let secret = Secret::new("s3cr@t-pw");
     assert_eq!(format!("{secret:?} {secret}"), "*** ***");
