@@ -49,7 +49,7 @@ pub fn redact_url(url: &str) -> String {
             .or_else(|| rest.rfind('@'));
         match at {
             Some(at) => {
-                let userinfo = &authority[..at];
+                let userinfo = &rest[..at];
                 let user = match userinfo.find(':') {
                     Some(colon) => format!("{}:***", &userinfo[..colon]),
                     None => userinfo.to_string(),
