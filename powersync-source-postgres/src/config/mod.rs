@@ -59,6 +59,8 @@ use std::time::Duration;
 
 use powersync_source_core::{Secret, SourceError};
 
+mod parse;
+
 /// Default publication name.
 pub const DEFAULT_PUBLICATION: &str = "powersync";
 /// Default application name reported to the server.
@@ -265,26 +267,7 @@ impl PostgresConfig {
     /// Errors are [`ErrorKind::Config`](powersync_source_core::ErrorKind::Config) and never
     /// quote the password.
     pub fn parse(s: &str) -> Result<Self, SourceError> {
-        let trimmed = s.trim();
-        let lower_prefix: String = trimmed.chars().take(16).collect::<String>().to_lowercase();
-        let pairs = if let Some(rest) = strip_scheme(trimmed, &lower_prefix) {
-            parse_url(rest)?
-        } else if let Some(idx) = trimmed.find("://") {
-            let scheme = &trimmed[..idx];
-            if !scheme.is_empty()
-                && scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-            {
-                return Err(SourceError::config(format!(
-                    "unsupported URL scheme \"{scheme}\": use postgres:// or postgresql://, or a \
-                     key-value string such as \"host=... user=...\""
-                )));
-            }
-            parse_key_values(trimmed)?
-        } else {
-            parse_key_values(trimmed)?
-        };
+        let pairs = parse::pairs(s)?;
         let mut cfg = PostgresConfig::default();
         let mut ssl_mode_given = false;
         for (key, value) in pairs {
@@ -381,7 +364,7 @@ impl PostgresConfig {
     /// The URL form with the password replaced by `***`, for logs and messages.
     pub fn display_url(&self) -> String {
         let mut out = String::from("postgres://");
-        out.push_str(&encode_component(&self.user));
+        out.push_str(&parse::encode_component(&self.user));
         if self.password.is_some() {
             out.push_str(":***");
         }
@@ -391,12 +374,12 @@ impl PostgresConfig {
             out.push_str(&self.host);
             out.push(']');
         } else {
-            out.push_str(&encode_component(&self.host));
+            out.push_str(&parse::encode_component(&self.host));
         }
         out.push(':');
         out.push_str(&self.port.to_string());
         out.push('/');
-        out.push_str(&encode_component(self.dbname()));
+        out.push_str(&parse::encode_component(self.dbname()));
         let mut params: Vec<(&str, String)> = Vec::new();
         if self.ssl_mode != SslMode::Prefer {
             params.push(("sslmode", self.ssl_mode.to_string()));
@@ -435,7 +418,7 @@ impl PostgresConfig {
             out.push(if i == 0 { '?' } else { '&' });
             out.push_str(k);
             out.push('=');
-            out.push_str(&encode_component(v));
+            out.push_str(&parse::encode_component(v));
         }
         out
     }
@@ -660,247 +643,4 @@ fn parse_positive(key: &str, value: &str) -> Result<u64, SourceError> {
             "invalid {key} \"{value}\": expected a whole number of at least 1"
         ))),
     }
-}
-
-fn strip_scheme<'a>(s: &'a str, lower_prefix: &str) -> Option<&'a str> {
-    for scheme in ["postgresql://", "postgres://"] {
-        if lower_prefix.starts_with(scheme) {
-            return Some(&s[scheme.len()..]);
-        }
-    }
-    None
-}
-
-/// Splits a URL (after the scheme) into parameter pairs, in order of precedence (later wins).
-fn parse_url(rest: &str) -> Result<Vec<(String, String)>, SourceError> {
-    let mut pairs = Vec::new();
-    let (before_query, query) = match rest.find('?') {
-        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-        None => (rest, None),
-    };
-    let (authority, path) = match before_query.find('/') {
-        Some(i) => (&before_query[..i], Some(&before_query[i + 1..])),
-        None => (before_query, None),
-    };
-    let (userinfo, hostport) = match authority.rfind('@') {
-        Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
-        None => (None, authority),
-    };
-    if let Some(userinfo) = userinfo {
-        let (user, password) = match userinfo.find(':') {
-            Some(i) => (&userinfo[..i], Some(&userinfo[i + 1..])),
-            None => (userinfo, None),
-        };
-        if !user.is_empty() {
-            pairs.push(("user".to_string(), percent_decode(user, "user name")?));
-        }
-        if let Some(password) = password {
-            pairs.push((
-                "password".to_string(),
-                percent_decode(password, "password")?,
-            ));
-        }
-    }
-    if !hostport.is_empty() {
-        if hostport.contains(',') {
-            return Err(SourceError::config(
-                "multiple hosts in the URL are not supported: give one host",
-            ));
-        }
-        let (host, port) = if let Some(after_bracket) = hostport.strip_prefix('[') {
-            let close = after_bracket.find(']').ok_or_else(|| {
-                SourceError::config("invalid URL: IPv6 address is missing its closing ']'")
-            })?;
-            let host = &after_bracket[..close];
-            let tail = &after_bracket[close + 1..];
-            let port = if tail.is_empty() {
-                None
-            } else if let Some(p) = tail.strip_prefix(':') {
-                Some(p)
-            } else {
-                return Err(SourceError::config(
-                    "invalid URL: unexpected characters after the IPv6 address",
-                ));
-            };
-            (host.to_string(), port)
-        } else {
-            match hostport.rfind(':') {
-                Some(i) => (
-                    percent_decode(&hostport[..i], "host")?,
-                    Some(&hostport[i + 1..]),
-                ),
-                None => (percent_decode(hostport, "host")?, None),
-            }
-        };
-        if !host.is_empty() {
-            pairs.push(("host".to_string(), host));
-        }
-        if let Some(port) = port {
-            if !port.is_empty() {
-                pairs.push(("port".to_string(), percent_decode(port, "port")?));
-            }
-        }
-    }
-    if let Some(path) = path {
-        if !path.is_empty() {
-            pairs.push(("dbname".to_string(), percent_decode(path, "database name")?));
-        }
-    }
-    if let Some(query) = query {
-        for part in query.split('&') {
-            if part.is_empty() {
-                continue;
-            }
-            let (k, v) = match part.find('=') {
-                Some(i) => (&part[..i], &part[i + 1..]),
-                None => {
-                    return Err(SourceError::config(format!(
-                        "invalid URL query parameter \"{}\": expected key=value",
-                        percent_decode(part, "query parameter")?
-                    )))
-                }
-            };
-            let key = percent_decode(k, "query parameter name")?;
-            let what = if key == "password" {
-                "password"
-            } else {
-                "query parameter value"
-            };
-            let value = percent_decode(v, what)?;
-            pairs.push((key, value));
-        }
-    }
-    Ok(pairs)
-}
-
-fn percent_decode(s: &str, what: &str) -> Result<String, SourceError> {
-    if !s.contains('%') {
-        return Ok(s.to_string());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| {
-                let h = std::str::from_utf8(h).ok()?;
-                u8::from_str_radix(h, 16).ok()
-            });
-            match hex {
-                Some(b) => {
-                    out.push(b);
-                    i += 3;
-                }
-                None => {
-                    return Err(SourceError::config(format!(
-                        "invalid percent-encoding in the {what} of the URL: '%' must be followed \
-                         by two hex digits"
-                    )))
-                }
-            }
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| {
-        SourceError::config(format!(
-            "invalid percent-encoding in the {what} of the URL: not UTF-8"
-        ))
-    })
-}
-
-fn encode_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Parses libpq's `key = value key2='quoted \' value'` syntax.
-fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, SourceError> {
-    let mut pairs = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            break;
-        }
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c.is_whitespace() {
-                break;
-            }
-            key.push(c);
-            chars.next();
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.next() != Some('=') {
-            return Err(SourceError::config(format!(
-                "invalid connection string: missing \"=\" after \"{key}\" (expected \
-                 key=value pairs or a postgres:// URL)"
-            )));
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'\'') {
-            chars.next();
-            let mut closed = false;
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => match chars.next() {
-                        Some(e) => value.push(e),
-                        None => break,
-                    },
-                    '\'' => {
-                        closed = true;
-                        break;
-                    }
-                    c => value.push(c),
-                }
-            }
-            if !closed {
-                return Err(SourceError::config(format!(
-                    "invalid connection string: unterminated quoted value for \"{key}\""
-                )));
-            }
-            if chars.peek().is_some_and(|c| !c.is_whitespace()) {
-                return Err(SourceError::config(format!(
-                    "invalid connection string: missing space after the quoted value of \"{key}\""
-                )));
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                chars.next();
-                if c == '\\' {
-                    if let Some(e) = chars.next() {
-                        value.push(e);
-                    }
-                } else {
-                    value.push(c);
-                }
-            }
-        }
-        if key.is_empty() {
-            return Err(SourceError::config(
-                "invalid connection string: empty parameter name before \"=\"",
-            ));
-        }
-        pairs.push((key, value));
-    }
-    Ok(pairs)
 }
