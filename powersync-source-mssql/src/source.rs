@@ -48,8 +48,9 @@ impl MssqlSource {
     /// Sets the stream settings every connector shares: the tables (`schema` = SQL Server
     /// schema; an empty schema means `dbo`; `None` or an empty list = every CDC-enabled
     /// table), the reconnect policy, the batch size, and the silence timeout, which bounds
-    /// every single query of the stream (a query that does not answer within it is treated
-    /// as a dead connection and reconnected).
+    /// every single query (of the stream, and of `check`, `discover` and `write_checkpoint`):
+    /// a query that does not answer within it is treated as a dead connection, which the
+    /// stream reconnects.
     pub fn with_stream_options(mut self, options: StreamOptions) -> MssqlSource {
         self.options = options;
         self

@@ -792,3 +792,33 @@ async fn a_panic_in_the_stream_task_reaches_the_host_as_internal() {
     .await;
     assert!(matches!(end, Ok(None)), "the stream ends after the panic");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_hold_at_most_batch_events() {
+    let server = FakeServer::new();
+    let t = simple_table(&server, "items");
+    let ops: Vec<Op> = (0..40).map(|i| ins(&t, i, "snap")).collect();
+    server.transaction(&ops);
+    let options = powersync_source_core::StreamOptions::default()
+        .with_tables(vec![t.clone()])
+        .with_batch_events(7);
+    let source = fake_source(&server, vec![], "").with_stream_options(options);
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let ops: Vec<Op> = (100..150).map(|i| ins(&t, i, "txn")).collect();
+    server.transaction(&ops);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (mut sizes, mut events) = (Vec::new(), Vec::new());
+    while commits(&events) < 1 {
+        let batch = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut stream))
+            .await
+            .expect("the transaction within 10 s")
+            .expect("the stream goes on")
+            .unwrap();
+        sizes.push(batch.events.len());
+        events.extend(batch.events);
+    }
+    assert!(sizes.iter().all(|n| *n <= 7), "{sizes:?}");
+    // The snapshot and the 50-row transaction went through, split across batches.
+    assert_eq!(inserted_ids(&events).len(), 90);
+    assert!(sizes.len() >= 90 / 7, "{sizes:?}");
+}
