@@ -128,6 +128,8 @@ mod check;
 pub mod config;
 pub mod decode;
 mod marker;
+#[cfg(feature = "provision")]
+pub mod provision;
 mod replicator;
 mod selection;
 mod source;

@@ -1,11 +1,35 @@
-//! Prerequisite checks: every problem found, each with the SQL that fixes it.
+//! Prerequisite checks: every problem found, each with the SQL that fixes it (the structured
+//! [`Fix`] is what `setup --apply` runs). The statements the `provision` planner shares with
+//! it (checkpoint table, capture job tuning, string literals) are defined here, once.
 
 use std::time::Duration;
 
-use powersync_source_core::{CheckReport, Result, TableName};
+use powersync_source_core::provision::Fix;
+use powersync_source_core::{CheckReport, Problem, Result, TableName};
 
 use crate::backend::{checkpoint_table, timed, CdcBackend, RECOMMENDED_JOB};
 use crate::tables::{by_table, enable_table_sql, key_positions, quote_ident, select};
+
+/// The statement that creates the checkpoint table (CDC is enabled on it separately).
+#[cfg_attr(not(feature = "provision"), allow(dead_code))]
+pub(crate) const CHECKPOINT_TABLE_DDL: &str = "CREATE TABLE dbo._powersync_checkpoints (id bigint IDENTITY PRIMARY KEY, token varchar(64) NOT NULL, created_at datetime2 NOT NULL DEFAULT SYSUTCDATETIME())";
+
+/// `s` as a T-SQL Unicode string literal (`N'it''s'`).
+#[cfg_attr(not(feature = "provision"), allow(dead_code))]
+pub(crate) fn nstring(s: &str) -> String {
+    format!("N'{}'", s.replace('\'', "''"))
+}
+
+/// The statements that set the capture job to [`RECOMMENDED_JOB`] and restart it.
+pub(crate) fn tune_capture_job() -> String {
+    let (pi, mt, ms) = RECOMMENDED_JOB;
+    format!("EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = {pi}, @maxtrans = {mt}, @maxscans = {ms}; EXEC sys.sp_cdc_stop_job @job_type = N'capture'; EXEC sys.sp_cdc_start_job @job_type = N'capture'")
+}
+
+/// A statement as [`Fix::Sql`], without its closing `;` (the printed script adds it).
+fn sql(statement: &str) -> Fix {
+    Fix::Sql(statement.trim_end().trim_end_matches(';').to_owned())
+}
 
 /// The SQL that creates the checkpoint table and enables CDC on it.
 pub const CHECKPOINT_TABLE_SQL: &str = "CREATE TABLE dbo._powersync_checkpoints (id bigint IDENTITY PRIMARY KEY, token varchar(64) NOT NULL, created_at datetime2 NOT NULL DEFAULT SYSUTCDATETIME()); EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'_powersync_checkpoints', @role_name = NULL, @supports_net_changes = 0;";
@@ -34,22 +58,29 @@ pub async fn check(
         );
     }
     if !info.cdc_enabled {
-        report.error(
-            "is_cdc_enabled",
-            format!("CDC is not enabled on database {}", info.database),
-            format!("USE {db}; EXEC sys.sp_cdc_enable_db; (sysadmin on SQL Server, db_owner on Azure SQL)"),
+        report.push(
+            Problem::error(
+                "is_cdc_enabled",
+                format!("CDC is not enabled on database {}", info.database),
+                format!("USE {db}; EXEC sys.sp_cdc_enable_db; (sysadmin on SQL Server, db_owner on Azure SQL)"),
+            )
+            .with_remedy(sql("EXEC sys.sp_cdc_enable_db")),
         );
         // Nothing below can be read without the cdc schema.
         return Ok(report);
     }
     if !info.snapshot_isolation {
-        report.error(
-            "ALLOW_SNAPSHOT_ISOLATION",
-            format!(
-                "snapshot isolation is off on database {}: the initial snapshot needs it",
-                info.database
-            ),
-            format!("ALTER DATABASE {db} SET ALLOW_SNAPSHOT_ISOLATION ON;"),
+        let fix = format!("ALTER DATABASE {db} SET ALLOW_SNAPSHOT_ISOLATION ON;");
+        report.push(
+            Problem::error(
+                "ALLOW_SNAPSHOT_ISOLATION",
+                format!(
+                    "snapshot isolation is off on database {}: the initial snapshot needs it",
+                    info.database
+                ),
+                fix.clone(),
+            )
+            .with_remedy(sql(&fix)),
         );
     }
     let all = by_table(&timed(t_out, b.capture_instances()).await?);
@@ -98,10 +129,13 @@ pub async fn check(
         }
     }
     if !all.contains_key(&checkpoint_table()) {
-        report.error(
-            "_powersync_checkpoints",
-            "the checkpoint table dbo._powersync_checkpoints is missing or has no CDC capture instance (write checkpoints and the exact snapshot start need it)",
-            CHECKPOINT_TABLE_SQL,
+        report.push(
+            Problem::error(
+                "_powersync_checkpoints",
+                "the checkpoint table dbo._powersync_checkpoints is missing or has no CDC capture instance (write checkpoints and the exact snapshot start need it)",
+                CHECKPOINT_TABLE_SQL,
+            )
+            .with_remedy(sql(CHECKPOINT_TABLE_SQL)),
         );
     }
     let perms = timed(t_out, b.permissions(&tables, info.is_azure_sql_database())).await?;
@@ -147,10 +181,13 @@ pub async fn check(
     }
     if !info.is_azure_sql_database() {
         match timed(t_out, b.capture_job()).await? {
-            None => report.error(
-                "capture job",
-                "the database has no CDC capture job",
-                "EXEC sys.sp_cdc_add_job @job_type = N'capture'; and make sure SQL Server Agent runs",
+            None => report.push(
+                Problem::error(
+                    "capture job",
+                    "the database has no CDC capture job",
+                    "EXEC sys.sp_cdc_add_job @job_type = N'capture'; and make sure SQL Server Agent runs",
+                )
+                .with_remedy(sql("EXEC sys.sp_cdc_add_job @job_type = N'capture'")),
             ),
             Some(job) => {
                 if job.running == Some(false) {
@@ -163,17 +200,38 @@ pub async fn check(
                 let (pi, mt, ms) = RECOMMENDED_JOB;
                 let far = |v: i64, r: i64| v > 2 * r || v * 2 < r;
                 if far(job.polling_interval_secs, pi) || far(job.maxtrans, mt) || far(job.maxscans, ms) {
-                    report.warning(
-                        "capture job settings",
-                        format!(
-                            "capture job runs with pollinginterval {} s, maxtrans {}, maxscans {} (recommended {pi} s, {mt}, {ms}): changes reach the stream later or in smaller steps",
-                            job.polling_interval_secs, job.maxtrans, job.maxscans
-                        ),
-                        format!("EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = {pi}, @maxtrans = {mt}, @maxscans = {ms}; EXEC sys.sp_cdc_stop_job @job_type = N'capture'; EXEC sys.sp_cdc_start_job @job_type = N'capture';"),
+                    report.push(
+                        Problem::warning(
+                            "capture job settings",
+                            format!(
+                                "capture job runs with pollinginterval {} s, maxtrans {}, maxscans {} (recommended {pi} s, {mt}, {ms}): changes reach the stream later or in smaller steps",
+                                job.polling_interval_secs, job.maxtrans, job.maxscans
+                            ),
+                            format!("{};", tune_capture_job()),
+                        )
+                        .with_remedy(Fix::Sql(tune_capture_job())),
                     );
                 }
             }
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::checkpoint_table;
+
+    #[test]
+    fn the_checkpoint_statements_agree() {
+        assert_eq!(
+            CHECKPOINT_TABLE_SQL,
+            format!(
+                "{CHECKPOINT_TABLE_DDL}; {}",
+                enable_table_sql(&checkpoint_table())
+            )
+        );
+        assert_eq!(nstring("it's"), "N'it''s'");
+    }
 }

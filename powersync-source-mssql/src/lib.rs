@@ -162,6 +162,8 @@ mod check;
 mod checkpoint;
 mod config;
 mod poller;
+#[cfg(feature = "provision")]
+pub mod provision;
 mod snapshot;
 mod source;
 mod spatial;

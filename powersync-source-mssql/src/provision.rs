@@ -1,8 +1,8 @@
-//! `setup` for SQL Server and Azure SQL Database: CDC on the database and tables, the
+//! Provisioning (Cargo feature `provision`) for SQL Server and Azure SQL Database: CDC on the database and tables, the
 //! checkpoint table, the replication user and its rights, and the capture job.
 //!
-//! The statements follow the connector's crate docs (`powersync-source-mssql`, "Setting up
-//! the database"). [`plan`] is a pure function of [`Facts`], golden-tested below on a fresh
+//! The statements follow the crate docs ("Setting up the database") and are the ones the
+//! connector's `check()` prints (checkpoint table, capture job, quoting). [`plan`] is a pure function of [`Facts`], golden-tested below on a fresh
 //! database (the whole script) and on a ready one (nothing). On SQL Server the capture job is
 //! tuned to the recommended values (1 s polling interval, maxtrans 5000, maxscans 10); Azure
 //! SQL Database has no SQL Server Agent: the service runs capture on its own schedule (about
@@ -10,15 +10,16 @@
 
 use std::io::Write;
 
-use examples::cli::AppError;
-use examples::source_url::{self, SourceKind};
+use powersync_source_core::provision::{
+    generate_password, Fix, Outcome, ProvisionError, Report, Request, Step,
+};
 use powersync_source_core::{SourceError, TableName};
-use powersync_source_mssql::tds::{Row, TdsClient};
-use powersync_source_mssql::MssqlConfig;
 
-use super::{finish, generate_password, print_steps, Action, Options, Outcome, Step};
-
-const CHECKPOINT_TABLE: &str = "_powersync_checkpoints";
+use crate::backend::{checkpoint_table, CHECKPOINT_TABLE, RECOMMENDED_JOB};
+use crate::check::{nstring, tune_capture_job, CHECKPOINT_TABLE_DDL};
+use crate::tables::{enable_table_sql, quote_ident, quote_table};
+use crate::tds::{Row, TdsClient};
+use crate::MssqlConfig;
 
 /// One table to replicate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,32 +90,17 @@ impl Facts {
     }
 }
 
-fn bracket(s: &str) -> String {
-    format!("[{}]", s.replace(']', "]]"))
-}
-
-fn nstring(s: &str) -> String {
-    format!("N'{}'", s.replace('\'', "''"))
-}
-
+/// The connector's statement enabling CDC on a table, as a step (the script adds the `;`).
 fn enable_table(table: &TableName) -> String {
-    format!(
-        "EXEC sys.sp_cdc_enable_table @source_schema = {}, @source_name = {}, @role_name = NULL, @supports_net_changes = 0",
-        nstring(&table.schema),
-        nstring(&table.name)
-    )
+    enable_table_sql(table).trim_end_matches(';').to_owned()
 }
 
 /// The steps that make the database ready for `user`.
 pub fn plan(facts: &Facts, user: &str) -> (Vec<Step>, Vec<String>) {
     let mut steps = Vec::new();
     let mut notes = Vec::new();
-    let sql = |reason: String, statement: String| Step {
-        reason,
-        action: Action::Sql(statement),
-        required: true,
-    };
-    let u = bracket(user);
+    let sql = |reason: String, statement: String| Step::required(reason, Fix::Sql(statement));
+    let u = quote_ident(user);
     let major = facts.major();
     if !facts.azure_sql_database && major != 0 && major < 15 {
         notes.push(format!(
@@ -140,11 +126,11 @@ pub fn plan(facts: &Facts, user: &str) -> (Vec<Step>, Vec<String>) {
             enable_table(&t.name),
         ));
     }
-    let checkpoint = TableName::new("dbo", CHECKPOINT_TABLE);
+    let checkpoint = checkpoint_table();
     if !facts.checkpoint_table.0 {
         steps.push(sql(
             "the checkpoint table dbo._powersync_checkpoints is missing (write checkpoints and the exact snapshot start use it)".into(),
-            "CREATE TABLE dbo._powersync_checkpoints (id bigint IDENTITY PRIMARY KEY, token varchar(64) NOT NULL, created_at datetime2 NOT NULL DEFAULT SYSUTCDATETIME())".into(),
+            CHECKPOINT_TABLE_DDL.into(),
         ));
     }
     if !facts.checkpoint_table.1 {
@@ -155,28 +141,25 @@ pub fn plan(facts: &Facts, user: &str) -> (Vec<Step>, Vec<String>) {
     }
     if facts.azure_sql_database {
         if !facts.user {
-            steps.push(Step {
-                reason: format!(
+            steps.push(Step::required(
+                format!(
                     "the replication user `{user}` does not exist (Azure SQL Database: a contained user)"
                 ),
-                action: Action::CreateUserSql {
-                    statement: format!("CREATE USER {u} WITH PASSWORD = {{password}}"),
+                Fix::CreateUser {
+                    head: format!("CREATE USER {u} WITH PASSWORD = "),
+                    tail: String::new(),
                 },
-                required: true,
-            });
+            ));
         }
     } else {
         if !facts.login {
-            steps.push(Step {
-                reason: format!("the login `{user}` does not exist"),
-                action: Action::CreateUserSql {
-                    statement: format!(
-                        "CREATE LOGIN {u} WITH PASSWORD = {{password}}, DEFAULT_DATABASE = {}",
-                        bracket(&facts.database)
-                    ),
+            steps.push(Step::required(
+                format!("the login `{user}` does not exist"),
+                Fix::CreateUser {
+                    head: format!("CREATE LOGIN {u} WITH PASSWORD = "),
+                    tail: format!(", DEFAULT_DATABASE = {}", quote_ident(&facts.database)),
                 },
-                required: true,
-            });
+            ));
         }
         if !facts.user {
             steps.push(sql(
@@ -194,11 +177,7 @@ pub fn plan(facts: &Facts, user: &str) -> (Vec<Step>, Vec<String>) {
                 "`{user}` cannot read {}.{} (snapshot)",
                 t.name.schema, t.name.name
             ),
-            format!(
-                "GRANT SELECT ON {}.{} TO {u}",
-                bracket(&t.name.schema),
-                bracket(&t.name.name)
-            ),
+            format!("GRANT SELECT ON {} TO {u}", quote_table(&t.name)),
         ));
     }
     let (cdc, checkpoint_rw, db_state, server_state) = facts.rights;
@@ -227,7 +206,7 @@ pub fn plan(facts: &Facts, user: &str) -> (Vec<Step>, Vec<String>) {
             format!("`{user}` lacks {right} (capture job state)"),
             format!(
                 "USE master; GRANT {right} TO {u}; USE {}",
-                bracket(&facts.database)
+                quote_ident(&facts.database)
             ),
         ));
     }
@@ -235,34 +214,29 @@ pub fn plan(facts: &Facts, user: &str) -> (Vec<Step>, Vec<String>) {
         notes.push("Azure SQL Database runs CDC capture on its own scheduler, about every 20 s; no setting changes that, so changes arrive up to ~20 s (+ the connector's polling interval) after commit".into());
     } else {
         match facts.job {
-            None if facts.cdc_enabled => steps.push(Step {
-                reason: "the CDC capture job is missing".into(),
-                action: Action::Sql("EXEC sys.sp_cdc_add_job @job_type = N'capture'".into()),
-                required: true,
-            }),
-            Some(job) if (job.polling_interval, job.maxtrans, job.maxscans) != (1, 5000, 10) => {
-                steps.push(Step {
-                    reason: format!(
-                        "the capture job runs every {} s with maxtrans {} and maxscans {}; recommended: 1 s, 5000, 10 (lower latency, larger batches)",
+            None if facts.cdc_enabled => steps.push(Step::required(
+                "the CDC capture job is missing",
+                Fix::Sql("EXEC sys.sp_cdc_add_job @job_type = N'capture'".into()),
+            )),
+            Some(job) if (job.polling_interval, job.maxtrans, job.maxscans) != RECOMMENDED_JOB => {
+                let (pi, mt, ms) = RECOMMENDED_JOB;
+                steps.push(Step::recommended(
+                    format!(
+                        "the capture job runs every {} s with maxtrans {} and maxscans {}; recommended: {pi} s, {mt}, {ms} (lower latency, larger batches)",
                         job.polling_interval, job.maxtrans, job.maxscans
                     ),
-                    action: Action::Sql(
-                        "EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = 1, @maxtrans = 5000, @maxscans = 10; EXEC sys.sp_cdc_stop_job @job_type = N'capture'; EXEC sys.sp_cdc_start_job @job_type = N'capture'".into(),
-                    ),
-                    required: false,
-                })
+                    Fix::Sql(tune_capture_job()),
+                ))
             }
             _ => {}
         }
         if facts.job.is_none() && !facts.cdc_enabled {
             // sp_cdc_enable_db creates the job with its defaults (5 s, 500, 10).
-            steps.push(Step {
-                reason: "tune the capture job sp_cdc_enable_db creates (defaults: 5 s, 500, 10) to the recommended 1 s, 5000, 10".into(),
-                action: Action::Sql(
-                    "EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = 1, @maxtrans = 5000, @maxscans = 10; EXEC sys.sp_cdc_stop_job @job_type = N'capture'; EXEC sys.sp_cdc_start_job @job_type = N'capture'".into(),
-                ),
-                required: false,
-            });
+            let (pi, mt, ms) = RECOMMENDED_JOB;
+            steps.push(Step::recommended(
+                format!("tune the capture job sp_cdc_enable_db creates (defaults: 5 s, 500, 10) to the recommended {pi} s, {mt}, {ms}"),
+                Fix::Sql(tune_capture_job()),
+            ));
         }
         notes.push("SQL Server Agent must be running: it runs the capture job".into());
     }
@@ -371,7 +345,7 @@ pub async fn read_facts(
         for (t, _) in &selected {
             probes.push(format!(
                 "HAS_PERMS_BY_NAME({}, 'OBJECT', 'SELECT')",
-                nstring(&format!("{}.{}", bracket(&t.schema), bracket(&t.name)))
+                nstring(&quote_table(t))
             ));
         }
         let select = probes
@@ -428,16 +402,22 @@ pub async fn read_facts(
     Ok(facts)
 }
 
-/// Runs `setup` for a `sqlserver://` URL.
-pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppError> {
-    let config = MssqlConfig::parse(&opts.url)?;
-    let tables = source_url::table_names(SourceKind::SqlServer, &opts.tables)?;
-    let client = TdsClient::connect(&config).await?;
-    let facts = read_facts(&client, &opts.user, &tables).await?;
-    let (steps, notes) = plan(&facts, &opts.user);
-    writeln!(
-        out,
-        "-- setup: {} {}, database {}",
+/// Prepares the database `config` names (with an administrative account) for `request`:
+/// prints the steps, or runs them one by one when `request.apply` is set (a failure stops
+/// the run with what ran before it kept), and says how it ended.
+pub async fn run(
+    config: &MssqlConfig,
+    request: &Request,
+    out: &mut dyn Write,
+) -> Result<Outcome, ProvisionError> {
+    let user = request.user.as_str();
+    let tables = &request.tables;
+    let client = TdsClient::connect(config).await?;
+    let facts = read_facts(&client, user, tables).await?;
+    let (steps, notes) = plan(&facts, user);
+    let mut report = Report::new(out);
+    report.comment(format_args!(
+        "setup: {} {}, database {}",
         if facts.azure_sql_database {
             "Azure SQL Database"
         } else {
@@ -445,58 +425,58 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
         },
         facts.version,
         facts.database
-    )?;
-    writeln!(out, "-- replication user: {}", opts.user)?;
-    for note in &notes {
-        writeln!(out, "-- note: {note}")?;
-    }
-    if !opts.apply || steps.is_empty() {
-        print_steps(out, &steps)?;
+    ))?;
+    report.comment(format_args!("replication user: {user}"))?;
+    report.notes(&notes)?;
+    if !request.apply || steps.is_empty() {
+        report.steps(&steps)?;
         if steps.is_empty() {
-            writeln!(out, "-- nothing to change")?;
+            report.comment("nothing to change")?;
         } else {
-            writeln!(out)?;
-            writeln!(out, "-- run again with --apply to execute these statements")?;
+            report.blank()?;
+            report.comment("run again with --apply to execute these statements")?;
         }
-        return finish(out, &steps);
+        return Ok(report.finish(&steps)?);
     }
     let mut password = None;
     let mut failed = false;
     for (i, step) in steps.iter().enumerate() {
-        writeln!(out)?;
-        writeln!(out, "-- {}. {}", i + 1, step.reason)?;
-        writeln!(out, "{}", step.action.display())?;
-        let statement = match &step.action {
-            Action::Sql(s) | Action::SqlAlone(s) => s.clone(),
-            Action::CreateUserSql { statement } => {
+        report.step(i, step)?;
+        let statement = match &step.fix {
+            Fix::Manual { .. } => {
+                report.comment("skipped: do it as described")?;
+                continue;
+            }
+            Fix::CreateUser { .. } => {
                 let p = generate_password();
-                let s = statement.replace("{password}", &nstring(&p));
+                let s = step.fix.statement(&nstring(p.expose()));
                 password = Some(p);
                 s
             }
-            Action::Manual { .. } => {
-                writeln!(out, "-- skipped: do it as described")?;
-                continue;
-            }
+            fix => fix.statement(""),
         };
+        let Some(statement) = statement else { continue };
         match client.batch(statement, "running the setup step").await {
-            Ok(()) => writeln!(out, "-- done")?,
+            Ok(()) => report.comment("done")?,
             Err(e) => {
-                super::step_failed(out, &e)?;
+                if matches!(step.fix, Fix::CreateUser { .. }) {
+                    password = None;
+                }
+                report.step_failed(e)?;
                 failed = true;
                 break;
             }
         }
     }
     if let Some(p) = &password {
-        super::show_password(out, &opts.user, p)?;
+        report.password(user, p)?;
     }
-    writeln!(out)?;
-    writeln!(out, "-- checking again")?;
-    let facts = read_facts(&client, &opts.user, &tables).await?;
-    let (steps, _) = plan(&facts, &opts.user);
-    print_steps(out, &steps)?;
-    let outcome = finish(out, &steps)?;
+    report.blank()?;
+    report.comment("checking again")?;
+    let facts = read_facts(&client, user, tables).await?;
+    let (steps, _) = plan(&facts, user);
+    report.steps(&steps)?;
+    let outcome = report.finish(&steps)?;
     Ok(if failed { Outcome::Failed } else { outcome })
 }
 
@@ -522,7 +502,7 @@ mod tests {
         let (steps, _) = plan(facts, "powersync");
         steps
             .iter()
-            .map(|s| s.action.display())
+            .map(|s| s.fix.to_string())
             .collect::<Vec<_>>()
             .join("\n")
     }

@@ -1,20 +1,20 @@
-//! `setup` for Convex: what to deploy, and whether it is deployed.
+//! Provisioning (Cargo feature `provision`) for Convex: what to deploy, and whether it is
+//! deployed.
 //!
 //! Convex has no SQL to run: a deployment is set up by deploying code. The connector needs a
 //! `powersync_checkpoints` table in `convex/schema.ts` and the
 //! `powersync_checkpoints:createCheckpoint` mutation in `convex/powersync_checkpoints.ts`
-//! (write checkpoints go through it), and a deploy key. `setup` prints both files, runs the
-//! connector's `check()` with the key, and reports what is missing; `--apply` cannot deploy
-//! (that is `npx convex deploy` in the project), so it says so and checks again.
+//! (write checkpoints go through it), and a deploy key. [`run`] prints both files, runs the
+//! connector's `check()` with the key (its problems are the plan: one rule set), and reports
+//! what is missing; `--apply` cannot deploy (that is `npx convex deploy` in the project), so
+//! it says so.
 
 use std::io::Write;
 
-use examples::cli::AppError;
-use examples::source_url::{self, SourceKind};
-use powersync_source_convex::{ConvexConfig, ConvexSource, CHECKPOINTS_TS, SCHEMA_TS};
+use powersync_source_core::provision::{Outcome, Plan, ProvisionError, Report, Request};
 use powersync_source_core::{ChangeSource, CheckReport, ErrorKind, Severity, SourceError};
 
-use super::{finish, print_steps, Action, Options, Outcome, Step};
+use crate::{ConvexConfig, ConvexSource, CHECKPOINTS_TS, SCHEMA_TS};
 
 /// How to get a deploy key, shown when none is given or it is refused.
 pub const DEPLOY_KEY_HELP: &str = "create a deploy key in the Convex dashboard (your deployment → Settings → URL & Deploy Key → Generate) and pass it with --deploy-key or CONVEX_DEPLOY_KEY; production and preview deployments have their own keys, and a key grants full access to its deployment, so keep it secret";
@@ -39,40 +39,27 @@ pub fn files_text() -> String {
 }
 
 /// Steps from the connector's check: every error is a step (deploying code or fixing the
-/// table list), warnings are notes.
-pub fn plan(report: &CheckReport) -> (Vec<Step>, Vec<String>) {
-    let mut steps = Vec::new();
-    let mut notes = Vec::new();
-    for problem in &report.problems {
-        match problem.severity {
-            Severity::Error => steps.push(Step {
-                reason: problem.what.clone(),
-                action: Action::Manual {
-                    todo: problem.fix.clone(),
-                    restart: false,
-                },
-                required: true,
-            }),
-            Severity::Warning => notes.push(format!("{}; {}", problem.what, problem.fix)),
-        }
-    }
-    (steps, notes)
+/// table list) with its remedy, warnings are notes.
+pub fn plan(report: &CheckReport) -> Plan {
+    let mut plan = Plan::default();
+    plan.add_check(report, |_| false);
+    plan
 }
 
-/// Runs `setup` for a Convex deployment.
-pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppError> {
-    let Some(key) = opts.deploy_key.as_deref() else {
-        return Err(SourceError::config("a Convex source needs a deploy key")
-            .with_hint(DEPLOY_KEY_HELP)
-            .into());
-    };
-    let config = ConvexConfig::parse(&opts.url, Some(key))?;
-    let tables = source_url::table_names(SourceKind::Convex, &opts.tables)?;
-    let source = ConvexSource::new(config).with_tables(tables.clone());
-    writeln!(out, "-- setup: Convex deployment")?;
-    writeln!(
-        out,
-        "-- tables: {}",
+/// Checks the deployment `config` names (its deploy key included) for `request` and prints
+/// what to deploy; nothing can be applied from here, so `request.apply` only adds that
+/// remark. A refused key is an [`ErrorKind::Auth`] error with [`DEPLOY_KEY_HELP`].
+pub async fn run(
+    config: &ConvexConfig,
+    request: &Request,
+    out: &mut dyn Write,
+) -> Result<Outcome, ProvisionError> {
+    let tables = &request.tables;
+    let source = ConvexSource::new(config.clone()).with_tables(tables.clone());
+    let mut report = Report::new(out);
+    report.comment("setup: Convex deployment")?;
+    report.comment(format_args!(
+        "tables: {}",
         if tables.is_empty() {
             "every table of the deployment".to_string()
         } else {
@@ -82,8 +69,8 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
                 .collect::<Vec<_>>()
                 .join(", ")
         }
-    )?;
-    let report = match source.check().await {
+    ))?;
+    let check = match source.check().await {
         Ok(r) => r,
         Err(e) if e.kind() == ErrorKind::Auth => {
             return Err(SourceError::auth(format!(
@@ -95,33 +82,29 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Outcome, AppErro
         }
         Err(e) => return Err(e.into()),
     };
-    let (steps, notes) = plan(&report);
-    for note in &notes {
-        writeln!(out, "-- note: {note}")?;
-    }
-    let needs_files = report.problems.iter().any(|p| {
+    let plan = plan(&check);
+    report.notes(&plan.notes)?;
+    let needs_files = check.problems.iter().any(|p| {
         p.severity == Severity::Error
             && (p.setting.contains("powersync_checkpoints") || p.fix.contains("convex/"))
     });
-    writeln!(out)?;
-    if needs_files || !steps.is_empty() {
-        out.write_all(files_text().as_bytes())?;
+    report.blank()?;
+    if needs_files || !plan.steps.is_empty() {
+        report.raw(&files_text())?;
     }
-    print_steps(out, &steps)?;
-    if opts.apply && !steps.is_empty() {
-        writeln!(out)?;
-        writeln!(
-            out,
-            "-- --apply cannot deploy Convex code: add the files above to the project and run `npx convex deploy`, then run setup again"
+    report.steps(&plan.steps)?;
+    if request.apply && !plan.steps.is_empty() {
+        report.blank()?;
+        report.comment(
+            "--apply cannot deploy Convex code: add the files above to the project and run `npx convex deploy`, then run setup again",
         )?;
     }
-    if steps.is_empty() {
-        writeln!(
-            out,
-            "-- nothing to change: the deployment has the checkpoint table and mutation, and the key is accepted"
+    if plan.steps.is_empty() {
+        report.comment(
+            "nothing to change: the deployment has the checkpoint table and mutation, and the key is accepted",
         )?;
     }
-    finish(out, &steps)
+    Ok(report.finish(&plan.steps)?)
 }
 
 #[cfg(test)]
@@ -156,12 +139,12 @@ mod tests {
             "add it to convex/schema.ts and deploy",
         );
         report.warning("polling", "slow", "faster");
-        let (steps, notes) = plan(&report);
-        assert_eq!(steps.len(), 1);
+        let plan = plan(&report);
+        assert_eq!(plan.steps.len(), 1);
         assert_eq!(
-            steps[0].action.display(),
+            plan.steps[0].fix.to_string(),
             "-- to do: add it to convex/schema.ts and deploy"
         );
-        assert_eq!(notes, vec!["slow; faster"]);
+        assert_eq!(plan.notes, vec!["slow; faster"]);
     }
 }
