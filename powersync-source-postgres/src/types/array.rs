@@ -2,19 +2,12 @@
 //! (`{1,2}`, `{{"a b",NULL},{"\"q\"",x}}`, `[0:1]={1,2}`, `{(1,2),(0,0);(3,3),(1,1)}` for
 //! `box[]`) and from `array_send` binary.
 
-use super::binary_format::Reader;
+use super::lex::{skip_ws, Reader};
 use super::registry::TypeRegistry;
-use super::{excerpt, json, Format, Res};
+use super::{decode, excerpt, Format, Res};
 
 /// PostgreSQL's `MAXDIM`.
 const MAX_DIMS: usize = 6;
-
-pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && b[i].is_ascii_whitespace() {
-        i += 1;
-    }
-    i
-}
 
 /// Text array → JSON, written to `out`.
 pub(crate) fn array_text(
@@ -102,11 +95,11 @@ pub(crate) fn array_text(
             match elem {
                 Elem::Null => out.push_str("null"),
                 Elem::Slice(s, e) => {
-                    json::write_element(reg, element, typmod, Format::Text, &b[s..e], out, depth)
+                    decode::write_element(reg, element, typmod, Format::Text, &b[s..e], out, depth)
                         .map_err(|e| format!("array element: {e}"))?
                 }
                 Elem::Scratch => {
-                    json::write_element(reg, element, typmod, Format::Text, &scratch, out, depth)
+                    decode::write_element(reg, element, typmod, Format::Text, &scratch, out, depth)
                         .map_err(|e| format!("array element: {e}"))?
                 }
             }
@@ -280,7 +273,7 @@ impl BinaryElems<'_, '_> {
             } else {
                 match self.r.value()? {
                     None => out.push_str("null"),
-                    Some(v) => json::write_element(
+                    Some(v) => decode::write_element(
                         self.reg,
                         self.element,
                         self.typmod,

@@ -3,76 +3,10 @@
 
 use powersync_source_core::normalize::json::write_json_string;
 
-use super::array::skip_ws;
-use super::binary_format::Reader;
-use super::registry::{Field, TypeRegistry};
-use super::{excerpt, json, Format, Res};
-
-/// Where a quoted-or-not item of `record_out` / `range_out` text ended up.
-pub(crate) enum Item {
-    /// `b[start..end]` unchanged.
-    Slice(usize, usize),
-    /// Unescaped into the scratch buffer.
-    Scratch,
-}
-
-/// Reads one item as `record_in`/`range_in` do, starting at `b[i]`, up to an unquoted byte
-/// for which `is_end` holds: double quotes group (a doubled `""` inside is one `"`),
-/// backslash escapes the next byte. Returns the item and the index of the end byte.
-pub(crate) fn quoted_item(
-    b: &[u8],
-    i: usize,
-    is_end: impl Fn(u8) -> bool,
-    scratch: &mut Vec<u8>,
-) -> Res<(Item, usize)> {
-    // Fast paths: a plain run, or one quoted run without escapes.
-    if b.get(i) == Some(&b'"') {
-        if let Some(q) = b[i + 1..].iter().position(|&c| c == b'"' || c == b'\\') {
-            let close = i + 1 + q;
-            if b[close] == b'"' && b.get(close + 1).is_some_and(|&c| is_end(c)) {
-                return Ok((Item::Slice(i + 1, close), close + 1));
-            }
-        }
-    } else {
-        let mut j = i;
-        while j < b.len() && !is_end(b[j]) && b[j] != b'"' && b[j] != b'\\' {
-            j += 1;
-        }
-        if j < b.len() && is_end(b[j]) {
-            return Ok((Item::Slice(i, j), j));
-        }
-    }
-    scratch.clear();
-    let mut in_quotes = false;
-    let mut j = i;
-    loop {
-        let Some(&c) = b.get(j) else {
-            return Err("unterminated value".to_owned());
-        };
-        match c {
-            b'\\' => {
-                let Some(&next) = b.get(j + 1) else {
-                    return Err("value ends after a backslash".to_owned());
-                };
-                scratch.push(next);
-                j += 2;
-            }
-            b'"' if in_quotes && b.get(j + 1) == Some(&b'"') => {
-                scratch.push(b'"');
-                j += 2;
-            }
-            b'"' => {
-                in_quotes = !in_quotes;
-                j += 1;
-            }
-            c if !in_quotes && is_end(c) => return Ok((Item::Scratch, j)),
-            c => {
-                scratch.push(c);
-                j += 1;
-            }
-        }
-    }
-}
+use super::builtin::Field;
+use super::lex::{quoted_item, skip_ws, Item, Reader};
+use super::registry::TypeRegistry;
+use super::{decode, excerpt, Format, Res};
 
 /// Text composite → JSON object.
 pub(crate) fn composite_text(
@@ -120,7 +54,7 @@ pub(crate) fn composite_text(
             Item::Slice(s, e) => &b[s..e],
             Item::Scratch => &scratch[..],
         };
-        json::write_element(reg, f.type_oid, f.typmod, Format::Text, bytes, out, depth)
+        decode::write_element(reg, f.type_oid, f.typmod, Format::Text, bytes, out, depth)
             .map_err(|e| format!("field {}: {e}", f.name))?;
         i = next;
     }
@@ -170,7 +104,7 @@ pub(crate) fn composite_binary(
                 // The sender's OID is authoritative for the bytes; the typmod only applies
                 // when it is the declared field type.
                 let typmod = if oid == f.type_oid { f.typmod } else { -1 };
-                json::write_element(reg, oid, typmod, Format::Binary, v, out, depth)
+                decode::write_element(reg, oid, typmod, Format::Binary, v, out, depth)
                     .map_err(|e| format!("field {}: {e}", f.name))?
             }
         }

@@ -1,6 +1,6 @@
 //! Built-in geometric types (`point`, `line`, `lseg`, `box`, `path`, `polygon`, `circle`) from
 //! their binary forms, printed as PostgreSQL prints them; PostGIS types go through the core's
-//! WKB → GeoJSON conversion (see `json::geometry_value`).
+//! WKB → GeoJSON conversion ([`geometry_value`]).
 
 use std::fmt::Write;
 
@@ -241,4 +241,9 @@ pub(crate) fn circle_binary(b: &[u8]) -> Res<Value> {
     write_pg_float8(&mut out, f64_at(b, 2));
     out.push('>');
     Ok(Value::Text(out))
+}
+
+/// GeoJSON of PostGIS EWKB bytes.
+pub(crate) fn geometry_value(ewkb: &[u8]) -> Res<Value> {
+    powersync_source_core::normalize::spatial::wkb_to_geojson(ewkb).map(Value::Text)
 }

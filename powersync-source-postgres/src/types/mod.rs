@@ -63,22 +63,25 @@
 //! [`Value`]: powersync_source_core::Value
 
 mod array;
-mod binary_format;
+mod builtin;
 mod composite;
 mod datetime;
+mod decode;
 mod geometry;
-mod json;
+mod lex;
 mod network;
 mod numeric;
+pub mod oid;
 mod range;
 mod registry;
-mod text_format;
+mod scalar_binary;
+mod scalar_text;
 
 use std::fmt;
 
-pub use binary_format::decode_binary;
-pub use registry::{builtin_oids, oid, Field, LoadError, TypeInfo, TypeKind, TypeRegistry};
-pub use text_format::decode_text;
+pub use builtin::{builtin_oids, Field};
+pub use decode::{decode_binary, decode_text};
+pub use registry::{LoadError, TypeInfo, TypeKind, TypeRegistry};
 
 /// The two wire formats of a PostgreSQL value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

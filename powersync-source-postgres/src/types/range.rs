@@ -1,11 +1,9 @@
 //! Ranges → `{"lower":…,"upper":…,"lower_inclusive":…,"upper_inclusive":…}` (unbounded
 //! sides `null` and never inclusive) or `{"empty":true}`; multiranges → JSON arrays of those.
 
-use super::array::skip_ws;
-use super::binary_format::Reader;
-use super::composite::{quoted_item, Item};
+use super::lex::{quoted_item, skip_ws, Item, Reader};
 use super::registry::TypeRegistry;
-use super::{excerpt, json, Format, Res};
+use super::{decode, excerpt, Format, Res};
 
 const EMPTY_JSON: &str = r#"{"empty":true}"#;
 
@@ -78,7 +76,7 @@ fn parse_range(
             Item::Slice(s, e) => &b[s..e],
             Item::Scratch => &scratch[..],
         };
-        json::write_element(reg, subtype, -1, Format::Text, bytes, out, depth)
+        decode::write_element(reg, subtype, -1, Format::Text, bytes, out, depth)
             .map_err(|e| format!("range lower bound: {e}"))?;
         i = next;
     }
@@ -96,7 +94,7 @@ fn parse_range(
             Item::Slice(s, e) => &b[s..e],
             Item::Scratch => &scratch[..],
         };
-        json::write_element(reg, subtype, -1, Format::Text, bytes, out, depth)
+        decode::write_element(reg, subtype, -1, Format::Text, bytes, out, depth)
             .map_err(|e| format!("range upper bound: {e}"))?;
         i = next;
     }
@@ -133,7 +131,7 @@ pub(crate) fn range_binary(
             return Ok(());
         }
         match r.value()? {
-            Some(v) => json::write_element(reg, subtype, -1, Format::Binary, v, out, depth)
+            Some(v) => decode::write_element(reg, subtype, -1, Format::Binary, v, out, depth)
                 .map_err(|e| format!("range {which} bound: {e}")),
             None => Err(format!("range {which} bound is NULL")),
         }

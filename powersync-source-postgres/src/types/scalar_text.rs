@@ -11,22 +11,8 @@ use powersync_source_core::normalize::time::{
 use powersync_source_core::normalize::uuid::uuid_text;
 use powersync_source_core::Value;
 
-use super::registry::{Scalar, TypeRegistry};
-use super::{datetime, excerpt, frac_digits, json, utf8, Format, Res, ValueError};
-
-/// Decodes a value in the server's text output format (pgoutput without `binary`, `COPY`,
-/// simple-query results) of type `oid` with type modifier `typmod` (`-1` if none).
-///
-/// Never panics; bytes that are not a valid text of the type give a [`ValueError`].
-pub fn decode_text(
-    registry: &TypeRegistry,
-    oid: u32,
-    typmod: i32,
-    bytes: &[u8],
-) -> Result<Value, ValueError> {
-    json::decode(registry, oid, typmod, Format::Text, bytes)
-        .map_err(|reason| ValueError::new(registry, oid, typmod, Format::Text, reason))
-}
+use super::builtin::Scalar;
+use super::{datetime, excerpt, frac_digits, utf8, Res};
 
 fn parse<T: std::str::FromStr>(b: &[u8], what: &str) -> Res<T> {
     utf8(b)?

@@ -7,24 +7,9 @@ use powersync_source_core::normalize::json::json_text;
 use powersync_source_core::normalize::uuid::format_uuid;
 use powersync_source_core::Value;
 
-use super::registry::{Scalar, TypeRegistry};
-use super::{datetime, geometry, json, network, numeric, utf8, Format, Res, ValueError};
-
-/// Decodes a value in the binary send format (pgoutput `binary 'true'`, `COPY` binary,
-/// extended-query binary results) of type `oid` with type modifier `typmod` (`-1` if none).
-///
-/// Gives the same [`Value`] as [`decode_text`](super::decode_text) for the same stored value.
-/// Types without a binary decoder (see [`TypeRegistry::supports_binary`]) give a
-/// [`ValueError`]. Never panics.
-pub fn decode_binary(
-    registry: &TypeRegistry,
-    oid: u32,
-    typmod: i32,
-    bytes: &[u8],
-) -> Result<Value, ValueError> {
-    json::decode(registry, oid, typmod, Format::Binary, bytes)
-        .map_err(|reason| ValueError::new(registry, oid, typmod, Format::Binary, reason))
-}
+use super::builtin::Scalar;
+use super::lex::Reader;
+use super::{datetime, geometry, network, numeric, utf8, Res};
 
 fn fixed<const N: usize>(b: &[u8], what: &str) -> Res<[u8; N]> {
     <[u8; N]>::try_from(b).map_err(|_| format!("{what} needs {N} bytes, got {}", b.len()))
@@ -93,7 +78,7 @@ pub(crate) fn scalar_binary(s: Scalar, typmod: i32, b: &[u8]) -> Res<Value> {
             let offset = u16::from_be_bytes([a[4], a[5]]);
             Value::Text(format!("({block},{offset})"))
         }
-        Scalar::Geometry => json::geometry_value(b)?,
+        Scalar::Geometry => geometry::geometry_value(b)?,
         Scalar::Unknown => {
             return Err(
                 "the binary format of this type is unknown to the connector; \
@@ -185,87 +170,4 @@ fn tsvector_binary(b: &[u8]) -> Res<Value> {
     }
     r.finish("tsvector")?;
     Ok(Value::Text(out))
-}
-
-/// Reads big-endian fields from a value's bytes; every read is bounds-checked.
-pub(crate) struct Reader<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(b: &'a [u8]) -> Self {
-        Reader { b, pos: 0 }
-    }
-
-    pub(crate) fn take(&mut self, n: usize) -> Res<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len());
-        match end {
-            Some(end) => {
-                let s = &self.b[self.pos..end];
-                self.pos = end;
-                Ok(s)
-            }
-            None => Err(format!(
-                "value ends early: needs {n} more bytes at offset {} of {}",
-                self.pos,
-                self.b.len()
-            )),
-        }
-    }
-
-    fn array<const N: usize>(&mut self) -> Res<[u8; N]> {
-        let s = self.take(N)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(s);
-        Ok(a)
-    }
-
-    pub(crate) fn u8(&mut self) -> Res<u8> {
-        Ok(self.array::<1>()?[0])
-    }
-    pub(crate) fn u16(&mut self) -> Res<u16> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-    pub(crate) fn i32(&mut self) -> Res<i32> {
-        Ok(i32::from_be_bytes(self.array()?))
-    }
-    pub(crate) fn u32(&mut self) -> Res<u32> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-
-    /// Bytes up to a zero byte (consumed, not returned).
-    pub(crate) fn cstring(&mut self) -> Res<&'a [u8]> {
-        let rest = &self.b[self.pos..];
-        let Some(n) = rest.iter().position(|&c| c == 0) else {
-            return Err("unterminated string".to_owned());
-        };
-        self.pos += n + 1;
-        Ok(&rest[..n])
-    }
-
-    /// A length-prefixed value: `-1` is NULL.
-    pub(crate) fn value(&mut self) -> Res<Option<&'a [u8]>> {
-        match self.i32()? {
-            -1 => Ok(None),
-            n if n < 0 => Err(format!("invalid value length {n}")),
-            n => self.take(n as usize).map(Some),
-        }
-    }
-
-    pub(crate) fn remaining(&self) -> usize {
-        self.b.len() - self.pos
-    }
-
-    /// Errors unless every byte was read.
-    pub(crate) fn finish(&self, what: &str) -> Res<()> {
-        if self.pos == self.b.len() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} unexpected bytes after the {what}",
-                self.b.len() - self.pos
-            ))
-        }
-    }
 }

@@ -1,12 +1,45 @@
-//! Dispatch of one value by type and format, and the JSON writing of elements inside arrays,
-//! composites and ranges.
+//! The entry points [`decode_text`] and [`decode_binary`]: dispatch of one value by type and
+//! format to the scalar decoders ([`super::scalar_text`], [`super::scalar_binary`]) or the
+//! structured ones (arrays, composites, ranges), and the JSON writing of their elements.
 
 use powersync_source_core::normalize::json::{check_json, write_json_string, write_json_value};
-use powersync_source_core::normalize::spatial::wkb_to_geojson;
 use powersync_source_core::Value;
 
-use super::registry::{Resolved, Scalar, TypeRegistry};
-use super::{array, binary_format, composite, range, text_format, utf8, Format, Res, MAX_NESTING};
+use super::builtin::{Resolved, Scalar};
+use super::registry::TypeRegistry;
+use super::{
+    array, composite, range, scalar_binary, scalar_text, utf8, Format, Res, ValueError, MAX_NESTING,
+};
+
+/// Decodes a value in the server's text output format (pgoutput without `binary`, `COPY`,
+/// simple-query results) of type `oid` with type modifier `typmod` (`-1` if none).
+///
+/// Never panics; bytes that are not a valid text of the type give a [`ValueError`].
+pub fn decode_text(
+    registry: &TypeRegistry,
+    oid: u32,
+    typmod: i32,
+    bytes: &[u8],
+) -> Result<Value, ValueError> {
+    decode(registry, oid, typmod, Format::Text, bytes)
+        .map_err(|reason| ValueError::new(registry, oid, typmod, Format::Text, reason))
+}
+
+/// Decodes a value in the binary send format (pgoutput `binary 'true'`, `COPY` binary,
+/// extended-query binary results) of type `oid` with type modifier `typmod` (`-1` if none).
+///
+/// Gives the same [`Value`] as [`decode_text`] for the same stored value.
+/// Types without a binary decoder (see [`TypeRegistry::supports_binary`]) give a
+/// [`ValueError`]. Never panics.
+pub fn decode_binary(
+    registry: &TypeRegistry,
+    oid: u32,
+    typmod: i32,
+    bytes: &[u8],
+) -> Result<Value, ValueError> {
+    decode(registry, oid, typmod, Format::Binary, bytes)
+        .map_err(|reason| ValueError::new(registry, oid, typmod, Format::Binary, reason))
+}
 
 /// Decodes one value of type `oid`.
 pub(crate) fn decode(
@@ -31,8 +64,8 @@ pub(crate) fn decode(
 #[inline]
 pub(crate) fn scalar(s: Scalar, typmod: i32, format: Format, b: &[u8]) -> Res<Value> {
     match format {
-        Format::Text => text_format::scalar_text(s, typmod, b),
-        Format::Binary => binary_format::scalar_binary(s, typmod, b),
+        Format::Text => scalar_text::scalar_text(s, typmod, b),
+        Format::Binary => scalar_binary::scalar_binary(s, typmod, b),
     }
 }
 
@@ -101,7 +134,7 @@ fn write_scalar(s: Scalar, typmod: i32, format: Format, b: &[u8], out: &mut Stri
             write_json_string(out, utf8(b)?);
         }
         (Scalar::Json, _) | (Scalar::Jsonb, Format::Text) => embed_json(b, out)?,
-        (Scalar::Jsonb, Format::Binary) => embed_json(binary_format::jsonb_payload(b)?, out)?,
+        (Scalar::Jsonb, Format::Binary) => embed_json(scalar_binary::jsonb_payload(b)?, out)?,
         (Scalar::Geometry, _) => match scalar(s, typmod, format, b)? {
             Value::Text(geojson) => out.push_str(&geojson),
             other => write_json_value(out, &other),
@@ -116,9 +149,4 @@ fn embed_json(b: &[u8], out: &mut String) -> Res<()> {
     check_json(s)?;
     out.push_str(s.trim_matches(|c: char| c.is_ascii_whitespace()));
     Ok(())
-}
-
-/// GeoJSON of PostGIS EWKB bytes.
-pub(crate) fn geometry_value(ewkb: &[u8]) -> Res<Value> {
-    wkb_to_geojson(ewkb).map(Value::Text)
 }
