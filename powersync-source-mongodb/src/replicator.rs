@@ -87,8 +87,8 @@ struct Replicator {
     known: BTreeSet<String>,
 }
 
-/// The stream task: runs until the host drops the stream or a final error, which it sends to
-/// the host itself (after the events pushed before it).
+/// The stream task: runs until the host drops the stream or a final error (which the runtime
+/// hands to the host after the events pushed before it).
 pub(crate) async fn run(setup: Setup, out: Emitter) -> Step<()> {
     let Setup {
         client,
@@ -116,21 +116,10 @@ pub(crate) async fn run(setup: Setup, out: Emitter) -> Step<()> {
         reassembler: Reassembler::default(),
         known: BTreeSet::new(),
     };
-    let result = async {
-        if let Plan::Snapshot(book) = plan {
-            replicator.initial_snapshot(book).await?;
-        }
-        replicator.stream().await
+    if let Plan::Snapshot(book) = plan {
+        replicator.initial_snapshot(book).await?;
     }
-    .await;
-    match result {
-        Err(Stop::Failed(e)) => {
-            // Delivered here rather than returned: the events still in the emitter go first.
-            replicator.out.fail(e).await;
-            Ok(())
-        }
-        other => other,
-    }
+    replicator.stream().await
 }
 
 fn event_time(h: &EventHeader) -> UnixMicros {
