@@ -81,6 +81,7 @@ mod catalog;
 mod check;
 pub mod config;
 mod connection;
+mod cursor;
 mod options;
 pub mod pgoutput;
 #[cfg(feature = "provision")]

@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::socket::PgStream;
 use super::{ConnKind, ServerError, Target};
+use crate::cursor::{Cursor, Short};
 
 /// Largest backend message accepted (PostgreSQL never allocates more than 1 GiB for one).
 pub(crate) const MAX_MESSAGE_LEN: usize = (1 << 30) + (1 << 16);
@@ -38,15 +39,19 @@ pub(crate) fn split_message(buf: &mut BytesMut) -> Result<Option<(u8, BytesMut)>
     Ok(Some((tag, msg)))
 }
 
-/// A cursor over a message body.
+/// A message body read through the crate's [`Cursor`]; a short read is a `Decode` error
+/// naming the message.
 pub(crate) struct Reader<'a> {
-    buf: &'a [u8],
+    cur: Cursor<'a>,
     what: &'static str,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8], what: &'static str) -> Self {
-        Reader { buf, what }
+        Reader {
+            cur: Cursor::new(buf),
+            what,
+        }
     }
 
     fn short(&self) -> SourceError {
@@ -54,49 +59,34 @@ impl<'a> Reader<'a> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.cur.is_empty()
     }
 
     pub fn u8(&mut self) -> Result<u8, SourceError> {
-        let (&b, rest) = self.buf.split_first().ok_or_else(|| self.short())?;
-        self.buf = rest;
-        Ok(b)
+        self.cur.u8().map_err(|Short| self.short())
     }
 
     pub fn i16(&mut self) -> Result<i16, SourceError> {
-        let b = self.take(2)?;
-        Ok(i16::from_be_bytes([b[0], b[1]]))
+        self.cur.i16().map_err(|Short| self.short())
     }
 
     pub fn i32(&mut self) -> Result<i32, SourceError> {
-        let b = self.take(4)?;
-        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.cur.i32().map_err(|Short| self.short())
     }
 
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], SourceError> {
-        if self.buf.len() < n {
-            return Err(self.short());
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
+        self.cur.bytes(n).map_err(|Short| self.short())
     }
 
     pub fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.buf)
+        self.cur.take_rest()
     }
 
     /// A NUL-terminated string, lossily decoded (server texts are UTF-8 with
     /// `client_encoding=UTF8`, but an error must never hide behind a decode failure).
     pub fn cstr(&mut self) -> Result<String, SourceError> {
-        let nul = self
-            .buf
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or_else(|| self.short())?;
-        let s = String::from_utf8_lossy(&self.buf[..nul]).into_owned();
-        self.buf = &self.buf[nul + 1..];
-        Ok(s)
+        let raw = self.cur.until_nul().map_err(|Short| self.short())?;
+        Ok(String::from_utf8_lossy(raw).into_owned())
     }
 }
 

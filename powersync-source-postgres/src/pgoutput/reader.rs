@@ -1,4 +1,4 @@
-//! A bounds-checked big-endian cursor over a borrowed message. Nothing here panics.
+//! The pgoutput decoder's reader: the crate's [`Cursor`] plus what failed and where.
 //!
 //! Reads return `Result<T, Fail>` with a zero-sized [`Fail`] so that the hot path passes values
 //! in registers; the reader itself remembers what failed and where, and
@@ -7,6 +7,8 @@
 //! reported at the cursor.
 
 use powersync_source_core::position::PgLsn;
+
+use crate::cursor::{Cursor, Short};
 
 use super::error::{DecodeError, DecodeErrorKind};
 use super::PgTimestamp;
@@ -17,8 +19,7 @@ pub(crate) struct Fail;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Reader<'a> {
-    rest: &'a [u8],
-    len: usize,
+    cur: Cursor<'a>,
     /// The message being decoded, for errors.
     pub(crate) context: &'static str,
     /// A failure other than truncation at the cursor: what and where.
@@ -29,8 +30,7 @@ impl<'a> Reader<'a> {
     #[inline(always)]
     pub(crate) fn new(buf: &'a [u8], context: &'static str) -> Self {
         Reader {
-            rest: buf,
-            len: buf.len(),
+            cur: Cursor::new(buf),
             context,
             failure: None,
         }
@@ -39,20 +39,19 @@ impl<'a> Reader<'a> {
     /// Offset of the next unread byte from the start of the message.
     #[inline(always)]
     pub(crate) fn offset(&self) -> usize {
-        self.len - self.rest.len()
+        self.cur.offset()
     }
 
     /// The unread bytes.
     #[inline(always)]
     pub(crate) fn rest(&self) -> &'a [u8] {
-        self.rest
+        self.cur.rest()
     }
 
     /// Moves the cursor to `rest`, which must be a suffix of the unread bytes.
     #[inline(always)]
     pub(crate) fn set_rest(&mut self, rest: &'a [u8]) {
-        debug_assert!(rest.len() <= self.rest.len());
-        self.rest = rest;
+        self.cur.set_rest(rest);
     }
 
     /// Records a failure of `kind` at `offset`.
@@ -74,50 +73,33 @@ impl<'a> Reader<'a> {
     }
 
     #[inline(always)]
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], Fail> {
-        match self.rest.split_first_chunk::<N>() {
-            Some((head, tail)) => {
-                self.rest = tail;
-                Ok(*head)
-            }
-            None => Err(Fail),
-        }
-    }
-
-    #[inline(always)]
     pub(crate) fn u8(&mut self) -> Result<u8, Fail> {
-        match self.rest.split_first() {
-            Some((&b, tail)) => {
-                self.rest = tail;
-                Ok(b)
-            }
-            None => Err(Fail),
-        }
+        self.cur.u8().map_err(|Short| Fail)
     }
 
     #[inline(always)]
     pub(crate) fn u16(&mut self) -> Result<u16, Fail> {
-        self.array().map(u16::from_be_bytes)
+        self.cur.u16().map_err(|Short| Fail)
     }
 
     #[inline(always)]
     pub(crate) fn i32(&mut self) -> Result<i32, Fail> {
-        self.array().map(i32::from_be_bytes)
+        self.cur.i32().map_err(|Short| Fail)
     }
 
     #[inline(always)]
     pub(crate) fn u32(&mut self) -> Result<u32, Fail> {
-        self.array().map(u32::from_be_bytes)
+        self.cur.u32().map_err(|Short| Fail)
     }
 
     #[inline(always)]
     pub(crate) fn u64(&mut self) -> Result<u64, Fail> {
-        self.array().map(u64::from_be_bytes)
+        self.cur.u64().map_err(|Short| Fail)
     }
 
     #[inline(always)]
     pub(crate) fn i64(&mut self) -> Result<i64, Fail> {
-        self.array().map(i64::from_be_bytes)
+        self.cur.i64().map_err(|Short| Fail)
     }
 
     #[inline(always)]
@@ -133,12 +115,7 @@ impl<'a> Reader<'a> {
     /// The next `n` bytes.
     #[inline(always)]
     pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], Fail> {
-        if n > self.rest.len() {
-            return Err(Fail);
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
+        self.cur.bytes(n).map_err(|Short| Fail)
     }
 
     /// An `Int32` length that must not be negative, then that many bytes.
@@ -155,31 +132,31 @@ impl<'a> Reader<'a> {
     /// Everything that is left.
     #[inline(always)]
     pub(crate) fn take_rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.rest)
+        self.cur.take_rest()
     }
 
     /// A NUL-terminated UTF-8 string (the NUL is consumed, not returned).
     #[inline]
     pub(crate) fn cstr(&mut self, field: &'static str) -> Result<&'a str, Fail> {
         let at = self.offset();
-        let Some(nul) = self.rest.iter().position(|&b| b == 0) else {
+        let mut cur = self.cur;
+        let Ok(raw) = cur.until_nul() else {
             return Err(self.fail_at(DecodeErrorKind::UnterminatedString { field }, at));
         };
-        let (raw, tail) = self.rest.split_at(nul);
         let Ok(s) = std::str::from_utf8(raw) else {
             return Err(self.fail_at(DecodeErrorKind::InvalidUtf8 { field }, at));
         };
-        self.rest = tail.get(1..).unwrap_or_default();
+        self.cur = cur;
         Ok(s)
     }
 
     /// Fails unless every byte was consumed.
     #[inline(always)]
     pub(crate) fn finish(&mut self) -> Result<(), Fail> {
-        if self.rest.is_empty() {
+        if self.cur.is_empty() {
             Ok(())
         } else {
-            let (n, at) = (self.rest.len(), self.offset());
+            let (n, at) = (self.cur.rest().len(), self.offset());
             Err(self.fail_at(DecodeErrorKind::TrailingBytes(n), at))
         }
     }

@@ -2,6 +2,7 @@
 //! the text forms of arrays, composites and ranges (`array_in`, `record_in`, `range_in`).
 
 use super::Res;
+use crate::cursor::{Cursor, Short};
 
 /// Skips ASCII whitespace from `b[i]`; returns the index of the next other byte.
 pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -77,61 +78,50 @@ pub(crate) fn quoted_item(
     }
 }
 
-/// Reads big-endian fields from a value's bytes; every read is bounds-checked.
+/// A binary value read through the crate's [`Cursor`]; a short read is an error saying how
+/// many bytes were missing where.
 pub(crate) struct Reader<'a> {
-    b: &'a [u8],
-    pos: usize,
+    cur: Cursor<'a>,
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(b: &'a [u8]) -> Self {
-        Reader { b, pos: 0 }
-    }
-
-    pub(crate) fn take(&mut self, n: usize) -> Res<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len());
-        match end {
-            Some(end) => {
-                let s = &self.b[self.pos..end];
-                self.pos = end;
-                Ok(s)
-            }
-            None => Err(format!(
-                "value ends early: needs {n} more bytes at offset {} of {}",
-                self.pos,
-                self.b.len()
-            )),
+        Reader {
+            cur: Cursor::new(b),
         }
     }
 
-    fn array<const N: usize>(&mut self) -> Res<[u8; N]> {
-        let s = self.take(N)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(s);
-        Ok(a)
+    #[cold]
+    fn short(&self, n: usize) -> String {
+        format!(
+            "value ends early: needs {n} more bytes at offset {} of {}",
+            self.cur.offset(),
+            self.cur.len()
+        )
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Res<&'a [u8]> {
+        self.cur.bytes(n).map_err(|Short| self.short(n))
     }
 
     pub(crate) fn u8(&mut self) -> Res<u8> {
-        Ok(self.array::<1>()?[0])
+        self.cur.u8().map_err(|Short| self.short(1))
     }
     pub(crate) fn u16(&mut self) -> Res<u16> {
-        Ok(u16::from_be_bytes(self.array()?))
+        self.cur.u16().map_err(|Short| self.short(2))
     }
     pub(crate) fn i32(&mut self) -> Res<i32> {
-        Ok(i32::from_be_bytes(self.array()?))
+        self.cur.i32().map_err(|Short| self.short(4))
     }
     pub(crate) fn u32(&mut self) -> Res<u32> {
-        Ok(u32::from_be_bytes(self.array()?))
+        self.cur.u32().map_err(|Short| self.short(4))
     }
 
     /// Bytes up to a zero byte (consumed, not returned).
     pub(crate) fn cstring(&mut self) -> Res<&'a [u8]> {
-        let rest = &self.b[self.pos..];
-        let Some(n) = rest.iter().position(|&c| c == 0) else {
-            return Err("unterminated string".to_owned());
-        };
-        self.pos += n + 1;
-        Ok(&rest[..n])
+        self.cur
+            .until_nul()
+            .map_err(|Short| "unterminated string".to_owned())
     }
 
     /// A length-prefixed value: `-1` is NULL.
@@ -144,17 +134,17 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn remaining(&self) -> usize {
-        self.b.len() - self.pos
+        self.cur.rest().len()
     }
 
     /// Errors unless every byte was read.
     pub(crate) fn finish(&self, what: &str) -> Res<()> {
-        if self.pos == self.b.len() {
+        if self.cur.is_empty() {
             Ok(())
         } else {
             Err(format!(
                 "{} unexpected bytes after the {what}",
-                self.b.len() - self.pos
+                self.remaining()
             ))
         }
     }
