@@ -426,7 +426,81 @@ fn parse_grant(line: &str) -> Option<(Vec<String>, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_grant;
+    use mysql_async::prelude::Queryable;
+    use powersync_source_core::provision::Fix;
+    use powersync_source_core::ChangeSource;
+    use powersync_source_testkit::{start_or_skip, MariaDbServer};
+
+    use super::{parse_grant, Grants};
+    use crate::{MySqlConfig, MySqlSource};
+
+    /// What `check()` reports about the binlog settings is executable: running the
+    /// statements of its remedies clears those problems.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn binlog_setting_remedies_run() {
+        let server = start_or_skip!(
+            MariaDbServer::builder()
+                .setting("binlog_format", "MIXED")
+                .setting("binlog_row_metadata", "MINIMAL")
+                .start()
+                .await
+        );
+        server
+            .sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY)")
+            .await
+            .expect("schema");
+        let config = MySqlConfig::parse(&server.database_url("app")).expect("url");
+        let source = MySqlSource::new(config.clone());
+        let report = source.check().await.expect("check");
+        let remedies: Vec<(&str, &Fix)> = report
+            .problems
+            .iter()
+            .filter(|p| p.setting.starts_with("binlog_"))
+            .map(|p| (p.setting.as_str(), &p.remedy))
+            .collect();
+        assert_eq!(
+            remedies,
+            vec![
+                (
+                    "binlog_format",
+                    &Fix::SqlAlone("SET GLOBAL binlog_format = 'ROW'".into())
+                ),
+                (
+                    "binlog_row_metadata",
+                    &Fix::SqlAlone("SET GLOBAL binlog_row_metadata = 'FULL'".into())
+                ),
+            ]
+        );
+        let mut conn = crate::connect_sql(&config).await.expect("connect");
+        for (_, fix) in &remedies {
+            let statement = fix.statement("").expect("a statement");
+            conn.query_drop(statement).await.expect("remedy runs");
+        }
+        let report = source.check().await.expect("check");
+        assert!(
+            report
+                .problems
+                .iter()
+                .all(|p| !p.setting.starts_with("binlog_")),
+            "{:?}",
+            report.problems
+        );
+    }
+
+    #[test]
+    fn grants_match_exactly() {
+        let g = Grants::parse(&[
+            "GRANT REPLICATION SLAVE ADMIN ON *.* TO `u`@`%`".into(),
+            "GRANT SELECT ON `app`.* TO `u`@`%`".into(),
+            "GRANT INSERT ON `app`.`cp` TO `u`@`%`".into(),
+            "GRANT `r1` TO `u`@`%`".into(),
+        ]);
+        assert!(!g.global("REPLICATION SLAVE"));
+        assert!(g.on_database("SELECT", "APP") && !g.on_database("SELECT", "other"));
+        assert!(g.in_database("INSERT", "app") && !g.on_database("INSERT", "app"));
+        assert!(g.on_table("INSERT", "app", "cp") && g.on_table("SELECT", "app", "cp"));
+        assert!(g.via_roles);
+    }
 
     #[test]
     fn grants() {

@@ -345,3 +345,71 @@ pub(crate) async fn check(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use powersync_source_core::provision::Fix;
+    use powersync_source_core::{ChangeSource, TableName};
+    use powersync_source_testkit::postgres::PostgresServer;
+    use powersync_source_testkit::start_or_skip;
+
+    use super::{ident, qualified};
+    use crate::PostgresSource;
+
+    #[test]
+    fn names_are_quoted_only_when_needed() {
+        assert_eq!(ident("powersync"), "powersync");
+        assert_eq!(ident("Keyless"), "\"Keyless\"");
+        assert_eq!(ident("select"), "\"select\"");
+        assert_eq!(
+            qualified(&TableName::new("my schema", "a\"b")),
+            "\"my schema\".\"a\"\"b\""
+        );
+    }
+
+    /// What `check()` reports is executable: running its SQL remedies, round after round (a
+    /// table added to the publication can then show its own problem), makes the server
+    /// ready, and each remedy is the statement the planner would print.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn running_the_remedies_makes_the_server_ready() {
+        let server = start_or_skip!(PostgresServer::builder().start().await);
+        server
+            .psql(
+                "CREATE TABLE a (id int PRIMARY KEY);
+                 CREATE TABLE \"Keyless\" (x int);
+                 CREATE PUBLICATION powersync FOR TABLE a WITH (publish = 'insert');",
+            )
+            .await
+            .expect("schema");
+        let source = PostgresSource::from_url(&server.url())
+            .expect("url")
+            .with_tables(vec![
+                TableName::new("public", "a"),
+                TableName::new("public", "Keyless"),
+            ]);
+        let client = crate::connect_sql(source.config()).await.expect("connect");
+        let mut ran = Vec::new();
+        for _round in 0..3 {
+            let report = source.check().await.expect("check");
+            if report.is_ready() {
+                break;
+            }
+            for problem in report.errors() {
+                let Fix::Sql(statement) = &problem.remedy else {
+                    panic!("not an SQL remedy: {problem:?}");
+                };
+                client.batch_execute(statement).await.expect("remedy runs");
+                ran.push(statement.clone());
+            }
+        }
+        assert!(source.check().await.expect("check").is_ready(), "{ran:?}");
+        assert_eq!(
+            ran,
+            vec![
+                "ALTER PUBLICATION powersync SET (publish = 'insert, update, delete, truncate')",
+                "ALTER PUBLICATION powersync ADD TABLE public.\"Keyless\"",
+                "ALTER TABLE public.\"Keyless\" REPLICA IDENTITY FULL",
+            ]
+        );
+    }
+}
