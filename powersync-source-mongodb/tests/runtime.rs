@@ -137,6 +137,47 @@ async fn half_open_connection_is_detected_by_the_silence_timeout() {
     assert!(oracle.rows.contains_key(&104) && oracle.rows.contains_key(&204));
 }
 
+/// An outage longer than the budget ends the stream with a final `Connection` error (after
+/// the events before it), never silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_longer_than_the_budget_is_a_final_error() {
+    let Some(w) = MongoWorkload::secantus(&[]).await else {
+        return;
+    };
+    w.reset().await.unwrap();
+    w.apply(&inserts(0, 5)).await.unwrap();
+    let source = w
+        .source_for("serverSelectionTimeoutMS=500")
+        .with_stream_options(
+            StreamOptions::default()
+                .with_tables(vec![TableName::new("", w.collection_name())])
+                .with_retry(RetryPolicy {
+                    initial_delay: Duration::from_millis(100),
+                    max_delay: Duration::from_millis(300),
+                    give_up_after: Some(Duration::from_secs(2)),
+                    ..RetryPolicy::default()
+                }),
+        );
+    let mut oracle = Oracle::strict();
+    let mut stream = start_through_snapshot(&source, &mut oracle).await.unwrap();
+    w.server.as_ref().unwrap().kill().await.unwrap();
+    let error = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+            Ok(Some(Ok(batch))) => oracle.apply_batch(batch.events).unwrap(),
+            Ok(Some(Err(e))) => break e,
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(_) => panic!("no error within 30 s of the server's death"),
+        }
+    };
+    assert_eq!(error.kind(), ErrorKind::Connection, "{error}");
+    assert!(stream.stats().snapshot().reconnects >= 1);
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
+    assert!(
+        matches!(end, Ok(None)),
+        "the stream went on after its final error"
+    );
+}
+
 /// A panic inside the stream task reaches the host as an `Internal` error, then the stream
 /// ends: never a silent end that looks like a finished stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
