@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use powersync_source_testkit::{or_skip, SecantusServer};
 use powersync_source_core::RetryPolicy;
 use powersync_source_mongodb::mongodb::Client;
+use powersync_source_testkit::{or_skip, SecantusServer};
 
 /// A fast reconnect policy for tests.
 pub fn fast_retry() -> RetryPolicy {
