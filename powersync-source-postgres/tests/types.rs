@@ -184,9 +184,9 @@ pub(crate) fn golden() -> Vec<Case> {
 
     // Dates and times.
     add("date", "'2024-02-29'", t("2024-02-29"));
-    add("date", "'0044-03-15 BC'", t("-0043-03-15"));
-    add("date", "'4713-01-01 BC'", t("-4712-01-01"));
-    add("date", "'5874897-12-31'", t("5874897-12-31"));
+    add("date", "'0044-03-15 BC'", t("-000043-03-15"));
+    add("date", "'4713-01-01 BC'", t("-004712-01-01"));
+    add("date", "'5874897-12-31'", t("+5874897-12-31"));
     add("date", "'infinity'", t("infinity"));
     add("date", "'-infinity'", t("-infinity"));
     add("time without time zone", "'00:00:00'", t("00:00:00.000000"));
@@ -257,17 +257,17 @@ pub(crate) fn golden() -> Vec<Case> {
     add(
         "timestamp without time zone",
         "'0044-03-15 12:00:00 BC'",
-        t("-0043-03-15T12:00:00.000000"),
+        t("-000043-03-15T12:00:00.000000"),
     );
     add(
         "timestamp without time zone",
         "'4713-01-01 00:00:00 BC'",
-        t("-4712-01-01T00:00:00.000000"),
+        t("-004712-01-01T00:00:00.000000"),
     );
     add(
         "timestamp without time zone",
         "'294276-12-31 23:59:59.999999'",
-        t("294276-12-31T23:59:59.999999"),
+        t("+294276-12-31T23:59:59.999999"),
     );
     add(
         "timestamp without time zone",
@@ -308,7 +308,7 @@ pub(crate) fn golden() -> Vec<Case> {
     add(
         "timestamp with time zone",
         "'0044-03-15 12:00:00+00 BC'",
-        t("-0043-03-15T12:00:00.000000Z"),
+        t("-000043-03-15T12:00:00.000000Z"),
     );
     add("timestamp with time zone", "'infinity'", t("infinity"));
     add("timestamp with time zone", "'-infinity'", t("-infinity"));
@@ -467,7 +467,7 @@ pub(crate) fn golden() -> Vec<Case> {
     add(
         "date[]",
         "'{2024-01-01,infinity,0044-03-15 BC}'",
-        t(r#"["2024-01-01","infinity","-0043-03-15"]"#),
+        t(r#"["2024-01-01","infinity","-000043-03-15"]"#),
     );
     add(
         "timestamp with time zone[]",

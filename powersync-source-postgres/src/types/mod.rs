@@ -16,7 +16,7 @@
 //! | `bytea` | `Blob` |
 //! | `uuid` | `Text`, lowercase |
 //! | `json`, `jsonb`, `jsonpath` | `Text`: the document as the server prints it |
-//! | `date` | `Text` `YYYY-MM-DD` (BC years astronomical: `0044-03-15 BC` → `-0043-03-15`; `infinity`, `-infinity`) |
+//! | `date` | `Text` `YYYY-MM-DD` (BC years astronomical, years outside 0000–9999 in ISO 8601 expanded form: `0044-03-15 BC` → `-000043-03-15`; `infinity`, `-infinity`) |
 //! | `time` | `Text` `HH:MM:SS[.f]` |
 //! | `time with time zone` | `Text`, converted to UTC, `HH:MM:SS[.f]Z` |
 //! | `timestamp` | `Text` `YYYY-MM-DDTHH:MM:SS[.f]` |
