@@ -115,8 +115,9 @@ pub async fn run(
     }
 
     let facts = read_facts(&client, &wanted).await?;
-    let chosen = provider.unwrap_or_else(|| provider::detect(config.host(), &facts.signals));
-    let how = if provider.is_some() {
+    let given = provider;
+    let provider = given.unwrap_or_else(|| provider::detect(config.host(), &facts.signals));
+    let how = if given.is_some() {
         "given with --provider"
     } else if provider::from_host(config.host()).is_some() {
         "from the host name"
@@ -125,7 +126,6 @@ pub async fn run(
     } else {
         "no provider's host name, settings or roles found"
     };
-    let provider = chosen;
     if let Some(why) = provider.unsupported() {
         report.comment(format_args!("provider: {provider} ({how})"))?;
         report.comment(format_args!("not supported: {why}"))?;
