@@ -2,12 +2,15 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), powersync_source_core::SourceError> {
-//! use powersync_source_core::{ChangeSource, StartFrom};
-//! use powersync_source_postgres::PostgresSource;
+//! use powersync_source_core::{ChangeSource, StartFrom, StreamOptions, TableName};
+//! use powersync_source_postgres::{PostgresConfig, PostgresSource};
 //!
-//! let source = PostgresSource::from_url("postgres://replicator:secret@db:5432/app?publication=powersync")?;
+//! let config = PostgresConfig::parse("postgres://replicator:secret@db:5432/app?publication=powersync")?;
+//! let source = PostgresSource::new(config).with_stream_options(
+//!     StreamOptions::default().with_tables(vec![TableName::new("public", "todos")]),
+//! );
 //! let report = source.check().await?; // every missing prerequisite, each with its fix
-//! let stream = source.start(StartFrom::Beginning).await?;
+//! let stream = source.start(StartFrom::Beginning).await?; // runs check() first
 //! # Ok(()) }
 //! ```
 //!
@@ -60,7 +63,10 @@
 //! slot is [`ErrorKind::HistoryLost`](powersync_source_core::ErrorKind::HistoryLost).
 //!
 //! **Reconnects.** A dropped connection, a terminated walsender or a server restart is retried
-//! with backoff inside the stream and resumed from the last emitted boundary. If it dropped in
+//! with backoff inside the stream and resumed from the last emitted boundary. The retry budget
+//! ([`StreamOptions::retry`](powersync_source_core::StreamOptions::retry)) is per outage: it
+//! starts at the first failure and is reset by the first message after a reconnect, so a
+//! stream that has run for days survives a restart exactly as a new one does. If it dropped in
 //! the middle of a transaction, the stream emits [`ChangeEvent::Abort`] first, and the server
 //! resends that transaction whole. A silent (half-open) connection is detected after
 //! `silence_timeout`: half-way the connector asks the server for a reply, and gives up on the

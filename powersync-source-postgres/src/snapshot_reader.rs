@@ -129,9 +129,11 @@ pub(crate) async fn read_tables(
     for task in tasks {
         let result = match task.await {
             Ok(r) => r,
-            Err(e) => Err(SourceError::connection(format!(
-                "snapshot reader stopped: {e}"
-            ))),
+            // A panic is a bug, not a connection problem: it must not be retried quietly.
+            Err(e) if e.is_panic() => {
+                Err(SourceError::internal("a snapshot reader panicked").with_source(e))
+            }
+            Err(e) => Err(SourceError::connection("a snapshot reader stopped").with_source(e)),
         };
         if let Err(e) = result {
             first_error.get_or_insert(e);

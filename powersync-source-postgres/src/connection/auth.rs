@@ -44,8 +44,9 @@ pub(super) async fn authenticate(cfg: &PostgresConfig, wire: &mut Wire) -> Resul
                             password()?,
                             [salt[0], salt[1], salt[2], salt[3]],
                         );
-                        frontend::password_message(hash.as_bytes(), &mut wire.wbuf)
-                            .map_err(|e| SourceError::decode(e.to_string()))?;
+                        frontend::password_message(hash.as_bytes(), &mut wire.wbuf).map_err(
+                            |e| SourceError::decode("encoding the MD5 password").with_source(e),
+                        )?;
                         wire.flush(doing).await?;
                     }
                     10 => scram(wire, r.rest(), password()?).await?,
@@ -92,25 +93,24 @@ async fn scram(wire: &mut Wire, mechanisms: &[u8], password: &[u8]) -> Result<()
     }
     let mut scram = sasl::ScramSha256::new(password, sasl::ChannelBinding::unsupported());
     frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), &mut wire.wbuf)
-        .map_err(|e| SourceError::decode(e.to_string()))?;
+        .map_err(|e| SourceError::decode("encoding the SASL initial response").with_source(e))?;
     wire.flush(doing).await?;
 
     let continue_data = expect_auth(wire, doing, 11).await?;
     scram.update(&continue_data).map_err(|e| {
-        SourceError::auth(format!(
-            "{doing} {target}: invalid SCRAM server message: {e}"
-        ))
+        SourceError::auth(format!("{doing} {target}: invalid SCRAM server message")).with_source(e)
     })?;
     frontend::sasl_response(scram.message(), &mut wire.wbuf)
-        .map_err(|e| SourceError::decode(e.to_string()))?;
+        .map_err(|e| SourceError::decode("encoding the SASL response").with_source(e))?;
     wire.flush(doing).await?;
 
     let final_data = expect_auth(wire, doing, 12).await?;
     scram.finish(&final_data).map_err(|e| {
         SourceError::auth(format!(
-            "{doing} {target}: the server's SCRAM signature did not verify ({e}); the server \
-             may not be who it claims to be"
+            "{doing} {target}: the server's SCRAM signature did not verify"
         ))
+        .with_source(e)
+        .with_hint("the server may not be who it claims to be")
     })?;
     Ok(())
 }

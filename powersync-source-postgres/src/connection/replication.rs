@@ -152,7 +152,7 @@ impl ReplicationConnection {
                         "COPY FROM STDIN is not supported here",
                         &mut self.wire.wbuf,
                     )
-                    .map_err(|e| SourceError::decode(e.to_string()))?;
+                    .map_err(|e| SourceError::decode("encoding CopyFail").with_source(e))?;
                     self.wire.flush(doing).await?;
                 }
                 b'H' | b'W' => {

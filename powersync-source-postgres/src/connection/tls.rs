@@ -110,9 +110,10 @@ pub(crate) fn client_config(
             let key = read_key(key)?;
             builder.with_client_auth_cert(chain, key).map_err(|e| {
                 SourceError::config(format!(
-                    "sslcert/sslkey ({}): unusable client certificate or key: {e}",
+                    "sslcert/sslkey ({}): unusable client certificate or key",
                     cert.display()
                 ))
+                .with_source(e)
             })?
         }
         _ => builder.with_no_client_auth(),
