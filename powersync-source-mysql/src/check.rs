@@ -17,7 +17,6 @@ use crate::connection::sql_error;
 use crate::server::{Flavour, ServerInfo};
 
 /// The checkpoint table's columns, as `write_checkpoint` and `setup` create it.
-#[cfg_attr(not(feature = "provision"), allow(dead_code))]
 pub(crate) const CHECKPOINT_COLUMNS: &str =
     "(id INT PRIMARY KEY, checkpoint VARCHAR(512) NOT NULL, \
      written_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB";
