@@ -400,6 +400,7 @@ mod tests {
         );
         report.error("x", "covered", "y");
         report.warning("w", "slow", "faster");
+        assert_eq!(report.problems[1].remedy, Fix::manual("y"));
         let mut plan = Plan::default();
         plan.add_check(&report, |p| p.what == "covered");
         assert_eq!(
