@@ -6,8 +6,7 @@
 //! - [`json_lines`]: `tail`'s output format (also the payload of `publish`'s messages);
 //! - [`checkpoint_file`]: `tail --checkpoint-file`, replaced atomically;
 //! - [`progress`]: progress lines and the run summary on stderr;
-//! - `jetstream` (feature `jetstream`): `publish` and `consume` through NATS JetStream;
-//! - [`source_url`]: the URL helpers `setup` uses, re-exported from `powersync_source`.
+//! - `jetstream` (feature `jetstream`): `publish` and `consume` through NATS JetStream.
 
 pub mod checkpoint_file;
 pub mod cli;
@@ -15,4 +14,3 @@ pub mod cli;
 pub mod jetstream;
 pub mod json_lines;
 pub mod progress;
-pub mod source_url;
