@@ -214,15 +214,32 @@ impl Replicator {
                 "replication interrupted; resuming from {}",
                 self.last_emitted
             );
-            reconnect.after_failure(error, out).await?;
+            self.after_failure(&mut reconnect, error, out).await?;
             // The catalog connection is needed before the replication one (slot check); a
             // failure to reopen it counts against the outage's budget like any other.
             while self.sql.is_closed() {
                 match self.reconnect_sql().await {
                     Ok(()) => break,
-                    Err(e) => reconnect.after_failure(e, out).await?,
+                    Err(e) => self.after_failure(&mut reconnect, e, out).await?,
                 }
             }
+        }
+    }
+
+    /// [`Reconnect::after_failure`], and when the failure is final, an `Abort` first for a
+    /// transaction the host holds open (it must not apply half of it).
+    async fn after_failure(
+        &self,
+        reconnect: &mut Reconnect,
+        error: SourceError,
+        out: &mut Emitter,
+    ) -> Step<()> {
+        match reconnect.after_failure(error, out).await {
+            Err(Stop::Failed(e)) => {
+                out.abort_open_transaction().await?;
+                Err(Stop::Failed(e))
+            }
+            other => other,
         }
     }
 
