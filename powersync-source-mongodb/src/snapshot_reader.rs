@@ -11,6 +11,9 @@
 //! into cursor timeouts, and a batch boundary is a resume point: the last `_id` is stored in
 //! canonical extended JSON, which keeps its exact BSON type.
 
+use std::future::IntoFuture;
+use std::time::Duration;
+
 use futures::TryStreamExt;
 use mongodb::bson::raw::{RawBson, RawDocumentBuf};
 use mongodb::bson::{doc, Bson};
@@ -21,10 +24,14 @@ use powersync_source_core::{Result, SourceError};
 use crate::driver_error::driver_error;
 
 /// Reads the next batch after `after` (`None` = from the start): at most `limit` documents.
+/// Each round trip (the query, every `getMore`) that gets no answer within `silence` fails the
+/// read with a [`Connection`](powersync_source_core::ErrorKind::Connection) error: a half-open
+/// connection is retried, not waited on forever.
 pub async fn read_batch(
     coll: &Collection<RawDocumentBuf>,
     after: Option<&Bson>,
     limit: u32,
+    silence: Duration,
 ) -> Result<Vec<RawDocumentBuf>> {
     let context = || format!("snapshot of {}.{}", coll.namespace().db, coll.name());
     let extra = u32::from(after.is_some());
@@ -43,11 +50,20 @@ pub async fn read_batch(
         }
         None => None,
     };
-    let mut cursor = find.await.map_err(|e| driver_error(context(), e))?;
-    let mut out = Vec::with_capacity(limit as usize);
-    while let Some(doc) = cursor
-        .try_next()
+    let silent = || {
+        SourceError::connection(format!(
+            "{}: the server sent nothing for {silence:?} (half-open connection?)",
+            context()
+        ))
+    };
+    let mut cursor = tokio::time::timeout(silence, find.into_future())
         .await
+        .map_err(|_| silent())?
+        .map_err(|e| driver_error(context(), e))?;
+    let mut out = Vec::with_capacity(limit as usize);
+    while let Some(doc) = tokio::time::timeout(silence, cursor.try_next())
+        .await
+        .map_err(|_| silent())?
         .map_err(|e| driver_error(context(), e))?
     {
         if out.is_empty() {

@@ -110,6 +110,14 @@ impl MongoSource {
         }
     }
 
+    /// How long a read may stay unanswered: the silence timeout, but never less than the
+    /// server's idle wait plus a margin.
+    fn silence(&self) -> Duration {
+        self.options
+            .silence_timeout
+            .max(self.config.max_await() + SILENCE_MARGIN)
+    }
+
     fn selection(&self) -> Result<Selection> {
         let foreign = Selection::foreign(self.config.database(), self.tables());
         if let Some(t) = foreign.first() {
@@ -227,7 +235,10 @@ impl ChangeSource for MongoSource {
             let coll = db.collection::<RawDocumentBuf>(&info.name);
             let mut shape = CollectionShape::new(selection.table(&info.name));
             // One document shows the fields; more appear as the stream sees them.
-            if let Some(sample) = snapshot_reader::read_batch(&coll, None, 1).await?.first() {
+            if let Some(sample) = snapshot_reader::read_batch(&coll, None, 1, self.silence())
+                .await?
+                .first()
+            {
                 shape.row(sample)?;
             }
             out.push(shape.schema().as_ref().clone());
@@ -276,9 +287,7 @@ impl ChangeSource for MongoSource {
             config: self.config.clone(),
             selection,
             retry: options.retry.clone(),
-            silence: options
-                .silence_timeout
-                .max(self.config.max_await() + SILENCE_MARGIN),
+            silence: self.silence(),
             split_events,
             start,
             plan,

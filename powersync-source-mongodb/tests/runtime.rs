@@ -137,6 +137,79 @@ async fn half_open_connection_is_detected_by_the_silence_timeout() {
     assert!(oracle.rows.contains_key(&104) && oracle.rows.contains_key(&204));
 }
 
+/// A server that stops answering in the middle of the snapshot: the batch read gives up after
+/// the silence timeout and is retried once the server answers again; every document arrives
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connection_during_the_snapshot_is_retried() {
+    let Some(w) = MongoWorkload::secantus(&[]).await else {
+        return;
+    };
+    w.reset().await.unwrap();
+    w.apply(&inserts(0, 1000)).await.unwrap();
+    let source = w.source_for("snapshot_batch_size=100").with_stream_options(
+        StreamOptions::default()
+            .with_tables(vec![TableName::new("", w.collection_name())])
+            .with_batch_events(50)
+            .with_silence_timeout(Duration::from_secs(1)),
+    );
+    let server = w.server.as_ref().expect("a throwaway server");
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let mut oracle = Oracle::strict();
+    let mut paused = false;
+    let mut snapshot_rows = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !oracle.snapshot_done {
+        assert!(Instant::now() < deadline, "the snapshot did not finish");
+        let Ok(Some(batch)) = tokio::time::timeout(Duration::from_secs(2), stream.next()).await
+        else {
+            continue;
+        };
+        let batch = batch.unwrap();
+        let chunk_done = batch.events.iter().any(|e| {
+            matches!(
+                e,
+                ChangeEvent::Snapshot(powersync_source_core::SnapshotProgress::ChunkDone { .. })
+            )
+        });
+        snapshot_rows += batch
+            .events
+            .iter()
+            .filter(|e| matches!(e, ChangeEvent::Row(r) if r.snapshot))
+            .count();
+        oracle.apply_batch(batch.events).unwrap();
+        if chunk_done && !paused {
+            paused = true;
+            server.pause().await.unwrap();
+            let stats = stream.stats().clone();
+            // The task may be blocked on a full channel: keep reading while waiting.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while stats.snapshot().reconnects == 0 && Instant::now() < deadline {
+                if let Ok(Some(batch)) =
+                    tokio::time::timeout(Duration::from_millis(500), stream.next()).await
+                {
+                    let batch = batch.unwrap();
+                    snapshot_rows += batch
+                        .events
+                        .iter()
+                        .filter(|e| matches!(e, ChangeEvent::Row(r) if r.snapshot))
+                        .count();
+                    oracle.apply_batch(batch.events).unwrap();
+                }
+            }
+            let noticed = stats.snapshot().reconnects >= 1;
+            server.resume().await.unwrap();
+            assert!(noticed, "the silent server was not noticed within 30 s");
+        }
+    }
+    assert!(paused);
+    assert_eq!(
+        snapshot_rows, 1000,
+        "a document was read twice or not at all"
+    );
+    assert_eq!(oracle.rows.len(), 1000);
+}
+
 /// An outage longer than the budget ends the stream with a final `Connection` error (after
 /// the events before it), never silently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,7 +61,7 @@ impl Replicator {
         // first batch is read.
         let (estimated, first) = tokio::join!(
             collection.estimated_document_count(),
-            read_batch(&collection, after.as_ref(), limit)
+            read_batch(&collection, after.as_ref(), limit, self.silence)
         );
         let estimated = estimated.ok();
         self.out
@@ -98,7 +98,7 @@ impl Replicator {
                     ),
                 }
             } else {
-                read_batch(&collection, after.as_ref(), limit).await
+                read_batch(&collection, after.as_ref(), limit, self.silence).await
             };
             let docs = match result {
                 Ok(docs) => {
@@ -113,9 +113,9 @@ impl Replicator {
             let last_id = docs.last().map(document_id).transpose()?;
             if docs.len() >= limit as usize {
                 if let Some(id) = &last_id {
-                    let (c, id) = (collection.clone(), id.clone());
+                    let (c, id, silence) = (collection.clone(), id.clone(), self.silence);
                     prefetch = Some(tokio::spawn(async move {
-                        read_batch(&c, Some(&id), limit).await
+                        read_batch(&c, Some(&id), limit, silence).await
                     }));
                 }
             }
