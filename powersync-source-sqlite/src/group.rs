@@ -134,10 +134,13 @@ impl Group {
 
     /// Whether the policy wants the group committed now (the caller checks that there is
     /// something to commit and that no source transaction is open).
-    pub(crate) fn due(&self, policy: &GroupPolicy, snapshot: bool, now: Instant) -> bool {
+    /// Reads the clock only when an age limit applies (it runs after every snapshot row).
+    pub(crate) fn due(&self, policy: &GroupPolicy, snapshot: bool) -> bool {
         self.commit_requested
             || self.rows >= policy.max_rows_in(snapshot)
-            || self.deadline(policy, snapshot).is_some_and(|d| now >= d)
+            || self
+                .deadline(policy, snapshot)
+                .is_some_and(|d| Instant::now() >= d)
     }
 
     /// When the group becomes too old.

@@ -431,10 +431,7 @@ impl Mirror {
         if self.in_source_tx || !self.has_pending() {
             return Ok(None);
         }
-        if !self
-            .group
-            .due(&self.policy, self.snapshot_phase, Instant::now())
-        {
+        if !self.group.due(&self.policy, self.snapshot_phase) {
             return Ok(None);
         }
         self.commit()
