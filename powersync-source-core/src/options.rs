@@ -34,7 +34,7 @@ impl Default for StreamOptions {
             tables: None,
             retry: RetryPolicy::default(),
             batch_events: 4096,
-            silence_timeout: Duration::from_secs(120),
+            silence_timeout: Duration::from_secs(30),
             panic_after_rows: None,
         }
     }
