@@ -136,6 +136,7 @@ pub(crate) fn server_error(
     let state = err.state();
     let class = err.code.get(..2).unwrap_or("");
     let lower = err.message.to_ascii_lowercase();
+    let detail = err.detail.as_deref().unwrap_or("").to_ascii_lowercase();
     let user = &target.user;
     let server_hint = err.hint.clone();
     let msg = format!("{doing} {target}");
@@ -191,6 +192,7 @@ pub(crate) fn server_error(
     } else if lower.contains("has already been removed")
         || lower.contains("can no longer get changes")
         || lower.contains("invalidated")
+        || detail.contains("invalidated")
     {
         // A removed WAL segment (58P01) or an invalidated slot (55000): the server cannot
         // produce the changes any more, whatever the code's class says.

@@ -143,6 +143,17 @@ fn server_error_mapping() {
 }
 
 #[test]
+fn invalidated_slot_named_only_in_the_detail_is_history_lost() {
+    let mut e = se("55000", "cannot read from logical replication slot \"s\"");
+    e.detail = Some(
+        "This slot has been invalidated because it exceeded the maximum reserved size.".into(),
+    );
+    let err = server_error(&target(), ConnKind::Replication, "streaming from", &e);
+    assert_eq!(err.kind(), ErrorKind::HistoryLost, "{err}");
+    assert_eq!(err.code(), Some("55000"));
+}
+
+#[test]
 fn replication_commands() {
     assert_eq!(
         create_slot_command("s", true, SlotSnapshot::Export, 150000),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use powersync_source_core::position::PgLsn;
 use powersync_source_core::runtime::{Emitter, Reconnect, Step, Stop};
-use powersync_source_core::{AckReceiver, ChangeEvent, Position, SourceError};
+use powersync_source_core::{AckReceiver, ChangeEvent, ErrorKind, Position, SourceError};
 use tokio_postgres::error::SqlState;
 
 use super::Replicator;
@@ -94,7 +94,22 @@ impl Replicator {
                 Err(other) => Stop::Failed(other),
             };
         }
-        // `server_error` already classified a missing or invalidated slot as HistoryLost.
+        // The slot cannot serve this stream any more (dropped, or invalidated: 55000 carries
+        // the reason only in its detail on some versions): the host must resnapshot.
+        let lost = code == Some(SqlState::UNDEFINED_OBJECT)
+            || code == Some(SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE);
+        if lost && e.kind() != ErrorKind::HistoryLost {
+            let code = e.code().map(str::to_owned);
+            let lost = SourceError::history_lost(format!(
+                "replication slot `{slot}` can no longer be streamed from"
+            ))
+            .with_hint("the slot is gone or was invalidated; start from scratch (snapshot)");
+            let lost = match code {
+                Some(code) => lost.with_code(code),
+                None => lost,
+            };
+            return Stop::Failed(lost.with_source(e));
+        }
         Stop::Failed(e)
     }
 
