@@ -168,10 +168,7 @@ mod snapshot;
 mod source;
 mod spatial;
 mod tables;
-/// The tiberius connection. Public only for the `setup` binary of `examples`, until its SQL
-/// Server provisioning moves into this crate; not part of the supported API.
-#[doc(hidden)]
-pub mod tds;
+mod tds;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod values;

@@ -9,7 +9,7 @@ mod select;
 use async_trait::async_trait;
 use powersync_source_core::position::MssqlLsn;
 use powersync_source_core::{Result, SourceError, TableName, UnixMicros, Value};
-pub use tiberius::Row;
+pub(crate) use tiberius::Row;
 
 use crate::backend::{
     CaptureInstance, CaptureJob, CapturedColumn, CdcBackend, CdcConnector, ChangeKey, ChangeRow,
@@ -18,12 +18,11 @@ use crate::backend::{
 use crate::config::MssqlConfig;
 use crate::tables::{key_positions, quote_ident, quote_table};
 use crate::values::column_value;
-pub use client::{Param, TdsClient};
-pub use select::column_expr;
+pub(crate) use client::{Param, TdsClient};
 
 /// Opens tiberius connections for a [`MssqlConfig`].
 #[derive(Debug, Clone)]
-pub struct TdsConnector {
+pub(crate) struct TdsConnector {
     config: MssqlConfig,
 }
 
