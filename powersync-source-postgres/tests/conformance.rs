@@ -40,10 +40,10 @@ impl PgWorkload {
         })
     }
 
-    fn n(&self) -> u32 {
+    pub(crate) fn n(&self) -> u32 {
         self.round.load(Ordering::SeqCst)
     }
-    fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         format!("conf_{}", self.n())
     }
 

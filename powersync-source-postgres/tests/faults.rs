@@ -452,3 +452,67 @@ async fn panic_in_the_stream_task_is_an_internal_error() {
     assert!(rows <= 5, "{rows} rows before the panic");
     assert!(stream.next().await.is_none(), "the error is final");
 }
+
+/// `with_stream_options` is honoured: no batch holds more than `batch_events` events, and a
+/// published table outside `tables` is neither snapshotted nor streamed (not even when it is
+/// written in the same transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_options_bound_batches_and_select_tables() {
+    let Some(w) = started().await else { return };
+    let other = format!("other_{}", w.n());
+    let client = w.client().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {other} (id bigint PRIMARY KEY);
+             ALTER PUBLICATION conf_pub_{n} ADD TABLE {other};
+             INSERT INTO {other} SELECT generate_series(1, 20);",
+            n = w.n()
+        ))
+        .await
+        .unwrap();
+    w.apply(&inserts(0, 40)).await.unwrap();
+    let source = w.source_with(w.stream_options().with_batch_events(7));
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+
+    let mut snapshot_rows = 0;
+    let mut streamed_rows = 0;
+    let mut written = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while streamed_rows < 30 {
+        let batch = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("rows within 30 s")
+            .expect("stream open")
+            .unwrap();
+        assert!(batch.events.len() <= 7, "a batch of {}", batch.events.len());
+        for event in &batch.events {
+            match event {
+                ChangeEvent::Row(r) => {
+                    assert_eq!(r.table.name.name, w.table(), "row of an unselected table");
+                    if r.snapshot {
+                        snapshot_rows += 1;
+                    } else {
+                        streamed_rows += 1;
+                    }
+                }
+                ChangeEvent::Schema(s) => assert_eq!(s.name.name, w.table()),
+                ChangeEvent::Snapshot(SnapshotProgress::Done { .. }) if !written => {
+                    written = true;
+                    client
+                        .batch_execute(&format!(
+                            "BEGIN;
+                             INSERT INTO {t} SELECT g, 'x' FROM generate_series(100, 129) g;
+                             INSERT INTO {other} SELECT generate_series(100, 129);
+                             COMMIT;",
+                            t = w.table()
+                        ))
+                        .await
+                        .unwrap();
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(snapshot_rows, 40);
+    assert_eq!(streamed_rows, 30);
+}
