@@ -22,12 +22,13 @@
 //! | `timestamp` | `Text` `YYYY-MM-DDTHH:MM:SS[.f]` |
 //! | `timestamp with time zone` | `Text`, UTC, `YYYY-MM-DDTHH:MM:SS[.f]Z` (`infinity` without `Z`) |
 //! | `interval` | `Text`, ISO 8601 duration ([`format_interval_iso`](powersync_source_core::normalize::time::format_interval_iso)) |
-//! | `inet`, `cidr`, `macaddr`, `macaddr8`, `pg_lsn`, `tid`, `tsvector`, geometric types | `Text` exactly as PostgreSQL prints it |
+//! | `inet`, `cidr`, `macaddr`, `macaddr8`, `tid`, `tsvector`, geometric types | `Text` exactly as PostgreSQL prints it |
+//! | `pg_lsn` | `Text`, zero-padded `0000000A/0000F00D` (sorts as the positions do) |
 //! | `bit(n)`, `bit varying` | `Text` of `0`/`1` digits |
 //! | domains | as their base type |
 //! | arrays | `Text`, JSON array (nested for several dimensions, `null` elements) |
 //! | composites | `Text`, JSON object field name → value |
-//! | ranges | `Text`, JSON `{"lower":…,"upper":…,"lower_inclusive":…,"upper_inclusive":…}` or `{"empty":true}`; unbounded → `null` |
+//! | ranges | `Text`, JSON `{"lower":…,"upper":…,"lower_exclusive":0\|1,"upper_exclusive":0\|1}` or `"empty"`; unbounded → `null`, exclusive (PowerSync's form) |
 //! | multiranges | `Text`, JSON array of ranges |
 //! | PostGIS `geometry`, `geography` | `Text`, GeoJSON |
 //! | anything else | `Text` as the server prints it; binary format unsupported ([`TypeRegistry::supports_binary`]) |

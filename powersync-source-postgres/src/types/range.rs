@@ -1,11 +1,13 @@
-//! Ranges → `{"lower":…,"upper":…,"lower_inclusive":…,"upper_inclusive":…}` (unbounded
-//! sides `null` and never inclusive) or `{"empty":true}`; multiranges → JSON arrays of those.
+//! Ranges → `{"lower":…,"upper":…,"lower_exclusive":0|1,"upper_exclusive":0|1}` (unbounded
+//! sides `null` and exclusive) or the JSON string `"empty"`; multiranges → JSON arrays of
+//! those. This is PowerSync's form (its `registry.test.ts` vectors), so a host replacing
+//! PowerSync's service keeps its `json_extract` queries; flags are 0/1 like every boolean.
 
 use super::lex::{quoted_item, skip_ws, Item, Reader};
 use super::registry::TypeRegistry;
 use super::{decode, excerpt, Format, Res};
 
-const EMPTY_JSON: &str = r#"{"empty":true}"#;
+const EMPTY_JSON: &str = r#""empty""#;
 
 const RANGE_EMPTY: u8 = 0x01;
 const RANGE_LB_INC: u8 = 0x02;
@@ -16,10 +18,10 @@ const RANGE_LB_NULL: u8 = 0x20;
 const RANGE_UB_NULL: u8 = 0x40;
 
 fn write_flags(out: &mut String, lower_inc: bool, upper_inc: bool) {
-    out.push_str(",\"lower_inclusive\":");
-    out.push_str(if lower_inc { "true" } else { "false" });
-    out.push_str(",\"upper_inclusive\":");
-    out.push_str(if upper_inc { "true" } else { "false" });
+    out.push_str(",\"lower_exclusive\":");
+    out.push_str(if lower_inc { "0" } else { "1" });
+    out.push_str(",\"upper_exclusive\":");
+    out.push_str(if upper_inc { "0" } else { "1" });
     out.push('}');
 }
 

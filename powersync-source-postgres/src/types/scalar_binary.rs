@@ -70,7 +70,7 @@ pub(crate) fn scalar_binary(s: Scalar, typmod: i32, b: &[u8]) -> Res<Value> {
         Scalar::Circle => geometry::circle_binary(b)?,
         Scalar::PgLsn => {
             let lsn = u64::from_be_bytes(fixed(b, "pg_lsn")?);
-            Value::Text(format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff))
+            Value::Text(format!("{:08X}/{:08X}", lsn >> 32, lsn & 0xffff_ffff))
         }
         Scalar::Tid => {
             let a: [u8; 6] = fixed(b, "tid")?;

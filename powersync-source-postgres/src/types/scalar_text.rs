@@ -52,9 +52,9 @@ pub(crate) fn scalar_text(s: Scalar, typmod: i32, b: &[u8]) -> Res<Value> {
         | Scalar::Path
         | Scalar::Polygon
         | Scalar::Circle
-        | Scalar::PgLsn
         | Scalar::Tid
         | Scalar::Unknown => Value::Text(utf8(b)?.to_owned()),
+        Scalar::PgLsn => Value::Text(pg_lsn_text(utf8(b)?)?),
         Scalar::Bit => {
             if !b.iter().all(|&c| c == b'0' || c == b'1') {
                 return Err(format!("invalid bit string {}", excerpt(b)));
@@ -175,4 +175,18 @@ fn money_text(b: &[u8]) -> Res<Value> {
     // Only ASCII digits were stored.
     let digits = std::str::from_utf8(&digits[..n]).unwrap_or_default();
     Ok(Value::Text(decimal_from_parts(negative, digits, 2)))
+}
+
+/// `16/B374D848` → `00000016/B374D848`: zero-padded, like the connector's own checkpoints, so
+/// `pg_lsn` texts sort as the positions do.
+fn pg_lsn_text(s: &str) -> Res<String> {
+    let parse = |part: &str| {
+        (!part.is_empty() && part.len() <= 8)
+            .then(|| u32::from_str_radix(part, 16).ok())
+            .flatten()
+    };
+    match s.split_once('/').map(|(hi, lo)| (parse(hi), parse(lo))) {
+        Some((Some(hi), Some(lo))) => Ok(format!("{hi:08X}/{lo:08X}")),
+        _ => Err(format!("invalid pg_lsn {}", excerpt(s.as_bytes()))),
+    }
 }
