@@ -19,9 +19,10 @@ use benches::{
 };
 use clap::Parser;
 use futures::StreamExt;
-use powersync_source_testkit::PostgresServer;
+use powersync_source_core::StreamOptions;
 use powersync_source_core::{ChangeEvent, ChangeSource, ChangeStream, SnapshotProgress, StartFrom};
-use powersync_source_postgres::{PgConfig, PostgresOptions, PostgresSource};
+use powersync_source_postgres::{PostgresConfig, PostgresOptions, PostgresSource};
+use powersync_source_testkit::PostgresServer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -50,7 +51,7 @@ struct Args {
     /// Size of the big transaction (rows of ~1 KB text) streamed for peak memory; 0 skips it.
     #[arg(long, default_value_t = 1024)]
     big_transaction_mb: u64,
-    /// `PostgresOptions::batch_events` for the connector (default: the connector's default).
+    /// `StreamOptions::batch_events` for the connector (default: the connector's default).
     #[arg(long)]
     batch_events: Option<usize>,
     /// Phases to run, comma-separated.
@@ -128,8 +129,10 @@ impl Series {
 
 struct Bench {
     server: PostgresServer,
-    /// Connector options (batch size) shared by every measurement.
+    /// Connector options shared by every measurement.
     options: PostgresOptions,
+    /// Stream options (batch size) shared by every measurement.
+    stream: StreamOptions,
     postmaster: u32,
     ctl: tokio_postgres::Client,
     rows: u64,
@@ -165,13 +168,15 @@ async fn main() -> Result<()> {
     tokio::spawn(conn);
     let pid_file = std::fs::read_to_string(server.data_dir().join("postmaster.pid"))?;
     let postmaster: u32 = pid_file.lines().next().unwrap_or_default().trim().parse()?;
-    let mut options = PostgresOptions::default();
+    let options = PostgresOptions::default();
+    let mut stream = StreamOptions::default();
     if let Some(n) = args.batch_events {
-        options.batch_events = n;
+        stream = stream.with_batch_events(n);
     }
     let bench = Bench {
         server,
         options,
+        stream,
         postmaster,
         ctl,
         rows: args.rows,
@@ -243,7 +248,7 @@ async fn main() -> Result<()> {
             "connector events per batch received by the sink, per run: binary [{}], text [{}] (batch_events = {}, size_of::<ChangeEvent>() = {} bytes)",
             conn_bin.events_per_batch(),
             conn_text.events_per_batch(),
-            bench.options.batch_events,
+            bench.stream.batch_events,
             std::mem::size_of::<ChangeEvent>()
         ));
         notes.push(format!(
@@ -522,8 +527,8 @@ impl Bench {
         )
     }
 
-    fn config(&self, publication: &str, slot: &str) -> Result<PgConfig> {
-        Ok(PgConfig::parse(&self.server.url())?
+    fn config(&self, publication: &str, slot: &str) -> Result<PostgresConfig> {
+        Ok(PostgresConfig::parse(&self.server.url())?
             .with_publication(publication)
             .with_slot(slot))
     }
@@ -639,8 +644,9 @@ impl Bench {
             binary,
             ..self.options.clone()
         };
-        let source =
-            PostgresSource::new(self.config(PUBLICATION, "bench_conn")?).with_options(options);
+        let source = PostgresSource::new(self.config(PUBLICATION, "bench_conn")?)
+            .with_options(options)
+            .with_stream_options(self.stream.clone());
         let stream = source.start(StartFrom::Beginning).await?;
         let mut sink = null_sink(stream, self.rows);
         wait(sink.snapshot_done, &mut sink.task, "empty snapshot").await?;
@@ -769,7 +775,9 @@ impl Bench {
         let config = self
             .config(PUBLICATION, "bench_snap")?
             .with_snapshot_parallelism(parallelism);
-        let source = PostgresSource::new(config).with_options(self.options.clone());
+        let source = PostgresSource::new(config)
+            .with_options(self.options.clone())
+            .with_stream_options(self.stream.clone());
         let cpu = self.cpu_now("self");
         let started = Instant::now();
         let stream = source.start(StartFrom::Beginning).await?;
@@ -816,7 +824,8 @@ impl Bench {
         self.reset(BIG_TABLE).await?;
         let rss = RssSampler::start();
         let source = PostgresSource::new(self.config(BIG_PUBLICATION, "bench_big_conn")?)
-            .with_options(self.options.clone());
+            .with_options(self.options.clone())
+            .with_stream_options(self.stream.clone());
         let stream = source.start(StartFrom::Beginning).await?;
         let mut sink = null_sink(stream, rows);
         wait(sink.snapshot_done, &mut sink.task, "empty snapshot").await?;
