@@ -14,12 +14,14 @@
 //! [`Int64Mode`]), Bytes → blob, float64 → real (whole numbers too; NaN → null), booleans →
 //! 0/1, strings and Ids → text, arrays and objects → JSON text. Inside arrays and objects both
 //! encodings render the same JSON: Int64 as a base-10 string, Bytes as a base64 string, special
-//! floats as `"NaN"`/`"Infinity"`/`"-Infinity"`, other floats with a fraction or exponent.
+//! floats as `"NaN"`/`"Infinity"`/`"-Infinity"`, other floats with a fraction or exponent, and
+//! booleans as `1`/`0` like at the top level (the rule for every source, see
+//! [`powersync_source_core::normalize::json`]).
 //!
 //! Everything here is untrusted server input: malformed values are errors, never panics.
 
 use base64::Engine as _;
-use powersync_source_core::normalize::json::{write_json_f64, write_json_string};
+use powersync_source_core::normalize::json::{write_json_bool, write_json_f64, write_json_string};
 use powersync_source_core::Value;
 use serde_json::Value as Json;
 
@@ -283,7 +285,7 @@ fn write_nested(
     }
     match v {
         Json::Null => out.push_str("null"),
-        Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Json::Bool(b) => write_json_bool(out, *b),
         Json::Number(n) => write_json_f64(out, number_f64(n)?),
         Json::String(s) => write_json_string(out, s),
         Json::Array(items) => {

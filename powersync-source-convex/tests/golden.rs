@@ -145,14 +145,17 @@ fn golden() -> Vec<Golden> {
         },
         Golden {
             field: "array",
-            value: || json!([int64(1), 2.5, "x", bytes(&[1]), true, null, 3.0]),
-            text_mode: t(r#"["1",2.5,"x","AQ==",true,null,3.0]"#),
+            // Booleans inside JSON are 1/0, as at the top level (every source's rule).
+            value: || json!([int64(1), 2.5, "x", bytes(&[1]), true, false, null, 3.0]),
+            text_mode: t(r#"["1",2.5,"x","AQ==",1,0,null,3.0]"#),
             integer_mode: None,
         },
         Golden {
             field: "object",
-            value: || json!({"a": int64(7), "b": {"c": float(f64::NAN), "d": float(f64::NEG_INFINITY)}, "e": 1.0, "f": "s\"t"}),
-            text_mode: t(r#"{"a":"7","b":{"c":"NaN","d":"-Infinity"},"e":1.0,"f":"s\"t"}"#),
+            value: || json!({"a": int64(7), "b": {"c": float(f64::NAN), "d": float(f64::NEG_INFINITY)}, "e": 1.0, "f": "s\"t", "g": {"h": true, "i": [false]}}),
+            text_mode: t(
+                r#"{"a":"7","b":{"c":"NaN","d":"-Infinity"},"e":1.0,"f":"s\"t","g":{"h":1,"i":[0]}}"#,
+            ),
             integer_mode: None,
         },
         Golden {
