@@ -158,8 +158,16 @@ impl CheckReport {
             .filter(|p| p.severity == Severity::Error)
     }
     /// `Ok(self)` when ready, else one [`crate::ErrorKind::Prerequisite`] error listing every
-    /// error-level problem with its fix.
+    /// error-level problem with its fix. Warnings are logged (`tracing`, level WARN) either way,
+    /// so a host that only calls [`ChangeSource::start`] (which runs this) still sees them.
     pub fn into_result(self) -> Result<CheckReport> {
+        for warning in self
+            .problems
+            .iter()
+            .filter(|p| p.severity == Severity::Warning)
+        {
+            tracing::warn!("{warning}");
+        }
         if self.is_ready() {
             return Ok(self);
         }

@@ -17,7 +17,7 @@ use clap::Parser;
 use examples::cli::{self, AppError, SourceArgs};
 use examples::progress::Progress;
 use futures::StreamExt;
-use powersync_source::{ChangeEvent, ChangeStream, Severity, SnapshotProgress, StartFrom};
+use powersync_source::{ChangeEvent, ChangeStream, SnapshotProgress, StartFrom};
 use powersync_source_sqlite::{Committed, GroupPolicy, Mirror, MirrorOptions};
 use tokio::time::Instant;
 
@@ -88,15 +88,8 @@ async fn run(args: Args) -> Result<ExitCode, AppError> {
         StartFrom::Checkpoint(c) => tracing::info!("resuming from {c}"),
         StartFrom::Snapshot(_) => tracing::info!("resuming the interrupted snapshot"),
     }
-    let report = source.check().await?;
-    for p in report
-        .problems
-        .iter()
-        .filter(|p| p.severity == Severity::Warning)
-    {
-        tracing::warn!("{p}");
-    }
-    report.into_result()?;
+    // `start()` runs `check()`: an unready source fails there with every problem and its
+    // fix, and warnings are logged.
     let selected = source.discover().await?;
     mirror.plan_names(&selected);
     mirror.begin_run(&from)?;

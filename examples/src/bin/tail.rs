@@ -20,7 +20,7 @@ use clap::Parser;
 use examples::cli::{self, AppError, SourceArgs};
 use examples::{checkpoint_file, json_lines};
 use futures::StreamExt;
-use powersync_source::{ChangeEvent, Checkpoint, Severity, SnapshotProgress, StartFrom};
+use powersync_source::{ChangeEvent, Checkpoint, SnapshotProgress, StartFrom};
 use tokio::time::Instant;
 
 /// Watch a database's changes as JSON lines on stdout.
@@ -71,15 +71,8 @@ async fn run(args: Args) -> Result<ExitCode, AppError> {
         StartFrom::Checkpoint(c) => tracing::info!("resuming from {c}"),
         StartFrom::Snapshot(_) => tracing::info!("resuming the interrupted snapshot"),
     }
-    let report = source.check().await?;
-    for p in report
-        .problems
-        .iter()
-        .filter(|p| p.severity == Severity::Warning)
-    {
-        tracing::warn!("{p}");
-    }
-    report.into_result()?;
+    // `start()` runs `check()`: an unready source fails there with every problem and its
+    // fix, and warnings are logged.
     let mut stream = source.start(from.clone()).await?;
 
     let mut snapshot_done = matches!(from, StartFrom::Checkpoint(_));

@@ -21,7 +21,7 @@ use async_nats::HeaderMap;
 use futures::stream::FuturesOrdered;
 use futures::{Future, StreamExt};
 use powersync_source_core::{
-    ChangeEvent, ChangeSource, Checkpoint, ErrorKind, RetryPolicy, Severity, SourceError, StartFrom,
+    ChangeEvent, ChangeSource, Checkpoint, ErrorKind, RetryPolicy, SourceError, StartFrom,
 };
 use tokio::time::Instant;
 
@@ -96,7 +96,6 @@ pub async fn run(
     options: &PublishOptions,
 ) -> Result<(Outcome, Totals), SourceError> {
     let mut totals = Totals::default();
-    let mut checked = false;
     let mut backoff = options.retry.backoff();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -108,7 +107,6 @@ pub async fn run(
             options,
             totals: &mut totals,
             progressed: &mut progressed,
-            checked: &mut checked,
         };
         let result = tokio::select! {
             r = session.run() => r,
@@ -165,7 +163,6 @@ struct Session<'a> {
     options: &'a PublishOptions,
     totals: &'a mut Totals,
     progressed: &'a mut bool,
-    checked: &'a mut bool,
 }
 
 impl Session<'_> {
@@ -196,18 +193,7 @@ impl Session<'_> {
                 (StartFrom::Beginning, ids::START.to_owned())
             }
         };
-        if !*self.checked {
-            let report = self.source.check().await?;
-            for p in report
-                .problems
-                .iter()
-                .filter(|p| p.severity == Severity::Warning)
-            {
-                tracing::warn!("{p}");
-            }
-            report.into_result()?;
-            *self.checked = true;
-        }
+        // `start()` runs `check()` (every problem with its fix; warnings logged).
         let mut changes = self.source.start(from.clone()).await?;
         let mut framer = Framer::new(
             &self.target.prefix,

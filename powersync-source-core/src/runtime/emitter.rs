@@ -116,10 +116,10 @@ impl Emitter {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::replace(
-            &mut self.batch,
-            ChangeBatch::with_capacity(self.batch_events.min(1024)),
-        );
+        // Size the next batch after this one: a trickle of small transactions does not pay
+        // for a 4096-event allocation per flush, a bulk load does not regrow its vector.
+        let capacity = (self.batch.len() * 2).clamp(16, self.batch_events);
+        let batch = std::mem::replace(&mut self.batch, ChangeBatch::with_capacity(capacity));
         self.tx.send(Ok(batch)).await.map_err(|_| Stop::Closed)
     }
 
