@@ -118,7 +118,7 @@ impl Emitter {
         }
         // Size the next batch after this one: a trickle of small transactions does not pay
         // for a 4096-event allocation per flush, a bulk load does not regrow its vector.
-        let capacity = (self.batch.len() * 2).clamp(16, self.batch_events);
+        let capacity = (self.batch.len() * 2).max(16).min(self.batch_events);
         let batch = std::mem::replace(&mut self.batch, ChangeBatch::with_capacity(capacity));
         self.tx.send(Ok(batch)).await.map_err(|_| Stop::Closed)
     }
