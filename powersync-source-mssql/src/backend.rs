@@ -59,6 +59,7 @@ pub struct SqlType {
 
 impl SqlType {
     /// A type with no length, precision or scale (`int`, `bit`, …).
+    #[cfg(any(test, feature = "testing"))]
     pub fn simple(name: &str) -> SqlType {
         SqlType {
             name: name.to_ascii_lowercase(),
@@ -69,6 +70,7 @@ impl SqlType {
     }
 
     /// A type with a scale (`datetime2(3)`, `time(7)`).
+    #[cfg(any(test, feature = "testing"))]
     pub fn scaled(name: &str, scale: u8) -> SqlType {
         SqlType {
             scale,
@@ -77,6 +79,7 @@ impl SqlType {
     }
 
     /// `decimal(p,s)` / `numeric(p,s)`.
+    #[cfg(any(test, feature = "testing"))]
     pub fn decimal(name: &str, precision: u8, scale: u8) -> SqlType {
         SqlType {
             precision,
