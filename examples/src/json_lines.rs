@@ -22,9 +22,12 @@
 //! - `Begin` and snapshot progress other than the end of the snapshot print nothing.
 //!
 //! Values: SQL null → `null`; Integer → a JSON integer; Real → a JSON number that always has a
-//! fraction or an exponent (`1.0`, never `1`; non-finite → `null`); Text → a string; Blob →
-//! `{"$blob":"<base64>"}`; a value the source did not send (unchanged TOAST column) →
-//! `{"$unchanged":true}`.
+//! fraction or an exponent (`1.0`, never `1`), and the reals JSON has no number for as
+//! `{"$real":"Infinity"}`, `{"$real":"-Infinity"}`, `{"$real":"NaN"}` (never `null`, which is
+//! SQL NULL; connectors map NaN to NULL, see [`Value::real`], so `NaN` appears only for a
+//! hand-built [`Value::Real`]); Text → a string; Blob → `{"$blob":"<base64>"}`; a value the
+//! source did not send (unchanged TOAST column) → `{"$unchanged":true}`.
+//! `consume` reads every one of these back (`jetstream::decode`, feature `jetstream`).
 
 use std::io::{self, Write};
 
@@ -72,7 +75,11 @@ impl Serialize for JsonValue<'_> {
             Value::Integer(i) => s.serialize_i64(*i),
             // serde_json prints finite floats with a fraction or exponent (`1.0`, `1e20`).
             Value::Real(f) if f.is_finite() => s.serialize_f64(*f),
-            Value::Real(_) => s.serialize_unit(),
+            Value::Real(f) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("$real", non_finite_name(*f))?;
+                m.end()
+            }
             Value::Text(t) => s.serialize_str(t),
             Value::Blob(b) => {
                 let mut m = s.serialize_map(Some(1))?;
@@ -88,6 +95,18 @@ impl Serialize for JsonValue<'_> {
                 m.end()
             }
         }
+    }
+}
+
+/// The `$real` text of a real that is not finite: what JavaScript's `Number` prints
+/// (`String(1/0)`), so a JSON consumer can turn it back into a number.
+fn non_finite_name(f: f64) -> &'static str {
+    if f.is_nan() {
+        "NaN"
+    } else if f > 0.0 {
+        "Infinity"
+    } else {
+        "-Infinity"
     }
 }
 
@@ -276,7 +295,8 @@ mod tests {
         assert_eq!(value_json(&Value::Real(1.0)).to_string(), "1.0");
         assert_eq!(value_json(&Value::Real(2.5)).to_string(), "2.5");
         assert_eq!(value_json(&Value::Real(1e300)).to_string(), "1e+300");
-        assert_eq!(value_json(&Value::Real(f64::INFINITY)).to_string(), "null");
+        assert_eq!(value_json(&Value::Real(-0.0)).to_string(), "-0.0");
+        assert_eq!(value_json(&Value::Null).to_string(), "null");
         assert_eq!(value_json(&Value::Integer(-3)).to_string(), "-3");
         assert_eq!(
             value_json(&Value::Blob(vec![0, 255])).to_string(),
@@ -285,6 +305,45 @@ mod tests {
         assert_eq!(
             value_json(&Value::Unchanged).to_string(),
             r#"{"$unchanged":true}"#
+        );
+    }
+
+    /// Non-finite reals are tagged objects, never `null` (SQL NULL), alone and inside a row line.
+    #[test]
+    fn non_finite_reals() {
+        assert_eq!(
+            value_json(&Value::Real(f64::INFINITY)).to_string(),
+            r#"{"$real":"Infinity"}"#
+        );
+        assert_eq!(
+            value_json(&Value::Real(f64::NEG_INFINITY)).to_string(),
+            r#"{"$real":"-Infinity"}"#
+        );
+        assert_eq!(
+            value_json(&Value::Real(f64::NAN)).to_string(),
+            r#"{"$real":"NaN"}"#
+        );
+        // Any NaN payload or sign prints the same.
+        assert_eq!(
+            value_json(&Value::Real(-f64::NAN)).to_string(),
+            r#"{"$real":"NaN"}"#
+        );
+        let change = RowChange {
+            op: Op::Insert,
+            table: schema(),
+            old: None,
+            old_image: OldImage::None,
+            new: Some(Row::new(vec![
+                Value::Integer(1),
+                Value::Real(f64::NEG_INFINITY),
+                Value::Null,
+                Value::Null,
+            ])),
+            snapshot: true,
+        };
+        assert_eq!(
+            event_line(&ChangeEvent::Row(change)).unwrap(),
+            r#"{"kind":"row","op":"insert","table":"public.t","snapshot":true,"key":{"id":1},"old":null,"new":{"id":1,"r":{"$real":"-Infinity"},"b":null,"big":null}}"#
         );
     }
 

@@ -227,6 +227,65 @@ async fn prints_every_kind_of_line() {
     assert!(kinds.is_subset(&allowed), "{kinds:?}");
 }
 
+/// Non-finite reals, snapshot and streamed: the infinities as `{"$real":…}` (never `null`,
+/// which is SQL NULL), NaN as `null` because a NaN float is SQL NULL in the value rules
+/// (SQLite has no NaN).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prints_non_finite_reals_as_tagged_objects() {
+    let Some(pg) = server().await else { return };
+    sql(
+        &pg,
+        r"
+        CREATE TABLE f (id int PRIMARY KEY, d float8, r float4);
+        CREATE PUBLICATION powersync FOR TABLE f;
+        INSERT INTO f VALUES (1, 'Infinity', '-Infinity'), (2, '-Infinity', 'Infinity'),
+                             (3, 'NaN', 'NaN'), (4, 1, 1.5);
+        ",
+    )
+    .await;
+    let url = pg.url();
+    let mut tail = Proc::spawn(TAIL, &[&url, "--exit-when-idle", "1"]);
+    tail.wait_line("snapshot_done", |j| j["kind"] == "snapshot_done")
+        .await;
+    sql(
+        &pg,
+        r"
+        INSERT INTO f VALUES (11, 'Infinity', '-Infinity'), (12, '-Infinity', 'Infinity'),
+                             (13, 'NaN', 'NaN'), (14, 1, 1.5);
+        ",
+    )
+    .await;
+    tail.wait_line("the last insert", |j| {
+        j["kind"] == "row" && j["key"]["id"] == 14
+    })
+    .await;
+    let done = tail.finish().await;
+    assert_eq!(done.code(), 0, "stderr:\n{}", done.stderr);
+    let lines = done.json();
+    let inf = json!({"$real": "Infinity"});
+    let neg_inf = json!({"$real": "-Infinity"});
+    for (snapshot, base) in [(true, 0), (false, 10)] {
+        let new_of = |id: i64| -> Json {
+            let row = rows(&lines, "public.f")
+                .into_iter()
+                .find(|j| j["key"]["id"] == id + base)
+                .unwrap_or_else(|| panic!("row {} in {:?}", id + base, done.lines));
+            assert_eq!(row["snapshot"], snapshot, "{row}");
+            row["new"].clone()
+        };
+        assert_eq!(new_of(1), json!({"id": 1 + base, "d": inf, "r": neg_inf}));
+        assert_eq!(new_of(2), json!({"id": 2 + base, "d": neg_inf, "r": inf}));
+        assert_eq!(new_of(3), json!({"id": 3 + base, "d": null, "r": null}));
+        assert_eq!(new_of(4), json!({"id": 4 + base, "d": 1.0, "r": 1.5}));
+    }
+    // The exact text, as a consumer that does not parse JSON sees it.
+    let raw = done.lines.iter().find(|l| l.contains("\"id\":11")).unwrap();
+    assert!(
+        raw.contains(r#""d":{"$real":"Infinity"},"r":{"$real":"-Infinity"}"#),
+        "{raw}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumes_from_the_checkpoint_file_without_gaps_or_duplicates() {
     let Some(pg) = server().await else { return };

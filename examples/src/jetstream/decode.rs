@@ -5,8 +5,14 @@
 //! `"definition"` is the full [`TableSchema`]). A column missing from `new` or `old` is
 //! [`Value::Unchanged`]; an `old` image with every column is a full image, otherwise a key
 //! image. Values: JSON integers → Integer, other numbers → Real, strings → Text,
-//! `{"$blob":…}` → Blob, `{"$unchanged":true}` → Unchanged, `null` → Null. Anything else is a
-//! decoding error (never a panic): the payload came over the network.
+//! `{"$blob":…}` → Blob, `{"$real":"Infinity"|"-Infinity"}` → Real ±∞, `{"$real":"NaN"}` →
+//! Null, `{"$unchanged":true}` → Unchanged, `null` → Null. Anything else is a decoding error
+//! (never a panic): the payload came over the network.
+//!
+//! `{"$real":"NaN"}` becomes Null, not a NaN Real, because a [`Value::Real`] is never NaN
+//! ([`Value::real`]) and SQLite has no NaN: binding a NaN double stores NULL (rusqlite passes
+//! it to `sqlite3_bind_double`, which SQLite turns into NULL). So the mirror `consume` builds
+//! holds exactly what `mirror` would: NULL for NaN, a REAL for each infinity.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -287,10 +293,22 @@ fn value(node: &Node) -> Result<Value, String> {
                         .decode(b)
                         .map_err(|e| format!("`$blob`: {e}"))?,
                 )
+            } else if let Some(r) = get(m, "$real") {
+                match r {
+                    Node::Str(r) if r == "Infinity" => Value::Real(f64::INFINITY),
+                    Node::Str(r) if r == "-Infinity" => Value::Real(f64::NEG_INFINITY),
+                    Node::Str(r) if r == "NaN" => Value::real(f64::NAN),
+                    _ => {
+                        return Err("`$real` must be \"NaN\", \"Infinity\" or \"-Infinity\"".into())
+                    }
+                }
             } else if get(m, "$unchanged") == Some(&Node::Bool(true)) {
                 Value::Unchanged
             } else {
-                return Err("objects are only `{\"$blob\":…}` or `{\"$unchanged\":true}`".into());
+                return Err(
+                    "objects are only `{\"$blob\":…}`, `{\"$real\":…}` or `{\"$unchanged\":true}`"
+                        .into(),
+                );
             }
         }
         Node::Bool(_) | Node::Arr(_) => return Err("booleans and arrays are not values".into()),
@@ -363,9 +381,12 @@ mod tests {
                 1 => 1e300,
                 2 => -2.5e-308,
                 3 => 5e-324,
+                4 => f64::INFINITY,
+                5 => f64::NEG_INFINITY,
                 _ => f64::from_bits(rng.gen::<u64>()),
             };
-            if !r.is_finite() {
+            // A `Value::Real` is never NaN (NaN is Null; see `non_finite_reals_roundtrip`).
+            if r.is_nan() {
                 continue;
             }
             let change = RowChange {
@@ -386,6 +407,92 @@ mod tests {
                 panic!("not a row");
             };
             assert_eq!(back.new, change.new, "{line}");
+        }
+    }
+
+    /// The three non-finite encodings of `tail`'s line format read back: the infinities as
+    /// themselves, NaN as Null (a `Value::Real` is never NaN); SQLite stores them as a mirror
+    /// built by `mirror` would (REAL ±∞, NULL for NaN).
+    #[test]
+    fn non_finite_reals_roundtrip() {
+        let s = schema();
+        let mut d = Decoder::new([(*s).clone()]);
+        let cases = [
+            (
+                f64::INFINITY,
+                Value::Real(f64::INFINITY),
+                r#"{"$real":"Infinity"}"#,
+            ),
+            (
+                f64::NEG_INFINITY,
+                Value::Real(f64::NEG_INFINITY),
+                r#"{"$real":"-Infinity"}"#,
+            ),
+            (f64::NAN, Value::Null, r#"{"$real":"NaN"}"#),
+        ];
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        db.execute("CREATE TABLE t (r REAL)", []).unwrap();
+        for (r, expected, encoding) in cases {
+            let change = RowChange {
+                op: Op::Update,
+                table: s.clone(),
+                old: Some(Row::new(vec![
+                    Value::Integer(1),
+                    Value::Real(r),
+                    Value::Null,
+                    Value::Null,
+                ])),
+                old_image: OldImage::Full,
+                new: Some(Row::new(vec![
+                    Value::Integer(1),
+                    Value::Real(r),
+                    Value::Null,
+                    Value::Unchanged,
+                ])),
+                snapshot: false,
+            };
+            let line = json_lines::event_line(&ChangeEvent::Row(change)).unwrap();
+            assert!(line.contains(&format!(r#""r":{encoding}"#)), "{line}");
+            let Some(ChangeEvent::Row(back)) = d.decode(line.as_bytes()).unwrap() else {
+                panic!("not a row: {line}");
+            };
+            let new = back.new.unwrap();
+            assert_eq!(new.values()[1], expected, "{line}");
+            assert_eq!(back.old.unwrap().values()[1], expected, "{line}");
+            assert_eq!(back.old_image, OldImage::Full);
+            assert_eq!(new.values()[3], Value::Unchanged);
+
+            // What SQLite stores for the value, and for a NaN double bound directly: the same.
+            let stored = |v: rusqlite::types::Value| -> (String, Option<f64>) {
+                db.query_row("SELECT typeof(?1), ?1", [v], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .unwrap()
+            };
+            let from_line = stored(match &new.values()[1] {
+                Value::Real(f) => rusqlite::types::Value::Real(*f),
+                _ => rusqlite::types::Value::Null,
+            });
+            let direct = stored(rusqlite::types::Value::Real(r));
+            assert_eq!(
+                (from_line.0.as_str(), from_line.1.map(f64::to_bits)),
+                (direct.0.as_str(), direct.1.map(f64::to_bits)),
+                "{encoding}"
+            );
+            let expected_type = if r.is_nan() { "null" } else { "real" };
+            assert_eq!(from_line.0, expected_type, "{encoding}");
+        }
+        for bad in [
+            r#"{"$real":"nan"}"#,
+            r#"{"$real":"inf"}"#,
+            r#"{"$real":1.5}"#,
+            r#"{"$real":null}"#,
+        ] {
+            let line = format!(
+                r#"{{"kind":"row","op":"insert","table":"public.t","new":{{"id":1,"r":{bad}}}}}"#
+            );
+            let e = d.decode(line.as_bytes()).unwrap_err();
+            assert!(e.contains("$real"), "{bad}: {e}");
         }
     }
 
