@@ -207,6 +207,13 @@ pub trait ChangeSource: Send + Sync + fmt::Debug {
     async fn discover(&self) -> Result<Vec<TableSchema>>;
 
     /// Starts replication: snapshot then stream, or resume.
+    ///
+    /// Every connector runs [`ChangeSource::check`] first: an unready source fails here with
+    /// one [`crate::ErrorKind::Prerequisite`] error listing every problem and its fix, and
+    /// warnings are logged ([`CheckReport::into_result`]). The stream itself runs on the core
+    /// [`crate::runtime`]: a panic inside it reaches the host as an
+    /// [`crate::ErrorKind::Internal`] error, and transient failures are retried with a budget
+    /// per outage.
     async fn start(&self, from: StartFrom) -> Result<ChangeStream>;
 
     /// Makes the source write a marker that a running stream will pass, and returns the
