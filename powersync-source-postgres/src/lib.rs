@@ -34,18 +34,31 @@
 //! (consistent point, finished tables, finished block ranges or the last key per table).
 //!
 //! **Resumed (fuzzy) snapshot.** After a crash the exported snapshot is gone, so the remaining
-//! chunks are read from a fresh snapshot taken later than `C`. That read may already contain
-//! changes committed after `C`. Streaming still starts at `C` (the slot never confirmed past
-//! it, as nothing after `C` was acknowledged), so every change after `C` is replayed in commit
-//! order on top of the snapshot rows. Replaying an insert of a row already present, an update
-//! to the state it already has, or a delete of a row already gone leaves the same final state
-//! when the host applies inserts as upserts and deletes idempotently; once the replay passes the
-//! time of the fresh snapshot, source and host are identical. This replay window is the only
-//! place where a host can see a change whose effect it already has. One known gap: a row that
-//! an update moves out of a not-yet-read chunk into an already-read one (a new heap block, or a
-//! new key) during that window reaches the host only through the replayed update, and a
-//! TOASTed column the update did not change arrives as `Unchanged` there, which a host that
-//! never had the row cannot fill in. Restarting the snapshot from the beginning avoids it.
+//! chunks are read from a fresh snapshot `S'` taken later than `C` (one snapshot, exported
+//! for all readers, so a row moving between two unread chunks is seen exactly once). That
+//! read may already contain changes committed after `C`. Streaming still starts at `C` (the
+//! slot never confirmed past it, as nothing after `C` was acknowledged), so every change after
+//! `C` is replayed in commit order on top of the snapshot rows. Replaying an insert of a row
+//! already present, an update to the state it already has, or a delete of a row already gone
+//! leaves the same final state when the host applies inserts as upserts and deletes
+//! idempotently; once the replay passes the time of `S'`, source and host are identical. This
+//! replay window is the only place where a host can see a change whose effect it already has.
+//!
+//! One case needs more than the replay: a row that an update moved, between `C` and `S'`, out
+//! of an unread chunk into a finished one (a new heap block in a finished range, or a new key
+//! at or below the last finished key). Neither read contains it, and the replayed update
+//! cannot restore it alone: a TOASTed column the update left untouched is not in the WAL
+//! (`Unchanged`). So a resumed table is also read again in its finished region, from `S'`,
+//! restricted to the tuples created after the original snapshot: those whose `xmin` is not
+//! older than the original snapshot's `xmin`, which the first run stored in the resume token
+//! (compared modulo 2^32, as PostgreSQL does). Every such row is the current state at `S'`,
+//! like the rest of the resumed read, so the replay argument holds for it; an old tuple taken
+//! by mistake (a frozen one from more than 2^31 transactions ago) is only read again. The
+//! new version of every moved row is such a tuple, so after the snapshot the host holds every
+//! row of `S'`, and with the consumer rule for `Unchanged` (see the core's `Value::Unchanged`)
+//! the replayed key changes keep their values. Tables finished before the crash need nothing
+//! (no unread region existed to move out of). A token without the stored `xmin` (from an older
+//! version) re-reads the finished regions whole.
 //!
 //! **Streaming.** pgoutput sends a transaction only at its commit, in commit order (the server
 //! spills large transactions to its own disk), so events pass through without the connector

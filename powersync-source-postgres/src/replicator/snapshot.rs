@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::{RelationState, Replicator, SnapshotPlan};
 use crate::catalog::PublishedTable;
 use crate::connection::sql_error;
-use crate::snapshot_reader::{self, Piece, SnapshotMsg, TableJob};
+use crate::snapshot_reader::{self, CreatedSince, Piece, SnapshotMsg, TableJob};
 
 /// Snapshot bookkeeping of one table beyond the [`SnapshotBook`]: the heap-block pieces still
 /// being read and the rows emitted so far.
@@ -107,6 +107,18 @@ impl Replicator {
             exported,
         } = plan;
         let tables: Vec<Arc<PublishedTable>> = tables.into_iter().map(Arc::new).collect();
+        // What a resume needs to find the rows that moved into a finished region (see
+        // `CreatedSince`): the original snapshot's xmin, carried by every token.
+        let since = match &exported {
+            Some(name) => {
+                let xmin = snapshot_reader::snapshot_xmin(&self.sql, name).await?;
+                book.set_source_state(Some(encode_state(xmin)));
+                None
+            }
+            None => Some(CreatedSince {
+                xmin: decode_state(book.source_state())?,
+            }),
+        };
         let layout = self.heap_layout(&tables).await?;
         let parallelism = self.config.snapshot_parallelism().max(1) as u32;
         let chunk_rows = self.config.snapshot_chunk_rows().max(1);
@@ -115,12 +127,28 @@ impl Replicator {
         for (index, table) in tables.iter().enumerate() {
             self.known.insert(table.oid);
             let mut st = TableState::default();
+            let mut keyed_resume = false;
             match book.start(&table.schema.name) {
                 TableStart::Skip => st.done = true,
                 TableStart::Resume { after_key, rows } => {
                     st.rows = rows;
                     match snapshot_reader::decode_blocks(&after_key)? {
-                        Some(done) => st.blocks_done = Some(done),
+                        Some(done) => {
+                            // The finished ranges again, for the rows moved into them.
+                            for &(lo, hi) in &done {
+                                jobs.push(TableJob {
+                                    index,
+                                    table: table.clone(),
+                                    piece: Piece::Recheck {
+                                        lo,
+                                        hi,
+                                        since: since.unwrap_or_default(),
+                                    },
+                                });
+                                st.pieces_left += 1;
+                            }
+                            st.blocks_done = Some(done);
+                        }
                         None => {
                             let after_key = Some(snapshot_reader::decode_key(&after_key)?);
                             jobs.push(TableJob {
@@ -129,15 +157,17 @@ impl Replicator {
                                 piece: Piece::Keyed {
                                     after_key,
                                     rows_done: rows,
+                                    recheck: since,
                                 },
                             });
                             st.pieces_left = 1;
+                            keyed_resume = true;
                         }
                     }
                 }
                 TableStart::Fresh => {}
             }
-            if !st.done && st.pieces_left == 0 {
+            if !st.done && !keyed_resume {
                 match layout.get(&table.oid) {
                     // Heap tables on 14+: block ranges, shared by the readers.
                     Some(&(nblocks, rows_per_block)) => {
@@ -146,7 +176,7 @@ impl Replicator {
                         let per_reader = nblocks.div_ceil(parallelism).max(1);
                         let pieces =
                             snapshot_reader::block_pieces(nblocks, done, per_chunk.min(per_reader));
-                        st.pieces_left = pieces.len();
+                        st.pieces_left += pieces.len();
                         for (lo, hi) in pieces {
                             jobs.push(TableJob {
                                 index,
@@ -156,12 +186,15 @@ impl Replicator {
                         }
                     }
                     None => {
+                        // Keyed from the start: partitioned tables, servers before 14 (a
+                        // block progress from a newer server does not translate: whole).
                         jobs.push(TableJob {
                             index,
                             table: table.clone(),
                             piece: Piece::Keyed {
                                 after_key: None,
                                 rows_done: 0,
+                                recheck: None,
                             },
                         });
                         st.pieces_left = 1;
@@ -177,7 +210,8 @@ impl Replicator {
                 | SnapshotMsg::Rows { table, .. }
                 | SnapshotMsg::ChunkDone { table, .. }
                 | SnapshotMsg::TableDone { table, .. }
-                | SnapshotMsg::BlocksDone { table, .. } => *table,
+                | SnapshotMsg::BlocksDone { table, .. }
+                | SnapshotMsg::Rechecked { table } => *table,
             };
             let t = tables[index].clone();
             let name = &t.schema.name;
@@ -188,6 +222,7 @@ impl Replicator {
             match msg {
                 SnapshotMsg::TableStarted { .. } => {}
                 SnapshotMsg::Rows { rows, .. } => {
+                    // Rows of a recheck count too: the count is of rows emitted.
                     state[index].rows += rows.len() as u64;
                     for row in rows {
                         out.push(snapshot_row(&t.schema, row)).await?;
@@ -217,6 +252,13 @@ impl Replicator {
                         book.chunk_done(name, after_key, rows, t.estimated_rows)
                     };
                     out.push(event).await?;
+                }
+                SnapshotMsg::Rechecked { .. } => {
+                    let st = &mut state[index];
+                    st.pieces_left = st.pieces_left.saturating_sub(1);
+                    if st.pieces_left == 0 {
+                        out.push(book.table_done(name, st.rows)).await?;
+                    }
                 }
                 SnapshotMsg::TableDone { rows, .. } => {
                     out.push(book.table_done(name, rows)).await?;
@@ -306,6 +348,7 @@ impl Replicator {
             piece: Piece::Keyed {
                 after_key: None,
                 rows_done: 0,
+                recheck: None,
             },
         };
         let mut reading = Reading::start(self, vec![job], None, 1);
@@ -324,7 +367,9 @@ impl Replicator {
                         out.push(snapshot_row(&schema, row)).await?;
                     }
                 }
-                SnapshotMsg::ChunkDone { .. } | SnapshotMsg::BlocksDone { .. } => {}
+                SnapshotMsg::ChunkDone { .. }
+                | SnapshotMsg::BlocksDone { .. }
+                | SnapshotMsg::Rechecked { .. } => {}
                 SnapshotMsg::TableDone { rows, .. } => {
                     out.push(ChangeEvent::Snapshot(SnapshotProgress::TableDone {
                         table: schema.name.clone(),
@@ -336,6 +381,30 @@ impl Replicator {
         }
         Ok(())
     }
+}
+
+/// The connector's part of a resume token: `{"xmin":N}`, the original snapshot's xmin.
+fn encode_state(xmin: u32) -> String {
+    format!("{{\"xmin\":{xmin}}}")
+}
+
+/// Parses [`encode_state`]'s output; `None` for a token without it (written before it
+/// existed): then a resume reads the finished regions again whole.
+fn decode_state(state: Option<&str>) -> Result<Option<u32>, SourceError> {
+    #[derive(serde::Deserialize)]
+    struct State {
+        xmin: u32,
+    }
+    state
+        .map(|s| {
+            serde_json::from_str::<State>(s)
+                .map(|st| st.xmin)
+                .map_err(|e| {
+                    SourceError::config(format!("snapshot resume state `{s}` is corrupt"))
+                        .with_source(e)
+                })
+        })
+        .transpose()
 }
 
 /// The schema of a table and the event that its read starts.

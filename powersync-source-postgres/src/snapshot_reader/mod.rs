@@ -55,6 +55,40 @@ pub(crate) enum SnapshotMsg {
         lo: u32,
         hi: u32,
     },
+    /// A [`Piece::Recheck`] is done.
+    Rechecked {
+        table: usize,
+    },
+}
+
+/// Which tuples of a region read before a resume are read again: those created since the
+/// original (exported) snapshot, i.e. whose `xmin` that snapshot may not see.
+///
+/// Why: after a resume, a row that an update moved out of an unread region into one read
+/// before the crash is in neither read; the replayed update alone cannot restore it (a
+/// TOASTed column it left untouched is not in the WAL). The new version of such a row is a
+/// tuple created after the original snapshot, so re-reading exactly those tuples of the
+/// finished regions from the fresh snapshot closes the gap. Re-reading an older tuple too is
+/// harmless (every row emitted is the current state of the fresh snapshot, which the replay
+/// converges from), so the filter only needs to be conservative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CreatedSince {
+    /// The 32-bit `xmin` of the original snapshot: every transaction older than it had ended
+    /// when the snapshot was taken, so a tuple with an older `xmin` is visible to it (or was
+    /// never committed). `None` (a token without it): every tuple.
+    pub xmin: Option<u32>,
+}
+
+impl CreatedSince {
+    /// The SQL predicate selecting the tuples, or `None` for all. Transaction ids wrap around
+    /// at 2^32: a tuple is "new" when its `xmin` is at most 2^31 − 1 ids after the snapshot's,
+    /// the comparison PostgreSQL itself uses. A frozen tuple more than 2^31 ids old may look
+    /// new: it is only read again, which is harmless.
+    fn predicate(&self) -> Option<String> {
+        self.xmin.map(|xmin| {
+            format!("((xmin::text::bigint - {xmin} + 4294967296) % 4294967296) < 2147483648")
+        })
+    }
 }
 
 /// What part of a table a job reads.
@@ -67,11 +101,20 @@ pub(crate) enum Piece {
         /// Key texts of the last row already emitted (from a resume token).
         after_key: Option<Vec<String>>,
         rows_done: u64,
+        /// On a resume: first read the rows up to `after_key` that [`CreatedSince`] selects.
+        recheck: Option<CreatedSince>,
     },
     /// Heap blocks `lo..hi` through a TID range scan (PostgreSQL 14+): as fast as a sequential
     /// scan, no index, no sort, and independent of every other piece, so several readers share
     /// one table.
     Blocks { lo: u32, hi: u32 },
+    /// Heap blocks `lo..hi`, read before a resume, again: only the tuples [`CreatedSince`]
+    /// selects. Ends with [`SnapshotMsg::Rechecked`]; its rows count as no progress.
+    Recheck {
+        lo: u32,
+        hi: u32,
+        since: CreatedSince,
+    },
 }
 
 /// One piece of a table to read.
@@ -84,7 +127,10 @@ pub(crate) struct TableJob {
 
 /// Reads `jobs` with `parallelism` connections and sends [`SnapshotMsg`]s to `tx`. With
 /// `snapshot_name`, every reader imports that exported snapshot, so the data is exactly the
-/// state at the slot's consistent point.
+/// state at the slot's consistent point. Without it (a resumed snapshot), several readers
+/// still share one snapshot, exported for them: a row that moves between two pieces while
+/// they are read must be seen by exactly one of them, which two snapshots taken at different
+/// times do not guarantee.
 pub(crate) async fn read_tables(
     config: PostgresConfig,
     registry: Arc<TypeRegistry>,
@@ -96,6 +142,18 @@ pub(crate) async fn read_tables(
 ) -> Result<(), SourceError> {
     let queue = Arc::new(Mutex::new(VecDeque::from(jobs)));
     let readers = parallelism.max(1).min(queue.lock().await.len().max(1));
+    // Held open (idle in its transaction) until every reader is done, which keeps the
+    // exported snapshot valid.
+    let mut exporter = None;
+    let snapshot_name = match snapshot_name {
+        Some(name) => Some(name),
+        None if readers > 1 => {
+            let (client, name) = export_snapshot(&config).await?;
+            exporter = Some(client);
+            Some(name)
+        }
+        None => None,
+    };
     let mut tasks = Vec::with_capacity(readers);
     for _ in 0..readers {
         let config = config.clone();
@@ -144,10 +202,59 @@ pub(crate) async fn read_tables(
             first_error.get_or_insert(e);
         }
     }
+    if let Some(client) = exporter {
+        // Only ends a read-only transaction: a failure changes nothing.
+        let _ = client.batch_execute("COMMIT").await;
+    }
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Opens a connection with a repeatable-read transaction and exports its snapshot; the
+/// snapshot stays importable while the connection stays idle in that transaction.
+async fn export_snapshot(config: &PostgresConfig) -> Result<(Client, String), SourceError> {
+    let client = sql::connect(config).await?;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| sql_error(e, "starting the snapshot transaction"))?;
+    let row = client
+        .query_one("SELECT pg_catalog.pg_export_snapshot()", &[])
+        .await
+        .map_err(|e| sql_error(e, "exporting a snapshot for the readers"))?;
+    let name: String = row.get(0);
+    Ok((client, name))
+}
+
+/// The 32-bit `xmin` of the exported snapshot `name` (see [`CreatedSince`]), read through
+/// `client` in a transaction that imports it.
+pub(crate) async fn snapshot_xmin(client: &Client, name: &str) -> Result<u32, SourceError> {
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            escape_literal(name)
+        ))
+        .await
+        .map_err(|e| sql_error(e, "importing the exported snapshot"))?;
+    // txid_* rather than pg_snapshot_*: the same on every supported server (the latter
+    // need 13+); the value carries the epoch, the tuple's xmin does not.
+    let result = client
+        .query_one(
+            "SELECT (pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot()) % 4294967296)::bigint",
+            &[],
+        )
+        .await
+        .map_err(|e| sql_error(e, "reading the snapshot's xmin"));
+    let end = client.batch_execute("COMMIT").await;
+    let xmin: i64 = result?.get(0);
+    end.map_err(|e| sql_error(e, "ending the snapshot"))?;
+    u32::try_from(xmin).map_err(|_| {
+        SourceError::decode(format!(
+            "the snapshot's xmin {xmin} is not a 32-bit transaction id"
+        ))
+    })
 }
 
 async fn read_table(
@@ -164,13 +271,16 @@ async fn read_table(
     };
     let table = &job.table;
     let schema = &table.schema;
-    let (mut after_key, mut rows_done, blocks) = match &job.piece {
+    let (mut after_key, mut rows_done, blocks, recheck) = match &job.piece {
         Piece::Keyed {
             after_key,
             rows_done,
-        } => (after_key.clone(), *rows_done, None),
-        Piece::Blocks { lo, hi } => (None, 0, Some((*lo, *hi))),
+            recheck,
+        } => (after_key.clone(), *rows_done, None, *recheck),
+        Piece::Blocks { lo, hi } => (None, 0, Some((*lo, *hi)), None),
+        Piece::Recheck { lo, hi, since } => (None, 0, Some((*lo, *hi)), Some(*since)),
     };
+    let rechecking_blocks = matches!(job.piece, Piece::Recheck { .. });
     if blocks.is_none() {
         send(SnapshotMsg::TableStarted { table: job.index }).await?;
     }
@@ -204,6 +314,33 @@ async fn read_table(
         .iter()
         .map(|&i| schema.columns[i].type_name.clone())
         .collect();
+    let key_literals = |after: &[String]| -> String {
+        after
+            .iter()
+            .zip(&key_types)
+            .map(|(v, t)| format!("{}::{}", escape_literal(v), t))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // A keyed table resumed after `after_key`: first the rows up to it created since the
+    // original snapshot (one pass; not progress, so not counted in `rows_done`).
+    if let (Some(since), Some(after)) = (recheck, &after_key) {
+        if chunked {
+            let mut filter = vec![format!(
+                "({}) <= ({})",
+                key_cols.join(", "),
+                key_literals(after)
+            )];
+            filter.extend(since.predicate());
+            let select = format!(
+                "SELECT {} FROM {} WHERE {}",
+                columns.join(", "),
+                qualified(&schema.name),
+                filter.join(" AND ")
+            );
+            copy_rows(client, registry, &job, &binary, &select, 0, tx).await?;
+        }
+    }
     loop {
         let mut select = format!("SELECT {}", columns.join(", "));
         if chunked {
@@ -212,108 +349,53 @@ async fn read_table(
             }
         }
         select.push_str(&format!(" FROM {}", qualified(&schema.name)));
+        let mut filter: Vec<String> = Vec::new();
         if let Some((lo, hi)) = blocks {
-            select.push_str(&format!(
-                " WHERE ctid >= '({lo},0)'::tid AND ctid < '({hi},0)'::tid"
+            filter.push(format!(
+                "ctid >= '({lo},0)'::tid AND ctid < '({hi},0)'::tid"
             ));
+            if rechecking_blocks {
+                filter.extend(recheck.and_then(|since| since.predicate()));
+            }
         }
         if chunked {
             if let Some(after) = &after_key {
-                let lits: Vec<String> = after
-                    .iter()
-                    .zip(&key_types)
-                    .map(|(v, t)| format!("{}::{}", escape_literal(v), t))
-                    .collect();
-                select.push_str(&format!(
-                    " WHERE ({}) > ({})",
+                filter.push(format!(
+                    "({}) > ({})",
                     key_cols.join(", "),
-                    lits.join(", ")
+                    key_literals(after)
                 ));
             }
+        }
+        if !filter.is_empty() {
+            select.push_str(&format!(" WHERE {}", filter.join(" AND ")));
+        }
+        if chunked {
             select.push_str(&format!(
                 " ORDER BY {} LIMIT {chunk_rows}",
                 key_cols.join(", ")
             ));
         }
-        let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
-        let stream = client
-            .copy_out(copy.as_str())
-            .await
-            .map_err(|e| sql_error(e, &format!("snapshot of {}", schema.name)))?;
-        pin_mut!(stream);
-        let mut parser = CopyBinaryParser::new(
-            schema.columns.len(),
-            if chunked { key_cols.len() } else { 0 },
-        );
-        let mut rows = Vec::with_capacity(ROWS_PER_MESSAGE);
-        let mut chunk_count = 0u64;
-        let mut last_tuple: Option<bytes::Bytes> = None;
-        while let Some(data) = stream.next().await {
-            let data = data.map_err(|e| sql_error(e, &format!("snapshot of {}", schema.name)))?;
-            parser.push(&data);
-            while let Some(tuple) = parser
-                .next_tuple()
-                .map_err(|e| SourceError::decode(format!("COPY data of {}: {e}", schema.name)))?
-            {
-                let mut values = Vec::with_capacity(schema.columns.len());
-                for (i, field) in tuple_fields(&tuple).take(schema.columns.len()).enumerate() {
-                    let (oid, typmod) = table.column_types[i];
-                    let v = match field {
-                        None => Ok(Value::Null),
-                        Some(bytes) if binary[i] => {
-                            types::decode_binary(registry, oid, typmod, bytes)
-                        }
-                        Some(bytes) => types::decode_text(registry, oid, typmod, bytes),
-                    }
-                    .map_err(|e| {
-                        SourceError::decode_value(
-                            &schema.name.to_string(),
-                            &schema.columns[i].name,
-                            &schema.columns[i].type_name,
-                            e,
-                        )
-                    })?;
-                    values.push(v);
-                }
-                if chunked {
-                    // Only the chunk's last key is needed: keep the tuple, read it at the end.
-                    last_tuple = Some(tuple);
-                }
-                rows.push(Row::new(values));
-                chunk_count += 1;
-                if rows.len() == ROWS_PER_MESSAGE {
-                    let full = std::mem::replace(&mut rows, Vec::with_capacity(ROWS_PER_MESSAGE));
-                    send(SnapshotMsg::Rows {
-                        table: job.index,
-                        rows: full,
-                    })
-                    .await?;
-                }
-            }
-        }
-        parser
-            .finish()
-            .map_err(|e| SourceError::decode(format!("COPY data of {}: {e}", schema.name)))?;
-        if !rows.is_empty() {
-            send(SnapshotMsg::Rows {
-                table: job.index,
-                rows,
-            })
-            .await?;
-        }
+        let extra = if chunked { key_cols.len() } else { 0 };
+        let (chunk_count, last_tuple) =
+            copy_rows(client, registry, &job, &binary, &select, extra, tx).await?;
         rows_done += chunk_count;
         if let Some((lo, hi)) = blocks {
-            return send(SnapshotMsg::BlocksDone {
-                table: job.index,
-                lo,
-                hi,
-            })
-            .await;
+            let msg = if rechecking_blocks {
+                SnapshotMsg::Rechecked { table: job.index }
+            } else {
+                SnapshotMsg::BlocksDone {
+                    table: job.index,
+                    lo,
+                    hi,
+                }
+            };
+            return send(msg).await;
         }
         if !chunked || chunk_count < chunk_rows {
             break;
         }
-        after_key = last_tuple.take().map(|t| {
+        after_key = last_tuple.map(|t| {
             tuple_fields(&t)
                 .skip(schema.columns.len())
                 .map(|f| String::from_utf8_lossy(f.unwrap_or_default()).into_owned())
@@ -332,4 +414,87 @@ async fn read_table(
     })
     .await?;
     Ok(())
+}
+
+/// Runs `COPY (select) TO STDOUT (FORMAT binary)` and sends its rows; `extra` trailing
+/// columns (the key texts of a keyed chunk) are not part of the row. Returns how many rows
+/// came and the last tuple (for its key texts).
+async fn copy_rows(
+    client: &Client,
+    registry: &TypeRegistry,
+    job: &TableJob,
+    binary: &[bool],
+    select: &str,
+    extra: usize,
+    tx: &mpsc::Sender<Result<SnapshotMsg, SourceError>>,
+) -> Result<(u64, Option<bytes::Bytes>), SourceError> {
+    let send = |msg| async {
+        tx.send(Ok(msg))
+            .await
+            .map_err(|_| SourceError::connection("stream closed"))
+    };
+    let table = &job.table;
+    let schema = &table.schema;
+    let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
+    let stream = client
+        .copy_out(copy.as_str())
+        .await
+        .map_err(|e| sql_error(e, &format!("snapshot of {}", schema.name)))?;
+    pin_mut!(stream);
+    let mut parser = CopyBinaryParser::new(schema.columns.len(), extra);
+    let mut rows = Vec::with_capacity(ROWS_PER_MESSAGE);
+    let mut chunk_count = 0u64;
+    let mut last_tuple: Option<bytes::Bytes> = None;
+    while let Some(data) = stream.next().await {
+        let data = data.map_err(|e| sql_error(e, &format!("snapshot of {}", schema.name)))?;
+        parser.push(&data);
+        while let Some(tuple) = parser
+            .next_tuple()
+            .map_err(|e| SourceError::decode(format!("COPY data of {}: {e}", schema.name)))?
+        {
+            let mut values = Vec::with_capacity(schema.columns.len());
+            for (i, field) in tuple_fields(&tuple).take(schema.columns.len()).enumerate() {
+                let (oid, typmod) = table.column_types[i];
+                let v = match field {
+                    None => Ok(Value::Null),
+                    Some(bytes) if binary[i] => types::decode_binary(registry, oid, typmod, bytes),
+                    Some(bytes) => types::decode_text(registry, oid, typmod, bytes),
+                }
+                .map_err(|e| {
+                    SourceError::decode_value(
+                        &schema.name.to_string(),
+                        &schema.columns[i].name,
+                        &schema.columns[i].type_name,
+                        e,
+                    )
+                })?;
+                values.push(v);
+            }
+            if extra > 0 {
+                // Only the chunk's last key is needed: keep the tuple, read it at the end.
+                last_tuple = Some(tuple);
+            }
+            rows.push(Row::new(values));
+            chunk_count += 1;
+            if rows.len() == ROWS_PER_MESSAGE {
+                let full = std::mem::replace(&mut rows, Vec::with_capacity(ROWS_PER_MESSAGE));
+                send(SnapshotMsg::Rows {
+                    table: job.index,
+                    rows: full,
+                })
+                .await?;
+            }
+        }
+    }
+    parser
+        .finish()
+        .map_err(|e| SourceError::decode(format!("COPY data of {}: {e}", schema.name)))?;
+    if !rows.is_empty() {
+        send(SnapshotMsg::Rows {
+            table: job.index,
+            rows,
+        })
+        .await?;
+    }
+    Ok((chunk_count, last_tuple))
 }
