@@ -55,10 +55,16 @@
 //! like the rest of the resumed read, so the replay argument holds for it; an old tuple taken
 //! by mistake (a frozen one from more than 2^31 transactions ago) is only read again. The
 //! new version of every moved row is such a tuple, so after the snapshot the host holds every
-//! row of `S'`, and with the consumer rule for `Unchanged` (see the core's `Value::Unchanged`)
+//! row of `S'`, and with the consumer rule for [`Value::Unchanged`]
 //! the replayed key changes keep their values. Tables finished before the crash need nothing
 //! (no unread region existed to move out of). A token without the stored `xmin` (from an older
 //! version) re-reads the finished regions whole.
+//!
+//! **Unchanged values.** pgoutput does not send a TOASTed value an update left untouched
+//! ([`Value::Unchanged`]). When the update's old image has it (`REPLICA IDENTITY FULL`: the
+//! server sends the old tuple whole, detoasted; key columns of a key-only image), the
+//! connector fills the new row from it, so `Unchanged` reaches the host only for values the
+//! source sent nowhere.
 //!
 //! **Streaming.** pgoutput sends a transaction only at its commit, in commit order (the server
 //! spills large transactions to its own disk), so events pass through without the connector
@@ -95,6 +101,7 @@
 //! [`SnapshotResume`]: powersync_source_core::SnapshotResume
 //! [`ChangeStream::ack`]: powersync_source_core::ChangeStream::ack
 //! [`ChangeEvent::Abort`]: powersync_source_core::ChangeEvent::Abort
+//! [`Value::Unchanged`]: powersync_source_core::Value::Unchanged
 
 mod catalog;
 mod check;

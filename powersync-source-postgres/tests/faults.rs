@@ -359,6 +359,71 @@ async fn toast_columns_not_sent_are_unchanged_and_key_only_old_images() {
     );
 }
 
+/// With `REPLICA IDENTITY FULL` the server sends the old tuple whole, TOASTed values
+/// detoasted: an update that leaves a TOASTed column untouched delivers its value, filled
+/// from the old image (a key change too). Without FULL it stays `Unchanged` (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_identity_full_fills_unchanged_toast_from_the_old_image() {
+    use powersync_source_core::{OldImage, Value};
+    powersync_source_testkit::init_tracing();
+    let Some(server) = powersync_source_testkit::or_skip(PostgresServer::start().await) else {
+        return;
+    };
+    server
+        .psql(
+            "CREATE TABLE t (id bigint primary key, big text, n int);
+               ALTER TABLE t ALTER big SET STORAGE EXTERNAL; ALTER TABLE t REPLICA IDENTITY FULL;
+               CREATE PUBLICATION powersync FOR TABLE t;",
+        )
+        .await
+        .unwrap();
+    let source = PostgresSource::new(PostgresConfig::parse(&server.url()).unwrap());
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    server
+        .psql("INSERT INTO t SELECT 1, string_agg(md5(g::text), ''), 0 FROM generate_series(1, 500) g;
+               UPDATE t SET n = 1 WHERE id = 1; UPDATE t SET id = 2 WHERE id = 1;")
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while rows.len() < 3 {
+        let batch = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        for e in batch.events {
+            if let ChangeEvent::Row(r) = e {
+                if !r.snapshot {
+                    rows.push(r);
+                }
+            }
+        }
+    }
+    let big = rows[0].new.as_ref().unwrap().get(1).unwrap().clone();
+    assert!(matches!(&big, Value::Text(s) if s.len() == 16_000));
+    for (update, id, n) in [(&rows[1], 1, 1), (&rows[2], 2, 1)] {
+        assert_eq!(update.old_image, OldImage::Full);
+        // The old image is complete (the server detoasted it) ...
+        let old = update.old.as_ref().unwrap().get(1);
+        assert!(old == Some(&big), "the old image lacks big: {}", brief(old));
+        // ... so the new row carries the value, not Unchanged.
+        let new = update.new.as_ref().unwrap();
+        assert_eq!(new.get(0), Some(&Value::Integer(id)));
+        assert!(
+            new.get(1) == Some(&big),
+            "the new row lacks big: {}",
+            brief(new.get(1))
+        );
+        assert_eq!(new.get(2), Some(&Value::Integer(n)));
+    }
+}
+
+/// A value short enough for a failure message.
+fn brief(value: Option<&powersync_source_core::Value>) -> String {
+    format!("{value:?}").chars().take(60).collect()
+}
+
 /// The conformance slot's confirmed position.
 async fn confirmed_flush(
     client: &tokio_postgres::Client,

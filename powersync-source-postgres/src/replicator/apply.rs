@@ -82,7 +82,10 @@ impl Replicator {
                     ),
                     None => (None, OldImage::None),
                 };
-                let new = decode_tuple(&self.registry, rel, u.new, false)?;
+                let mut new = decode_tuple(&self.registry, rel, u.new, false)?;
+                if let Some(old) = &old {
+                    fill_unchanged(&mut new, old);
+                }
                 let table = rel.schema.clone();
                 self.row(
                     RowChange {
@@ -329,6 +332,18 @@ fn decode_tuple(
         values.push(v);
     }
     Ok(Row::new(values))
+}
+
+/// Fills the `Unchanged` values of an update's new row from its old image, where that has
+/// them: every column of a `REPLICA IDENTITY FULL` image (the server detoasts the old tuple
+/// for it, so it is complete), the key columns of a key-only one. `Unchanged` then remains
+/// only where the source sent the value nowhere.
+fn fill_unchanged(new: &mut Row, old: &Row) {
+    for (value, old) in new.values_mut().iter_mut().zip(old.values()) {
+        if value.is_unchanged() && !old.is_unchanged() {
+            *value = old.clone();
+        }
+    }
 }
 
 fn value_error(rel: &RelationState, i: usize, e: types::ValueError) -> SourceError {
