@@ -239,27 +239,25 @@ pub async fn run(
         let exits = exits.clone();
         tokio::spawn(async move {
             while !shared.stop_all.load(Ordering::Relaxed) {
-                let restart = {
+                let down = {
                     let mut m = mirror.lock().await;
-                    match m.exited() {
-                        Some(status) => {
-                            let exit = Exit {
-                                at_secs: shared.elapsed(),
-                                status: status.to_string(),
-                                log_tail: m.log_tail(8),
-                            };
-                            if status.success() {
-                                shared.report(Violation::StreamEnded {
-                                    log_tail: exit.log_tail.clone(),
-                                });
-                            }
-                            lock(&exits).push(exit);
-                            true
+                    if let Some(status) = m.exited() {
+                        let exit = Exit {
+                            at_secs: shared.elapsed(),
+                            status: status.to_string(),
+                            log_tail: m.log_tail(8),
+                        };
+                        if status.success() {
+                            shared.report(Violation::StreamEnded {
+                                log_tail: exit.log_tail.clone(),
+                            });
                         }
-                        None => false,
+                        lock(&exits).push(exit);
                     }
+                    // Exited on its own, or killed by a fault.
+                    !m.is_running()
                 };
-                if restart {
+                if down {
                     // Like a process supervisor: a short pause, then start it again.
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     if let Err(e) = mirror.lock().await.start() {
@@ -341,7 +339,7 @@ pub async fn run(
         .join()
         .map_err(|_| ChaosError::Other("the checker thread panicked".into()))??;
     let mut m = mirror.lock().await;
-    m.kill().await?;
+    m.stop().await;
     let report = CampaignReport {
         kind: Some(settings.kind),
         seed: settings.seed,
@@ -353,8 +351,7 @@ pub async fn run(
         states,
         states_checked,
         mirror_starts: m.starts(),
-        // The final kill is the runner tidying up, not a fault.
-        mirror_kills: m.kills().saturating_sub(1),
+        mirror_kills: m.kills(),
         mirror_exits: lock(&exits).clone(),
         converged_after,
         findings: lock(&shared.findings).clone(),

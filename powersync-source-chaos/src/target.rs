@@ -110,6 +110,14 @@ impl Mirror {
         }
     }
 
+    /// Stops the process at the end of a campaign (SIGKILL, not counted as a fault).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
     /// Whether the process runs.
     pub fn is_running(&self) -> bool {
         self.child.is_some()
