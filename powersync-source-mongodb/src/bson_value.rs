@@ -123,9 +123,17 @@ pub(crate) struct Field<'a> {
     /// The field name (U+FFFD where its bytes are not UTF-8).
     pub key: Cow<'a, str>,
     element: Element<'a>,
+    /// The element as stored: type byte, name, value.
+    raw: &'a [u8],
 }
 
-impl Field<'_> {
+impl<'a> Field<'a> {
+    /// The element's bytes exactly as stored (type byte, name, value), invalid UTF-8 included:
+    /// how a value is passed back to the server unchanged (the snapshot's `_id` bounds).
+    pub fn raw_element(&self) -> &'a [u8] {
+        self.raw
+    }
+
     /// The BSON type name (see [`type_name`]).
     pub fn type_name(&self) -> &'static str {
         self.element.type_name()
@@ -444,6 +452,7 @@ impl<'a> Fields<'a> {
             bytes: &self.bytes[..self.end],
             pos: self.pos,
         };
+        let start = r.pos;
         let tag = r.u8()?;
         let key = lossy(r.cstring()?);
         let element = match tag {
@@ -506,7 +515,11 @@ impl<'a> Fields<'a> {
             other => return Err(malformed(format!("unknown element type 0x{other:02x}"))),
         };
         self.pos = r.pos;
-        Ok(Field { key, element })
+        Ok(Field {
+            key,
+            element,
+            raw: &self.bytes[start..r.pos],
+        })
     }
 }
 

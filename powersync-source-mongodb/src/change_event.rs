@@ -201,11 +201,15 @@ pub fn document_field<'a>(
     }
 }
 
-/// The `_id` of `documentKey`.
-pub fn document_key(event: &RawDocument) -> Result<RawBsonRef<'_>, SourceError> {
-    document_field(event, "documentKey")?
-        .and_then(|k| k.get("_id").ok().flatten())
-        .ok_or_else(|| bad("no documentKey._id"))
+/// The `documentKey` document (`{_id: …}`, plus the shard key on sharded collections).
+///
+/// Its `_id` is read by
+/// [`CollectionShape::key_row_from_document_key`](crate::document_row::CollectionShape::key_row_from_document_key),
+/// from the bytes with lossy UTF-8 like every row value: the `bson` crate's accessors refuse a
+/// string `_id` that is not valid UTF-8, which would stop the stream on a change to such a
+/// document.
+pub fn document_key(event: &RawDocument) -> Result<&RawDocument, SourceError> {
+    document_field(event, "documentKey")?.ok_or_else(|| bad("no documentKey"))
 }
 
 /// The `to` namespace of a rename: `(db, coll)`.
@@ -287,5 +291,90 @@ impl Reassembler {
     /// Forgets a partial event (after a reconnect, which replays it from its first fragment).
     pub fn clear(&mut self) {
         self.parts = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::{rawdoc, Timestamp};
+    use powersync_source_core::{TableName, Value};
+
+    use super::*;
+    use crate::document_row::CollectionShape;
+
+    /// A document from hand-made elements (`type byte, name, 0, value`).
+    fn raw_doc(elements: &[&[u8]]) -> RawDocumentBuf {
+        let mut bytes = vec![0u8; 4];
+        for e in elements {
+            bytes.extend_from_slice(e);
+        }
+        bytes.push(0);
+        let len = i32::try_from(bytes.len()).unwrap();
+        bytes[..4].copy_from_slice(&len.to_le_bytes());
+        RawDocumentBuf::from_bytes(bytes).unwrap()
+    }
+
+    /// The element `_id: <text>`, `text` taken as bytes (SecantusDB refuses to store a
+    /// string that is not UTF-8; MongoDB stores what old drivers wrote).
+    fn id_element(text: &[u8]) -> Vec<u8> {
+        let mut e = b"\x02_id\0".to_vec();
+        e.extend_from_slice(&i32::try_from(text.len() + 1).unwrap().to_le_bytes());
+        e.extend_from_slice(text);
+        e.push(0);
+        e
+    }
+
+    fn event(op: &str, key: &RawDocumentBuf, full: Option<&RawDocumentBuf>) -> RawDocumentBuf {
+        let mut event = rawdoc! {
+            "_id": {"_data": "8200"},
+            "operationType": op,
+            "clusterTime": Timestamp { time: 7, increment: 1 },
+            "ns": {"db": "d", "coll": "c"},
+        };
+        event.append("documentKey", key.clone());
+        if let Some(full) = full {
+            event.append("fullDocument", full.clone());
+        }
+        event
+    }
+
+    /// A delete and an update of a document whose string `_id` is not valid UTF-8: the key
+    /// reads lossily (U+FFFD), the same key the document's full image gives, and nothing
+    /// errors (the `bson` crate's accessor refuses that `_id`).
+    #[test]
+    fn a_document_key_that_is_not_utf8_reads_lossily() {
+        let id = id_element(b"a\xffb");
+        let doc = raw_doc(&[&id, b"\x10v\0\x01\0\0\0"]);
+        let key = raw_doc(&[&id]);
+        assert!(key.get("_id").is_err(), "the bson crate refuses it");
+        let mut shape = CollectionShape::new(TableName::new("d", "c"));
+        let expected = Value::Text("a\u{fffd}b".into());
+
+        let delete = event("delete", &key, None);
+        let h = header(&delete).unwrap();
+        assert_eq!(h.op, Operation::Delete);
+        let row = shape
+            .key_row_from_document_key(document_key(&delete).unwrap())
+            .unwrap();
+        assert_eq!(row.values(), std::slice::from_ref(&expected));
+
+        let update = event("update", &key, Some(&doc));
+        assert_eq!(header(&update).unwrap().op, Operation::Update);
+        let full = shape.row(document_field(&update, "fullDocument").unwrap().unwrap());
+        assert_eq!(
+            full.unwrap().values(),
+            &[expected.clone(), Value::Integer(1)]
+        );
+        let old = shape
+            .key_row_from_document_key(document_key(&update).unwrap())
+            .unwrap();
+        assert_eq!(old.values(), &[expected, Value::Unchanged]);
+
+        let no_key = rawdoc! {
+            "_id": {"_data": "8200"},
+            "operationType": "delete",
+            "clusterTime": Timestamp { time: 7, increment: 1 },
+        };
+        assert!(document_key(&no_key).is_err());
     }
 }

@@ -47,7 +47,9 @@
 //! types are read in MongoDB's type order). After each batch a
 //! [`SnapshotProgress::ChunkDone`](powersync_source_core::SnapshotProgress::ChunkDone) carries a
 //! [`SnapshotResume`](powersync_source_core::SnapshotResume): `B`, the finished collections and
-//! the last `_id` read (canonical extended JSON). Resuming reads the rest from there and still
+//! the last `_id` read (canonical extended JSON; an `_id` holding text that is not valid UTF-8
+//! as its exact BSON bytes, so the bound is that `_id`, not a U+FFFD copy that could sort past
+//! documents not read yet). Resuming reads the rest from there and still
 //! streams from `B`, so the argument above holds unchanged: the replay window just gets longer.
 //! The oplog must still hold `B` when streaming starts; if not, that is
 //! [`ErrorKind::HistoryLost`](powersync_source_core::ErrorKind::HistoryLost).

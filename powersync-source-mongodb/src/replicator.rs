@@ -418,7 +418,10 @@ impl Replicator {
                 };
                 let (old, image) = match before {
                     Some(pre) => (shape.row(pre)?, OldImage::Full),
-                    None => (shape.key_row(document_key(event)?)?, OldImage::Key),
+                    None => (
+                        shape.key_row_from_document_key(document_key(event)?)?,
+                        OldImage::Key,
+                    ),
                 };
                 let new = shape.row(full)?;
                 (Op::Update, Some(old), image, Some(new))
@@ -426,7 +429,10 @@ impl Replicator {
             _ => {
                 let (old, image) = match before {
                     Some(pre) => (shape.row(pre)?, OldImage::Full),
-                    None => (shape.key_row(document_key(event)?)?, OldImage::Key),
+                    None => (
+                        shape.key_row_from_document_key(document_key(event)?)?,
+                        OldImage::Key,
+                    ),
                 };
                 (Op::Delete, Some(old), image, None)
             }

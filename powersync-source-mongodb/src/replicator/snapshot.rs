@@ -2,7 +2,6 @@
 //! resume point after each batch (see the crate docs for the consistency argument).
 
 use mongodb::bson::raw::RawDocumentBuf;
-use mongodb::bson::Bson;
 use powersync_source_core::runtime::{Reconnect, SnapshotBook, Step, TableStart};
 use powersync_source_core::{
     ChangeEvent, OldImage, Op, Result, RowChange, SnapshotProgress, SourceError,
@@ -10,7 +9,7 @@ use powersync_source_core::{
 
 use super::Replicator;
 use crate::catalog::list_collections;
-use crate::snapshot_reader::{decode_key, document_id, encode_key, read_batch};
+use crate::snapshot_reader::{decode_key, document_id, encode_key, read_batch, AfterId};
 
 impl Replicator {
     /// Reads every selected collection the book does not list as done, then emits the
@@ -47,7 +46,7 @@ impl Replicator {
             Some(book) => book.start(&table),
             None => TableStart::Fresh,
         };
-        let (mut after, mut rows): (Option<Bson>, u64) = match start {
+        let (mut after, mut rows): (Option<AfterId>, u64) = match start {
             TableStart::Skip => return Ok(()),
             TableStart::Fresh => (None, 0),
             TableStart::Resume { after_key, rows } => (Some(decode_key(&after_key)?), rows),
