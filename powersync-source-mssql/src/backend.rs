@@ -112,6 +112,15 @@ impl SqlType {
     pub fn is_legacy_lob(&self) -> bool {
         matches!(self.name.as_str(), "text" | "ntext" | "image")
     }
+
+    /// Whether CDC may leave the column NULL in both images of an update that did not change
+    /// it: the legacy large objects and the large-value types (`varchar(max)`,
+    /// `nvarchar(max)`, `varbinary(max)`, `xml`). Microsoft's `cdc.fn_cdc_get_all_changes`
+    /// page documents the NULLs; Debezium (PR 7452 for dbz#1164, PR 8078 on SQL Server 2022)
+    /// saw them in the after image too.
+    pub fn may_be_unsent(&self) -> bool {
+        self.is_legacy_lob() || self.max_length == -1 || self.name == "xml"
+    }
 }
 
 /// One column recorded by a capture instance (`cdc.captured_columns`).

@@ -551,12 +551,23 @@ impl State {
                                     set(c.ordinal);
                                 }
                             }
-                            // Legacy LOBs: no before image; after image NULL unless changed.
+                            // Large-value columns the update did not change are NULL in
+                            // BOTH images (operations 3 and 4): Microsoft's
+                            // cdc.fn_cdc_get_all_changes page ("…(max) … NULL unless the column
+                            // changed"), Debezium PR 7452 (dbz#1164) and PR 8078 (verified on
+                            // SQL Server 2022: "unavailable" placeholder for a clear mask bit in
+                            // both images). The legacy LOBs (text/ntext/image) never have a
+                            // before image at all.
                             let po: Vec<Value> = po
                                 .into_iter()
                                 .zip(&inst.info.columns)
                                 .map(|(v, c)| {
-                                    if c.sql_type.is_legacy_lob() {
+                                    let unchanged = !powersync_source_mssql::testing::mask_bit(
+                                        &mask, c.ordinal,
+                                    );
+                                    if c.sql_type.is_legacy_lob()
+                                        || (is_max(&c.sql_type) && unchanged)
+                                    {
                                         Value::Null
                                     } else {
                                         v
@@ -568,7 +579,7 @@ impl State {
                                 .enumerate()
                                 .map(|(i, v)| {
                                     let c = &inst.info.columns[i];
-                                    if c.sql_type.is_legacy_lob()
+                                    if (c.sql_type.is_legacy_lob() || is_max(&c.sql_type))
                                         && !powersync_source_mssql::testing::mask_bit(
                                             &mask, c.ordinal,
                                         )
@@ -598,6 +609,11 @@ impl State {
             }
         }
     }
+}
+
+/// `varchar(max)`, `nvarchar(max)`, `varbinary(max)` (and `xml`, stored the same way).
+fn is_max(t: &SqlType) -> bool {
+    t.max_length == -1 || t.name == "xml"
 }
 
 fn project(columns: &[(String, SqlType)], vals: &[(String, Value)]) -> Vec<Value> {

@@ -2,6 +2,7 @@
 //! in-memory model of SQL Server CDC (always run), and the same against a real server when
 //! `MSSQL_TEST_URL` is set.
 
+mod cdc_rules;
 mod check;
 mod conformance;
 mod fake;

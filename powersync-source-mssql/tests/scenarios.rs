@@ -277,7 +277,8 @@ async fn a_second_capture_instance_takes_over_at_its_start_lsn() {
         vec![
             "begin",
             "schema dbo.items [id,v,w]",
-            "update items (1,a,null) -> (1,a,new)",
+            // v is nvarchar(max) and not changed: CDC leaves it NULL in both images.
+            "update items (1,unchanged,null) -> (1,unchanged,new)",
             "commit",
             "begin",
             "insert items () -> (2,b,null)",
@@ -483,7 +484,8 @@ async fn legacy_lob_columns_not_in_an_update_are_unchanged() {
             .collect::<Vec<_>>(),
         vec![
             "update docs (1,unchanged,a) -> (1,unchanged,b)",
-            "update docs (1,unchanged,b) -> (1,longer,b)",
+            // v is nvarchar(max) and not changed: CDC leaves it NULL in both images.
+            "update docs (1,unchanged,unchanged) -> (1,longer,unchanged)",
         ]
     );
 }

@@ -459,34 +459,30 @@ impl Poller {
                 if bidx != idx || old.seqval != row.seqval || old.start_lsn != row.start_lsn {
                     return Err(unpaired(&row.start_lsn).into());
                 }
+                // A NULL with a clear mask bit in a column CDC may leave unsent is "not
+                // sent", not NULL: the replica keeps its value. The legacy LOBs have no
+                // before image at all.
+                let unsent = |v: Value, c: &crate::backend::CapturedColumn, always: bool| {
+                    if c.sql_type.may_be_unsent()
+                        && (always || (v.is_null() && !mask_bit(&row.update_mask, c.ordinal)))
+                    {
+                        Value::Unchanged
+                    } else {
+                        v
+                    }
+                };
                 let old_values = old
                     .values
                     .into_iter()
                     .zip(&instance.columns)
-                    .map(|(v, c)| {
-                        if c.sql_type.is_legacy_lob() {
-                            Value::Unchanged
-                        } else {
-                            v
-                        }
-                    })
+                    .map(|(v, c)| unsent(v, c, c.sql_type.is_legacy_lob()))
                     .collect();
                 let new_values = row
                     .values
-                    .into_iter()
+                    .iter()
+                    .cloned()
                     .zip(&instance.columns)
-                    .map(|(v, c)| {
-                        // CDC leaves text/ntext/image NULL in the after image when the update
-                        // did not touch them: the value was not sent, it is not NULL.
-                        if c.sql_type.is_legacy_lob()
-                            && v.is_null()
-                            && !mask_bit(&row.update_mask, c.ordinal)
-                        {
-                            Value::Unchanged
-                        } else {
-                            v
-                        }
-                    })
+                    .map(|(v, c)| unsent(v, c, false))
                     .collect();
                 RowChange {
                     op: Op::Update,
