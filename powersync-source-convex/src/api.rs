@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use powersync_source_core::{ErrorKind, RetryPolicy, SourceError, StreamStats};
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde::Deserialize;
@@ -211,17 +212,22 @@ impl Api {
         })
     }
 
-    /// `GET /api/document_deltas` from `cursor` (exclusive), every table.
+    /// `GET /api/document_deltas` from `cursor` (exclusive): every table of every component,
+    /// or only the root component's `table` when given.
     pub(crate) async fn document_deltas(
         &self,
         cursor: i64,
+        table: Option<&str>,
         encoding: Encoding,
         stats: Option<&StreamStats>,
     ) -> Result<DeltasPage, SourceError> {
-        let query = [
+        let mut query = vec![
             ("cursor", cursor.to_string()),
             ("format", encoding.format_param().to_string()),
         ];
+        if let Some(t) = table {
+            query.push(("tableName", t.to_string()));
+        }
         let json = self.get("api/document_deltas", &query, stats).await?;
         serde_json::from_value(json).map_err(|e| {
             SourceError::decode(format!(
@@ -232,7 +238,36 @@ impl Api {
         })
     }
 
-    /// `POST /api/mutation`: runs a public mutation and returns its value (`format: json`).
+    /// `POST /api/query_ts`: the deployment's latest read timestamp (Convex's public API,
+    /// `public_get_query_ts` in `crates/local_backend/src/public_api.rs`: `{"ts": base64 of
+    /// the u64, little-endian}`). Every write acknowledged before the call is at or below it.
+    pub(crate) async fn query_ts(&self) -> Result<i64, SourceError> {
+        let answer = self
+            .send(
+                "api/query_ts",
+                |http, url| http.post(url).json(&serde_json::json!({})),
+                None,
+            )
+            .await?;
+        answer
+            .get("ts")
+            .and_then(Json::as_str)
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .ok()
+                    .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            })
+            .and_then(|b| i64::try_from(u64::from_le_bytes(b)).ok())
+            .ok_or_else(|| {
+                SourceError::decode(format!(
+                    "api/query_ts on {}: expected {{\"ts\": <base64 u64>}}",
+                    self.inner.base
+                ))
+            })
+    }
+
+    /// `POST /api/mutation`: runs a mutation and returns its value (`format: json`).
     pub(crate) async fn mutation(&self, path: &str, args: Json) -> Result<Json, SourceError> {
         let body = serde_json::json!({ "path": path, "args": args, "format": "json" });
         let answer = self

@@ -15,17 +15,17 @@ use serde_json::{json, Map, Value as Json};
 
 use crate::workload::{config, KEY, WRONG_KEY};
 
-fn table(name: &str) -> TableName {
+pub(crate) fn table(name: &str) -> TableName {
     TableName::new("convex", name)
 }
 
-fn source(fake: &FakeConvex, tables: &[&str]) -> ConvexSource {
+pub(crate) fn source(fake: &FakeConvex, tables: &[&str]) -> ConvexSource {
     ConvexSource::new(config(&fake.url(), KEY))
         .with_tables(tables.iter().map(|t| table(t)).collect())
 }
 
 /// Reads events until `stop` says so (or fails after 20 s); returns them all.
-async fn read_until(
+pub(crate) async fn read_until(
     stream: &mut ChangeStream,
     mut stop: impl FnMut(&ChangeEvent) -> bool,
 ) -> Result<Vec<ChangeEvent>, SourceError> {
@@ -48,19 +48,21 @@ async fn read_until(
     }
 }
 
-fn rows(events: &[ChangeEvent]) -> impl Iterator<Item = &powersync_source_core::RowChange> {
+pub(crate) fn rows(
+    events: &[ChangeEvent],
+) -> impl Iterator<Item = &powersync_source_core::RowChange> {
     events.iter().filter_map(|e| match e {
         ChangeEvent::Row(r) => Some(r),
         _ => None,
     })
 }
 
-fn id_of(r: &powersync_source_core::RowChange) -> String {
+pub(crate) fn id_of(r: &powersync_source_core::RowChange) -> String {
     let image = r.new.as_ref().or(r.old.as_ref()).unwrap();
     image.get(0).and_then(Value::as_text).unwrap().to_string()
 }
 
-fn seed(fake: &FakeConvex, t: &str, n: i64) -> Vec<String> {
+pub(crate) fn seed(fake: &FakeConvex, t: &str, n: i64) -> Vec<String> {
     let writes = (0..n)
         .map(|i| Write::Insert {
             table: t.into(),

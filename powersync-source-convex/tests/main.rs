@@ -4,6 +4,7 @@ mod behaviour;
 mod config;
 mod conformance;
 mod decode_props;
+mod deployments;
 mod golden;
 mod real;
 mod workload;

@@ -30,7 +30,8 @@ impl Replicator {
         loop {
             let page = self
                 .retrying(move |api, stats| async move {
-                    api.document_deltas(cursor, encoding, Some(&stats)).await
+                    api.document_deltas(cursor, None, encoding, Some(&stats))
+                        .await
                 })
                 .await?;
             if page.cursor < cursor {

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value as Json};
 
 use super::store::{error, now_nanos, Answer, Store, Table, Version, Write};
+use super::CheckpointMutation;
 
 impl Store {
     pub(crate) fn authorize(&self, header: Option<&str>) -> Result<(), Answer> {
@@ -215,6 +216,10 @@ impl Store {
                 &format!("Trying to synchronize from timestamp {cursor}, which is older than the database’s retention window."),
             );
         }
+        // A `tableName` (or `table_name`) selects one table of the root component; without
+        // one every table is read (`StreamingExportSelection` in
+        // `crates/common/src/types/streaming_export/selection.rs`).
+        let wanted = q.get("tableName").or_else(|| q.get("table_name")).cloned();
         let upper = self.read_ts();
         let start = self.log.partition_point(|e| e.ts <= cursor);
         let mut values = Vec::new();
@@ -234,6 +239,9 @@ impl Store {
             else {
                 continue;
             };
+            if wanted.as_ref().is_some_and(|w| *w != t.name) {
+                continue;
+            }
             let Some(v) = t
                 .docs
                 .get(&e.id)
@@ -266,9 +274,21 @@ impl Store {
         )
     }
 
+    /// `POST /api/query_ts` (`public_get_query_ts` in `crates/local_backend/src/public_api.rs`):
+    /// the latest read timestamp as base64 of the little-endian u64; no key needed.
+    pub(crate) fn query_ts(&mut self) -> Answer {
+        let ts = self.read_ts() as u64;
+        (
+            200,
+            json!({ "ts": base64::engine::general_purpose::STANDARD.encode(ts.to_le_bytes()) }),
+        )
+    }
+
+    /// `POST /api/mutation` of `powersync_checkpoints:createCheckpoint`, as deployed: this
+    /// crate's file or PowerSync's (see [`CheckpointMutation`]).
     pub(crate) fn mutation(&mut self, body: &Json) -> Answer {
         let path = body.get("path").and_then(Json::as_str).unwrap_or_default();
-        if path != crate::CHECKPOINT_MUTATION || !self.mutation_deployed {
+        if path != crate::CHECKPOINT_MUTATION || self.mutation == CheckpointMutation::Missing {
             return (
                 200,
                 json!({
@@ -278,11 +298,39 @@ impl Store {
             );
         }
         let now_ms = (now_nanos() / 1_000_000) as f64;
+        let mut fields = Map::new();
+        fields.insert("last_updated".into(), json!(now_ms));
+        if self.mutation == CheckpointMutation::PowerSync {
+            // powersync-service `modules/module-convex/convex/powersync_checkpoints.ts`: patch
+            // the first row (or insert one) and return nothing.
+            let first = self
+                .documents(crate::CHECKPOINT_TABLE)
+                .into_iter()
+                .next()
+                .and_then(|d| d.get("_id").and_then(Json::as_str).map(str::to_string));
+            let write = match first {
+                Some(id) => Write::Patch {
+                    table: crate::CHECKPOINT_TABLE.into(),
+                    id,
+                    fields,
+                },
+                None => Write::Insert {
+                    table: crate::CHECKPOINT_TABLE.into(),
+                    fields,
+                },
+            };
+            return match self.commit(vec![write]) {
+                Ok(_) => (200, json!({ "status": "success", "value": null })),
+                Err(e) => (200, json!({ "status": "error", "errorMessage": e })),
+            };
+        }
+        // This crate's file: delete up to 16 markers created over a minute ago (read through
+        // the `by_creation_time` index), insert one, return its id.
         let mut writes: Vec<Write> = self
             .documents(crate::CHECKPOINT_TABLE)
             .into_iter()
             .filter(|d| {
-                d.get("last_updated")
+                d.get("_creationTime")
                     .and_then(Json::as_f64)
                     .is_some_and(|t| t < now_ms - 60_000.0)
             })
@@ -293,8 +341,6 @@ impl Store {
                 id,
             })
             .collect();
-        let mut fields = Map::new();
-        fields.insert("last_updated".into(), json!(now_ms));
         writes.push(Write::Insert {
             table: crate::CHECKPOINT_TABLE.into(),
             fields,

@@ -51,6 +51,20 @@ pub fn float(f: f64) -> Json {
     }
 }
 
+/// The `powersync_checkpoints:createCheckpoint` a fake deployment runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointMutation {
+    /// This crate's `convex/powersync_checkpoints.ts`: an internal mutation that inserts a
+    /// marker row (deleting markers over a minute old) and returns the new id.
+    Crate,
+    /// PowerSync's (powersync-service `modules/module-convex/convex/powersync_checkpoints.ts`):
+    /// a public mutation that patches the table's first row in place (inserting one when the
+    /// table is empty) and returns `null`.
+    PowerSync,
+    /// Not deployed: Convex answers "Could not find public function".
+    Missing,
+}
+
 /// A fake Convex deployment on 127.0.0.1. Dropping it stops the server.
 pub struct FakeConvex {
     store: Arc<Mutex<Store>>,
@@ -170,9 +184,19 @@ impl FakeConvex {
         self.lock().typed_format = accepted;
     }
 
-    /// Whether `powersync_checkpoints:createCheckpoint` is deployed (default yes).
+    /// Whether `powersync_checkpoints:createCheckpoint` is deployed (default yes, this
+    /// crate's). Shorthand for [`FakeConvex::set_checkpoint_mutation`].
     pub fn set_mutation_deployed(&self, deployed: bool) {
-        self.lock().mutation_deployed = deployed;
+        self.set_checkpoint_mutation(if deployed {
+            CheckpointMutation::Crate
+        } else {
+            CheckpointMutation::Missing
+        });
+    }
+
+    /// Which `powersync_checkpoints:createCheckpoint` is deployed (default: this crate's).
+    pub fn set_checkpoint_mutation(&self, mutation: CheckpointMutation) {
+        self.lock().mutation = mutation;
     }
 
     /// Page sizes of `list_snapshot` (documents) and `document_deltas` (documents before the
@@ -268,6 +292,7 @@ fn route(s: &mut Store, req: http::Request) -> (u16, Json) {
         ("GET", "/api/json_schemas") => s.json_schemas(&req.query),
         ("GET", "/api/list_snapshot") => s.list_snapshot(&req.query),
         ("GET", "/api/document_deltas") => s.document_deltas(&req.query),
+        ("POST", "/api/query_ts") => s.query_ts(),
         ("POST", "/api/mutation") => match serde_json::from_slice::<Json>(&req.body) {
             Ok(body) => s.mutation(&body),
             Err(e) => (

@@ -33,7 +33,7 @@ pub(crate) type Answer = (u16, Json);
 pub(crate) struct Store {
     pub deploy_key: String,
     pub typed_format: bool,
-    pub mutation_deployed: bool,
+    pub mutation: super::CheckpointMutation,
     pub snapshot_page: usize,
     pub deltas_page: usize,
     pub failures: VecDeque<u16>,
@@ -94,7 +94,7 @@ impl Store {
         let mut store = Store {
             deploy_key,
             typed_format: true,
-            mutation_deployed: true,
+            mutation: super::CheckpointMutation::Crate,
             snapshot_page: 100,
             deltas_page: 128,
             failures: VecDeque::new(),
