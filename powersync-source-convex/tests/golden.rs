@@ -65,6 +65,32 @@ fn golden() -> Vec<Golden> {
             text_mode: Value::Real(0.1),
             integer_mode: None,
         },
+        // Shortest representations of 17 significant digits: a parser that is not correctly
+        // rounded (serde_json without `float_roundtrip`) lands one unit in the last place off.
+        Golden {
+            field: "_creationTime",
+            value: || json!(1796469721068.9465),
+            text_mode: Value::Real(1796469721068.9465),
+            integer_mode: None,
+        },
+        Golden {
+            field: "float_17_digits",
+            value: || json!(1733402765123.4568),
+            text_mode: Value::Real(1733402765123.4568),
+            integer_mode: None,
+        },
+        Golden {
+            field: "float_17_digits_small",
+            value: || json!(0.30000000000000004),
+            text_mode: Value::Real(0.30000000000000004),
+            integer_mode: None,
+        },
+        Golden {
+            field: "float_17_digits_nested",
+            value: || json!({"at": 1796469721068.9465, "list": [2.2250738585072014e-308]}),
+            text_mode: t(r#"{"at":1796469721068.9465,"list":[2.2250738585072014e-308]}"#),
+            integer_mode: None,
+        },
         Golden {
             field: "float_huge",
             value: || json!(1e300),

@@ -181,9 +181,15 @@ impl Store {
                     let id = format!("{}k{:012}", t.number, self.next_id);
                     self.next_id += 1;
                     let mut doc = fields;
+                    // A given `_creationTime` is kept, as `npx convex import` keeps it.
+                    let created = doc
+                        .get("_creationTime")
+                        .filter(|v| v.is_number())
+                        .cloned()
+                        .unwrap_or_else(|| json!((ts / 1000) as f64 / 1000.0));
                     doc.retain(|k, _| !k.starts_with('_'));
                     doc.insert("_id".into(), Json::String(id.clone()));
-                    doc.insert("_creationTime".into(), json!((ts / 1000) as f64 / 1000.0));
+                    doc.insert("_creationTime".into(), created);
                     (table, id, Some(doc))
                 }
                 Write::Patch { table, id, fields } => {
