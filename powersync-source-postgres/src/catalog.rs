@@ -14,51 +14,165 @@ use crate::types::TypeRegistry;
 #[derive(Debug, Clone)]
 pub(crate) struct PublishedTable {
     pub oid: u32,
+    /// Only the published columns (what the stream's Relation messages carry).
     pub schema: Arc<TableSchema>,
     /// Type OID and typmod of each column, in column order.
     pub column_types: Vec<(u32, i32)>,
     /// `pg_class.reltuples` (−1 or 0 when never analyzed).
     pub estimated_rows: Option<u64>,
+    /// What the publication publishes of the table's rows.
+    pub publishing: Publishing,
+}
+
+/// What a publication publishes of a table beyond its shape: the rows a snapshot reads, and
+/// what, when it changes while streaming, makes the rows the host holds wrong without a
+/// change in the WAL (so the table is read again).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Publishing {
+    // (A changed column list always comes with a Relation message; the other two may not.)
+    /// The row filter (`pg_publication_tables.rowfilter`, PostgreSQL 15+) as SQL.
+    pub row_filter: Option<String>,
+    /// The explicit column list (15+), if the publication has one for the table: a column
+    /// it adds has values the stream never sends.
+    pub column_list: Option<Vec<String>>,
+    /// A partitioned table's partitions (OIDs, sorted): attaching or detaching one changes
+    /// the rows published under the table without a row change in the WAL.
+    pub partitions: Vec<u32>,
+}
+
+impl Publishing {
+    /// Whether the published rows differ (row filter or partitions), regardless of columns.
+    pub(crate) fn rows_differ(&self, other: &Publishing) -> bool {
+        self.row_filter != other.row_filter || self.partitions != other.partitions
+    }
+}
+
+/// One row of [`publication_rows`].
+struct PublicationRow {
+    oid: u32,
+    name: TableName,
+    replident: String,
+    reltuples: f64,
+    /// `pg_publication_tables.attnames` (15+): the published columns.
+    attnames: Option<Vec<String>>,
+    publishing: Publishing,
+    /// 18+ publishes generated columns when `attnames` lists them; earlier servers never do
+    /// (though their `attnames` lists them).
+    generated_published: bool,
+}
+
+/// The tables of `publication` (only `only` when given) with what it publishes of each.
+/// Version-independent: the 15+ columns of `pg_publication_tables` are read through
+/// `to_jsonb`, null on older servers.
+async fn publication_rows(
+    client: &Client,
+    publication: &str,
+    only: Option<u32>,
+) -> Result<Vec<PublicationRow>, SourceError> {
+    let rows = client
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text,
+                    c.reltuples::float8,
+                    CASE WHEN to_jsonb(pt) -> 'attnames' IS NOT NULL
+                              AND jsonb_typeof(to_jsonb(pt) -> 'attnames') = 'array'
+                         THEN ARRAY(SELECT jsonb_array_elements_text(to_jsonb(pt) -> 'attnames'))
+                    END,
+                    to_jsonb(pt) ->> 'rowfilter',
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr
+                            JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+                            WHERE p.pubname = pt.pubname AND pr.prrelid = c.oid
+                              AND to_jsonb(pr) ->> 'prattrs' IS NOT NULL),
+                    CASE WHEN c.relkind = 'p' THEN ARRAY(
+                        WITH RECURSIVE tree(oid) AS (
+                            SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid
+                            UNION ALL
+                            SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid)
+                        SELECT oid FROM tree ORDER BY 1)
+                    END,
+                    current_setting('server_version_num')::int >= 180000
+             FROM pg_catalog.pg_publication_tables pt
+             JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
+             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+             WHERE pt.pubname = $1 AND ($2::oid IS NULL OR c.oid = $2::oid)
+             ORDER BY 2, 3",
+            &[&publication, &only],
+        )
+        .await
+        .map_err(|e| sql_error(e, "listing the tables of the publication"))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let attnames: Option<Vec<String>> = row.get(5);
+            let explicit_list: bool = row.get(7);
+            PublicationRow {
+                oid: row.get(0),
+                name: TableName::new(row.get::<_, String>(1), row.get::<_, String>(2)),
+                replident: row.get(3),
+                reltuples: row.get(4),
+                publishing: Publishing {
+                    row_filter: row.get(6),
+                    column_list: attnames.clone().filter(|_| explicit_list),
+                    partitions: row.get::<_, Option<Vec<u32>>>(8).unwrap_or_default(),
+                },
+                attnames,
+                generated_published: row.get(9),
+            }
+        })
+        .collect())
+}
+
+/// What `publication` publishes of the table `oid` now; `None` when it is not published.
+pub(crate) async fn publishing(
+    client: &Client,
+    publication: &str,
+    oid: u32,
+) -> Result<Option<Publishing>, SourceError> {
+    Ok(publication_rows(client, publication, Some(oid))
+        .await?
+        .into_iter()
+        .next()
+        .map(|r| r.publishing))
+}
+
+/// What `publication` publishes of each of its tables now, by OID.
+pub(crate) async fn publishing_all(
+    client: &Client,
+    publication: &str,
+) -> Result<HashMap<u32, Publishing>, SourceError> {
+    Ok(publication_rows(client, publication, None)
+        .await?
+        .into_iter()
+        .map(|r| (r.oid, r.publishing))
+        .collect())
 }
 
 /// Lists the tables of `publication`, restricted to `selection` when it is not empty, with
-/// their columns (generated columns excluded: pgoutput does not send them) and row identity.
+/// their published columns (the column list on 15+; generated columns only where the server
+/// publishes them: 18+ per `publish_generated_columns`), row identity and row filter.
 pub(crate) async fn published_tables(
     client: &Client,
     registry: &mut TypeRegistry,
     publication: &str,
     selection: &[TableName],
 ) -> Result<Vec<PublishedTable>, SourceError> {
-    let rows = client
-        .query(
-            "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, c.relrowsecurity,
-                    c.reltuples::float8
-             FROM pg_catalog.pg_publication_tables pt
-             JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
-             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
-             WHERE pt.pubname = $1
-             ORDER BY 2, 3",
-            &[&publication],
-        )
-        .await
-        .map_err(|e| sql_error(e, "listing the tables of the publication"))?;
-    let mut tables = Vec::new();
-    for row in rows {
-        let name = TableName::new(row.get::<_, String>(1), row.get::<_, String>(2));
-        if !selection.is_empty() && !selection.contains(&name) {
-            continue;
+    let tables: Vec<PublicationRow> = publication_rows(client, publication, None)
+        .await?
+        .into_iter()
+        .filter(|t| selection.is_empty() || selection.contains(&t.name))
+        .collect();
+    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+    let mut columns = table_columns(client, &oids).await?;
+    for t in &tables {
+        if let Some(cols) = columns.get_mut(&t.oid) {
+            cols.retain(|c| {
+                let listed = t
+                    .attnames
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&c.name));
+                listed && (!c.generated || (t.generated_published && t.attnames.is_some()))
+            });
         }
-        let reltuples: f64 = row.get(5);
-        tables.push((
-            row.get::<_, u32>(0),
-            name,
-            row.get::<_, String>(3),
-            row.get::<_, bool>(4),
-            reltuples,
-        ));
     }
-    let oids: Vec<u32> = tables.iter().map(|t| t.0).collect();
-    let columns = table_columns(client, &oids).await?;
     let keys = identity_columns(client, &oids).await?;
     let mut type_oids: Vec<u32> = columns.values().flatten().map(|c| c.type_oid).collect();
     type_oids.sort_unstable();
@@ -69,7 +183,15 @@ pub(crate) async fn published_tables(
         .map_err(|e| sql_error(e, "loading column types"))?;
 
     let mut out = Vec::with_capacity(tables.len());
-    for (oid, name, replident, _row_security, reltuples) in tables {
+    for PublicationRow {
+        oid,
+        name,
+        replident,
+        reltuples,
+        publishing,
+        ..
+    } in tables
+    {
         let cols = columns.get(&oid).cloned().unwrap_or_default();
         let ident = keys.get(&oid);
         let replident = replident.bytes().next().unwrap_or(b'd');
@@ -98,6 +220,7 @@ pub(crate) async fn published_tables(
             schema: Arc::new(schema),
             column_types,
             estimated_rows: (reltuples > 0.0).then_some(reltuples as u64),
+            publishing,
         });
     }
     Ok(out)
@@ -135,6 +258,7 @@ pub(crate) struct CatalogColumn {
     pub type_oid: u32,
     pub typmod: i32,
     pub not_null: bool,
+    pub generated: bool,
 }
 
 async fn table_columns(
@@ -143,10 +267,10 @@ async fn table_columns(
 ) -> Result<HashMap<u32, Vec<CatalogColumn>>, SourceError> {
     let rows = client
         .query(
-            "SELECT a.attrelid, a.attname::text, a.atttypid, a.atttypmod, a.attnotnull
+            "SELECT a.attrelid, a.attname::text, a.atttypid, a.atttypmod, a.attnotnull,
+                    COALESCE(to_jsonb(a) ->> 'attgenerated', '') <> ''
              FROM pg_catalog.pg_attribute a
              WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
-               AND COALESCE(to_jsonb(a) ->> 'attgenerated', '') = ''
              ORDER BY a.attrelid, a.attnum",
             &[&oids],
         )
@@ -159,6 +283,7 @@ async fn table_columns(
             type_oid: row.get(2),
             typmod: row.get(3),
             not_null: row.get(4),
+            generated: row.get(5),
         });
     }
     Ok(out)

@@ -91,6 +91,30 @@
 //! `silence_timeout`: half-way the connector asks the server for a reply, and gives up on the
 //! connection if none comes.
 //!
+//! **Exactly what the publication publishes.** The snapshot reads the rows and columns the
+//! stream will carry (`pg_publication_tables`): on PostgreSQL 15+ only the rows of the row
+//! filter (`WHERE (<rowfilter>)` added to every chunk's predicate) and only the columns of
+//! the column list; generated columns only where the server publishes them (18+, per
+//! `publish_generated_columns` or a column list naming them; never before 18). Schema events
+//! list the published columns only, as the stream's Relation messages do. A partitioned
+//! table published through its root (`publish_via_partition_root`) is read as the root (in
+//! key order: it has no heap blocks of its own); otherwise its partitions are the published
+//! tables. Older servers have no filters or lists: every row and non-generated column.
+//!
+//! **Publication changes while streaming.** What the publication publishes of a table (row
+//! filter, column list, partitions) is recorded when the table is read. A table published
+//! differently is emptied (`Truncate`) and read again: as soon as its Relation message comes
+//! back (the server resends it at the table's next change after `ALTER PUBLICATION … SET
+//! TABLE`) if the catalog then differs; and, for changes that bring no message (a row filter
+//! on a table with no write since, a partition detached from a root-published table), by a
+//! comparison every
+//! [`publication_check_interval`](PostgresOptions::publication_check_interval) between
+//! transactions, acted on once the stream has passed the WAL position of the comparison.
+//! A partition attached under `publish_via_partition_root = false` is a table joining the
+//! publication (below); one detached from it stops being published, and the host keeps its
+//! rows (as for a table dropped from the publication). Changes made while no stream runs
+//! are not noticed by a resumed stream; start from the beginning after them.
+//!
 //! **Tables that appear later.** A table added to the publication (or re-created) while the
 //! stream runs is read once when its first Relation message arrives, with `snapshot: true`
 //! rows, inside the transaction that first touched it; later changes follow in the stream and

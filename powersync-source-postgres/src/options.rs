@@ -20,6 +20,12 @@ pub struct PostgresOptions {
     /// Request pgoutput's binary value format when the server offers it (14+) and every
     /// selected column type can be read in binary; text otherwise.
     pub binary: bool,
+    /// How often, between transactions, the stream compares what the publication publishes
+    /// (row filters, partitions) with what it read: a changed row filter on a table whose
+    /// stream is idle, or a partition detached from a table published through its root,
+    /// comes with no message in the stream. A table found changed is read again once the
+    /// stream has passed the moment of the comparison.
+    pub publication_check_interval: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -27,6 +33,7 @@ impl Default for PostgresOptions {
         PostgresOptions {
             status_interval: Duration::from_secs(10),
             binary: true,
+            publication_check_interval: Duration::from_secs(10),
         }
     }
 }

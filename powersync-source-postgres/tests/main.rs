@@ -4,5 +4,6 @@ mod connection;
 mod faults;
 mod pgoutput;
 mod publication_changes;
+mod publication_exact;
 mod type_paths;
 mod types;

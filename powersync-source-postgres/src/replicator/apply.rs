@@ -44,6 +44,7 @@ impl Replicator {
                 self.pending_begin = None;
                 self.txn_relations.clear();
                 self.txn_new_tables.clear();
+                self.txn_publishing.clear();
             }
             PgOutputMessage::Relation(r) => {
                 self.on_relation(r, out).await?;
@@ -262,6 +263,24 @@ impl Replicator {
                 }
             }
         }
+        let mut republished = false;
+        if selected && self.publishing.contains_key(&r.oid) {
+            // ALTER PUBLICATION … SET TABLE (row filter, column list) and ATTACH/DETACH
+            // PARTITION change which rows are published without a row change in the WAL; the
+            // server sends the table's Relation message again after them (they invalidate its
+            // cache of the table), so that is when to compare with what was read.
+            let now = catalog::publishing(&self.sql, self.config.publication(), r.oid).await?;
+            if let Some(now) = now {
+                if self.publishing.get(&r.oid) != Some(&now) {
+                    tracing::info!(
+                        target: "powersync_source_postgres",
+                        "what the publication publishes of {name} changed; reading it again"
+                    );
+                    self.known.remove(&r.oid);
+                    republished = true;
+                }
+            }
+        }
         if selected && self.known.insert(r.oid) {
             // A re-created table: the host still holds the rows of the old one.
             let replaced: Vec<u32> = self
@@ -273,7 +292,8 @@ impl Replicator {
             if self.in_transaction {
                 self.txn_new_tables.push(r.oid);
             }
-            if !replaced.is_empty() {
+            // A table published differently: the rows held may no longer be published.
+            if !replaced.is_empty() || republished {
                 self.emit_begin(out).await?;
                 out.push(ChangeEvent::Truncate(Truncate {
                     tables: vec![name.clone()],

@@ -5,9 +5,11 @@
 //! - [`snapshot`]: the initial snapshot and the read of a table first seen in the stream;
 //! - [`session`]: one replication connection (START_REPLICATION, status updates, silence
 //!   detection);
-//! - [`apply`]: pgoutput messages to change events.
+//! - [`apply`]: pgoutput messages to change events;
+//! - [`publication`]: publication changes that come with no message (read the table again).
 
 mod apply;
+mod publication;
 mod session;
 mod snapshot;
 
@@ -22,7 +24,7 @@ use powersync_source_core::{
 };
 use tokio_postgres::Client;
 
-use crate::catalog::{self, PublishedTable};
+use crate::catalog::{self, PublishedTable, Publishing};
 use crate::config::PostgresConfig;
 use crate::connection::replication::{ReplicationConnection, SlotSnapshot};
 use crate::connection::sql;
@@ -71,11 +73,14 @@ pub(crate) async fn prepare(
         registry: Arc::new(TypeRegistry::new()),
         relations: HashMap::new(),
         known: HashSet::new(),
+        publishing: HashMap::new(),
+        publication_check: publication::PublicationCheck::default(),
         last_emitted: PgLsn::ZERO,
         pending_begin: None,
         in_transaction: false,
         txn_relations: Vec::new(),
         txn_new_tables: Vec::new(),
+        txn_publishing: Vec::new(),
         binary: false,
         server_version: 0,
     };
@@ -113,11 +118,15 @@ pub(crate) async fn prepare(
             crate::slot::check_resumable(&replicator.sql, &slot, from).await?;
             let tables = replicator.published(&mut registry).await?;
             replicator.known.extend(tables.iter().map(|t| t.oid));
+            replicator.note_publishing(&tables);
             (from, None, None)
         }
     };
     replicator.registry = Arc::new(registry);
     replicator.last_emitted = stream_from;
+    if let Some(plan) = &snapshot {
+        replicator.note_publishing(&plan.tables);
+    }
     Ok(Prepared {
         replicator,
         snapshot,
@@ -149,6 +158,11 @@ struct Replicator {
     relations: HashMap<u32, RelationState>,
     /// Tables (by OID) whose rows the host has: snapshotted or streamed since the start.
     known: HashSet<u32>,
+    /// What the publication published of each table (by OID) when its rows were read: a
+    /// Relation message that finds it changed makes the table be read again.
+    publishing: HashMap<u32, Publishing>,
+    /// The periodic comparison of the publication with `publishing`.
+    publication_check: publication::PublicationCheck,
     /// Last transaction boundary handed to the host (resume point after a reconnect).
     last_emitted: PgLsn,
     /// A begin not yet emitted: empty transactions (changes to other tables) become keepalives.
@@ -159,6 +173,9 @@ struct Replicator {
     /// transaction: if it aborts, the host discards those events, so they must be redone.
     txn_relations: Vec<u32>,
     txn_new_tables: Vec<u32>,
+    /// What `publishing` held before a read inside the open transaction replaced it: an
+    /// abort restores it, so the resent transaction reads (and truncates) again.
+    txn_publishing: Vec<(u32, Option<Publishing>)>,
     /// Whether the current session asked for pgoutput's binary format.
     binary: bool,
     server_version: u32,
@@ -176,6 +193,13 @@ impl Replicator {
             self.tables(),
         )
         .await
+    }
+
+    /// Records what the publication publishes of `tables`, as their rows are (or were) read.
+    fn note_publishing(&mut self, tables: &[PublishedTable]) {
+        for t in tables {
+            self.publishing.insert(t.oid, t.publishing.clone());
+        }
     }
 
     /// The selected tables; empty = every table of the publication.
@@ -251,6 +275,13 @@ impl Replicator {
         }
         for oid in std::mem::take(&mut self.txn_new_tables) {
             self.known.remove(&oid);
+        }
+        // Newest first, so the entry from before the transaction is the one that stays.
+        for (oid, before) in std::mem::take(&mut self.txn_publishing).into_iter().rev() {
+            match before {
+                Some(p) => self.publishing.insert(oid, p),
+                None => self.publishing.remove(&oid),
+            };
         }
         self.in_transaction = false;
         self.pending_begin = None;

@@ -232,6 +232,7 @@ impl Replicator {
                 }
             }
             out.stats().add_bytes(frame.len() as u64 + 5);
+            self.check_publication(out).await?;
         }
     }
 

@@ -12,7 +12,7 @@ use powersync_source_core::{
 use tokio::sync::mpsc;
 
 use super::{RelationState, Replicator, SnapshotPlan};
-use crate::catalog::PublishedTable;
+use crate::catalog::{self, PublishedTable};
 use crate::connection::sql_error;
 use crate::snapshot_reader::{self, CreatedSince, Piece, SnapshotMsg, TableJob};
 
@@ -335,11 +335,25 @@ impl Replicator {
             return Ok(());
         };
         let schema = rel.schema.clone();
+        let types = rel.types.clone();
+        let mut publishing = catalog::publishing(&self.sql, self.config.publication(), oid)
+            .await?
+            .unwrap_or_default();
+        // Recorded as read: the columns of the Relation message, which a column list that
+        // changed since may not match yet (its Relation message then reads the table again).
+        if let Some(list) = &mut publishing.column_list {
+            *list = schema.columns.iter().map(|c| c.name.clone()).collect();
+        }
+        let before = self.publishing.insert(oid, publishing.clone());
+        if self.in_transaction {
+            self.txn_publishing.push((oid, before));
+        }
         let table = PublishedTable {
             oid,
             schema: schema.clone(),
-            column_types: rel.types.clone(),
+            column_types: types,
             estimated_rows: None,
+            publishing,
         };
         tracing::info!(target: "powersync_source_postgres", "snapshotting {} first seen in the stream", schema.name);
         let job = TableJob {

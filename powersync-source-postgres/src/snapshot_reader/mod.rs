@@ -314,6 +314,12 @@ async fn read_table(
         .iter()
         .map(|&i| schema.columns[i].type_name.clone())
         .collect();
+    // Exactly the published rows (PostgreSQL 15+ row filters).
+    let row_filter = table
+        .publishing
+        .row_filter
+        .as_ref()
+        .map(|f| format!("({f})"));
     let key_literals = |after: &[String]| -> String {
         after
             .iter()
@@ -332,6 +338,7 @@ async fn read_table(
                 key_literals(after)
             )];
             filter.extend(since.predicate());
+            filter.extend(row_filter.clone());
             let select = format!(
                 "SELECT {} FROM {} WHERE {}",
                 columns.join(", "),
@@ -349,7 +356,7 @@ async fn read_table(
             }
         }
         select.push_str(&format!(" FROM {}", qualified(&schema.name)));
-        let mut filter: Vec<String> = Vec::new();
+        let mut filter: Vec<String> = row_filter.iter().cloned().collect();
         if let Some((lo, hi)) = blocks {
             filter.push(format!(
                 "ctid >= '({lo},0)'::tid AND ctid < '({hi},0)'::tid"

@@ -1,0 +1,125 @@
+//! Publication changes that come with no message in the stream: a row filter changed on a
+//! table that has no write since (`ALTER PUBLICATION … SET TABLE … WHERE`), a partition
+//! attached to or detached from a table published through its root. Neither writes a row
+//! change to the WAL, so the rows the host holds are no longer the published ones.
+//!
+//! Between transactions, every `publication_check_interval`, the stream compares what the
+//! publication publishes now with what it read, and notes the server's WAL position `L` at
+//! that moment. Once the stream has passed `L` (the change is then in the stream's past, so
+//! no later replayed change is decoded under the old publication), each changed table is
+//! emptied and read again inside one transaction of its own. Changes after `L` replay on top
+//! of that read, which the idempotent-replay argument of the crate docs covers. (A column
+//! list change always brings a Relation message; `apply` handles it there, as soon as it
+//! arrives.)
+
+use std::time::Instant;
+
+use powersync_source_core::position::PgLsn;
+use powersync_source_core::runtime::{Emitter, Step};
+use powersync_source_core::{Begin, ChangeEvent, Commit, Position, SourceError, Truncate};
+
+use super::Replicator;
+use crate::catalog;
+use crate::sql_error;
+
+/// When the publication was last compared, and the tables found changed, to read again once
+/// the stream passed the position of that comparison.
+#[derive(Debug, Default)]
+pub(super) struct PublicationCheck {
+    last: Option<Instant>,
+    pending: Option<(PgLsn, Vec<u32>)>,
+}
+
+impl Replicator {
+    /// Runs between messages: cheap unless a comparison is due or changed tables wait for
+    /// the stream to pass their position.
+    pub(super) async fn check_publication(&mut self, out: &mut Emitter) -> Step<()> {
+        if self.in_transaction {
+            return Ok(());
+        }
+        if let Some((at, _)) = &self.publication_check.pending {
+            if self.last_emitted >= *at {
+                let (_, oids) = self.publication_check.pending.take().unwrap_or_default();
+                for oid in oids {
+                    self.read_again(oid, out).await?;
+                }
+            }
+            return Ok(());
+        }
+        let interval = self.options.publication_check_interval;
+        if self
+            .publication_check
+            .last
+            .is_some_and(|last| last.elapsed() < interval)
+        {
+            return Ok(());
+        }
+        self.publication_check.last = Some(Instant::now());
+        let at = self.wal_position().await?;
+        let now = catalog::publishing_all(&self.sql, self.config.publication()).await?;
+        let changed: Vec<u32> = self
+            .publishing
+            .iter()
+            .filter(|(oid, read)| {
+                self.known.contains(oid)
+                    && self.relations.get(oid).is_some_and(|r| r.selected)
+                    && now.get(oid).is_some_and(|p| p.rows_differ(read))
+            })
+            .map(|(oid, _)| *oid)
+            .collect();
+        if !changed.is_empty() {
+            self.publication_check.pending = Some((at, changed));
+        }
+        Ok(())
+    }
+
+    /// The server's WAL position now (its replay position on a standby).
+    async fn wal_position(&self) -> Result<PgLsn, SourceError> {
+        let row = self
+            .sql
+            .query_one(
+                "SELECT (CASE WHEN pg_catalog.pg_is_in_recovery()
+                              THEN pg_catalog.pg_last_wal_replay_lsn()
+                              ELSE pg_catalog.pg_current_wal_lsn() END)::text",
+                &[],
+            )
+            .await
+            .map_err(|e| sql_error(e, "reading the WAL position"))?;
+        let text: String = row.get(0);
+        text.parse::<PgLsn>().map_err(|_| {
+            SourceError::decode(format!("the server's WAL position `{text}` is not an LSN"))
+        })
+    }
+
+    /// Empties the table `oid` and reads it again, in a transaction of its own whose commit
+    /// carries the last emitted position (nothing new to acknowledge).
+    async fn read_again(&mut self, oid: u32, out: &mut Emitter) -> Step<()> {
+        let Some(rel) = self.relations.get(&oid) else {
+            return Ok(());
+        };
+        let name = rel.schema.name.clone();
+        tracing::info!(
+            target: "powersync_source_postgres",
+            "the rows the publication publishes of {name} changed; reading it again"
+        );
+        // As a transaction: a host applies the emptying and the new rows at once, and a
+        // failure half-way ends in Abort (restoring what was recorded, so it is redone).
+        self.in_transaction = true;
+        out.push(ChangeEvent::Begin(Begin {
+            xid: None,
+            commit_time: None,
+        }))
+        .await?;
+        out.push(ChangeEvent::Truncate(Truncate { tables: vec![name] }))
+            .await?;
+        self.snapshot_new_table(oid, out).await?;
+        out.push(ChangeEvent::Commit(Commit {
+            checkpoint: self.last_emitted.to_checkpoint(),
+            commit_time: None,
+        }))
+        .await?;
+        self.in_transaction = false;
+        self.txn_publishing.clear();
+        Ok(())
+    }
+}
