@@ -134,8 +134,27 @@ pub struct CapturedColumn {
     pub ordinal: u32,
     /// Position in the source table's primary key (1-based), if part of it.
     pub key_ordinal: Option<u32>,
-    /// Whether the column accepts NULL.
+    /// Whether the source table's column accepts NULL (`sys.columns` of the source table: the
+    /// change table's columns are all nullable, as Debezium's connector notes).
     pub nullable: bool,
+    /// `cdc.captured_columns.is_computed`. CDC always records NULL for a computed column
+    /// (Microsoft, `cdc.fn_cdc_get_all_changes_<instance>`: "Computed columns that are included
+    /// in a capture instance always have a value of NULL"), so the connector replicates neither
+    /// its changes nor its snapshot values (the columns are left out of the schema, as Estuary's
+    /// `source-sqlserver` does).
+    pub computed: bool,
+    /// Whether the source table still has a column of this name. A column dropped or renamed
+    /// after the instance was created stays captured as NULL ("If a tracked column is dropped,
+    /// null values will be supplied", About Change Data Capture); the snapshot selects NULL for
+    /// it because the table has no such column (error 207 otherwise).
+    pub in_source: bool,
+    /// The source column's collation (`sys.columns.collation_name`) for character columns:
+    /// snapshot keys are compared under it.
+    pub collation: Option<String>,
+    /// A user CLR type (`sys.types.is_assembly_type`) other than `geometry`, `geography` and
+    /// `hierarchyid`: selected as its serialized bytes, because tiberius cannot decode UDT
+    /// metadata (it panics).
+    pub clr_type: bool,
 }
 
 /// A capture instance (`cdc.change_tables`): the change table of one source table, with the
@@ -148,9 +167,20 @@ pub struct CaptureInstance {
     pub source_object_id: i64,
     /// Capture instance name (`dbo_orders` by default).
     pub name: String,
-    /// `start_lsn`: the lowest LSN the instance answers for; changes committed at or after it
-    /// (until it is dropped) are in its change table.
+    /// `start_lsn`: the instance's current low endpoint. Changes committed at or after it (until
+    /// the instance is dropped) are in its change table; the cleanup job moves it forward, so
+    /// two instances of a table can have equal start LSNs after a cleanup. A backend leaves out
+    /// instances whose low endpoint is not established yet (`start_lsn` NULL,
+    /// `cdc.change_tables`).
     pub start_lsn: MssqlLsn,
+    /// `cdc.change_tables.create_date` as microseconds (server time; only compared): the newer
+    /// of two instances with equal start LSNs is the later created (Debezium DBZ-4273,
+    /// Materialize `80-deterministic-capture-instance-selection.td`).
+    pub create_date: i64,
+    /// `cdc.change_tables.role_name`: the gating role a user must be a member of to read the
+    /// instance (`None`: no gating role). For other users `sys.fn_cdc_get_min_lsn` answers zeros
+    /// and the change functions fail.
+    pub role_name: Option<String>,
     /// Captured columns in `column_ordinal` order.
     pub columns: Vec<CapturedColumn>,
 }
@@ -247,6 +277,8 @@ pub struct Permissions {
     /// `VIEW SERVER PERFORMANCE STATE` (or `VIEW SERVER STATE`); `None` where the server has no
     /// such permission (Azure SQL Database).
     pub view_server_state: Option<bool>,
+    /// Membership (`IS_MEMBER`) in each gating role asked about.
+    pub gating_roles: Vec<(String, bool)>,
 }
 
 /// The capture job of the database (`msdb.dbo.cdc_jobs`).
@@ -336,8 +368,13 @@ pub trait CdcBackend: Send {
     /// Deletes checkpoint rows older than an hour (they have been observed long ago).
     async fn delete_old_markers(&mut self) -> Result<()>;
     /// The user's permissions on `tables`, the `cdc` schema, the checkpoint table and the
-    /// performance-state views.
-    async fn permissions(&mut self, tables: &[TableName], azure: bool) -> Result<Permissions>;
+    /// performance-state views, and membership in the gating `roles`.
+    async fn permissions(
+        &mut self,
+        tables: &[TableName],
+        roles: &[String],
+        azure: bool,
+    ) -> Result<Permissions>;
     /// The capture job, where the server has SQL Server Agent (`None`: no capture job row).
     async fn capture_job(&mut self) -> Result<Option<CaptureJob>>;
 }

@@ -8,7 +8,9 @@ use powersync_source_core::provision::Fix;
 use powersync_source_core::{CheckReport, Problem, Result, TableName};
 
 use crate::backend::{checkpoint_table, timed, CdcBackend, RECOMMENDED_JOB};
-use crate::tables::{by_table, enable_table_sql, key_positions, quote_ident, select};
+use crate::tables::{
+    by_table, enable_table_sql, key_positions, load_instances, quote_ident, select,
+};
 
 /// The statement that creates the checkpoint table (CDC is enabled on it separately).
 #[cfg_attr(not(feature = "provision"), allow(dead_code))]
@@ -83,7 +85,7 @@ pub async fn check(
             .with_remedy(sql(&fix)),
         );
     }
-    let all = by_table(&timed(t_out, b.capture_instances()).await?);
+    let all = by_table(&load_instances(b, t_out).await?);
     let tables = match select(&all, requested) {
         Ok(t) => t,
         Err(_) => {
@@ -138,7 +140,34 @@ pub async fn check(
             .with_remedy(sql(CHECKPOINT_TABLE_SQL)),
         );
     }
-    let perms = timed(t_out, b.permissions(&tables, info.is_azure_sql_database())).await?;
+    // Gating roles of the instances read: CDC answers a non-member with zeros from
+    // sys.fn_cdc_get_min_lsn and fails its change functions (PowerSync's own setup enables CDC
+    // with @role_name = N'cdc_reader').
+    let mut roles: Vec<String> = Vec::new();
+    for t in tables.iter().chain(std::iter::once(&checkpoint_table())) {
+        for i in all.get(t).into_iter().flatten() {
+            if let Some(r) = &i.role_name {
+                if !roles.contains(r) {
+                    roles.push(r.clone());
+                }
+            }
+        }
+    }
+    let perms = timed(
+        t_out,
+        b.permissions(&tables, &roles, info.is_azure_sql_database()),
+    )
+    .await?;
+    for (role, member) in &perms.gating_roles {
+        if !member {
+            let fix = format!("ALTER ROLE {} ADD MEMBER <user>;", quote_ident(role));
+            report.error(
+                format!("gating role {role}"),
+                format!("the user is not a member of {role}, the gating role of capture instances it must read: SQL Server hides their changes from it (sys.fn_cdc_get_min_lsn answers zeros)"),
+                fix,
+            );
+        }
+    }
     for (t, ok) in &perms.select_tables {
         if !ok {
             report.error(
@@ -173,11 +202,12 @@ pub async fn check(
         );
     }
     if perms.view_server_state == Some(false) {
-        report.error(
+        // No statement of the connector needs it: a DBA may decline it.
+        report.push(Problem::warning(
             "VIEW SERVER PERFORMANCE STATE",
-            "the login cannot see the server's state (capture job status)",
+            "the login cannot see the server's state (only monitoring of the capture job would use it)",
             "USE master; GRANT VIEW SERVER PERFORMANCE STATE TO <login>; (VIEW SERVER STATE before SQL Server 2022)",
-        );
+        ));
     }
     if !info.is_azure_sql_database() {
         match timed(t_out, b.capture_job()).await? {

@@ -18,7 +18,7 @@ use crate::checkpoint::StreamPoint;
 use crate::config::MssqlConfig;
 use crate::poller::{PollOptions, Poller};
 use crate::snapshot::SnapshotPlan;
-use crate::tables::{by_table, instance_for, select, table_schema};
+use crate::tables::{by_table, instance_for, load_instances, select, table_schema};
 use crate::tds::TdsConnector;
 
 /// A SQL Server (2019+, Azure SQL Database, Azure SQL Managed Instance) database replicated
@@ -123,10 +123,10 @@ impl MssqlSource {
     }
 
     async fn checkpoint_instance(&self, b: &mut dyn CdcBackend) -> Result<CaptureInstance> {
-        let all = timed(self.options.silence_timeout, b.capture_instances()).await?;
+        let all = load_instances(b, self.options.silence_timeout).await?;
         all.into_iter()
             .filter(|i| i.table == checkpoint_table())
-            .max_by_key(|i| i.start_lsn)
+            .max_by_key(|i| (i.start_lsn, i.create_date))
             .ok_or_else(|| {
                 SourceError::prerequisite(
                     "dbo._powersync_checkpoints is missing or has no CDC capture instance",
@@ -209,7 +209,7 @@ impl ChangeSource for MssqlSource {
 
     async fn discover(&self) -> Result<Vec<TableSchema>> {
         let mut b = self.connect().await?;
-        let all = by_table(&timed(self.options.silence_timeout, b.capture_instances()).await?);
+        let all = by_table(&load_instances(b.as_mut(), self.options.silence_timeout).await?);
         let tables = select(&all, self.tables())?;
         let max = timed(self.options.silence_timeout, b.max_lsn())
             .await?
@@ -236,8 +236,7 @@ impl ChangeSource for MssqlSource {
         )
         .await?
         .into_result()?;
-        let all =
-            by_table(&timed(self.options.silence_timeout, control.capture_instances()).await?);
+        let all = by_table(&load_instances(control.as_mut(), self.options.silence_timeout).await?);
         let tables = select(&all, self.tables())?;
         let opts = self.poll_options();
         let connector = self.connector.clone();

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use powersync_source_core::position::MssqlLsn;
 use powersync_source_core::{Column, Result, RowIdentity, SourceError, TableName, TableSchema};
 
-use crate::backend::{checkpoint_table, CaptureInstance};
+use crate::backend::{checkpoint_table, timed, CaptureInstance, CdcBackend};
 
 /// The schema a capture instance's rows have: its captured columns, keyed by the primary key.
 pub fn table_schema(instance: &CaptureInstance) -> Arc<TableSchema> {
@@ -46,16 +47,42 @@ pub(crate) fn key_positions(instance: &CaptureInstance) -> Vec<usize> {
     keyed.into_iter().map(|(_, i)| i).collect()
 }
 
-/// Capture instances grouped by table, each list ordered by start LSN.
+/// Every capture instance of the database as the connector replicates it: computed columns
+/// left out (CDC records them as NULL only; see [`CapturedColumn::computed`]). The column
+/// ordinals stay those of the instance (they index `__$update_mask`).
+///
+/// [`CapturedColumn::computed`]: crate::backend::CapturedColumn::computed
+pub(crate) async fn load_instances(
+    b: &mut dyn CdcBackend,
+    t_out: Duration,
+) -> Result<Vec<CaptureInstance>> {
+    let mut all = timed(t_out, b.capture_instances()).await?;
+    for i in &mut all {
+        i.columns.retain(|c| !c.computed);
+    }
+    Ok(all)
+}
+
+/// Capture instances grouped by table, each list ordered from oldest to newest: by start LSN,
+/// then (equal start LSNs after a cleanup) by creation date, as Debezium (DBZ-4273), Estuary
+/// and Materialize (`80-deterministic-capture-instance-selection.td`) break the tie.
 pub fn by_table(all: &[CaptureInstance]) -> BTreeMap<TableName, Vec<CaptureInstance>> {
     let mut map: BTreeMap<TableName, Vec<CaptureInstance>> = BTreeMap::new();
     for i in all {
         map.entry(i.table.clone()).or_default().push(i.clone());
     }
     for list in map.values_mut() {
-        list.sort_by(|a, b| a.start_lsn.cmp(&b.start_lsn).then(a.name.cmp(&b.name)));
+        list.sort_by(|a, b| {
+            (a.start_lsn, a.create_date, &a.name).cmp(&(b.start_lsn, b.create_date, &b.name))
+        });
     }
     map
+}
+
+/// Whether `a` was created after `b` (creation date, then start LSN, then name: a total
+/// order, so two streams pick the same instance).
+pub fn newer(a: &CaptureInstance, b: &CaptureInstance) -> bool {
+    (a.create_date, a.start_lsn, &a.name) > (b.create_date, b.start_lsn, &b.name)
 }
 
 /// The selected tables: `requested` (schema defaulting to `dbo`), or every table with a capture
@@ -106,7 +133,7 @@ pub fn successor<'a>(
 ) -> Option<&'a CaptureInstance> {
     instances
         .iter()
-        .find(|i| i.name != current.name && i.start_lsn > current.start_lsn)
+        .find(|i| i.name != current.name && newer(i, current))
 }
 
 /// The SQL that enables CDC on a table.

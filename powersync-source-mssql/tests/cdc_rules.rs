@@ -87,3 +87,190 @@ async fn unchanged_max_columns_are_unchanged_not_null() {
         ]
     );
 }
+
+/// Review finding 2 (Microsoft: "Computed columns that are included in a capture instance
+/// always have a value of NULL"; Materialize `computed-columns.td` refuses them, Estuary's
+/// `TestCapture-ComputedColumn` leaves them out): a computed column is neither streamed as NULL
+/// nor snapshotted with its value; the schema leaves it out, so snapshot and stream agree.
+#[tokio::test]
+async fn computed_columns_are_left_out_of_snapshot_and_stream() {
+    let server = FakeServer::new();
+    let t = TableName::new("dbo", "lines");
+    server.create_table(
+        &t,
+        &[
+            ("id", bigint_type()),
+            ("qty", bigint_type()),
+            ("total", bigint_type()),
+        ],
+        &["id"],
+    );
+    server.mark_computed(&t, "total");
+    server.enable_cdc(&t, "dbo_lines");
+    let line = |id: i64, qty: i64| {
+        Op::Insert(
+            t.clone(),
+            vec![
+                ("id".into(), Value::Integer(id)),
+                ("qty".into(), Value::Integer(qty)),
+                ("total".into(), Value::Integer(qty * 10)),
+            ],
+        )
+    };
+    server.transaction(&[line(1, 2)]);
+    let (mut stream, snapshot) = started(&server, vec![t.clone()]).await;
+    server.transaction(&[line(2, 3)]);
+    server.transaction(&[Op::Update(
+        t.clone(),
+        vec![Value::Integer(1)],
+        vec![
+            ("qty".into(), Value::Integer(5)),
+            ("total".into(), Value::Integer(50)),
+        ],
+    )]);
+    let events = read_until(&mut stream, |e| commits(e) >= 2).await.unwrap();
+    let mut all = summarize(&snapshot);
+    all.extend(summarize(&events));
+    let all: Vec<String> = all
+        .into_iter()
+        .filter(|s| s.starts_with("schema") || s.contains("lines"))
+        .collect();
+    assert_eq!(
+        all,
+        vec![
+            "schema dbo.lines [id,qty]",
+            "snapshot insert lines () -> (1,2)",
+            "insert lines () -> (2,3)",
+            "update lines (1,2) -> (1,5)",
+        ]
+    );
+}
+
+/// Review finding 3 (About Change Data Capture: "If a tracked column is dropped, null values
+/// will be supplied for the column in the subsequent change entries"; Materialize
+/// `upstream-schema-changes.td`): after `ALTER TABLE … DROP COLUMN` without a new capture
+/// instance, the snapshot must not select the missing column (the server raises error 207);
+/// it reads NULL for it, as the change rows do.
+#[tokio::test]
+async fn a_column_dropped_without_a_new_instance_reads_null() {
+    let server = FakeServer::new();
+    let t = TableName::new("dbo", "items");
+    server.create_table(
+        &t,
+        &[
+            ("id", bigint_type()),
+            ("v", sized("nvarchar", 40)),
+            ("old", sized("nvarchar", 40)),
+        ],
+        &["id"],
+    );
+    server.enable_cdc(&t, "dbo_items");
+    server.transaction(&[Op::Insert(
+        t.clone(),
+        vec![
+            ("id".into(), Value::Integer(1)),
+            ("v".into(), Value::Text("a".into())),
+            ("old".into(), Value::Text("x".into())),
+        ],
+    )]);
+    server.drop_column(&t, "old");
+    let (mut stream, snapshot) = started(&server, vec![t.clone()]).await;
+    server.transaction(&[ins(&t, 2, "b")]);
+    let events = read_until(&mut stream, |e| commits(e) >= 1).await.unwrap();
+    let mut all = summarize(&snapshot);
+    all.extend(summarize(&events));
+    let all: Vec<String> = all
+        .into_iter()
+        .filter(|s| s.starts_with("schema") || s.contains("items"))
+        .collect();
+    assert_eq!(
+        all,
+        vec![
+            "schema dbo.items [id,v,old]",
+            "snapshot insert items () -> (1,a,null)",
+            "insert items () -> (2,b,null)",
+        ]
+    );
+}
+
+/// Review finding 9 (Debezium DBZ-4273: keep the newest `create_date` per start LSN;
+/// Materialize `80-deterministic-capture-instance-selection.td`; Estuary
+/// `TestCaptureInstanceCleanup`): cleanup raises both instances' start LSN to the same
+/// low-water mark. A fresh stream must take the newer instance (by creation date, whatever the
+/// names), so dropping the old one later changes nothing.
+#[tokio::test]
+async fn equal_start_lsns_after_cleanup_pick_the_newest_instance() {
+    let server = FakeServer::new();
+    let t = TableName::new("dbo", "items");
+    server.create_table(
+        &t,
+        &[("id", bigint_type()), ("v", sized("nvarchar", 40))],
+        &["id"],
+    );
+    // The older instance has the name that sorts last.
+    server.enable_cdc(&t, "dbo_items_z");
+    server.transaction(&[ins(&t, 1, "a")]);
+    server.add_column(&t, "w", sized("nvarchar", 40));
+    server.enable_cdc(&t, "dbo_items_a");
+    let low = server.transaction(&[ins(&t, 2, "b")]);
+    server.cleanup(low);
+    let (mut stream, snapshot) = started(&server, vec![t.clone()]).await;
+    assert!(
+        summarize(&snapshot).contains(&"schema dbo.items [id,v,w]".to_string()),
+        "{:?}",
+        summarize(&snapshot)
+    );
+    server.disable_instance("dbo_items_z");
+    server.transaction(&[Op::Insert(
+        t.clone(),
+        vec![
+            ("id".into(), Value::Integer(3)),
+            ("v".into(), Value::Text("c".into())),
+            ("w".into(), Value::Text("w".into())),
+        ],
+    )]);
+    let events = read_until(&mut stream, |e| commits(e) >= 1).await.unwrap();
+    assert_eq!(
+        rows_of(&events, "insert"),
+        vec!["insert items () -> (3,c,w)"]
+    );
+}
+
+/// Review finding 4 (powersync-service enables CDC with `@role_name = N'cdc_reader'`;
+/// `sys.fn_cdc_get_min_lsn` answers zeros "when the caller is not authorized"): check() names
+/// the gating role with the fix, and a stream that loses the membership fails with a
+/// Prerequisite error, not a false "capture instance disappeared".
+#[tokio::test]
+async fn a_gating_role_the_user_lacks_is_reported_not_taken_for_a_drop() {
+    let server = FakeServer::new();
+    let t = TableName::new("dbo", "items");
+    server.create_table(
+        &t,
+        &[("id", bigint_type()), ("v", sized("nvarchar", 40))],
+        &["id"],
+    );
+    server.enable_cdc_gated(&t, "dbo_items", Some("cdc_reader"));
+    let source = fake_source(&server, vec![t.clone()], "");
+    let report = source.check().await.unwrap();
+    let gating: Vec<_> = report
+        .problems
+        .iter()
+        .filter(|p| p.setting == "gating role cdc_reader")
+        .collect();
+    assert_eq!(gating.len(), 1, "{:?}", report.problems);
+    assert_eq!(gating[0].fix, "ALTER ROLE [cdc_reader] ADD MEMBER <user>;");
+
+    server.lock().user_roles = vec!["cdc_reader".into()];
+    let report = source.check().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let (mut stream, _) = started(&server, vec![t.clone()]).await;
+    server.lock().user_roles.clear();
+    server.transaction(&[ins(&t, 1, "a")]);
+    let e = read_error(&mut stream).await;
+    assert_eq!(
+        e.kind(),
+        powersync_source_core::ErrorKind::Prerequisite,
+        "{e}"
+    );
+    assert!(e.to_string().contains("cdc_reader"), "{e}");
+}

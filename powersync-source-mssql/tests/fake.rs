@@ -43,6 +43,8 @@ pub struct FakeTable {
     pub object_id: i64,
     pub columns: Vec<(String, SqlType)>,
     pub key: Vec<String>,
+    /// Computed columns (their values are whatever the test stores, as if computed).
+    pub computed: Vec<String>,
     /// Key values → row values in `columns` order.
     pub rows: BTreeMap<KeyVals, Vec<Value>>,
 }
@@ -83,7 +85,11 @@ pub fn cmp_value(a: &Value, b: &Value) -> Ordering {
 
 #[derive(Debug, Clone)]
 struct Instance {
+    /// As created; `capture_instances` reports `in_source` from the live table.
     info: CaptureInstance,
+    /// The LSN the instance was created at: it captures transactions committed after it. Not
+    /// `info.start_lsn`, which cleanup moves.
+    created_at: MssqlLsn,
     min_lsn: MssqlLsn,
     rows: Vec<ChangeRow>,
 }
@@ -121,6 +127,10 @@ pub struct State {
     pub engine_edition: i32,
     pub permissions: Permissions,
     pub capture_job: Option<CaptureJob>,
+    /// The database roles the connector's user is a member of (gating roles).
+    pub user_roles: Vec<String>,
+    /// Creation order of capture instances (`cdc.change_tables.create_date`).
+    create_clock: i64,
     pub password: String,
     generation: u64,
     down_until: Option<Instant>,
@@ -195,6 +205,7 @@ impl FakeServer {
                 checkpoint_rw: true,
                 view_database_state: true,
                 view_server_state: Some(true),
+                gating_roles: Vec::new(),
             },
             capture_job: Some(CaptureJob {
                 running: Some(true),
@@ -202,6 +213,8 @@ impl FakeServer {
                 maxtrans: 5000,
                 maxscans: 10,
             }),
+            user_roles: Vec::new(),
+            create_clock: 1_700_000_000_000_000,
             password: "secret".into(),
             generation: 0,
             down_until: None,
@@ -258,6 +271,7 @@ impl FakeServer {
                     .map(|(n, ty)| (n.to_string(), ty.clone()))
                     .collect(),
                 key: key.iter().map(|k| k.to_string()).collect(),
+                computed: Vec::new(),
                 rows: BTreeMap::new(),
             },
         );
@@ -271,7 +285,15 @@ impl FakeServer {
 
     /// `sp_cdc_enable_table` with a capture instance name; returns its start LSN.
     pub fn enable_cdc(&self, t: &TableName, instance: &str) -> MssqlLsn {
+        self.enable_cdc_gated(t, instance, None)
+    }
+
+    /// `sp_cdc_enable_table` with a gating role (`@role_name`).
+    pub fn enable_cdc_gated(&self, t: &TableName, instance: &str, role: Option<&str>) -> MssqlLsn {
         let mut s = self.lock();
+        // create_date: instances created later have a later date (datetime, 1/300 s).
+        s.create_clock += 3_333;
+        let create_date = s.create_clock;
         let start = s.alloc();
         let table = s.tables.get(t).expect("table exists").clone();
         assert!(
@@ -288,6 +310,10 @@ impl FakeServer {
                 ordinal: i as u32 + 1,
                 key_ordinal: table.key.iter().position(|k| k == n).map(|p| p as u32 + 1),
                 nullable: !table.key.contains(n),
+                computed: table.computed.contains(n),
+                in_source: true,
+                collation: None,
+                clr_type: false,
             })
             .collect();
         s.instances.push(Instance {
@@ -296,8 +322,11 @@ impl FakeServer {
                 source_object_id: table.object_id,
                 name: instance.into(),
                 start_lsn: start,
+                create_date,
+                role_name: role.map(str::to_string),
                 columns,
             },
+            created_at: start,
             min_lsn: start,
             rows: Vec::new(),
         });
@@ -317,6 +346,13 @@ impl FakeServer {
             .filter(|i| &i.info.table == t)
             .map(|i| i.info.name.clone())
             .collect()
+    }
+
+    /// Marks a column as computed (before `enable_cdc`: `cdc.captured_columns.is_computed`).
+    pub fn mark_computed(&self, t: &TableName, name: &str) {
+        let mut s = self.lock();
+        let table = s.tables.get_mut(t).expect("table");
+        table.computed.push(name.into());
     }
 
     pub fn add_column(&self, t: &TableName, name: &str, ty: SqlType) {
@@ -366,8 +402,14 @@ impl FakeServer {
         s.capture_all();
         for i in &mut s.instances {
             i.rows.retain(|r| r.start_lsn >= low_water);
+            // sys.fn_cdc_get_min_lsn returns cdc.change_tables.start_lsn, and cleanup raises it
+            // for every instance below the new low-water mark ("the low endpoint of a capture
+            // instance changes when cleanup is performed", About Change Data Capture): two
+            // instances of a table can end up with equal start LSNs (Debezium DBZ-4273,
+            // Materialize 80-deterministic-capture-instance-selection.td).
             if i.min_lsn < low_water {
                 i.min_lsn = low_water;
+                i.info.start_lsn = low_water;
             }
         }
         s.lsn_time.retain(|(l, _)| *l >= low_water);
@@ -416,6 +458,13 @@ pub enum Op {
 }
 
 impl State {
+    /// Whether the user may read an instance: no gating role, or a member of it.
+    fn authorized(&self, i: &CaptureInstance) -> bool {
+        i.role_name
+            .as_ref()
+            .is_none_or(|r| self.user_roles.contains(r))
+    }
+
     fn alloc(&mut self) -> MssqlLsn {
         self.counter += 1;
         lsn(self.counter)
@@ -512,7 +561,7 @@ impl State {
                 for inst in self
                     .instances
                     .iter_mut()
-                    .filter(|i| &i.info.table == t && i.info.start_lsn < txn.commit)
+                    .filter(|i| &i.info.table == t && i.created_at < txn.commit)
                 {
                     any = true;
                     let pick = |row: &Vec<Value>| -> Vec<Value> {
@@ -520,6 +569,11 @@ impl State {
                             .columns
                             .iter()
                             .map(|c| {
+                                // "Computed columns that are included in a capture instance
+                                // always have a value of NULL" (cdc.fn_cdc_get_all_changes).
+                                if c.computed {
+                                    return Value::Null;
+                                }
                                 columns
                                     .iter()
                                     .position(|(n, _)| n == &c.name)
@@ -702,11 +756,13 @@ impl CdcBackend for FakeBackend {
     }
 
     async fn min_lsn(&mut self, instance: &str) -> Result<Option<MssqlLsn>> {
-        Ok(self
-            .state()?
-            .instances
+        let s = self.state()?;
+        // Zeros (None) "when the capture instance does not exist or when the caller is not
+        // authorized" (sys.fn_cdc_get_min_lsn): a gating role the user lacks hides it.
+        Ok(s.instances
             .iter()
             .find(|i| i.info.name == instance)
+            .filter(|i| s.authorized(&i.info))
             .map(|i| i.min_lsn))
     }
 
@@ -737,11 +793,19 @@ impl CdcBackend for FakeBackend {
     }
 
     async fn capture_instances(&mut self) -> Result<Vec<CaptureInstance>> {
-        Ok(self
-            .state()?
-            .instances
+        let s = self.state()?;
+        Ok(s.instances
             .iter()
-            .map(|i| i.info.clone())
+            .map(|i| {
+                let mut info = i.info.clone();
+                // The join with the source table's columns (sys.columns): a dropped or renamed
+                // column is still captured but no longer in the table.
+                let live = s.tables.get(&info.table);
+                for c in &mut info.columns {
+                    c.in_source = live.is_some_and(|t| t.columns.iter().any(|(n, _)| n == &c.name));
+                }
+                info
+            })
             .collect())
     }
 
@@ -780,11 +844,24 @@ impl CdcBackend for FakeBackend {
                 "Invalid object name 'cdc.fn_cdc_get_all_changes_…'",
             ));
         };
+        // "…if a gating role for the capture instance was defined, membership in that
+        // database role" (cdc.fn_cdc_get_all_changes, Permissions): error 229 otherwise.
+        if !s.authorized(&inst.info) {
+            return Err(SourceError::prerequisite(
+                "The SELECT permission was denied on the object 'fn_cdc_get_all_changes_…' (229)",
+            ));
+        }
         if from < inst.min_lsn || to > max || from > to {
             return Err(SourceError::history_lost(
                 "An insufficient number of arguments were supplied for the procedure or function cdc.fn_cdc_get_all_changes_ (313)",
             ));
         }
+        // The select list names the requested columns (the connector leaves some out).
+        let positions: Vec<Option<usize>> = instance
+            .columns
+            .iter()
+            .map(|c| inst.info.columns.iter().position(|k| k.name == c.name))
+            .collect();
         let mut rows: Vec<ChangeRow> = inst
             .rows
             .iter()
@@ -792,6 +869,13 @@ impl CdcBackend for FakeBackend {
                 r.start_lsn >= from && r.start_lsn <= to && after.is_none_or(|a| r.order_key() > a)
             })
             .cloned()
+            .map(|mut r| {
+                r.values = positions
+                    .iter()
+                    .map(|p| p.map_or(Value::Null, |p| r.values[p].clone()))
+                    .collect();
+                r
+            })
             .collect();
         rows.sort_by_key(|r| r.order_key());
         rows.truncate(limit as usize);
@@ -855,6 +939,24 @@ impl CdcBackend for FakeBackend {
         let table = snap
             .get(&instance.table)
             .ok_or_else(|| SourceError::schema("Invalid object name (208)"))?;
+        // The select list: NULL for a column the connector knows is gone, the column
+        // otherwise; naming a column the table does not have is error 207.
+        let mut positions = Vec::new();
+        for c in &instance.columns {
+            if !c.in_source {
+                positions.push(None);
+                continue;
+            }
+            match table.columns.iter().position(|(n, _)| n == &c.name) {
+                Some(i) => positions.push(Some(i)),
+                None => {
+                    return Err(SourceError::schema(format!(
+                        "Invalid column name '{}' (207)",
+                        c.name
+                    )))
+                }
+            }
+        }
         let after = after.map(|a| KeyVals(a.to_vec()));
         Ok(table
             .rows
@@ -862,17 +964,9 @@ impl CdcBackend for FakeBackend {
             .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
             .take(limit as usize)
             .map(|(_, row)| {
-                instance
-                    .columns
+                positions
                     .iter()
-                    .map(|c| {
-                        table
-                            .columns
-                            .iter()
-                            .position(|(n, _)| n == &c.name)
-                            .map(|i| row[i].clone())
-                            .unwrap_or(Value::Null)
-                    })
+                    .map(|p| p.map_or(Value::Null, |i| row[i].clone()))
                     .collect()
             })
             .collect())
@@ -920,9 +1014,18 @@ impl CdcBackend for FakeBackend {
         Ok(())
     }
 
-    async fn permissions(&mut self, tables: &[TableName], azure: bool) -> Result<Permissions> {
+    async fn permissions(
+        &mut self,
+        tables: &[TableName],
+        roles: &[String],
+        azure: bool,
+    ) -> Result<Permissions> {
         let s = self.state()?;
         let mut p = s.permissions.clone();
+        p.gating_roles = roles
+            .iter()
+            .map(|r| (r.clone(), s.user_roles.contains(r)))
+            .collect();
         let denied: Vec<TableName> = p
             .select_tables
             .iter()

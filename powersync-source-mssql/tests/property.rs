@@ -53,7 +53,16 @@ fn run_case(seed: u64, batch: u32, page: u32, restart_every: usize) {
                         let id = existing[next(existing.len() as u64) as usize];
                         let v = format!("u{}", next(1000));
                         let old = state[ti].insert(id, v.clone()).unwrap();
-                        expected.push(format!("update {} ({id},{old}) -> ({id},{v})", t.name));
+                        if old == v {
+                            // v is nvarchar(max): CDC leaves an unchanged value NULL in both
+                            // images, which the connector reports as Unchanged.
+                            expected.push(format!(
+                                "update {} ({id},unchanged) -> ({id},unchanged)",
+                                t.name
+                            ));
+                        } else {
+                            expected.push(format!("update {} ({id},{old}) -> ({id},{v})", t.name));
+                        }
                         ops.push(upd(t, id, &v));
                     }
                     (2, false) => {

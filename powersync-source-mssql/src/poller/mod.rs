@@ -45,7 +45,7 @@ use crate::backend::{
     checkpoint_table, timed, CaptureInstance, CdcBackend, CdcConnector, ChangeRow,
 };
 use crate::checkpoint::StreamPoint;
-use crate::tables::{by_table, instance_for, successor, table_schema};
+use crate::tables::{by_table, instance_for, load_instances, newer, successor, table_schema};
 
 mod merge;
 
@@ -112,7 +112,7 @@ impl Poller {
         start: &StreamPoint,
         tables: &[TableName],
     ) -> Result<Poller> {
-        let all = by_table(&timed(opts.call_timeout, backend.capture_instances()).await?);
+        let all = by_table(&load_instances(backend, opts.call_timeout).await?);
         let from = timed(opts.call_timeout, backend.increment_lsn(start.position.lsn)).await?;
         let mut tracked = Vec::new();
         for t in tables {
@@ -252,14 +252,14 @@ impl Poller {
         from: MssqlLsn,
     ) -> Result<Option<CaptureInstance>> {
         let t_out = self.opts.call_timeout;
-        let all = by_table(&timed(t_out, b.capture_instances()).await?);
+        let all = by_table(&load_instances(b, t_out).await?);
         let ckpt = all.get(&checkpoint_table()).and_then(|l| l.last()).cloned();
         for t in &mut self.tables {
             let list = all.get(&t.name).map(Vec::as_slice).unwrap_or(&[]);
             match list.iter().find(|i| i.name == t.instance.name) {
                 Some(i) => t.instance = i.clone(),
                 None => match instance_for(list, from) {
-                    Some(i) if i.start_lsn > t.instance.start_lsn => {
+                    Some(i) if newer(i, &t.instance) => {
                         t.instance = i.clone();
                         t.schema = table_schema(i);
                     }
@@ -327,11 +327,16 @@ impl Poller {
         }
         if let Some(ci) = &ckpt {
             // Marker history older than the retention window is simply not observed.
-            if let Some(min) = timed(t_out, b.min_lsn(&ci.name)).await? {
-                let lo = from.max(min);
-                if lo <= to {
-                    cursors.push(cursor(Slot::Marker, ci, lo, to, None));
+            match timed(t_out, b.min_lsn(&ci.name)).await? {
+                Some(min) => {
+                    let lo = from.max(min);
+                    if lo <= to {
+                        cursors.push(cursor(Slot::Marker, ci, lo, to, None));
+                    }
                 }
+                // Without its changes no checkpoint would ever be observed.
+                None if ci.role_name.is_some() => return Err(not_in_gating_role(ci).into()),
+                None => {}
             }
         }
 
@@ -563,6 +568,7 @@ async fn check_retention(
     table: &TableName,
 ) -> Result<()> {
     match timed(t_out, b.min_lsn(&instance.name)).await? {
+        None if instance.role_name.is_some() => Err(not_in_gating_role(instance)),
         None => Err(SourceError::schema(format!(
             "capture instance {} of table {table} disappeared while it was being read",
             instance.name
@@ -574,6 +580,21 @@ async fn check_retention(
         .with_hint("start again from the beginning (resnapshot); raise the cleanup job's @retention (EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = <minutes>) if streams stay away longer")),
         Some(_) => Ok(()),
     }
+}
+
+/// The error for an instance that SQL Server hides from the user: `sys.fn_cdc_get_min_lsn`
+/// answers zeros "when the capture instance does not exist or when the caller is not
+/// authorized"; an instance just listed with a gating role exists.
+fn not_in_gating_role(instance: &CaptureInstance) -> SourceError {
+    let role = instance.role_name.as_deref().unwrap_or_default();
+    SourceError::prerequisite(format!(
+        "capture instance {} of table {} is gated by role {role}, and the user is not a member: SQL Server hides its changes",
+        instance.name, instance.table
+    ))
+    .with_hint(format!(
+        "ALTER ROLE {} ADD MEMBER <user>;",
+        crate::tables::quote_ident(role)
+    ))
 }
 
 /// The error for a table whose capture instance vanished.

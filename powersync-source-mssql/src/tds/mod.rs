@@ -76,6 +76,12 @@ fn get_str(row: &Row, i: usize, what: &str) -> Result<String> {
         .ok_or_else(|| bad_column(what, i))
 }
 
+fn get_opt_str(row: &Row, i: usize, what: &str) -> Result<Option<String>> {
+    row.try_get::<&str, _>(i)
+        .map(|v| v.map(str::to_string))
+        .map_err(|_| bad_column(what, i))
+}
+
 fn get_i64(row: &Row, i: usize, what: &str) -> Result<Option<i64>> {
     if let Ok(v) = row.try_get::<i64, _>(i) {
         return Ok(v);
@@ -239,16 +245,24 @@ impl CdcBackend for TdsBackend {
         let rows = self
             .client
             .query(
+                // Nullability, existence and collation come from the source table's columns
+                // (`sc`): the change table's columns are all nullable and outlive dropped
+                // source columns. Lengths and the CLR flag come from the change table (`c`).
                 "SELECT CAST(OBJECT_SCHEMA_NAME(ct.source_object_id) AS nvarchar(128)), \
                  CAST(OBJECT_NAME(ct.source_object_id) AS nvarchar(128)), \
                  CAST(ct.capture_instance AS nvarchar(128)), ct.start_lsn, \
                  CAST(ct.source_object_id AS bigint), CAST(cc.column_name AS nvarchar(128)), \
                  CAST(cc.column_ordinal AS int), CAST(cc.column_type AS nvarchar(128)), \
                  CAST(c.max_length AS int), CAST(c.precision AS int), CAST(c.scale AS int), \
-                 CAST(c.is_nullable AS int), CAST(ic.key_ordinal AS int) \
+                 CAST(sc.is_nullable AS int), CAST(ic.key_ordinal AS int), \
+                 CAST(cc.is_computed AS int), CASE WHEN sc.column_id IS NULL THEN 0 ELSE 1 END, \
+                 CAST(sc.collation_name AS nvarchar(128)), CAST(ISNULL(ty.is_assembly_type, 0) AS int), \
+                 DATEDIFF_BIG(microsecond, '19700101', ct.create_date), \
+                 CAST(ct.role_name AS nvarchar(128)) \
                  FROM cdc.change_tables ct \
                  JOIN cdc.captured_columns cc ON cc.object_id = ct.object_id \
                  LEFT JOIN sys.columns c ON c.object_id = ct.object_id AND c.name = cc.column_name \
+                 LEFT JOIN sys.types ty ON ty.user_type_id = c.user_type_id \
                  LEFT JOIN sys.columns sc ON sc.object_id = ct.source_object_id AND sc.name = cc.column_name \
                  LEFT JOIN sys.indexes i ON i.object_id = ct.source_object_id AND i.is_primary_key = 1 \
                  LEFT JOIN sys.index_columns ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id \
@@ -262,11 +276,20 @@ impl CdcBackend for TdsBackend {
             .await?;
         let mut out: Vec<CaptureInstance> = Vec::new();
         for r in &rows {
+            // An instance whose low endpoint is not established yet (`start_lsn` NULL,
+            // cdc.change_tables) holds nothing readable: it is left out until it is.
+            let Some(start_lsn) = nonzero(get_lsn(r, 3, what)?) else {
+                continue;
+            };
             let name = get_str(r, 2, what)?;
+            let type_name = get_str(r, 7, what)?.to_ascii_lowercase();
+            let assembly = get_i64(r, 16, what)? == Some(1);
             let column = CapturedColumn {
                 name: get_str(r, 5, what)?,
+                clr_type: assembly
+                    && !matches!(type_name.as_str(), "geometry" | "geography" | "hierarchyid"),
                 sql_type: SqlType {
-                    name: get_str(r, 7, what)?.to_ascii_lowercase(),
+                    name: type_name,
                     max_length: get_i64(r, 8, what)?.unwrap_or_default() as i32,
                     precision: get_i64(r, 9, what)?.unwrap_or_default().clamp(0, 255) as u8,
                     scale: get_i64(r, 10, what)?.unwrap_or_default().clamp(0, 255) as u8,
@@ -274,13 +297,18 @@ impl CdcBackend for TdsBackend {
                 ordinal: get_i64(r, 6, what)?.unwrap_or_default().max(0) as u32,
                 key_ordinal: get_i64(r, 12, what)?.map(|k| k.max(0) as u32),
                 nullable: get_i64(r, 11, what)? != Some(0),
+                computed: get_i64(r, 13, what)? == Some(1),
+                in_source: get_i64(r, 14, what)? == Some(1),
+                collation: get_opt_str(r, 15, what)?,
             };
             match out.last_mut() {
                 Some(i) if i.name == name => i.columns.push(column),
                 _ => out.push(CaptureInstance {
                     table: TableName::new(get_str(r, 0, what)?, get_str(r, 1, what)?),
                     source_object_id: get_i64(r, 4, what)?.unwrap_or_default(),
-                    start_lsn: get_lsn(r, 3, what)?.unwrap_or_default(),
+                    start_lsn,
+                    create_date: get_i64(r, 17, what)?.unwrap_or_default(),
+                    role_name: get_opt_str(r, 18, what)?,
                     name,
                     columns: vec![column],
                 }),
@@ -299,7 +327,7 @@ impl CdcBackend for TdsBackend {
     ) -> Result<Vec<ChangeRow>> {
         let what = format!("reading changes of capture instance {}", instance.name);
         let function = quote_ident(&format!("fn_cdc_get_all_changes_{}", instance.name));
-        let list = select::select_list(&instance.columns);
+        let list = select::select_list(&instance.columns, select::From::ChangeTable);
         let mut params = vec![lsn_param(from), lsn_param(to), Param::I64(limit.into())];
         let filter = match after {
             None => String::new(),
@@ -434,10 +462,9 @@ impl CdcBackend for TdsBackend {
         let mut params = vec![Param::I64(limit.into())];
         let mut filter = String::new();
         if let Some(after) = after {
-            let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
             filter = format!(
                 "WHERE {}",
-                select::after_key_predicate(&names[..after.len().min(names.len())], 2)
+                select::after_key_predicate(&keys[..after.len().min(keys.len())], 2)
             );
             params.extend(after.iter().map(value_param));
         }
@@ -447,7 +474,7 @@ impl CdcBackend for TdsBackend {
             .collect();
         let sql = format!(
             "SELECT TOP (@P1) {} FROM {} AS c {filter} ORDER BY {}",
-            select::select_list(&instance.columns),
+            select::select_list(&instance.columns, select::From::SourceTable),
             quote_table(&instance.table),
             order.join(", ")
         );
@@ -513,9 +540,32 @@ impl CdcBackend for TdsBackend {
             .map(|_| ())
     }
 
-    async fn permissions(&mut self, tables: &[TableName], azure: bool) -> Result<Permissions> {
+    async fn permissions(
+        &mut self,
+        tables: &[TableName],
+        roles: &[String],
+        azure: bool,
+    ) -> Result<Permissions> {
         let what = "checking permissions";
         let mut perms = Permissions::default();
+        for role in roles {
+            // IS_MEMBER: 1 member, 0 not, NULL no such role (not a member either).
+            let rows = self
+                .client
+                .query(
+                    "SELECT IS_MEMBER(@P1)".into(),
+                    vec![Param::Str(role.clone())],
+                    what,
+                )
+                .await?;
+            let member = rows
+                .first()
+                .map(|r| get_i64(r, 0, what))
+                .transpose()?
+                .flatten()
+                == Some(1);
+            perms.gating_roles.push((role.clone(), member));
+        }
         for t in tables {
             let rows = self
                 .client
