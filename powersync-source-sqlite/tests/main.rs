@@ -21,6 +21,23 @@ type Item = (i64, Option<i64>, Option<String>);
 /// `doc` included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_snapshot_keeps_toasted_values_of_rows_moved_into_finished_chunks() {
+    resumed_snapshot_with_key_changes(false).await;
+}
+
+/// As above, and some rows change their key twice while the mirror is down (`a → b → c`):
+/// the replayed `a → b` finds neither key held and stores `b` with `doc` unknown; the
+/// replayed `b → c` then finds `b` held and, under the rule "the value under the old key
+/// first", moves that unknown value over the complete row the resumed snapshot stored
+/// under `c`. It passes once the sink prefers the value held under the new key when there
+/// is one (in a consistent mirror a key change never finds its new key held, so the rule
+/// only matters in the replay window, where the row held under the new key is the newer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the sink to keep the value held under the new key first"]
+async fn a_resumed_snapshot_keeps_toasted_values_through_chains_of_key_changes() {
+    resumed_snapshot_with_key_changes(true).await;
+}
+
+async fn resumed_snapshot_with_key_changes(chains: bool) {
     powersync_source_testkit::init_tracing();
     let server = powersync_source_testkit::start_or_skip!(PostgresServer::start().await);
     server
@@ -132,6 +149,13 @@ async fn a_resumed_snapshot_keeps_toasted_values_of_rows_moved_into_finished_chu
         moved_into_finished > 0,
         "the scenario needs rows moved into the finished blocks"
     );
+    if chains {
+        // Some moved rows move again: the mirror never held their middle key.
+        server
+            .psql("UPDATE items SET id = id + 200000 WHERE id BETWEEN 100000 AND 200000 AND id % 2 = 0;")
+            .await
+            .unwrap();
+    }
     server
         .psql(&format!(
             "UPDATE items SET id = 500000 WHERE id = {kept_and_moved};"
