@@ -10,6 +10,7 @@
 //! [`ErrorKind::Auth`]; `BadFormat` (the deployment does not know a `format`) →
 //! [`ErrorKind::Unsupported`]; 408, 429 and 5xx → [`ErrorKind::Connection`] (retried).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -181,6 +182,49 @@ impl Api {
                 self.inner.base
             ))),
         }
+    }
+
+    /// `GET /api/get_table_column_names`: the root component's tables and their top-level
+    /// fields (`get_table_column_names` in `crates/local_backend/src/streaming_export.rs`,
+    /// which Convex's Fivetran connector uses instead of `json_schemas`). Unlike
+    /// `json_schemas` it never fails because of one table's shape: a table whose documents are
+    /// not a plain object lists only `_creationTime` and `_id`. `None` when the backend
+    /// predates the route (404).
+    pub(crate) async fn table_columns(
+        &self,
+    ) -> Result<Option<BTreeMap<String, Vec<String>>>, SourceError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Answer {
+            by_component: BTreeMap<String, Vec<TableColumns>>,
+        }
+        #[derive(Deserialize)]
+        struct TableColumns {
+            name: String,
+            columns: Vec<String>,
+        }
+        let json = match self.get("api/get_table_column_names", &[], None).await {
+            Ok(json) => json,
+            Err(e) if e.code() == Some("404") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let answer: Answer = serde_json::from_value(json).map_err(|e| {
+            SourceError::decode(format!(
+                "api/get_table_column_names on {}: unexpected answer",
+                self.inner.base
+            ))
+            .with_source(e)
+        })?;
+        // The root component's path is the empty string.
+        Ok(Some(
+            answer
+                .by_component
+                .into_iter()
+                .filter(|(component, _)| component.is_empty())
+                .flat_map(|(_, tables)| tables)
+                .map(|t| (t.name, t.columns))
+                .collect(),
+        ))
     }
 
     /// `GET /api/list_snapshot`.

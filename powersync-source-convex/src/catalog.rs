@@ -94,7 +94,8 @@ impl Catalog {
                 continue;
             };
             for (field, i) in &state.index {
-                if let Some(t) = fields.get(field) {
+                // `Any` is "unknown" (json_schemas refused): it never replaces a known type.
+                if let Some(t) = fields.get(field).filter(|t| **t != FieldType::Any) {
                     if state.types.get(*i) != Some(t) && *i > 1 {
                         state.types[*i] = t.clone();
                         state.announced = false;

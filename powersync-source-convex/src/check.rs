@@ -1,12 +1,12 @@
 //! `check()`: everything replication needs from a deployment, each problem with its fix.
 
 use powersync_source_core::{CheckReport, ErrorKind, SourceError, TableName};
-use serde_json::{Map, Value as Json};
 
 use crate::api::Api;
-use crate::catalog::{CHECKPOINT_TABLE, SCHEMA};
+use crate::catalog::{TypeMap, CHECKPOINT_TABLE, SCHEMA};
 use crate::config::{ConvexConfig, ValueEncoding};
 use crate::decode::Encoding;
+use crate::discovery::{discover, JSON_SCHEMAS_HINT};
 use crate::marker::{create_marker, CHECKPOINTS_TS, CHECKPOINT_MUTATION, SCHEMA_TS};
 
 /// Checks the deployment. Fails (instead of reporting) when the check cannot run: the
@@ -15,13 +15,13 @@ pub(crate) async fn check(
     api: &Api,
     config: &ConvexConfig,
     tables: &[TableName],
-) -> Result<(CheckReport, Option<Map<String, Json>>, Option<Encoding>), SourceError> {
+) -> Result<(CheckReport, Option<TypeMap>, Option<Encoding>), SourceError> {
     let mut report = CheckReport {
         server_version: Some(format!("Convex deployment {}", api.base())),
         problems: Vec::new(),
     };
-    let schemas = match api.retrying(|| api.json_schemas(Encoding::Json)).await {
-        Ok(s) => s,
+    let discovery = match discover(api).await {
+        Ok(d) => d,
         Err(e) if e.kind() == ErrorKind::Prerequisite => {
             report.error(
                 "streaming export",
@@ -34,6 +34,14 @@ pub(crate) async fn check(
         }
         Err(e) => return Err(e),
     };
+    if let Some(e) = &discovery.schemas_refused {
+        report.warning(
+            "json_schemas",
+            format!("field types are unknown: {e}"),
+            JSON_SCHEMAS_HINT,
+        );
+    }
+    let schemas = discovery.types;
     for t in tables {
         if t.schema != SCHEMA {
             report.error(

@@ -127,6 +127,7 @@ mod catalog;
 mod check;
 pub mod config;
 pub mod decode;
+mod discovery;
 mod marker;
 #[cfg(feature = "provision")]
 pub mod provision;

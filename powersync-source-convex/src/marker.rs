@@ -61,7 +61,10 @@ pub(crate) async fn write_checkpoint(api: &Api) -> Result<Checkpoint, SourceErro
             .await?;
         let found = page.values.iter().find(|d| {
             d.get("_table").and_then(Json::as_str) == Some(CHECKPOINT_TABLE)
-                && d.get("_component").and_then(Json::as_str).unwrap_or("").is_empty()
+                && d.get("_component")
+                    .and_then(Json::as_str)
+                    .unwrap_or("")
+                    .is_empty()
                 && d.get("_deleted").and_then(Json::as_bool) != Some(true)
                 && id
                     .as_deref()

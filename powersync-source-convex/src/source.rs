@@ -9,9 +9,8 @@ use powersync_source_core::{
 };
 
 use crate::api::Api;
-use crate::catalog::{parse_json_schemas, Catalog, SCHEMA};
+use crate::catalog::{Catalog, SCHEMA};
 use crate::config::ConvexConfig;
-use crate::decode::Encoding;
 use crate::replicator::{Plan, Replicator, Setup, SnapshotState};
 use crate::selection::Selection;
 
@@ -92,11 +91,7 @@ impl ChangeSource for ConvexSource {
 
     async fn discover(&self) -> Result<Vec<TableSchema>> {
         let selection = Selection::new(self.tables())?;
-        let map = self
-            .api
-            .retrying(|| self.api.json_schemas(Encoding::Json))
-            .await?;
-        let types = parse_json_schemas(&map);
+        let types = crate::discovery::discover(&self.api).await?.types;
         let names = selection.snapshot_tables(types.keys());
         let (encoding, _) = crate::check::negotiate_encoding(&self.api, &self.config).await?;
         let mut catalog = Catalog::new(types, encoding, self.config.int64());
@@ -155,7 +150,7 @@ impl ChangeSource for ConvexSource {
                 }
             }
         };
-        let catalog = Catalog::new(parse_json_schemas(&schemas), encoding, self.config.int64());
+        let catalog = Catalog::new(schemas, encoding, self.config.int64());
         // The stream's retry policy is the stream options' (one budget per outage); the
         // configuration's stays with the one-shot calls.
         let config = self.config.clone().with_retry(self.options.retry.clone());

@@ -95,7 +95,7 @@ async fn bad_key_is_auth_and_never_shown() {
 async fn streaming_export_not_enabled_is_a_prerequisite() {
     let fake = FakeConvex::start(KEY).await.unwrap();
     fake.respond_next(
-        "/api/json_schemas",
+        "/api/get_table_column_names",
         403,
         json!({"code": "StreamingExportNotEnabled", "message": "Streaming export is not available on your current subscription."}),
     );

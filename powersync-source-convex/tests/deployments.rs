@@ -3,13 +3,15 @@
 //! components, replaced tables. Each test drives a `FakeConvex` behaviour that follows the
 //! Convex server code cited in `src/testing/`.
 
-use powersync_source_convex::testing::{CheckpointMutation, FakeConvex};
-use powersync_source_convex::CHECKPOINT_TABLE;
+use std::time::Duration;
+
+use powersync_source_convex::testing::{int64, CheckpointMutation, FakeConvex};
+use powersync_source_convex::{ConvexSource, ValueEncoding, CHECKPOINT_TABLE};
 use powersync_source_core::{ChangeEvent, ChangeSource, SnapshotProgress, StartFrom};
 use serde_json::json;
 
-use crate::behaviour::{read_until, rows, seed, source};
-use crate::workload::KEY;
+use crate::behaviour::{read_until, rows, seed, source, table};
+use crate::workload::{config, KEY};
 
 /// Item 1: PowerSync's `createCheckpoint` (patches one row in place, returns `null`) is
 /// accepted by `check()`, and its markers still give checkpoints the stream observes.
@@ -48,4 +50,55 @@ async fn a_deployment_prepared_for_powersync_checks_starts_and_checkpoints() {
     assert!(markers[0]
         .get("last_updated")
         .is_some_and(|v| v != &json!(null)));
+}
+
+/// Item 2: one table whose documents are not a plain object (here a field name that is not an
+/// identifier) makes Convex refuse `json_schemas` for the whole deployment. Not selected, it
+/// must change nothing but a warning; the stream survives its periodic schema checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_odd_table_elsewhere_never_stops_check_or_stream() {
+    for encoding in [ValueEncoding::Auto, ValueEncoding::Json] {
+        let fake = FakeConvex::start(KEY).await.unwrap();
+        seed(&fake, "items", 2);
+        fake.insert("odd", json!({"hello world": 1.0})).unwrap();
+        let src = ConvexSource::new(config(&fake.url(), KEY).with_encoding(encoding))
+            .with_tables(vec![table("items")]);
+        let report = src.check().await.unwrap();
+        assert!(report.is_ready(), "{encoding:?}: {report:?}");
+        let warning = report
+            .problems
+            .iter()
+            .find(|p| p.setting == "json_schemas")
+            .expect("a json_schemas warning");
+        assert!(
+            warning.to_string().contains("NoSchemaForExport")
+                && warning.to_string().contains("64 top-level fields"),
+            "{warning}"
+        );
+        let tables: Vec<String> = ConvexSource::new(config(&fake.url(), KEY))
+            .discover()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name.name)
+            .collect();
+        assert_eq!(tables, vec!["items", "odd"]);
+        let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+        let events = read_until(&mut stream, |e| {
+            matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+        })
+        .await
+        .unwrap();
+        assert_eq!(rows(&events).count(), 2);
+        // Past several periodic schema checks (500 ms in tests), new fields included.
+        for i in 0..3 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            fake.insert("items", json!({"n": int64(10 + i), "new_field": "x"}))
+                .unwrap();
+            let events = read_until(&mut stream, |e| matches!(e, ChangeEvent::Commit(_)))
+                .await
+                .unwrap();
+            assert_eq!(rows(&events).count(), 1, "{encoding:?}");
+        }
+    }
 }

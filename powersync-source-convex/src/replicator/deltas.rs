@@ -14,6 +14,7 @@ use serde_json::Value as Json;
 use super::{cursor_checkpoint, doc_str, doc_ts, nanos_to_micros, Replicator};
 use crate::catalog::{parse_json_schemas, CHECKPOINT_TABLE, SCHEMA};
 use crate::decode::Encoding;
+use crate::discovery::{is_schema_refusal, JSON_SCHEMAS_HINT};
 
 impl Replicator {
     pub(super) async fn stream(&mut self, mut cursor: i64) -> Step<()> {
@@ -21,6 +22,7 @@ impl Replicator {
         let mut last_ts = cursor;
         let mut emitted = cursor;
         let mut next_schema_check = Instant::now() + self.config.schema_check_interval();
+        let mut schemas_retry_at = Instant::now();
         let mut replicated: BTreeSet<String> = self
             .catalog
             .known_tables()
@@ -47,11 +49,13 @@ impl Replicator {
                     self.selection.includes(t) && self.catalog.has_untyped_fields(t, d)
                 })
             });
-            if untyped {
-                let map = self
-                    .retrying(|api, _| async move { api.json_schemas(Encoding::Json).await })
-                    .await?;
-                self.catalog.update_types(parse_json_schemas(&map));
+            if untyped && Instant::now() >= schemas_retry_at {
+                match self.json_schemas().await? {
+                    Some(types) => self.catalog.update_types(types),
+                    // Refused: the new fields stay untyped; asking again for every page would
+                    // only repeat the refusal, so wait for the next schema check.
+                    None => schemas_retry_at = Instant::now() + self.config.schema_check_interval(),
+                }
             }
             // One transaction per timestamp: every write of a Convex mutation shares its
             // commit timestamp, and no two mutations share one. A transaction that ends
@@ -156,35 +160,70 @@ impl Replicator {
             .await
     }
 
-    /// Tables deleted in the dashboard send no deltas: compare `json_schemas` with the tables
-    /// this stream replicates, and report each vanished one as a truncate at the current
-    /// cursor (its rows are gone), so the host's copy does not silently go stale.
+    /// `json_schemas` as field types, retrying transient failures; `None` when Convex refuses
+    /// the deployment for one table's shape (see [`crate::discovery`]), logged once per call.
+    async fn json_schemas(&mut self) -> Step<Option<crate::catalog::TypeMap>> {
+        let map = self
+            .retrying(|api, _| async move {
+                match api.json_schemas(Encoding::Json).await {
+                    Ok(map) => Ok(Some(map)),
+                    Err(e) if is_schema_refusal(&e) => {
+                        tracing::warn!("Convex field types unavailable: {e} ({JSON_SCHEMAS_HINT})");
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        Ok(map.map(|m| parse_json_schemas(&m)))
+    }
+
+    /// Tables deleted in the dashboard send no deltas: compare the deployment's tables
+    /// (`get_table_column_names`, which no table's shape can make fail) with the tables this
+    /// stream replicates, and report each vanished one as a truncate at the current cursor
+    /// (its rows are gone), so the host's copy does not silently go stale. The check is
+    /// skipped, not fatal, when the deployment cannot answer it right now. With
+    /// `format=json` the field types are refreshed on the way; the typed encoding needs no
+    /// `json_schemas` call while streaming.
     async fn check_deleted_tables(
         &mut self,
         replicated: &mut BTreeSet<String>,
         cursor: i64,
     ) -> Step<()> {
-        let map = match self.api.json_schemas(Encoding::Json).await {
-            Ok(map) => map,
+        let tables: BTreeSet<String> = match self.api.table_columns().await {
+            Ok(Some(columns)) => columns.into_keys().collect(),
+            // A backend without get_table_column_names: json_schemas lists the tables.
+            Ok(None) => match self.api.json_schemas(Encoding::Json).await {
+                Ok(map) => map.keys().cloned().collect(),
+                Err(e) if e.is_retryable() || is_schema_refusal(&e) => {
+                    tracing::warn!("Convex schema check skipped: {e}");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            },
             Err(e) if e.is_retryable() => {
                 tracing::warn!("Convex schema check skipped: {e}");
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
-        let types = parse_json_schemas(&map);
+        if self.catalog.encoding() == Encoding::Json {
+            if let Some(types) = self.json_schemas().await? {
+                self.catalog.update_types(types);
+            }
+        }
+        let types = tables;
         let gone: Vec<String> = replicated
             .iter()
-            .filter(|t| !types.contains_key(*t))
+            .filter(|t| !types.contains(*t))
             .cloned()
             .collect();
-        self.catalog.update_types(types);
         if gone.is_empty() {
             return Ok(());
         }
         for t in &gone {
             tracing::warn!(
-                "Convex table {SCHEMA}.{t} was deleted (it is gone from json_schemas); reporting a truncate"
+                "Convex table {SCHEMA}.{t} was deleted (it is gone from the deployment's tables); reporting a truncate"
             );
             replicated.remove(t);
             self.catalog.forget(t);

@@ -39,11 +39,51 @@ impl Store {
         }
     }
 
+    /// `GET /api/get_table_column_names` (`get_table_column_names` in
+    /// `crates/local_backend/src/streaming_export.rs`): per component path, each table's
+    /// top-level fields from its shape; a table whose shape is not an object lists only
+    /// `_creationTime` and `_id`. It never fails because of a shape.
+    pub(crate) fn table_column_names(&mut self) -> Answer {
+        let mut root = Vec::new();
+        for t in self.tables.iter().filter(|t| !t.deleted) {
+            let columns: Vec<String> = if is_record_shaped(t) {
+                vec!["_creationTime".into(), "_id".into()]
+            } else {
+                let mut fields = std::collections::BTreeSet::new();
+                for id in t.docs.keys() {
+                    if let Some(d) = Self::current(t, id) {
+                        fields.extend(d.keys().cloned());
+                    }
+                }
+                if fields.is_empty() {
+                    fields.extend(["_creationTime".to_string(), "_id".to_string()]);
+                }
+                fields.into_iter().collect()
+            };
+            root.push(json!({ "name": t.name, "columns": columns }));
+        }
+        (200, json!({ "byComponent": { "": root } }))
+    }
+
     pub(crate) fn json_schemas(&mut self, q: &BTreeMap<String, String>) -> Answer {
         let typed = match self.format(q) {
             Ok(t) => t,
             Err(a) => return a,
         };
+        // A table whose shape is not an object needs a schema.ts definition; the fake has no
+        // schema.ts, so one such table fails the whole call, as `json_schema_from_active_schema`
+        // in `crates/local_backend/src/streaming_export.rs` does.
+        if self
+            .tables
+            .iter()
+            .any(|t| !t.deleted && is_record_shaped(t))
+        {
+            return error(
+                400,
+                "NoSchemaForExport",
+                "There is no active schema, which is needed for streaming export.",
+            );
+        }
         let mut out = Map::new();
         for t in self.tables.iter().filter(|t| !t.deleted) {
             let docs: Vec<&Arc<Map<String, Json>>> = t
@@ -353,6 +393,28 @@ impl Store {
             Err(e) => (200, json!({ "status": "error", "errorMessage": e })),
         }
     }
+}
+
+/// Whether a table's inferred shape is a record rather than an object: some document has
+/// more than 64 fields (system fields included) or a field name that is not an identifier
+/// (`ObjectShape::shape_of` in `crates/shape_inference/src/object.rs`, `MAX_OBJECT_FIELDS` in
+/// its `config.rs`, `is_valid_identifier` in `crates/convex/sync_types/src/identifier.rs`).
+fn is_record_shaped(t: &Table) -> bool {
+    t.docs
+        .keys()
+        .filter_map(|id| Store::current(t, id))
+        .any(|d| {
+            d.len() > 64
+                || d.keys().any(|k| {
+                    let b = k.as_bytes();
+                    k.len() > 64
+                        || !b
+                            .first()
+                            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+                        || !b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+                        || b.iter().all(|c| *c == b'_')
+                })
+        })
 }
 
 /// A document in the requested encoding (the store keeps the typed one).

@@ -290,6 +290,7 @@ fn route(s: &mut Store, req: http::Request) -> (u16, Json) {
     }
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/api/json_schemas") => s.json_schemas(&req.query),
+        ("GET", "/api/get_table_column_names") => s.table_column_names(),
         ("GET", "/api/list_snapshot") => s.list_snapshot(&req.query),
         ("GET", "/api/document_deltas") => s.document_deltas(&req.query),
         ("POST", "/api/query_ts") => s.query_ts(),
