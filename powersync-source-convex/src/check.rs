@@ -9,6 +9,9 @@ use crate::decode::Encoding;
 use crate::discovery::{discover, JSON_SCHEMAS_HINT};
 use crate::marker::{create_marker, CHECKPOINTS_TS, CHECKPOINT_MUTATION, SCHEMA_TS};
 
+/// The check problem of a deploy key that may read but not write (write checkpoints off).
+pub(crate) const CHECKPOINTS_OFF: &str = "write checkpoints";
+
 /// Checks the deployment. Fails (instead of reporting) when the check cannot run: the
 /// deployment does not answer, or rejects the deploy key.
 pub(crate) async fn check(
@@ -57,21 +60,25 @@ pub(crate) async fn check(
             );
         }
     }
-    if !schemas.contains_key(CHECKPOINT_TABLE) {
-        report.error(
-            CHECKPOINT_TABLE,
-            format!("the write-checkpoint table {CHECKPOINT_TABLE} does not exist"),
-            format!("add it to convex/schema.ts and deploy (npx convex deploy):\n{SCHEMA_TS}\nand add convex/powersync_checkpoints.ts:\n{CHECKPOINTS_TS}"),
-        );
-        return Ok((report, Some(schemas), None));
-    }
+    // Write checkpoints are optional: replication needs only reads, which a read-only key
+    // allows. The check runs the mutation once (one marker row) to tell whether they work.
     match create_marker(api).await {
         Ok(_) => {}
-        Err(e) if matches!(e.kind(), ErrorKind::Auth | ErrorKind::Connection) => return Err(e),
-        Err(e) => report.error(
+        Err(e) if e.kind() == ErrorKind::Connection => return Err(e),
+        Err(e) if e.kind() == ErrorKind::Auth => report.warning(
+            CHECKPOINTS_OFF,
+            format!("write checkpoints are off: the deploy key reads the deployment but may not run {CHECKPOINT_MUTATION} ({e})"),
+            "replication works with this key; for write checkpoints use a deploy key that is not read-only",
+        ),
+        Err(e) if !schemas.contains_key(CHECKPOINT_TABLE) => report.warning(
+            CHECKPOINT_TABLE,
+            format!("write checkpoints are off: the table {CHECKPOINT_TABLE} does not exist and {CHECKPOINT_MUTATION} is not usable ({e})"),
+            format!("add it to convex/schema.ts:\n{SCHEMA_TS}\nand add convex/powersync_checkpoints.ts:\n{CHECKPOINTS_TS}\nthen deploy (npx convex deploy); a deployment prepared for PowerSync already has both"),
+        ),
+        Err(e) => report.warning(
             CHECKPOINT_MUTATION,
-            format!("the write-checkpoint mutation {CHECKPOINT_MUTATION} is not usable: {e}"),
-            format!("add convex/powersync_checkpoints.ts and deploy (npx convex deploy):\n{CHECKPOINTS_TS}"),
+            format!("write checkpoints are off: the mutation {CHECKPOINT_MUTATION} is not usable ({e})"),
+            format!("add convex/powersync_checkpoints.ts and deploy (npx convex deploy):\n{CHECKPOINTS_TS}\n(PowerSync's own createCheckpoint works too)"),
         ),
     }
     let (encoding, refused) = negotiate_encoding(api, config).await?;

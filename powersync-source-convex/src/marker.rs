@@ -2,7 +2,7 @@
 //! user deploys for it.
 
 use powersync_source_core::position::ConvexCursor;
-use powersync_source_core::{Checkpoint, Position, SourceError};
+use powersync_source_core::{Checkpoint, ErrorKind, Position, SourceError};
 use serde_json::Value as Json;
 
 use crate::api::Api;
@@ -27,7 +27,14 @@ pub const CHECKPOINTS_TS: &str = include_str!("convex/powersync_checkpoints.ts")
 pub(crate) async fn create_marker(api: &Api) -> Result<Option<String>, SourceError> {
     let value = api
         .retrying(|| api.mutation(CHECKPOINT_MUTATION, serde_json::json!({})))
-        .await?;
+        .await
+        .map_err(|e| match e.kind() {
+            // The key was good enough to get here (reads), so a refusal is its permissions.
+            ErrorKind::Auth => e.with_hint(
+                "write checkpoints need a deploy key that may run internal mutations; a read-only key streams but cannot write checkpoints",
+            ),
+            _ => e,
+        })?;
     match value {
         Json::String(id) => Ok(Some(id)),
         Json::Null => Ok(None),

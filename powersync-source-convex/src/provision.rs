@@ -14,7 +14,9 @@ use std::io::Write;
 use powersync_source_core::provision::{Outcome, Plan, ProvisionError, Report, Request};
 use powersync_source_core::{ChangeSource, CheckReport, ErrorKind, Severity, SourceError};
 
-use crate::{ConvexConfig, ConvexSource, CHECKPOINTS_TS, SCHEMA_TS};
+use crate::{
+    ConvexConfig, ConvexSource, CHECKPOINTS_TS, CHECKPOINT_MUTATION, CHECKPOINT_TABLE, SCHEMA_TS,
+};
 
 /// How to get a deploy key, shown when none is given or it is refused.
 pub const DEPLOY_KEY_HELP: &str = "create a deploy key in the Convex dashboard (your deployment → Settings → URL & Deploy Key → Generate) and pass it with --deploy-key or CONVEX_DEPLOY_KEY; production and preview deployments have their own keys, and a key grants full access to its deployment, so keep it secret";
@@ -40,9 +42,19 @@ pub fn files_text() -> String {
 
 /// Steps from the connector's check: every error is a step (deploying code or fixing the
 /// table list) with its remedy, warnings are notes.
+///
+/// Write checkpoints are optional for replication (`check()` only warns when the table or the
+/// mutation is missing), but deploying them is what setup is for: here those two warnings are
+/// steps.
 pub fn plan(report: &CheckReport) -> Plan {
+    let mut report = report.clone();
+    for p in &mut report.problems {
+        if p.setting == CHECKPOINT_TABLE || p.setting == CHECKPOINT_MUTATION {
+            p.severity = Severity::Error;
+        }
+    }
     let mut plan = Plan::default();
-    plan.add_check(report, |_| false);
+    plan.add_check(&report, |_| false);
     plan
 }
 
@@ -120,7 +132,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("   export const createCheckpoint = mutation({"),
+            text.contains("   export const createCheckpoint = internalMutation({"),
             "{text}"
         );
         assert!(text.ends_with("npx convex dev` running for a dev deployment)\n"));
@@ -146,5 +158,25 @@ mod tests {
             "-- to do: add it to convex/schema.ts and deploy"
         );
         assert_eq!(plan.notes, vec!["slow; faster"]);
+    }
+
+    #[test]
+    fn missing_checkpoint_pieces_are_steps_a_read_only_key_a_note() {
+        let mut report = CheckReport::default();
+        report.warning(
+            CHECKPOINT_MUTATION,
+            "write checkpoints are off: the mutation is not usable",
+            "add convex/powersync_checkpoints.ts and deploy",
+        );
+        report.warning(
+            "write checkpoints",
+            "write checkpoints are off: the key is read-only",
+            "use another key",
+        );
+        let plan = plan(&report);
+        assert_eq!(plan.steps.len(), 1, "{plan:?}");
+        assert!(plan.steps[0].reason.contains("mutation"));
+        assert_eq!(plan.notes.len(), 1);
+        assert!(plan.notes[0].contains("read-only"));
     }
 }

@@ -125,32 +125,37 @@ async fn check_names_every_missing_piece_with_its_fix() {
     let e = other.start(StartFrom::Beginning).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
 
+    // Write checkpoints are optional: a missing mutation or table is a warning with the fix.
     fake.set_mutation_deployed(false);
+    let report = source(&fake, &["todos"]).check().await.unwrap();
+    assert!(report.is_ready(), "{report:?}");
+    let text = report
+        .problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("write checkpoints are off")
+            && text.contains("powersync_checkpoints:createCheckpoint")
+            && text.contains("export const createCheckpoint = internalMutation"),
+        "{text}"
+    );
     let e = source(&fake, &["todos"])
-        .check()
+        .write_checkpoint()
         .await
-        .unwrap()
-        .into_result()
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Prerequisite);
-    let text = e.to_string();
-    assert!(
-        text.contains("powersync_checkpoints:createCheckpoint"),
-        "{text}"
-    );
-    assert!(
-        text.contains("export const createCheckpoint = mutation"),
-        "{text}"
-    );
+    assert_eq!(e.kind(), ErrorKind::Prerequisite, "{e}");
 
     fake.delete_table(CHECKPOINT_TABLE);
-    let e = source(&fake, &["todos"])
-        .check()
-        .await
-        .unwrap()
-        .into_result()
-        .unwrap_err();
-    let text = e.to_string();
+    let report = source(&fake, &["todos"]).check().await.unwrap();
+    assert!(report.is_ready(), "{report:?}");
+    let text = report
+        .problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(
         text.contains("powersync_checkpoints: defineTable"),
         "{text}"

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use powersync_source_convex::testing::{int64, CheckpointMutation, FakeConvex};
 use powersync_source_convex::{ConvexSource, ValueEncoding, CHECKPOINT_TABLE};
-use powersync_source_core::{ChangeEvent, ChangeSource, SnapshotProgress, StartFrom};
+use powersync_source_core::{ChangeEvent, ChangeSource, ErrorKind, SnapshotProgress, StartFrom};
 use serde_json::json;
 
 use crate::behaviour::{read_until, rows, seed, source, table};
@@ -101,4 +101,44 @@ async fn an_odd_table_elsewhere_never_stops_check_or_stream() {
             assert_eq!(rows(&events).count(), 1, "{encoding:?}");
         }
     }
+}
+
+/// Item 5: a read-only deploy key reads every export endpoint, so it replicates; `check()`
+/// says write checkpoints are off instead of failing, and `write_checkpoint` says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_key_streams_with_write_checkpoints_off() {
+    const READ_ONLY: &str = "prod:fake|read-only-Key-9";
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.set_read_only_key(READ_ONLY);
+    seed(&fake, "items", 3);
+    let src = ConvexSource::new(config(&fake.url(), READ_ONLY)).with_tables(vec![table("items")]);
+    let report = src.check().await.unwrap();
+    assert!(report.is_ready(), "{report:?}");
+    let off = report
+        .problems
+        .iter()
+        .find(|p| p.setting == "write checkpoints")
+        .expect("a write-checkpoints warning");
+    assert!(
+        off.to_string().contains("write checkpoints are off")
+            && off.to_string().contains("OperationNotPermitted"),
+        "{off}"
+    );
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    let events = read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows(&events).count(), 3);
+    fake.insert("items", json!({"n": int64(99)})).unwrap();
+    let events = read_until(&mut stream, |e| matches!(e, ChangeEvent::Commit(_)))
+        .await
+        .unwrap();
+    assert_eq!(rows(&events).count(), 1);
+    let e = src.write_checkpoint().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth, "{e}");
+    assert!(e.hint().is_some_and(|h| h.contains("read-only")), "{e:?}");
+    // No marker was written by the read-only key.
+    assert!(fake.documents(CHECKPOINT_TABLE).is_empty());
 }

@@ -10,19 +10,52 @@ use serde_json::{json, Map, Value as Json};
 use super::store::{error, now_nanos, Answer, Store, Table, Version, Write};
 use super::CheckpointMutation;
 
+/// Who calls, by the deploy key the request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// No `Authorization` header.
+    Anonymous,
+    /// The deploy key: every operation.
+    Admin,
+    /// A read-only key: reads (`ViewData`), no internal functions, no writes.
+    ReadOnly,
+}
+
 impl Store {
-    pub(crate) fn authorize(&self, header: Option<&str>) -> Result<(), Answer> {
-        match header.and_then(|h| h.strip_prefix("Convex ")) {
-            None => Err(error(
+    /// Who the `Authorization` header names. `Convex <key>`, the prefix in any case
+    /// (`crates/authentication`). A header naming no key of this deployment is refused with
+    /// 401 `BadAdminKey` ("The provided admin key was invalid for this instance",
+    /// `application_auth.rs`); no header is an unknown identity, resolved per endpoint.
+    pub(crate) fn identify(&self, header: Option<&str>) -> Result<Caller, Answer> {
+        let Some(header) = header else {
+            return Ok(Caller::Anonymous);
+        };
+        let key = header
+            .get(..7)
+            .filter(|p| p.eq_ignore_ascii_case("convex "))
+            .map(|_| &header[7..]);
+        match key {
+            Some(k) if k == self.deploy_key => Ok(Caller::Admin),
+            Some(k) if self.read_only_key.as_deref() == Some(k) => Ok(Caller::ReadOnly),
+            _ => Err(error(
                 401,
-                "MissingAccessToken",
-                "An admin key is required for this operation.",
+                "BadAdminKey",
+                "The provided admin key was invalid for this instance",
             )),
-            Some(k) if k == self.deploy_key => Ok(()),
-            Some(_) => Err(error(
+        }
+    }
+
+    /// The streaming export endpoints need `ViewData`, which every admin key has, read-only
+    /// ones included; an unknown identity gets 403 `BadDeployKey`
+    /// (`bad_admin_key_error` in `crates/keybroker/src/operations.rs`, reached through
+    /// `require_operation` in `crates/roles/src/eval.rs`).
+    pub(crate) fn require_view_data(caller: Caller) -> Result<(), Answer> {
+        match caller {
+            Caller::Admin | Caller::ReadOnly => Ok(()),
+            Caller::Anonymous => Err(error(
                 403,
                 "BadDeployKey",
-                "The provided deploy key was invalid for this deployment.",
+                "The provided deploy key was invalid for this deployment. Double check that the environment this key was generated for matches the desired deployment.",
             )),
         }
     }
@@ -326,15 +359,30 @@ impl Store {
 
     /// `POST /api/mutation` of `powersync_checkpoints:createCheckpoint`, as deployed: this
     /// crate's file or PowerSync's (see [`CheckpointMutation`]).
-    pub(crate) fn mutation(&mut self, body: &Json) -> Answer {
+    pub(crate) fn mutation(&mut self, body: &Json, caller: Caller) -> Answer {
         let path = body.get("path").and_then(Json::as_str).unwrap_or_default();
-        if path != crate::CHECKPOINT_MUTATION || self.mutation == CheckpointMutation::Missing {
+        // `crates/udf/src/validation.rs`: an internal function is "not found" for a caller
+        // that is no admin, and needs `RunInternalMutations` from an admin (which read-only
+        // keys lack: 403 `OperationNotPermitted`, `crates/roles/src/eval.rs`); a public one
+        // runs for anyone.
+        let missing = path != crate::CHECKPOINT_MUTATION
+            || self.mutation == CheckpointMutation::Missing
+            || (self.mutation == CheckpointMutation::Crate && caller == Caller::Anonymous);
+        if missing {
+            let path = path.strip_suffix(":default").unwrap_or(path);
             return (
                 200,
                 json!({
                     "status": "error",
                     "errorMessage": format!("Could not find public function for '{path}'. Did you forget to run `npx convex dev` or `npx convex deploy`?"),
                 }),
+            );
+        }
+        if self.mutation == CheckpointMutation::Crate && caller == Caller::ReadOnly {
+            return error(
+                403,
+                "OperationNotPermitted",
+                "You do not have permission to perform this operation (run internal mutations).",
             );
         }
         let now_ms = (now_nanos() / 1_000_000) as f64;

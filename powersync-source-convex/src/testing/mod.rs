@@ -10,8 +10,8 @@
 //! timestamp when caught up, `InvalidWindowToReadDocuments` before the retention floor),
 //! `POST /api/mutation` (only `powersync_checkpoints:createCheckpoint`, as the crate docs
 //! deploy it), `format=json` and `format=convex_encoded_json` (which can be switched off to
-//! exercise the fallback), deploy-key auth (401 without a key, 403 `BadDeployKey` with a wrong
-//! one), injected 429/5xx answers, and restarts that drop every connection.
+//! exercise the fallback), deploy-key auth (403 `BadDeployKey` without a key, 401 `BadAdminKey`
+//! with a wrong one, read-only keys), injected 429/5xx answers, and restarts that drop every connection.
 //!
 //! Documents are written in the typed encoding: use [`int64`], [`bytes`] and [`float`] for
 //! values JSON cannot carry exactly.
@@ -194,6 +194,12 @@ impl FakeConvex {
         });
     }
 
+    /// Also accepts `key` as a read-only deploy key: it reads every streaming export endpoint
+    /// but may not run internal functions.
+    pub fn set_read_only_key(&self, key: &str) {
+        self.lock().read_only_key = Some(key.to_string());
+    }
+
     /// Which `powersync_checkpoints:createCheckpoint` is deployed (default: this crate's).
     pub fn set_checkpoint_mutation(&self, mutation: CheckpointMutation) {
         self.lock().mutation = mutation;
@@ -276,8 +282,17 @@ fn handle(store: &Mutex<Store>, req: http::Request) -> (u16, Vec<u8>) {
 }
 
 fn route(s: &mut Store, req: http::Request) -> (u16, Json) {
-    if let Err(answer) = s.authorize(req.authorization.as_deref()) {
-        return answer;
+    let caller = match s.identify(req.authorization.as_deref()) {
+        Ok(c) => c,
+        Err(answer) => return answer,
+    };
+    // The public API (`/api/query_ts`, `/api/mutation`) takes any caller; the streaming
+    // export endpoints need `ViewData`.
+    let public = matches!(req.path.as_str(), "/api/query_ts" | "/api/mutation");
+    if !public {
+        if let Err(answer) = Store::require_view_data(caller) {
+            return answer;
+        }
     }
     if let Some(status) = s.failures.pop_front() {
         return (
@@ -295,7 +310,7 @@ fn route(s: &mut Store, req: http::Request) -> (u16, Json) {
         ("GET", "/api/document_deltas") => s.document_deltas(&req.query),
         ("POST", "/api/query_ts") => s.query_ts(),
         ("POST", "/api/mutation") => match serde_json::from_slice::<Json>(&req.body) {
-            Ok(body) => s.mutation(&body),
+            Ok(body) => s.mutation(&body, caller),
             Err(e) => (
                 400,
                 serde_json::json!({"code": "BadJsonBody", "message": e.to_string()}),

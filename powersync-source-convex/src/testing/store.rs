@@ -32,6 +32,7 @@ pub(crate) type Answer = (u16, Json);
 
 pub(crate) struct Store {
     pub deploy_key: String,
+    pub read_only_key: Option<String>,
     pub typed_format: bool,
     pub mutation: super::CheckpointMutation,
     pub snapshot_page: usize,
@@ -93,6 +94,7 @@ impl Store {
     pub(crate) fn new(deploy_key: String) -> Store {
         let mut store = Store {
             deploy_key,
+            read_only_key: None,
             typed_format: true,
             mutation: super::CheckpointMutation::Crate,
             snapshot_page: 100,
