@@ -26,6 +26,47 @@ pub fn checkpoint_table() -> TableName {
     TableName::new(CHECKPOINT_SCHEMA, CHECKPOINT_TABLE)
 }
 
+/// The shape of `dbo._powersync_checkpoints`: the connector works with either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointShape {
+    /// This crate's (what `setup` creates): `(id bigint IDENTITY PRIMARY KEY, token
+    /// varchar(64) NOT NULL, created_at datetime2 NOT NULL DEFAULT SYSUTCDATETIME())`. A marker
+    /// row is found by its random token.
+    Token,
+    /// The PowerSync service's (`module-mssql`, `ci/init-mssql.sql`): `(id INT IDENTITY
+    /// PRIMARY KEY, last_updated DATETIME)`. A marker row is found by the id its insert
+    /// returned.
+    Service,
+}
+
+impl CheckpointShape {
+    /// The shape of the table a capture instance of it captures (`None`: neither shape).
+    pub fn of(instance: &CaptureInstance) -> Option<CheckpointShape> {
+        let has = |n: &str| {
+            instance
+                .columns
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(n))
+        };
+        if has("token") && has("created_at") {
+            Some(CheckpointShape::Token)
+        } else if has("id") && has("last_updated") {
+            Some(CheckpointShape::Service)
+        } else {
+            None
+        }
+    }
+}
+
+/// What identifies one marker row in the checkpoint table's change table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Marker {
+    /// The `token` column ([`CheckpointShape::Token`]).
+    Token(String),
+    /// The `id` the insert returned ([`CheckpointShape::Service`]).
+    Id(i64),
+}
+
 /// Recommended capture job settings (seconds between scans, transactions per scan, scans per
 /// cycle): what `check()` compares the job with, and what a backend reports for a job it cannot
 /// inspect (so an unreadable job raises no false warning).
@@ -345,7 +386,13 @@ pub trait CdcBackend: Send {
     /// checkpoint table, and commits only after this connection's snapshot is fixed. No
     /// transaction touching `tables` can commit between the lock and that commit, so the
     /// snapshot holds exactly the changes committed below the marker's LSN.
-    async fn begin_snapshot(&mut self, tables: &[TableName], marker: Option<&str>) -> Result<()>;
+    ///
+    /// Returns the marker row's identity (`None` without `marker`).
+    async fn begin_snapshot(
+        &mut self,
+        tables: &[TableName],
+        marker: Option<(CheckpointShape, &str)>,
+    ) -> Result<Option<Marker>>;
     /// `SELECT TOP (@limit) <columns> FROM <table> WHERE (key) > @after ORDER BY key` inside the
     /// snapshot transaction. `after` holds the key columns' values in key order.
     async fn snapshot_chunk(
@@ -356,17 +403,20 @@ pub trait CdcBackend: Send {
     ) -> Result<Vec<Vec<Value>>>;
     /// Ends the snapshot transaction.
     async fn end_snapshot(&mut self) -> Result<()>;
-    /// `INSERT INTO dbo._powersync_checkpoints (token) VALUES (@token)` (autocommit).
-    async fn insert_marker(&mut self, token: &str) -> Result<()>;
-    /// The commit LSN of the marker row with `token`, once the capture job recorded it
-    /// (`SELECT __$start_lsn FROM cdc.<instance>_CT WHERE token = @token`).
+    /// Inserts a marker row (autocommit): `INSERT INTO dbo._powersync_checkpoints (token)
+    /// VALUES (@token)`, or for the service's shape `INSERT … (last_updated) OUTPUT
+    /// INSERTED.id VALUES (GETDATE())`.
+    async fn insert_marker(&mut self, shape: CheckpointShape, token: &str) -> Result<Marker>;
+    /// The commit LSN of the marker row, once the capture job recorded it (`SELECT
+    /// __$start_lsn FROM cdc.<instance>_CT WHERE token = @token` or `id = @id`).
     async fn marker_lsn(
         &mut self,
         instance: &CaptureInstance,
-        token: &str,
+        marker: &Marker,
     ) -> Result<Option<MssqlLsn>>;
-    /// Deletes checkpoint rows older than an hour (they have been observed long ago).
-    async fn delete_old_markers(&mut self) -> Result<()>;
+    /// Deletes checkpoint rows older than an hour (they have been observed long ago); in the
+    /// service's shape, never its oldest row (the one the service itself keeps updating).
+    async fn delete_old_markers(&mut self, shape: CheckpointShape) -> Result<()>;
     /// The user's permissions on `tables`, the `cdc` schema, the checkpoint table and the
     /// performance-state views, and membership in the gating `roles`.
     async fn permissions(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use powersync_source_core::provision::Fix;
 use powersync_source_core::{CheckReport, Problem, Result, TableName};
 
-use crate::backend::{checkpoint_table, timed, CdcBackend, RECOMMENDED_JOB};
+use crate::backend::{checkpoint_table, timed, CdcBackend, CheckpointShape, RECOMMENDED_JOB};
 use crate::tables::{
     by_table, enable_table_sql, key_positions, load_instances, quote_ident, select,
 };
@@ -151,6 +151,16 @@ pub async fn check(
                     roles.push(r.clone());
                 }
             }
+        }
+    }
+    let ckpt_instance = all.get(&checkpoint_table()).and_then(|l| l.last());
+    if let Some(i) = ckpt_instance {
+        if CheckpointShape::of(i).is_none() {
+            report.error(
+                "_powersync_checkpoints columns",
+                "dbo._powersync_checkpoints (as its capture instance captures it) has neither the connector's columns (token, created_at) nor the PowerSync service's (id, last_updated)",
+                format!("DROP TABLE dbo._powersync_checkpoints; {CHECKPOINT_TABLE_SQL}"),
+            );
         }
     }
     let perms = timed(

@@ -12,7 +12,9 @@ use powersync_source_core::{
     SourceError, StartFrom, StreamOptions, TableName, TableSchema,
 };
 
-use crate::backend::{checkpoint_table, timed, CaptureInstance, CdcBackend, CdcConnector};
+use crate::backend::{
+    checkpoint_table, timed, CaptureInstance, CdcBackend, CdcConnector, CheckpointShape, Marker,
+};
 use crate::check::{check, CHECKPOINT_TABLE_SQL};
 use crate::checkpoint::StreamPoint;
 use crate::config::MssqlConfig;
@@ -122,9 +124,14 @@ impl MssqlSource {
         timed(self.config.connect_timeout, self.connector.connect()).await
     }
 
-    async fn checkpoint_instance(&self, b: &mut dyn CdcBackend) -> Result<CaptureInstance> {
+    /// The checkpoint table's newest capture instance and the table's shape.
+    async fn checkpoint_instance(
+        &self,
+        b: &mut dyn CdcBackend,
+    ) -> Result<(CaptureInstance, CheckpointShape)> {
         let all = load_instances(b, self.options.silence_timeout).await?;
-        all.into_iter()
+        let instance = all
+            .into_iter()
             .filter(|i| i.table == checkpoint_table())
             .max_by_key(|i| (i.start_lsn, i.create_date))
             .ok_or_else(|| {
@@ -132,7 +139,14 @@ impl MssqlSource {
                     "dbo._powersync_checkpoints is missing or has no CDC capture instance",
                 )
                 .with_hint(CHECKPOINT_TABLE_SQL)
-            })
+            })?;
+        let shape = CheckpointShape::of(&instance).ok_or_else(|| {
+            SourceError::prerequisite(
+                "dbo._powersync_checkpoints has neither the connector's columns (token, created_at) nor the PowerSync service's (id, last_updated)",
+            )
+            .with_hint(CHECKPOINT_TABLE_SQL)
+        })?;
+        Ok((instance, shape))
     }
 
     /// Waits until the capture job recorded the marker row, bounded by the marker timeout.
@@ -140,13 +154,13 @@ impl MssqlSource {
         &self,
         b: &mut dyn CdcBackend,
         instance: &CaptureInstance,
-        token: &str,
+        marker: &Marker,
     ) -> Result<MssqlLsn> {
         let deadline = Instant::now() + self.marker_timeout;
         let mut pause = Duration::from_millis(20);
         loop {
             if let Some(lsn) =
-                timed(self.options.silence_timeout, b.marker_lsn(instance, token)).await?
+                timed(self.options.silence_timeout, b.marker_lsn(instance, marker)).await?
             {
                 return Ok(lsn);
             }
@@ -243,14 +257,17 @@ impl ChangeSource for MssqlSource {
 
         let (poller, snapshot) = match from {
             StartFrom::Beginning => {
-                let ckpt = self.checkpoint_instance(control.as_mut()).await?;
+                let (ckpt, shape) = self.checkpoint_instance(control.as_mut()).await?;
                 let mut snap = self.connect().await?;
-                let marker = token();
-                timed(
+                let token = token();
+                let marker = timed(
                     self.options.silence_timeout,
-                    snap.begin_snapshot(&tables, Some(&marker)),
+                    snap.begin_snapshot(&tables, Some((shape, &token))),
                 )
-                .await?;
+                .await?
+                .ok_or_else(|| {
+                    SourceError::internal("the snapshot start inserted no marker row")
+                })?;
                 let lsn = self.wait_marker(control.as_mut(), &ckpt, &marker).await?;
                 let start = StreamPoint::after(lsn, BTreeMap::new());
                 let poller = Poller::new(
@@ -322,12 +339,12 @@ impl ChangeSource for MssqlSource {
 
     async fn write_checkpoint(&self) -> Result<Checkpoint> {
         let mut b = self.connect().await?;
-        let ckpt = self.checkpoint_instance(b.as_mut()).await?;
-        let marker = token();
-        timed(self.options.silence_timeout, b.insert_marker(&marker)).await?;
+        let (ckpt, shape) = self.checkpoint_instance(b.as_mut()).await?;
+        let token = token();
+        let marker = timed(self.options.silence_timeout, b.insert_marker(shape, &token)).await?;
         let lsn = self.wait_marker(b.as_mut(), &ckpt, &marker).await?;
         // Old markers were observed long ago; failing to delete them is harmless.
-        if let Err(e) = timed(self.options.silence_timeout, b.delete_old_markers()).await {
+        if let Err(e) = timed(self.options.silence_timeout, b.delete_old_markers(shape)).await {
             tracing::debug!(error = %e, "could not delete old checkpoint rows");
         }
         Ok(MssqlPosition::after_transaction(lsn).to_checkpoint())

@@ -7,8 +7,8 @@
 
 pub use crate::backend::{
     checkpoint_table, CaptureInstance, CaptureJob, CapturedColumn, CdcBackend, CdcConnector,
-    ChangeKey, ChangeRow, LsnTime, Permissions, ServerInfo, SqlType, CHECKPOINT_SCHEMA,
-    CHECKPOINT_TABLE, RECOMMENDED_JOB,
+    ChangeKey, ChangeRow, CheckpointShape, LsnTime, Marker, Permissions, ServerInfo, SqlType,
+    CHECKPOINT_SCHEMA, CHECKPOINT_TABLE, RECOMMENDED_JOB,
 };
 pub use crate::checkpoint::StreamPoint;
 pub use crate::poller::mask_bit;

@@ -2,7 +2,7 @@
 //! model with the document or peer test that states it (the model's comments cite them too).
 
 use powersync_source_core::{ChangeEvent, ChangeSource, StartFrom, TableName, Value};
-use powersync_source_mssql::testing::SqlType;
+use powersync_source_mssql::testing::{CheckpointShape, SqlType};
 
 use crate::fake::{bigint_type, text_type, FakeServer, Op};
 use crate::support::*;
@@ -273,4 +273,41 @@ async fn a_gating_role_the_user_lacks_is_reported_not_taken_for_a_drop() {
         "{e}"
     );
     assert!(e.to_string().contains("cdc_reader"), "{e}");
+}
+
+/// Review finding 4 (powersync-service `modules/module-mssql/ci/init-mssql.sql`): a database
+/// prepared by PowerSync's own instructions has `_powersync_checkpoints (id INT IDENTITY
+/// PRIMARY KEY, last_updated DATETIME)` under the gating role `cdc_reader`. check() finds it
+/// ready, the exact snapshot start and write checkpoints work on it (no `token` column: error
+/// 207 on the server and in the model).
+#[tokio::test]
+async fn a_powersync_service_prepared_database_works_as_it_is() {
+    let server = FakeServer::with_checkpoint_shape(CheckpointShape::Service);
+    let t = TableName::new("dbo", "items");
+    server.create_table(
+        &t,
+        &[("id", bigint_type()), ("v", sized("nvarchar", 40))],
+        &["id"],
+    );
+    server.enable_cdc_gated(&t, "dbo_items", Some("cdc_reader"));
+    server.lock().user_roles = vec!["cdc_reader".into()];
+    server.transaction(&[ins(&t, 1, "a")]);
+    let source = fake_source(&server, vec![t.clone()], "");
+    let report = source.check().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let (mut stream, snapshot) = started(&server, vec![t.clone()]).await;
+    assert_eq!(
+        rows_of(&snapshot, "snapshot"),
+        vec!["snapshot insert items () -> (1,a)"]
+    );
+    let checkpoint = source.write_checkpoint().await.unwrap();
+    server.transaction(&[ins(&t, 2, "b")]);
+    let events = read_until(&mut stream, |e| {
+        commits(e) >= 1
+            && e.iter()
+                .any(|e| matches!(e, ChangeEvent::CheckpointObserved(c) if *c == checkpoint))
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows_of(&events, "insert"), vec!["insert items () -> (2,b)"]);
 }

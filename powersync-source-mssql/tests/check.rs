@@ -84,7 +84,9 @@ async fn every_missing_prerequisite_is_reported_with_its_fix() {
         .2
         .contains("GRANT VIEW DATABASE PERFORMANCE STATE"));
     let server_state = find("VIEW SERVER PERFORMANCE STATE");
-    assert!(server_state.2.contains("GRANT VIEW SERVER PERFORMANCE STATE"));
+    assert!(server_state
+        .2
+        .contains("GRANT VIEW SERVER PERFORMANCE STATE"));
     // No statement of the connector needs it (review §2.1): a warning, so a DBA who declines
     // it can still start.
     assert_eq!(server_state.0, Severity::Warning);

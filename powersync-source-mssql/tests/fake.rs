@@ -34,7 +34,7 @@ use powersync_source_core::position::MssqlLsn;
 use powersync_source_core::{Result, SourceError, TableName, UnixMicros, Value};
 use powersync_source_mssql::testing::{
     CaptureInstance, CaptureJob, CapturedColumn, CdcBackend, CdcConnector, ChangeKey, ChangeRow,
-    LsnTime, Permissions, ServerInfo, SqlType, CHECKPOINT_TABLE,
+    CheckpointShape, LsnTime, Marker, Permissions, ServerInfo, SqlType, CHECKPOINT_TABLE,
 };
 
 /// One table of the model.
@@ -185,8 +185,15 @@ impl Default for FakeServer {
 }
 
 impl FakeServer {
-    /// A server with CDC enabled and the checkpoint table set up.
+    /// A server with CDC enabled and the checkpoint table set up (the connector's shape).
     pub fn new() -> FakeServer {
+        Self::with_checkpoint_shape(CheckpointShape::Token)
+    }
+
+    /// A server whose checkpoint table has `shape`: the connector's (what `setup` creates), or
+    /// the PowerSync service's (`module-mssql` `ci/init-mssql.sql`: `_powersync_checkpoints
+    /// (id INT IDENTITY PRIMARY KEY, last_updated DATETIME)`).
+    pub fn with_checkpoint_shape(shape: CheckpointShape) -> FakeServer {
         let s = FakeServer(Arc::new(Mutex::new(State {
             counter: 0x100,
             next_object: 1000,
@@ -227,22 +234,33 @@ impl FakeServer {
             window_calls: Vec::new(),
         })));
         let ck = TableName::new("dbo", CHECKPOINT_TABLE);
-        s.create_table(
-            &ck,
-            &[
-                ("id", bigint_type()),
-                (
-                    "token",
-                    SqlType {
-                        name: "varchar".into(),
-                        max_length: 64,
-                        precision: 0,
-                        scale: 0,
-                    },
-                ),
-            ],
-            &["id"],
-        );
+        match shape {
+            CheckpointShape::Token => s.create_table(
+                &ck,
+                &[
+                    ("id", bigint_type()),
+                    (
+                        "token",
+                        SqlType {
+                            name: "varchar".into(),
+                            max_length: 64,
+                            precision: 0,
+                            scale: 0,
+                        },
+                    ),
+                    ("created_at", SqlType::scaled("datetime2", 7)),
+                ],
+                &["id"],
+            ),
+            CheckpointShape::Service => s.create_table(
+                &ck,
+                &[
+                    ("id", SqlType::simple("int")),
+                    ("last_updated", SqlType::simple("datetime")),
+                ],
+                &["id"],
+            ),
+        }
         s.enable_cdc(&ck, "dbo__powersync_checkpoints");
         s
     }
@@ -457,7 +475,57 @@ pub enum Op {
     Delete(TableName, Vec<Value>),
 }
 
+/// SQL Server's error 207, as the connector's error mapping classifies it.
+fn invalid_column(name: &str) -> SourceError {
+    SourceError::schema(format!("Invalid column name '{name}' (207)"))
+}
+
 impl State {
+    /// `INSERT INTO dbo._powersync_checkpoints …` in the table's shape; a column the table
+    /// lacks is error 207, as on the server.
+    fn insert_marker(&mut self, shape: CheckpointShape, token: &str) -> Result<Marker> {
+        let ck = TableName::new("dbo", CHECKPOINT_TABLE);
+        let column = match shape {
+            CheckpointShape::Token => "token",
+            CheckpointShape::Service => "last_updated",
+        };
+        if !self.tables[&ck].columns.iter().any(|(n, _)| n == column) {
+            return Err(invalid_column(column));
+        }
+        match shape {
+            CheckpointShape::Token => {
+                self.commit(&[Op::Insert(
+                    ck,
+                    vec![
+                        ("token".into(), Value::Text(token.into())),
+                        (
+                            "created_at".into(),
+                            Value::Text("2026-01-01 00:00:00".into()),
+                        ),
+                    ],
+                )]);
+                Ok(Marker::Token(token.into()))
+            }
+            CheckpointShape::Service => {
+                self.commit(&[Op::Insert(
+                    ck.clone(),
+                    vec![(
+                        "last_updated".into(),
+                        Value::Text("2026-01-01 00:00:00".into()),
+                    )],
+                )]);
+                // OUTPUT INSERTED.id: the IDENTITY value just assigned.
+                let id = self.tables[&ck]
+                    .rows
+                    .keys()
+                    .last()
+                    .and_then(|k| k.0[0].as_integer())
+                    .unwrap_or_default();
+                Ok(Marker::Id(id))
+            }
+        }
+    }
+
     /// Whether the user may read an instance: no gating role, or a member of it.
     fn authorized(&self, i: &CaptureInstance) -> bool {
         i.role_name
@@ -890,7 +958,11 @@ impl CdcBackend for FakeBackend {
         Ok(self.state()?.tables.get(table).map(|t| t.rows.len() as u64))
     }
 
-    async fn begin_snapshot(&mut self, _tables: &[TableName], marker: Option<&str>) -> Result<()> {
+    async fn begin_snapshot(
+        &mut self,
+        _tables: &[TableName],
+        marker: Option<(CheckpointShape, &str)>,
+    ) -> Result<Option<Marker>> {
         let server = self.server.clone();
         let mut s = server.lock();
         if s.generation != self.generation {
@@ -903,13 +975,9 @@ impl CdcBackend for FakeBackend {
         }
         // Locks held: the copy and the marker's commit are one atomic step.
         self.snapshot = Some(s.tables.clone());
-        if let Some(m) = marker {
-            s.commit(&[Op::Insert(
-                TableName::new("dbo", CHECKPOINT_TABLE),
-                vec![("token".into(), Value::Text(m.into()))],
-            )]);
-        }
-        Ok(())
+        marker
+            .map(|(shape, token)| s.insert_marker(shape, token))
+            .transpose()
     }
 
     async fn snapshot_chunk(
@@ -978,39 +1046,48 @@ impl CdcBackend for FakeBackend {
         Ok(())
     }
 
-    async fn insert_marker(&mut self, token: &str) -> Result<()> {
-        let mut s = self.state()?;
-        s.commit(&[Op::Insert(
-            TableName::new("dbo", CHECKPOINT_TABLE),
-            vec![("token".into(), Value::Text(token.into()))],
-        )]);
-        Ok(())
+    async fn insert_marker(&mut self, shape: CheckpointShape, token: &str) -> Result<Marker> {
+        self.state()?.insert_marker(shape, token)
     }
 
     async fn marker_lsn(
         &mut self,
         instance: &CaptureInstance,
-        token: &str,
+        marker: &Marker,
     ) -> Result<Option<MssqlLsn>> {
         let s = self.state()?;
         let Some(inst) = s.instances.iter().find(|i| i.info.name == instance.name) else {
             return Ok(None);
         };
-        let ti = inst
-            .info
-            .columns
-            .iter()
-            .position(|c| c.name == "token")
-            .unwrap_or(usize::MAX);
+        let (column, want) = match marker {
+            Marker::Token(t) => ("token", Value::Text(t.clone())),
+            Marker::Id(id) => ("id", Value::Integer(*id)),
+        };
+        // `WHERE <column> = @P1` on the change table: a column it lacks is error 207.
+        let Some(ci) = inst.info.columns.iter().position(|c| c.name == column) else {
+            return Err(invalid_column(column));
+        };
         Ok(inst
             .rows
             .iter()
-            .find(|r| r.operation == 2 && r.values.get(ti) == Some(&Value::Text(token.into())))
+            .find(|r| r.operation == 2 && r.values.get(ci) == Some(&want))
             .map(|r| r.start_lsn))
     }
 
-    async fn delete_old_markers(&mut self) -> Result<()> {
-        drop(self.state()?);
+    async fn delete_old_markers(&mut self, shape: CheckpointShape) -> Result<()> {
+        let s = self.state()?;
+        let column = match shape {
+            CheckpointShape::Token => "created_at",
+            CheckpointShape::Service => "last_updated",
+        };
+        // The model keeps no row ages: only the statement's column is checked.
+        if !s.tables[&TableName::new("dbo", CHECKPOINT_TABLE)]
+            .columns
+            .iter()
+            .any(|(n, _)| n == column)
+        {
+            return Err(invalid_column(column));
+        }
         Ok(())
     }
 

@@ -13,7 +13,7 @@ pub(crate) use tiberius::Row;
 
 use crate::backend::{
     CaptureInstance, CaptureJob, CapturedColumn, CdcBackend, CdcConnector, ChangeKey, ChangeRow,
-    LsnTime, Permissions, ServerInfo, SqlType, RECOMMENDED_JOB,
+    CheckpointShape, LsnTime, Marker, Permissions, ServerInfo, SqlType, RECOMMENDED_JOB,
 };
 use crate::config::MssqlConfig;
 use crate::tables::{key_positions, quote_ident, quote_table};
@@ -133,6 +133,44 @@ fn head_lsn(d: Option<&tiberius::ColumnData<'static>>, what: &str) -> Result<Mss
         Some(tiberius::ColumnData::Binary(Some(b))) => MssqlLsn::from_slice(b)
             .ok_or_else(|| SourceError::decode(format!("{what}: not a 10-byte LSN"))),
         _ => Err(SourceError::decode(format!("{what}: not a binary LSN"))),
+    }
+}
+
+/// Inserts a marker row on `client` and says how to find it.
+async fn insert_marker(
+    client: &TdsClient,
+    shape: CheckpointShape,
+    token: &str,
+    what: &str,
+) -> Result<Marker> {
+    match shape {
+        CheckpointShape::Token => {
+            client
+                .execute(
+                    "INSERT INTO dbo._powersync_checkpoints (token) VALUES (@P1)".into(),
+                    vec![Param::Str(token.to_string())],
+                    what,
+                )
+                .await?;
+            Ok(Marker::Token(token.to_string()))
+        }
+        CheckpointShape::Service => {
+            let rows = client
+                .query(
+                    "INSERT INTO dbo._powersync_checkpoints (last_updated) \
+                     OUTPUT CAST(INSERTED.id AS bigint) VALUES (GETDATE())"
+                        .into(),
+                    vec![],
+                    what,
+                )
+                .await?;
+            rows.first()
+                .map(|r| get_i64(r, 0, what))
+                .transpose()?
+                .flatten()
+                .map(Marker::Id)
+                .ok_or_else(|| SourceError::decode(format!("{what}: no id returned")))
+        }
     }
 }
 
@@ -406,15 +444,19 @@ impl CdcBackend for TdsBackend {
             .and_then(|n| u64::try_from(n).ok()))
     }
 
-    async fn begin_snapshot(&mut self, tables: &[TableName], marker: Option<&str>) -> Result<()> {
+    async fn begin_snapshot(
+        &mut self,
+        tables: &[TableName],
+        marker: Option<(CheckpointShape, &str)>,
+    ) -> Result<Option<Marker>> {
         let what = "starting the snapshot transaction";
         let begin = "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION;";
         // The first read fixes the snapshot's version.
         let fix = "SELECT COUNT_BIG(*) FROM dbo._powersync_checkpoints";
-        let Some(marker) = marker else {
+        let Some((shape, token)) = marker else {
             self.client.batch(begin.into(), what).await?;
             self.client.query(fix.into(), vec![], what).await?;
-            return Ok(());
+            return Ok(None);
         };
         let lock = TdsClient::connect(&self.config).await?;
         let lock_what = "locking the replicated tables for the snapshot start";
@@ -436,16 +478,11 @@ impl CdcBackend for TdsBackend {
             )
             .await?;
         }
-        lock.execute(
-            "INSERT INTO dbo._powersync_checkpoints (token) VALUES (@P1)".into(),
-            vec![Param::Str(marker.to_string())],
-            lock_what,
-        )
-        .await?;
+        let marker = insert_marker(&lock, shape, token, lock_what).await?;
         self.client.batch(begin.into(), what).await?;
         self.client.query(fix.into(), vec![], what).await?;
         lock.batch("COMMIT TRANSACTION;".into(), lock_what).await?;
-        Ok(())
+        Ok(Some(marker))
     }
 
     async fn snapshot_chunk(
@@ -493,31 +530,28 @@ impl CdcBackend for TdsBackend {
             .await
     }
 
-    async fn insert_marker(&mut self, token: &str) -> Result<()> {
-        self.client
-            .execute(
-                "INSERT INTO dbo._powersync_checkpoints (token) VALUES (@P1)".into(),
-                vec![Param::Str(token.to_string())],
-                "inserting a checkpoint row",
-            )
-            .await
-            .map(|_| ())
+    async fn insert_marker(&mut self, shape: CheckpointShape, token: &str) -> Result<Marker> {
+        insert_marker(&self.client, shape, token, "inserting a checkpoint row").await
     }
 
     async fn marker_lsn(
         &mut self,
         instance: &CaptureInstance,
-        token: &str,
+        marker: &Marker,
     ) -> Result<Option<MssqlLsn>> {
         let what = "looking up a checkpoint row in its change table";
+        let (column, param) = match marker {
+            Marker::Token(t) => ("token", Param::Str(t.clone())),
+            Marker::Id(id) => ("id", Param::I64(*id)),
+        };
         let rows = self
             .client
             .query(
                 format!(
-                    "SELECT TOP (1) __$start_lsn FROM cdc.{} WHERE token = @P1 AND __$operation = 2",
+                    "SELECT TOP (1) __$start_lsn FROM cdc.{} WHERE {column} = @P1 AND __$operation = 2",
                     quote_ident(&format!("{}_CT", instance.name))
                 ),
-                vec![Param::Str(token.to_string())],
+                vec![param],
                 what,
             )
             .await?;
@@ -528,14 +562,19 @@ impl CdcBackend for TdsBackend {
             .flatten())
     }
 
-    async fn delete_old_markers(&mut self) -> Result<()> {
-        self.client
-            .execute(
+    async fn delete_old_markers(&mut self, shape: CheckpointShape) -> Result<()> {
+        let sql = match shape {
+            CheckpointShape::Token => {
                 "DELETE FROM dbo._powersync_checkpoints WHERE created_at < DATEADD(hour, -1, SYSUTCDATETIME())"
-                    .into(),
-                vec![],
-                "deleting old checkpoint rows",
-            )
+            }
+            // The service upserts its own row (the oldest): keep it.
+            CheckpointShape::Service => {
+                "DELETE FROM dbo._powersync_checkpoints WHERE last_updated < DATEADD(hour, -1, GETDATE()) \
+                 AND id > (SELECT MIN(id) FROM dbo._powersync_checkpoints)"
+            }
+        };
+        self.client
+            .execute(sql.into(), vec![], "deleting old checkpoint rows")
             .await
             .map(|_| ())
     }
