@@ -286,6 +286,10 @@ pub struct ServerInfo {
     pub snapshot_isolation: bool,
     /// The current database.
     pub database: String,
+    /// `sys.databases.is_published`: the database is published for transactional
+    /// replication, whose log reader does the CDC capture ("a separate capture job is neither
+    /// required nor allowed", `sys.sp_cdc_add_job`).
+    pub published: bool,
 }
 
 impl ServerInfo {

@@ -22,10 +22,20 @@ pub(crate) fn nstring(s: &str) -> String {
     format!("N'{}'", s.replace('\'', "''"))
 }
 
-/// The statements that set the capture job to [`RECOMMENDED_JOB`] and restart it.
+/// The statements that set the capture job to [`RECOMMENDED_JOB`] and restart it (new
+/// settings apply at the next start). `sp_cdc_stop_job` fails when the job is not running and
+/// returns before the job has stopped, so its failure is ignored and the start waits (up to
+/// 30 s) until SQL Server Agent no longer shows the job running in its current session.
 pub(crate) fn tune_capture_job() -> String {
     let (pi, mt, ms) = RECOMMENDED_JOB;
-    format!("EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = {pi}, @maxtrans = {mt}, @maxscans = {ms}; EXEC sys.sp_cdc_stop_job @job_type = N'capture'; EXEC sys.sp_cdc_start_job @job_type = N'capture'")
+    format!("EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = {pi}, @maxtrans = {mt}, @maxscans = {ms}; \
+BEGIN TRY EXEC sys.sp_cdc_stop_job @job_type = N'capture'; END TRY BEGIN CATCH END CATCH; \
+DECLARE @waited int = 0; \
+WHILE @waited < 30 AND EXISTS (SELECT 1 FROM msdb.dbo.cdc_jobs j JOIN msdb.dbo.sysjobactivity a ON a.job_id = j.job_id \
+WHERE j.database_id = DB_ID() AND j.job_type = N'capture' AND a.session_id = (SELECT MAX(session_id) FROM msdb.dbo.syssessions) \
+AND a.start_execution_date IS NOT NULL AND a.stop_execution_date IS NULL) \
+BEGIN WAITFOR DELAY '00:00:01'; SET @waited += 1; END; \
+EXEC sys.sp_cdc_start_job @job_type = N'capture'")
 }
 
 /// A statement as [`Fix::Sql`], without its closing `;` (the printed script adds it).
@@ -219,7 +229,7 @@ pub async fn check(
             "USE master; GRANT VIEW SERVER PERFORMANCE STATE TO <login>; (VIEW SERVER STATE before SQL Server 2022)",
         ));
     }
-    if !info.is_azure_sql_database() {
+    if !info.is_azure_sql_database() && !info.published {
         match timed(t_out, b.capture_job()).await? {
             None => report.push(
                 Problem::error(

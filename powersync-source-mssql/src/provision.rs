@@ -69,6 +69,12 @@ pub struct Facts {
     pub rights: (bool, bool, bool, bool),
     /// The capture job (None: none, or Azure SQL Database).
     pub job: Option<JobFacts>,
+    /// msdb could not be read: whether a capture job exists is unknown.
+    pub job_unknown: bool,
+    /// `sys.databases.is_published`: a transactional publication's log reader does the
+    /// capture, and "a separate capture job is neither required nor allowed"
+    /// (`sys.sp_cdc_add_job`).
+    pub published: bool,
 }
 
 impl Facts {
@@ -201,25 +207,37 @@ pub fn plan(facts: &Facts, user: &str) -> (Vec<Step>, Vec<String>) {
         ));
     }
     if !facts.azure_sql_database && !server_state {
+        // No statement of the connector needs it (check() warns only).
         let right = facts.state_right("SERVER");
-        steps.push(sql(
-            format!("`{user}` lacks {right} (capture job state)"),
-            format!(
+        steps.push(Step::recommended(
+            format!("`{user}` lacks {right} (only monitoring of the capture job would use it)"),
+            Fix::Sql(format!(
                 "USE master; GRANT {right} TO {u}; USE {}",
                 quote_ident(&facts.database)
-            ),
+            )),
         ));
     }
     if facts.azure_sql_database {
         notes.push("Azure SQL Database runs CDC capture on its own scheduler, about every 20 s; no setting changes that, so changes arrive up to ~20 s (+ the connector's polling interval) after commit".into());
     } else {
+        // The first sp_cdc_enable_table of the database creates the capture job
+        // (sys.sp_cdc_add_job: adding one is needed "only when a job has been explicitly
+        // dropped"); sp_cdc_enable_db does not.
+        let enables_a_table =
+            !facts.cdc_enabled || facts.tables.iter().any(|t| !t.cdc) || !facts.checkpoint_table.1;
+        let (pi, mt, ms) = RECOMMENDED_JOB;
         match facts.job {
-            None if facts.cdc_enabled => steps.push(Step::required(
+            _ if facts.published => notes.push("the database is published for transactional replication: its log reader does the CDC capture (no capture job)".into()),
+            None if facts.job_unknown => notes.push("msdb.dbo.cdc_jobs is not readable with this account: the capture job was not checked".into()),
+            None if enables_a_table => steps.push(Step::recommended(
+                format!("tune the capture job that the first sp_cdc_enable_table creates (defaults: 5 s, 500, 10) to the recommended {pi} s, {mt}, {ms}"),
+                Fix::Sql(tune_capture_job()),
+            )),
+            None => steps.push(Step::required(
                 "the CDC capture job is missing",
                 Fix::Sql("EXEC sys.sp_cdc_add_job @job_type = N'capture'".into()),
             )),
             Some(job) if (job.polling_interval, job.maxtrans, job.maxscans) != RECOMMENDED_JOB => {
-                let (pi, mt, ms) = RECOMMENDED_JOB;
                 steps.push(Step::recommended(
                     format!(
                         "the capture job runs every {} s with maxtrans {} and maxscans {}; recommended: {pi} s, {mt}, {ms} (lower latency, larger batches)",
@@ -228,15 +246,7 @@ pub fn plan(facts: &Facts, user: &str) -> (Vec<Step>, Vec<String>) {
                     Fix::Sql(tune_capture_job()),
                 ))
             }
-            _ => {}
-        }
-        if facts.job.is_none() && !facts.cdc_enabled {
-            // sp_cdc_enable_db creates the job with its defaults (5 s, 500, 10).
-            let (pi, mt, ms) = RECOMMENDED_JOB;
-            steps.push(Step::recommended(
-                format!("tune the capture job sp_cdc_enable_db creates (defaults: 5 s, 500, 10) to the recommended {pi} s, {mt}, {ms}"),
-                Fix::Sql(tune_capture_job()),
-            ));
+            Some(_) => {}
         }
         notes.push("SQL Server Agent must be running: it runs the capture job".into());
     }
@@ -251,6 +261,43 @@ fn flag(row: &Row, i: usize) -> bool {
     row.try_get::<i32, _>(i).ok().flatten().unwrap_or(0) != 0
 }
 
+/// The select list of the database-level rights probe, run as the user (`EXECUTE AS USER`):
+/// SELECT on schema cdc, SELECT/INSERT/DELETE on the checkpoint table (what `check()`
+/// requires), the database state right, then SELECT on each table. Server rights are not
+/// here: "a context switch to a database user does not inherit the server-level permissions of
+/// that user" (EXECUTE AS), see [`server_state_probe`].
+fn rights_probe(database_state_right: String, tables: &[(TableName, bool)]) -> String {
+    let ck = "'dbo._powersync_checkpoints', 'OBJECT'";
+    let mut probes = vec![
+        "HAS_PERMS_BY_NAME('cdc', 'SCHEMA', 'SELECT')".to_string(),
+        format!("HAS_PERMS_BY_NAME({ck}, 'SELECT') * HAS_PERMS_BY_NAME({ck}, 'INSERT') * HAS_PERMS_BY_NAME({ck}, 'DELETE')"),
+        format!("HAS_PERMS_BY_NAME(NULL, 'DATABASE', '{database_state_right}')"),
+    ];
+    for (t, _) in tables {
+        probes.push(format!(
+            "HAS_PERMS_BY_NAME({}, 'OBJECT', 'SELECT')",
+            nstring(&quote_table(t))
+        ));
+    }
+    probes
+        .iter()
+        .map(|p| format!("CAST(COALESCE({p}, 0) AS int)"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether the login holds `right` on the server (granted directly, or as sysadmin), read from
+/// the catalog by the administrator running setup (no impersonation).
+fn server_state_probe(user: &str, right: &str) -> String {
+    let n = nstring(user);
+    format!(
+        "SELECT CAST(CASE WHEN IS_SRVROLEMEMBER(N'sysadmin', {n}) = 1 OR EXISTS (SELECT 1 FROM sys.server_permissions p \
+         JOIN sys.server_principals sp ON sp.principal_id = p.grantee_principal_id WHERE sp.name = {n} \
+         AND p.permission_name IN ({}, N'VIEW SERVER STATE') AND p.state IN ('G', 'W')) THEN 1 ELSE 0 END AS int)",
+        nstring(right)
+    )
+}
+
 /// Reads what [`plan`] needs.
 pub async fn read_facts(
     client: &TdsClient,
@@ -261,7 +308,8 @@ pub async fn read_facts(
         .query(
             "SELECT CAST(SERVERPROPERTY('ProductVersion') AS nvarchar(128)), \
              CAST(SERVERPROPERTY('EngineEdition') AS int), DB_NAME(), \
-             CAST(d.is_cdc_enabled AS int), CAST(CASE WHEN d.snapshot_isolation_state = 1 THEN 1 ELSE 0 END AS int) \
+             CAST(d.is_cdc_enabled AS int), CAST(CASE WHEN d.snapshot_isolation_state = 1 THEN 1 ELSE 0 END AS int), \
+             CAST(d.is_published AS int) \
              FROM sys.databases d WHERE d.name = DB_NAME()"
                 .into(),
             vec![],
@@ -277,6 +325,7 @@ pub async fn read_facts(
         database: text(row, 2),
         cdc_enabled: flag(row, 3),
         snapshot_isolation: flag(row, 4),
+        published: flag(row, 5),
         ..Facts::default()
     };
     let tracked = "SELECT s.name, t.name, CAST(t.is_tracked_by_cdc AS int) FROM sys.tables t \
@@ -325,34 +374,7 @@ pub async fn read_facts(
     let mut rights = (false, false, false, false);
     let mut table_rights = vec![false; selected.len()];
     if facts.user {
-        // The user's effective rights, evaluated as that user.
-        let mut probes = vec![
-            "HAS_PERMS_BY_NAME('cdc', 'SCHEMA', 'SELECT')".to_string(),
-            "HAS_PERMS_BY_NAME('dbo._powersync_checkpoints', 'OBJECT', 'INSERT') * HAS_PERMS_BY_NAME('dbo._powersync_checkpoints', 'OBJECT', 'DELETE')".into(),
-            format!(
-                "HAS_PERMS_BY_NAME(NULL, 'DATABASE', '{}')",
-                facts.state_right("DATABASE")
-            ),
-            if facts.azure_sql_database {
-                "1".into()
-            } else {
-                format!(
-                    "HAS_PERMS_BY_NAME(NULL, NULL, '{}')",
-                    facts.state_right("SERVER")
-                )
-            },
-        ];
-        for (t, _) in &selected {
-            probes.push(format!(
-                "HAS_PERMS_BY_NAME({}, 'OBJECT', 'SELECT')",
-                nstring(&quote_table(t))
-            ));
-        }
-        let select = probes
-            .iter()
-            .map(|p| format!("CAST(COALESCE({p}, 0) AS int)"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let select = rights_probe(facts.state_right("DATABASE"), &selected);
         let rows = client
             .query(
                 format!(
@@ -364,10 +386,20 @@ pub async fn read_facts(
             )
             .await?;
         if let Some(r) = rows.first() {
-            rights = (flag(r, 0), flag(r, 1), flag(r, 2), flag(r, 3));
+            rights = (flag(r, 0), flag(r, 1), flag(r, 2), true);
             for (i, ok) in table_rights.iter_mut().enumerate() {
-                *ok = flag(r, 4 + i);
+                *ok = flag(r, 3 + i);
             }
+        }
+        if !facts.azure_sql_database && facts.login {
+            let rows = client
+                .query(
+                    server_state_probe(user, &facts.state_right("SERVER")),
+                    vec![],
+                    "reading the replication login's server rights",
+                )
+                .await?;
+            rights.3 = rows.first().is_some_and(|r| flag(r, 0));
         }
     }
     facts.rights = rights;
@@ -382,6 +414,7 @@ pub async fn read_facts(
         .collect();
     if !facts.azure_sql_database {
         // msdb may be unreadable for this account: then the job is reported as unknown.
+        facts.job_unknown = true;
         if let Ok(rows) = client
             .query(
                 "SELECT CAST(pollinginterval AS bigint), CAST(maxtrans AS bigint), CAST(maxscans AS bigint) \
@@ -392,6 +425,7 @@ pub async fn read_facts(
             )
             .await
         {
+            facts.job_unknown = false;
             facts.job = rows.first().map(|r| JobFacts {
                 polling_interval: r.try_get::<i64, _>(0).ok().flatten().unwrap_or(0),
                 maxtrans: r.try_get::<i64, _>(1).ok().flatten().unwrap_or(0),
@@ -523,7 +557,8 @@ GRANT SELECT ON SCHEMA::cdc TO [powersync];
 GRANT SELECT, INSERT, DELETE ON dbo._powersync_checkpoints TO [powersync];
 GRANT VIEW DATABASE PERFORMANCE STATE TO [powersync];
 USE master; GRANT VIEW SERVER PERFORMANCE STATE TO [powersync]; USE [shop];
-EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = 1, @maxtrans = 5000, @maxscans = 10; EXEC sys.sp_cdc_stop_job @job_type = N'capture'; EXEC sys.sp_cdc_start_job @job_type = N'capture';";
+{};";
+        let expected = expected.replace("{}", &tune_capture_job());
         assert_eq!(script(&fresh(false)), expected);
     }
 
@@ -585,6 +620,71 @@ GRANT VIEW DATABASE PERFORMANCE STATE TO [powersync];";
         assert!(steps
             .last()
             .is_some_and(|s| !s.required && s.reason.contains("every 5 s")));
+    }
+
+    /// Review finding 7: the server right is read from the catalog, never under `EXECUTE AS
+    /// USER` (which has no server-level permissions, so setup never reported ready); it is only
+    /// recommended (check() warns), and the checkpoint probe includes the SELECT check() needs.
+    #[test]
+    fn rights_are_probed_where_they_are_visible_and_server_state_is_optional() {
+        let probe = rights_probe(
+            "VIEW DATABASE PERFORMANCE STATE".into(),
+            &[(TableName::new("dbo", "orders"), true)],
+        );
+        assert!(!probe.contains("SERVER"), "{probe}");
+        assert!(
+            probe.contains("HAS_PERMS_BY_NAME('dbo._powersync_checkpoints', 'OBJECT', 'SELECT')"),
+            "{probe}"
+        );
+        let server = server_state_probe("power'sync", "VIEW SERVER PERFORMANCE STATE");
+        assert!(!server.contains("EXECUTE AS"), "{server}");
+        assert!(server.contains("sp.name = N'power''sync'"), "{server}");
+
+        let mut f = fresh(false);
+        f.cdc_enabled = true;
+        f.snapshot_isolation = true;
+        f.tables[0].cdc = true;
+        f.tables[0].user_select = true;
+        f.checkpoint_table = (true, true);
+        f.login = true;
+        f.user = true;
+        f.rights = (true, true, true, false);
+        f.job = Some(JobFacts {
+            polling_interval: 1,
+            maxtrans: 5000,
+            maxscans: 10,
+        });
+        let (steps, _) = plan(&f, "powersync");
+        assert_eq!(steps.len(), 1);
+        assert!(!steps[0].required, "{:?}", steps[0].reason);
+    }
+
+    /// Review finding 8: the first `sp_cdc_enable_table` creates the capture job, so
+    /// `sp_cdc_add_job` is planned only when no table is enabled by the plan; never for a
+    /// published database or when msdb could not be read. The restart waits for the stop.
+    #[test]
+    fn the_capture_job_is_added_only_when_nothing_else_creates_it() {
+        let mut f = fresh(false);
+        f.cdc_enabled = true;
+        f.checkpoint_table = (true, true);
+        let add = |f: &Facts| script(f).contains("sp_cdc_add_job");
+        // A table still to enable: its sp_cdc_enable_table creates the job; tune it.
+        assert!(!add(&f));
+        assert!(script(&f).contains("sp_cdc_change_job"));
+        f.tables[0].cdc = true;
+        assert!(add(&f));
+        f.job_unknown = true;
+        assert!(!add(&f));
+        f.job_unknown = false;
+        f.published = true;
+        assert!(!add(&f));
+        let tune = tune_capture_job();
+        assert!(
+            tune.contains("BEGIN TRY EXEC sys.sp_cdc_stop_job @job_type = N'capture'; END TRY BEGIN CATCH END CATCH;"),
+            "{tune}"
+        );
+        assert!(tune.contains("WAITFOR DELAY"), "{tune}");
+        assert!(tune.ends_with("EXEC sys.sp_cdc_start_job @job_type = N'capture'"));
     }
 
     #[test]

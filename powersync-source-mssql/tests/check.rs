@@ -181,3 +181,20 @@ async fn every_cdc_table_except_the_checkpoint_table_by_default() {
         .unwrap();
     assert_eq!(tables.len(), 1);
 }
+
+/// `sys.sp_cdc_add_job`: with a transactional publication the log reader captures, and "a
+/// separate capture job is neither required nor allowed": no capture job is no problem then.
+#[tokio::test]
+async fn a_published_database_needs_no_capture_job() {
+    let server = FakeServer::new();
+    let t = simple_table(&server, "items");
+    server.lock().capture_job = None;
+    let problems = settings(&server, vec![t.clone()]).await;
+    assert!(
+        problems.iter().any(|p| p.1 == "capture job"),
+        "{problems:?}"
+    );
+    server.lock().published = true;
+    let problems = settings(&server, vec![t]).await;
+    assert!(problems.is_empty(), "{problems:?}");
+}

@@ -122,6 +122,8 @@ pub struct State {
     log: Vec<LoggedTxn>,
     pub capture_paused: bool,
     pub cdc_enabled: bool,
+    /// Published for transactional replication (the log reader captures; no capture job).
+    pub published: bool,
     pub snapshot_isolation: bool,
     pub product_version: String,
     pub engine_edition: i32,
@@ -203,6 +205,7 @@ impl FakeServer {
             log: Vec::new(),
             capture_paused: false,
             cdc_enabled: true,
+            published: false,
             snapshot_isolation: true,
             product_version: "16.0.4135.4".into(),
             engine_edition: 3,
@@ -816,6 +819,7 @@ impl CdcBackend for FakeBackend {
             cdc_enabled: s.cdc_enabled,
             snapshot_isolation: s.snapshot_isolation,
             database: "shop".into(),
+            published: s.published,
         })
     }
 

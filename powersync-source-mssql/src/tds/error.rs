@@ -31,8 +31,9 @@ fn server_error(code: u32, class: u8, what: &str) -> SourceError {
     let err = match code {
         // Login failed; cannot open the database named at login.
         18456 | 18452 | 4060 => SourceError::auth(msg),
-        // Permission denied on an object, schema or database.
-        229 | 230 | 262 | 297 | 300 => {
+        // Permission denied on an object, schema or database; 916: the login cannot enter a
+        // database (msdb with its guest user disabled), which capture_job reports as unknown.
+        229 | 230 | 262 | 297 | 300 | 916 => {
             SourceError::prerequisite(msg).with_hint("grant the permissions listed by check()")
         }
         // Snapshot isolation not allowed in this database.
@@ -40,8 +41,10 @@ fn server_error(code: u32, class: u8, what: &str) -> SourceError {
             .with_hint("ALTER DATABASE <db> SET ALLOW_SNAPSHOT_ISOLATION ON;"),
         // Invalid column / object name: a table or capture instance changed.
         207 | 208 => SourceError::schema(msg),
-        // Deadlock victim, lock timeout, database in transition, server shutting down.
-        1205 | 1222 | 952 | 6005 | 40197 | 40501 | 40613 | 49918 | 49919 | 49920 => {
+        // Deadlock victim, lock timeout, database in transition, server shutting down; 3961:
+        // DDL on a table during the snapshot transaction (a new snapshot transaction reads the
+        // new version).
+        1205 | 1222 | 952 | 3961 | 6005 | 40197 | 40501 | 40613 | 49918 | 49919 | 49920 => {
             SourceError::connection(msg)
         }
         // LSN range outside what the capture instance holds.
@@ -64,6 +67,11 @@ mod tests {
         for (code, class, kind) in [
             (18456, 14, ErrorKind::Auth),
             (229, 14, ErrorKind::Prerequisite),
+            (916, 14, ErrorKind::Prerequisite),
+            (3952, 16, ErrorKind::Prerequisite),
+            (3961, 16, ErrorKind::Connection),
+            (1222, 16, ErrorKind::Connection),
+            (207, 16, ErrorKind::Schema),
             (208, 16, ErrorKind::Schema),
             (1205, 13, ErrorKind::Connection),
             (313, 16, ErrorKind::HistoryLost),

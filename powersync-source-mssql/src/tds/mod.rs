@@ -183,7 +183,8 @@ impl CdcBackend for TdsBackend {
             .query(
                 "SELECT CAST(SERVERPROPERTY('ProductVersion') AS nvarchar(128)), \
                  CAST(SERVERPROPERTY('EngineEdition') AS int), CAST(d.is_cdc_enabled AS int), \
-                 CAST(d.snapshot_isolation_state AS int), CAST(DB_NAME() AS nvarchar(128)) \
+                 CAST(d.snapshot_isolation_state AS int), CAST(DB_NAME() AS nvarchar(128)), \
+                 CAST(d.is_published AS int) \
                  FROM sys.databases d WHERE d.database_id = DB_ID()"
                     .into(),
                 vec![],
@@ -199,6 +200,7 @@ impl CdcBackend for TdsBackend {
             cdc_enabled: get_i64(row, 2, what)? == Some(1),
             snapshot_isolation: get_i64(row, 3, what)? == Some(1),
             database: get_str(row, 4, what)?,
+            published: get_i64(row, 5, what)? == Some(1),
         })
     }
 
