@@ -24,6 +24,12 @@ use url::Url;
 use crate::config::ConvexConfig;
 use crate::decode::Encoding;
 
+/// The least time a `list_snapshot` page is given. The server works up to 60 s on one page
+/// (`SNAPSHOT_LIST_TIME_LIMIT`), after setting up its table iterator, which for a pinned
+/// snapshot in the past walks the log from the snapshot to now; a client that gives up sooner
+/// drops that work and the retry starts it again.
+pub(crate) const SNAPSHOT_PAGE_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// A Convex document as the export API sends it: user fields plus `_table`, `_ts`, … .
 pub(crate) type Document = Map<String, Json>;
 
@@ -67,6 +73,7 @@ struct Inner {
     base: Url,
     auth: HeaderValue,
     retry: RetryPolicy,
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for Api {
@@ -98,6 +105,7 @@ impl Api {
                 http,
                 base: config.url().clone(),
                 auth,
+                request_timeout: config.request_timeout(),
                 // One-shot calls (check, write_checkpoint) retry 429/5xx and network errors a
                 // few times only: a host waiting on them must get an answer.
                 retry: RetryPolicy {
@@ -161,6 +169,12 @@ impl Api {
     ) -> Result<Json, SourceError> {
         self.send(route, |http, url| http.get(url).query(query), stats)
             .await
+    }
+
+    /// The time a `list_snapshot` page is given: the configured request timeout, but never
+    /// less than [`SNAPSHOT_PAGE_TIMEOUT`].
+    fn snapshot_page_timeout(&self) -> Duration {
+        self.inner.request_timeout.max(SNAPSHOT_PAGE_TIMEOUT)
     }
 
     /// `GET /api/json_schemas`: table name → JSON Schema of its documents (root component).
@@ -246,7 +260,14 @@ impl Api {
         if let Some(c) = cursor {
             query.push(("cursor", c.to_string()));
         }
-        let json = self.get("api/list_snapshot", &query, stats).await?;
+        let timeout = self.snapshot_page_timeout();
+        let json = self
+            .send(
+                "api/list_snapshot",
+                |http, url| http.get(url).query(&query).timeout(timeout),
+                stats,
+            )
+            .await?;
         serde_json::from_value(json).map_err(|e| {
             SourceError::decode(format!(
                 "api/list_snapshot on {}: unexpected answer",

@@ -99,7 +99,9 @@ pub(crate) async fn check(
 }
 
 /// The encoding a stream will use, and whether the typed one was refused (`encoding=auto`
-/// only): a cheap `list_snapshot` of the marker table asks for the typed encoding.
+/// only): an empty `document_deltas` page of the marker table from the current timestamp
+/// asks for the typed encoding. Not `list_snapshot`: any call to it evicts the server's one
+/// cached snapshot iterator, which a running snapshot (of this or another stream) needs.
 pub(crate) async fn negotiate_encoding(
     api: &Api,
     config: &ConvexConfig,
@@ -108,8 +110,11 @@ pub(crate) async fn negotiate_encoding(
         ValueEncoding::Json => Ok((Encoding::Json, false)),
         ValueEncoding::Typed => Ok((Encoding::Typed, false)),
         ValueEncoding::Auto => {
+            let now = api.retrying(|| api.query_ts()).await?;
             let probe = api
-                .retrying(|| api.list_snapshot(None, None, CHECKPOINT_TABLE, Encoding::Typed, None))
+                .retrying(|| {
+                    api.document_deltas(now, Some(CHECKPOINT_TABLE), Encoding::Typed, None)
+                })
                 .await;
             match probe {
                 Ok(_) => Ok((Encoding::Typed, false)),

@@ -59,7 +59,8 @@ impl ConvexConfig {
     /// the API routes (a backend behind a reverse proxy).
     ///
     /// Query parameters set options: `polling_interval_ms` (default 1000),
-    /// `request_timeout_ms` (default 30000), `schema_check_interval_ms` (default 60000),
+    /// `request_timeout_ms` (default 30000; a `list_snapshot` page gets at least 180000),
+    /// `schema_check_interval_ms` (default 60000),
     /// `int64=text|integer` (default `text`) and `encoding=auto|typed|json` (default `auto`).
     /// Unknown parameters are a [`Config`](powersync_source_core::ErrorKind::Config) error, and
     /// so is a missing or empty deploy key, or a URL carrying a password.
@@ -183,7 +184,8 @@ impl ConvexConfig {
     pub fn deploy_key(&self) -> &Secret {
         &self.deploy_key
     }
-    /// Timeout of one HTTP request.
+    /// Timeout of one HTTP request; a `list_snapshot` page gets at least 180 s, since the
+    /// server may work a minute on one page after setting up its iterator.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
     }
@@ -217,7 +219,7 @@ impl ConvexConfig {
         self.deploy_key = Secret::new(key);
         self
     }
-    /// Sets the timeout of one HTTP request.
+    /// Sets the timeout of one HTTP request (a `list_snapshot` page gets at least 180 s).
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self

@@ -142,3 +142,54 @@ async fn a_read_only_key_streams_with_write_checkpoints_off() {
     // No marker was written by the read-only key.
     assert!(fake.documents(CHECKPOINT_TABLE).is_empty());
 }
+
+/// Item 3: a `list_snapshot` page may take the server over a minute; the client waits longer
+/// than its ordinary request timeout for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_snapshot_pages_outlast_the_request_timeout() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    seed(&fake, "items", 5);
+    fake.set_page_sizes(2, 128);
+    let src = ConvexSource::new(
+        config(&fake.url(), KEY).with_request_timeout(Duration::from_millis(300)),
+    )
+    .with_tables(vec![table("items")]);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    fake.set_snapshot_page_delay(Duration::from_millis(700));
+    let events = read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows(&events).count(), 5);
+    assert_eq!(fake.snapshot_iterator_restarts(), 0);
+}
+
+/// Item 3: write checkpoints and checks during a snapshot never call `list_snapshot`, whose
+/// one cached iterator they would evict (the next page then walks the log again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_and_checks_never_evict_the_snapshot_iterator() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    seed(&fake, "items", 12);
+    fake.set_page_sizes(2, 128);
+    fake.set_snapshot_page_delay(Duration::from_millis(150));
+    let src = source(&fake, &["items"]);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::ChunkDone { .. }))
+    })
+    .await
+    .unwrap();
+    let checkpoint = src.write_checkpoint().await.unwrap();
+    assert!(src.check().await.unwrap().is_ready());
+    let events = read_until(
+        &mut stream,
+        |e| matches!(e, ChangeEvent::CheckpointObserved(c) if *c == checkpoint),
+    )
+    .await
+    .unwrap();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))));
+    assert_eq!(fake.snapshot_iterator_restarts(), 0);
+}

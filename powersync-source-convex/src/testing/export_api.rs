@@ -222,6 +222,14 @@ impl Store {
         };
         // Tables as of the snapshot, in table-number order (a deleted table is skipped).
         let wanted = q.get("tableName").or_else(|| q.get("table_name"));
+        // One cached iterator for the whole deployment: a continuation finds it only when no
+        // other list_snapshot call came in between.
+        let slot = self.snapshot_iterator.take();
+        if let Some(c) = q.get("cursor") {
+            if slot != Some((snapshot, wanted.cloned(), c.clone())) {
+                self.snapshot_iterator_restarts += 1;
+            }
+        }
         let mut tables: Vec<&Table> = self
             .tables
             .iter()
@@ -260,6 +268,9 @@ impl Store {
         }
         if !has_more {
             cursor = None;
+        }
+        if let Some(c) = &cursor {
+            self.snapshot_iterator = Some((snapshot, wanted.cloned(), c.clone()));
         }
         (
             200,

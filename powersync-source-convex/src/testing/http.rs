@@ -18,10 +18,10 @@ pub(crate) struct Request {
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
-/// Serves requests on one connection until the peer closes it or sends garbage.
+/// Serves requests on one connection (each answer after the delay the handler gives) until the peer closes it or sends garbage.
 pub(crate) async fn serve<F>(stream: TcpStream, mut handle: F)
 where
-    F: FnMut(Request) -> (u16, Vec<u8>),
+    F: FnMut(Request) -> (u16, Vec<u8>, std::time::Duration),
 {
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
@@ -30,7 +30,11 @@ where
         let Some((request, close)) = read_request(&mut reader).await else {
             return;
         };
-        let (status, body) = handle(request);
+        let (status, body, delay) = handle(request);
+        // The server's work on the request, without holding the store.
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let reason = match status {
             200 => "OK",
             400 => "Bad Request",

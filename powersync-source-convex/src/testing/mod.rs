@@ -213,6 +213,21 @@ impl FakeConvex {
         s.deltas_page = deltas.max(1);
     }
 
+    /// How long each `list_snapshot` page takes to answer: the server spends up to 60 s
+    /// (`SNAPSHOT_LIST_TIME_LIMIT` in `crates/common/src/knobs.rs`) on one page, plus the
+    /// set-up of its iterator.
+    pub fn set_snapshot_page_delay(&self, delay: Duration) {
+        self.lock().snapshot_page_delay = delay;
+    }
+
+    /// How many `list_snapshot` continuation pages (with a `cursor`) found the server's one
+    /// cached table iterator gone and had to set one up again, walking the log from the
+    /// snapshot to now (`list_snapshot_table_iterator_cache` in `crates/database/src/database.rs`:
+    /// one slot, which any other `list_snapshot` call replaces).
+    pub fn snapshot_iterator_restarts(&self) -> u64 {
+        self.lock().snapshot_iterator_restarts
+    }
+
     /// API requests served so far.
     pub fn requests(&self) -> u64 {
         self.lock().requests
@@ -274,11 +289,16 @@ async fn accept(listener: TcpListener, store: Arc<Mutex<Store>>) {
     }
 }
 
-fn handle(store: &Mutex<Store>, req: http::Request) -> (u16, Vec<u8>) {
+fn handle(store: &Mutex<Store>, req: http::Request) -> (u16, Vec<u8>, Duration) {
     let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
     s.requests += 1;
+    let delay = if req.path == "/api/list_snapshot" {
+        s.snapshot_page_delay
+    } else {
+        Duration::ZERO
+    };
     let (status, body) = route(&mut s, req);
-    (status, serde_json::to_vec(&body).unwrap_or_default())
+    (status, serde_json::to_vec(&body).unwrap_or_default(), delay)
 }
 
 fn route(s: &mut Store, req: http::Request) -> (u16, Json) {
