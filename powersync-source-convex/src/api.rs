@@ -177,22 +177,36 @@ impl Api {
         self.inner.request_timeout.max(SNAPSHOT_PAGE_TIMEOUT)
     }
 
-    /// `GET /api/json_schemas`: table name → JSON Schema of its documents (root component).
+    /// `GET /api/json_schemas?byComponent=true`: table name → JSON Schema of its documents,
+    /// for the root component only. Without `byComponent` Convex merges every component's
+    /// tables into one map, where a child component's table replaces the root's table of the
+    /// same name; with it the answer is component path → tables, the root's under `""`.
     pub(crate) async fn json_schemas(
         &self,
         encoding: Encoding,
     ) -> Result<Map<String, Json>, SourceError> {
-        match self
+        let answer = self
             .get(
                 "api/json_schemas",
-                &[("format", encoding.format_param().to_string())],
+                &[
+                    ("format", encoding.format_param().to_string()),
+                    ("byComponent", "true".to_string()),
+                ],
                 None,
             )
-            .await?
-        {
-            Json::Object(map) => Ok(map),
-            _ => Err(SourceError::decode(format!(
-                "api/json_schemas on {}: expected an object of tables",
+            .await?;
+        let Json::Object(mut components) = answer else {
+            return Err(SourceError::decode(format!(
+                "api/json_schemas on {}: expected an object of components",
+                self.inner.base
+            )));
+        };
+        match components.remove("") {
+            Some(Json::Object(root)) => Ok(root),
+            // A deployment whose root component has no tables.
+            None => Ok(Map::new()),
+            Some(_) => Err(SourceError::decode(format!(
+                "api/json_schemas on {}: expected an object of tables for the root component",
                 self.inner.base
             ))),
         }

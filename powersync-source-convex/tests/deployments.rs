@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
-use powersync_source_convex::testing::{int64, CheckpointMutation, FakeConvex};
+use powersync_source_convex::testing::{bytes, int64, CheckpointMutation, FakeConvex, Write};
 use powersync_source_convex::{ConvexSource, ValueEncoding, CHECKPOINT_TABLE};
-use powersync_source_core::{ChangeEvent, ChangeSource, ErrorKind, SnapshotProgress, StartFrom};
+use powersync_source_core::{
+    ChangeEvent, ChangeSource, ErrorKind, SnapshotProgress, StartFrom, Value,
+};
 use serde_json::json;
 
 use crate::behaviour::{read_until, rows, seed, source, table};
@@ -192,4 +194,68 @@ async fn checkpoints_and_checks_never_evict_the_snapshot_iterator() {
         .iter()
         .any(|e| matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))));
     assert_eq!(fake.snapshot_iterator_restarts(), 0);
+}
+
+/// Item 4: a child component's tables are not the root's. Its table of the same name must not
+/// lend the root table its field types (`json_schemas` without `byComponent` merges them),
+/// its own tables are not discovered, and its deltas are not replicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_component_tables_stay_out() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.insert("users", json!({"avatar": bytes(b"\x01\x02")}))
+        .unwrap();
+    let child = |table: &str, fields: serde_json::Value| Write::Insert {
+        table: table.into(),
+        fields: fields.as_object().cloned().unwrap_or_default(),
+    };
+    fake.transaction_in_component(
+        "auth",
+        vec![
+            child("users", json!({"avatar": "a URL"})),
+            child("sessions", json!({"token": "t"})),
+        ],
+    )
+    .unwrap();
+    let tables: Vec<String> = source(&fake, &[])
+        .discover()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.name)
+        .collect();
+    assert_eq!(tables, vec!["users"]);
+    // With format=json the types come from json_schemas: Bytes must stay Bytes.
+    let src = ConvexSource::new(config(&fake.url(), KEY).with_encoding(ValueEncoding::Json))
+        .with_tables(vec![table("users")]);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    let events = read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    let snapshot: Vec<_> = rows(&events).collect();
+    assert_eq!(snapshot.len(), 1);
+    let row = snapshot[0].new.as_ref().unwrap();
+    assert_eq!(
+        row.get_by_name(&snapshot[0].table, "avatar"),
+        Some(&Value::Blob(vec![1, 2]))
+    );
+    // The child's writes, then the root's: only the root's arrive.
+    fake.transaction_in_component("auth", vec![child("users", json!({"avatar": "b"}))])
+        .unwrap();
+    fake.insert("users", json!({"avatar": bytes(b"\x03")}))
+        .unwrap();
+    let events = read_until(&mut stream, |e| matches!(e, ChangeEvent::Commit(_)))
+        .await
+        .unwrap();
+    let streamed: Vec<_> = rows(&events).collect();
+    assert_eq!(streamed.len(), 1);
+    assert_eq!(
+        streamed[0]
+            .new
+            .as_ref()
+            .unwrap()
+            .get_by_name(&streamed[0].table, "avatar"),
+        Some(&Value::Blob(vec![3]))
+    );
 }

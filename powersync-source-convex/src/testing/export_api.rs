@@ -77,7 +77,7 @@ impl Store {
     /// top-level fields from its shape; a table whose shape is not an object lists only
     /// `_creationTime` and `_id`. It never fails because of a shape.
     pub(crate) fn table_column_names(&mut self) -> Answer {
-        let mut root = Vec::new();
+        let mut by_component: BTreeMap<String, Vec<Json>> = BTreeMap::new();
         for t in self.tables.iter().filter(|t| !t.deleted) {
             let columns: Vec<String> = if is_record_shaped(t) {
                 vec!["_creationTime".into(), "_id".into()]
@@ -93,9 +93,12 @@ impl Store {
                 }
                 fields.into_iter().collect()
             };
-            root.push(json!({ "name": t.name, "columns": columns }));
+            by_component
+                .entry(t.component.clone())
+                .or_default()
+                .push(json!({ "name": t.name, "columns": columns }));
         }
-        (200, json!({ "byComponent": { "": root } }))
+        (200, json!({ "byComponent": by_component }))
     }
 
     pub(crate) fn json_schemas(&mut self, q: &BTreeMap<String, String>) -> Answer {
@@ -117,8 +120,26 @@ impl Store {
                 "There is no active schema, which is needed for streaming export.",
             );
         }
+        // Without `byComponent=true` every component's tables go into one map, the root's
+        // first (`ComponentId::Root` sorts first), so a child's table replaces a root table of
+        // the same name; with it, one map per component path (`json_schemas` in
+        // `crates/local_backend/src/streaming_export.rs`).
+        let by_component = q.get("byComponent").is_some_and(|v| v == "true");
+        let mut tables: Vec<&Table> = self.tables.iter().filter(|t| !t.deleted).collect();
+        tables.sort_by_key(|t| !t.component.is_empty());
         let mut out = Map::new();
-        for t in self.tables.iter().filter(|t| !t.deleted) {
+        for t in tables {
+            let out = if by_component {
+                match out
+                    .entry(t.component.clone())
+                    .or_insert_with(|| Json::Object(Map::new()))
+                {
+                    Json::Object(m) => m,
+                    _ => continue,
+                }
+            } else {
+                &mut out
+            };
             let docs: Vec<&Arc<Map<String, Json>>> = t
                 .docs
                 .keys()
@@ -233,7 +254,8 @@ impl Store {
         let mut tables: Vec<&Table> = self
             .tables
             .iter()
-            .filter(|t| !t.deleted && wanted.is_none_or(|w| *w == t.name))
+            // A table name selects the root component's table only.
+            .filter(|t| !t.deleted && wanted.is_none_or(|w| *w == t.name && t.component.is_empty()))
             .filter(|t| after.as_ref().is_none_or(|(n, _)| t.number >= *n))
             .collect();
         tables.sort_by_key(|t| t.number);
@@ -254,7 +276,7 @@ impl Store {
                 if let Some(Version { ts, doc: Some(doc) }) = visible {
                     let mut out = export(doc, typed);
                     out.insert("_table".into(), json!(t.name));
-                    out.insert("_component".into(), json!(""));
+                    out.insert("_component".into(), json!(t.component));
                     out.insert("_ts".into(), json!(ts));
                     values.push(Json::Object(out));
                     cursor = Some(json!({"tablet": t.number.to_string(), "id": id}).to_string());
@@ -309,6 +331,7 @@ impl Store {
         let mut values = Vec::new();
         let mut new_cursor = None;
         let mut has_more = false;
+        let mut read = 0usize;
         for e in &self.log[start..] {
             if let Some(c) = new_cursor {
                 if e.ts > c {
@@ -323,7 +346,18 @@ impl Store {
             else {
                 continue;
             };
-            if wanted.as_ref().is_some_and(|w| *w != t.name) {
+            // The page limit counts rows read, selected or not (`DOCUMENT_DELTAS_LIMIT` in
+            // `crates/common/src/knobs.rs`, applied in `Database::document_deltas`): a page
+            // of only unselected rows is empty with `hasMore`.
+            read += 1;
+            if new_cursor.is_none() && read >= self.deltas_page {
+                // Finish this timestamp: a page never splits a transaction.
+                new_cursor = Some(e.ts);
+            }
+            if wanted
+                .as_ref()
+                .is_some_and(|w| *w != t.name || !t.component.is_empty())
+            {
                 continue;
             }
             let Some(v) = t
@@ -342,14 +376,10 @@ impl Store {
                 }
             };
             out.insert("_table".into(), json!(t.name));
-            out.insert("_component".into(), json!(""));
+            out.insert("_component".into(), json!(t.component));
             out.insert("_ts".into(), json!(e.ts));
             out.insert("_deleted".into(), json!(v.doc.is_none()));
             values.push(Json::Object(out));
-            if new_cursor.is_none() && values.len() >= self.deltas_page {
-                // Finish this timestamp: a page never splits a transaction.
-                new_cursor = Some(e.ts);
-            }
         }
         let cursor = new_cursor.unwrap_or(upper);
         (

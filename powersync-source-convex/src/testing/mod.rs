@@ -142,6 +142,16 @@ impl FakeConvex {
         .map(|_| ())
     }
 
+    /// Commits writes to the tables of a child component (its path, e.g. `workpool`) as one
+    /// transaction: the same table names as the root's are other tables.
+    pub fn transaction_in_component(
+        &self,
+        component: &str,
+        writes: Vec<Write>,
+    ) -> Result<Vec<String>, String> {
+        self.lock().commit_in(component, writes).map(|(ids, _)| ids)
+    }
+
     /// Creates an empty table (as deploying a schema does).
     pub fn create_table(&self, table: &str) {
         self.lock().create_table(table);

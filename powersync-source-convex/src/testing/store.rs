@@ -15,6 +15,8 @@ pub(super) struct Version {
 
 pub(super) struct Table {
     pub(super) number: u32,
+    /// The component path: `""` for the root (app) component.
+    pub(super) component: String,
     pub(super) name: String,
     /// `_id` → versions in timestamp order.
     pub(super) docs: BTreeMap<String, Vec<Version>>,
@@ -52,6 +54,8 @@ pub(crate) struct Store {
     /// History before this timestamp is gone (retention).
     pub(super) retention_floor: i64,
     next_number: u32,
+    /// The component `commit`, `create_table` and `table_index` work in (root: `""`).
+    writing_in: String,
     next_id: u64,
 }
 
@@ -115,6 +119,7 @@ impl Store {
             high_water: 0,
             retention_floor: 0,
             next_number: 10001,
+            writing_in: String::new(),
             next_id: 1,
         };
         store.create_table(crate::CHECKPOINT_TABLE);
@@ -137,7 +142,7 @@ impl Store {
     fn table_index(&self, name: &str) -> Option<usize> {
         self.tables
             .iter()
-            .position(|t| t.name == name && !t.deleted)
+            .position(|t| t.component == self.writing_in && t.name == name && !t.deleted)
     }
 
     pub(crate) fn create_table(&mut self, name: &str) -> usize {
@@ -146,6 +151,7 @@ impl Store {
         }
         self.tables.push(Table {
             number: self.next_number,
+            component: self.writing_in.clone(),
             name: name.to_string(),
             docs: BTreeMap::new(),
             deleted: false,
@@ -179,6 +185,18 @@ impl Store {
     }
 
     /// Commits writes at one timestamp; returns the ids written and the timestamp.
+    /// Commits writes to the tables of `component` (`""`: the root) at one timestamp.
+    pub(crate) fn commit_in(
+        &mut self,
+        component: &str,
+        writes: Vec<Write>,
+    ) -> Result<(Vec<String>, i64), String> {
+        self.writing_in = component.to_string();
+        let result = self.commit(writes);
+        self.writing_in.clear();
+        result
+    }
+
     pub(crate) fn commit(&mut self, writes: Vec<Write>) -> Result<(Vec<String>, i64), String> {
         let ts = self.next_ts();
         let mut ids = Vec::new();
