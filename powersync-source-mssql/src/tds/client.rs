@@ -6,6 +6,7 @@
 //! server.
 
 use std::borrow::Cow;
+use std::sync::Mutex;
 
 use powersync_source_core::{Result, SourceError};
 use tiberius::{AuthMethod, Client, ColumnData, EncryptionLevel, Row, ToSql};
@@ -55,14 +56,17 @@ enum Request {
 #[derive(Debug)]
 pub struct TdsClient {
     tx: mpsc::Sender<Request>,
-    task: tokio::task::JoinHandle<()>,
+    /// The connection task; taken when it ended, to tell a panic from a lost connection.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for TdsClient {
     fn drop(&mut self) {
         // A request stuck on a half-open connection must not keep the task (and socket)
         // alive: aborting drops the client, which closes the connection.
-        self.task.abort();
+        if let Some(task) = self.task.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
     }
 }
 
@@ -82,16 +86,39 @@ impl TdsClient {
         .map_err(|e| sql_error(e, &format!("connecting to {}", config.redacted_url())))?;
         let (tx, rx) = mpsc::channel(1);
         let task = tokio::spawn(serve(client, rx));
-        Ok(TdsClient { tx, task })
+        Ok(TdsClient {
+            tx,
+            task: Mutex::new(Some(task)),
+        })
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request, what: &str) -> Result<T> {
         let (reply, rx) = oneshot::channel();
-        let gone = || SourceError::connection(format!("{what}: the connection task ended"));
-        self.tx.send(make(reply)).await.map_err(|_| gone())?;
-        rx.await
-            .map_err(|_| gone())?
-            .map_err(|e| sql_error(e, what))
+        let sent = self.tx.send(make(reply)).await.is_ok();
+        match rx.await {
+            Ok(r) if sent => r.map_err(|e| sql_error(e, what)),
+            _ => Err(self.ended(what).await),
+        }
+    }
+
+    /// The error for a connection task that ended under a request (it has dropped the
+    /// request, so it is finishing). tiberius 0.12 panics on some server data (`todo!` for
+    /// UDT and sql_variant metadata): that is a bug to report ([`ErrorKind::Internal`]), not a
+    /// lost connection to retry for `give_up_after`.
+    ///
+    /// [`ErrorKind::Internal`]: powersync_source_core::ErrorKind::Internal
+    async fn ended(&self, what: &str) -> SourceError {
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    return SourceError::internal(format!(
+                        "{what}: the TDS client (tiberius) panicked on data the server sent (a column of a type it cannot decode)"
+                    ));
+                }
+            }
+        }
+        SourceError::connection(format!("{what}: the connection task ended"))
     }
 
     /// Runs a query and returns the rows of its first result set.

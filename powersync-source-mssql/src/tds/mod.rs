@@ -4,7 +4,11 @@
 
 mod client;
 mod error;
+#[cfg(test)]
+mod responder;
 mod select;
+#[cfg(test)]
+mod wire_tests;
 
 use async_trait::async_trait;
 use powersync_source_core::position::MssqlLsn;
