@@ -311,3 +311,113 @@ async fn a_powersync_service_prepared_database_works_as_it_is() {
     .unwrap();
     assert_eq!(rows_of(&events, "insert"), vec!["insert items () -> (2,b)"]);
 }
+
+/// A key-changing update (debezium/debezium PR 7728; Microsoft Q&A): one row gives a delete (1)
+/// and an insert (2) sharing a `__$seqval`; a bulk statement gives the deletes then the
+/// inserts with separate seqvals (Estuary `TestCapture-PrimaryKeyUpdate`). The stream shows
+/// them as deletes and inserts in that order, in one transaction.
+#[tokio::test]
+async fn key_updates_arrive_as_deletes_and_inserts() {
+    let server = FakeServer::new();
+    let t = simple_table(&server, "items");
+    let (mut stream, _) = started(&server, vec![t.clone()]).await;
+    server.transaction(&[ins(&t, 1, "a"), ins(&t, 2, "b"), ins(&t, 3, "c")]);
+    server.transaction(&[Op::Update(
+        t.clone(),
+        vec![Value::Integer(1)],
+        vec![("id".into(), Value::Integer(10))],
+    )]);
+    server.transaction(&[Op::UpdateKeys(
+        t.clone(),
+        vec![
+            (
+                vec![Value::Integer(2)],
+                vec![("id".into(), Value::Integer(20))],
+            ),
+            (
+                vec![Value::Integer(3)],
+                vec![("id".into(), Value::Integer(30))],
+            ),
+        ],
+    )]);
+    let events = read_until(&mut stream, |e| commits(e) >= 3).await.unwrap();
+    let shown: Vec<String> = summarize(&events)
+        .into_iter()
+        .filter(|s| s != "observed" && !s.starts_with("schema"))
+        .collect();
+    assert_eq!(
+        shown[5..],
+        [
+            "begin",
+            "delete items (1,a) -> ()",
+            "insert items () -> (10,a)",
+            "commit",
+            "begin",
+            "delete items (2,b) -> ()",
+            "delete items (3,c) -> ()",
+            "insert items () -> (20,b)",
+            "insert items () -> (30,c)",
+            "commit",
+        ]
+    );
+}
+
+/// Concurrent transactions interleave their sequence values in the log; the change function
+/// returns each committed transaction's rows under its commit LSN, so the stream emits whole
+/// transactions in commit order (the one that committed first first), rows in statement order.
+#[tokio::test]
+async fn interleaved_transactions_are_emitted_whole_in_commit_order() {
+    let server = FakeServer::new();
+    let t = simple_table(&server, "items");
+    let (mut stream, _) = started(&server, vec![t.clone()]).await;
+    server.interleaved(
+        &[ins(&t, 1, "a"), ins(&t, 3, "c")],
+        &[ins(&t, 2, "b"), ins(&t, 4, "d")],
+    );
+    let events = read_until(&mut stream, |e| commits(e) >= 2).await.unwrap();
+    let shown: Vec<String> = summarize(&events)
+        .into_iter()
+        .filter(|s| s != "observed" && !s.starts_with("schema"))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "begin",
+            "insert items () -> (2,b)",
+            "insert items () -> (4,d)",
+            "commit",
+            "begin",
+            "insert items () -> (1,a)",
+            "insert items () -> (3,c)",
+            "commit",
+        ]
+    );
+}
+
+/// On an idle database the capture job still writes `cdc.lsn_time_mapping` rows without change
+/// rows (Debezium DBZ-2582; Materialize `72-ingestion-lag-when-idle.td`). Windows covering only
+/// them (even capped at one transaction) end in keepalives, never in empty transactions, and
+/// the next real change streams normally.
+#[tokio::test]
+async fn idle_capture_scans_give_keepalives_not_transactions() {
+    let server = FakeServer::new();
+    let t = simple_table(&server, "items");
+    let source = fake_source(&server, vec![t.clone()], "&polling_batch_size=1");
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, snapshot_done).await.unwrap();
+    let last_idle = (0..3).map(|_| server.idle_scan()).last().unwrap();
+    let events = read_until(&mut stream, |e| {
+        e.iter().any(|e| {
+            matches!(e, ChangeEvent::Keepalive(c)
+                if powersync_source_mssql::testing::StreamPoint::from_checkpoint(c)
+                    .is_ok_and(|p| p.position.lsn >= last_idle))
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(commits(&events), 0, "{:?}", summarize(&events));
+    assert!(!events.iter().any(|e| matches!(e, ChangeEvent::Begin(_))));
+    server.transaction(&[ins(&t, 1, "a")]);
+    let events = read_until(&mut stream, |e| commits(e) >= 1).await.unwrap();
+    assert_eq!(rows_of(&events, "insert"), ["insert items () -> (1,a)"]);
+}

@@ -405,6 +405,24 @@ impl FakeServer {
         s.commit(ops)
     }
 
+    /// Two concurrent transactions whose statements interleave; `b` commits first. Returns
+    /// their commit LSNs (a, b).
+    pub fn interleaved(&self, a: &[Op], b: &[Op]) -> (MssqlLsn, MssqlLsn) {
+        self.lock().commit_interleaved(a, b)
+    }
+
+    /// A capture-job scan that found no change to a CDC table: it still writes a
+    /// `cdc.lsn_time_mapping` row (`tran_id` 0x00), so the max LSN moves on an idle database
+    /// ("Entries may also be logged for which there are no change tables entries",
+    /// cdc.lsn_time_mapping; Debezium DBZ-2582; Materialize 72-ingestion-lag-when-idle.td).
+    pub fn idle_scan(&self) -> MssqlLsn {
+        let mut s = self.lock();
+        s.capture_all();
+        let l = s.alloc();
+        s.lsn_time.push((l, UnixMicros::now()));
+        l
+    }
+
     pub fn capture(&self) {
         self.lock().capture_all();
     }
@@ -475,6 +493,8 @@ impl FakeServer {
 pub enum Op {
     Insert(TableName, Vec<(String, Value)>),
     Update(TableName, Vec<Value>, Vec<(String, Value)>),
+    /// One `UPDATE` statement changing the keys of several rows (key values, assignments).
+    UpdateKeys(TableName, Vec<(Vec<Value>, Vec<(String, Value)>)>),
     Delete(TableName, Vec<Value>),
 }
 
@@ -545,72 +565,33 @@ impl State {
         let _begin = self.alloc();
         let mut changes = Vec::new();
         for op in ops {
-            let seq = self.alloc();
-            match op {
-                Op::Insert(t, vals) => {
-                    let table = self.tables.get_mut(t).expect("table");
-                    if table.key.len() == 1
-                        && table.key[0] == "id"
-                        && !vals.iter().any(|(n, _)| n == "id")
-                    {
-                        // IDENTITY
-                        let next = table
-                            .rows
-                            .keys()
-                            .last()
-                            .and_then(|k| k.0[0].as_integer())
-                            .unwrap_or(0)
-                            + 1;
-                        let mut v = vals.clone();
-                        v.push(("id".into(), Value::Integer(next)));
-                        let row = project(&table.columns, &v);
-                        let key = key_of(table, &row);
-                        table.rows.insert(key, row.clone());
-                        changes.push((t.clone(), seq, Change::Insert(row), table.columns.clone()));
-                        continue;
-                    }
-                    let row = project(&table.columns, vals);
-                    let key = key_of(table, &row);
-                    assert!(
-                        !table.rows.contains_key(&key),
-                        "duplicate key {key:?} in {t}"
-                    );
-                    table.rows.insert(key, row.clone());
-                    changes.push((t.clone(), seq, Change::Insert(row), table.columns.clone()));
-                }
-                Op::Update(t, key, set) => {
-                    let table = self.tables.get_mut(t).expect("table");
-                    let k = KeyVals(key.clone());
-                    let Some(old) = table.rows.get(&k).cloned() else {
-                        continue;
-                    };
-                    let mut new = old.clone();
-                    for (n, v) in set {
-                        let i = table
-                            .columns
-                            .iter()
-                            .position(|(c, _)| c == n)
-                            .expect("column");
-                        new[i] = v.clone();
-                    }
-                    let nk = key_of(table, &new);
-                    table.rows.remove(&k);
-                    table.rows.insert(nk, new.clone());
-                    changes.push((
-                        t.clone(),
-                        seq,
-                        Change::Update(old, new),
-                        table.columns.clone(),
-                    ));
-                }
-                Op::Delete(t, key) => {
-                    let table = self.tables.get_mut(t).expect("table");
-                    if let Some(old) = table.rows.remove(&KeyVals(key.clone())) {
-                        changes.push((t.clone(), seq, Change::Delete(old), table.columns.clone()));
-                    }
-                }
+            self.apply(op, &mut changes);
+        }
+        self.finish(changes)
+    }
+
+    /// Two transactions whose statements alternate in the log (`a`, `b`, `a`, …), `b`
+    /// committing first: their seqvals interleave, but each transaction's rows carry its own
+    /// commit LSN (`__$start_lsn`), which orders them (cdc.fn_cdc_get_all_changes: rows are
+    /// returned per committed transaction).
+    fn commit_interleaved(&mut self, a: &[Op], b: &[Op]) -> (MssqlLsn, MssqlLsn) {
+        let _begin_a = self.alloc();
+        let _begin_b = self.alloc();
+        let (mut ca, mut cb) = (Vec::new(), Vec::new());
+        for i in 0..a.len().max(b.len()) {
+            if let Some(op) = a.get(i) {
+                self.apply(op, &mut ca);
+            }
+            if let Some(op) = b.get(i) {
+                self.apply(op, &mut cb);
             }
         }
+        let lb = self.finish(cb);
+        let la = self.finish(ca);
+        (la, lb)
+    }
+
+    fn finish(&mut self, changes: Vec<(TableName, MssqlLsn, Change, Columns)>) -> MssqlLsn {
         let commit = self.alloc();
         let micros = UnixMicros::now().0 - self.commit_age_secs * 1_000_000;
         self.log.push(LoggedTxn {
@@ -622,6 +603,97 @@ impl State {
             self.capture_all();
         }
         commit
+    }
+
+    /// One statement: its changes, each with a sequence value from the log counter.
+    fn apply(&mut self, op: &Op, changes: &mut Vec<(TableName, MssqlLsn, Change, Columns)>) {
+        let seq = self.alloc();
+        match op {
+            Op::Insert(t, vals) => {
+                let table = self.tables.get_mut(t).expect("table");
+                if table.key.len() == 1
+                    && table.key[0] == "id"
+                    && !vals.iter().any(|(n, _)| n == "id")
+                {
+                    // IDENTITY
+                    let next = table
+                        .rows
+                        .keys()
+                        .last()
+                        .and_then(|k| k.0[0].as_integer())
+                        .unwrap_or(0)
+                        + 1;
+                    let mut v = vals.clone();
+                    v.push(("id".into(), Value::Integer(next)));
+                    let row = project(&table.columns, &v);
+                    let key = key_of(table, &row);
+                    table.rows.insert(key, row.clone());
+                    changes.push((t.clone(), seq, Change::Insert(row), table.columns.clone()));
+                    return;
+                }
+                let row = project(&table.columns, vals);
+                let key = key_of(table, &row);
+                assert!(
+                    !table.rows.contains_key(&key),
+                    "duplicate key {key:?} in {t}"
+                );
+                table.rows.insert(key, row.clone());
+                changes.push((t.clone(), seq, Change::Insert(row), table.columns.clone()));
+            }
+            Op::Update(t, key, set) => {
+                let table = self.tables.get_mut(t).expect("table");
+                let k = KeyVals(key.clone());
+                let Some(old) = table.rows.get(&k).cloned() else {
+                    return;
+                };
+                let new = updated(table, &old, set);
+                let nk = key_of(table, &new);
+                table.rows.remove(&k);
+                table.rows.insert(nk.clone(), new.clone());
+                let columns = table.columns.clone();
+                if nk != k {
+                    // A key-changing update of one row is captured as a delete (1) and an
+                    // insert (2) sharing one __$seqval (debezium/debezium PR 7728; KB 3030352
+                    // was the bug that put the insert first).
+                    changes.push((t.clone(), seq, Change::Delete(old), columns.clone()));
+                    changes.push((t.clone(), seq, Change::Insert(new), columns));
+                } else {
+                    changes.push((t.clone(), seq, Change::Update(old, new), columns));
+                }
+            }
+            Op::UpdateKeys(t, rows) => {
+                // A bulk key update: the deletes, then the inserts, each with its own
+                // __$seqval (debezium/debezium PR 7728: "different seqvals for bulk").
+                let table = self.tables.get_mut(t).expect("table");
+                let mut pairs = Vec::new();
+                for (key, set) in rows {
+                    if let Some(old) = table.rows.remove(&KeyVals(key.clone())) {
+                        let new = updated(table, &old, set);
+                        pairs.push((old, new));
+                    }
+                }
+                for (_, new) in &pairs {
+                    let nk = key_of(table, new);
+                    table.rows.insert(nk, new.clone());
+                }
+                let columns = table.columns.clone();
+                let mut first = Some(seq);
+                for (old, _) in &pairs {
+                    let s = first.take().unwrap_or_else(|| self.alloc());
+                    changes.push((t.clone(), s, Change::Delete(old.clone()), columns.clone()));
+                }
+                for (_, new) in pairs {
+                    let s = first.take().unwrap_or_else(|| self.alloc());
+                    changes.push((t.clone(), s, Change::Insert(new), columns.clone()));
+                }
+            }
+            Op::Delete(t, key) => {
+                let table = self.tables.get_mut(t).expect("table");
+                if let Some(old) = table.rows.remove(&KeyVals(key.clone())) {
+                    changes.push((t.clone(), seq, Change::Delete(old), table.columns.clone()));
+                }
+            }
+        }
     }
 
     fn capture_all(&mut self) {
@@ -667,7 +739,20 @@ impl State {
                         }
                         Change::Delete(r) => {
                             inst.info.columns.iter().for_each(|c| set(c.ordinal));
-                            vec![(1, pick(r))]
+                            // text/ntext/image are NULL in delete rows (Estuary connectors
+                            // issue 1927, PR 1929; `TestCapture-DeletedTextColumn`).
+                            let values = pick(r)
+                                .into_iter()
+                                .zip(&inst.info.columns)
+                                .map(|(v, c)| {
+                                    if c.sql_type.is_legacy_lob() {
+                                        Value::Null
+                                    } else {
+                                        v
+                                    }
+                                })
+                                .collect();
+                            vec![(1, values)]
                         }
                         Change::Update(o, n) => {
                             let (po, pn) = (pick(o), pick(n));
@@ -739,6 +824,20 @@ impl State {
 /// `varchar(max)`, `nvarchar(max)`, `varbinary(max)` (and `xml`, stored the same way).
 fn is_max(t: &SqlType) -> bool {
     t.max_length == -1 || t.name == "xml"
+}
+
+/// `old` with the `set` assignments applied.
+fn updated(table: &FakeTable, old: &[Value], set: &[(String, Value)]) -> Vec<Value> {
+    let mut new = old.to_vec();
+    for (n, v) in set {
+        let i = table
+            .columns
+            .iter()
+            .position(|(c, _)| c == n)
+            .expect("column");
+        new[i] = v.clone();
+    }
+    new
 }
 
 fn project(columns: &[(String, SqlType)], vals: &[(String, Value)]) -> Vec<Value> {

@@ -476,7 +476,14 @@ async fn legacy_lob_columns_not_in_an_update_are_unchanged() {
         vec![Value::Integer(1)],
         vec![("body".into(), Value::Text("longer".into()))],
     )]);
-    let events = read_until(&mut stream, |e| commits(e) >= 3).await.unwrap();
+    // text/ntext/image are NULL in delete rows (Estuary PR 1929): not sent, not NULL.
+    server.transaction(&[Op::Delete(t.clone(), vec![Value::Integer(1)])]);
+    let events = read_until(&mut stream, |e| commits(e) >= 4).await.unwrap();
+    assert!(
+        summarize(&events).contains(&"delete docs (1,unchanged,b) -> ()".to_string()),
+        "{:?}",
+        summarize(&events)
+    );
     assert_eq!(
         summarize(&events)
             .into_iter()

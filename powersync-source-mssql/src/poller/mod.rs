@@ -437,7 +437,21 @@ impl Poller {
             1 => RowChange {
                 op: Op::Delete,
                 table: t.schema.clone(),
-                old: Some(Row::new(row.values)),
+                // CDC records no text/ntext/image value in a delete row (Estuary PR 1929):
+                // the value was not sent, it is not NULL.
+                old: Some(Row::new(
+                    row.values
+                        .into_iter()
+                        .zip(&instance.columns)
+                        .map(|(v, c)| {
+                            if c.sql_type.is_legacy_lob() && v.is_null() {
+                                Value::Unchanged
+                            } else {
+                                v
+                            }
+                        })
+                        .collect(),
+                )),
                 old_image: OldImage::Full,
                 new: None,
                 snapshot: false,
