@@ -488,13 +488,16 @@ impl FakeServer {
     }
 }
 
+/// One row of [`Op::UpdateKeys`]: its key values and the assignments.
+pub type KeyUpdate = (Vec<Value>, Vec<(String, Value)>);
+
 /// One statement of a model transaction (values by column name; missing columns are NULL).
 #[derive(Debug, Clone)]
 pub enum Op {
     Insert(TableName, Vec<(String, Value)>),
     Update(TableName, Vec<Value>, Vec<(String, Value)>),
     /// One `UPDATE` statement changing the keys of several rows (key values, assignments).
-    UpdateKeys(TableName, Vec<(Vec<Value>, Vec<(String, Value)>)>),
+    UpdateKeys(TableName, Vec<KeyUpdate>),
     Delete(TableName, Vec<Value>),
 }
 
