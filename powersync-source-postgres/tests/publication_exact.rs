@@ -157,6 +157,7 @@ async fn until_marker(source: &PostgresSource, stream: &mut ChangeStream, host: 
     let marker: Checkpoint = source.write_checkpoint().await.unwrap();
     let mut seen = false;
     let mut open = false;
+    // Whole batches: what follows the marker in its batch is applied too.
     loop {
         for event in next_batch(stream).await {
             host.apply(&event);
@@ -166,9 +167,9 @@ async fn until_marker(source: &PostgresSource, stream: &mut ChangeStream, host: 
                 ChangeEvent::CheckpointObserved(c) if *c == marker => seen = true,
                 _ => {}
             }
-            if seen && !open {
-                return;
-            }
+        }
+        if seen && !open {
+            return;
         }
     }
 }

@@ -7,12 +7,13 @@
 //! publication publishes now with what it read, and notes the server's WAL position `L` at
 //! that moment. Once the stream has passed `L` (the change is then in the stream's past, so
 //! no later replayed change is decoded under the old publication), each changed table is
-//! emptied and read again inside one transaction of its own. Changes after `L` replay on top
+//! emptied and read again inside one transaction of its own (an idle stream asks the server
+//! for keepalives meanwhile, which carry its position). Changes after `L` replay on top
 //! of that read, which the idempotent-replay argument of the crate docs covers. (A column
 //! list change always brings a Relation message; `apply` handles it there, as soon as it
 //! arrives.)
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use powersync_source_core::position::PgLsn;
 use powersync_source_core::runtime::{Emitter, Step};
@@ -28,23 +29,39 @@ use crate::sql_error;
 pub(super) struct PublicationCheck {
     last: Option<Instant>,
     pending: Option<(PgLsn, Vec<u32>)>,
+    /// When the server was last asked for a keepalive on behalf of `pending`.
+    asked: Option<Instant>,
 }
+
+/// How often an idle stream asks the server for its position while a read waits for it.
+const ASK_EVERY: Duration = Duration::from_secs(1);
 
 impl Replicator {
     /// Runs between messages: cheap unless a comparison is due or changed tables wait for
-    /// the stream to pass their position.
-    pub(super) async fn check_publication(&mut self, out: &mut Emitter) -> Step<()> {
+    /// the stream to pass their position. Returns whether to ask the server for a keepalive
+    /// now: an idle stream learns the server's position only from keepalives, which the
+    /// server otherwise sends rarely.
+    pub(super) async fn check_publication(&mut self, out: &mut Emitter) -> Step<bool> {
         if self.in_transaction {
-            return Ok(());
+            return Ok(false);
         }
         if let Some((at, _)) = &self.publication_check.pending {
             if self.last_emitted >= *at {
                 let (_, oids) = self.publication_check.pending.take().unwrap_or_default();
+                self.publication_check.asked = None;
                 for oid in oids {
                     self.read_again(oid, out).await?;
                 }
+                return Ok(false);
             }
-            return Ok(());
+            let ask = self
+                .publication_check
+                .asked
+                .is_none_or(|asked| asked.elapsed() >= ASK_EVERY);
+            if ask {
+                self.publication_check.asked = Some(Instant::now());
+            }
+            return Ok(ask);
         }
         let interval = self.options.publication_check_interval;
         if self
@@ -52,7 +69,7 @@ impl Replicator {
             .last
             .is_some_and(|last| last.elapsed() < interval)
         {
-            return Ok(());
+            return Ok(false);
         }
         self.publication_check.last = Some(Instant::now());
         let at = self.wal_position().await?;
@@ -67,20 +84,33 @@ impl Replicator {
             })
             .map(|(oid, _)| *oid)
             .collect();
-        if !changed.is_empty() {
-            self.publication_check.pending = Some((at, changed));
+        if changed.is_empty() {
+            return Ok(false);
         }
-        Ok(())
+        self.publication_check.pending = Some((at, changed));
+        self.publication_check.asked = Some(Instant::now());
+        Ok(true)
     }
 
-    /// The server's WAL position now (its replay position on a standby).
+    /// The interval of status updates: shorter while a read waits for the stream to pass a
+    /// position (the replies are keepalives carrying the server's position).
+    pub(super) fn publication_status_interval(&self, interval: Duration) -> Duration {
+        if self.publication_check.pending.is_some() {
+            interval.min(ASK_EVERY)
+        } else {
+            interval
+        }
+    }
+
+    /// The server's flushed WAL position now (its replay position on a standby): every
+    /// committed catalog change is before it, and the walsender reads up to it.
     async fn wal_position(&self) -> Result<PgLsn, SourceError> {
         let row = self
             .sql
             .query_one(
                 "SELECT (CASE WHEN pg_catalog.pg_is_in_recovery()
                               THEN pg_catalog.pg_last_wal_replay_lsn()
-                              ELSE pg_catalog.pg_current_wal_lsn() END)::text",
+                              ELSE pg_catalog.pg_current_wal_flush_lsn() END)::text",
                 &[],
             )
             .await
@@ -98,6 +128,12 @@ impl Replicator {
             return Ok(());
         };
         let name = rel.schema.name.clone();
+        // Its Relation message may have had it read again meanwhile.
+        let now = catalog::publishing(&self.sql, self.config.publication(), oid).await?;
+        let read = self.publishing.get(&oid);
+        if !now.is_some_and(|now| read.is_none_or(|read| now.rows_differ(read))) {
+            return Ok(());
+        }
         tracing::info!(
             target: "powersync_source_postgres",
             "the rows the publication publishes of {name} changed; reading it again"

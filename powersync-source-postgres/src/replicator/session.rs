@@ -154,7 +154,11 @@ impl Replicator {
                         out.flush().await?;
                         let wait = if asked_reply { silence } else { half_silence };
                         let deadline = last_message + wait;
-                        let status_at = last_status + status_interval;
+                        // A read waiting for the stream to pass a position asks for
+                        // keepalives (status updates between transactions request a reply)
+                        // more often.
+                        let status_at =
+                            last_status + self.publication_status_interval(status_interval);
                         tokio::select! {
                             frame = stream.recv() => frame?,
                             // The host dropped the stream: end the session (and free the slot).
@@ -232,7 +236,10 @@ impl Replicator {
                 }
             }
             out.stats().add_bytes(frame.len() as u64 + 5);
-            self.check_publication(out).await?;
+            if self.check_publication(out).await? {
+                stream.send_status(received, acked, acked, true).await?;
+                last_status = Instant::now();
+            }
         }
     }
 
