@@ -68,6 +68,25 @@
 //! [`ChangeEvent::CheckpointObserved`](powersync_source_core::ChangeEvent::CheckpointObserved)
 //! when it passes the row; checkpoint rows are never emitted as row changes.
 //!
+//! **What CDC does not record.** Real change tables leave some values out, and the stream
+//! says so instead of inventing NULLs:
+//! - an update that does not change a `varchar(max)`, `nvarchar(max)`, `varbinary(max)`,
+//!   `xml`, `text`, `ntext` or `image` column may leave it NULL in both images (Microsoft's
+//!   `cdc.fn_cdc_get_all_changes` page; Debezium PR 7452 and PR 8078): a NULL whose
+//!   `__$update_mask` bit is clear is emitted as
+//!   [`Value::Unchanged`](powersync_source_core::Value::Unchanged) (the host keeps the value
+//!   it has); `text`/`ntext`/`image` have no before image and no value in delete rows either;
+//! - computed columns are always NULL in change tables, so they are left out of the schema,
+//!   the snapshot and the stream (compute them on the replica if needed);
+//! - a column dropped or renamed without a new capture instance stays in the schema as NULL
+//!   (snapshot and stream), until a new instance with the new column list takes over;
+//! - a primary-key update arrives as a delete and an insert.
+//!
+//! Non-Unicode strings (`char`, `varchar`, `text`) are converted to `nvarchar` by the server
+//! (also under `_UTF8` collations and code pages the TDS client does not know), and snapshot
+//! chunks compare `varchar` keys under the column's own collation, the order of the primary
+//! key index.
+//!
 //! **Acknowledgements.** CDC retention is time based, so acknowledgements release nothing on
 //! the server; they are accepted for the common contract.
 //!
@@ -93,7 +112,7 @@
 //! EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'orders',
 //!      @role_name = NULL, @supports_net_changes = 0;
 //!
-//! -- 3. The checkpoint table, with CDC.
+//! -- 3. The checkpoint table, with CDC (this shape is what `setup` creates).
 //! CREATE TABLE dbo._powersync_checkpoints (
 //!     id bigint IDENTITY PRIMARY KEY,
 //!     token varchar(64) NOT NULL,
@@ -116,11 +135,24 @@
 //! -- SQL Server only, to let check() see the capture job in msdb:
 //! USE msdb; CREATE USER powersync FOR LOGIN powersync; ALTER ROLE SQLAgentReaderRole ADD MEMBER powersync;
 //!
-//! -- 5. The capture job (SQL Server; SQL Server Agent must run). Recommended settings:
+//! -- 5. The capture job (SQL Server; SQL Server Agent must run; the first sp_cdc_enable_table
+//! --    created it). Recommended settings, applied at its next start:
 //! EXEC sys.sp_cdc_change_job @job_type = N'capture', @pollinginterval = 1, @maxtrans = 5000, @maxscans = 10;
-//! EXEC sys.sp_cdc_stop_job @job_type = N'capture';
+//! EXEC sys.sp_cdc_stop_job @job_type = N'capture';   -- returns before the job stopped
+//! -- (wait until it has stopped, then)
 //! EXEC sys.sp_cdc_start_job @job_type = N'capture';
 //! ```
+//!
+//! `VIEW SERVER PERFORMANCE STATE` and msdb access are optional (`check()` only warns or
+//! reports the job as unknown without them). A database published for transactional
+//! replication needs no capture job: the log reader captures.
+//!
+//! **A database prepared for the PowerSync service works as it is.** Its checkpoint table,
+//! `_powersync_checkpoints (id INT IDENTITY PRIMARY KEY, last_updated DATETIME)`, is detected
+//! and used (a marker row is found by the `id` its insert returns; the service's own row is
+//! never deleted). If its capture instances have a gating role (`@role_name = N'cdc_reader'`),
+//! the replication user must be a member (`ALTER ROLE cdc_reader ADD MEMBER powersync`):
+//! SQL Server hides gated changes from others, and `check()` says so.
 //!
 //! On Azure SQL Database there is no SQL Server Agent: the service runs capture and cleanup
 //! itself, so step 5 does not apply. After a schema change of a replicated table, create a
@@ -154,8 +186,9 @@
 //! Everything above it (polling, windows, retention, merge, pairing, instance switches,
 //! checkpoints, snapshot, checks) runs in the tests against an in-memory model of SQL Server
 //! CDC, plugged in through the `testing` feature (`testing::CdcBackend`,
-//! `MssqlSource::with_connector`); the tiberius backend and the real capture job only run
-//! against a server named by `MSSQL_TEST_URL`.
+//! `MssqlSource::with_connector`). The tiberius backend runs in unit tests against a scripted
+//! TDS responder (hand-built token streams per MS-TDS behind the real client), and with the
+//! real capture job against a server named by `MSSQL_TEST_URL`.
 
 mod backend;
 mod check;
