@@ -113,7 +113,12 @@
 //! A partition attached under `publish_via_partition_root = false` is a table joining the
 //! publication (below); one detached from it stops being published, and the host keeps its
 //! rows (as for a table dropped from the publication). Changes made while no stream runs
-//! are not noticed by a resumed stream; start from the beginning after them.
+//! are not noticed by a resumed stream; start from the beginning after them. The comparison
+//! at a Relation message uses the catalog of that moment: a stream far behind the server
+//! that meets an unrelated Relation message before a publication change it has not reached
+//! yet reads the table under the new publication early, and replayed changes from before
+//! the change may then leave rows the new filter excludes (a restart from the beginning
+//! clears them).
 //!
 //! **Tables that appear later.** A table added to the publication (or re-created) while the
 //! stream runs is read once when its first Relation message arrives, with `snapshot: true`

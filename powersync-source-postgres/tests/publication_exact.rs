@@ -24,6 +24,8 @@ type Record = BTreeMap<String, Option<String>>;
 struct Host {
     tables: BTreeMap<String, BTreeMap<String, Record>>,
     seen_columns: BTreeSet<(String, String)>,
+    /// Per table, the distinct shapes (column name, type, key) its schema events had.
+    shapes: BTreeMap<String, BTreeSet<Vec<(String, String, bool)>>>,
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -47,6 +49,12 @@ impl Host {
     fn apply(&mut self, event: &ChangeEvent) {
         match event {
             ChangeEvent::Schema(s) => {
+                self.shapes.entry(s.name.name.clone()).or_default().insert(
+                    s.columns
+                        .iter()
+                        .map(|c| (c.name.clone(), c.type_name.clone(), c.is_key))
+                        .collect(),
+                );
                 for c in &s.columns {
                     self.seen_columns
                         .insert((s.name.name.clone(), c.name.clone()));
@@ -360,6 +368,10 @@ async fn run(case: Case, bin_dir: Option<PathBuf>) {
     }
     until_marker(&source, &mut stream, &mut host).await;
     compare(&case, 1, &client, &host).await;
+    // The snapshot's schema events equal what the stream's Relation messages carry.
+    for (table, shapes) in &host.shapes {
+        assert_eq!(shapes.len(), 1, "{table} changed shape: {shapes:?}");
+    }
 
     // The publication changes while streaming: a wider filter, a narrower column list; and
     // partitions come and go. The next write to each table brings its Relation message.
