@@ -30,6 +30,9 @@ use crate::decode::Encoding;
 /// drops that work and the retry starts it again.
 pub(crate) const SNAPSHOT_PAGE_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// The dashboard's system query counting a table's documents.
+const TABLE_SIZE_QUERY: &str = "_system/frontend/tableSize:default";
+
 /// A Convex document as the export API sends it: user fields plus `_table`, `_ts`, … .
 pub(crate) type Document = Map<String, Json>;
 
@@ -346,13 +349,46 @@ impl Api {
             })
     }
 
+    /// The number of documents of a root table at `ts`: the dashboard's system query
+    /// `_system/frontend/tableSize` (`db.query(tableName).count()`, needs `ViewData`, so
+    /// read-only keys may run it) through `POST /api/query_at_ts`, so the count is of the
+    /// same state a stream at cursor `ts` holds.
+    pub(crate) async fn table_size_at(&self, table: &str, ts: i64) -> Result<u64, SourceError> {
+        let ts = base64::engine::general_purpose::STANDARD.encode((ts as u64).to_le_bytes());
+        let body = serde_json::json!({
+            "path": TABLE_SIZE_QUERY,
+            "args": { "tableName": table, "componentId": null },
+            "ts": ts,
+            "format": "json",
+        });
+        let value = self
+            .function("api/query_at_ts", TABLE_SIZE_QUERY, &body)
+            .await?;
+        value
+            .as_f64()
+            .filter(|n| *n >= 0.0 && n.fract() == 0.0)
+            .map(|n| n as u64)
+            .ok_or_else(|| {
+                SourceError::decode(format!(
+                    "{TABLE_SIZE_QUERY} on {}: expected a count",
+                    self.inner.base
+                ))
+            })
+    }
+
     /// `POST /api/mutation`: runs a mutation and returns its value (`format: json`).
     pub(crate) async fn mutation(&self, path: &str, args: Json) -> Result<Json, SourceError> {
         let body = serde_json::json!({ "path": path, "args": args, "format": "json" });
+        self.function("api/mutation", path, &body).await
+    }
+
+    /// Runs a function through `route` and returns its value: Convex answers
+    /// `{"status": "success", "value": …}` or `{"status": "error", "errorMessage": …}`.
+    async fn function(&self, route: &str, path: &str, body: &Json) -> Result<Json, SourceError> {
         let answer = self
-            .send("api/mutation", |http, url| http.post(url).json(&body), None)
+            .send(route, |http, url| http.post(url).json(body), None)
             .await
-            .map_err(|e| e.context(format!("mutation {path}")))?;
+            .map_err(|e| e.context(format!("function {path}")))?;
         match answer.get("status").and_then(Json::as_str) {
             Some("success") => Ok(answer.get("value").cloned().unwrap_or(Json::Null)),
             Some("error") => {
@@ -361,12 +397,12 @@ impl Api {
                     .and_then(Json::as_str)
                     .unwrap_or("no message");
                 Err(SourceError::prerequisite(format!(
-                    "mutation {path} failed on {}: {message}",
+                    "function {path} failed on {}: {message}",
                     self.inner.base
                 )))
             }
             _ => Err(SourceError::decode(format!(
-                "mutation {path} on {}: unexpected answer",
+                "function {path} on {}: unexpected answer",
                 self.inner.base
             ))),
         }

@@ -12,7 +12,7 @@ use powersync_source_core::{
 };
 use serde_json::json;
 
-use crate::behaviour::{read_until, rows, seed, source, table};
+use crate::behaviour::{id_of, read_until, rows, seed, source, table};
 use crate::workload::{config, KEY};
 
 /// Item 1: PowerSync's `createCheckpoint` (patches one row in place, returns `null`) is
@@ -257,5 +257,73 @@ async fn child_component_tables_stay_out() {
             .unwrap()
             .get_by_name(&streamed[0].table, "avatar"),
         Some(&Value::Blob(vec![3]))
+    );
+}
+
+/// Item 6: a table replaced wholesale (`npx convex import --replace`, streaming import's
+/// `replace_tables` / `clear_tables`) sends no deletes; the periodic check sees the row count
+/// differ from the rows the stream holds, truncates the table and reads it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_table_is_truncated_and_read_again() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    seed(&fake, "items", 3);
+    seed(&fake, "other", 2);
+    let src = source(&fake, &["items", "other"]);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    // Ordinary writes keep the counts in step: no truncate for them.
+    let id = fake.insert("items", json!({"n": int64(7)})).unwrap();
+    fake.patch("items", &id, json!({"n": int64(8)})).unwrap();
+    let other = fake.documents("other")[0]["_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fake.delete("other", &other).unwrap();
+    let new_ids = fake
+        .replace_table(
+            "items",
+            vec![json!({"n": int64(100)}), json!({"n": int64(101)})],
+        )
+        .unwrap();
+    let mut seen_truncate = false;
+    let events = read_until(&mut stream, |e| {
+        seen_truncate |= matches!(e, ChangeEvent::Truncate(_));
+        seen_truncate && matches!(e, ChangeEvent::Commit(_))
+    })
+    .await
+    .unwrap();
+    let at = events
+        .iter()
+        .position(|e| matches!(e, ChangeEvent::Truncate(_)))
+        .unwrap();
+    let ChangeEvent::Truncate(t) = &events[at] else {
+        unreachable!()
+    };
+    assert_eq!(t.tables, vec![table("items")]);
+    let events = &events[at..];
+    let mut reread: Vec<String> = rows(events).map(id_of).collect();
+    reread.sort();
+    assert_eq!(reread, new_ids);
+    // Once read again, the counts agree: no second truncate.
+    fake.insert("items", json!({"n": int64(102)})).unwrap();
+    let events = read_until(&mut stream, |e| matches!(e, ChangeEvent::Commit(_)))
+        .await
+        .unwrap();
+    assert_eq!(rows(&events).count(), 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    fake.insert("other", json!({"n": int64(1)})).unwrap();
+    let events = read_until(
+        &mut stream,
+        |e| matches!(e, ChangeEvent::Row(r) if r.table.name == table("other")),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !events.iter().any(|e| matches!(e, ChangeEvent::Truncate(_))),
+        "{events:?}"
     );
 }

@@ -91,6 +91,8 @@ impl Replicator {
                 }
                 replicated.insert(table.to_string());
                 let (change, announce) = self.catalog.row_change(table, doc, deleted, false)?;
+                let table = table.to_string();
+                self.track_row(&table, doc, deleted);
                 if open != Some(ts) {
                     if let Some(prev) = open {
                         self.commit(prev, prev).await?;
@@ -135,6 +137,7 @@ impl Replicator {
             if Instant::now() >= next_schema_check {
                 next_schema_check = Instant::now() + self.config.schema_check_interval();
                 self.check_deleted_tables(&mut replicated, cursor).await?;
+                self.check_replaced_tables(cursor).await?;
             }
             self.out.flush().await?;
             self.note_acks(cursor);
@@ -227,6 +230,7 @@ impl Replicator {
             );
             replicated.remove(t);
             self.catalog.forget(t);
+            self.row_ids.remove(t);
         }
         self.out
             .push(ChangeEvent::Begin(Begin {
@@ -245,6 +249,110 @@ impl Replicator {
                 commit_time: None,
             }))
             .await
+    }
+
+    /// Tables replaced wholesale (`npx convex import --replace`, streaming import's
+    /// `replace_tables` / `clear_tables`) send no deletes for their old rows: compare the
+    /// deployment's count of each table read in full, at the stream's cursor, with the rows
+    /// the host holds, and on a difference truncate the table and read it again at the cursor
+    /// (one transaction), so the host's copy does not silently keep stale rows. A replacement
+    /// that keeps the count and whose new rows all arrived as deltas leaves nothing stale.
+    async fn check_replaced_tables(&mut self, cursor: i64) -> Step<()> {
+        if !self.table_sizes {
+            return Ok(());
+        }
+        let mut replaced = Vec::new();
+        let tables: Vec<(String, usize)> = self
+            .row_ids
+            .iter()
+            .map(|(t, ids)| (t.clone(), ids.len()))
+            .collect();
+        for (table, held) in tables {
+            match self.api.table_size_at(&table, cursor).await {
+                Ok(n) if n as usize != held => {
+                    tracing::warn!(
+                        "Convex table {SCHEMA}.{table} has {n} rows at cursor {cursor} but the stream holds {held}: it was replaced without deletes; reading it again"
+                    );
+                    replaced.push(table);
+                }
+                Ok(_) => {}
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!("Convex replaced-table check skipped: {e}");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "Convex replaced-table check is off for this stream (tables replaced wholesale keep stale rows): {e}"
+                    );
+                    self.table_sizes = false;
+                    return Ok(());
+                }
+            }
+        }
+        if replaced.is_empty() {
+            return Ok(());
+        }
+        self.out
+            .push(ChangeEvent::Begin(Begin {
+                xid: None,
+                commit_time: None,
+            }))
+            .await?;
+        self.out
+            .push(ChangeEvent::Truncate(Truncate {
+                tables: replaced.iter().map(|t| TableName::new(SCHEMA, t)).collect(),
+            }))
+            .await?;
+        for table in &replaced {
+            self.row_ids.insert(table.clone(), Default::default());
+            self.read_table_at(table, cursor).await?;
+        }
+        self.out
+            .push(ChangeEvent::Commit(Commit {
+                checkpoint: cursor_checkpoint(cursor)?,
+                commit_time: None,
+            }))
+            .await
+    }
+
+    /// Reads a table as of `snapshot` (the stream's cursor, so the deltas after it apply on
+    /// top), every row as an upsert inside the open transaction.
+    async fn read_table_at(&mut self, table: &str, snapshot: i64) -> Step<()> {
+        let encoding = self.catalog.encoding();
+        let mut page_cursor: Option<String> = None;
+        loop {
+            let (t, c) = (table.to_string(), page_cursor.clone());
+            let page = self
+                .retrying(move |api, stats| {
+                    let (t, c) = (t.clone(), c.clone());
+                    async move {
+                        api.list_snapshot(Some(snapshot), c.as_deref(), &t, encoding, Some(&stats))
+                            .await
+                    }
+                })
+                .await?;
+            for doc in &page.values {
+                if doc_str(doc, "_table").is_some_and(|t| t != table)
+                    || doc_str(doc, "_component").is_some_and(|c| !c.is_empty())
+                {
+                    continue;
+                }
+                let (change, announce) = self.catalog.row_change(table, doc, false, false)?;
+                self.track_row(table, doc, false);
+                if let Some(schema) = announce {
+                    self.out.push(ChangeEvent::Schema(schema)).await?;
+                }
+                self.out.push(ChangeEvent::Row(change)).await?;
+            }
+            if !page.has_more {
+                return Ok(());
+            }
+            page_cursor = Some(page.cursor.ok_or_else(|| {
+                SourceError::decode(format!(
+                    "list_snapshot of table {table}: hasMore without a cursor"
+                ))
+            })?);
+        }
     }
 
     /// Acknowledgements release nothing on Convex (history is kept for the deployment's

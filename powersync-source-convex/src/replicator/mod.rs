@@ -4,7 +4,7 @@
 mod deltas;
 mod snapshot;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use powersync_source_core::position::ConvexCursor;
 use powersync_source_core::runtime::{Emitter, Reconnect, Step, Stop};
@@ -54,6 +54,21 @@ pub(crate) struct Replicator {
     acks: AckReceiver,
     /// The retry budget of the current outage; every answered request ends one.
     reconnect: Reconnect,
+    /// The rows the host holds, per table this stream read in full (snapshotted from its
+    /// first page here, or read again after a replacement), as hashes of their ids: the
+    /// periodic check compares their number with the deployment's count to find tables
+    /// replaced without deletes.
+    row_ids: HashMap<String, HashSet<u64>>,
+    /// Whether the deployment answers table counts (off after a permanent refusal).
+    table_sizes: bool,
+}
+
+/// The hash of a document id kept in [`Replicator::row_ids`].
+fn id_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
 }
 
 fn cursor_checkpoint(c: i64) -> Result<Checkpoint> {
@@ -87,6 +102,8 @@ impl Replicator {
             out,
             acks,
             reconnect,
+            row_ids: HashMap::new(),
+            table_sizes: true,
         }
     }
 
@@ -107,6 +124,18 @@ impl Replicator {
                 Ok(())
             }
             other => other,
+        }
+    }
+
+    /// Notes a row the host now holds (`deleted`: no longer holds) in a table read in full.
+    fn track_row(&mut self, table: &str, doc: &Document, deleted: bool) {
+        let (Some(ids), Some(id)) = (self.row_ids.get_mut(table), doc_str(doc, "_id")) else {
+            return;
+        };
+        if deleted {
+            ids.remove(&id_hash(id));
+        } else {
+            ids.insert(id_hash(id));
         }
     }
 

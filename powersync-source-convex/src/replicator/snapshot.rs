@@ -44,7 +44,11 @@ impl Replicator {
             let (mut cursor, mut rows) = match start {
                 TableStart::Skip => continue,
                 TableStart::Resume { after_key, rows } => (Some(after_key), rows),
-                TableStart::Fresh => (None, 0),
+                TableStart::Fresh => {
+                    // Read from its first page here: the stream knows every row it holds.
+                    self.row_ids.insert(table.clone(), Default::default());
+                    (None, 0)
+                }
             };
             self.out
                 .push(ChangeEvent::Snapshot(SnapshotProgress::TableStarted {
@@ -87,6 +91,7 @@ impl Replicator {
                         continue;
                     }
                     let (change, announce) = self.catalog.row_change(&table, doc, false, true)?;
+                    self.track_row(&table, doc, false);
                     if let Some(schema) = announce {
                         self.out.push(ChangeEvent::Schema(schema)).await?;
                     }

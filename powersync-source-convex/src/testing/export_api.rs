@@ -398,6 +398,45 @@ impl Store {
         )
     }
 
+    /// `POST /api/query_at_ts` (`public_query_at_ts_post` in
+    /// `crates/local_backend/src/public_api.rs`) of the dashboard's system query
+    /// `_system/frontend/tableSize` (`npm-packages/system-udfs/convex/_system/frontend/tableSize.ts`:
+    /// `ViewData`, so read-only keys may run it; `db.query(tableName).count()`), at the
+    /// timestamp given as base64 of the little-endian u64.
+    pub(crate) fn query_at_ts(&mut self, body: &Json, caller: Caller) -> Answer {
+        let path = body.get("path").and_then(Json::as_str).unwrap_or_default();
+        let path = path.strip_suffix(":default").unwrap_or(path);
+        if path != "_system/frontend/tableSize" || caller == Caller::Anonymous {
+            return (
+                200,
+                json!({
+                    "status": "error",
+                    "errorMessage": format!("Could not find public function for '{path}'."),
+                }),
+            );
+        }
+        let ts = body
+            .get("ts")
+            .and_then(Json::as_str)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(|b| u64::from_le_bytes(b) as i64);
+        let Some(ts) = ts else {
+            return error(400, "BadJsonBody", "ts must be a base64 u64");
+        };
+        if ts > self.read_ts() {
+            return error(400, "TimestampTooNew", "ts is in the future");
+        }
+        let table = body
+            .pointer("/args/tableName")
+            .and_then(Json::as_str)
+            .unwrap_or_default();
+        (
+            200,
+            json!({ "status": "success", "value": self.table_size_at(table, ts) as f64 }),
+        )
+    }
+
     /// `POST /api/mutation` of `powersync_checkpoints:createCheckpoint`, as deployed: this
     /// crate's file or PowerSync's (see [`CheckpointMutation`]).
     pub(crate) fn mutation(&mut self, body: &Json, caller: Caller) -> Answer {

@@ -162,6 +162,17 @@ impl FakeConvex {
         self.lock().delete_table(table)
     }
 
+    /// Replaces a table's documents the way `npx convex import --replace` (or streaming
+    /// import's `replace_tables` / `clear_tables`) does: a new tablet under the same name;
+    /// the old documents vanish without delete deltas. Returns the new ids.
+    pub fn replace_table(&self, table: &str, docs: Vec<Json>) -> Result<Vec<String>, String> {
+        let docs = docs
+            .into_iter()
+            .map(object)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.lock().replace_table(table, docs)
+    }
+
     /// The current documents of a table (typed encoding), in id order.
     pub fn documents(&self, table: &str) -> Vec<Map<String, Json>> {
         self.lock().documents(table)
@@ -318,7 +329,10 @@ fn route(s: &mut Store, req: http::Request) -> (u16, Json) {
     };
     // The public API (`/api/query_ts`, `/api/mutation`) takes any caller; the streaming
     // export endpoints need `ViewData`.
-    let public = matches!(req.path.as_str(), "/api/query_ts" | "/api/mutation");
+    let public = matches!(
+        req.path.as_str(),
+        "/api/query_ts" | "/api/mutation" | "/api/query_at_ts"
+    );
     if !public {
         if let Err(answer) = Store::require_view_data(caller) {
             return answer;
@@ -339,6 +353,13 @@ fn route(s: &mut Store, req: http::Request) -> (u16, Json) {
         ("GET", "/api/list_snapshot") => s.list_snapshot(&req.query),
         ("GET", "/api/document_deltas") => s.document_deltas(&req.query),
         ("POST", "/api/query_ts") => s.query_ts(),
+        ("POST", "/api/query_at_ts") => match serde_json::from_slice::<Json>(&req.body) {
+            Ok(body) => s.query_at_ts(&body, caller),
+            Err(e) => (
+                400,
+                serde_json::json!({"code": "BadJsonBody", "message": e.to_string()}),
+            ),
+        },
         ("POST", "/api/mutation") => match serde_json::from_slice::<Json>(&req.body) {
             Ok(body) => s.mutation(&body, caller),
             Err(e) => (

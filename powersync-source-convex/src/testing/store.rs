@@ -171,6 +171,58 @@ impl Store {
         }
     }
 
+    /// Replaces a table's contents as `npx convex import --replace` or streaming import's
+    /// `replace_tables` / `clear_tables` do (`crates/application/src/snapshot_import`): the
+    /// documents go into a new tablet under the same name and table number, which then
+    /// replaces the old one. The old tablet's documents vanish without delete deltas (its
+    /// tablet is no longer in the table mapping `document_deltas` reads with,
+    /// `Database::document_deltas` in `crates/database/src/database.rs`); the new documents
+    /// are ordinary writes of the new tablet.
+    pub(crate) fn replace_table(
+        &mut self,
+        name: &str,
+        docs: Vec<Map<String, Json>>,
+    ) -> Result<Vec<String>, String> {
+        let number = match self.table_index(name) {
+            Some(i) => {
+                self.tables[i].deleted = true;
+                self.tables[i].number
+            }
+            None => return Err(format!("no table {name}")),
+        };
+        self.tables.push(Table {
+            number,
+            component: String::new(),
+            name: name.to_string(),
+            docs: BTreeMap::new(),
+            deleted: false,
+        });
+        let writes = docs
+            .into_iter()
+            .map(|fields| Write::Insert {
+                table: name.to_string(),
+                fields,
+            })
+            .collect();
+        self.commit(writes).map(|(ids, _)| ids)
+    }
+
+    /// The number of documents of a root table at `ts` (`_system/frontend/tableSize`).
+    pub(crate) fn table_size_at(&self, name: &str, ts: i64) -> usize {
+        self.tables
+            .iter()
+            .filter(|t| t.component.is_empty() && t.name == name && !t.deleted)
+            .flat_map(|t| t.docs.values())
+            .filter(|versions| {
+                versions
+                    .iter()
+                    .rev()
+                    .find(|v| v.ts <= ts)
+                    .is_some_and(|v| v.doc.is_some())
+            })
+            .count()
+    }
+
     pub(crate) fn expire_history(&mut self) {
         let ts = self.next_ts();
         self.retention_floor = ts;
