@@ -3,7 +3,9 @@
 //! `sqlserver://sa:Secret123!@127.0.0.1:1433/powersync_test?encrypt=false`. The user must be
 //! able to create tables and enable CDC (db_owner; `sysadmin` for `sp_cdc_enable_db` on SQL
 //! Server) and to kill its own sessions (`ALTER ANY CONNECTION`) for the restart scenario. The
-//! capture job must run. Without the variable the suite prints one line and passes.
+//! capture job must run, and the server must be SQL Server 2019+ (a `_UTF8` collation case).
+//! The setup case creates the login `powersync_setup_test` (sysadmin needed). Without the
+//! variable the suite prints one line and passes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -430,6 +432,252 @@ async fn golden_table(w: &RealWorkload) {
     }
 }
 
+/// Drops (CDC off first) and creates table `dbo.<name>` with `columns`, then enables CDC with
+/// capture instance `dbo_<name>`.
+async fn fresh_table(w: &RealWorkload, name: &str, columns: &str) {
+    let mut a = w.admin.lock().await;
+    exec(
+        &mut a,
+        &format!(
+            "IF OBJECT_ID(N'dbo.{name}', N'U') IS NOT NULL
+             BEGIN
+                 IF EXISTS (SELECT 1 FROM cdc.change_tables WHERE source_object_id = OBJECT_ID(N'dbo.{name}'))
+                     EXEC sys.sp_cdc_disable_table @source_schema = N'dbo', @source_name = N'{name}', @capture_instance = N'all';
+                 DROP TABLE dbo.{name};
+             END
+             CREATE TABLE dbo.{name} ({columns});
+             EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'{name}', @role_name = NULL,
+                 @capture_instance = N'dbo_{name}', @supports_net_changes = 0;"
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create {name}: {e}"));
+}
+
+async fn sql(w: &RealWorkload, statement: &str) {
+    exec(&mut *w.admin.lock().await, statement)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
+/// Row events of a stream until `done` holds for them (or 120 s pass: the capture job may run
+/// every 5 s).
+async fn rows_until(
+    stream: &mut powersync_source_core::ChangeStream,
+    done: impl Fn(&[powersync_source_core::RowChange]) -> bool,
+) -> Vec<powersync_source_core::RowChange> {
+    let mut rows = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !done(&rows) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out; rows so far: {rows:#?}"
+        );
+        if let Ok(Some(batch)) = tokio::time::timeout(Duration::from_secs(1), stream.next()).await {
+            for e in batch.expect("batch").events {
+                if let ChangeEvent::Row(r) = e {
+                    rows.push(r);
+                }
+            }
+        }
+    }
+    rows
+}
+
+fn source_for(w: &RealWorkload, table: &str, options: &str) -> MssqlSource {
+    MssqlSource::from_url(&format!("{}{options}", w.url))
+        .expect("url")
+        .with_tables(vec![TableName::new("dbo", table)])
+}
+
+fn col<'a>(r: &'a powersync_source_core::RowChange, name: &str) -> Option<&'a Value> {
+    r.new
+        .as_ref()
+        .or(r.old.as_ref())
+        .and_then(|row| row.get_by_name(&r.table, name))
+}
+
+/// The cases only a server can confirm (review §7.6), each the counterpart of a model test.
+async fn cdc_rules(w: &RealWorkload) {
+    // 1. An nvarchar(max) value over 8000 characters (off-row) left unchanged by an update:
+    //    never NULL on the replica (cdc_rules::unchanged_max_columns_are_unchanged_not_null).
+    fresh_table(
+        w,
+        "ps_maxcol",
+        "id int PRIMARY KEY, title nvarchar(50), body nvarchar(max)",
+    )
+    .await;
+    let mut stream = source_for(w, "ps_maxcol", "")
+        .start(StartFrom::Beginning)
+        .await
+        .expect("start");
+    sql(w, "INSERT INTO dbo.ps_maxcol VALUES (1, N'a', REPLICATE(CAST(N'x' AS nvarchar(max)), 9000)); UPDATE dbo.ps_maxcol SET title = N'b' WHERE id = 1;").await;
+    let rows = rows_until(&mut stream, |r| r.len() >= 2).await;
+    match col(&rows[1], "body") {
+        Some(Value::Unchanged) => {}
+        Some(Value::Text(t)) => assert_eq!(t.len(), 9000),
+        other => panic!("unchanged nvarchar(max) arrived as {other:?}"),
+    }
+    drop(stream);
+
+    // 2. A computed column: left out of snapshot and stream
+    //    (cdc_rules::computed_columns_are_left_out_of_snapshot_and_stream).
+    fresh_table(
+        w,
+        "ps_computed",
+        "id int PRIMARY KEY, qty int, total AS qty * 10",
+    )
+    .await;
+    sql(w, "INSERT INTO dbo.ps_computed (id, qty) VALUES (1, 2);").await;
+    let mut stream = source_for(w, "ps_computed", "")
+        .start(StartFrom::Beginning)
+        .await
+        .expect("start");
+    sql(w, "INSERT INTO dbo.ps_computed (id, qty) VALUES (2, 3);").await;
+    let rows = rows_until(&mut stream, |r| r.len() >= 2).await;
+    for r in &rows {
+        assert!(
+            r.table.columns.iter().all(|c| c.name != "total"),
+            "{:?}",
+            r.table
+        );
+    }
+    drop(stream);
+
+    // 3. A key update: a delete and an insert (cdc_rules::key_updates_arrive_as_deletes_and_inserts).
+    fresh_table(w, "ps_keyupd", "id int PRIMARY KEY, v nvarchar(20)").await;
+    let mut stream = source_for(w, "ps_keyupd", "")
+        .start(StartFrom::Beginning)
+        .await
+        .expect("start");
+    sql(w, "INSERT INTO dbo.ps_keyupd VALUES (1, N'a'); UPDATE dbo.ps_keyupd SET id = 10 WHERE id = 1;").await;
+    let rows = rows_until(&mut stream, |r| r.len() >= 3).await;
+    let ops: Vec<&str> = rows.iter().map(|r| r.op.as_str()).collect();
+    assert_eq!(ops, ["insert", "delete", "insert"]);
+    assert_eq!(col(&rows[2], "id"), Some(&Value::Integer(10)));
+    drop(stream);
+
+    // 4. varchar keys with hyphens and apostrophes under SQL_Latin1_General_CP1_CI_AS, read in
+    //    chunks of one row: each exactly once (select::key_parameters_take_the_key_type_and_collation).
+    fresh_table(
+        w,
+        "ps_varkey",
+        "code varchar(20) COLLATE SQL_Latin1_General_CP1_CI_AS PRIMARY KEY, n int",
+    )
+    .await;
+    let keys = [
+        "a-b", "ab", "a-c", "ac", "a'b", "a b", "-a", "b", "co-op", "coop", "co'op", "Z",
+    ];
+    let values: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("('{}', {i})", k.replace('\'', "''")))
+        .collect();
+    sql(
+        w,
+        &format!("INSERT INTO dbo.ps_varkey VALUES {};", values.join(", ")),
+    )
+    .await;
+    let mut stream = source_for(w, "ps_varkey", "&snapshot_chunk_rows=1")
+        .start(StartFrom::Beginning)
+        .await
+        .expect("start");
+    let rows = rows_until(&mut stream, |r| r.len() >= keys.len()).await;
+    let mut seen: Vec<String> = rows
+        .iter()
+        .filter_map(|r| match col(r, "code") {
+            Some(Value::Text(t)) => Some(t.clone()),
+            _ => None,
+        })
+        .collect();
+    seen.sort();
+    let mut want: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    want.sort();
+    assert_eq!(seen, want, "every key exactly once");
+    drop(stream);
+
+    // 5. A _UTF8-collated varchar column decodes to the right text (the server converts it).
+    fresh_table(
+        w,
+        "ps_utf8",
+        "id int PRIMARY KEY, s varchar(60) COLLATE Latin1_General_100_CI_AS_SC_UTF8",
+    )
+    .await;
+    sql(w, "INSERT INTO dbo.ps_utf8 VALUES (1, N'héllo ✓ 😀');").await;
+    let mut stream = source_for(w, "ps_utf8", "")
+        .start(StartFrom::Beginning)
+        .await
+        .expect("start");
+    sql(w, "INSERT INTO dbo.ps_utf8 VALUES (2, N'ünï ✓');").await;
+    let rows = rows_until(&mut stream, |r| r.len() >= 2).await;
+    assert_eq!(col(&rows[0], "s"), Some(&Value::Text("héllo ✓ 😀".into())));
+    assert_eq!(col(&rows[1], "s"), Some(&Value::Text("ünï ✓".into())));
+    drop(stream);
+
+    // 6. A column dropped without a new capture instance: NULL, no error 207
+    //    (cdc_rules::a_column_dropped_without_a_new_instance_reads_null).
+    fresh_table(
+        w,
+        "ps_dropcol",
+        "id int PRIMARY KEY, v nvarchar(20), old nvarchar(20)",
+    )
+    .await;
+    sql(w, "INSERT INTO dbo.ps_dropcol VALUES (1, N'a', N'x'); ALTER TABLE dbo.ps_dropcol DROP COLUMN old;").await;
+    let mut stream = source_for(w, "ps_dropcol", "")
+        .start(StartFrom::Beginning)
+        .await
+        .expect("start after DROP COLUMN");
+    sql(w, "INSERT INTO dbo.ps_dropcol VALUES (2, N'b');").await;
+    let rows = rows_until(&mut stream, |r| r.len() >= 2).await;
+    for r in &rows {
+        assert_eq!(col(r, "old"), Some(&Value::Null));
+    }
+    drop(stream);
+
+    // 7. Two instances with equal start LSNs after cleanup: a fresh stream takes the newer
+    //    (create_date), so dropping the older changes nothing
+    //    (cdc_rules::equal_start_lsns_after_cleanup_pick_the_newest_instance).
+    fresh_table(w, "ps_twoinst", "id int PRIMARY KEY, v nvarchar(20)").await;
+    sql(w, "ALTER TABLE dbo.ps_twoinst ADD w nvarchar(20) NULL;
+            EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'ps_twoinst', @role_name = NULL,
+                @capture_instance = N'dbo_ps_twoinst_a', @supports_net_changes = 0;
+            INSERT INTO dbo.ps_twoinst VALUES (1, N'a', N'w');").await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    sql(w, "DECLARE @lsn binary(10) = sys.fn_cdc_get_max_lsn();
+            EXEC sys.sp_cdc_cleanup_change_table @capture_instance = N'dbo_ps_twoinst', @low_water_mark = @lsn, @threshold = 100000;
+            EXEC sys.sp_cdc_cleanup_change_table @capture_instance = N'dbo_ps_twoinst_a', @low_water_mark = @lsn, @threshold = 100000;").await;
+    let mut stream = source_for(w, "ps_twoinst", "")
+        .start(StartFrom::Beginning)
+        .await
+        .expect("start");
+    rows_until(&mut stream, |r| !r.is_empty()).await;
+    sql(w, "EXEC sys.sp_cdc_disable_table @source_schema = N'dbo', @source_name = N'ps_twoinst', @capture_instance = N'dbo_ps_twoinst';
+            INSERT INTO dbo.ps_twoinst VALUES (2, N'b', N'x');").await;
+    let rows = rows_until(&mut stream, |r| r.len() >= 2).await;
+    assert_eq!(col(&rows[1], "w"), Some(&Value::Text("x".into())));
+    drop(stream);
+}
+
+/// `setup --apply` twice: the second run has nothing required left (review findings 7, 8).
+async fn setup_twice(w: &RealWorkload) {
+    use powersync_source_core::provision::{Outcome, Request};
+    let request = Request {
+        apply: true,
+        user: "powersync_setup_test".into(),
+        tables: vec![TableName::new("dbo", "ps_keyupd")],
+    };
+    let mut out = Vec::new();
+    let first = powersync_source_mssql::provision::run(&w.config, &request, &mut out)
+        .await
+        .expect("first setup run");
+    assert_ne!(first, Outcome::Failed, "{}", String::from_utf8_lossy(&out));
+    let mut out = Vec::new();
+    let second = powersync_source_mssql::provision::run(&w.config, &request, &mut out)
+        .await
+        .expect("second setup run");
+    assert_eq!(second, Outcome::Ready, "{}", String::from_utf8_lossy(&out));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_server_suite() {
     let Some(url) = url() else {
@@ -461,4 +709,6 @@ async fn real_server_suite() {
         .await
         .expect("server_restart (sessions killed)");
     c::history_lost(&w).await.expect("history_lost");
+    cdc_rules(&w).await;
+    setup_twice(&w).await;
 }
