@@ -229,18 +229,29 @@ impl Requests {
 /// Starts a responder for one connection answering the requests with `replies`, in order.
 /// Returns a config that connects to it and the request log.
 pub async fn start(replies: Vec<Vec<u8>>) -> (MssqlConfig, Requests) {
+    let (config, mut logs) = start_many(vec![replies]).await;
+    (config, logs.remove(0))
+}
+
+/// Like [`start`] for several connections, accepted in order: connection `i` gets
+/// `scripts[i]` and logs to the `i`th [`Requests`].
+pub async fn start_many(scripts: Vec<Vec<Vec<u8>>>) -> (MssqlConfig, Vec<Requests>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let requests = Requests::default();
-    let log = requests.clone();
+    let logs: Vec<Requests> = scripts.iter().map(|_| Requests::default()).collect();
+    let served = logs.clone();
     tokio::spawn(async move {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            return;
-        };
-        let _ = serve(&mut sock, replies, log).await;
+        for (replies, log) in scripts.into_iter().zip(served) {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let _ = serve(&mut sock, replies, log).await;
+            });
+        }
     });
     let url = format!("sqlserver://tester:pw@127.0.0.1:{port}/shop?encrypt=none");
-    (MssqlConfig::parse(&url).expect("config"), requests)
+    (MssqlConfig::parse(&url).expect("config"), logs)
 }
 
 async fn read_message(sock: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {

@@ -391,3 +391,51 @@ async fn raw_varchar_under_an_unknown_code_page_fails_the_result_set() {
     let e = b.snapshot_chunk(&instance, None, 10).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Decode, "{e}");
 }
+
+/// The exact snapshot start on a PowerSync-service-shaped checkpoint table: the lock
+/// transaction (second connection) runs at low deadlock priority with a lock timeout, takes a
+/// shared lock per table, inserts the marker with `OUTPUT INSERTED.id` (the marker is that id)
+/// and commits after the snapshot connection fixed its version.
+#[tokio::test]
+async fn the_snapshot_start_locks_then_marks_by_id() {
+    use crate::backend::{CheckpointShape, Marker};
+    let count = [("", Col::BigInt)];
+    let (config, logs) = responder::start_many(vec![
+        // The snapshot connection: BEGIN (batch), the first read.
+        vec![responder::done(0), result(&count, &[vec![Val::BigInt(3)]])],
+        // The lock connection: BEGIN, the lock read, the marker insert, COMMIT.
+        vec![
+            responder::done(0),
+            result(&[("", Col::Int)], &[vec![Val::Int(1)]]),
+            result(&count, &[vec![Val::BigInt(42)]]),
+            responder::done(0),
+        ],
+    ])
+    .await;
+    let mut b = TdsConnector::new(config).connect().await.expect("login");
+    let marker = b
+        .begin_snapshot(
+            &[TableName::new("dbo", "items")],
+            Some((CheckpointShape::Service, "unused")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(marker, Some(Marker::Id(42)));
+    let (snap, lock) = (&logs[0], &logs[1]);
+    assert!(lock
+        .text(0)
+        .contains("SET LOCK_TIMEOUT 30000; SET DEADLOCK_PRIORITY LOW; BEGIN TRANSACTION;"));
+    assert!(lock
+        .text(1)
+        .contains("SELECT TOP (1) 1 FROM [dbo].[items] WITH (TABLOCK, HOLDLOCK)"));
+    assert!(lock.text(2).contains(
+        "INSERT INTO dbo._powersync_checkpoints (last_updated) OUTPUT CAST(INSERTED.id AS bigint) VALUES (GETDATE())"
+    ));
+    assert!(lock.text(3).contains("COMMIT TRANSACTION;"));
+    assert!(snap
+        .text(0)
+        .contains("SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION;"));
+    assert!(snap
+        .text(1)
+        .contains("SELECT COUNT_BIG(*) FROM dbo._powersync_checkpoints"));
+}
