@@ -1,5 +1,35 @@
-//! Convex connector for powersync-source: the streaming export API (`/api/list_snapshot`,
-//! `/api/document_deltas`, `/api/json_schemas`) over one shared `reqwest` client (rustls).
+//! Convex connector for powersync-source, over Convex's streaming export HTTP API
+//! (`/api/list_snapshot`, `/api/document_deltas`, `/api/get_table_column_names`,
+//! `/api/json_schemas`) and one shared `reqwest` client (rustls).
+//!
+//! # Which API, and what a deployment needs
+//!
+//! **API.** The connector speaks the legacy streaming export endpoints above, which every
+//! Convex deployment with streaming export (a Pro feature; on by default for `npx convex dev`
+//! and self-hosted backends) still serves and Convex's own Fivetran and Airbyte connectors
+//! use. Convex removed their documentation page on 2026-03-09 and names the Data Sync API
+//! (`POST /api/v1/data/sync`, out of beta since 2026-08-13) as their successor; this crate
+//! does not speak it yet, so a deployment must answer the legacy endpoints.
+//!
+//! **Snapshot age: 5 days.** An initial snapshot is read at one pinned timestamp, which
+//! Convex serves for at most 5 days (`LIST_SNAPSHOT_MAX_AGE_SECS`, 30 days before
+//! 2026-03-09). A snapshot, resumed or not, must finish within 5 days of its start, or it is
+//! [`HistoryLost`](powersync_source_core::ErrorKind::HistoryLost) and starts over. Deltas are
+//! kept for the deployment's retention window (14 days by default on self-hosted backends).
+//!
+//! **Deploy keys.** Replication only reads: a read-only deploy key is enough. `check()` then
+//! warns that write checkpoints are off, and [`ChangeSource::write_checkpoint`] fails with
+//! [`Auth`](powersync_source_core::ErrorKind::Auth) saying why.
+//!
+//! **A deployment prepared for PowerSync needs nothing more.** PowerSync's Convex setup
+//! (a `powersync_checkpoints` table and its public `powersync_checkpoints:createCheckpoint`,
+//! which patches one row and returns nothing) is accepted as it is. Without either, only write
+//! checkpoints are off (a `check()` warning with the files to deploy; the `setup` command lists
+//! them as steps). See [What to deploy](#what-to-deploy).
+//!
+//! **Root component only.** Tables of child components (`app.use(…)` in
+//! `convex.config.ts`) are neither discovered nor replicated, and never lend their field
+//! types to a root table of the same name (`json_schemas` is read with `byComponent=true`).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), powersync_source_core::SourceError> {
@@ -34,8 +64,12 @@
 //! [`SnapshotResume`] token: the pinned `S`, the finished tables and, for the table being
 //! read, the opaque page cursor. `start(Snapshot(token))` reads the remaining pages at the same
 //! `S`, so a resumed snapshot is still exact (no replay window). Convex serves a pinned
-//! snapshot for a limited time (days); an expired one is
-//! [`HistoryLost`](powersync_source_core::ErrorKind::HistoryLost).
+//! snapshot for 5 days; an expired one is
+//! [`HistoryLost`](powersync_source_core::ErrorKind::HistoryLost). A page may take the
+//! server a minute and more (it sets up an iterator that walks the log from `S` to now), so a
+//! `list_snapshot` request gets at least 180 s whatever `request_timeout_ms` says. Nothing
+//! else calls `list_snapshot` while a snapshot runs: Convex caches one snapshot iterator for
+//! the whole deployment, and any other call evicts it.
 //!
 //! **Streaming.** `document_deltas` pages are read in order; within a page, the documents of
 //! one commit timestamp (one Convex mutation: all its writes share the timestamp, and no two
@@ -58,16 +92,34 @@
 //! (`InvalidWindowToReadDocuments`) or an expired snapshot is `HistoryLost`. Acknowledgements
 //! release nothing on Convex: history is kept for the retention window whatever readers do.
 //!
-//! **Deleted tables.** A table deleted in the dashboard emits no deltas. A periodic schema
-//! check (`schema_check_interval_ms`, default 60 s) compares `/api/json_schemas` with the
-//! tables the stream replicates and reports a vanished table as a
-//! [`ChangeEvent::Truncate`] transaction at the current cursor, so the host's copy does not
-//! silently go stale.
+//! **Deleted and replaced tables.** A table deleted in the dashboard emits no deltas, and
+//! neither do the old rows of a table replaced wholesale (`npx convex import --replace`,
+//! streaming import's `replace_tables` / `clear_tables`: a new tablet under the same name).
+//! A periodic check (`schema_check_interval_ms`, default 60 s) compares
+//! `/api/get_table_column_names` with the tables the stream replicates and reports a
+//! vanished table as a [`ChangeEvent::Truncate`] transaction at the current cursor; for each
+//! table the stream read in full (snapshotted or re-read by this stream) it also compares the
+//! deployment's row count at the cursor (the dashboard's `_system/frontend/tableSize` query
+//! through `/api/query_at_ts`) with the rows the stream holds, and on a difference sends one
+//! transaction at the cursor: `Truncate`, then the table read again at the cursor. So the
+//! host's copy does not silently go stale. Limits: a stream resumed from a checkpoint holds
+//! no row ids, so only a later snapshot or re-read arms the count check for a table; a
+//! replacement with the same number of rows whose new rows all arrived as deltas leaves no
+//! stale row and is not reported; the count check keeps a 64-bit hash per replicated row
+//! (about 16 bytes) in memory. Dashboard "Clear table" deletes row by row and needs none of
+//! this.
+//!
+//! **Odd tables.** `/api/json_schemas` fails (400) for the whole deployment as soon as one
+//! table anywhere has documents that are not a plain object (over 64 top-level fields, or
+//! field names that are not identifiers) and no `convex/schema.ts` definition. The connector
+//! takes table names from `/api/get_table_column_names`, which never fails that way, and
+//! `check()` only warns; with the typed encoding field types are not needed, with
+//! `format=json` Int64 fields then arrive as base-10 text and Bytes as base64 text.
 //!
 //! # Values
 //!
 //! The stream asks for `format=convex_encoded_json` (the typed encoding Convex's own Fivetran
-//! and Airbyte connectors use) and falls back to the documented `format=json`, typed through
+//! and Airbyte connectors use) and falls back to `format=json`, typed through
 //! `/api/json_schemas`, when the deployment refuses it (`encoding=auto`; pin one with
 //! `encoding=typed|json`). Column type names say which: `int64 (convex_encoded_json)` or
 //! `int64 (json+json_schemas)`.
@@ -82,10 +134,14 @@
 //! | `Null`, missing field | `Null` |
 //! | `Array`, `Object` | `Text`, JSON (nested Int64 as a base-10 string, Bytes as base64, NaN/±∞ as `"NaN"`/`"Infinity"`/`"-Infinity"`) |
 //!
+//! Every float64 round-trips exactly, 17-digit ones included (`_creationTime` often needs
+//! 17 digits): the workspace's `serde_json` parses numbers with correct rounding
+//! (`float_roundtrip`).
+//!
 //! Columns: `_id` (the key), `_creationTime` (float64 milliseconds), then the fields
 //! `json_schemas` lists, then fields first seen in documents (a new field sends a new schema
 //! event). Other `_`-prefixed fields (`_ts`, `_table`, …) are metadata and dropped. Only the
-//! default component is replicated; tables are named `convex.<table>`.
+//! root component is replicated; tables are named `convex.<table>`.
 //!
 //! # What to deploy
 //!
@@ -102,10 +158,18 @@
 #![doc = include_str!("convex/powersync_checkpoints.ts")]
 //! ```
 //!
-//! then `npx convex deploy`. `write_checkpoint` runs the mutation, reads the marker row's
-//! commit timestamp `T` back through `list_snapshot`, and returns `T` as a checkpoint; the
-//! stream reports [`ChangeEvent::CheckpointObserved`] with exactly that checkpoint when its
-//! delta passes. Marker rows never reach the host as rows.
+//! then `npx convex deploy`. The mutation is internal: only a deploy key runs it. PowerSync's
+//! own `powersync_checkpoints.ts` (public, patches one row, returns `null`) works too, so a
+//! deployment prepared for PowerSync needs no change.
+//!
+//! `write_checkpoint` takes the deployment's timestamp (`/api/query_ts`), runs the mutation,
+//! finds the marker's write in the `document_deltas` of `powersync_checkpoints` after that
+//! timestamp (by its id when the mutation returns one, else the first marker write), and
+//! returns its commit timestamp `T` as a checkpoint; every write acknowledged before the call
+//! is below `T`. The stream reports [`ChangeEvent::CheckpointObserved`] with exactly that
+//! checkpoint when the marker's delta passes. Marker rows never reach the host as rows.
+//! `check()` runs the mutation once too (one marker row), to tell whether write checkpoints
+//! work.
 //!
 //! # URLs
 //!

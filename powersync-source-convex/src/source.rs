@@ -79,10 +79,11 @@ impl ChangeSource for ConvexSource {
     }
 
     /// Checks that the deployment answers with the deploy key, that streaming export is
-    /// available, that every selected table exists, and that `powersync_checkpoints` and
-    /// `powersync_checkpoints:createCheckpoint` are deployed (the check runs the mutation
-    /// once, writing one marker row). With `encoding=auto`, a warning says when the typed
-    /// encoding is not accepted.
+    /// available and that every selected table exists in the root component (errors). Warns
+    /// when write checkpoints are off (no `powersync_checkpoints:createCheckpoint` deployed,
+    /// or a read-only key; the check runs the mutation once, writing one marker row), when
+    /// `/api/json_schemas` refuses the deployment (field types unknown), and, with
+    /// `encoding=auto`, when the typed encoding is not accepted.
     async fn check(&self) -> Result<CheckReport> {
         Ok(crate::check::check(&self.api, &self.config, self.tables())
             .await?
@@ -167,7 +168,9 @@ impl ChangeSource for ConvexSource {
         ))
     }
 
-    /// Runs `powersync_checkpoints:createCheckpoint` and returns the marker's commit position;
+    /// Runs `powersync_checkpoints:createCheckpoint` (this crate's or PowerSync's) and returns
+    /// the marker's commit position, found in the marker table's deltas (never through
+    /// `list_snapshot`, which would evict a running snapshot's iterator);
     /// a running stream reports exactly this checkpoint with `CheckpointObserved` when it
     /// passes the marker (within one polling interval on an idle deployment).
     async fn write_checkpoint(&self) -> Result<Checkpoint> {
