@@ -37,3 +37,13 @@ async fn conformance_fake_convex_json_fallback() {
     w.fake.set_typed_format(false);
     run_all(&w, true, 5_000).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_fake_convex_prepared_for_powersync() {
+    powersync_source_testkit::init_tracing();
+    let w = FakeWorkload::start().await;
+    // PowerSync's createCheckpoint: one marker row patched in place, `null` returned.
+    w.fake
+        .set_checkpoint_mutation(powersync_source_convex::testing::CheckpointMutation::PowerSync);
+    run_all(&w, true, 5_000).await;
+}
