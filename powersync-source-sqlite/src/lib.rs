@@ -61,8 +61,8 @@
 //!
 //! Row application: inserts are upserts (`INSERT OR REPLACE`: the replay window after a
 //! resumed snapshot may resend a row); updates find the row by the old key (the key may
-//! change), set only the columns the source sent and insert the row if it is missing (unsent
-//! columns NULL); deletes by key are no-ops when the row is missing. Schema changes add and
+//! change), set only the columns the source sent and insert the row if it is missing and every
+//! value was sent (see below for a missing row with unsent values); deletes by key are no-ops when the row is missing. Schema changes add and
 //! drop columns; a changed key recreates the table and copies its rows; a truncate empties
 //! the table.
 //!
@@ -73,8 +73,12 @@
 //! matched under its old key keeps that row's stored value and moves it to the new key; an
 //! update whose old key is not held (a key change replayed after a resumed snapshot already
 //! stored the row under its new key) keeps the value held under the new key instead of
-//! writing NULL over it; when neither key is held, the row is inserted and the unsent value
-//! is unknown (NULL).
+//! writing NULL over it. When neither key is held there is no value to keep: the update is
+//! skipped rather than inventing NULL for the unsent value. That case only arises in the
+//! replay window after a resumed snapshot, where the snapshot already stored the row under
+//! the key it has at the end of the window (or a later change deletes it); an invented NULL
+//! would be carried by the next key change of a chain (`a → b → c`) over the row held under
+//! `c`.
 //!
 //! # Durability
 //! `synchronous=NORMAL` (the default) survives a crash of the process at any point; after a

@@ -76,6 +76,7 @@ impl Statements {
                 };
                 let values = new.values();
                 let set = present_mask(values);
+                let some_unsent = set.is_some();
                 let changed = if keyed {
                     if set.as_ref().is_some_and(|s| s.is_empty()) {
                         // Nothing sent: nothing to write.
@@ -95,6 +96,19 @@ impl Statements {
                     }
                 };
                 if changed == 0 {
+                    if some_unsent {
+                        // No row held under either key, and some values were not sent: there
+                        // is no value to keep, and writing NULL would invent one. This only
+                        // happens in the replay window after a resumed snapshot, where the row
+                        // is already held under the key it has at the end of the window (the
+                        // snapshot read it) or a later change moves or deletes it; an invented
+                        // NULL here would be carried along by the next key change of a chain.
+                        tracing::debug!(
+                            table = %schema.name,
+                            "update with unsent values of a row held under neither key: skipped"
+                        );
+                        return Ok(RowOutcome::Applied);
+                    }
                     self.insert(conn, table, schema, values, keyed)?;
                 }
                 Ok(RowOutcome::Applied)

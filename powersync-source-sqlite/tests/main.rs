@@ -32,7 +32,6 @@ async fn a_resumed_snapshot_keeps_toasted_values_of_rows_moved_into_finished_chu
 /// is one (in a consistent mirror a key change never finds its new key held, so the rule
 /// only matters in the replay window, where the row held under the new key is the newer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the sink to keep the value held under the new key first"]
 async fn a_resumed_snapshot_keeps_toasted_values_through_chains_of_key_changes() {
     resumed_snapshot_with_key_changes(true).await;
 }
