@@ -7,9 +7,17 @@ use crate::schema::TableSchema;
 /// One column value, already normalized to SQLite's type model (see the crate docs for the
 /// per-type rules).
 ///
-/// [`Value::Unchanged`] is not a value: it marks a column whose value the source did not send
-/// (PostgreSQL TOAST columns in updates, non-key columns of a key-only old image). Consumers
-/// keep what they stored before; they never write it.
+/// [`Value::Unchanged`] is not a value: it marks a column whose value the source sent nowhere
+/// (an unchanged PostgreSQL TOAST column under `REPLICA IDENTITY DEFAULT`, non-key columns of
+/// a key-only old image). A connector fills it from a complete old image when there is one, so
+/// it appears only when the source truly did not send the value. Consumers never write it;
+/// the rule is:
+///
+/// **Keep the value you hold for this row: under the old key if the update changed the key
+/// and you hold that row, otherwise under the new key.** If you hold the row under neither
+/// key, you hold no value to keep: do not invent one (NULL included). That only happens in the
+/// replay window after a resumed snapshot, which has already delivered the row under the key
+/// it has at the end of the window, or a later change deletes it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// SQL NULL (also NaN floats and values the rules map to null).
