@@ -565,13 +565,26 @@ async fn cdc_rules(w: &RealWorkload) {
         "code varchar(20) COLLATE SQL_Latin1_General_CP1_CI_AS PRIMARY KEY, n int",
     )
     .await;
-    let keys = [
+    // Hyphens and apostrophes, plus the keys of Estuary's real-server golden
+    // `TestCollatedCapture-VarChar` (CP1252 characters whose order under the SQL collation
+    // differs from code-point order).
+    let mut keys: Vec<String> = [
         "a-b", "ab", "a-c", "ac", "a'b", "a b", "-a", "b", "co-op", "coop", "co'op", "Z",
+    ]
+    .iter()
+    .map(|k| k.to_string())
+    .collect();
+    let estuary = [
+        "?", "a", "b", "c", "€", "Š", "’", "•", "À", "Á", "Â", "Ö", "×", "Ø", "ß", "÷", "ÿ",
     ];
+    for (i, c) in estuary.iter().enumerate() {
+        keys.push(format!("a{c}a {i:03}"));
+        keys.push(format!("a{c}b {i:03}"));
+    }
     let values: Vec<String> = keys
         .iter()
         .enumerate()
-        .map(|(i, k)| format!("('{}', {i})", k.replace('\'', "''")))
+        .map(|(i, k)| format!("(N'{}', {i})", k.replace('\'', "''")))
         .collect();
     sql(
         w,
@@ -591,7 +604,7 @@ async fn cdc_rules(w: &RealWorkload) {
         })
         .collect();
     seen.sort();
-    let mut want: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    let mut want = keys.clone();
     want.sort();
     assert_eq!(seen, want, "every key exactly once");
     drop(stream);
