@@ -114,6 +114,9 @@ pub fn plan(facts: &Facts, user: &str) -> (Vec<Step>, Vec<String>) {
             facts.version
         ));
     }
+    if facts.tables.is_empty() {
+        notes.push("no table is named and none has CDC yet: name the tables to replicate".into());
+    }
     if !facts.cdc_enabled {
         steps.push(sql(
             format!("CDC is off on database {}", facts.database),
@@ -261,6 +264,34 @@ fn flag(row: &Row, i: usize) -> bool {
     row.try_get::<i32, _>(i).ok().flatten().unwrap_or(0) != 0
 }
 
+/// The tables setup prepares: the requested ones (schema `dbo` when not given), or, like the
+/// connector, every table that already has CDC (never every user table: enabling CDC on all of
+/// them is not what a source without a table list replicates). Each with its CDC flag.
+fn selected_tables(
+    listed: &[(TableName, bool)],
+    requested: &[TableName],
+) -> Vec<(TableName, bool)> {
+    if requested.is_empty() {
+        return listed
+            .iter()
+            .filter(|(t, cdc)| *cdc && t.name != CHECKPOINT_TABLE && t.schema != "cdc")
+            .cloned()
+            .collect();
+    }
+    requested
+        .iter()
+        .map(|t| {
+            let t = if t.schema.is_empty() {
+                TableName::new("dbo", &t.name)
+            } else {
+                t.clone()
+            };
+            let cdc = listed.iter().any(|(l, c)| *l == t && *c);
+            (t, cdc)
+        })
+        .collect()
+}
+
 /// The select list of the database-level rights probe, run as the user (`EXECUTE AS USER`):
 /// SELECT on schema cdc, SELECT/INSERT/DELETE on the checkpoint table (what `check()`
 /// requires), the database state right, then SELECT on each table. Server rights are not
@@ -341,21 +372,7 @@ pub async fn read_facts(
         .iter()
         .find(|(t, _)| t.schema == "dbo" && t.name == CHECKPOINT_TABLE);
     facts.checkpoint_table = (checkpoint.is_some(), checkpoint.is_some_and(|(_, c)| *c));
-    let selected: Vec<(TableName, bool)> = if tables.is_empty() {
-        listed
-            .iter()
-            .filter(|(t, _)| t.name != CHECKPOINT_TABLE && t.schema != "cdc")
-            .cloned()
-            .collect()
-    } else {
-        tables
-            .iter()
-            .map(|t| {
-                let cdc = listed.iter().any(|(l, c)| l == t && *c);
-                (t.clone(), cdc)
-            })
-            .collect()
-    };
+    let selected = selected_tables(&listed, tables);
     let principal = client
         .query(
             format!(
@@ -685,6 +702,32 @@ GRANT VIEW DATABASE PERFORMANCE STATE TO [powersync];";
         );
         assert!(tune.contains("WAITFOR DELAY"), "{tune}");
         assert!(tune.ends_with("EXEC sys.sp_cdc_start_job @job_type = N'capture'"));
+    }
+
+    /// Without a table list setup prepares what the connector replicates then: the tables
+    /// that have CDC, not every user table; a name without schema means `dbo`.
+    #[test]
+    fn the_default_selection_is_the_connectors() {
+        let listed = vec![
+            (TableName::new("dbo", "orders"), true),
+            (TableName::new("dbo", "audit"), false),
+            (TableName::new("dbo", CHECKPOINT_TABLE), true),
+        ];
+        assert_eq!(
+            selected_tables(&listed, &[]),
+            vec![(TableName::new("dbo", "orders"), true)]
+        );
+        assert_eq!(
+            selected_tables(&listed, &[TableName::new("", "audit")]),
+            vec![(TableName::new("dbo", "audit"), false)]
+        );
+        let mut f = fresh(false);
+        f.tables.clear();
+        let (_, notes) = plan(&f, "powersync");
+        assert!(
+            notes.iter().any(|n| n.contains("name the tables")),
+            "{notes:?}"
+        );
     }
 
     #[test]
