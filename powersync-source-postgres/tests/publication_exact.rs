@@ -18,6 +18,8 @@ use powersync_source_testkit::postgres::PostgresServer;
 
 /// Column name → value as text (`None` for NULL).
 type Record = BTreeMap<String, Option<String>>;
+/// A schema event's shape: (column name, type, is key) per column.
+type Shape = Vec<(String, String, bool)>;
 
 /// What a host holds: table → key text → record; and every column name it was ever sent.
 #[derive(Default)]
@@ -25,7 +27,7 @@ struct Host {
     tables: BTreeMap<String, BTreeMap<String, Record>>,
     seen_columns: BTreeSet<(String, String)>,
     /// Per table, the distinct shapes (column name, type, key) its schema events had.
-    shapes: BTreeMap<String, BTreeSet<Vec<(String, String, bool)>>>,
+    shapes: BTreeMap<String, BTreeSet<Shape>>,
 }
 
 fn text(v: &Value) -> Option<String> {
