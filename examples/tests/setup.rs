@@ -1,9 +1,9 @@
 //! `setup`: prints the steps, `--apply` runs them, a second `--apply` changes nothing, and the
 //! connector then works as the new user.
 
-use powersync_source_testkit::{self as testkit, PostgresServer};
 use powersync_source_core::{ChangeSource, ErrorKind};
 use powersync_source_postgres::PostgresSource;
+use powersync_source_testkit::{self as testkit, PostgresServer};
 
 use crate::common::{run, sql, Finished, TAIL};
 

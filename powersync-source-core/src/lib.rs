@@ -49,7 +49,6 @@ pub mod source;
 pub mod stream;
 pub mod value;
 
-
 pub use checkpoint::Checkpoint;
 pub use error::{ErrorKind, Result, SourceError};
 pub use event::{

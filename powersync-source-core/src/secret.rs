@@ -44,9 +44,7 @@ pub fn redact_url(url: &str) -> String {
         // The userinfo normally ends at the last `@` of the authority; a password holding an
         // unescaped `/`, `?` or `#` ends the authority early, so then take the last `@` of the
         // whole string (over-redacting a rare `@` in a query beats showing a password).
-        let at = rest[..authority_end]
-            .rfind('@')
-            .or_else(|| rest.rfind('@'));
+        let at = rest[..authority_end].rfind('@').or_else(|| rest.rfind('@'));
         match at {
             Some(at) => {
                 let userinfo = &rest[..at];

@@ -220,7 +220,10 @@ mod tests {
         assert!(e.to_string().contains("Access denied"), "{e}");
 
         let e = sql_error(
-            server(1236, "Could not find first log file name in binary log index file"),
+            server(
+                1236,
+                "Could not find first log file name in binary log index file",
+            ),
             "starting the binlog dump",
         );
         assert_eq!((e.kind(), e.code()), (ErrorKind::HistoryLost, Some("1236")));

@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use powersync_source_testkit::conformance::{self, drive, Dml, Oracle, Workload};
-use powersync_source_testkit::MariaDbServer;
 use powersync_source_core::{
     ChangeEvent, ChangeSource, ErrorKind, SnapshotProgress, StartFrom, TableName,
 };
 use powersync_source_mysql::mysql_async::prelude::Queryable;
 use powersync_source_mysql::{MySqlConfig, MySqlSource};
+use powersync_source_testkit::conformance::{self, drive, Dml, Oracle, Workload};
+use powersync_source_testkit::MariaDbServer;
 
 use crate::workload::{err, MariaWorkload};
 

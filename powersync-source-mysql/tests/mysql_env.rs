@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use powersync_source_testkit::conformance::{self, drive, Oracle};
 use powersync_source_core::{ChangeEvent, ChangeSource, ErrorKind, StartFrom, TableName, Value};
 use powersync_source_mysql::mysql_async::prelude::Queryable;
 use powersync_source_mysql::mysql_async::{Conn, Opts};
 use powersync_source_mysql::{MySqlConfig, MySqlSource};
+use powersync_source_testkit::conformance::{self, drive, Oracle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::print_stdout)]

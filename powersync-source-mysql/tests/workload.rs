@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use powersync_source_testkit::conformance::{Dml, Workload};
-use powersync_source_testkit::MariaDbServer;
 use powersync_source_core::{ChangeSource, RetryPolicy, SourceError, TableName, Value};
 use powersync_source_mysql::mysql_async::prelude::Queryable;
 use powersync_source_mysql::mysql_async::{self, Conn};
 use powersync_source_mysql::{MySqlConfig, MySqlSource};
+use powersync_source_testkit::conformance::{Dml, Workload};
+use powersync_source_testkit::MariaDbServer;
 
 pub const PASSWORD: &str = "rep-Secret-91";
 

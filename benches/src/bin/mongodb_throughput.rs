@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use benches::{machine, median, RssSampler};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use powersync_source_testkit::SecantusServer;
 use powersync_source_core::{
     ChangeEvent, ChangeSource, Checkpoint, Position, SnapshotProgress, StartFrom, TableName,
 };
@@ -34,6 +33,7 @@ use powersync_source_mongodb::mongodb::change_stream::event::ResumeToken;
 use powersync_source_mongodb::mongodb::options::FullDocumentType;
 use powersync_source_mongodb::mongodb::Client;
 use powersync_source_mongodb::{MongoConfig, MongoSource};
+use powersync_source_testkit::SecantusServer;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;

@@ -23,11 +23,11 @@ use benches::{machine, median};
 use clap::Parser;
 use futures::StreamExt;
 use powersync_source_core::position::BinlogPosition;
-use powersync_source_testkit::MariaDbServer;
 use powersync_source_core::{
     ChangeEvent, ChangeSource, Checkpoint, Position, SnapshotProgress, StartFrom, TableName,
 };
 use powersync_source_mysql::{MySqlConfig, MySqlSource};
+use powersync_source_testkit::MariaDbServer;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;
