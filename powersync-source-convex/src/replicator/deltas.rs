@@ -258,9 +258,6 @@ impl Replicator {
     /// (one transaction), so the host's copy does not silently keep stale rows. A replacement
     /// that keeps the count and whose new rows all arrived as deltas leaves nothing stale.
     async fn check_replaced_tables(&mut self, cursor: i64) -> Step<()> {
-        if !self.table_sizes {
-            return Ok(());
-        }
         let mut replaced = Vec::new();
         let tables: Vec<(String, usize)> = self
             .row_ids
@@ -275,16 +272,21 @@ impl Replicator {
                     );
                     replaced.push(table);
                 }
-                Ok(_) => {}
+                Ok(_) => self.table_sizes_refused = false,
                 Err(e) if e.is_retryable() => {
                     tracing::warn!("Convex replaced-table check skipped: {e}");
                     return Ok(());
                 }
+                // A count at an old cursor may be refused (a query timestamp too far in the
+                // past), or the system query missing on an old backend: skip this round, warn
+                // once, try again at the next check.
                 Err(e) => {
-                    tracing::warn!(
-                        "Convex replaced-table check is off for this stream (tables replaced wholesale keep stale rows): {e}"
-                    );
-                    self.table_sizes = false;
+                    if !self.table_sizes_refused {
+                        tracing::warn!(
+                            "Convex replaced-table check skipped (until it succeeds, a table replaced wholesale keeps stale rows): {e}"
+                        );
+                        self.table_sizes_refused = true;
+                    }
                     return Ok(());
                 }
             }

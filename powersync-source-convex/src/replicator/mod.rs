@@ -59,8 +59,8 @@ pub(crate) struct Replicator {
     /// periodic check compares their number with the deployment's count to find tables
     /// replaced without deletes.
     row_ids: HashMap<String, HashSet<u64>>,
-    /// Whether the deployment answers table counts (off after a permanent refusal).
-    table_sizes: bool,
+    /// Whether the last table count was refused (warned once until one succeeds).
+    table_sizes_refused: bool,
 }
 
 /// The hash of a document id kept in [`Replicator::row_ids`].
@@ -103,7 +103,7 @@ impl Replicator {
             acks,
             reconnect,
             row_ids: HashMap::new(),
-            table_sizes: true,
+            table_sizes_refused: false,
         }
     }
 
