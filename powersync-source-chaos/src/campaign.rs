@@ -190,7 +190,8 @@ pub async fn run(
                 break;
             }
         }
-        if let Some(status) = mirror.lock().await.exited() {
+        let exited = mirror.lock().await.exited();
+        if let Some(status) = exited {
             return Err(ChaosError::Other(format!(
                 "the mirror exited ({status}) before its initial snapshot was done:\n{}",
                 mirror.lock().await.log_tail(20)
