@@ -327,3 +327,52 @@ async fn a_replaced_table_is_truncated_and_read_again() {
         "{events:?}"
     );
 }
+
+/// The deltas page limit counts rows read, system tables and unselected tables included: a
+/// burst of scheduler writes gives empty pages with `hasMore`, which move the position
+/// (keepalives) without rows or transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_system_writes_only_keep_alive() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    seed(&fake, "items", 1);
+    let src = source(&fake, &["items"]);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    fake.system_writes(1000);
+    seed(&fake, "unselected", 300);
+    fake.insert("items", json!({"n": int64(5)})).unwrap();
+    let events = read_until(&mut stream, |e| matches!(e, ChangeEvent::Commit(_)))
+        .await
+        .unwrap();
+    assert_eq!(rows(&events).count(), 1);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, ChangeEvent::Begin(_)))
+            .count(),
+        1
+    );
+    let keepalives: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            ChangeEvent::Keepalive(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    // 1000 system rows / 128 read per page: several empty pages, each a keepalive.
+    assert!(keepalives.len() >= 7, "{}", keepalives.len());
+    assert!(keepalives.windows(2).all(|w| w[0] < w[1]));
+    // A write checkpoint through the burst still finds its marker.
+    fake.system_writes(500);
+    let marker = src.write_checkpoint().await.unwrap();
+    read_until(
+        &mut stream,
+        |e| matches!(e, ChangeEvent::CheckpointObserved(c) if *c == marker),
+    )
+    .await
+    .unwrap();
+}

@@ -78,7 +78,7 @@ impl Store {
     /// `_creationTime` and `_id`. It never fails because of a shape.
     pub(crate) fn table_column_names(&mut self) -> Answer {
         let mut by_component: BTreeMap<String, Vec<Json>> = BTreeMap::new();
-        for t in self.tables.iter().filter(|t| !t.deleted) {
+        for t in self.tables.iter().filter(|t| !t.deleted && !t.system()) {
             let columns: Vec<String> = if is_record_shaped(t) {
                 vec!["_creationTime".into(), "_id".into()]
             } else {
@@ -125,7 +125,11 @@ impl Store {
         // the same name; with it, one map per component path (`json_schemas` in
         // `crates/local_backend/src/streaming_export.rs`).
         let by_component = q.get("byComponent").is_some_and(|v| v == "true");
-        let mut tables: Vec<&Table> = self.tables.iter().filter(|t| !t.deleted).collect();
+        let mut tables: Vec<&Table> = self
+            .tables
+            .iter()
+            .filter(|t| !t.deleted && !t.system())
+            .collect();
         tables.sort_by_key(|t| !t.component.is_empty());
         let mut out = Map::new();
         for t in tables {
@@ -255,7 +259,8 @@ impl Store {
             .tables
             .iter()
             // A table name selects the root component's table only.
-            .filter(|t| !t.deleted && wanted.is_none_or(|w| *w == t.name && t.component.is_empty()))
+            .filter(|t| !t.deleted && !t.system())
+            .filter(|t| wanted.is_none_or(|w| *w == t.name && t.component.is_empty()))
             .filter(|t| after.as_ref().is_none_or(|(n, _)| t.number >= *n))
             .collect();
         tables.sort_by_key(|t| t.number);
@@ -354,9 +359,11 @@ impl Store {
                 // Finish this timestamp: a page never splits a transaction.
                 new_cursor = Some(e.ts);
             }
-            if wanted
-                .as_ref()
-                .is_some_and(|w| *w != t.name || !t.component.is_empty())
+            // System tables are never exported (`streaming_export_table_filter`).
+            if t.system()
+                || wanted
+                    .as_ref()
+                    .is_some_and(|w| *w != t.name || !t.component.is_empty())
             {
                 continue;
             }

@@ -178,6 +178,13 @@ impl FakeConvex {
         self.lock().documents(table)
     }
 
+    /// Commits `n` writes to a system table (`_scheduled_functions`), one transaction each,
+    /// as scheduling functions does: never exported, but they count toward the rows a
+    /// `document_deltas` page reads, so a page of them is empty with `hasMore`.
+    pub fn system_writes(&self, n: usize) {
+        self.lock().system_writes(n);
+    }
+
     /// Forgets all history before now: older cursors and snapshots are refused as Convex
     /// refuses those beyond its retention window.
     pub fn expire_history(&self) {

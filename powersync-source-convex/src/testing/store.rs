@@ -23,6 +23,14 @@ pub(super) struct Table {
     pub(super) deleted: bool,
 }
 
+impl Table {
+    /// A system table (`_scheduled_functions`, …): never exported, but its writes are in the
+    /// log that `document_deltas` reads.
+    pub(super) fn system(&self) -> bool {
+        self.name.starts_with('_')
+    }
+}
+
 pub(super) struct LogEntry {
     pub(super) ts: i64,
     pub(super) table: u32,
@@ -221,6 +229,19 @@ impl Store {
                     .is_some_and(|v| v.doc.is_some())
             })
             .count()
+    }
+
+    /// Commits `n` writes to the system table `_scheduled_functions`, each its own
+    /// transaction, as scheduling functions does.
+    pub(crate) fn system_writes(&mut self, n: usize) {
+        for _ in 0..n {
+            let mut fields = Map::new();
+            fields.insert("name".into(), json!("jobs:run"));
+            let _ = self.commit(vec![Write::Insert {
+                table: "_scheduled_functions".into(),
+                fields,
+            }]);
+        }
     }
 
     pub(crate) fn expire_history(&mut self) {
