@@ -326,6 +326,16 @@ pub struct Permissions {
     pub gating_roles: Vec<(String, bool)>,
 }
 
+/// A fingerprint of `cdc.change_tables` (instances, creation dates, start LSNs): while it is
+/// unchanged, the capture instances are too, and the poller need not list them again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogStamp {
+    /// Number of capture instances.
+    pub instances: i64,
+    /// `CHECKSUM_AGG(CHECKSUM(object_id, create_date, start_lsn))`.
+    pub checksum: i64,
+}
+
 /// The capture job of the database (`msdb.dbo.cdc_jobs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CaptureJob {
@@ -362,6 +372,9 @@ pub trait CdcBackend: Send {
         to: MssqlLsn,
         limit: u32,
     ) -> Result<Vec<LsnTime>>;
+    /// `SELECT COUNT_BIG(*), CHECKSUM_AGG(…) FROM cdc.change_tables`: one cheap row telling
+    /// whether [`CdcBackend::capture_instances`] would answer differently.
+    async fn catalog_stamp(&mut self) -> Result<CatalogStamp>;
     /// Every capture instance of the database with its captured columns
     /// (`cdc.change_tables` ⨝ `cdc.captured_columns` ⨝ the primary key).
     async fn capture_instances(&mut self) -> Result<Vec<CaptureInstance>>;

@@ -6,9 +6,9 @@
 //! Not part of the stable API: it changes with the connector's queries.
 
 pub use crate::backend::{
-    checkpoint_table, CaptureInstance, CaptureJob, CapturedColumn, CdcBackend, CdcConnector,
-    ChangeKey, ChangeRow, CheckpointShape, LsnTime, Marker, Permissions, ServerInfo, SqlType,
-    CHECKPOINT_SCHEMA, CHECKPOINT_TABLE, RECOMMENDED_JOB,
+    checkpoint_table, CaptureInstance, CaptureJob, CapturedColumn, CatalogStamp, CdcBackend,
+    CdcConnector, ChangeKey, ChangeRow, CheckpointShape, LsnTime, Marker, Permissions, ServerInfo,
+    SqlType, CHECKPOINT_SCHEMA, CHECKPOINT_TABLE, RECOMMENDED_JOB,
 };
 pub use crate::checkpoint::StreamPoint;
 pub use crate::poller::mask_bit;

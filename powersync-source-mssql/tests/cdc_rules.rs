@@ -423,3 +423,39 @@ async fn idle_capture_scans_give_keepalives_not_transactions() {
     let events = read_until(&mut stream, |e| commits(e) >= 1).await.unwrap();
     assert_eq!(rows_of(&events, "insert"), ["insert items () -> (1,a)"]);
 }
+
+/// Review §2.1 (d): listing the capture instances (a six-way catalog join) on every poll is
+/// wasted work on a busy server; powersync-service re-reads them every 60 s and Estuary skips
+/// unchanged change tables. Polls read a one-row fingerprint of `cdc.change_tables` and list
+/// the instances again only when it changed; a new instance is still taken over.
+#[tokio::test]
+async fn idle_polls_do_not_list_the_capture_instances_again() {
+    let server = FakeServer::new();
+    let t = simple_table(&server, "items");
+    let (mut stream, _) = started(&server, vec![t.clone()]).await;
+    let before = server.lock().catalog_loads;
+    // About 30 polls at the 10 ms interval.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    server.transaction(&[ins(&t, 1, "a")]);
+    read_until(&mut stream, |e| commits(e) >= 1).await.unwrap();
+    let idle = server.lock().catalog_loads - before;
+    assert!(idle <= 1, "listed {idle} times while nothing changed");
+
+    server.add_column(&t, "w", text_type());
+    server.enable_cdc(&t, "dbo_items_v2");
+    server.transaction(&[Op::Insert(
+        t.clone(),
+        vec![
+            ("id".into(), Value::Integer(2)),
+            ("v".into(), Value::Text("b".into())),
+            ("w".into(), Value::Text("x".into())),
+        ],
+    )]);
+    let events = read_until(&mut stream, |e| commits(e) >= 1).await.unwrap();
+    assert!(
+        summarize(&events).contains(&"insert items () -> (2,b,x)".to_string()),
+        "{:?}",
+        summarize(&events)
+    );
+    assert!(server.lock().catalog_loads > before + idle);
+}

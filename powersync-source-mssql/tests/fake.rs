@@ -33,8 +33,9 @@ use async_trait::async_trait;
 use powersync_source_core::position::MssqlLsn;
 use powersync_source_core::{Result, SourceError, TableName, UnixMicros, Value};
 use powersync_source_mssql::testing::{
-    CaptureInstance, CaptureJob, CapturedColumn, CdcBackend, CdcConnector, ChangeKey, ChangeRow,
-    CheckpointShape, LsnTime, Marker, Permissions, ServerInfo, SqlType, CHECKPOINT_TABLE,
+    CaptureInstance, CaptureJob, CapturedColumn, CatalogStamp, CdcBackend, CdcConnector, ChangeKey,
+    ChangeRow, CheckpointShape, LsnTime, Marker, Permissions, ServerInfo, SqlType,
+    CHECKPOINT_TABLE,
 };
 
 /// One table of the model.
@@ -147,6 +148,8 @@ pub struct State {
     pub commit_age_secs: i64,
     /// Every `changes` call: (instance, from, to, after, limit).
     pub change_calls: Vec<(String, MssqlLsn, MssqlLsn, Option<ChangeKey>, u32)>,
+    /// How many times the capture instances were listed.
+    pub catalog_loads: u32,
     /// Every `lsn_window` call: (from, to, limit, rows returned).
     pub window_calls: Vec<(MssqlLsn, MssqlLsn, u32, usize)>,
 }
@@ -234,6 +237,7 @@ impl FakeServer {
             fail_snapshot_after: None,
             commit_age_secs: 0,
             change_calls: Vec::new(),
+            catalog_loads: 0,
             window_calls: Vec::new(),
         })));
         let ck = TableName::new("dbo", CHECKPOINT_TABLE);
@@ -966,8 +970,23 @@ impl CdcBackend for FakeBackend {
         Ok(out)
     }
 
-    async fn capture_instances(&mut self) -> Result<Vec<CaptureInstance>> {
+    async fn catalog_stamp(&mut self) -> Result<CatalogStamp> {
+        use std::hash::{Hash, Hasher};
         let s = self.state()?;
+        // Like CHECKSUM_AGG over (object_id, create_date, start_lsn) of cdc.change_tables.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for i in &s.instances {
+            (&i.info.name, i.info.create_date, i.info.start_lsn.0).hash(&mut h);
+        }
+        Ok(CatalogStamp {
+            instances: s.instances.len() as i64,
+            checksum: h.finish() as i64,
+        })
+    }
+
+    async fn capture_instances(&mut self) -> Result<Vec<CaptureInstance>> {
+        let mut s = self.state()?;
+        s.catalog_loads += 1;
         Ok(s.instances
             .iter()
             .map(|i| {

@@ -32,7 +32,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use powersync_source_core::position::{MssqlLsn, MssqlPosition};
 use powersync_source_core::runtime::{Emitter, Reconnect, Step, Stop};
@@ -42,7 +42,7 @@ use powersync_source_core::{
 };
 
 use crate::backend::{
-    checkpoint_table, timed, CaptureInstance, CdcBackend, CdcConnector, ChangeRow,
+    checkpoint_table, timed, CaptureInstance, CatalogStamp, CdcBackend, CdcConnector, ChangeRow,
 };
 use crate::checkpoint::StreamPoint;
 use crate::tables::{by_table, instance_for, load_instances, newer, successor, table_schema};
@@ -94,7 +94,15 @@ pub(crate) struct Poller {
     last: MssqlLsn,
     /// The last position a commit or keepalive reported.
     reported: Option<MssqlLsn>,
+    /// The capture instances as last listed, with the catalog fingerprint and time of that
+    /// listing: polls list them again only when the fingerprint changed, after
+    /// [`CATALOG_MAX_AGE`], or after a failure.
+    catalog: Option<(CatalogStamp, Instant, Vec<CaptureInstance>)>,
 }
+
+/// Longest a poller goes without listing the capture instances again, whatever the
+/// fingerprint says (a checksum can collide; powersync-service re-reads them every 60 s).
+const CATALOG_MAX_AGE: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Poller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -151,6 +159,7 @@ impl Poller {
             committed_instances,
             last: start.position.lsn,
             reported: None,
+            catalog: None,
         })
     }
 
@@ -218,6 +227,7 @@ impl Poller {
                 Err(Stop::Closed) => return Err(Stop::Closed),
                 Err(Stop::Failed(e)) => {
                     backend = None;
+                    self.catalog = None;
                     self.restore_committed();
                     reconnect.after_failure(e, out).await?;
                 }
@@ -252,7 +262,16 @@ impl Poller {
         from: MssqlLsn,
     ) -> Result<Option<CaptureInstance>> {
         let t_out = self.opts.call_timeout;
-        let all = by_table(&load_instances(b, t_out).await?);
+        let stamp = timed(t_out, b.catalog_stamp()).await?;
+        let listed = match &self.catalog {
+            Some((s, at, list)) if *s == stamp && at.elapsed() < CATALOG_MAX_AGE => list.clone(),
+            _ => {
+                let list = load_instances(b, t_out).await?;
+                self.catalog = Some((stamp, Instant::now(), list.clone()));
+                list
+            }
+        };
+        let all = by_table(&listed);
         let ckpt = all.get(&checkpoint_table()).and_then(|l| l.last()).cloned();
         for t in &mut self.tables {
             let list = all.get(&t.name).map(Vec::as_slice).unwrap_or(&[]);

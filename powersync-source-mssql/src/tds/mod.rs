@@ -16,8 +16,8 @@ use powersync_source_core::{Result, SourceError, TableName, UnixMicros, Value};
 pub(crate) use tiberius::Row;
 
 use crate::backend::{
-    CaptureInstance, CaptureJob, CapturedColumn, CdcBackend, CdcConnector, ChangeKey, ChangeRow,
-    CheckpointShape, LsnTime, Marker, Permissions, ServerInfo, SqlType, RECOMMENDED_JOB,
+    CaptureInstance, CaptureJob, CapturedColumn, CatalogStamp, CdcBackend, CdcConnector, ChangeKey,
+    ChangeRow, CheckpointShape, LsnTime, Marker, Permissions, ServerInfo, SqlType, RECOMMENDED_JOB,
 };
 use crate::config::MssqlConfig;
 use crate::tables::{key_positions, quote_ident, quote_table};
@@ -282,6 +282,27 @@ impl CdcBackend for TdsBackend {
                 })
             })
             .collect()
+    }
+
+    async fn catalog_stamp(&mut self) -> Result<CatalogStamp> {
+        let what = "reading the CDC catalog's fingerprint";
+        let rows = self
+            .client
+            .query(
+                "SELECT COUNT_BIG(*), CAST(ISNULL(CHECKSUM_AGG(CHECKSUM(object_id, create_date, \
+                 start_lsn)), 0) AS bigint) FROM cdc.change_tables"
+                    .into(),
+                vec![],
+                what,
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| SourceError::decode(format!("{what}: no row")))?;
+        Ok(CatalogStamp {
+            instances: get_i64(row, 0, what)?.unwrap_or_default(),
+            checksum: get_i64(row, 1, what)?.unwrap_or_default(),
+        })
     }
 
     async fn capture_instances(&mut self) -> Result<Vec<CaptureInstance>> {

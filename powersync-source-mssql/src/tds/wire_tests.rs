@@ -439,3 +439,30 @@ async fn the_snapshot_start_locks_then_marks_by_id() {
         .text(1)
         .contains("SELECT COUNT_BIG(*) FROM dbo._powersync_checkpoints"));
 }
+
+/// The catalog fingerprint: two `bigint`s (an empty catalog's CHECKSUM_AGG is NULL, read as 0).
+#[tokio::test]
+async fn the_catalog_stamp_reads_two_bigints() {
+    use crate::backend::CatalogStamp;
+    let cols = [("n", Col::BigInt), ("sum", Col::BigInt)];
+    let (mut b, requests) = backend(vec![
+        result(&cols, &[vec![Val::BigInt(2), Val::BigInt(-77)]]),
+        result(&cols, &[vec![Val::BigInt(0), Val::Null]]),
+    ])
+    .await;
+    assert_eq!(
+        b.catalog_stamp().await.unwrap(),
+        CatalogStamp {
+            instances: 2,
+            checksum: -77
+        }
+    );
+    assert_eq!(
+        b.catalog_stamp().await.unwrap(),
+        CatalogStamp {
+            instances: 0,
+            checksum: 0
+        }
+    );
+    assert!(requests.text(0).contains("FROM cdc.change_tables"));
+}
