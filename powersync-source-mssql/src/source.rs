@@ -149,6 +149,44 @@ impl MssqlSource {
         Ok((instance, shape))
     }
 
+    /// Starts the exact snapshot (a new snapshot connection, the table locks, the marker). A
+    /// lock timeout (1222) or a lost deadlock (1205) of the lock transaction is retried a few
+    /// times: each attempt holds writers of the locked tables back for at most the short lock
+    /// timeout, where one long wait would stall them all that time.
+    async fn begin_exact_snapshot(
+        &self,
+        tables: &[TableName],
+        shape: CheckpointShape,
+    ) -> Result<(Box<dyn CdcBackend>, Marker)> {
+        let mut attempt = 1;
+        loop {
+            let mut snap = self.connect().await?;
+            let token = token();
+            let result = timed(
+                self.options.silence_timeout,
+                snap.begin_snapshot(tables, Some((shape, &token))),
+            )
+            .await;
+            match result {
+                Ok(Some(marker)) => return Ok((snap, marker)),
+                Ok(None) => {
+                    return Err(SourceError::internal(
+                        "the snapshot start inserted no marker row",
+                    ))
+                }
+                Err(e)
+                    if attempt < SNAPSHOT_LOCK_ATTEMPTS
+                        && matches!(e.code(), Some("1222" | "1205")) =>
+                {
+                    tracing::info!(attempt, error = %e, "snapshot table locks not granted; trying again");
+                    tokio::time::sleep(Duration::from_millis(250) * attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Waits until the capture job recorded the marker row, bounded by the marker timeout.
     async fn wait_marker(
         &self,
@@ -206,6 +244,9 @@ async fn finish(out: &mut Emitter, result: Step<()>) -> Step<()> {
     }
 }
 
+/// Attempts at the exact snapshot start's table locks (see `begin_exact_snapshot`).
+const SNAPSHOT_LOCK_ATTEMPTS: u32 = 6;
+
 fn token() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
@@ -258,16 +299,7 @@ impl ChangeSource for MssqlSource {
         let (poller, snapshot) = match from {
             StartFrom::Beginning => {
                 let (ckpt, shape) = self.checkpoint_instance(control.as_mut()).await?;
-                let mut snap = self.connect().await?;
-                let token = token();
-                let marker = timed(
-                    self.options.silence_timeout,
-                    snap.begin_snapshot(&tables, Some((shape, &token))),
-                )
-                .await?
-                .ok_or_else(|| {
-                    SourceError::internal("the snapshot start inserted no marker row")
-                })?;
+                let (snap, marker) = self.begin_exact_snapshot(&tables, shape).await?;
                 let lsn = self.wait_marker(control.as_mut(), &ckpt, &marker).await?;
                 let start = StreamPoint::after(lsn, BTreeMap::new());
                 let poller = Poller::new(

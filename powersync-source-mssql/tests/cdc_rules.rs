@@ -459,3 +459,39 @@ async fn idle_polls_do_not_list_the_capture_instances_again() {
     );
     assert!(server.lock().catalog_loads > before + idle);
 }
+
+/// Review §3.7 (a): while the shared table lock waits for a long-running writer, every later
+/// writer of the table queues behind it. The lock transaction waits at most a short
+/// LOCK_TIMEOUT (error 1222) and the start tries again, a bounded number of times; it locks
+/// exactly the selected tables.
+#[tokio::test]
+async fn snapshot_lock_timeouts_are_retried_a_bounded_number_of_times() {
+    let server = FakeServer::new();
+    let t = simple_table(&server, "items");
+    let other = simple_table(&server, "other");
+    server.transaction(&[ins(&t, 1, "a")]);
+    server.lock().lock_timeouts = 2;
+    let (_stream, events) = started(&server, vec![t.clone()]).await;
+    assert_eq!(
+        rows_of(&events, "snapshot"),
+        ["snapshot insert items () -> (1,a)"]
+    );
+    assert_eq!(server.lock().locked, vec![t.clone()]);
+    assert!(!server.lock().locked.contains(&other));
+
+    server.lock().lock_timeouts = 100;
+    let e = fake_source(&server, vec![t], "")
+        .start(StartFrom::Beginning)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.kind(),
+        powersync_source_core::ErrorKind::Connection,
+        "{e}"
+    );
+    assert_eq!(e.code(), Some("1222"));
+    assert!(
+        server.lock().lock_timeouts > 90,
+        "a bounded number of attempts"
+    );
+}

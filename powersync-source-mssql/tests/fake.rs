@@ -148,6 +148,10 @@ pub struct State {
     pub commit_age_secs: i64,
     /// Every `changes` call: (instance, from, to, after, limit).
     pub change_calls: Vec<(String, MssqlLsn, MssqlLsn, Option<ChangeKey>, u32)>,
+    /// Snapshot starts whose table locks time out (error 1222) before one is granted.
+    pub lock_timeouts: u32,
+    /// The tables the last exact snapshot start locked.
+    pub locked: Vec<TableName>,
     /// How many times the capture instances were listed.
     pub catalog_loads: u32,
     /// Every `lsn_window` call: (from, to, limit, rows returned).
@@ -238,6 +242,8 @@ impl FakeServer {
             commit_age_secs: 0,
             change_calls: Vec::new(),
             catalog_loads: 0,
+            lock_timeouts: 0,
+            locked: Vec::new(),
             window_calls: Vec::new(),
         })));
         let ck = TableName::new("dbo", CHECKPOINT_TABLE);
@@ -1085,7 +1091,7 @@ impl CdcBackend for FakeBackend {
 
     async fn begin_snapshot(
         &mut self,
-        _tables: &[TableName],
+        tables: &[TableName],
         marker: Option<(CheckpointShape, &str)>,
     ) -> Result<Option<Marker>> {
         let server = self.server.clone();
@@ -1097,6 +1103,18 @@ impl CdcBackend for FakeBackend {
             return Err(SourceError::prerequisite(
                 "Snapshot isolation transaction failed (3952)",
             ));
+        }
+        if marker.is_some() {
+            // A writer holds a lock on a table longer than LOCK_TIMEOUT: "Lock request time
+            // out period exceeded" (1222), raised to the lock transaction.
+            if s.lock_timeouts > 0 {
+                s.lock_timeouts -= 1;
+                return Err(SourceError::connection(
+                    "Lock request time out period exceeded. (1222)",
+                )
+                .with_code("1222"));
+            }
+            s.locked = tables.to_vec();
         }
         // Locks held: the copy and the marker's commit are one atomic step.
         self.snapshot = Some(s.tables.clone());

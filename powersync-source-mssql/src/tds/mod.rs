@@ -488,10 +488,11 @@ impl CdcBackend for TdsBackend {
         let lock = TdsClient::connect(&self.config).await?;
         let lock_what = "locking the replicated tables for the snapshot start";
         // Tables are locked one at a time, so a writer holding one and wanting another can
-        // deadlock with this transaction: it must be the victim (a retryable 1205 for the
-        // snapshot start), never the application's writer.
+        // deadlock with this transaction: it must be the victim (a retried 1205 for the
+        // snapshot start), never the application's writer. Writers queue behind a waiting
+        // lock request, so it waits at most 5 s (a 1222, retried by the caller).
         lock.batch(
-            "SET LOCK_TIMEOUT 30000; SET DEADLOCK_PRIORITY LOW; BEGIN TRANSACTION;".into(),
+            "SET LOCK_TIMEOUT 5000; SET DEADLOCK_PRIORITY LOW; BEGIN TRANSACTION;".into(),
             lock_what,
         )
         .await?;

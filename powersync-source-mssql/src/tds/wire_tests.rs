@@ -424,7 +424,7 @@ async fn the_snapshot_start_locks_then_marks_by_id() {
     let (snap, lock) = (&logs[0], &logs[1]);
     assert!(lock
         .text(0)
-        .contains("SET LOCK_TIMEOUT 30000; SET DEADLOCK_PRIORITY LOW; BEGIN TRANSACTION;"));
+        .contains("SET LOCK_TIMEOUT 5000; SET DEADLOCK_PRIORITY LOW; BEGIN TRANSACTION;"));
     assert!(lock
         .text(1)
         .contains("SELECT TOP (1) 1 FROM [dbo].[items] WITH (TABLOCK, HOLDLOCK)"));
