@@ -93,6 +93,21 @@ fn golden_table() {
             ty("money"),
             t("922337203685477.5807"),
         ),
+        // Materialize test/sql-server-cdc/40-data-types.td: the money extremes.
+        (
+            "money min",
+            ColumnData::Numeric(Some(Numeric::new_with_scale(i64::MIN.into(), 4))),
+            ty("money"),
+            t("-922337203685477.5808"),
+        ),
+        // char/varchar/text come converted to nvarchar by the server (any collation,
+        // _UTF8 included): UTF-16 text.
+        (
+            "varchar (as nvarchar)",
+            ColumnData::String(Some(Cow::Borrowed("héllo ✓ 😀"))),
+            ty("varchar"),
+            t("héllo ✓ 😀"),
+        ),
         (
             "smallmoney",
             ColumnData::Numeric(Some(Numeric::new_with_scale(-2_147_483_648, 4))),

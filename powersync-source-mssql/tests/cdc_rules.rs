@@ -495,3 +495,45 @@ async fn snapshot_lock_timeouts_are_retried_a_bounded_number_of_times() {
         "a bounded number of attempts"
     );
 }
+
+/// Materialize `72-ingestion-lag-when-idle.td`: right after `sp_cdc_enable_table`, with the
+/// capture job behind, the new instance's `start_lsn` is above `sys.fn_cdc_get_max_lsn()`.
+/// The stream keeps reading the old instance (idle polls, keepalives) and takes the new one
+/// over once the capture job has reached its start.
+#[tokio::test]
+async fn a_new_instance_above_the_max_lsn_is_taken_over_when_capture_reaches_it() {
+    let server = FakeServer::new();
+    let t = simple_table(&server, "items");
+    let (mut stream, _) = started(&server, vec![t.clone()]).await;
+    server.transaction(&[ins(&t, 1, "a")]);
+    read_until(&mut stream, |e| commits(e) >= 1).await.unwrap();
+    server.set_capture_paused(true);
+    server.add_column(&t, "w", text_type());
+    let start = server.enable_cdc(&t, "dbo_items_v2");
+    assert!(server.max_lsn().is_some_and(|m| m < start));
+    // Idle polls while the new instance is above the max LSN.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    server.transaction(&[Op::Insert(
+        t.clone(),
+        vec![
+            ("id".into(), Value::Integer(2)),
+            ("v".into(), Value::Text("b".into())),
+            ("w".into(), Value::Text("x".into())),
+        ],
+    )]);
+    server.set_capture_paused(false);
+    let events = read_until(&mut stream, |e| commits(e) >= 1).await.unwrap();
+    let shown: Vec<String> = summarize(&events)
+        .into_iter()
+        .filter(|s| s != "observed")
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "begin",
+            "schema dbo.items [id,v,w]",
+            "insert items () -> (2,b,x)",
+            "commit"
+        ]
+    );
+}
