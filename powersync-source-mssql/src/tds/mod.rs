@@ -571,15 +571,19 @@ impl CdcBackend for TdsBackend {
         marker: &Marker,
     ) -> Result<Option<MssqlLsn>> {
         let what = "looking up a checkpoint row in its change table";
-        let (column, param) = match marker {
-            Marker::Token(t) => ("token", Param::Str(t.clone())),
-            Marker::Id(id) => ("id", Param::I64(*id)),
+        // The token parameter is converted to the column's type, so the column is compared
+        // as it is (no implicit conversion of every row). The change table is read WITH
+        // (NOLOCK), as the change functions read it, so the lookup never waits on the capture
+        // job's open batch.
+        let (predicate, param) = match marker {
+            Marker::Token(t) => ("token = CAST(@P1 AS varchar(64))", Param::Str(t.clone())),
+            Marker::Id(id) => ("id = @P1", Param::I64(*id)),
         };
         let rows = self
             .client
             .query(
                 format!(
-                    "SELECT TOP (1) __$start_lsn FROM cdc.{} WHERE {column} = @P1 AND __$operation = 2",
+                    "SELECT TOP (1) __$start_lsn FROM cdc.{} WITH (NOLOCK) WHERE {predicate} AND __$operation = 2",
                     quote_ident(&format!("{}_CT", instance.name))
                 ),
                 vec![param],

@@ -466,3 +466,33 @@ async fn the_catalog_stamp_reads_two_bigints() {
     );
     assert!(requests.text(0).contains("FROM cdc.change_tables"));
 }
+
+/// The marker lookup in the checkpoint change table, in both shapes.
+#[tokio::test]
+async fn marker_lookups_read_the_change_table_without_locks() {
+    use crate::backend::Marker;
+    let lsn_col = [("", Col::Binary(10))];
+    let (mut b, requests) = backend(vec![
+        result(&lsn_col, &[vec![Val::Bytes(lsn(9).0.to_vec())]]),
+        result(&lsn_col, &[]),
+    ])
+    .await;
+    let instance = CaptureInstance {
+        table: TableName::new("dbo", "_powersync_checkpoints"),
+        source_object_id: 5,
+        name: "dbo__powersync_checkpoints".into(),
+        start_lsn: lsn(1),
+        create_date: 0,
+        role_name: None,
+        columns: vec![],
+    };
+    let token = Marker::Token("ab12".into());
+    assert_eq!(b.marker_lsn(&instance, &token).await.unwrap(), Some(lsn(9)));
+    assert_eq!(b.marker_lsn(&instance, &Marker::Id(7)).await.unwrap(), None);
+    assert!(requests.text(0).contains(
+        "FROM cdc.[dbo__powersync_checkpoints_CT] WITH (NOLOCK) WHERE token = CAST(@P1 AS varchar(64)) AND __$operation = 2"
+    ));
+    assert!(requests
+        .text(1)
+        .contains("WHERE id = @P1 AND __$operation = 2"));
+}
