@@ -5,6 +5,7 @@ mod config;
 mod conformance;
 mod decode_props;
 mod deployments;
+mod double_data_sync;
 mod golden;
 mod real;
 mod workload;

@@ -3,19 +3,27 @@
 //!
 //! What it implements, after Convex's backend (`crates/local_backend/src/streaming_export.rs`
 //! and `crates/database`): `GET /api/json_schemas` (shapes inferred from the stored documents,
-//! Int64 and Bytes described as Convex does), `GET /api/list_snapshot` (a pinned `snapshot`
-//! timestamp, documents in id order, an opaque JSON page cursor, `hasMore`, `SnapshotTooOld`
-//! / `SnapshotTooNew` / `InvalidListSnapshotCursor`), `GET /api/document_deltas` (exclusive
-//! cursor, timestamp order, pages that never split a timestamp, the cursor moving to the read
-//! timestamp when caught up, `InvalidWindowToReadDocuments` before the retention floor),
-//! `POST /api/mutation` (only `powersync_checkpoints:createCheckpoint`, as the crate docs
-//! deploy it), `format=json` and `format=convex_encoded_json` (which can be switched off to
-//! exercise the fallback), deploy-key auth (403 `BadDeployKey` without a key, 401 `BadAdminKey`
-//! with a wrong one, read-only keys), injected 429/5xx answers, and restarts that drop every connection.
+//! Int64 and Bytes described as Convex does; one record-shaped table refuses the whole call;
+//! components merged or `byComponent`), `GET /api/get_table_column_names`,
+//! `GET /api/list_snapshot` (a pinned `snapshot` timestamp, documents in id order, an opaque
+//! JSON page cursor, `hasMore`, `SnapshotTooOld` / `SnapshotTooNew` /
+//! `InvalidListSnapshotCursor`, one cached iterator, slow pages on demand),
+//! `GET /api/document_deltas` (exclusive cursor, timestamp order, pages that never split a
+//! timestamp and end after a number of rows *read*, system and unselected rows included, the
+//! cursor moving to the read timestamp when caught up, `InvalidWindowToReadDocuments` before
+//! the retention floor), `POST /api/v1/data/sync` and `POST /api/data_sync_cursor_from_deltas`
+//! (the Data Sync API), `POST /api/query_ts`, `POST /api/query_at_ts` (the table-size system
+//! query), `POST /api/mutation` (`powersync_checkpoints:createCheckpoint` as this crate or
+//! PowerSync deploys it), `format=json` and `format=convex_encoded_json` (which can be switched
+//! off to exercise the fallback), child components, tables replaced wholesale, deploy-key auth
+//! (403 `BadDeployKey` without a key, 401 `BadAdminKey` with a wrong one, read-only keys),
+//! injected 429/5xx answers, and restarts that drop every connection. Each behaviour cites
+//! the server code it follows where it is implemented.
 //!
 //! Documents are written in the typed encoding: use [`int64`], [`bytes`] and [`float`] for
 //! values JSON cannot carry exactly.
 
+mod data_sync;
 mod export_api;
 mod http;
 mod store;
@@ -256,6 +264,13 @@ impl FakeConvex {
         self.lock().snapshot_iterator_restarts
     }
 
+    /// Whether the Data Sync API (`POST /api/v1/data/sync`,
+    /// `POST /api/data_sync_cursor_from_deltas`) is served (default yes); deployments from
+    /// before it answer 404.
+    pub fn set_data_sync_available(&self, available: bool) {
+        self.lock().data_sync = available;
+    }
+
     /// API requests served so far.
     pub fn requests(&self) -> u64 {
         self.lock().requests
@@ -360,6 +375,22 @@ fn route(s: &mut Store, req: http::Request) -> (u16, Json) {
         ("GET", "/api/list_snapshot") => s.list_snapshot(&req.query),
         ("GET", "/api/document_deltas") => s.document_deltas(&req.query),
         ("POST", "/api/query_ts") => s.query_ts(),
+        ("POST", "/api/v1/data/sync") => match serde_json::from_slice::<Json>(&req.body) {
+            Ok(body) => s.data_sync(&body),
+            Err(e) => (
+                400,
+                serde_json::json!({"code": "BadJsonBody", "message": e.to_string()}),
+            ),
+        },
+        ("POST", "/api/data_sync_cursor_from_deltas") => {
+            match serde_json::from_slice::<Json>(&req.body) {
+                Ok(body) => s.data_sync_cursor_from_deltas(&body),
+                Err(e) => (
+                    400,
+                    serde_json::json!({"code": "BadJsonBody", "message": e.to_string()}),
+                ),
+            }
+        }
         ("POST", "/api/query_at_ts") => match serde_json::from_slice::<Json>(&req.body) {
             Ok(body) => s.query_at_ts(&body, caller),
             Err(e) => (

@@ -50,6 +50,9 @@ pub(crate) struct Store {
     pub failures: VecDeque<u16>,
     pub canned: Vec<(String, Answer)>,
     pub requests: u64,
+    /// Whether `/api/v1/data/sync` is served (older deployments answer 404).
+    pub data_sync: bool,
+    pub(super) next_sync: u64,
     pub snapshot_page_delay: std::time::Duration,
     /// The one cached `list_snapshot` iterator: (snapshot, table selected, cursor it resumes at).
     pub(super) snapshot_iterator: Option<(i64, Option<String>, String)>,
@@ -118,6 +121,8 @@ impl Store {
             failures: VecDeque::new(),
             canned: Vec::new(),
             requests: 0,
+            data_sync: true,
+            next_sync: 0,
             snapshot_page_delay: std::time::Duration::ZERO,
             snapshot_iterator: None,
             snapshot_iterator_restarts: 0,
