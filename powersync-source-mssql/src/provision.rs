@@ -453,6 +453,30 @@ pub async fn read_facts(
     Ok(facts)
 }
 
+/// Whether a failed setup statement is worth running again: right after `sp_cdc_enable_db`,
+/// `sp_cdc_enable_table` can fail while SQL Server Agent and the CDC metadata settle (errors
+/// 22832, 22836 and 14258; powersync-service's `ci/init-mssql.sql` retries exactly these).
+fn transient(e: &SourceError) -> bool {
+    matches!(e.code(), Some("22832" | "22836" | "14258"))
+}
+
+/// Runs one setup statement, again (up to 5 times, 2 s apart) after a [`transient`] failure.
+async fn run_step(client: &TdsClient, statement: String) -> Result<(), SourceError> {
+    let mut attempt = 1;
+    loop {
+        match client
+            .batch(statement.clone(), "running the setup step")
+            .await
+        {
+            Err(e) if attempt < 5 && transient(&e) => {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Prepares the database `config` names (with an administrative account) for `request`:
 /// prints the steps, or runs them one by one when `request.apply` is set (a failure stops
 /// the run with what ran before it kept), and says how it ended.
@@ -507,7 +531,7 @@ pub async fn run(
             fix => fix.statement(""),
         };
         let Some(statement) = statement else { continue };
-        match client.batch(statement, "running the setup step").await {
+        match run_step(&client, statement).await {
             Ok(()) => report.comment("done")?,
             Err(e) => {
                 if matches!(step.fix, Fix::CreateUser { .. }) {
@@ -728,6 +752,16 @@ GRANT VIEW DATABASE PERFORMANCE STATE TO [powersync];";
             notes.iter().any(|n| n.contains("name the tables")),
             "{notes:?}"
         );
+    }
+
+    #[test]
+    fn cdc_metadata_races_are_retried_other_failures_not() {
+        let with = |code: &str| SourceError::connection("x").with_code(code);
+        assert!(transient(&with("22832")));
+        assert!(transient(&with("22836")));
+        assert!(transient(&with("14258")));
+        assert!(!transient(&with("229")));
+        assert!(!transient(&SourceError::connection("no code")));
     }
 
     #[test]
