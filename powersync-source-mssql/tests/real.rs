@@ -671,6 +671,56 @@ async fn cdc_rules(w: &RealWorkload) {
     drop(stream);
 }
 
+/// A database prepared by PowerSync's own instructions (`module-mssql` `ci/init-mssql.sql`):
+/// `_powersync_checkpoints (id INT IDENTITY PRIMARY KEY, last_updated DATETIME)` with CDC gated
+/// by `cdc_reader` (cdc_rules::a_powersync_service_prepared_database_works_as_it_is). The
+/// connector's own table is set aside meanwhile and restored afterwards.
+async fn powersync_service_shape(w: &RealWorkload) {
+    sql(w, "EXEC sys.sp_cdc_disable_table @source_schema = N'dbo', @source_name = N'_powersync_checkpoints', @capture_instance = N'all';
+            EXEC sp_rename N'dbo._powersync_checkpoints', N'_powersync_checkpoints_connector';
+            IF DATABASE_PRINCIPAL_ID(N'cdc_reader') IS NULL CREATE ROLE cdc_reader;
+            CREATE TABLE dbo._powersync_checkpoints (id INT IDENTITY PRIMARY KEY, last_updated DATETIME);
+            EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'_powersync_checkpoints',
+                @role_name = N'cdc_reader', @supports_net_changes = 0;").await;
+    fresh_table(w, "ps_service", "id int PRIMARY KEY, v nvarchar(20)").await;
+    sql(w, "INSERT INTO dbo.ps_service VALUES (1, N'a');").await;
+    let source = source_for(w, "ps_service", "");
+    let outcome = async {
+        let report = source.check().await?;
+        let mut stream = source.start(StartFrom::Beginning).await?;
+        let checkpoint = source.write_checkpoint().await?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut observed = false;
+        while !observed && std::time::Instant::now() < deadline {
+            if let Ok(Some(batch)) =
+                tokio::time::timeout(Duration::from_secs(1), stream.next()).await
+            {
+                observed = batch?
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, ChangeEvent::CheckpointObserved(c) if *c == checkpoint));
+            }
+        }
+        Ok::<_, SourceError>((report, observed))
+    }
+    .await;
+    sql(w, "EXEC sys.sp_cdc_disable_table @source_schema = N'dbo', @source_name = N'_powersync_checkpoints', @capture_instance = N'all';
+            DROP TABLE dbo._powersync_checkpoints;
+            EXEC sp_rename N'dbo._powersync_checkpoints_connector', N'_powersync_checkpoints';
+            EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'_powersync_checkpoints',
+                @role_name = NULL, @supports_net_changes = 0;").await;
+    let (report, observed) = outcome.expect("stream on a PowerSync-service-shaped database");
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.severity != powersync_source_core::Severity::Error),
+        "{:?}",
+        report.problems
+    );
+    assert!(observed, "the write checkpoint was observed");
+}
+
 /// `setup --apply` twice: the second run has nothing required left (review findings 7, 8).
 async fn setup_twice(w: &RealWorkload) {
     use powersync_source_core::provision::{Outcome, Request};
@@ -723,5 +773,6 @@ async fn real_server_suite() {
         .expect("server_restart (sessions killed)");
     c::history_lost(&w).await.expect("history_lost");
     cdc_rules(&w).await;
+    powersync_service_shape(&w).await;
     setup_twice(&w).await;
 }
