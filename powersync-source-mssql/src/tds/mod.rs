@@ -623,11 +623,14 @@ impl CdcBackend for TdsBackend {
         let what = "checking permissions";
         let mut perms = Permissions::default();
         for role in roles {
-            // IS_MEMBER: 1 member, 0 not, NULL no such role (not a member either).
+            // IS_MEMBER: 1 member, 0 not, NULL no such role (not a member either). db_owner
+            // (sysadmin maps to dbo) reads every instance: "Requires membership in the sysadmin
+            // fixed server role or db_owner fixed database role" (cdc.fn_cdc_get_all_changes).
             let rows = self
                 .client
                 .query(
-                    "SELECT IS_MEMBER(@P1)".into(),
+                    "SELECT CASE WHEN IS_MEMBER(@P1) = 1 OR IS_MEMBER(N'db_owner') = 1 THEN 1 ELSE 0 END"
+                        .into(),
                     vec![Param::Str(role.clone())],
                     what,
                 )

@@ -496,3 +496,44 @@ async fn marker_lookups_read_the_change_table_without_locks() {
         .text(1)
         .contains("WHERE id = @P1 AND __$operation = 2"));
 }
+
+/// Permissions: gating-role membership (db_owner counts as a member), the table grants and
+/// the database-level checks, read at their positions.
+#[tokio::test]
+async fn permissions_read_roles_tables_and_rights() {
+    let one = |v: i32| result(&[("", Col::Int)], &[vec![Val::Int(v)]]);
+    let rights = [
+        ("cdc", Col::Int),
+        ("ck", Col::Int),
+        ("db", Col::Int),
+        ("server", Col::Int),
+    ];
+    let (mut b, requests) = backend(vec![
+        one(0),
+        one(1),
+        result(
+            &rights,
+            &[vec![Val::Int(1), Val::Int(1), Val::Int(0), Val::Null]],
+        ),
+    ])
+    .await;
+    let p = b
+        .permissions(
+            &[TableName::new("dbo", "items")],
+            &["cdc_reader".to_string()],
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.gating_roles, vec![("cdc_reader".to_string(), false)]);
+    assert_eq!(
+        p.select_tables,
+        vec![(TableName::new("dbo", "items"), true)]
+    );
+    assert!(p.select_cdc && p.checkpoint_rw && !p.view_database_state);
+    assert_eq!(p.view_server_state, Some(false));
+    assert!(requests.text(0).contains("IS_MEMBER(N'db_owner') = 1"));
+    assert!(requests
+        .text(1)
+        .contains("HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'SELECT')"));
+}
