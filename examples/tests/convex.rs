@@ -126,7 +126,7 @@ async fn setup_prints_the_files_until_they_are_deployed() {
         "{out}"
     );
     assert!(
-        out.contains("export const createCheckpoint = mutation"),
+        out.contains("export const createCheckpoint = internalMutation"),
         "{out}"
     );
     assert!(out.contains("npx convex deploy"), "{out}");
