@@ -69,6 +69,10 @@ pub struct Facts {
     pub rights: (bool, bool, bool, bool),
     /// The capture job (None: none, or Azure SQL Database).
     pub job: Option<JobFacts>,
+    /// The gating roles (`@role_name`) of the selected tables' and the checkpoint table's
+    /// capture instances, each with whether the user is a member (PowerSync's own setup uses
+    /// `cdc_reader`).
+    pub gating_roles: Vec<(String, bool)>,
     /// msdb could not be read: whether a capture job exists is unknown.
     pub job_unknown: bool,
     /// `sys.databases.is_published`: a transactional publication's log reader does the
@@ -187,6 +191,12 @@ pub fn plan(facts: &Facts, user: &str) -> (Vec<Step>, Vec<String>) {
                 t.name.schema, t.name.name
             ),
             format!("GRANT SELECT ON {} TO {u}", quote_table(&t.name)),
+        ));
+    }
+    for (role, _) in facts.gating_roles.iter().filter(|(_, member)| !member) {
+        steps.push(sql(
+            format!("`{user}` is not a member of {role}, the gating role of capture instances it reads (SQL Server hides their changes from others)"),
+            format!("ALTER ROLE {} ADD MEMBER {u}", quote_ident(role)),
         ));
     }
     let (cdc, checkpoint_rw, db_state, server_state) = facts.rights;
@@ -420,6 +430,30 @@ pub async fn read_facts(
         }
     }
     facts.rights = rights;
+    if facts.cdc_enabled {
+        let rows = client
+            .query(
+                format!(
+                    "SELECT DISTINCT CAST(OBJECT_SCHEMA_NAME(source_object_id) AS nvarchar(128)), \
+                     CAST(OBJECT_NAME(source_object_id) AS nvarchar(128)), CAST(role_name AS nvarchar(128)), \
+                     CAST(ISNULL(IS_ROLEMEMBER(role_name, {}), 0) AS int) \
+                     FROM cdc.change_tables WHERE role_name IS NOT NULL",
+                    nstring(user)
+                ),
+                vec![],
+                "reading the capture instances' gating roles",
+            )
+            .await?;
+        let checkpoint = checkpoint_table();
+        for r in &rows {
+            let table = TableName::new(text(r, 0), text(r, 1));
+            let read = table == checkpoint || selected.iter().any(|(t, _)| *t == table);
+            let role = text(r, 2);
+            if read && !facts.gating_roles.iter().any(|(g, _)| *g == role) {
+                facts.gating_roles.push((role, flag(r, 3)));
+            }
+        }
+    }
     facts.tables = selected
         .into_iter()
         .zip(table_rights)
@@ -751,6 +785,26 @@ GRANT VIEW DATABASE PERFORMANCE STATE TO [powersync];";
         assert!(
             notes.iter().any(|n| n.contains("name the tables")),
             "{notes:?}"
+        );
+    }
+
+    /// A PowerSync-prepared database gates its instances with `cdc_reader`: the user is added
+    /// to the role (required: SQL Server hides gated changes from non-members).
+    #[test]
+    fn a_gating_role_gets_the_user_as_member() {
+        let mut f = fresh(false);
+        f.cdc_enabled = true;
+        f.gating_roles = vec![("cdc_reader".into(), false), ("other".into(), true)];
+        let (steps, _) = plan(&f, "powersync");
+        let adds: Vec<_> = steps
+            .iter()
+            .filter(|s| s.fix.to_string().starts_with("ALTER ROLE"))
+            .collect();
+        assert_eq!(adds.len(), 1);
+        assert!(adds[0].required);
+        assert_eq!(
+            adds[0].fix.to_string(),
+            "ALTER ROLE [cdc_reader] ADD MEMBER [powersync];"
         );
     }
 
