@@ -219,8 +219,12 @@ pub async fn run(
     let checker = {
         let shared = shared.clone();
         let poll = settings.poll;
+        let exact_images = settings.kind.exact_row_images();
         std::thread::spawn(move || -> Result<(u64, u64)> {
             let mut checker = StateChecker::new(expected_total);
+            if !exact_images {
+                checker = checker.without_totals();
+            }
             while !shared.stop_all.load(Ordering::Relaxed) {
                 if let Some(state) = file.read(false)? {
                     for v in checker.observe(state) {

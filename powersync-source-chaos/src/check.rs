@@ -185,6 +185,7 @@ impl fmt::Display for Violation {
 #[derive(Debug)]
 pub struct StateChecker {
     expected_total: i64,
+    check_totals: bool,
     previous: Option<MirrorState>,
     last_checkpoint: Option<String>,
     versions: BTreeMap<i64, i64>,
@@ -201,6 +202,7 @@ impl StateChecker {
     pub fn new(expected_total: i64) -> Self {
         StateChecker {
             expected_total,
+            check_totals: true,
             previous: None,
             last_checkpoint: None,
             versions: BTreeMap::new(),
@@ -208,6 +210,15 @@ impl StateChecker {
             states: 0,
             checked: 0,
         }
+    }
+
+    /// Skips the atomicity check of intermediate states, for a source whose change events do
+    /// not carry the row as of the change (SecantusDB's post-images are looked up when the
+    /// event is read, so a copy may hold a later state of some rows of a transaction). The
+    /// other checks, and convergence, still apply.
+    pub fn without_totals(mut self) -> Self {
+        self.check_totals = false;
+        self
     }
 
     /// Distinct states seen (a state equal to the previous one is not counted).
@@ -254,7 +265,7 @@ impl StateChecker {
         let checkpoint = state.checkpoint.clone().unwrap_or_default();
 
         let total = state.total();
-        if total != self.expected_total {
+        if self.check_totals && total != self.expected_total {
             found.push(Violation::WrongTotal {
                 checkpoint: checkpoint.clone(),
                 total,
@@ -398,6 +409,19 @@ mod tests {
             }]
         );
         assert!(v[0].to_string().contains("off by -50"));
+    }
+
+    #[test]
+    fn totals_can_be_left_unchecked() {
+        let mut c = StateChecker::new(200).without_totals();
+        c.observe(state("p:1", &[(1, 100, 1), (2, 100, 1)]));
+        assert!(c
+            .observe(state("p:2", &[(1, 50, 2), (2, 100, 1)]))
+            .is_empty());
+        // Versions are still checked.
+        assert!(!c
+            .observe(state("p:3", &[(1, 50, 1), (2, 100, 1)]))
+            .is_empty());
     }
 
     #[test]

@@ -46,7 +46,8 @@ struct Args {
     #[arg(long, default_value_t = 40)]
     rate: u32,
     /// Fault kinds to draw from, comma-separated (default: all): kill-target, restart-server,
-    /// pause-server, drop-connections, black-hole, trickle, refuse-connections.
+    /// pause-server, drop-connections, black-hole, trickle, refuse-connections; or `none` for
+    /// a baseline without faults.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// Smallest and largest gap between faults, in seconds.
@@ -92,6 +93,9 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     let sources = sources(&args.sources)?;
     let kinds = if args.faults.is_empty() {
         FaultKind::ALL.to_vec()
+    } else if args.faults.iter().any(|f| f == "none") {
+        // A baseline: the workload and the checkers without faults.
+        Vec::new()
     } else {
         args.faults
             .iter()
@@ -190,17 +194,27 @@ fn print_report(r: &CampaignReport) {
         "  states: {} distinct, {} checked",
         r.states, r.states_checked
     );
+    if r.kind.is_some_and(|k| !k.exact_row_images()) {
+        println!(
+            "  (totals of intermediate states not checked: this server's change events carry \
+             rows as they are when read, not as of the change)"
+        );
+    }
     println!(
         "  mirror: started {} times, killed {} times, exited on its own {} times",
         r.mirror_starts,
         r.mirror_kills,
         r.mirror_exits.len()
     );
-    for exit in &r.mirror_exits {
+    // The first few exits in full (lines cut), then a count: a crash loop repeats itself.
+    for exit in r.mirror_exits.iter().take(3) {
         println!("    exit at t+{:.1}s ({}):", exit.at_secs, exit.status);
         for line in exit.log_tail.lines() {
-            println!("      {line}");
+            println!("      {}", clip(line, 400));
         }
+    }
+    if r.mirror_exits.len() > 3 {
+        println!("    … and {} more exits", r.mirror_exits.len() - 3);
     }
     println!(
         "  proxy: {} connections, {} refused, {} dropped",
@@ -212,10 +226,22 @@ fn print_report(r: &CampaignReport) {
     }
     println!("  violations: {}", r.findings.len());
     for f in &r.findings {
-        println!("    t+{:.1}s {}", f.at_secs, f.violation);
+        println!(
+            "    t+{:.1}s {}",
+            f.at_secs,
+            clip(&f.violation.to_string(), 2000)
+        );
         if !f.after_faults.is_empty() {
             println!("      after: {}", f.after_faults.join(" | "));
         }
+    }
+}
+
+/// `line` cut to at most `max` characters.
+fn clip(line: &str, max: usize) -> String {
+    match line.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line.to_owned(),
     }
 }
 

@@ -42,6 +42,17 @@ impl SourceKind {
         SourceKind::ALL.into_iter().find(|k| k.name() == s.trim())
     }
 
+    /// Whether every change event carries the row as it was right after the change, so that
+    /// every committed state of a copy is a state the source had. Not SecantusDB: it
+    /// approximates post-images (and `updateLookup`) with a lookup of the current document when
+    /// the event is read, so an update can carry a later state of its row, and an update of a
+    /// document deleted since then has no image at all (with `fullDocument: required` that
+    /// fails the stream, so the campaign uses `post_images=off`, where such an update is
+    /// skipped and its delete follows).
+    pub fn exact_row_images(self) -> bool {
+        !matches!(self, SourceKind::Secantus)
+    }
+
     /// The silence timeout the system under test is given through its URL, if the source's URL
     /// can carry one (a pause longer than it must make the connector reconnect).
     pub fn silence_timeout(self) -> Option<Duration> {
@@ -131,7 +142,8 @@ impl SourceServer {
                 )
             }
             SourceServer::Secantus(_) => {
-                format!("mongodb://127.0.0.1:{port}/test?directConnection=true")
+                // See `SourceKind::exact_row_images`.
+                format!("mongodb://127.0.0.1:{port}/test?directConnection=true&post_images=off")
             }
         }
     }
