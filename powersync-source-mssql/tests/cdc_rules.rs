@@ -537,3 +537,35 @@ async fn a_new_instance_above_the_max_lsn_is_taken_over_when_capture_reaches_it(
         ]
     );
 }
+
+/// Review §2.1 (changes): each page of a window used to call the change function from the
+/// window's start, re-scanning (and sorting) every earlier transaction for every page. A later
+/// page starts at the commit LSN of the row it continues after.
+#[tokio::test]
+async fn later_pages_start_at_the_commit_lsn_they_continue_in() {
+    let server = FakeServer::new();
+    let t = simple_table(&server, "items");
+    let source = fake_source(&server, vec![t.clone()], "&page_rows=1");
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, snapshot_done).await.unwrap();
+    server.set_capture_paused(true);
+    let first = server.transaction(&[ins(&t, 1, "a")]);
+    let second = server.transaction(&[ins(&t, 2, "b"), ins(&t, 3, "c")]);
+    server.lock().change_calls.clear();
+    server.set_capture_paused(false);
+    read_until(&mut stream, |e| commits(e) >= 2).await.unwrap();
+    let calls: Vec<_> = server
+        .lock()
+        .change_calls
+        .iter()
+        .filter(|c| c.0 == "dbo_items")
+        .map(|c| (c.1, c.3.map(|k| k.start_lsn)))
+        .collect();
+    let window_from = calls[0].0;
+    assert!(window_from <= first);
+    assert_eq!(calls[0].1, None);
+    // Page 2 continues after the row of `first`, pages 3 and 4 inside `second`.
+    assert_eq!(calls[1], (first, Some(first)));
+    assert_eq!(calls[2], (second, Some(second)));
+    assert_eq!(calls[3], (second, Some(second)));
+}

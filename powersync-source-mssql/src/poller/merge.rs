@@ -79,9 +79,14 @@ impl Merge {
     ) -> Result<Option<(Slot, Arc<CaptureInstance>, ChangeRow)>> {
         for c in self.cursors.iter_mut() {
             while c.buf.is_empty() && !c.done {
+                // A later page starts at the commit LSN it continues in: the keyset excludes
+                // everything below it anyway, and the change function then scans the change
+                // table (clustered on __$start_lsn) from there, not from the window's start
+                // again for every page.
+                let lo = c.after.map_or(c.lo, |a| a.start_lsn.max(c.lo));
                 let rows = match timed(
                     self.call_timeout,
-                    b.changes(&c.instance, c.lo, c.hi, c.after, self.page_rows),
+                    b.changes(&c.instance, lo, c.hi, c.after, self.page_rows),
                 )
                 .await
                 {
