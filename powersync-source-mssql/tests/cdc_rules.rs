@@ -569,3 +569,26 @@ async fn later_pages_start_at_the_commit_lsn_they_continue_in() {
     assert_eq!(calls[2], (second, Some(second)));
     assert_eq!(calls[3], (second, Some(second)));
 }
+
+/// Estuary `TestCapture-DroppedAndRecreatedTable`: a table dropped and created again (with
+/// CDC) under the same name loses its rows without delete events; Estuary re-backfills it. The
+/// stream must not carry on with the new table's instance as if it were a successor: it ends
+/// with a Schema error (resnapshot), even once the log has moved past the new instance's start.
+#[tokio::test]
+async fn a_dropped_and_recreated_table_is_not_taken_for_a_successor() {
+    let server = FakeServer::new();
+    let t = simple_table(&server, "items");
+    let other = simple_table(&server, "other");
+    server.transaction(&[ins(&t, 1, "a")]);
+    let (mut stream, _) = started(&server, vec![t.clone(), other.clone()]).await;
+    server.set_capture_paused(true);
+    server.drop_table(&t);
+    server.create_table(&t, &[("id", bigint_type()), ("v", text_type())], &["id"]);
+    server.enable_cdc(&t, "dbo_items");
+    // The log moves past the new instance's start on another table.
+    server.transaction(&[ins(&other, 1, "x")]);
+    server.set_capture_paused(false);
+    let e = read_error(&mut stream).await;
+    assert_eq!(e.kind(), powersync_source_core::ErrorKind::Schema, "{e}");
+    assert!(e.to_string().contains("created again"), "{e}");
+}

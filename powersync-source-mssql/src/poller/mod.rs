@@ -276,8 +276,15 @@ impl Poller {
         for t in &mut self.tables {
             let list = all.get(&t.name).map(Vec::as_slice).unwrap_or(&[]);
             match list.iter().find(|i| i.name == t.instance.name) {
+                // The same instance name on another object: see `recreated`.
+                Some(i) if i.source_object_id != t.instance.source_object_id => {
+                    return Err(recreated(&t.name));
+                }
                 Some(i) => t.instance = i.clone(),
                 None => match instance_for(list, from) {
+                    Some(i) if i.source_object_id != t.instance.source_object_id => {
+                        return Err(recreated(&t.name));
+                    }
                     Some(i) if newer(i, &t.instance) => {
                         t.instance = i.clone();
                         t.schema = table_schema(i);
@@ -628,6 +635,16 @@ fn not_in_gating_role(instance: &CaptureInstance) -> SourceError {
         "ALTER ROLE {} ADD MEMBER <user>;",
         crate::tables::quote_ident(role)
     ))
+}
+
+/// A table dropped and created again under the same name (the capture instance now belongs
+/// to another object): the old table's rows went without delete events (Estuary re-backfills
+/// it, `TestCapture-DroppedAndRecreatedTable`), so the replica must be rebuilt.
+fn recreated(table: &TableName) -> SourceError {
+    SourceError::schema(format!(
+        "table {table} was dropped and created again (its object id changed): the old table's rows are gone without delete events"
+    ))
+    .with_hint("resnapshot")
 }
 
 /// The error for a table whose capture instance vanished.
