@@ -313,11 +313,15 @@ impl CdcBackend for TdsBackend {
                 // Nullability, existence and collation come from the source table's columns
                 // (`sc`): the change table's columns are all nullable and outlive dropped
                 // source columns. Lengths and the CLR flag come from the change table (`c`).
+                // An alias type (CREATE TYPE … FROM varchar(20)) is named by its system type,
+                // so it is selected and decoded as that type; CLR types keep their own name.
                 "SELECT CAST(OBJECT_SCHEMA_NAME(ct.source_object_id) AS nvarchar(128)), \
                  CAST(OBJECT_NAME(ct.source_object_id) AS nvarchar(128)), \
                  CAST(ct.capture_instance AS nvarchar(128)), ct.start_lsn, \
                  CAST(ct.source_object_id AS bigint), CAST(cc.column_name AS nvarchar(128)), \
-                 CAST(cc.column_ordinal AS int), CAST(cc.column_type AS nvarchar(128)), \
+                 CAST(cc.column_ordinal AS int), CAST(CASE WHEN ISNULL(ty.is_assembly_type, 0) = 0 \
+                 AND c.system_type_id IS NOT NULL THEN TYPE_NAME(c.system_type_id) ELSE cc.column_type END \
+                 AS nvarchar(128)), \
                  CAST(c.max_length AS int), CAST(c.precision AS int), CAST(c.scale AS int), \
                  CAST(sc.is_nullable AS int), CAST(ic.key_ordinal AS int), \
                  CAST(cc.is_computed AS int), CASE WHEN sc.column_id IS NULL THEN 0 ELSE 1 END, \

@@ -232,6 +232,7 @@ async fn capture_instances_read_every_catalog_column() {
     assert!(sql.contains("cc.is_computed"), "{sql}");
     assert!(sql.contains("ct.create_date"), "{sql}");
     assert!(sql.contains("ct.role_name"), "{sql}");
+    assert!(sql.contains("TYPE_NAME(c.system_type_id)"), "{sql}");
 }
 
 /// A change row: the four metadata columns, then the captured columns as selected (the
