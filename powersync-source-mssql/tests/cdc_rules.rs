@@ -592,3 +592,34 @@ async fn a_dropped_and_recreated_table_is_not_taken_for_a_successor() {
     assert_eq!(e.kind(), powersync_source_core::ErrorKind::Schema, "{e}");
     assert!(e.to_string().contains("created again"), "{e}");
 }
+
+/// Estuary PR 2796 / `TestDatatypes-BitNotNullDeletion`: real servers have sent NULL for a
+/// `bit NOT NULL` column in delete rows. A NULL in a NOT NULL column was not sent: Unchanged.
+#[tokio::test]
+async fn a_null_in_a_not_null_column_of_a_delete_is_unchanged() {
+    let server = FakeServer::new();
+    let t = TableName::new("dbo", "flags");
+    server.create_table(
+        &t,
+        &[("id", bigint_type()), ("on", SqlType::simple("bit"))],
+        &["id"],
+    );
+    server.enable_cdc(&t, "dbo_flags");
+    // The model marks only key columns NOT NULL; `on` is declared NOT NULL here.
+    server.set_not_null(&t, "on");
+    server.lock().null_bits_in_deletes = true;
+    let (mut stream, _) = started(&server, vec![t.clone()]).await;
+    server.transaction(&[Op::Insert(
+        t.clone(),
+        vec![
+            ("id".into(), Value::Integer(1)),
+            ("on".into(), Value::Integer(1)),
+        ],
+    )]);
+    server.transaction(&[Op::Delete(t.clone(), vec![Value::Integer(1)])]);
+    let events = read_until(&mut stream, |e| commits(e) >= 2).await.unwrap();
+    assert_eq!(
+        rows_of(&events, "delete"),
+        ["delete flags (1,unchanged) -> ()"]
+    );
+}

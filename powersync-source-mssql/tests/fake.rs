@@ -148,6 +148,9 @@ pub struct State {
     pub commit_age_secs: i64,
     /// Every `changes` call: (instance, from, to, after, limit).
     pub change_calls: Vec<(String, MssqlLsn, MssqlLsn, Option<ChangeKey>, u32)>,
+    /// Delete rows carry NULL for NOT NULL bit columns, as real servers have been seen to do
+    /// (Estuary PR 2796: "a pretty clear-cut violation of the documented CDC behavior").
+    pub null_bits_in_deletes: bool,
     /// Snapshot starts whose table locks time out (error 1222) before one is granted.
     pub lock_timeouts: u32,
     /// The tables the last exact snapshot start locked.
@@ -243,6 +246,7 @@ impl FakeServer {
             change_calls: Vec::new(),
             catalog_loads: 0,
             lock_timeouts: 0,
+            null_bits_in_deletes: false,
             locked: Vec::new(),
             window_calls: Vec::new(),
         })));
@@ -377,6 +381,16 @@ impl FakeServer {
             .filter(|i| &i.info.table == t)
             .map(|i| i.info.name.clone())
             .collect()
+    }
+
+    /// Declares a column NOT NULL, as the catalog reports it for the existing capture instances.
+    pub fn set_not_null(&self, t: &TableName, name: &str) {
+        let mut s = self.lock();
+        for i in s.instances.iter_mut().filter(|i| &i.info.table == t) {
+            for c in i.info.columns.iter_mut().filter(|c| c.name == name) {
+                c.nullable = false;
+            }
+        }
     }
 
     /// Marks a column as computed (before `enable_cdc`: `cdc.captured_columns.is_computed`).
@@ -710,6 +724,7 @@ impl State {
     }
 
     fn capture_all(&mut self) {
+        let null_bits = self.null_bits_in_deletes;
         let log = std::mem::take(&mut self.log);
         for txn in log {
             let mut any = false;
@@ -758,7 +773,10 @@ impl State {
                                 .into_iter()
                                 .zip(&inst.info.columns)
                                 .map(|(v, c)| {
-                                    if c.sql_type.is_legacy_lob() {
+                                    let null_bit = null_bits
+                                        && c.sql_type.name == "bit"
+                                        && c.key_ordinal.is_none();
+                                    if c.sql_type.is_legacy_lob() || null_bit {
                                         Value::Null
                                     } else {
                                         v

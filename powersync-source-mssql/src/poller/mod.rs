@@ -463,14 +463,16 @@ impl Poller {
             1 => RowChange {
                 op: Op::Delete,
                 table: t.schema.clone(),
-                // CDC records no text/ntext/image value in a delete row (Estuary PR 1929):
-                // the value was not sent, it is not NULL.
+                // CDC records no text/ntext/image value in a delete row (Estuary PR 1929),
+                // and real servers have sent NULL for a NOT NULL bit column there (Estuary PR
+                // 2796, `TestDatatypes-BitNotNullDeletion`): such a value was not sent, it is
+                // not NULL.
                 old: Some(Row::new(
                     row.values
                         .into_iter()
                         .zip(&instance.columns)
                         .map(|(v, c)| {
-                            if c.sql_type.is_legacy_lob() && v.is_null() {
+                            if v.is_null() && (c.sql_type.is_legacy_lob() || !c.nullable) {
                                 Value::Unchanged
                             } else {
                                 v
