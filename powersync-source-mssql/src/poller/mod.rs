@@ -5,8 +5,11 @@
 //! 1. `from = sys.fn_cdc_increment_lsn(last)` where `last` is the commit LSN of the last
 //!    transaction emitted (so nothing is read twice: both bounds of the CDC functions are
 //!    inclusive);
-//! 2. refresh the capture instances (a new instance of a table is its successor; a vanished
-//!    one is a switch when the successor already covers `from`, else a `Schema` error);
+//! 2. refresh the capture instances, listed again only when a one-row fingerprint of
+//!    `cdc.change_tables` changed (a new instance of a table is its successor, the newer by
+//!    creation date when start LSNs tie; a vanished one is a switch when the successor already
+//!    covers `from`, else a `Schema` error, as is an instance now on another object: the table
+//!    was dropped and created again);
 //! 3. `max = sys.fn_cdc_get_max_lsn()`; nothing above `last` → keepalive and sleep;
 //! 4. cap the window at `polling_batch_size` transactions: `to` is the last of the first N rows
 //!    of `cdc.lsn_time_mapping` from `from` (their `tran_end_time`s are the commit times and
