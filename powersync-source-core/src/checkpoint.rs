@@ -27,7 +27,7 @@ const KNOWN: &[(&str, u32)] = &[
     ("mysql", 1),
     ("mongodb", 1),
     ("mssql", 1),
-    ("convex", 1),
+    ("convex", 2),
 ];
 
 impl Checkpoint {

@@ -90,6 +90,26 @@ proptest! {
     }
 
     #[test]
+    fn convex_data_sync_order(
+        a in 0i64..=i64::MAX,
+        b in 0i64..=i64::MAX,
+        ta in "[!-~]{1,64}",
+        tb in "[!-~]{1,64}",
+    ) {
+        let x = ConvexCursor::data_sync(a, &ta).unwrap();
+        check_pair(&x, &ConvexCursor::data_sync(b, &tb).unwrap());
+        // Same timestamp: the token breaks the tie, as a string would.
+        check_pair(&x, &ConvexCursor::data_sync(a, &tb).unwrap());
+        // A later timestamp sorts later whatever the tokens.
+        if a < i64::MAX {
+            check_pair(&x, &ConvexCursor::data_sync(a + 1, &tb).unwrap());
+        }
+        assert_eq!(x.get(), a);
+        assert_eq!(x.token(), Some(ta.as_str()));
+        assert_eq!(x.to_checkpoint().version(), 2);
+    }
+
+    #[test]
     fn garbage_never_panics(s in ".{0,80}") {
         let _ = Checkpoint::parse(&s);
         let _ = PgLsn::parse_checkpoint(&s);
@@ -131,6 +151,35 @@ fn known_encodings() {
         "convex:v1:0000000000000000005"
     );
     assert_eq!(ConvexCursor::new(-1), None);
+    assert_eq!(
+        ConvexCursor::data_sync(5, "eyJh+/=")
+            .unwrap()
+            .to_checkpoint()
+            .as_str(),
+        "convex:v2:0000000000000000005:eyJh+/="
+    );
+    // Both forms parse; each version holds its own shape.
+    assert_eq!(
+        ConvexCursor::parse_checkpoint("convex:v2:0000000000000000005:a:b")
+            .unwrap()
+            .token(),
+        Some("a:b")
+    );
+    for bad in [
+        "convex:v2:0000000000000000005",
+        "convex:v2:0000000000000000005:",
+        "convex:v2:000000000000000005:tok",
+        "convex:v2:0000000000000000005:to k",
+        "convex:v2:0000000000000000005:tök",
+        "convex:v1:0000000000000000005:tok",
+        "convex:v3:0000000000000000005:tok",
+    ] {
+        assert!(ConvexCursor::parse_checkpoint(bad).is_err(), "{bad}");
+    }
+    assert_eq!(ConvexCursor::data_sync(-1, "t"), None);
+    assert_eq!(ConvexCursor::data_sync(1, ""), None);
+    assert_eq!(ConvexCursor::data_sync(1, &"t".repeat(8193)), None);
+    assert!(ConvexCursor::data_sync(1, &"t".repeat(8192)).is_some());
     let m = MongoPosition {
         seconds: 1,
         increment: 2,
