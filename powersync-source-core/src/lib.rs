@@ -47,6 +47,7 @@ pub mod secret;
 pub mod snapshot;
 pub mod source;
 pub mod stream;
+pub mod telemetry;
 pub mod value;
 
 pub use checkpoint::Checkpoint;

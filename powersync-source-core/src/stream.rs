@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Result, SourceError};
 use crate::event::{ChangeBatch, UnixMicros};
+use crate::telemetry::SourceMetrics;
 
 type BoxedBatches = Pin<Box<dyn Stream<Item = Result<ChangeBatch>> + Send + 'static>>;
 
@@ -159,6 +160,15 @@ struct StatsInner {
     lag_micros: AtomicI64,
     lag_bytes: AtomicU64,
     reconnects: AtomicU64,
+    retained_bytes: AtomicU64,
+    history_budget_bytes: AtomicU64,
+    /// Whether a connector measured a budget (none: unbounded or unknown).
+    budget_set: AtomicBool,
+    /// The checkpoint tag, for a stream made with [`StreamStats::for_source`].
+    source: Option<&'static str>,
+    /// The same numbers as metrics (feature `metrics`), for a stream made with
+    /// [`StreamStats::for_source`].
+    metrics: SourceMetrics,
 }
 
 /// A point-in-time copy of [`StreamStats`].
@@ -178,12 +188,39 @@ pub struct StatsSnapshot {
     pub lag_bytes: u64,
     /// Times the stream reconnected after a transient failure.
     pub reconnects: u64,
+    /// Bytes of history the source retains for this stream, where the connector measures it
+    /// (PostgreSQL: WAL held by the slot).
+    pub retained_bytes: u64,
+    /// Bytes of history left before the source may drop what this stream needs (PostgreSQL
+    /// `safe_wal_size`); `None` where unbounded or not measured.
+    pub history_budget_bytes: Option<u64>,
 }
 
 impl StreamStats {
+    /// Statistics of a stream of the source whose checkpoint tag is `source`; with the crate
+    /// feature `metrics`, every update is also recorded as a metric labelled with it (see
+    /// [`crate::telemetry`]). [`crate::runtime::spawn_stream`] makes them this way.
+    /// `StreamStats::default()` records no metrics.
+    pub fn for_source(source: &'static str) -> Self {
+        StreamStats {
+            inner: Arc::new(StatsInner {
+                source: Some(source),
+                metrics: SourceMetrics::new(source),
+                ..StatsInner::default()
+            }),
+        }
+    }
+
+    /// The checkpoint tag of the stream (`None` for `StreamStats::default()`): the `source`
+    /// label of its metrics and field of its log lines.
+    pub fn source(&self) -> Option<&'static str> {
+        self.inner.source
+    }
+
     /// Counts bytes read from the wire.
     pub fn add_bytes(&self, n: u64) {
         self.inner.bytes_received.fetch_add(n, Ordering::Relaxed);
+        self.inner.metrics.bytes(n);
     }
     /// Counts emitted rows.
     pub fn add_rows(&self, n: u64) {
@@ -192,22 +229,40 @@ impl StreamStats {
     /// Counts an emitted commit and updates the lag from its source commit time.
     pub fn record_commit(&self, commit_time: Option<UnixMicros>) {
         self.inner.transactions.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.transaction();
         if let Some(t) = commit_time {
             let lag = (UnixMicros::now().0 - t.0).max(0);
             self.inner.lag_micros.store(lag, Ordering::Relaxed);
+            self.inner.metrics.lag_seconds(lag as f64 / 1e6);
         }
     }
     /// Marks the stream as caught up (lag 0).
     pub fn record_idle(&self) {
         self.inner.lag_micros.store(0, Ordering::Relaxed);
+        self.inner.metrics.lag_seconds(0.0);
     }
     /// Sets the byte lag (source head minus acknowledged position).
     pub fn set_lag_bytes(&self, n: u64) {
         self.inner.lag_bytes.store(n, Ordering::Relaxed);
+        self.inner.metrics.lag_bytes(n);
     }
     /// Counts a reconnect after a transient failure.
     pub fn record_reconnect(&self) {
         self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.reconnect();
+    }
+    /// Sets the bytes of history the source retains for this stream (PostgreSQL: WAL held by
+    /// the slot; MySQL/MariaDB: binlog from the stream's position to the head).
+    pub fn set_retained_bytes(&self, n: u64) {
+        self.inner.retained_bytes.store(n, Ordering::Relaxed);
+        self.inner.metrics.retained_bytes(n);
+    }
+    /// Sets the bytes of history left before the source may drop what this stream needs
+    /// (PostgreSQL `safe_wal_size`). Not called where the history is unbounded.
+    pub fn set_history_budget_bytes(&self, n: u64) {
+        self.inner.history_budget_bytes.store(n, Ordering::Relaxed);
+        self.inner.budget_set.store(true, Ordering::Relaxed);
+        self.inner.metrics.history_budget_bytes(n);
     }
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -219,6 +274,11 @@ impl StreamStats {
             lag_seconds: i.lag_micros.load(Ordering::Relaxed) as f64 / 1e6,
             lag_bytes: i.lag_bytes.load(Ordering::Relaxed),
             reconnects: i.reconnects.load(Ordering::Relaxed),
+            retained_bytes: i.retained_bytes.load(Ordering::Relaxed),
+            history_budget_bytes: i
+                .budget_set
+                .load(Ordering::Relaxed)
+                .then(|| i.history_budget_bytes.load(Ordering::Relaxed)),
         }
     }
 }

@@ -6,6 +6,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{Result, SourceError};
 use crate::event::{ChangeBatch, ChangeEvent};
 use crate::stream::StreamStats;
+use crate::telemetry::EventMetrics;
 
 /// Why a stream task stops before its source is exhausted.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub struct Emitter {
     batch: ChangeBatch,
     batch_events: usize,
     stats: StreamStats,
+    /// Rows by table and op, snapshot tables by state (feature `metrics`).
+    metrics: EventMetrics,
     in_transaction: bool,
     /// Test fault: panic once this many rows were emitted.
     panic_after_rows: Option<u64>,
@@ -69,6 +72,7 @@ impl Emitter {
             tx,
             batch: ChangeBatch::with_capacity(batch_events.min(1024)),
             batch_events,
+            metrics: EventMetrics::new(stats.source()),
             stats,
             in_transaction: false,
             panic_after_rows: None,
@@ -104,6 +108,7 @@ impl Emitter {
             ChangeEvent::Abort => self.in_transaction = false,
             _ => {}
         }
+        self.metrics.observe(&event);
         self.batch.push(event);
         if self.batch.len() >= self.batch_events {
             self.flush().await?;
@@ -141,6 +146,13 @@ impl Emitter {
             self.push(ChangeEvent::Abort).await?;
         }
         self.flush().await
+    }
+
+    /// Tells the metrics how many tables the snapshot will read (those it skips because a
+    /// resumed snapshot finished them before not counted), so `snapshot_tables{state="pending"}`
+    /// can be reported; without it only `copying` and `done` are.
+    pub fn plan_snapshot(&mut self, tables: usize) {
+        self.metrics.plan_snapshot(tables);
     }
 
     /// Events collected and not yet sent.

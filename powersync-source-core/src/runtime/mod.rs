@@ -49,7 +49,7 @@ where
     Fut: Future<Output = Step<()>> + Send + 'static,
 {
     let (acks, ack_rx) = AckHandle::channel(source);
-    let stats = StreamStats::default();
+    let stats = StreamStats::for_source(source);
     let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
     let finals = tx.clone();
     let mut emitter = Emitter::new(tx, options.batch_events, stats.clone());

@@ -76,6 +76,7 @@ impl Reconnect {
         };
         out.abort_open_transaction().await?;
         tracing::warn!(
+            source = out.stats().source().unwrap_or("unknown"),
             error = %error,
             attempt = self.outage.as_ref().map_or(0, Backoff::attempts),
             delay_ms = delay.as_millis() as u64,

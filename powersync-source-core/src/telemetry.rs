@@ -1,0 +1,316 @@
+//! Stream metrics through the [`metrics`](https://docs.rs/metrics) facade.
+//!
+//! Every connector's events pass through the runtime ([`crate::runtime::Emitter`],
+//! [`crate::runtime::Reconnect`], [`crate::StreamStats`]), so the metrics are recorded there,
+//! once, for every source. With the crate feature `metrics` off (the default) nothing is
+//! recorded and the facade is not linked; with it on, the metrics go to whatever recorder the
+//! host installed (a Prometheus exporter, …) **before it started the stream**: a stream binds
+//! its metric handles when it starts, and handles bound without a recorder stay silent.
+//!
+//! Labels: `source` is the stream's checkpoint tag (`postgres`, `mysql`, …), `table` is
+//! `schema.table`. The names, kinds and labels are a stable interface (dashboards and alerts
+//! are built on them):
+//!
+//! | name | kind | labels | meaning |
+//! |---|---|---|---|
+//! | [`ROWS_TOTAL`] | counter | source, table, op | streamed row changes emitted (`op` = insert/update/delete) |
+//! | [`SNAPSHOT_ROWS_TOTAL`] | counter | source, table | rows emitted by the snapshot |
+//! | [`TRANSACTIONS_TOTAL`] | counter | source | transactions (commits) emitted |
+//! | [`BYTES_TOTAL`] | counter | source | bytes received from the source |
+//! | [`RECONNECTS_TOTAL`] | counter | source | reconnects after a transient failure |
+//! | [`LAG_SECONDS`] | gauge | source | now − commit time of the last emitted transaction; 0 when caught up and idle |
+//! | [`LAG_BYTES`] | gauge | source | source history between its head and the stream's position |
+//! | [`RETAINED_BYTES`] | gauge | source | history the source keeps for this stream (PostgreSQL: WAL held by the slot; MySQL/MariaDB: binlog from the stream's position to the head) |
+//! | [`HISTORY_BUDGET_BYTES`] | gauge | source | history left before the source drops it (PostgreSQL `safe_wal_size`); absent where unbounded |
+//! | [`SNAPSHOT_TABLES`] | gauge | source, state | snapshot tables `pending` / `copying` / `done` |
+//!
+//! Rows sent again after a [`crate::ChangeEvent::Abort`] (a connection lost inside a
+//! transaction) are counted again: the counters count what was emitted, not what the host
+//! stored.
+
+/// Counter `{source, table, op}`: streamed row changes emitted.
+pub const ROWS_TOTAL: &str = "powersync_source_rows_total";
+/// Counter `{source, table}`: rows emitted by the snapshot.
+pub const SNAPSHOT_ROWS_TOTAL: &str = "powersync_source_snapshot_rows_total";
+/// Counter `{source}`: transactions (commits) emitted.
+pub const TRANSACTIONS_TOTAL: &str = "powersync_source_transactions_total";
+/// Counter `{source}`: bytes received from the source.
+pub const BYTES_TOTAL: &str = "powersync_source_bytes_total";
+/// Counter `{source}`: reconnects after a transient failure.
+pub const RECONNECTS_TOTAL: &str = "powersync_source_reconnects_total";
+/// Gauge `{source}`: seconds between now and the commit time of the last emitted transaction
+/// (0 when caught up and idle).
+pub const LAG_SECONDS: &str = "powersync_source_lag_seconds";
+/// Gauge `{source}`: bytes of source history between its head and the stream's position.
+pub const LAG_BYTES: &str = "powersync_source_lag_bytes";
+/// Gauge `{source}`: bytes of history the source retains for this stream.
+pub const RETAINED_BYTES: &str = "powersync_source_retained_bytes";
+/// Gauge `{source}`: bytes of history left before the source may drop what the stream needs
+/// (PostgreSQL `pg_replication_slots.safe_wal_size`); not set where unbounded.
+pub const HISTORY_BUDGET_BYTES: &str = "powersync_source_history_budget_bytes";
+/// Gauge `{source, state}`: snapshot tables by state (`pending`, `copying`, `done`).
+pub const SNAPSHOT_TABLES: &str = "powersync_source_snapshot_tables";
+
+/// Registers the help text of every metric with the installed recorder (so an exporter can
+/// print `# HELP` lines). Call once after installing the recorder; without the `metrics`
+/// feature it does nothing.
+pub fn describe() {
+    #[cfg(feature = "metrics")]
+    {
+        use metrics::{describe_counter, describe_gauge, Unit};
+        describe_counter!(ROWS_TOTAL, "Streamed row changes emitted");
+        describe_counter!(SNAPSHOT_ROWS_TOTAL, "Rows emitted by the snapshot");
+        describe_counter!(TRANSACTIONS_TOTAL, "Transactions (commits) emitted");
+        describe_counter!(BYTES_TOTAL, Unit::Bytes, "Bytes received from the source");
+        describe_counter!(RECONNECTS_TOTAL, "Reconnects after a transient failure");
+        describe_gauge!(
+            LAG_SECONDS,
+            Unit::Seconds,
+            "Now minus the commit time of the last emitted transaction (0 when idle)"
+        );
+        describe_gauge!(
+            LAG_BYTES,
+            Unit::Bytes,
+            "Source history between its head and the stream's position"
+        );
+        describe_gauge!(
+            RETAINED_BYTES,
+            Unit::Bytes,
+            "Source history retained for this stream"
+        );
+        describe_gauge!(
+            HISTORY_BUDGET_BYTES,
+            Unit::Bytes,
+            "History left before the source may drop what the stream needs"
+        );
+        describe_gauge!(SNAPSHOT_TABLES, "Snapshot tables by state");
+    }
+}
+
+#[cfg(feature = "metrics")]
+pub(crate) use enabled::{EventMetrics, SourceMetrics};
+
+#[cfg(not(feature = "metrics"))]
+pub(crate) use disabled::{EventMetrics, SourceMetrics};
+
+#[cfg(feature = "metrics")]
+mod enabled {
+    use std::collections::{HashMap, HashSet};
+
+    use metrics::{counter, gauge, Counter, Gauge};
+
+    use super::*;
+    use crate::event::{ChangeEvent, Op, SnapshotProgress};
+    use crate::schema::TableName;
+
+    /// The per-stream (`source`-labelled) handles, bound when the stream starts.
+    #[derive(Default)]
+    pub(crate) struct SourceMetrics {
+        handles: Option<SourceHandles>,
+    }
+
+    struct SourceHandles {
+        transactions: Counter,
+        bytes: Counter,
+        reconnects: Counter,
+        lag_seconds: Gauge,
+        lag_bytes: Gauge,
+        retained_bytes: Gauge,
+        history_budget_bytes: Gauge,
+    }
+
+    impl SourceMetrics {
+        pub(crate) fn new(source: &'static str) -> Self {
+            SourceMetrics {
+                handles: Some(SourceHandles {
+                    transactions: counter!(TRANSACTIONS_TOTAL, "source" => source),
+                    bytes: counter!(BYTES_TOTAL, "source" => source),
+                    reconnects: counter!(RECONNECTS_TOTAL, "source" => source),
+                    lag_seconds: gauge!(LAG_SECONDS, "source" => source),
+                    lag_bytes: gauge!(LAG_BYTES, "source" => source),
+                    retained_bytes: gauge!(RETAINED_BYTES, "source" => source),
+                    history_budget_bytes: gauge!(HISTORY_BUDGET_BYTES, "source" => source),
+                }),
+            }
+        }
+
+        pub(crate) fn transaction(&self) {
+            if let Some(h) = &self.handles {
+                h.transactions.increment(1);
+            }
+        }
+
+        pub(crate) fn bytes(&self, n: u64) {
+            if let Some(h) = &self.handles {
+                h.bytes.increment(n);
+            }
+        }
+
+        pub(crate) fn reconnect(&self) {
+            if let Some(h) = &self.handles {
+                h.reconnects.increment(1);
+            }
+        }
+
+        pub(crate) fn lag_seconds(&self, seconds: f64) {
+            if let Some(h) = &self.handles {
+                h.lag_seconds.set(seconds);
+            }
+        }
+
+        pub(crate) fn lag_bytes(&self, n: u64) {
+            if let Some(h) = &self.handles {
+                h.lag_bytes.set(n as f64);
+            }
+        }
+
+        pub(crate) fn retained_bytes(&self, n: u64) {
+            if let Some(h) = &self.handles {
+                h.retained_bytes.set(n as f64);
+            }
+        }
+
+        pub(crate) fn history_budget_bytes(&self, n: u64) {
+            if let Some(h) = &self.handles {
+                h.history_budget_bytes.set(n as f64);
+            }
+        }
+    }
+
+    /// Row counters of one table, bound on its first row (label strings are built once per
+    /// table, not per row).
+    struct TableCounters {
+        insert: Counter,
+        update: Counter,
+        delete: Counter,
+        snapshot: Counter,
+    }
+
+    /// What the emitter records per event: rows by table and op, snapshot tables by state.
+    pub(crate) struct EventMetrics {
+        source: Option<&'static str>,
+        tables: HashMap<TableName, TableCounters>,
+        /// Tables started and not done. Sets, not counts: a table started again after a
+        /// reconnect is still one table.
+        copying: HashSet<TableName>,
+        done: HashSet<TableName>,
+        planned: Option<usize>,
+    }
+
+    impl std::fmt::Debug for EventMetrics {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("EventMetrics")
+                .field("source", &self.source)
+                .field("tables", &self.tables.len())
+                .field("copying", &self.copying.len())
+                .field("done", &self.done.len())
+                .field("planned", &self.planned)
+                .finish()
+        }
+    }
+
+    impl EventMetrics {
+        pub(crate) fn new(source: Option<&'static str>) -> Self {
+            EventMetrics {
+                source,
+                tables: HashMap::new(),
+                copying: HashSet::new(),
+                done: HashSet::new(),
+                planned: None,
+            }
+        }
+
+        pub(crate) fn observe(&mut self, event: &ChangeEvent) {
+            let Some(source) = self.source else {
+                return;
+            };
+            match event {
+                ChangeEvent::Row(row) => {
+                    let name = &row.table.name;
+                    if !self.tables.contains_key(name) {
+                        let table = name.to_string();
+                        let counters = TableCounters {
+                            insert: counter!(ROWS_TOTAL, "source" => source, "table" => table.clone(), "op" => Op::Insert.as_str()),
+                            update: counter!(ROWS_TOTAL, "source" => source, "table" => table.clone(), "op" => Op::Update.as_str()),
+                            delete: counter!(ROWS_TOTAL, "source" => source, "table" => table.clone(), "op" => Op::Delete.as_str()),
+                            snapshot: counter!(SNAPSHOT_ROWS_TOTAL, "source" => source, "table" => table),
+                        };
+                        self.tables.insert(name.clone(), counters);
+                    }
+                    if let Some(c) = self.tables.get(name) {
+                        let counter = match (row.snapshot, row.op) {
+                            (true, _) => &c.snapshot,
+                            (false, Op::Insert) => &c.insert,
+                            (false, Op::Update) => &c.update,
+                            (false, Op::Delete) => &c.delete,
+                        };
+                        counter.increment(1);
+                    }
+                }
+                ChangeEvent::Snapshot(SnapshotProgress::TableStarted { table, .. }) => {
+                    self.copying.insert(table.clone());
+                    self.publish_tables(source);
+                }
+                ChangeEvent::Snapshot(SnapshotProgress::TableDone { table, .. }) => {
+                    self.copying.remove(table);
+                    self.done.insert(table.clone());
+                    self.publish_tables(source);
+                }
+                _ => {}
+            }
+        }
+
+        pub(crate) fn plan_snapshot(&mut self, tables: usize) {
+            self.planned = Some(tables);
+            if let Some(source) = self.source {
+                self.publish_tables(source);
+            }
+        }
+
+        fn publish_tables(&self, source: &'static str) {
+            let copying = self.copying.len();
+            let done = self.done.len();
+            gauge!(SNAPSHOT_TABLES, "source" => source, "state" => "copying").set(copying as f64);
+            gauge!(SNAPSHOT_TABLES, "source" => source, "state" => "done").set(done as f64);
+            if let Some(planned) = self.planned {
+                let pending = planned.saturating_sub(copying + done);
+                gauge!(SNAPSHOT_TABLES, "source" => source, "state" => "pending")
+                    .set(pending as f64);
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+mod disabled {
+    use crate::event::ChangeEvent;
+
+    /// Without the feature: records nothing, costs nothing.
+    #[derive(Default)]
+    pub(crate) struct SourceMetrics;
+
+    impl SourceMetrics {
+        pub(crate) fn new(_source: &'static str) -> Self {
+            SourceMetrics
+        }
+        pub(crate) fn transaction(&self) {}
+        pub(crate) fn bytes(&self, _n: u64) {}
+        pub(crate) fn reconnect(&self) {}
+        pub(crate) fn lag_seconds(&self, _seconds: f64) {}
+        pub(crate) fn lag_bytes(&self, _n: u64) {}
+        pub(crate) fn retained_bytes(&self, _n: u64) {}
+        pub(crate) fn history_budget_bytes(&self, _n: u64) {}
+    }
+
+    /// Without the feature: records nothing.
+    #[derive(Debug)]
+    pub(crate) struct EventMetrics;
+
+    impl EventMetrics {
+        pub(crate) fn new(_source: Option<&'static str>) -> Self {
+            EventMetrics
+        }
+        pub(crate) fn observe(&mut self, _event: &ChangeEvent) {}
+        pub(crate) fn plan_snapshot(&mut self, _tables: usize) {}
+    }
+}
