@@ -15,7 +15,36 @@ use crate::mirror_file::MirrorFile;
 use crate::proxy::{Proxy, ProxyMode};
 use crate::schedule::{Fault, FaultKind, Schedule, ScheduleSettings};
 use crate::source::{SourceKind, SourceServer};
-use crate::target::{Exit, Mirror, MirrorCommand};
+use crate::target::{Exit, Process, ProcessCommand};
+
+/// The system under test and its binaries.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `mirror <source> <file>`.
+    Mirror {
+        /// The `mirror` binary.
+        mirror: PathBuf,
+    },
+    /// `publish <source> --nats …` → `nats-server -js` → `consume --nats … --db <file>`.
+    JetStream {
+        /// The `publish` binary.
+        publish: PathBuf,
+        /// The `consume` binary.
+        consume: PathBuf,
+        /// The `nats-server` binary.
+        nats_server: PathBuf,
+    },
+}
+
+impl Target {
+    /// `mirror` or `jetstream`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Mirror { .. } => "mirror",
+            Target::JetStream { .. } => "jetstream",
+        }
+    }
+}
 
 /// What a campaign runs.
 #[derive(Debug, Clone)]
@@ -30,10 +59,10 @@ pub struct CampaignSettings {
     pub bank: BankSettings,
     /// Upper bound on workload transactions per second.
     pub rate: u32,
-    /// The `mirror` binary.
-    pub mirror: PathBuf,
-    /// Extra `mirror` arguments.
-    pub mirror_args: Vec<String>,
+    /// The system under test.
+    pub target: Target,
+    /// Extra arguments of the connector process (`mirror` or `publish`).
+    pub target_args: Vec<String>,
     /// Directory for the SQLite file and logs (kept after the campaign).
     pub work_dir: PathBuf,
     /// How long the copy may take to equal the source once faults and writes stop.
@@ -74,12 +103,11 @@ pub struct CampaignReport {
     pub states: u64,
     /// Of those, states checked (after the initial snapshot).
     pub states_checked: u64,
-    /// Times the mirror was started.
-    pub mirror_starts: u64,
-    /// Times the runner SIGKILLed it.
-    pub mirror_kills: u64,
-    /// Times it exited on its own.
-    pub mirror_exits: Vec<Exit>,
+    /// Per process of the system under test: its name, how many times it was started, and
+    /// how many times the runner SIGKILLed it.
+    pub processes: Vec<(&'static str, u64, u64)>,
+    /// Exits of those processes the runner did not cause.
+    pub exits: Vec<Exit>,
     /// Seconds from the end of faults and writes until the copy equalled the source.
     pub converged_after: Option<f64>,
     /// Violations.
@@ -159,26 +187,16 @@ pub async fn run(
             .await
             .map_err(|e| ChaosError::io("starting the proxy", e))?,
     );
-    let sqlite = settings.work_dir.join(format!("{}.sqlite", settings.kind));
+    let name = format!("{}-{}", settings.kind, settings.target.name());
+    let sqlite = settings.work_dir.join(format!("{name}.sqlite"));
     for suffix in ["", "-wal", "-shm"] {
         let mut p = sqlite.clone().into_os_string();
         p.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(p));
     }
-    let log = settings
-        .work_dir
-        .join(format!("{}-mirror.log", settings.kind));
-    let _ = std::fs::remove_file(&log);
-    let mut args = vec!["--table".to_owned(), TABLE.to_owned()];
-    args.extend(settings.mirror_args.iter().cloned());
-    let mirror = Arc::new(tokio::sync::Mutex::new(Mirror::new(MirrorCommand {
-        program: settings.mirror.clone(),
-        url: server.url_at(proxy.port()),
-        sqlite: sqlite.clone(),
-        args,
-        log,
-    })));
-    mirror.lock().await.start()?;
+    let processes = Arc::new(tokio::sync::Mutex::new(
+        system_under_test(settings, &name, &server.url_at(proxy.port()), &sqlite).await?,
+    ));
 
     // The initial snapshot runs without faults or writes: a fuzzy snapshot (MongoDB) is only
     // consistent once its replay window has passed, and its states are not checked anyway.
@@ -190,17 +208,16 @@ pub async fn run(
                 break;
             }
         }
-        let exited = mirror.lock().await.exited();
-        if let Some(status) = exited {
+        let exited = processes.lock().await.exited();
+        if let Some((process, status, log)) = exited {
             return Err(ChaosError::Other(format!(
-                "the mirror exited ({status}) before its initial snapshot was done:\n{}",
-                mirror.lock().await.log_tail(20)
+                "{process} exited ({status}) before the initial snapshot was done:\n{log}"
             )));
         }
         if Instant::now() > snapshot_deadline {
             return Err(ChaosError::Other(format!(
-                "the mirror did not finish its initial snapshot within 120 s:\n{}",
-                mirror.lock().await.log_tail(20)
+                "the initial snapshot was not done within 120 s:\n{}",
+                processes.lock().await.log_tails(20)
             )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -240,33 +257,35 @@ pub async fn run(
     let exits: Arc<Mutex<Vec<Exit>>> = Arc::default();
     let supervisor = {
         let shared = shared.clone();
-        let mirror = mirror.clone();
+        let processes = processes.clone();
         let exits = exits.clone();
         tokio::spawn(async move {
             while !shared.stop_all.load(Ordering::Relaxed) {
                 let down = {
-                    let mut m = mirror.lock().await;
-                    if let Some(status) = m.exited() {
-                        let exit = Exit {
-                            at_secs: shared.elapsed(),
-                            status: status.to_string(),
-                            log_tail: m.log_tail(8),
-                        };
+                    let mut p = processes.lock().await;
+                    while let Some((process, status, log_tail)) = p.exited() {
+                        // Nothing asked it to stop: a connector's stream (or `consume`) must
+                        // not end by itself.
                         if status.success() {
                             shared.report(Violation::StreamEnded {
-                                log_tail: exit.log_tail.clone(),
+                                log_tail: format!("{process}: {log_tail}"),
                             });
                         }
-                        lock(&exits).push(exit);
+                        lock(&exits).push(Exit {
+                            process,
+                            at_secs: shared.elapsed(),
+                            status: status.to_string(),
+                            log_tail,
+                        });
                     }
                     // Exited on its own, or killed by a fault.
-                    !m.is_running()
+                    p.any_down()
                 };
                 if down {
                     // Like a process supervisor: a short pause, then start it again.
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    if let Err(e) = mirror.lock().await.start() {
-                        tracing_line(&shared, &format!("could not restart the mirror: {e}"));
+                    if let Err(e) = processes.lock().await.start_all().await {
+                        tracing_line(&shared, &format!("could not restart a process: {e}"));
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -289,7 +308,7 @@ pub async fn run(
         let line = fault.to_string();
         lock(&shared.fault_log).push(line.clone());
         progress(&format!("fault {line}"));
-        inject(fault, &server, &proxy, &mirror).await?;
+        inject(fault, &server, &proxy, &processes).await?;
     }
     let window_end = shared.started + settings.schedule.window;
     tokio::time::sleep_until(window_end.into()).await;
@@ -343,8 +362,8 @@ pub async fn run(
     let (states, states_checked) = checker
         .join()
         .map_err(|_| ChaosError::Other("the checker thread panicked".into()))??;
-    let mut m = mirror.lock().await;
-    m.stop().await;
+    let mut p = processes.lock().await;
+    p.stop_all().await;
     let report = CampaignReport {
         kind: Some(settings.kind),
         seed: settings.seed,
@@ -355,9 +374,12 @@ pub async fn run(
         uncertain: workload.uncertain,
         states,
         states_checked,
-        mirror_starts: m.starts(),
-        mirror_kills: m.kills(),
-        mirror_exits: lock(&exits).clone(),
+        processes: p
+            .list
+            .iter()
+            .map(|p| (p.name(), p.starts(), p.kills()))
+            .collect(),
+        exits: lock(&exits).clone(),
         converged_after,
         findings: lock(&shared.findings).clone(),
         proxy: (
@@ -378,10 +400,12 @@ async fn inject(
     fault: &Fault,
     server: &SourceServer,
     proxy: &Proxy,
-    mirror: &tokio::sync::Mutex<Mirror>,
+    processes: &tokio::sync::Mutex<Processes>,
 ) -> Result<()> {
     match fault.kind {
-        FaultKind::KillTarget => mirror.lock().await.kill().await?,
+        FaultKind::KillTarget => processes.lock().await.kill(0).await?,
+        FaultKind::KillNats => processes.lock().await.kill_named("nats-server").await?,
+        FaultKind::KillConsumer => processes.lock().await.kill_named("consume").await?,
         FaultKind::RestartServer => {
             server.kill().await?;
             tokio::time::sleep(fault.hold).await;
@@ -492,4 +516,173 @@ async fn reconnect(server: &SourceServer, shared: &Shared, until_connected: bool
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The processes of the system under test; the first is the connector process.
+#[derive(Debug)]
+struct Processes {
+    list: Vec<Process>,
+    /// `nats-server`'s port: the other processes start once it accepts connections.
+    nats_port: Option<u16>,
+}
+
+impl Processes {
+    /// Starts every process that does not run (`nats-server` first, and the others once it
+    /// listens).
+    async fn start_all(&mut self) -> Result<()> {
+        for i in 0..self.list.len() {
+            let is_nats = self.list[i].name() == "nats-server";
+            if is_nats && !self.list[i].is_running() {
+                self.list[i].start()?;
+                if let Some(port) = self.nats_port {
+                    wait_for_port(port, Duration::from_secs(10)).await;
+                }
+            }
+        }
+        for p in &mut self.list {
+            p.start()?;
+        }
+        Ok(())
+    }
+
+    fn any_down(&self) -> bool {
+        self.list.iter().any(|p| !p.is_running())
+    }
+
+    /// A process that exited on its own: its name, status and last log lines.
+    fn exited(&mut self) -> Option<(&'static str, std::process::ExitStatus, String)> {
+        self.list
+            .iter_mut()
+            .find_map(|p| p.exited().map(|status| (p.name(), status, p.log_tail(8))))
+    }
+
+    fn log_tails(&self, lines: usize) -> String {
+        self.list
+            .iter()
+            .map(|p| format!("{}:\n{}", p.name(), p.log_tail(lines)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    async fn kill(&mut self, i: usize) -> Result<()> {
+        match self.list.get_mut(i) {
+            Some(p) => p.kill().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn kill_named(&mut self, name: &str) -> Result<()> {
+        match self.list.iter_mut().find(|p| p.name() == name) {
+            Some(p) => p.kill().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        for p in &mut self.list {
+            p.stop().await;
+        }
+    }
+}
+
+/// Waits (bounded) until 127.0.0.1:`port` accepts a TCP connection.
+async fn wait_for_port(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts the system under test: `mirror`, or `nats-server`, `publish` and `consume`.
+async fn system_under_test(
+    settings: &CampaignSettings,
+    name: &str,
+    source_url: &str,
+    sqlite: &std::path::Path,
+) -> Result<Processes> {
+    let dir = &settings.work_dir;
+    let log = |process: &str| {
+        let path = dir.join(format!("{name}-{process}.log"));
+        let _ = std::fs::remove_file(&path);
+        path
+    };
+    let sqlite = sqlite.display().to_string();
+    let mut processes = match &settings.target {
+        Target::Mirror { mirror } => {
+            let mut args = vec![
+                source_url.to_owned(),
+                sqlite,
+                "--table".into(),
+                TABLE.into(),
+            ];
+            args.extend(settings.target_args.iter().cloned());
+            Processes {
+                list: vec![Process::new(ProcessCommand {
+                    name: "mirror",
+                    program: mirror.clone(),
+                    args,
+                    log: log("mirror"),
+                })],
+                nats_port: None,
+            }
+        }
+        Target::JetStream {
+            publish,
+            consume,
+            nats_server,
+        } => {
+            let port = powersync_source_testkit::free_port()
+                .map_err(|e| ChaosError::server("choosing a port for nats-server", e))?;
+            let store = dir.join(format!("{name}-nats"));
+            let _ = std::fs::remove_dir_all(&store);
+            let nats = format!("nats://127.0.0.1:{port}");
+            let mut publish_args = vec![
+                source_url.to_owned(),
+                "--nats".into(),
+                nats.clone(),
+                "--table".into(),
+                TABLE.into(),
+            ];
+            publish_args.extend(settings.target_args.iter().cloned());
+            Processes {
+                list: vec![
+                    Process::new(ProcessCommand {
+                        name: "publish",
+                        program: publish.clone(),
+                        args: publish_args,
+                        log: log("publish"),
+                    }),
+                    Process::new(ProcessCommand {
+                        name: "nats-server",
+                        program: nats_server.clone(),
+                        args: vec![
+                            "-js".into(),
+                            "-a".into(),
+                            "127.0.0.1".into(),
+                            "-p".into(),
+                            port.to_string(),
+                            "-sd".into(),
+                            store.display().to_string(),
+                        ],
+                        log: log("nats"),
+                    }),
+                    Process::new(ProcessCommand {
+                        name: "consume",
+                        program: consume.clone(),
+                        args: vec!["--nats".into(), nats, "--db".into(), sqlite],
+                        log: log("consume"),
+                    }),
+                ],
+                nats_port: Some(port),
+            }
+        }
+    };
+    processes.start_all().await?;
+    Ok(processes)
 }

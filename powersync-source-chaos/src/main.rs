@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use powersync_source_chaos::bank::BankSettings;
-use powersync_source_chaos::campaign::{self, CampaignReport, CampaignSettings};
+use powersync_source_chaos::campaign::{self, CampaignReport, CampaignSettings, Target};
 use powersync_source_chaos::schedule::{FaultKind, ScheduleSettings};
 use powersync_source_chaos::seed::SeededRng;
 use powersync_source_chaos::source::SourceKind;
@@ -53,12 +53,25 @@ struct Args {
     /// Smallest and largest gap between faults, in seconds.
     #[arg(long, num_args = 2, value_names = ["MIN", "MAX"], default_values_t = [1.0, 5.0])]
     gap: Vec<f64>,
-    /// The `mirror` binary (default: `mirror` next to this binary, then target/release/mirror).
+    /// The system under test: `mirror`, or `jetstream` (`publish` → `nats-server` →
+    /// `consume`).
+    #[arg(long, default_value = "mirror")]
+    target: String,
+    /// The `mirror` binary (default: `mirror` next to this binary, then target/release/).
     #[arg(long)]
     mirror: Option<PathBuf>,
-    /// Extra argument for `mirror` (repeatable), e.g. `--mirror-arg=--group-ms=0`.
-    #[arg(long = "mirror-arg", allow_hyphen_values = true)]
-    mirror_args: Vec<String>,
+    /// The `publish` binary (default: next to `mirror`).
+    #[arg(long)]
+    publish: Option<PathBuf>,
+    /// The `consume` binary (default: next to `mirror`).
+    #[arg(long)]
+    consume: Option<PathBuf>,
+    /// The `nats-server` binary (default: /usr/sbin/nats-server, then PATH).
+    #[arg(long)]
+    nats_server: Option<PathBuf>,
+    /// Extra argument for `mirror` or `publish` (repeatable), e.g. `--target-arg=--group-ms=0`.
+    #[arg(long = "target-arg", allow_hyphen_values = true)]
+    target_args: Vec<String>,
     /// Where the SQLite files and mirror logs go (kept afterwards).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -91,8 +104,10 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<ExitCode, String> {
     let sources = sources(&args.sources)?;
+    let target = target(&args)?;
+    let jetstream = matches!(target, Target::JetStream { .. });
     let kinds = if args.faults.is_empty() {
-        FaultKind::ALL.to_vec()
+        FaultKind::for_target(jetstream)
     } else if args.faults.iter().any(|f| f == "none") {
         // A baseline: the workload and the checkers without faults.
         Vec::new()
@@ -103,16 +118,15 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             .collect::<Result<Vec<_>, _>>()?
     };
     let gap = |v: f64| Duration::from_secs_f64(v.clamp(0.0, 3600.0));
-    let mirror = mirror_binary(args.mirror.clone())?;
     let seed = args.seed.unwrap_or_else(SeededRng::fresh_seed);
     let work_dir = match &args.work_dir {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("powersync-chaos-{seed}")),
     };
     println!(
-        "chaos: seed {seed} ({} s per source; replay with --seed {seed}); mirror {}; files in {}",
+        "chaos: seed {seed} ({} s per source; replay with --seed {seed}); target {}; files in {}",
         args.seconds,
-        mirror.display(),
+        target.name(),
         work_dir.display()
     );
 
@@ -138,8 +152,8 @@ async fn run(args: Args) -> Result<ExitCode, String> {
                 ..BankSettings::default()
             },
             rate: args.rate,
-            mirror: mirror.clone(),
-            mirror_args: args.mirror_args.clone(),
+            target: target.clone(),
+            target_args: args.target_args.clone(),
             work_dir: work_dir.clone(),
             converge_within: Duration::from_secs(args.converge_within),
             poll: Duration::from_millis(50),
@@ -200,21 +214,24 @@ fn print_report(r: &CampaignReport) {
              rows as they are when read, not as of the change)"
         );
     }
-    println!(
-        "  mirror: started {} times, killed {} times, exited on its own {} times",
-        r.mirror_starts,
-        r.mirror_kills,
-        r.mirror_exits.len()
-    );
+    for (name, starts, kills) in &r.processes {
+        let exits = r.exits.iter().filter(|e| e.process == *name).count();
+        println!(
+            "  {name}: started {starts} times, killed {kills} times, exited on its own {exits} times"
+        );
+    }
     // The first few exits in full (lines cut), then a count: a crash loop repeats itself.
-    for exit in r.mirror_exits.iter().take(3) {
-        println!("    exit at t+{:.1}s ({}):", exit.at_secs, exit.status);
+    for exit in r.exits.iter().take(3) {
+        println!(
+            "    {} exit at t+{:.1}s ({}):",
+            exit.process, exit.at_secs, exit.status
+        );
         for line in exit.log_tail.lines() {
             println!("      {}", clip(line, 400));
         }
     }
-    if r.mirror_exits.len() > 3 {
-        println!("    … and {} more exits", r.mirror_exits.len() - 3);
+    if r.exits.len() > 3 {
+        println!("    … and {} more exits", r.exits.len() - 3);
     }
     println!(
         "  proxy: {} connections, {} refused, {} dropped",
@@ -258,27 +275,54 @@ fn sources(names: &[String]) -> Result<Vec<SourceKind>, String> {
         .collect()
 }
 
-fn mirror_binary(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
+fn target(args: &Args) -> Result<Target, String> {
+    let mirror = binary("mirror", args.mirror.clone(), None)?;
+    match args.target.as_str() {
+        "mirror" => Ok(Target::Mirror { mirror }),
+        "jetstream" => {
+            let dir = mirror.parent().map(PathBuf::from);
+            let nats_server = match &args.nats_server {
+                Some(path) => path.clone(),
+                None => ["/usr/sbin/nats-server", "/usr/local/bin/nats-server"]
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.is_file())
+                    .unwrap_or_else(|| PathBuf::from("nats-server")),
+            };
+            Ok(Target::JetStream {
+                publish: binary("publish", args.publish.clone(), dir.clone())?,
+                consume: binary("consume", args.consume.clone(), dir)?,
+                nats_server,
+            })
+        }
+        other => Err(format!("unknown target `{other}` (mirror, jetstream)")),
+    }
+}
+
+/// A binary of the examples: `explicit`, else in `dir`, else next to this binary, else in
+/// target/release.
+fn binary(name: &str, explicit: Option<PathBuf>, dir: Option<PathBuf>) -> Result<PathBuf, String> {
     if let Some(path) = explicit {
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(format!("no mirror binary at {}", path.display()))
+            Err(format!("no {name} binary at {}", path.display()))
         };
     }
-    let mut candidates = Vec::new();
+    let mut candidates: Vec<PathBuf> = dir.iter().map(|d| d.join(name)).collect();
     if let Some(dir) = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(PathBuf::from))
     {
-        candidates.push(dir.join("mirror"));
+        candidates.push(dir.join(name));
         if let Some(target) = dir.parent() {
-            candidates.push(target.join("release").join("mirror"));
+            candidates.push(target.join("release").join(name));
         }
     }
     candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
-        "no mirror binary next to chaos: build it with \
-             `cargo build --release -p examples --bin mirror` or pass --mirror PATH"
-            .to_owned()
+        format!(
+            "no {name} binary next to chaos: build it with \
+             `cargo build --release -p examples --bin {name}` or pass --{name} PATH"
+        )
     })
 }

@@ -9,8 +9,14 @@ use crate::seed::SeededRng;
 /// One kind of fault the runner can inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FaultKind {
-    /// SIGKILL of the system under test (the `mirror` process); the runner restarts it.
+    /// SIGKILL of the connector process of the system under test (`mirror`, or `publish`);
+    /// the runner restarts it.
     KillTarget,
+    /// SIGKILL of `nats-server` (JetStream target); the runner restarts it on the same
+    /// storage.
+    KillNats,
+    /// SIGKILL of `consume` (JetStream target); the runner restarts it.
+    KillConsumer,
     /// SIGKILL of the source server (and all its processes), restarted after a while.
     RestartServer,
     /// SIGSTOP of the source server, SIGCONT after the hold time (connections stay open but
@@ -30,8 +36,10 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, in report order.
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::KillTarget,
+        FaultKind::KillNats,
+        FaultKind::KillConsumer,
         FaultKind::RestartServer,
         FaultKind::PauseServer,
         FaultKind::DropConnections,
@@ -44,6 +52,8 @@ impl FaultKind {
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::KillTarget => "kill-target",
+            FaultKind::KillNats => "kill-nats",
+            FaultKind::KillConsumer => "kill-consumer",
             FaultKind::RestartServer => "restart-server",
             FaultKind::PauseServer => "pause-server",
             FaultKind::DropConnections => "drop-connections",
@@ -60,7 +70,21 @@ impl FaultKind {
 
     /// Whether the fault lasts a while (has a hold time) rather than being a single blow.
     pub fn has_hold(self) -> bool {
-        !matches!(self, FaultKind::KillTarget | FaultKind::DropConnections)
+        !matches!(
+            self,
+            FaultKind::KillTarget
+                | FaultKind::KillNats
+                | FaultKind::KillConsumer
+                | FaultKind::DropConnections
+        )
+    }
+
+    /// The kinds that apply to a target: the JetStream ones only with `jetstream`.
+    pub fn for_target(jetstream: bool) -> Vec<FaultKind> {
+        FaultKind::ALL
+            .into_iter()
+            .filter(|k| jetstream || !matches!(k, FaultKind::KillNats | FaultKind::KillConsumer))
+            .collect()
     }
 }
 
@@ -114,7 +138,7 @@ impl Default for ScheduleSettings {
         ScheduleSettings {
             window: Duration::from_secs(60),
             gap: (Duration::from_secs(1), Duration::from_secs(5)),
-            kinds: FaultKind::ALL.to_vec(),
+            kinds: FaultKind::for_target(false),
             pause_hold: (Duration::from_secs(4), Duration::from_secs(8)),
             hold: (Duration::from_secs(1), Duration::from_secs(5)),
         }
@@ -219,8 +243,12 @@ mod tests {
             }
             end = fault.at + fault.hold;
         }
-        // Over 600 s every kind shows up.
-        assert_eq!(schedule.counts().len(), FaultKind::ALL.len());
+        // Over 600 s every kind shows up, and only those of the mirror target.
+        assert_eq!(schedule.counts().len(), FaultKind::for_target(false).len());
+        assert!(schedule
+            .faults
+            .iter()
+            .all(|f| !matches!(f.kind, FaultKind::KillNats | FaultKind::KillConsumer)));
     }
 
     #[test]

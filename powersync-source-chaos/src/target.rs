@@ -1,5 +1,5 @@
-//! The system under test as a black box: the `mirror` binary, started, SIGKILLed and restarted
-//! by the runner like a process supervisor would.
+//! The system under test as black boxes: processes (`mirror`; or `publish`, `nats-server` and
+//! `consume`) started, SIGKILLed and restarted by the runner like a process supervisor would.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
@@ -10,50 +10,55 @@ use tokio::process::{Child, Command};
 
 use crate::error::{ChaosError, Result};
 
-/// How `mirror` is run.
+/// How a process is run.
 #[derive(Debug, Clone)]
-pub struct MirrorCommand {
-    /// The `mirror` binary.
+pub struct ProcessCommand {
+    /// Its name in reports (`mirror`, `publish`, …).
+    pub name: &'static str,
+    /// The binary.
     pub program: PathBuf,
-    /// The source URL (through the proxy).
-    pub url: String,
-    /// The SQLite file.
-    pub sqlite: PathBuf,
-    /// Extra arguments (`--table accounts`, group settings, …).
+    /// Its arguments.
     pub args: Vec<String>,
-    /// Where its stderr goes (appended, across restarts).
+    /// Where its stdout and stderr go (appended, across restarts).
     pub log: PathBuf,
 }
 
-/// An exit of the mirror the runner did not cause.
+/// An exit of a process the runner did not cause.
 #[derive(Debug, Clone)]
 pub struct Exit {
+    /// Which process.
+    pub process: &'static str,
     /// Seconds since the campaign started.
     pub at_secs: f64,
     /// Its exit status.
     pub status: String,
-    /// The last lines it wrote to stderr.
+    /// The last lines of its log.
     pub log_tail: String,
 }
 
-/// A supervised `mirror` process.
+/// A supervised process.
 #[derive(Debug)]
-pub struct Mirror {
-    command: MirrorCommand,
+pub struct Process {
+    command: ProcessCommand,
     child: Option<Child>,
     starts: u64,
     kills: u64,
 }
 
-impl Mirror {
+impl Process {
     /// A supervisor for `command` (not started yet).
-    pub fn new(command: MirrorCommand) -> Self {
-        Mirror {
+    pub fn new(command: ProcessCommand) -> Self {
+        Process {
             command,
             child: None,
             starts: 0,
             kills: 0,
         }
+    }
+
+    /// The process's name.
+    pub fn name(&self) -> &'static str {
+        self.command.name
     }
 
     /// Starts the process (a no-op when it runs).
@@ -71,8 +76,6 @@ impl Mirror {
             .try_clone()
             .map_err(|e| ChaosError::io(format!("opening {}", c.log.display()), e))?;
         let child = Command::new(&c.program)
-            .arg(&c.url)
-            .arg(&c.sqlite)
             .args(&c.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -97,6 +100,14 @@ impl Mirror {
         Ok(())
     }
 
+    /// Stops the process at the end of a campaign (SIGKILL, not counted as a fault).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
     /// If the process exited on its own, its status (and the process is forgotten, so the
     /// next [`start`](Self::start) runs it again).
     pub fn exited(&mut self) -> Option<ExitStatus> {
@@ -107,14 +118,6 @@ impl Mirror {
                 Some(status)
             }
             _ => None,
-        }
-    }
-
-    /// Stops the process at the end of a campaign (SIGKILL, not counted as a fault).
-    pub async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
         }
     }
 
@@ -133,7 +136,7 @@ impl Mirror {
         self.kills
     }
 
-    /// The last `lines` lines of its stderr.
+    /// The last `lines` lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.command.log, lines)
     }
