@@ -7,12 +7,10 @@ use mongodb::Client;
 use powersync_source_core::provision::Fix;
 use powersync_source_core::{CheckReport, Problem, Result};
 
-use crate::catalog::{list_collections, Selection};
-use crate::config::{MongoConfig, PostImages};
+use crate::catalog::Selection;
+use crate::config::MongoConfig;
 use crate::driver_error::driver_error;
-use crate::server_info::{
-    parse_version, supports_split_event, topology, Privileges, Topology, CHECKPOINTS_COLLECTION,
-};
+use crate::server_info::{parse_version, supports_split_event, topology, Topology};
 
 /// Oldest supported server: change streams with pre/post images.
 pub(crate) const MIN_VERSION: (u32, u32, u32) = (6, 0, 0);
@@ -95,71 +93,7 @@ pub async fn run(
         }
     }
 
-    let db_name = selection.database();
-    let status = client
-        .database(db_name)
-        .run_command(doc! {"connectionStatus": 1, "showPrivileges": true})
-        .await
-        .map_err(|e| driver_error("reading connectionStatus", e))?;
-    let privileges = Privileges::from_connection_status(&status);
-    let mut wanted: Vec<&str> = DATABASE_ACTIONS.to_vec();
-    if config.post_images() == PostImages::AutoConfigure {
-        wanted.push("collMod");
-    }
-    let missing = privileges.missing(&wanted, db_name, None);
-    if !missing.is_empty() {
-        report.error(
-            "privileges",
-            format!("the user lacks {} on database {db_name}", missing.join(", ")),
-            format!(
-                "grant a role with these actions on {{db: \"{db_name}\", collection: \"\"}} (the built-in `read` role covers listCollections, find and changeStream; collMod needs dbAdmin or a custom role)"
-            ),
-        );
-    }
-    let missing = privileges.missing(CHECKPOINT_ACTIONS, db_name, Some(CHECKPOINTS_COLLECTION));
-    if !missing.is_empty() {
-        report.error(
-            "privileges",
-            format!(
-                "the user lacks {} on {db_name}.{CHECKPOINTS_COLLECTION} (used for write checkpoints and the snapshot barrier)",
-                missing.join(", ")
-            ),
-            format!("grant readWrite on {{db: \"{db_name}\", collection: \"{CHECKPOINTS_COLLECTION}\"}} plus createCollection, dropCollection and changeStream"),
-        );
-    }
-
-    let collections = list_collections(&client.database(db_name)).await?;
-    for name in selection.names() {
-        if !collections.iter().any(|c| &c.name == name) {
-            report.warning(
-                format!("collection {db_name}.{name}"),
-                format!("collection {db_name}.{name} does not exist (yet)"),
-                "create it, or check the name; it is replicated from its first write",
-            );
-        }
-    }
-    let lacking: Vec<&str> = collections
-        .iter()
-        .filter(|c| selection.contains(db_name, &c.name) && !c.images)
-        .map(|c| c.name.as_str())
-        .collect();
-    if !lacking.is_empty() && config.post_images() == PostImages::ReadOnly {
-        let commands: Vec<String> = lacking.iter().map(|c| enable_images(db_name, c)).collect();
-        report.push(
-            Problem::error(
-                "changeStreamPreAndPostImages",
-                format!(
-                    "post_images=read_only needs changeStreamPreAndPostImages on every selected collection; not enabled on: {}",
-                    lacking.join(", ")
-                ),
-                format!(
-                    "run db.runCommand({{collMod: \"<collection>\", changeStreamPreAndPostImages: {{enabled: true}}}}) for {}, or use post_images=auto_configure (does it for you) or post_images=off",
-                    lacking.join(", ")
-                ),
-            )
-            .with_remedy(Fix::Sql(commands.join("; "))),
-        );
-    }
+    crate::selection_check::run(client, config, selection, &mut report).await?;
     Ok(report)
 }
 

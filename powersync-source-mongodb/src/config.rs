@@ -6,6 +6,7 @@ use std::time::Duration;
 use powersync_source_core::secret::redact_url;
 use powersync_source_core::{Secret, SourceError};
 
+use crate::catalog::validate_database_name;
 use crate::connection_string::ConnectionString;
 
 /// How update events get the document's new state (PowerSync's `post_images` setting).
@@ -56,7 +57,11 @@ impl PostImages {
 /// Connection settings of a MongoDB source.
 ///
 /// Built from a `mongodb://` or `mongodb+srv://` URL with [`MongoConfig::parse`]. The database
-/// to replicate is the URL path (`mongodb://host/app` → `app`). The query parameters below are
+/// to replicate is the URL path (`mongodb://host/app` → `app`). Several databases are one
+/// source with one checkpoint: name them with `databases=` (`mongodb://host/?databases=app,billing`)
+/// or through `database.collection` table names; the source then reads one cluster-level change
+/// stream (and needs `find` and `changeStream` on every database, see the README). The query
+/// parameters below are
 /// this connector's own and are removed before the URL is handed to the driver; every other
 /// parameter (`replicaSet`, `authSource`, `tls`, `directConnection`, …) goes to the driver
 /// unchanged.
@@ -67,11 +72,15 @@ impl PostImages {
 /// | `snapshot_batch_size` | documents per snapshot query (and per resume point) | `10000` |
 /// | `batch_events` | events per batch handed to the host | [`StreamOptions::batch_events`](powersync_source_core::StreamOptions) |
 /// | `max_await_ms` | how long an idle change-stream `getMore` waits on the server | `1000` |
+/// | `databases` | comma-separated databases replicated whole (with the URL path's) when no table is named | none |
+/// | `checkpoint_database` | the database holding `_powersync_checkpoints` | the URL's database if selected, else the first selected |
 #[derive(Clone)]
 pub struct MongoConfig {
     driver_url: Secret,
     display_url: String,
     database: String,
+    databases: Vec<String>,
+    checkpoint_database: Option<String>,
     post_images: PostImages,
     snapshot_batch_size: u32,
     batch_events: Option<usize>,
@@ -83,6 +92,8 @@ impl fmt::Debug for MongoConfig {
         f.debug_struct("MongoConfig")
             .field("url", &self.display_url)
             .field("database", &self.database)
+            .field("databases", &self.databases)
+            .field("checkpoint_database", &self.checkpoint_database)
             .field("post_images", &self.post_images)
             .field("snapshot_batch_size", &self.snapshot_batch_size)
             .field("batch_events", &self.batch_events)
@@ -96,6 +107,8 @@ const OWN_PARAMS: &[&str] = &[
     "snapshot_batch_size",
     "batch_events",
     "max_await_ms",
+    "databases",
+    "checkpoint_database",
 ];
 
 impl MongoConfig {
@@ -115,21 +128,15 @@ impl MongoConfig {
             }
         })?;
         let database = parts.database.clone();
-        if database.is_empty() {
-            return Err(SourceError::config(
-                "the URL names no database: the database to replicate is the URL path",
-            )
-            .with_hint("e.g. mongodb://user:pass@host:27017/app?replicaSet=rs0"));
-        }
-        if database.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
-            return Err(SourceError::config(format!(
-                "`{database}` is not a valid MongoDB database name"
-            )));
+        if !database.is_empty() {
+            validate_database_name(&database)?;
         }
         let mut config = MongoConfig {
             driver_url: Secret::new(String::new()),
             display_url: String::new(),
             database,
+            databases: Vec::new(),
+            checkpoint_database: None,
             post_images: PostImages::default(),
             snapshot_batch_size: 10_000,
             batch_events: None,
@@ -157,6 +164,18 @@ impl MongoConfig {
                     config.batch_events = Some(usize::try_from(number()?).unwrap_or(usize::MAX))
                 }
                 "max_await_ms" => config.max_await = Duration::from_millis(number()?),
+                "databases" => {
+                    for db in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+                        validate_database_name(db)?;
+                        if !config.databases.iter().any(|d| d == db) {
+                            config.databases.push(db.to_owned());
+                        }
+                    }
+                }
+                "checkpoint_database" => {
+                    validate_database_name(&value)?;
+                    config.checkpoint_database = Some(value.to_string());
+                }
                 _ => {}
             }
         }
@@ -175,9 +194,19 @@ impl MongoConfig {
         &self.display_url
     }
 
-    /// The database replicated (the URL path).
+    /// The URL path's database (empty when the URL names none).
     pub fn database(&self) -> &str {
         &self.database
+    }
+
+    /// The `databases=` list (replicated whole when no table is named).
+    pub fn databases(&self) -> &[String] {
+        &self.databases
+    }
+
+    /// The `checkpoint_database=` setting, when given.
+    pub fn checkpoint_database(&self) -> Option<&str> {
+        self.checkpoint_database.as_deref()
     }
 
     /// The post-image mode.
@@ -263,8 +292,8 @@ mod tests {
     fn bad_urls_are_config_errors_without_secrets() {
         for url in [
             "postgres://h/db",
-            "mongodb://u:pw-Secret@h/",
-            "mongodb://u:pw-Secret@h",
+            "mongodb://h/?databases=a,b.c",
+            "mongodb://h/app?checkpoint_database=x%24y",
             "mongodb:///db",
             "mongodb://h/db?post_images=sometimes",
             "mongodb://h/db?snapshot_batch_size=0",
@@ -288,6 +317,21 @@ mod tests {
             assert_eq!(e.kind(), powersync_source_core::ErrorKind::Config, "{url}");
             assert!(!e.to_string().contains("pw-Secret"), "{e}");
         }
+    }
+
+    #[test]
+    fn several_databases() {
+        let c = MongoConfig::parse(
+            "mongodb://u:s3cret@h/?replicaSet=rs0&databases=app,%20billing,app&checkpoint_database=ops",
+        )
+        .unwrap();
+        assert_eq!(c.database(), "");
+        assert_eq!(c.databases(), ["app", "billing"]);
+        assert_eq!(c.checkpoint_database(), Some("ops"));
+        assert_eq!(
+            c.driver_url().expose(),
+            "mongodb://u:s3cret@h/?replicaSet=rs0"
+        );
     }
 
     #[test]

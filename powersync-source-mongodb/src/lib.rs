@@ -1,5 +1,6 @@
-//! MongoDB connector for powersync-source: a database-level change stream, with post-images,
-//! a resumable `_id`-ordered snapshot and BSON values normalized to SQLite's model.
+//! MongoDB connector for powersync-source: a database-level change stream (cluster-level when
+//! the source spans several databases), with post-images, a resumable `_id`-ordered snapshot
+//! and BSON values normalized to SQLite's model.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), powersync_source_core::SourceError> {
@@ -18,6 +19,18 @@
 //!
 //! Needs MongoDB 6.0+ as a replica set (Atlas included); standalone servers and `mongos` are
 //! refused by [`check`](powersync_source_core::ChangeSource::check). `mongodb+srv://` URLs work.
+//!
+//! # Several databases
+//! Collections of more than one database (`database.collection` table names, or
+//! `mongodb://host/?databases=app,billing`) are one source: one cluster-level change stream
+//! (`Client::watch`, `allChangesForCluster`) carries every database in one order, under one
+//! checkpoint, and a multi-document transaction spanning databases is one
+//! [`Begin`](powersync_source_core::ChangeEvent::Begin)/[`Commit`](powersync_source_core::ChangeEvent::Commit).
+//! The barrier and write-checkpoint markers live in one `_powersync_checkpoints` collection:
+//! in `?checkpoint_database=`, else the URL's database, else the first selected database. The
+//! user then needs `find` and `changeStream` on the whole cluster (`{db: "", collection: ""}`)
+//! as well as the per-database privileges; `check()` asks for them only in that case. Table
+//! names stay `database.collection`.
 //!
 //! # Consistency model
 //!
@@ -116,6 +129,7 @@ mod driver_error;
 pub mod provision;
 mod replicator;
 mod resume_token;
+mod selection_check;
 mod server_info;
 mod snapshot_reader;
 mod source;

@@ -4,10 +4,14 @@
 //!
 //! Steps print as `mongosh` commands; `--apply` runs the same commands through the driver.
 //! The user gets a custom role, `powersync_replication` in `admin`, holding the privileges of
-//! the connector's documentation: `listCollections`, `find` and `changeStream` on the
-//! database (plus `collMod` in the default `auto_configure` post-image mode, to enable
+//! the connector's documentation: `listCollections`, `find` and `changeStream` on each
+//! selected database (plus `collMod` in the default `auto_configure` post-image mode, to enable
 //! `changeStreamPreAndPostImages` itself), and `createCollection`, `dropCollection`, `find`,
-//! `changeStream`, `insert`, `update`, `remove` on `_powersync_checkpoints`. On Atlas, custom
+//! `changeStream`, `insert`, `update`, `remove` on `_powersync_checkpoints`. A source over
+//! several databases reads one cluster-level change stream, which needs `find` and
+//! `changeStream` on the whole cluster (`{db: "", collection: ""}`); only then does the role
+//! hold that privilege. A role that exists but lacks some of them gets them with
+//! `grantPrivilegesToRole`. On Atlas, custom
 //! roles are created in the Atlas UI (Database Access → Custom Roles) or with the Atlas CLI
 //! rather than `createRole`; the built-in alternative is `readAnyDatabase` plus `readWrite` on
 //! the database, which grants more than needed.
@@ -28,6 +32,7 @@ use powersync_source_core::{SourceError, TableName};
 use crate::catalog::{list_collections, Selection};
 use crate::check::{enable_images, js_string, CHECKPOINT_ACTIONS, DATABASE_ACTIONS, MIN_VERSION};
 use crate::driver_error::driver_error;
+use crate::selection_check::CLUSTER_ACTIONS;
 use crate::server_info::{parse_version, supports_split_event, topology, CHECKPOINTS_COLLECTION};
 use crate::{MongoConfig, MongoSource, PostImages};
 
@@ -46,16 +51,22 @@ pub struct Facts {
     pub numbers: Option<(u32, u32, u32)>,
     /// From `hello`.
     pub topology: Topology,
-    /// The URL's database.
+    /// The database holding `_powersync_checkpoints`.
     pub database: String,
-    /// Selected collections that exist, with `changeStreamPreAndPostImages` enabled or not.
-    pub collections: Vec<(String, bool)>,
+    /// The selected databases (the checkpoint database need not be one of them).
+    pub databases: Vec<String>,
+    /// Selected collections that exist (`database.collection`), with
+    /// `changeStreamPreAndPostImages` enabled or not.
+    pub collections: Vec<(TableName, bool)>,
     /// `_powersync_checkpoints` exists.
     pub checkpoints: bool,
     /// Whether the server manages users (`usersInfo` answered).
     pub user_management: bool,
     /// The role exists.
     pub role: bool,
+    /// The role's privileges when it exists: (database, collection, actions), empty names as
+    /// in the server's resource documents (`""` = any).
+    pub role_grants: Vec<(String, String, Vec<String>)>,
     /// The user exists.
     pub user: bool,
 }
@@ -70,23 +81,77 @@ pub struct Planned {
     pub command: Option<(String, Document)>,
 }
 
-/// The role's privileges for `database` in `mode`.
-pub fn role_privileges(database: &str, mode: PostImages) -> Vec<Document> {
+/// The role's privileges for the selected `databases` (their own actions, in `mode`), the
+/// checkpoint collection in `checkpoint_database`, and, when the source reads a cluster-level
+/// change stream (more than one database involved), `find` and `changeStream` on the whole
+/// cluster.
+pub fn role_privileges(
+    databases: &[String],
+    checkpoint_database: &str,
+    mode: PostImages,
+) -> Vec<Document> {
     let mut db_actions = DATABASE_ACTIONS.to_vec();
     if mode == PostImages::AutoConfigure {
         db_actions.push("collMod");
     }
-    vec![
-        doc! { "resource": { "db": database, "collection": "" }, "actions": db_actions },
-        doc! {
-            "resource": { "db": database, "collection": CHECKPOINTS },
-            "actions": CHECKPOINT_ACTIONS,
-        },
-    ]
+    let mut privileges = Vec::new();
+    let cluster = databases.len() > 1 || databases.iter().all(|d| d != checkpoint_database);
+    if cluster {
+        privileges.push(doc! {
+            "resource": { "db": "", "collection": "" },
+            "actions": CLUSTER_ACTIONS,
+        });
+    }
+    for database in databases {
+        privileges.push(
+            doc! { "resource": { "db": database.as_str(), "collection": "" }, "actions": db_actions.clone() },
+        );
+    }
+    privileges.push(doc! {
+        "resource": { "db": checkpoint_database, "collection": CHECKPOINTS },
+        "actions": CHECKPOINT_ACTIONS,
+    });
+    privileges
 }
 
-fn shell_privileges(database: &str, mode: PostImages) -> String {
-    role_privileges(database, mode)
+/// The privileges of `wanted` (as [`role_privileges`] lists them) that `grants` lacks, each
+/// narrowed to its missing actions.
+fn lacking_privileges(
+    wanted: &[Document],
+    grants: &[(String, String, Vec<String>)],
+) -> Vec<Document> {
+    let mut out = Vec::new();
+    for privilege in wanted {
+        let resource = privilege
+            .get_document("resource")
+            .cloned()
+            .unwrap_or_default();
+        let db = resource.get_str("db").unwrap_or_default();
+        let coll = resource.get_str("collection").unwrap_or_default();
+        let actions: Vec<&str> = privilege
+            .get_array("actions")
+            .map(|a| a.iter().filter_map(Bson::as_str).collect())
+            .unwrap_or_default();
+        let missing: Vec<&str> = actions
+            .into_iter()
+            .filter(|action| {
+                !grants.iter().any(|(g_db, g_coll, g_actions)| {
+                    // A grant covers the wanted resource when it is the same or wider.
+                    (g_db.is_empty() || g_db == db)
+                        && (g_coll.is_empty() || g_coll == coll)
+                        && g_actions.iter().any(|a| a == action)
+                })
+            })
+            .collect();
+        if !missing.is_empty() {
+            out.push(doc! { "resource": resource, "actions": missing });
+        }
+    }
+    out
+}
+
+fn shell_privileges(privileges: &[Document]) -> String {
+    privileges
         .iter()
         .map(|d| Bson::Document(d.clone()).into_relaxed_extjson().to_string())
         .collect::<Vec<_>>()
@@ -141,10 +206,11 @@ pub fn plan(facts: &Facts, user: &str, mode: PostImages) -> (Vec<Planned>, Vec<S
         });
     }
     if mode != PostImages::Off {
-        for (name, enabled) in &facts.collections {
+        for (table, enabled) in &facts.collections {
             if *enabled {
                 continue;
             }
+            let (db, name) = (&table.schema, &table.name);
             steps.push(Planned {
                 step: Step {
                     reason: format!(
@@ -167,6 +233,7 @@ pub fn plan(facts: &Facts, user: &str, mode: PostImages) -> (Vec<Planned>, Vec<S
         notes.push("the server answers no usersInfo (no access control): no user to create; use a user with the privileges of the powersync_replication role where access control is on".into());
         return (steps, notes);
     }
+    let wanted = role_privileges(&facts.databases, db, mode);
     if !facts.role {
         steps.push(Planned {
             step: Step::required(
@@ -174,14 +241,32 @@ pub fn plan(facts: &Facts, user: &str, mode: PostImages) -> (Vec<Planned>, Vec<S
                 Fix::Sql(format!(
                     "db.getSiblingDB(\"admin\").createRole({{ role: {}, privileges: [{}], roles: [] }})",
                     js_string(ROLE),
-                    shell_privileges(db, mode)
+                    shell_privileges(&wanted)
                 )),
             ),
             command: Some((
                 "admin".into(),
-                doc! { "createRole": ROLE, "privileges": role_privileges(db, mode), "roles": [] },
+                doc! { "createRole": ROLE, "privileges": wanted, "roles": [] },
             )),
         });
+    } else {
+        let lacking = lacking_privileges(&wanted, &facts.role_grants);
+        if !lacking.is_empty() {
+            steps.push(Planned {
+                step: Step::required(
+                    format!("the role admin.{ROLE} lacks privileges this selection needs"),
+                    Fix::Sql(format!(
+                        "db.getSiblingDB(\"admin\").grantPrivilegesToRole({}, [{}])",
+                        js_string(ROLE),
+                        shell_privileges(&lacking)
+                    )),
+                ),
+                command: Some((
+                    "admin".into(),
+                    doc! { "grantPrivilegesToRole": ROLE, "privileges": lacking },
+                )),
+            });
+        }
     }
     if !facts.user {
         steps.push(Planned {
@@ -208,11 +293,10 @@ pub fn plan(facts: &Facts, user: &str, mode: PostImages) -> (Vec<Planned>, Vec<S
     (steps, notes)
 }
 
-/// Reads what [`plan`] needs.
+/// Reads what [`plan`] needs for `selection`.
 pub async fn read_facts(
     client: &Client,
-    database: &str,
-    tables: &[TableName],
+    selection: &Selection,
     user: &str,
 ) -> Result<Facts, SourceError> {
     let admin = client.database("admin");
@@ -225,23 +309,30 @@ pub async fn read_facts(
         .run_command(doc! { "hello": 1 })
         .await
         .map_err(|e| driver_error("running hello", e))?;
-    let selection = Selection::new(database, tables);
-    let listed = list_collections(&client.database(database)).await?;
-    let checkpoints = listed.iter().any(|c| c.name == CHECKPOINTS);
-    let collections = listed
-        .into_iter()
-        .filter(|c| selection.contains(database, &c.name))
-        .map(|c| (c.name, c.images))
-        .collect();
+    let database = selection.checkpoint_database();
+    let checkpoints = list_collections(&client.database(database))
+        .await?
+        .iter()
+        .any(|c| c.name == CHECKPOINTS);
+    let mut collections = Vec::new();
+    for db in selection.databases() {
+        for c in list_collections(&client.database(db)).await? {
+            if selection.contains(db, &c.name) {
+                collections.push((TableName::new(db, c.name), c.images));
+            }
+        }
+    }
     let mut facts = Facts {
         numbers: parse_version(&version),
         version,
         topology: topology(&hello),
         database: database.to_string(),
+        databases: selection.databases().map(str::to_owned).collect(),
         collections,
         checkpoints,
         user_management: false,
         role: false,
+        role_grants: Vec::new(),
         user: false,
     };
     if let Ok(users) = admin
@@ -250,14 +341,52 @@ pub async fn read_facts(
     {
         facts.user_management = true;
         facts.user = users.get_array("users").is_ok_and(|u| !u.is_empty());
-        facts.role = admin
-            .run_command(doc! { "rolesInfo": { "role": ROLE, "db": "admin" } })
+        let roles = admin
+            .run_command(
+                doc! { "rolesInfo": { "role": ROLE, "db": "admin" }, "showPrivileges": true },
+            )
             .await
-            .ok()
-            .and_then(|r| r.get_array("roles").ok().map(|a| !a.is_empty()))
-            .unwrap_or(false);
+            .ok();
+        let role = roles
+            .as_ref()
+            .and_then(|r| r.get_array("roles").ok())
+            .and_then(|a| a.first())
+            .and_then(Bson::as_document);
+        facts.role = role.is_some();
+        facts.role_grants = role.map(role_grants).unwrap_or_default();
     }
     Ok(facts)
+}
+
+/// A `rolesInfo` role's privileges (with `showPrivileges`), inherited ones included.
+fn role_grants(role: &Document) -> Vec<(String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for key in ["privileges", "inheritedPrivileges"] {
+        for p in role
+            .get_array(key)
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+        {
+            let Some(p) = p.as_document() else { continue };
+            let Ok(resource) = p.get_document("resource") else {
+                continue;
+            };
+            let (Ok(db), Ok(coll)) = (resource.get_str("db"), resource.get_str("collection"))
+            else {
+                continue;
+            };
+            let actions = p
+                .get_array("actions")
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((db.to_owned(), coll.to_owned(), actions));
+        }
+    }
+    out
 }
 
 /// The topology as the report's header names it.
@@ -282,8 +411,14 @@ pub async fn run(
     let user = request.user.as_str();
     let tables = &request.tables;
     let client = MongoSource::new(config.clone()).client().await?;
-    let database = config.database().to_string();
-    let facts = read_facts(&client, &database, tables, user).await?;
+    let selection = Selection::resolve(
+        config.database(),
+        config.databases(),
+        tables,
+        config.checkpoint_database(),
+    )?;
+    let database = selection.databases().collect::<Vec<_>>().join(", ");
+    let facts = read_facts(&client, &selection, user).await?;
     let (planned, notes) = plan(&facts, user, mode);
     let mut report = Report::new(out);
     report.comment(format_args!(
@@ -338,7 +473,7 @@ pub async fn run(
     }
     report.blank()?;
     report.comment("checking again")?;
-    let facts = read_facts(&client, &database, tables, user).await?;
+    let facts = read_facts(&client, &selection, user).await?;
     let (planned, _) = plan(&facts, user, mode);
     let steps: Vec<Step> = planned.into_iter().map(|p| p.step).collect();
     report.steps(&steps)?;
@@ -359,10 +494,15 @@ mod tests {
             numbers: Some((7, 0, 12)),
             topology: Topology::ReplicaSet("rs0".into()),
             database: "app".into(),
-            collections: vec![("lists".into(), false), ("todos".into(), true)],
+            databases: vec!["app".into()],
+            collections: vec![
+                (TableName::new("app", "lists"), false),
+                (TableName::new("app", "todos"), true),
+            ],
             checkpoints: false,
             user_management: true,
             role: false,
+            role_grants: Vec::new(),
             user: false,
         }
     }
@@ -384,6 +524,50 @@ mod tests {
                 r#"db.getSiblingDB("app").runCommand({ collMod: "lists", changeStreamPreAndPostImages: { enabled: true } });"#,
                 r#"db.getSiblingDB("admin").createRole({ role: "powersync_replication", privileges: [{"resource":{"db":"app","collection":""},"actions":["listCollections","find","changeStream"]}, {"resource":{"db":"app","collection":"_powersync_checkpoints"},"actions":["createCollection","dropCollection","find","changeStream","insert","update","remove"]}], roles: [] });"#,
                 r#"db.getSiblingDB("admin").createUser({ user: "powersync", pwd: '<generated by --apply, shown once>', roles: [{ role: "powersync_replication", db: "admin" }] });"#,
+            ]
+        );
+    }
+
+    /// A role's grants as `rolesInfo` would report them after creating it with `privileges`.
+    fn granted(privileges: &[Document]) -> Vec<(String, String, Vec<String>)> {
+        role_grants(&doc! { "privileges": privileges.to_vec() })
+    }
+
+    #[test]
+    fn several_databases_need_the_cluster_privilege_once() {
+        let f = Facts {
+            databases: vec!["app".into(), "billing".into()],
+            collections: vec![(TableName::new("billing", "invoices"), false)],
+            ..fresh()
+        };
+        let steps = shown(&f, PostImages::ReadOnly);
+        assert!(steps[1].contains(r#"getSiblingDB("billing").runCommand({ collMod: "invoices""#));
+        assert!(
+            steps[2].contains(r#"{"resource":{"db":"","collection":""},"actions":["find","changeStream"]}, {"resource":{"db":"app","collection":""},"actions":["listCollections","find","changeStream"]}, {"resource":{"db":"billing","collection":""}"#),
+            "{}",
+            steps[2]
+        );
+        // One database: no cluster-wide privilege.
+        assert!(!shown(&fresh(), PostImages::ReadOnly)[2].contains(r#""db":"""#));
+
+        // A role made for one database gets the rest granted, and only the rest.
+        let grants = granted(&role_privileges(
+            &["app".into()],
+            "app",
+            PostImages::ReadOnly,
+        ));
+        let f = Facts {
+            role: true,
+            role_grants: grants,
+            user: true,
+            checkpoints: true,
+            collections: Vec::new(),
+            ..f
+        };
+        assert_eq!(
+            shown(&f, PostImages::ReadOnly),
+            vec![
+                r#"db.getSiblingDB("admin").grantPrivilegesToRole("powersync_replication", [{"resource":{"db":"","collection":""},"actions":["find","changeStream"]}, {"resource":{"db":"billing","collection":""},"actions":["listCollections","find","changeStream"]}]);"#
             ]
         );
     }
@@ -410,9 +594,14 @@ mod tests {
         assert!(p[1].step.fix.to_string().contains("rs.initiate()"));
 
         let ready = Facts {
-            collections: vec![("lists".into(), true)],
+            collections: vec![(TableName::new("app", "lists"), true)],
             checkpoints: true,
             role: true,
+            role_grants: granted(&role_privileges(
+                &["app".into()],
+                "app",
+                PostImages::ReadOnly,
+            )),
             user: true,
             ..fresh()
         };

@@ -10,7 +10,7 @@ use std::time::Duration;
 use mongodb::bson::raw::{RawDocument, RawDocumentBuf};
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::change_stream::ChangeStream as DriverStream;
-use mongodb::options::{FullDocumentBeforeChangeType, FullDocumentType};
+use mongodb::options::{ChangeStreamOptions, FullDocumentBeforeChangeType, FullDocumentType};
 use mongodb::Client;
 use powersync_source_core::position::MongoPosition;
 use powersync_source_core::runtime::{Emitter, Reconnect, SnapshotBook, Step, Stop};
@@ -31,7 +31,7 @@ use crate::document_row::CollectionShape;
 use crate::driver_error::resume_error;
 use crate::resume_token::token_cluster_time;
 use crate::server_info::CHECKPOINTS_COLLECTION;
-use crate::watch::{pipeline, resume_token, token_string};
+use crate::watch::{self, pipeline, resume_token, token_string};
 
 /// What the stream does first.
 #[derive(Debug)]
@@ -73,7 +73,8 @@ struct Replicator {
     retry: RetryPolicy,
     silence: Duration,
     split_events: bool,
-    shapes: HashMap<String, CollectionShape>,
+    /// Keyed by (database, collection).
+    shapes: HashMap<Ns, CollectionShape>,
     /// The server transaction of the open transaction (`None`: a single write).
     txn_key: Option<(Vec<u8>, i64)>,
     txn_time: Option<UnixMicros>,
@@ -84,8 +85,11 @@ struct Replicator {
     reassembler: Reassembler,
     /// The selected collections known to exist (for `dropDatabase`, and to configure
     /// post-images on collections first seen mid-stream).
-    known: BTreeSet<String>,
+    known: BTreeSet<Ns>,
 }
+
+/// A collection's namespace: (database, collection).
+type Ns = (String, String);
 
 /// The stream task: runs until the host drops the stream or a final error (which the runtime
 /// hands to the host after the events pushed before it).
@@ -127,17 +131,30 @@ fn event_time(h: &EventHeader) -> UnixMicros {
 }
 
 impl Replicator {
-    fn shape(&mut self, coll: &str) -> &mut CollectionShape {
-        let table = self.selection.table(coll);
+    fn shape(&mut self, db: &str, coll: &str) -> &mut CollectionShape {
+        let table = self.selection.table(db, coll);
         self.shapes
-            .entry(coll.to_owned())
+            .entry((db.to_owned(), coll.to_owned()))
             .or_insert_with(|| CollectionShape::new(table))
+    }
+
+    /// Records every selected collection that exists now.
+    async fn list_known(&mut self) -> Result<(), SourceError> {
+        let databases: Vec<String> = self.selection.databases().map(str::to_owned).collect();
+        for database in databases {
+            let db = self.client.database(&database);
+            for info in list_collections(&db).await? {
+                if self.selection.contains(&database, &info.name) {
+                    self.known.insert((database.clone(), info.name));
+                }
+            }
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------- streaming
 
     async fn open(&self) -> Result<DriverStream<RawDocumentBuf>, SourceError> {
-        let db = self.client.database(self.selection.database());
         let full_document = if self.config.post_images().requires_images() {
             FullDocumentType::Required
         } else {
@@ -148,21 +165,20 @@ impl Replicator {
         } else {
             FullDocumentBeforeChangeType::Off
         };
-        let token = resume_token(&self.emitted.resume_token)?;
-        let stream = db
-            .watch()
-            .pipeline(pipeline(&self.selection, self.split_events))
-            .full_document(full_document)
-            .full_document_before_change(before)
-            // startAfter (4.2+) also accepts the token of an invalidate event.
-            .start_after(token)
-            .max_await_time(self.config.max_await())
+        let mut options = ChangeStreamOptions::default();
+        options.full_document = Some(full_document);
+        options.full_document_before_change = Some(before);
+        // startAfter (4.2+) also accepts the token of an invalidate event.
+        options.start_after = Some(resume_token(&self.emitted.resume_token)?);
+        options.max_await_time = Some(self.config.max_await());
+        let stages = pipeline(&self.selection, self.split_events);
+        let stream = watch::open(&self.client, &self.selection, stages, options)
             .await
             .map_err(|e| {
                 resume_error(
                     format!(
                         "opening the change stream of {} after {}",
-                        db.name(),
+                        watch::scope(&self.selection),
                         self.emitted.to_checkpoint()
                     ),
                     e,
@@ -173,15 +189,7 @@ impl Replicator {
 
     async fn stream(&mut self) -> Step<()> {
         if self.known.is_empty() {
-            let db = self.client.database(self.selection.database());
-            for info in list_collections(&db).await? {
-                if self
-                    .selection
-                    .contains(self.selection.database(), &info.name)
-                {
-                    self.known.insert(info.name);
-                }
-            }
+            self.list_known().await?;
         }
         let mut reconnect = Reconnect::new(self.retry.clone());
         loop {
@@ -344,10 +352,9 @@ impl Replicator {
     async fn dispatch(&mut self, h: &EventHeader, event: &RawDocument) -> Step<Flow> {
         let db = h.db.clone().unwrap_or_default();
         let coll = h.coll.clone().unwrap_or_default();
-        let ours = db == self.selection.database();
         match h.op {
             Operation::Insert | Operation::Update | Operation::Replace | Operation::Delete => {
-                if ours && coll == CHECKPOINTS_COLLECTION {
+                if db == self.selection.checkpoint_database() && coll == CHECKPOINTS_COLLECTION {
                     if h.op == Operation::Insert {
                         self.begin(h).await?;
                         self.out
@@ -357,16 +364,16 @@ impl Replicator {
                             .await?;
                     }
                 } else if self.selection.contains(&db, &coll) {
-                    if self.known.insert(coll.clone()) {
-                        self.configure_new_collection(&coll).await;
+                    if self.known.insert((db.clone(), coll.clone())) {
+                        self.configure_new_collection(&db, &coll).await;
                     }
                     self.begin(h).await?;
-                    self.row_event(h, &coll, event).await?;
+                    self.row_event(h, &db, &coll, event).await?;
                 }
                 self.advance(h);
             }
             Operation::Drop => self.drop_collection(h, &db, &coll).await?,
-            Operation::DropDatabase => self.drop_database(h, ours).await?,
+            Operation::DropDatabase => self.drop_database(h, &db).await?,
             Operation::Rename => self.rename(h, &db, &coll, event).await?,
             Operation::Invalidate => {
                 self.advance(h);
@@ -383,21 +390,27 @@ impl Replicator {
     /// `auto_configure` mode as soon as its first event is seen. An update committed before
     /// that has no post-image and fails the stream (`NoMatchingDocument`, reported as
     /// [`ErrorKind::Prerequisite`](powersync_source_core::ErrorKind::Prerequisite)).
-    async fn configure_new_collection(&self, coll: &str) {
+    async fn configure_new_collection(&self, db: &str, coll: &str) {
         if self.config.post_images() != PostImages::AutoConfigure {
             return;
         }
-        let db = self.client.database(self.selection.database());
+        let db = self.client.database(db);
         let command = mongodb::bson::doc! {"collMod": coll, "changeStreamPreAndPostImages": {"enabled": true}};
         if let Err(e) = db.run_command(command).await {
-            tracing::warn!(collection = coll, error = %e, "could not enable changeStreamPreAndPostImages on a new collection");
+            tracing::warn!(database = db.name(), collection = coll, error = %e, "could not enable changeStreamPreAndPostImages on a new collection");
         }
     }
 
-    async fn row_event(&mut self, h: &EventHeader, coll: &str, event: &RawDocument) -> Step<()> {
+    async fn row_event(
+        &mut self,
+        h: &EventHeader,
+        db: &str,
+        coll: &str,
+        event: &RawDocument,
+    ) -> Step<()> {
         let full = document_field(event, "fullDocument")?;
         let before = document_field(event, "fullDocumentBeforeChange")?;
-        let shape = self.shape(coll);
+        let shape = self.shape(db, coll);
         let change = match h.op {
             Operation::Insert => {
                 let full = full.ok_or_else(|| {

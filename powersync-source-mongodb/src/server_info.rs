@@ -134,6 +134,25 @@ impl Privileges {
         })
     }
 
+    /// The actions of `wanted` not granted on every database at once (`{db: "", collection:
+    /// ""}` or `anyResource`), as a cluster-level change stream needs.
+    pub fn missing_everywhere<'a>(&self, wanted: &[&'a str]) -> Vec<&'a str> {
+        let Some(grants) = &self.grants else {
+            return Vec::new();
+        };
+        wanted
+            .iter()
+            .copied()
+            .filter(|action| {
+                !grants.iter().any(|g| {
+                    g.db.is_none()
+                        && g.collection.is_none()
+                        && g.actions.iter().any(|a| a == action)
+                })
+            })
+            .collect()
+    }
+
     /// The actions of `wanted` missing on `db.collection`.
     pub fn missing<'a>(
         &self,

@@ -30,7 +30,8 @@ mod marker;
 /// unanswered before the connection is treated as half-open, whatever the silence timeout.
 const SILENCE_MARGIN: Duration = Duration::from_secs(5);
 
-/// A MongoDB database replicated through a database-level change stream.
+/// MongoDB collections replicated through a change stream: database-level for one database,
+/// cluster-level when they span several.
 ///
 /// See the [crate docs](crate) for the consistency model, the table shape and the values.
 #[derive(Debug, Clone)]
@@ -54,10 +55,13 @@ impl MongoSource {
 
     /// The stream settings shared by every connector:
     /// - `tables`: the collections to replicate. `TableName.schema` is the database (empty =
-    ///   the URL's), `TableName.name` the collection. `None` (or an empty list) = every
-    ///   collection of the URL's database except `system.*` and `_powersync_checkpoints`.
-    ///   Only the URL's database can be replicated; naming another is an
-    ///   [`ErrorKind::Unsupported`](powersync_source_core::ErrorKind) error at `check`/`start`.
+    ///   the URL's, or the single one of `databases=`), `TableName.name` the collection.
+    ///   `None` (or an empty list) = every collection of the URL's database and of the
+    ///   `databases=` list, except `system.*` and `_powersync_checkpoints`. Tables in more
+    ///   than one database are read through one cluster-level change stream under one
+    ///   checkpoint (see the crate docs). A table without a database when the URL names
+    ///   none is an [`ErrorKind::Config`](powersync_source_core::ErrorKind) error at
+    ///   `check`/`start`.
     /// - `retry`: reconnects inside the stream and retried snapshot reads.
     /// - `batch_events`: events per batch, unless the URL sets `batch_events` (which wins).
     /// - `silence_timeout`: how long a change-stream read may stay unanswered before the
@@ -119,15 +123,12 @@ impl MongoSource {
     }
 
     fn selection(&self) -> Result<Selection> {
-        let foreign = Selection::foreign(self.config.database(), self.tables());
-        if let Some(t) = foreign.first() {
-            return Err(SourceError::unsupported(format!(
-                "table {t} is in another database than the URL's ({}): one source replicates one database",
-                self.config.database()
-            ))
-            .with_hint("open one source per database"));
-        }
-        Ok(Selection::new(self.config.database(), self.tables()))
+        Selection::resolve(
+            self.config.database(),
+            self.config.databases(),
+            self.tables(),
+            self.config.checkpoint_database(),
+        )
     }
 
     /// The driver client, connected once and shared by clones of this source.
@@ -173,35 +174,41 @@ impl MongoSource {
         if mode == PostImages::Off {
             return Ok(());
         }
-        let db = client.database(selection.database());
-        let lacking: Vec<String> = list_collections(&db)
-            .await?
-            .into_iter()
-            .filter(|c| selection.contains(selection.database(), &c.name) && !c.images)
-            .map(|c| c.name)
-            .collect();
-        if lacking.is_empty() {
-            return Ok(());
-        }
-        if mode == PostImages::ReadOnly {
-            return Err(SourceError::prerequisite(format!(
-                "post_images=read_only: changeStreamPreAndPostImages is not enabled on {}",
-                lacking.join(", ")
-            ))
-            .with_hint(
-                "run db.runCommand({collMod: \"<collection>\", changeStreamPreAndPostImages: {enabled: true}}) for each, or use post_images=auto_configure or post_images=off",
-            ));
-        }
-        for name in lacking {
-            db.run_command(doc! {"collMod": &name, "changeStreamPreAndPostImages": {"enabled": true}})
-                .await
-                .map_err(|e| {
-                    driver_error(
-                        format!("enabling changeStreamPreAndPostImages on {}.{name} (post_images=auto_configure)", db.name()),
-                        e,
-                    )
-                })?;
-            tracing::info!(collection = %name, "enabled changeStreamPreAndPostImages");
+        for database in selection.databases() {
+            let db = client.database(database);
+            let lacking: Vec<String> = list_collections(&db)
+                .await?
+                .into_iter()
+                .filter(|c| selection.contains(database, &c.name) && !c.images)
+                .map(|c| c.name)
+                .collect();
+            if lacking.is_empty() {
+                continue;
+            }
+            if mode == PostImages::ReadOnly {
+                return Err(SourceError::prerequisite(format!(
+                    "post_images=read_only: changeStreamPreAndPostImages is not enabled on {}",
+                    lacking
+                        .iter()
+                        .map(|c| format!("{database}.{c}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .with_hint(
+                    "run db.runCommand({collMod: \"<collection>\", changeStreamPreAndPostImages: {enabled: true}}) for each, or use post_images=auto_configure or post_images=off",
+                ));
+            }
+            for name in lacking {
+                db.run_command(doc! {"collMod": &name, "changeStreamPreAndPostImages": {"enabled": true}})
+                    .await
+                    .map_err(|e| {
+                        driver_error(
+                            format!("enabling changeStreamPreAndPostImages on {database}.{name} (post_images=auto_configure)"),
+                            e,
+                        )
+                    })?;
+                tracing::info!(database, collection = %name, "enabled changeStreamPreAndPostImages");
+            }
         }
         Ok(())
     }
@@ -226,22 +233,24 @@ impl ChangeSource for MongoSource {
     async fn discover(&self) -> Result<Vec<TableSchema>> {
         let selection = self.selection()?;
         let client = self.client().await?;
-        let db = client.database(selection.database());
         let mut out = Vec::new();
-        for info in list_collections(&db).await? {
-            if !selection.contains(selection.database(), &info.name) {
-                continue;
+        for database in selection.databases() {
+            let db = client.database(database);
+            for info in list_collections(&db).await? {
+                if !selection.contains(database, &info.name) {
+                    continue;
+                }
+                let coll = db.collection::<RawDocumentBuf>(&info.name);
+                let mut shape = CollectionShape::new(selection.table(database, &info.name));
+                // One document shows the fields; more appear as the stream sees them.
+                if let Some(sample) = snapshot_reader::read_batch(&coll, None, 1, self.silence())
+                    .await?
+                    .first()
+                {
+                    shape.row(sample)?;
+                }
+                out.push(shape.schema().as_ref().clone());
             }
-            let coll = db.collection::<RawDocumentBuf>(&info.name);
-            let mut shape = CollectionShape::new(selection.table(&info.name));
-            // One document shows the fields; more appear as the stream sees them.
-            if let Some(sample) = snapshot_reader::read_batch(&coll, None, 1, self.silence())
-                .await?
-                .first()
-            {
-                shape.row(sample)?;
-            }
-            out.push(shape.schema().as_ref().clone());
         }
         Ok(out)
     }

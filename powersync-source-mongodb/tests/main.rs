@@ -3,6 +3,7 @@
 
 mod common;
 mod conformance;
+mod databases;
 mod events;
 mod faults;
 mod golden;

@@ -24,21 +24,28 @@ impl Replicator {
         coll: &str,
     ) -> Step<()> {
         if self.selection.contains(db, coll) {
-            self.truncate(h, vec![self.selection.table(coll)]).await?;
-            self.known.remove(coll);
-            self.shapes.remove(coll);
+            self.truncate(h, vec![self.selection.table(db, coll)])
+                .await?;
+            let ns = (db.to_owned(), coll.to_owned());
+            self.known.remove(&ns);
+            self.shapes.remove(&ns);
         }
         self.advance(h);
         Ok(())
     }
 
-    /// `dropDatabase` of the replicated database empties every known selected collection.
-    pub(super) async fn drop_database(&mut self, h: &EventHeader, ours: bool) -> Step<()> {
-        if ours && !self.known.is_empty() {
-            let tables = self.known.iter().map(|c| self.selection.table(c)).collect();
+    /// `dropDatabase` of a replicated database empties its known selected collections.
+    pub(super) async fn drop_database(&mut self, h: &EventHeader, db: &str) -> Step<()> {
+        let tables: Vec<TableName> = self
+            .known
+            .iter()
+            .filter(|(d, _)| d == db)
+            .map(|(d, c)| self.selection.table(d, c))
+            .collect();
+        if !tables.is_empty() {
             self.truncate(h, tables).await?;
-            self.known.clear();
-            self.shapes.clear();
+            self.known.retain(|(d, _)| d != db);
+            self.shapes.retain(|(d, _), _| d != db);
         }
         self.advance(h);
         Ok(())
@@ -63,14 +70,16 @@ impl Replicator {
         }
         self.close_transaction().await?;
         let mut tables = Vec::new();
+        let from = (db.to_owned(), coll.to_owned());
+        let to = (to_db.clone(), to_coll.clone());
         if from_selected {
-            tables.push(self.selection.table(coll));
-            self.known.remove(coll);
-            self.shapes.remove(coll);
+            tables.push(self.selection.table(db, coll));
+            self.known.remove(&from);
+            self.shapes.remove(&from);
         }
         if to_selected {
-            tables.push(self.selection.table(&to_coll));
-            self.shapes.remove(&to_coll);
+            tables.push(self.selection.table(&to_db, &to_coll));
+            self.shapes.remove(&to);
         }
         self.truncate(h, tables).await?;
         if to_selected {
@@ -82,8 +91,8 @@ impl Replicator {
                 }))
                 .await?;
             self.out.flush().await?;
-            self.known.insert(to_coll.clone());
-            self.snapshot_collection(&to_coll, None).await?;
+            self.known.insert(to);
+            self.snapshot_collection(&to_db, &to_coll, None).await?;
         }
         self.advance(h);
         self.close_transaction().await

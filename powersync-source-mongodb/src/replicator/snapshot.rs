@@ -8,26 +8,17 @@ use powersync_source_core::{
 };
 
 use super::Replicator;
-use crate::catalog::list_collections;
 use crate::snapshot_reader::{decode_key, document_id, encode_key, read_batch, AfterId};
 
 impl Replicator {
     /// Reads every selected collection the book does not list as done, then emits the
     /// snapshot's end (streaming continues from the book's barrier).
     pub(super) async fn initial_snapshot(&mut self, mut book: SnapshotBook) -> Step<()> {
-        let db = self.client.database(self.selection.database());
-        let collections = list_collections(&db).await?;
-        for info in collections {
-            if self
-                .selection
-                .contains(self.selection.database(), &info.name)
-            {
-                self.known.insert(info.name);
-            }
-        }
-        let names: Vec<String> = self.known.iter().cloned().collect();
-        for coll in names {
-            self.snapshot_collection(&coll, Some(&mut book)).await?;
+        self.list_known().await?;
+        let names: Vec<(String, String)> = self.known.iter().cloned().collect();
+        for (db, coll) in names {
+            self.snapshot_collection(&db, &coll, Some(&mut book))
+                .await?;
         }
         self.out.push(book.done()).await?;
         self.out.flush().await
@@ -38,10 +29,11 @@ impl Replicator {
     /// replays the rename and copies again.
     pub(super) async fn snapshot_collection(
         &mut self,
+        db: &str,
         coll: &str,
         mut book: Option<&mut SnapshotBook>,
     ) -> Step<()> {
-        let table = self.selection.table(coll);
+        let table = self.selection.table(db, coll);
         let start = match book.as_deref() {
             Some(book) => book.start(&table),
             None => TableStart::Fresh,
@@ -51,10 +43,7 @@ impl Replicator {
             TableStart::Fresh => (None, 0),
             TableStart::Resume { after_key, rows } => (Some(decode_key(&after_key)?), rows),
         };
-        let collection = self
-            .client
-            .database(self.selection.database())
-            .collection::<RawDocumentBuf>(coll);
+        let collection = self.client.database(db).collection::<RawDocumentBuf>(coll);
         let limit = self.config.snapshot_batch_size();
         // The estimate is metadata on MongoDB but a count on some servers: ask for it while the
         // first batch is read.
@@ -70,12 +59,12 @@ impl Replicator {
             }))
             .await?;
         if let Ok(docs) = &first {
-            let shape = self.shape(coll);
+            let shape = self.shape(db, coll);
             for doc in docs {
                 shape.observe(doc);
             }
         }
-        if let Some(schema) = self.shape(coll).take_changed() {
+        if let Some(schema) = self.shape(db, coll).take_changed() {
             self.out.push(ChangeEvent::Schema(schema)).await?;
         }
         let mut first = Some(first);
@@ -120,7 +109,7 @@ impl Replicator {
             }
             let n = docs.len();
             for doc in &docs {
-                let shape = self.shape(coll);
+                let shape = self.shape(db, coll);
                 let row = shape.row(doc)?;
                 let changed = shape.take_changed();
                 let schema = shape.schema().clone();

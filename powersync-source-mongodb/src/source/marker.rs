@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::raw::RawDocumentBuf;
 use mongodb::bson::{doc, DateTime, Document};
+use mongodb::options::ChangeStreamOptions;
 use mongodb::Client;
 use powersync_source_core::position::MongoPosition;
 use powersync_source_core::{Result, SourceError};
@@ -15,7 +16,7 @@ use crate::catalog::Selection;
 use crate::change_event::header;
 use crate::driver_error::driver_error;
 use crate::server_info::CHECKPOINTS_COLLECTION;
-use crate::watch::pipeline;
+use crate::watch::{self, pipeline};
 
 /// How long writing a marker waits to see its own insert event.
 const MARKER_TIMEOUT: Duration = Duration::from_secs(20);
@@ -28,19 +29,21 @@ pub(super) async fn write(
     selection: &Selection,
     split_events: bool,
 ) -> Result<MongoPosition> {
-    let db = client.database(selection.database());
+    let db = client.database(selection.checkpoint_database());
     let id = ObjectId::new();
-    let mut stages =
-        vec![doc! {"$match": {"ns.coll": CHECKPOINTS_COLLECTION, "documentKey._id": id}}];
+    let mut stages = vec![doc! {"$match": {
+        "ns.db": selection.checkpoint_database(),
+        "ns.coll": CHECKPOINTS_COLLECTION,
+        "documentKey._id": id,
+    }}];
     stages.extend(
         pipeline(selection, split_events)
             .into_iter()
             .filter(|s| !s.contains_key("$match")),
     );
-    let mut watch = db
-        .watch()
-        .pipeline(stages)
-        .max_await_time(Duration::from_millis(200))
+    let mut options = ChangeStreamOptions::default();
+    options.max_await_time = Some(Duration::from_millis(200));
+    let mut watch = watch::open(client, selection, stages, options)
         .await
         .map_err(|e| driver_error("opening a change stream for the checkpoint marker", e))?
         .with_type::<RawDocumentBuf>();
@@ -70,7 +73,9 @@ pub(super) async fn write(
             Ok(Ok(Some(event))) => event,
         };
         let h = header(&event)?;
-        if h.coll.as_deref() == Some(CHECKPOINTS_COLLECTION) {
+        if h.coll.as_deref() == Some(CHECKPOINTS_COLLECTION)
+            && h.db.as_deref() == Some(selection.checkpoint_database())
+        {
             // Keep the collection small; older markers are no longer needed.
             let _ = checkpoints.delete_many(doc! {"_id": {"$lt": id}}).await;
             return Ok(h.position());
