@@ -256,6 +256,14 @@ mod enabled {
                     self.done.insert(table.clone());
                     self.publish_tables(source);
                 }
+                ChangeEvent::Snapshot(SnapshotProgress::Done { .. }) => {
+                    // Tables a resumed snapshot had finished before get a start event and no
+                    // done event: at the end, every table is done.
+                    let copying = std::mem::take(&mut self.copying);
+                    self.done.extend(copying);
+                    self.planned = self.planned.map(|_| self.done.len());
+                    self.publish_tables(source);
+                }
                 _ => {}
             }
         }

@@ -193,6 +193,8 @@ pub(crate) async fn check(
         );
     }
 
+    retention_warnings(client, slot, version_num, &mut report).await?;
+
     let role = client
         .query_one(
             "SELECT r.rolreplication, r.rolsuper, r.rolbypassrls,
@@ -344,6 +346,71 @@ pub(crate) async fn check(
         );
     }
     Ok(report)
+}
+
+/// Warnings about WAL the server keeps for slots: unbounded retention (a stalled stream
+/// fills the source's disk) and other inactive slots holding WAL.
+async fn retention_warnings(
+    client: &Client,
+    slot: &str,
+    version_num: i32,
+    report: &mut CheckReport,
+) -> Result<(), SourceError> {
+    // max_slot_wal_keep_size exists from 13 on; before, retention is always unbounded.
+    if version_num >= 130_000 {
+        let keep: i64 = client
+            .query_one(
+                "SELECT setting::bigint FROM pg_catalog.pg_settings
+                 WHERE name = 'max_slot_wal_keep_size'",
+                &[],
+            )
+            .await
+            .map_err(|e| sql_error(e, "reading max_slot_wal_keep_size"))?
+            .get(0);
+        if keep < 0 {
+            report.warning(
+                "max_slot_wal_keep_size",
+                "max_slot_wal_keep_size is -1: a replication slot keeps WAL without limit, so a stopped or slow stream fills the server's disk",
+                "set a budget larger than the WAL written during the longest snapshot and outage you want to survive, e.g. `ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();` (the stream reports its use: powersync_source_retained_bytes)",
+            );
+        }
+    }
+    let others = client
+        .query(
+            "SELECT slot_name::text,
+                    pg_catalog.pg_wal_lsn_diff(
+                        CASE WHEN pg_catalog.pg_is_in_recovery()
+                             THEN pg_catalog.pg_last_wal_receive_lsn()
+                             ELSE pg_catalog.pg_current_wal_lsn() END,
+                        restart_lsn)::bigint
+             FROM pg_catalog.pg_replication_slots
+             WHERE NOT active AND slot_name <> $1 AND restart_lsn IS NOT NULL
+             ORDER BY 2 DESC NULLS LAST, 1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| sql_error(e, "reading other replication slots"))?;
+    if !others.is_empty() {
+        let list: Vec<String> = others
+            .iter()
+            .map(|r| {
+                let name: String = r.get(0);
+                match r.get::<_, Option<i64>>(1) {
+                    Some(bytes) => format!("`{name}` ({} MB)", bytes.max(0) / (1024 * 1024)),
+                    None => format!("`{name}`"),
+                }
+            })
+            .collect();
+        report.warning(
+            "replication slots",
+            format!(
+                "inactive replication slots hold WAL on the server: {}",
+                list.join(", ")
+            ),
+            "drop the slots no client uses any more with `SELECT pg_drop_replication_slot('name');`",
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

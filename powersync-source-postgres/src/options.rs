@@ -26,6 +26,12 @@ pub struct PostgresOptions {
     /// comes with no message in the stream. A table found changed is read again once the
     /// stream has passed the moment of the comparison.
     pub publication_check_interval: Duration,
+    /// How often the stream reads its slot's WAL retention (`pg_replication_slots`:
+    /// `wal_status`, `safe_wal_size`), during the snapshot and while streaming: it warns at
+    /// 50% and 80% of `max_slot_wal_keep_size`, records the retained WAL and the budget left
+    /// in the stream's statistics, and ends the stream with `HistoryLost` (and the server's
+    /// reason, 17+) within one interval of the slot's invalidation.
+    pub slot_check_interval: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -34,6 +40,7 @@ impl Default for PostgresOptions {
             status_interval: Duration::from_secs(10),
             binary: true,
             publication_check_interval: Duration::from_secs(10),
+            slot_check_interval: Duration::from_secs(10),
         }
     }
 }

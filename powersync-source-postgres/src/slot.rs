@@ -35,6 +35,97 @@ pub(crate) async fn slot_state(
     }))
 }
 
+/// How much WAL `slot` holds and how much more the server lets it hold
+/// (`pg_replication_slots`, PostgreSQL 13+; older servers report neither).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct SlotHealth {
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+    /// Bytes of WAL that can still be written before the slot is in danger of losing WAL it
+    /// needs; `None` when unbounded (`max_slot_wal_keep_size = -1`) or the slot is lost.
+    pub safe_wal_size: Option<i64>,
+    /// WAL held for the slot: from its `restart_lsn` to the server's current position.
+    pub retained_bytes: Option<i64>,
+    /// Why the slot was invalidated (PostgreSQL 17+: `wal_removed`, `idle_timeout`, …).
+    pub invalidation_reason: Option<String>,
+    /// `max_slot_wal_keep_size` in bytes; `None` when unbounded (-1).
+    pub keep_size: Option<i64>,
+}
+
+impl SlotHealth {
+    /// Whether the slot can no longer be streamed from.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.wal_status.as_deref() == Some("lost") || self.invalidation_reason.is_some()
+    }
+
+    /// The share of the WAL budget the slot uses (0.0 to 1.0), when the budget is bounded.
+    pub(crate) fn budget_used(&self) -> Option<f64> {
+        let safe = self.safe_wal_size?.max(0) as f64;
+        let retained = self.retained_bytes?.max(0) as f64;
+        // `safe_wal_size` counts from the current position; the budget is what the slot holds
+        // plus what may still come (a segment-rounded `max_slot_wal_keep_size`).
+        let budget = retained + safe;
+        (budget > 0.0).then(|| (retained / budget).clamp(0.0, 1.0))
+    }
+
+    /// The error ending a stream whose slot was invalidated: the reason where the server
+    /// gives it, and the fix.
+    pub(crate) fn lost_error(&self, slot: &str) -> SourceError {
+        let reason = match &self.invalidation_reason {
+            Some(reason) => format!(" (reason: {reason})"),
+            None => String::new(),
+        };
+        let keep = match self.keep_size {
+            Some(n) => format!(
+                "raise max_slot_wal_keep_size (now {} MB)",
+                n / (1024 * 1024)
+            ),
+            None => "check max_slot_wal_keep_size and idle_replication_slot_timeout".to_string(),
+        };
+        SourceError::history_lost(format!(
+            "replication slot `{slot}` was invalidated{reason}: the server removed WAL the stream still needed"
+        ))
+        .with_hint(format!(
+            "start from scratch (snapshot); to keep it from happening again, {keep}, or make the stream keep up (a faster snapshot, fewer tables per stream)"
+        ))
+    }
+}
+
+/// Reads [`SlotHealth`] of `slot`; `None` when the slot does not exist.
+pub(crate) async fn slot_health(
+    client: &Client,
+    slot: &str,
+) -> Result<Option<SlotHealth>, SourceError> {
+    // `to_jsonb(s)` reads columns that exist only on newer servers (wal_status and
+    // safe_wal_size 13+, invalidation_reason 17+) without failing on older ones. On a standby
+    // the current position is the last one received.
+    let row = client
+        .query_opt(
+            "SELECT to_jsonb(s) ->> 'wal_status',
+                    (to_jsonb(s) ->> 'safe_wal_size')::bigint,
+                    pg_catalog.pg_wal_lsn_diff(
+                        CASE WHEN pg_catalog.pg_is_in_recovery()
+                             THEN pg_catalog.pg_last_wal_receive_lsn()
+                             ELSE pg_catalog.pg_current_wal_lsn() END,
+                        s.restart_lsn)::bigint,
+                    to_jsonb(s) ->> 'invalidation_reason',
+                    (SELECT CASE WHEN setting::bigint < 0 THEN NULL
+                                 ELSE setting::bigint * 1024 * 1024 END
+                     FROM pg_catalog.pg_settings WHERE name = 'max_slot_wal_keep_size')
+             FROM pg_catalog.pg_replication_slots s WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| sql_error(e, "reading the replication slot's WAL retention"))?;
+    Ok(row.map(|r| SlotHealth {
+        wal_status: r.get(0),
+        safe_wal_size: r.get(1),
+        retained_bytes: r.get(2),
+        invalidation_reason: r.get(3),
+        keep_size: r.get(4),
+    }))
+}
+
 /// Checks that `slot` can resume exactly from `from`: it exists, uses pgoutput, still holds its
 /// WAL, and has not confirmed anything past `from` (the server would silently start later).
 pub(crate) async fn check_resumable(
@@ -57,10 +148,8 @@ pub(crate) async fn check_resumable(
         .with_hint("choose another slot name, or drop the slot"));
     }
     if state.wal_status.as_deref() == Some("lost") {
-        return Err(SourceError::history_lost(format!(
-            "replication slot `{slot}` was invalidated: the server removed WAL it needed (max_slot_wal_keep_size)"
-        ))
-        .with_hint("start from scratch (snapshot); consider raising max_slot_wal_keep_size"));
+        let health = slot_health(client, slot).await?.unwrap_or_default();
+        return Err(health.lost_error(slot));
     }
     match state.confirmed_flush {
         Some(confirmed) if confirmed > from => Err(SourceError::history_lost(format!(

@@ -5,5 +5,6 @@ mod faults;
 mod pgoutput;
 mod publication_changes;
 mod publication_exact;
+mod retention;
 mod type_paths;
 mod types;

@@ -10,6 +10,7 @@
 
 mod apply;
 mod publication;
+mod retention;
 mod session;
 mod snapshot;
 
@@ -143,7 +144,22 @@ impl Prepared {
             snapshot,
             repl,
         } = self;
-        replicator.run(snapshot, repl, &mut out, &acks).await
+        let mut watch = retention::SlotWatch::spawn(
+            replicator.config.clone(),
+            replicator.options.slot_check_interval,
+            out.stats().clone(),
+        );
+        let lost = {
+            let run = replicator.run(snapshot, repl, &mut out, &acks);
+            tokio::select! {
+                outcome = run => return outcome,
+                lost = watch.lost() => lost,
+            }
+        };
+        // The slot was invalidated (during a snapshot, or while streaming): end now, with
+        // the reason, instead of when the stream next needs the lost WAL.
+        out.abort_open_transaction().await?;
+        Err(Stop::Failed(lost))
     }
 }
 

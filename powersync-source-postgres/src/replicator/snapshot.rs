@@ -203,6 +203,7 @@ impl Replicator {
             }
             state.push(st);
         }
+        out.plan_snapshot(tables.len());
         let mut reading = Reading::start(self, jobs, exported, parallelism as usize);
         while let Some(msg) = reading.next().await? {
             let index = match &msg {
