@@ -13,6 +13,7 @@
 //! change cannot help. The message (the error's `Display`, with its hint) goes to stderr.
 
 use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -73,6 +74,46 @@ impl SourceArgs {
         }
         options
     }
+}
+
+/// `--metrics-addr`, which `tail`, `mirror`, `publish` and `consume` accept.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct MetricsArgs {
+    /// Serve metrics in the Prometheus text format over HTTP on this address (`HOST:PORT`,
+    /// e.g. `127.0.0.1:9464`; any path answers, `/metrics` by convention). The names are in
+    /// the README's "Monitoring" section. Bind to a loopback or private address: the endpoint
+    /// has no authentication (it shows table names, never credentials).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_socket_addr)]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// Starts the exporter when `--metrics-addr` was given. Call it inside the Tokio runtime
+    /// and before opening the source: a stream binds its metrics when it starts, and metrics
+    /// bound before a recorder exists stay silent.
+    pub fn install(&self) -> Result<(), AppError> {
+        let Some(addr) = self.metrics_addr else {
+            return Ok(());
+        };
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| AppError::Other(format!("--metrics-addr {addr}: {e}")))?;
+        powersync_source_core::telemetry::describe();
+        tracing::info!("serving metrics on http://{addr}/metrics");
+        Ok(())
+    }
+}
+
+/// Parses `HOST:PORT` (a host name is resolved once, at start; its first address is used).
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("`{s}` is not HOST:PORT: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{s}` resolves to no address"))
 }
 
 /// Parses `--exit-when-idle` seconds (fractions allowed).

@@ -8,6 +8,7 @@ mod convex;
 mod jetstream;
 #[cfg(feature = "mysql")]
 mod mariadb;
+mod metrics;
 mod mirror;
 #[cfg(feature = "mongodb")]
 mod mongodb;

@@ -96,6 +96,7 @@ pub(crate) use disabled::{EventMetrics, SourceMetrics};
 #[cfg(feature = "metrics")]
 mod enabled {
     use std::collections::{HashMap, HashSet};
+    use std::sync::OnceLock;
 
     use metrics::{counter, gauge, Counter, Gauge};
 
@@ -110,26 +111,37 @@ mod enabled {
     }
 
     struct SourceHandles {
+        source: &'static str,
         transactions: Counter,
         bytes: Counter,
         reconnects: Counter,
         lag_seconds: Gauge,
-        lag_bytes: Gauge,
-        retained_bytes: Gauge,
-        history_budget_bytes: Gauge,
+        // Bound on first use: a source without byte positions or a history budget has no
+        // such series at all (an exporter would show a registered gauge as 0).
+        lag_bytes: OnceLock<Gauge>,
+        retained_bytes: OnceLock<Gauge>,
+        history_budget_bytes: OnceLock<Gauge>,
+    }
+
+    impl SourceHandles {
+        fn lazy<'a>(&self, cell: &'a OnceLock<Gauge>, name: &'static str) -> &'a Gauge {
+            let source = self.source;
+            cell.get_or_init(|| gauge!(name, "source" => source))
+        }
     }
 
     impl SourceMetrics {
         pub(crate) fn new(source: &'static str) -> Self {
             SourceMetrics {
                 handles: Some(SourceHandles {
+                    source,
                     transactions: counter!(TRANSACTIONS_TOTAL, "source" => source),
                     bytes: counter!(BYTES_TOTAL, "source" => source),
                     reconnects: counter!(RECONNECTS_TOTAL, "source" => source),
                     lag_seconds: gauge!(LAG_SECONDS, "source" => source),
-                    lag_bytes: gauge!(LAG_BYTES, "source" => source),
-                    retained_bytes: gauge!(RETAINED_BYTES, "source" => source),
-                    history_budget_bytes: gauge!(HISTORY_BUDGET_BYTES, "source" => source),
+                    lag_bytes: OnceLock::new(),
+                    retained_bytes: OnceLock::new(),
+                    history_budget_bytes: OnceLock::new(),
                 }),
             }
         }
@@ -160,19 +172,20 @@ mod enabled {
 
         pub(crate) fn lag_bytes(&self, n: u64) {
             if let Some(h) = &self.handles {
-                h.lag_bytes.set(n as f64);
+                h.lazy(&h.lag_bytes, LAG_BYTES).set(n as f64);
             }
         }
 
         pub(crate) fn retained_bytes(&self, n: u64) {
             if let Some(h) = &self.handles {
-                h.retained_bytes.set(n as f64);
+                h.lazy(&h.retained_bytes, RETAINED_BYTES).set(n as f64);
             }
         }
 
         pub(crate) fn history_budget_bytes(&self, n: u64) {
             if let Some(h) = &self.handles {
-                h.history_budget_bytes.set(n as f64);
+                h.lazy(&h.history_budget_bytes, HISTORY_BUDGET_BYTES)
+                    .set(n as f64);
             }
         }
     }

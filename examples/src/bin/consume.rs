@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! consume --nats nats://host:4222 --db mirror.sqlite [--stream NAME] [--subject-prefix P]
-//!         [--exit-when-idle SECONDS] [--durable]
+//!         [--exit-when-idle SECONDS] [--durable] [--metrics-addr HOST:PORT]
 //! ```
 //!
 //! The SQLite layout is `mirror`'s (`powersync_source_sqlite`); the stream sequence of the
@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use examples::cli::{self, AppError};
+use examples::cli::{self, AppError, MetricsArgs};
 use examples::jetstream::connection::StreamTarget;
 use examples::jetstream::consumer::{self, ConsumeOptions};
 use examples::jetstream::ids;
@@ -47,6 +47,8 @@ struct Args {
     /// Seconds between progress log lines.
     #[arg(long, value_name = "SECONDS", value_parser = cli::parse_seconds, default_value = "10")]
     progress_interval: Duration,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<ExitCode, AppError> {
+    args.metrics.install()?;
     ids::validate_prefix(&args.subject_prefix)
         .map_err(|e| AppError::Source(SourceError::config(format!("--subject-prefix: {e}"))))?;
     let target = StreamTarget {

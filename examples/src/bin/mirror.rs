@@ -3,6 +3,7 @@
 //! ```text
 //! mirror <SOURCE-URL> <SQLITE-FILE> [--table NAME]... [--exit-when-idle SECONDS]
 //!        [--publication NAME] [--slot NAME] [--deploy-key KEY] [--durable]
+//!        [--metrics-addr HOST:PORT]
 //! ```
 //!
 //! The file's layout and the consistency rules are in `powersync_source_sqlite`. Progress goes
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use examples::cli::{self, AppError, SourceArgs};
+use examples::cli::{self, AppError, MetricsArgs, SourceArgs};
 use examples::progress::Progress;
 use futures::StreamExt;
 use powersync_source::{ChangeEvent, ChangeStream, SnapshotProgress, StartFrom};
@@ -57,6 +58,8 @@ struct Args {
     /// ...or this many rows.
     #[arg(long, value_name = "ROWS", default_value_t = 20_000)]
     group_rows: u64,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<ExitCode, AppError> {
+    args.metrics.install()?;
     let source = powersync_source::open(&args.url, &args.source.options())?;
     // Snapshot groups end at the source's chunk ends (and every 200,000 rows, the policy's
     // default, for sources that report chunk ends rarely), not by time.

@@ -4,6 +4,7 @@
 //! publish <SOURCE-URL> --nats nats://host:4222 [--stream NAME] [--subject-prefix P]
 //!         [--table NAME]... [--replicas N] [--duplicate-window SECONDS] [--max-bytes N]
 //!         [--max-in-flight N] [--exit-when-idle SECONDS] [--publication NAME] [--slot NAME]
+//!         [--metrics-addr HOST:PORT]
 //! ```
 //!
 //! Creates the stream if missing (file storage, subjects `P.>`), publishes each transaction's
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use examples::cli::{self, AppError, SourceArgs};
+use examples::cli::{self, AppError, MetricsArgs, SourceArgs};
 use examples::jetstream::connection::{StreamSettings, StreamTarget};
 use examples::jetstream::ids;
 use examples::jetstream::publisher::{self, Outcome, PublishOptions};
@@ -59,6 +60,8 @@ struct Args {
     /// arrived for this many seconds.
     #[arg(long, value_name = "SECONDS", value_parser = cli::parse_seconds)]
     exit_when_idle: Option<Duration>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<ExitCode, AppError> {
+    args.metrics.install()?;
     ids::validate_prefix(&args.subject_prefix)
         .map_err(|e| AppError::Source(SourceError::config(format!("--subject-prefix: {e}"))))?;
     if args.replicas == 0 || args.replicas > 5 {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! tail <SOURCE-URL> [--table NAME]... [--checkpoint-file PATH] [--exit-when-idle SECONDS]
-//!      [--publication NAME] [--slot NAME] [--deploy-key KEY]
+//!      [--publication NAME] [--slot NAME] [--deploy-key KEY] [--metrics-addr HOST:PORT]
 //! ```
 //!
 //! One JSON object per line on stdout (format: `examples::json_lines`), logs on stderr
@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use examples::cli::{self, AppError, SourceArgs};
+use examples::cli::{self, AppError, MetricsArgs, SourceArgs};
 use examples::{checkpoint_file, json_lines};
 use futures::StreamExt;
 use powersync_source::{ChangeEvent, Checkpoint, SnapshotProgress, StartFrom};
@@ -43,6 +43,8 @@ struct Args {
     /// seconds (keepalives do not count).
     #[arg(long, value_name = "SECONDS", value_parser = cli::parse_seconds)]
     exit_when_idle: Option<Duration>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ enum Stored {
 }
 
 async fn run(args: Args) -> Result<ExitCode, AppError> {
+    args.metrics.install()?;
     let source = powersync_source::open(&args.url, &args.source.options())?;
     let stored = match &args.checkpoint_file {
         Some(path) => checkpoint_file::read(path).map_err(|e| {

@@ -1,0 +1,244 @@
+//! `tail --metrics-addr`: the Prometheus endpoint against a throwaway PostgreSQL, scraped
+//! while changes stream and after the walsender is killed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::{server, sql, Proc, TAIL};
+
+/// One scrape: series (name with labels, as printed) → value.
+type Scrape = BTreeMap<String, f64>;
+
+/// GET /metrics over plain HTTP/1.1 (no client library needed for one request).
+async fn scrape(addr: &str) -> Scrape {
+    let mut last_error = String::new();
+    for _ in 0..50 {
+        match try_scrape(addr).await {
+            Ok(s) => return s,
+            Err(e) => last_error = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("scraping {addr}: {last_error}");
+}
+
+async fn try_scrape(addr: &str) -> Result<Scrape, String> {
+    let mut conn = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP header end in {response:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("not 200: {head}"));
+    }
+    let mut out = Scrape::new();
+    for line in body.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| format!("bad sample line {line:?}"))?;
+        let value: f64 = value
+            .parse()
+            .map_err(|_| format!("bad value in {line:?}"))?;
+        out.insert(series.to_string(), value);
+    }
+    Ok(out)
+}
+
+/// The sum of every series of the metric `name`.
+fn sum(s: &Scrape, name: &str) -> f64 {
+    s.iter()
+        .filter(|(series, _)| series.split('{').next() == Some(name))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The value of the series of `name` whose labels include every `label="value"` in `labels`.
+fn value(s: &Scrape, name: &str, labels: &[&str]) -> Option<f64> {
+    s.iter()
+        .find(|(series, _)| {
+            series.split('{').next() == Some(name) && labels.iter().all(|l| series.contains(l))
+        })
+        .map(|(_, v)| *v)
+}
+
+fn row_lines(lines: &[String], snapshot: bool) -> usize {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Json>(l).ok())
+        .filter(|j| j["kind"] == "row" && j["snapshot"].as_bool().unwrap_or(false) == snapshot)
+        .count()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Counters never decrease between scrapes; `rows_total` summed equals the streamed row lines
+/// `tail` printed and `snapshot_rows_total` the snapshot's; lag is small once caught up; the
+/// snapshot table is `done`; a killed walsender counts a reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_serves_prometheus_metrics() {
+    let Some(pg) = server().await else { return };
+    sql(
+        &pg,
+        "CREATE TABLE items (id int PRIMARY KEY, v text);
+         CREATE TABLE other (id int PRIMARY KEY);
+         CREATE PUBLICATION powersync FOR ALL TABLES;
+         INSERT INTO items SELECT i, 'v' || i FROM generate_series(1, 7) i;",
+    )
+    .await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let url = pg.url();
+    let mut tail = Proc::spawn(
+        TAIL,
+        &[&url, "--metrics-addr", &addr, "--exit-when-idle", "30"],
+    );
+    tail.wait_line("snapshot_done", |j| j["kind"] == "snapshot_done")
+        .await;
+
+    // Each statement is its own transaction.
+    sql(
+        &pg,
+        "INSERT INTO items SELECT i, 'w' FROM generate_series(100, 119) i;
+         UPDATE items SET v = 'u' WHERE id <= 5;
+         DELETE FROM items WHERE id IN (6, 7);
+         INSERT INTO other VALUES (1), (2), (3);",
+    )
+    .await;
+    tail.wait_line("the last insert", |j| {
+        j["kind"] == "row" && j["table"] == "public.other" && j["key"]["id"] == 3
+    })
+    .await;
+    let first = scrape(&addr).await;
+    assert_eq!(row_lines(&tail.lines, false), 30);
+    assert_eq!(
+        sum(&first, "powersync_source_rows_total"),
+        30.0,
+        "{first:#?}"
+    );
+    assert_eq!(
+        value(
+            &first,
+            "powersync_source_rows_total",
+            &["table=\"public.items\"", "op=\"update\""]
+        ),
+        Some(5.0),
+        "{first:#?}"
+    );
+    assert_eq!(
+        value(
+            &first,
+            "powersync_source_rows_total",
+            &["table=\"public.items\"", "op=\"delete\""]
+        ),
+        Some(2.0),
+        "{first:#?}"
+    );
+    assert_eq!(
+        sum(&first, "powersync_source_snapshot_rows_total"),
+        row_lines(&tail.lines, true) as f64
+    );
+    assert_eq!(sum(&first, "powersync_source_snapshot_rows_total"), 7.0);
+    assert!(sum(&first, "powersync_source_transactions_total") >= 4.0);
+    assert!(
+        sum(&first, "powersync_source_bytes_total") > 0.0,
+        "{first:#?}"
+    );
+    assert_eq!(
+        value(
+            &first,
+            "powersync_source_snapshot_tables",
+            &["state=\"done\""]
+        ),
+        Some(2.0),
+        "{first:#?}"
+    );
+    // The slot's WAL is measured; the test server keeps WAL without limit
+    // (max_slot_wal_keep_size = -1), so there is no budget series.
+    assert!(
+        value(&first, "powersync_source_retained_bytes", &[]).is_some(),
+        "{first:#?}"
+    );
+    assert_eq!(
+        value(&first, "powersync_source_history_budget_bytes", &[]),
+        None,
+        "{first:#?}"
+    );
+    let lag = value(
+        &first,
+        "powersync_source_lag_seconds",
+        &["source=\"postgres\""],
+    )
+    .expect("lag_seconds");
+    assert!((0.0..5.0).contains(&lag), "lag {lag}");
+
+    // The walsender dies: the stream reconnects and goes on.
+    sql(
+        &pg,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_replication;",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sql(&pg, "INSERT INTO other VALUES (4), (5);").await;
+    tail.wait_line("the insert after the reconnect", |j| {
+        j["kind"] == "row" && j["table"] == "public.other" && j["key"]["id"] == 5
+    })
+    .await;
+    let second = scrape(&addr).await;
+
+    for (series, before) in &first {
+        let name = series.split('{').next().unwrap_or_default();
+        if !name.ends_with("_total") {
+            continue;
+        }
+        let after = second.get(series).copied().unwrap_or(0.0);
+        assert!(after >= *before, "{series} went from {before} to {after}");
+    }
+    let rows = row_lines(&tail.lines, false);
+    assert!(rows >= 32, "{rows} streamed rows");
+    assert_eq!(
+        sum(&second, "powersync_source_rows_total"),
+        rows as f64,
+        "{second:#?}"
+    );
+    let reconnects = sum(&second, "powersync_source_reconnects_total");
+    assert!(reconnects >= 1.0, "{second:#?}\nstderr:\n{}", tail.stderr());
+    assert!(
+        sum(&second, "powersync_source_transactions_total")
+            > sum(&first, "powersync_source_transactions_total")
+    );
+    tail.kill().await;
+}
+
+/// An address that cannot be bound is a startup error naming the flag, not a silent run
+/// without metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_metrics_address_fails_at_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let r = Proc::spawn(
+        TAIL,
+        &["postgres://u@127.0.0.1:1/db", "--metrics-addr", &addr],
+    )
+    .finish()
+    .await;
+    assert_eq!(r.code(), 1, "stderr:\n{}", r.stderr);
+    assert!(r.stderr.contains("--metrics-addr"), "stderr:\n{}", r.stderr);
+}
