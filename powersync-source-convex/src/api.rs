@@ -1,11 +1,13 @@
-//! The HTTP calls of the streaming export API, over one shared `reqwest` client, and the
+//! The HTTP calls of the streaming export and Data Sync APIs, over one shared `reqwest` client, and the
 //! mapping of Convex's answers onto error kinds.
 //!
 //! Convex answers errors as `{"code": "...", "message": "..."}` with an HTTP status. The codes
 //! this module gives a meaning (from the backend's streaming export handlers):
 //! `InvalidWindowToReadDocuments` (a `document_deltas` cursor older than the retention
 //! window), `SnapshotTooOld` / `SnapshotTooNew` (a pinned `list_snapshot` timestamp that can
-//! no longer be read), `InvalidListSnapshotCursor` → [`ErrorKind::HistoryLost`];
+//! no longer be read), `InvalidListSnapshotCursor`, `DataSyncCursorExpired` /
+//! `InvalidDataSyncCursor` (a Data Sync cursor outside retention, or not one) →
+//! [`ErrorKind::HistoryLost`];
 //! `StreamingExportNotEnabled` (403, plan) → [`ErrorKind::Prerequisite`]; other 401/403 →
 //! [`ErrorKind::Auth`]; `BadFormat` (the deployment does not know a `format`) →
 //! [`ErrorKind::Unsupported`]; 408, 429 and 5xx → [`ErrorKind::Connection`] (retried).
@@ -54,6 +56,68 @@ pub(crate) struct DeltasPage {
     pub values: Vec<Document>,
     pub cursor: i64,
     pub has_more: bool,
+}
+
+/// One page of `POST /api/v1/data/sync` (`DataSyncResponse` in Convex's
+/// `crates/common/src/types/streaming_export/mod.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SyncPage {
+    pub status: SyncStatus,
+    #[serde(default)]
+    pub truncates: Vec<SyncTable>,
+    pub values: Vec<SyncValue>,
+    pub pagination: SyncPagination,
+}
+
+/// Where a sync stands after a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub(crate) enum SyncStatus {
+    /// Tables are being walked: what was received so far is not one consistent state.
+    Snapshotting,
+    /// Consistent at `snapshot_ts`, with more of the log to read.
+    #[serde(rename_all = "camelCase")]
+    Stale { snapshot_ts: i64 },
+    /// Consistent at `snapshot_ts` and caught up.
+    #[serde(rename_all = "camelCase")]
+    UpToDate { snapshot_ts: i64 },
+}
+
+impl SyncStatus {
+    /// The timestamp the received state is consistent at, once it is.
+    pub(crate) fn consistent_at(self) -> Option<i64> {
+        match self {
+            SyncStatus::Snapshotting => None,
+            SyncStatus::Stale { snapshot_ts } | SyncStatus::UpToDate { snapshot_ts } => {
+                Some(snapshot_ts)
+            }
+        }
+    }
+}
+
+/// A table of a component (`""` is the root).
+#[derive(Debug, Deserialize)]
+pub(crate) struct SyncTable {
+    pub component: String,
+    pub table: String,
+}
+
+/// One document version of a sync page, its fields in the `export_json` encoding.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SyncValue {
+    pub component: String,
+    pub table: String,
+    pub ts: i64,
+    pub deleted: bool,
+    pub value: Document,
+}
+
+/// The cursor of the next page.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SyncPagination {
+    pub next_cursor: String,
 }
 
 #[derive(Deserialize)]
@@ -320,6 +384,61 @@ impl Api {
         })
     }
 
+    /// `POST /api/v1/data/sync` from `cursor` (`None`: a new sync, which walks every selected
+    /// table first), for the tables `selection` names (Convex's `Selection`: component path →
+    /// table → columns, each level with an `_other` default). A page may walk a table, so it
+    /// gets the snapshot page timeout.
+    pub(crate) async fn data_sync(
+        &self,
+        cursor: Option<&str>,
+        selection: &Json,
+        stats: Option<&StreamStats>,
+    ) -> Result<SyncPage, SourceError> {
+        let body = serde_json::json!({ "cursor": cursor, "selection": selection });
+        let timeout = self.snapshot_page_timeout();
+        let json = self
+            .send(
+                "api/v1/data/sync",
+                |http, url| http.post(url).json(&body).timeout(timeout),
+                stats,
+            )
+            .await?;
+        serde_json::from_value(json).map_err(|e| {
+            SourceError::decode(format!(
+                "api/v1/data/sync on {}: unexpected answer",
+                self.inner.base
+            ))
+            .with_source(e)
+        })
+    }
+
+    /// `POST /api/data_sync_cursor_from_deltas`: the Data Sync cursor that continues a
+    /// `document_deltas` stream at `cursor` for `selection` (everything at or below the cursor
+    /// counts as synced).
+    pub(crate) async fn data_sync_cursor_from_deltas(
+        &self,
+        cursor: i64,
+        selection: &Json,
+    ) -> Result<String, SourceError> {
+        let body = serde_json::json!({ "cursor": cursor, "selection": selection });
+        let json = self
+            .send(
+                "api/data_sync_cursor_from_deltas",
+                |http, url| http.post(url).json(&body),
+                None,
+            )
+            .await?;
+        json.get("cursor")
+            .and_then(Json::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                SourceError::decode(format!(
+                    "api/data_sync_cursor_from_deltas on {}: expected {{\"cursor\": <string>}}",
+                    self.inner.base
+                ))
+            })
+    }
+
     /// `POST /api/query_ts`: the deployment's latest read timestamp (Convex's public API,
     /// `public_get_query_ts` in `crates/local_backend/src/public_api.rs`: `{"ts": base64 of
     /// the u64, little-endian}`). Every write acknowledged before the call is at or below it.
@@ -464,7 +583,9 @@ pub(crate) fn status_error(where_: &str, status: u16, body: &[u8]) -> SourceErro
             "InvalidWindowToReadDocuments"
             | "SnapshotTooOld"
             | "SnapshotTooNew"
-            | "InvalidListSnapshotCursor",
+            | "InvalidListSnapshotCursor"
+            | "DataSyncCursorExpired"
+            | "InvalidDataSyncCursor",
         ) => ErrorKind::HistoryLost,
         (400, _)
             if (lower.contains("cursor") || lower.contains("snapshot"))
@@ -512,6 +633,8 @@ mod tests {
             (400, "SnapshotTooOld", ErrorKind::HistoryLost),
             (400, "SnapshotTooNew", ErrorKind::HistoryLost),
             (400, "InvalidListSnapshotCursor", ErrorKind::HistoryLost),
+            (400, "DataSyncCursorExpired", ErrorKind::HistoryLost),
+            (400, "InvalidDataSyncCursor", ErrorKind::HistoryLost),
             (400, "BadFormat", ErrorKind::Unsupported),
             (403, "StreamingExportNotEnabled", ErrorKind::Prerequisite),
             (403, "BadDeployKey", ErrorKind::Auth),

@@ -191,7 +191,7 @@ impl Catalog {
                     continue;
                 }
                 let t = match encoding {
-                    Encoding::Typed => FieldType::of_typed_value(v),
+                    Encoding::Typed | Encoding::ExportJson => FieldType::of_typed_value(v),
                     Encoding::Json => json_types
                         .as_ref()
                         .and_then(|f| f.get(name).cloned())
@@ -238,7 +238,7 @@ impl Catalog {
             };
             let t = &state.types[i];
             let decoded = match encoding {
-                Encoding::Typed => decode_typed(v, int64),
+                Encoding::Typed | Encoding::ExportJson => decode_typed(v, int64),
                 Encoding::Json => decode_json(v, Some(t), int64),
             };
             values[i] = decoded.map_err(|why| {

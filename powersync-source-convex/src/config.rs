@@ -34,6 +34,18 @@ pub enum ValueEncoding {
     Json,
 }
 
+/// Which Convex API the stream reads (see the crate docs, "Which API").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvexApi {
+    /// The Data Sync API where the deployment serves it, else streaming export (the default).
+    #[default]
+    Auto,
+    /// Always the Data Sync API (`POST /api/v1/data/sync`).
+    DataSync,
+    /// Always the legacy streaming export endpoints (`list_snapshot`, `document_deltas`).
+    StreamingExport,
+}
+
 /// Where and how to reach a Convex deployment.
 ///
 /// The deploy key is a [`Secret`]: it is sent only in the `Authorization: Convex <key>` header
@@ -47,6 +59,7 @@ pub struct ConvexConfig {
     schema_check_interval: Duration,
     int64: Int64Mode,
     encoding: ValueEncoding,
+    api: ConvexApi,
     retry: RetryPolicy,
 }
 
@@ -61,7 +74,9 @@ impl ConvexConfig {
     /// Query parameters set options: `polling_interval_ms` (default 1000),
     /// `request_timeout_ms` (default 30000; a `list_snapshot` page gets at least 180000),
     /// `schema_check_interval_ms` (default 60000),
-    /// `int64=text|integer` (default `text`) and `encoding=auto|typed|json` (default `auto`).
+    /// `int64=text|integer` (default `text`), `encoding=auto|typed|json` (default `auto`; the
+    /// streaming export encoding, the Data Sync API has one of its own) and
+    /// `api=auto|data_sync|streaming_export` (default `auto`, see [`ConvexApi`]).
     /// Unknown parameters are a [`Config`](powersync_source_core::ErrorKind::Config) error, and
     /// so is a missing or empty deploy key, or a URL carrying a password.
     pub fn parse(url: &str, deploy_key: Option<&str>) -> Result<ConvexConfig, SourceError> {
@@ -94,6 +109,7 @@ impl ConvexConfig {
             schema_check_interval: Duration::from_secs(60),
             int64: Int64Mode::Text,
             encoding: ValueEncoding::Auto,
+            api: ConvexApi::Auto,
             retry: RetryPolicy::default(),
         };
         let pairs: Vec<(String, String)> = base
@@ -140,6 +156,18 @@ impl ConvexConfig {
                         }
                     }
                 }
+                "api" => {
+                    config.api = match value.as_str() {
+                        "auto" => ConvexApi::Auto,
+                        "data_sync" => ConvexApi::DataSync,
+                        "streaming_export" => ConvexApi::StreamingExport,
+                        _ => {
+                            return Err(SourceError::config(format!(
+                                "api must be `auto`, `data_sync` or `streaming_export`, got `{value}`"
+                            )))
+                        }
+                    }
+                }
                 "deploy_key" | "key" => {
                     return Err(SourceError::config(
                         "the deploy key goes in its own setting, not in the URL",
@@ -147,7 +175,7 @@ impl ConvexConfig {
                 }
                 _ => {
                     return Err(SourceError::config(format!(
-                        "unknown option `{key}` in the Convex URL; known: polling_interval_ms, request_timeout_ms, schema_check_interval_ms, int64, encoding"
+                        "unknown option `{key}` in the Convex URL; known: polling_interval_ms, request_timeout_ms, schema_check_interval_ms, int64, encoding, api"
                     )))
                 }
             }
@@ -205,6 +233,10 @@ impl ConvexConfig {
     pub fn encoding(&self) -> ValueEncoding {
         self.encoding
     }
+    /// Which API the stream reads.
+    pub fn api(&self) -> ConvexApi {
+        self.api
+    }
     /// The reconnect policy: `check`, `discover` and `write_checkpoint` retry 429, 5xx and
     /// network failures with it (at most 4 attempts within 30 s), and
     /// [`ConvexSource::new`](crate::ConvexSource::new) takes it as the stream's policy unless
@@ -244,6 +276,11 @@ impl ConvexConfig {
         self.encoding = encoding;
         self
     }
+    /// Sets which API the stream reads.
+    pub fn with_api(mut self, api: ConvexApi) -> Self {
+        self.api = api;
+        self
+    }
     /// Sets the reconnect policy.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
@@ -261,6 +298,7 @@ impl fmt::Debug for ConvexConfig {
             .field("schema_check_interval", &self.schema_check_interval)
             .field("int64", &self.int64)
             .field("encoding", &self.encoding)
+            .field("api", &self.api)
             .finish()
     }
 }

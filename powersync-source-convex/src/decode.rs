@@ -145,6 +145,10 @@ pub enum Encoding {
     Typed,
     /// `format=json`, typed through `/api/json_schemas`.
     Json,
+    /// The Data Sync API's fixed `export_json`: the typed encoding with Int64 as a plain JSON
+    /// integer. Documents are rewritten with [`export_json_to_typed`] before they are decoded
+    /// as [`Encoding::Typed`].
+    ExportJson,
 }
 
 impl Encoding {
@@ -153,6 +157,7 @@ impl Encoding {
         match self {
             Encoding::Typed => "convex_encoded_json",
             Encoding::Json => "json",
+            Encoding::ExportJson => "export_json",
         }
     }
     /// How column type names say which encoding the values were read from.
@@ -160,8 +165,38 @@ impl Encoding {
         match self {
             Encoding::Typed => "convex_encoded_json",
             Encoding::Json => "json+json_schemas",
+            Encoding::ExportJson => "export_json",
         }
     }
+}
+
+/// Rewrites a value of the Data Sync API's `export_json` encoding into the typed
+/// (`convex_encoded_json`) form the decoders read: `export_json` is the typed encoding except
+/// that an Int64 is a plain JSON integer (every float64 is written with a fraction or an
+/// exponent, `-0.0` included, and NaN/±∞ as `{"$float": …}`), so a number without either is
+/// an Int64. An integer outside the i64 range is an error.
+pub fn export_json_to_typed(v: Json) -> Result<Json, String> {
+    Ok(match v {
+        Json::Number(n) if n.is_i64() || n.is_u64() => {
+            let i = n
+                .as_i64()
+                .ok_or_else(|| format!("Int64 {n} is out of range"))?;
+            let payload = base64::engine::general_purpose::STANDARD.encode(i.to_le_bytes());
+            serde_json::json!({ "$integer": payload })
+        }
+        Json::Array(items) => Json::Array(
+            items
+                .into_iter()
+                .map(export_json_to_typed)
+                .collect::<Result<_, _>>()?,
+        ),
+        Json::Object(map) => Json::Object(
+            map.into_iter()
+                .map(|(k, v)| Ok((k, export_json_to_typed(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other,
+    })
 }
 
 fn typed_marker(map: &serde_json::Map<String, Json>) -> Option<(&str, &Json)> {
@@ -299,7 +334,7 @@ fn write_nested(
             out.push(']');
         }
         Json::Object(map) => {
-            if encoding == Encoding::Typed {
+            if encoding != Encoding::Json {
                 match typed_marker(map) {
                     Some(("$integer", p)) => {
                         let i = i64::from_le_bytes(eight(b64(p, "$integer")?, "$integer")?);

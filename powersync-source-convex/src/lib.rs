@@ -202,7 +202,7 @@ mod source;
 pub mod testing;
 
 pub use catalog::{CHECKPOINT_TABLE, SCHEMA};
-pub use config::{ConvexConfig, Int64Mode, ValueEncoding};
+pub use config::{ConvexApi, ConvexConfig, Int64Mode, ValueEncoding};
 pub use marker::{CHECKPOINTS_TS, CHECKPOINT_MUTATION, SCHEMA_TS};
 /// The core crate this connector implements.
 pub use powersync_source_core as core;

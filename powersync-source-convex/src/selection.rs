@@ -48,6 +48,25 @@ impl Selection {
                 .is_none_or(|t| t.iter().any(|n| n == table))
     }
 
+    /// The Data Sync API `selection` of these tables in the root component, plus the marker
+    /// table (so write-checkpoint markers are observed); other components are excluded.
+    pub(crate) fn data_sync_selection(&self) -> serde_json::Value {
+        use serde_json::json;
+        let mut root = serde_json::Map::new();
+        match &self.tables {
+            None => {
+                root.insert("_other".into(), json!("included"));
+            }
+            Some(tables) => {
+                root.insert("_other".into(), json!("excluded"));
+                for t in tables.iter().map(String::as_str).chain([CHECKPOINT_TABLE]) {
+                    root.insert(t.into(), json!({ "_other": "included" }));
+                }
+            }
+        }
+        json!({ "_other": "excluded", "": root })
+    }
+
     /// The tables to snapshot, given the tables the deployment has.
     pub(crate) fn snapshot_tables<'a>(
         &self,

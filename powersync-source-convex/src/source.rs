@@ -10,8 +10,10 @@ use powersync_source_core::{
 
 use crate::api::Api;
 use crate::catalog::{Catalog, SCHEMA};
+use crate::config::ConvexApi;
 use crate::config::ConvexConfig;
-use crate::replicator::{Plan, Replicator, Setup, SnapshotState};
+use crate::decode::Encoding;
+use crate::replicator::{Plan, Replicator, Setup, SnapshotState, SyncStart};
 use crate::selection::Selection;
 
 /// A Convex deployment replicated through the streaming export API.
@@ -117,16 +119,86 @@ impl ChangeSource for ConvexSource {
                 "the deployment check did not complete",
             ));
         };
+        let api = self.config.api();
         let plan = match from {
-            StartFrom::Beginning => Plan::Snapshot {
-                snapshot: None,
-                progress: Default::default(),
+            StartFrom::Beginning => match api {
+                ConvexApi::StreamingExport => Plan::Snapshot {
+                    snapshot: None,
+                    progress: Default::default(),
+                },
+                ConvexApi::DataSync => Plan::DataSync(SyncStart::New { first: None }),
+                // The first page of a new sync is the probe: a deployment without the Data
+                // Sync API answers 404.
+                ConvexApi::Auto => {
+                    let sel = selection.data_sync_selection();
+                    match self
+                        .api
+                        .retrying(|| self.api.data_sync(None, &sel, None))
+                        .await
+                    {
+                        Ok(page) => Plan::DataSync(SyncStart::New {
+                            first: Some(Box::new(page)),
+                        }),
+                        Err(e) if is_missing_route(&e) => {
+                            tracing::info!("Convex deployment without the Data Sync API ({e}); using streaming export");
+                            Plan::Snapshot {
+                                snapshot: None,
+                                progress: Default::default(),
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
             },
-            StartFrom::Checkpoint(c) => Plan::Stream {
-                cursor: ConvexCursor::from_checkpoint(&c)?.get(),
-            },
+            StartFrom::Checkpoint(c) => {
+                let cursor = ConvexCursor::from_checkpoint(&c)?;
+                match (cursor.token(), api) {
+                    (Some(_), ConvexApi::StreamingExport) => {
+                        return Err(SourceError::config(format!(
+                            "checkpoint `{c}` is a Data Sync position, which api=streaming_export cannot resume"
+                        ))
+                        .with_hint("use api=data_sync or api=auto"))
+                    }
+                    (Some(token), _) => Plan::DataSync(SyncStart::Resume {
+                        ts: cursor.get(),
+                        token: token.to_string(),
+                    }),
+                    (None, ConvexApi::StreamingExport) => Plan::Stream {
+                        cursor: cursor.get(),
+                    },
+                    // A streaming export cursor: move it to the Data Sync API where the
+                    // deployment serves it.
+                    (None, _) => {
+                        let sel = selection.data_sync_selection();
+                        let ts = cursor.get();
+                        match self
+                            .api
+                            .retrying(|| self.api.data_sync_cursor_from_deltas(ts, &sel))
+                            .await
+                        {
+                            Ok(token) => Plan::DataSync(SyncStart::Resume { ts, token }),
+                            Err(e) if api == ConvexApi::Auto && is_missing_route(&e) => {
+                                Plan::Stream { cursor: ts }
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
             StartFrom::Snapshot(resume) => {
-                let pinned = ConvexCursor::from_checkpoint(&resume.stream_from)?.get();
+                if api == ConvexApi::DataSync {
+                    return Err(SourceError::config(
+                        "this snapshot resume token comes from a streaming export snapshot, which api=data_sync cannot finish",
+                    )
+                    .with_hint("start from the beginning, or use api=auto or api=streaming_export to finish it"));
+                }
+                let pinned = ConvexCursor::from_checkpoint(&resume.stream_from)?;
+                if pinned.token().is_some() {
+                    return Err(SourceError::config(
+                        "snapshot resume token: a Data Sync position cannot pin a streaming export snapshot",
+                    ));
+                }
+                let pinned = pinned.get();
                 if let Some(state) = &resume.source_state {
                     let state: SnapshotState = serde_json::from_str(state).map_err(|e| {
                         SourceError::config("snapshot resume token: bad Convex state")
@@ -150,6 +222,11 @@ impl ChangeSource for ConvexSource {
                     progress: resume.tables,
                 }
             }
+        };
+        // Data Sync values are `export_json`, read through the typed decoders.
+        let encoding = match plan {
+            Plan::DataSync(_) => Encoding::ExportJson,
+            _ => encoding,
         };
         let catalog = Catalog::new(schemas, encoding, self.config.int64());
         // The stream's retry policy is the stream options' (one budget per outage); the
@@ -176,4 +253,10 @@ impl ChangeSource for ConvexSource {
     async fn write_checkpoint(&self) -> Result<Checkpoint> {
         crate::marker::write_checkpoint(&self.api).await
     }
+}
+
+/// Whether a request failed because the deployment does not serve the route (a backend from
+/// before the Data Sync API).
+fn is_missing_route(e: &SourceError) -> bool {
+    e.code() == Some("404")
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use powersync_source_convex::testing::{int64, FakeConvex, Write};
-use powersync_source_convex::{ConvexSource, CHECKPOINT_TABLE};
+use powersync_source_convex::{ConvexApi, ConvexSource, CHECKPOINT_TABLE};
 use powersync_source_core::{
     ChangeEvent, ChangeSource, ChangeStream, ErrorKind, Op, SnapshotProgress, SnapshotResume,
     SourceError, StartFrom, TableName, Value,
@@ -20,8 +20,18 @@ pub(crate) fn table(name: &str) -> TableName {
 }
 
 pub(crate) fn source(fake: &FakeConvex, tables: &[&str]) -> ConvexSource {
-    ConvexSource::new(config(&fake.url(), KEY))
+    source_on(fake, tables, ConvexApi::Auto)
+}
+
+/// A source of these tables told to use `api`.
+pub(crate) fn source_on(fake: &FakeConvex, tables: &[&str], api: ConvexApi) -> ConvexSource {
+    ConvexSource::new(config(&fake.url(), KEY).with_api(api))
         .with_tables(tables.iter().map(|t| table(t)).collect())
+}
+
+/// A source pinned to the streaming export endpoints, for behaviour of that transport.
+pub(crate) fn legacy_source(fake: &FakeConvex, tables: &[&str]) -> ConvexSource {
+    source_on(fake, tables, ConvexApi::StreamingExport)
 }
 
 /// Reads events until `stop` says so (or fails after 20 s); returns them all.
@@ -181,7 +191,7 @@ async fn snapshot_resumes_page_by_page_at_the_pinned_snapshot() {
     fake.set_page_sizes(40, 128);
     let ids = seed(&fake, "items", 250);
     seed(&fake, "other", 30);
-    let src = source(&fake, &["items", "other"]);
+    let src = legacy_source(&fake, &["items", "other"]);
     let mut stream = src.start(StartFrom::Beginning).await.unwrap();
     let mut chunks = 0;
     let first = read_until(&mut stream, |e| {
@@ -283,7 +293,7 @@ async fn a_page_at_another_snapshot_or_an_expired_one_is_history_lost() {
     let fake = FakeConvex::start(KEY).await.unwrap();
     fake.set_page_sizes(10, 128);
     seed(&fake, "items", 300);
-    let src = source(&fake, &["items"]);
+    let src = legacy_source(&fake, &["items"]);
     let mut stream = src.start(StartFrom::Beginning).await.unwrap();
     let first = read_until(&mut stream, |e| {
         matches!(e, ChangeEvent::Snapshot(SnapshotProgress::ChunkDone { .. }))
@@ -321,7 +331,7 @@ async fn a_page_at_another_snapshot_or_an_expired_one_is_history_lost() {
 async fn time_going_backwards_is_an_error() {
     let fake = FakeConvex::start(KEY).await.unwrap();
     fake.create_table("items");
-    let src = source(&fake, &["items"]);
+    let src = legacy_source(&fake, &["items"]);
     let mut stream = src.start(StartFrom::Beginning).await.unwrap();
     read_until(&mut stream, |e| {
         matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
@@ -481,7 +491,8 @@ async fn new_fields_announce_a_new_schema_first() {
     let names: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, vec!["_id", "_creationTime", "a", "b"]);
     assert!(schema.columns[0].is_key);
-    assert_eq!(schema.columns[3].type_name, "int64 (convex_encoded_json)");
+    // The default api=auto reads the fake's Data Sync API.
+    assert_eq!(schema.columns[3].type_name, "int64 (export_json)");
     let row = rows(&events).next().unwrap();
     assert_eq!(
         row.new.as_ref().unwrap().get(3),

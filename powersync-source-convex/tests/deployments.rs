@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use powersync_source_convex::testing::{bytes, int64, CheckpointMutation, FakeConvex, Write};
-use powersync_source_convex::{ConvexSource, ValueEncoding, CHECKPOINT_TABLE};
+use powersync_source_convex::{ConvexApi, ConvexSource, ValueEncoding, CHECKPOINT_TABLE};
 use powersync_source_core::{
     ChangeEvent, ChangeSource, ErrorKind, SnapshotProgress, StartFrom, Value,
 };
 use serde_json::json;
 
-use crate::behaviour::{id_of, read_until, rows, seed, source, table};
+use crate::behaviour::{id_of, legacy_source, read_until, rows, seed, source, source_on, table};
 use crate::workload::{config, KEY};
 
 /// Item 1: PowerSync's `createCheckpoint` (patches one row in place, returns `null`) is
@@ -175,7 +175,7 @@ async fn checkpoints_and_checks_never_evict_the_snapshot_iterator() {
     seed(&fake, "items", 12);
     fake.set_page_sizes(2, 128);
     fake.set_snapshot_page_delay(Duration::from_millis(150));
-    let src = source(&fake, &["items"]);
+    let src = legacy_source(&fake, &["items"]);
     let mut stream = src.start(StartFrom::Beginning).await.unwrap();
     read_until(&mut stream, |e| {
         matches!(e, ChangeEvent::Snapshot(SnapshotProgress::ChunkDone { .. }))
@@ -265,10 +265,21 @@ async fn child_component_tables_stay_out() {
 /// differ from the rows the stream holds, truncates the table and reads it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_table_is_truncated_and_read_again() {
+    replaced_table(ConvexApi::StreamingExport).await;
+}
+
+/// The same through the Data Sync API, where the server itself sends the truncate and walks
+/// the new tablet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_table_is_truncated_and_read_again_on_data_sync() {
+    replaced_table(ConvexApi::DataSync).await;
+}
+
+async fn replaced_table(api: ConvexApi) {
     let fake = FakeConvex::start(KEY).await.unwrap();
     seed(&fake, "items", 3);
     seed(&fake, "other", 2);
-    let src = source(&fake, &["items", "other"]);
+    let src = source_on(&fake, &["items", "other"], api);
     let mut stream = src.start(StartFrom::Beginning).await.unwrap();
     read_until(&mut stream, |e| {
         matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
@@ -289,10 +300,18 @@ async fn a_replaced_table_is_truncated_and_read_again() {
             vec![json!({"n": int64(100)}), json!({"n": int64(101)})],
         )
         .unwrap();
+    // Streaming export reads the new tablet inside the truncate's transaction; the Data Sync
+    // API walks it at the sync's timestamp, before the new rows were written, so they follow
+    // in the log's next transaction.
     let mut seen_truncate = false;
+    let mut after = 0;
+    let want = new_ids.len();
     let events = read_until(&mut stream, |e| {
         seen_truncate |= matches!(e, ChangeEvent::Truncate(_));
-        seen_truncate && matches!(e, ChangeEvent::Commit(_))
+        if seen_truncate && matches!(e, ChangeEvent::Row(r) if r.table.name == table("items")) {
+            after += 1;
+        }
+        seen_truncate && after >= want && matches!(e, ChangeEvent::Commit(_))
     })
     .await
     .unwrap();
@@ -305,7 +324,12 @@ async fn a_replaced_table_is_truncated_and_read_again() {
     };
     assert_eq!(t.tables, vec![table("items")]);
     let events = &events[at..];
-    let mut reread: Vec<String> = rows(events).map(id_of).collect();
+    // (Data Sync: writes to other tables made before the replacement may follow the
+    // truncate, since the walk comes first.)
+    let mut reread: Vec<String> = rows(events)
+        .filter(|r| r.table.name == table("items"))
+        .map(id_of)
+        .collect();
     reread.sort();
     assert_eq!(reread, new_ids);
     // Once read again, the counts agree: no second truncate.

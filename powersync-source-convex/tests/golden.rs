@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use powersync_source_convex::decode::{decode_json, decode_typed, Encoding, FieldType};
 use powersync_source_convex::testing::{bytes, float, int64, FakeConvex};
-use powersync_source_convex::{ConvexSource, Int64Mode, ValueEncoding};
+use powersync_source_convex::{ConvexApi, ConvexSource, Int64Mode, ValueEncoding};
 use powersync_source_core::{ChangeEvent, ChangeSource, Op, StartFrom, TableName, Value};
 use serde_json::{json, Map, Value as Json};
 
@@ -279,11 +279,21 @@ fn golden_decoder_both_encodings() {
 }
 
 async fn end_to_end(encoding: ValueEncoding, typed_served: bool, mode: Int64Mode) {
+    end_to_end_on(ConvexApi::StreamingExport, encoding, typed_served, mode).await;
+}
+
+async fn end_to_end_on(
+    api: ConvexApi,
+    encoding: ValueEncoding,
+    typed_served: bool,
+    mode: Int64Mode,
+) {
     let fake = FakeConvex::start(KEY).await.unwrap();
     fake.set_typed_format(typed_served);
     fake.insert("golden", json!(document())).unwrap();
     let source = ConvexSource::new(
         config(&fake.url(), KEY)
+            .with_api(api)
             .with_encoding(encoding)
             .with_int64(mode),
     )
@@ -316,7 +326,9 @@ async fn end_to_end(encoding: ValueEncoding, typed_served: bool, mode: Int64Mode
         }
     }
     let label = label.unwrap();
-    let want_label = if typed_served && encoding != ValueEncoding::Json {
+    let want_label = if api == ConvexApi::DataSync {
+        "export_json"
+    } else if typed_served && encoding != ValueEncoding::Json {
         "convex_encoded_json"
     } else {
         "json+json_schemas"
@@ -370,4 +382,24 @@ async fn golden_end_to_end_json_fallback() {
     // Refused typed encoding → json + json_schemas, same values.
     end_to_end(ValueEncoding::Auto, false, Int64Mode::Text).await;
     end_to_end(ValueEncoding::Json, true, Int64Mode::Integer).await;
+}
+
+/// The Data Sync API's `export_json` (Int64 as a plain integer) gives the same values, 17-digit
+/// floats included, whatever streaming export would accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_end_to_end_data_sync() {
+    end_to_end_on(
+        ConvexApi::DataSync,
+        ValueEncoding::Auto,
+        true,
+        Int64Mode::Text,
+    )
+    .await;
+    end_to_end_on(
+        ConvexApi::DataSync,
+        ValueEncoding::Json,
+        false,
+        Int64Mode::Integer,
+    )
+    .await;
 }

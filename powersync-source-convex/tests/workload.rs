@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use futures::StreamExt;
 use powersync_source_convex::testing::{int64, FakeConvex, Write};
-use powersync_source_convex::{ConvexConfig, ConvexSource, Int64Mode};
+use powersync_source_convex::{ConvexApi, ConvexConfig, ConvexSource, Int64Mode};
 use powersync_source_core::{
     ChangeBatch, ChangeEvent, ChangeSource, ChangeStream, CheckReport, Checkpoint, Op, Result,
     RetryPolicy, SourceError, StartFrom, StreamOptions, TableName, TableSchema, Value,
@@ -116,16 +116,20 @@ pub struct FakeWorkload {
     pub fake: FakeConvex,
     round: AtomicU32,
     ids: Arc<Mutex<HashMap<String, i64>>>,
+    /// The API the sources are told to use (`api=` in the URL).
+    api: ConvexApi,
 }
 
 impl FakeWorkload {
-    pub async fn start() -> FakeWorkload {
+    /// A fresh fake, whose sources are told `api`.
+    pub async fn start_with(api: ConvexApi) -> FakeWorkload {
         let fake = FakeConvex::start(KEY).await.expect("fake Convex starts");
         fake.set_page_sizes(300, 128);
         FakeWorkload {
             fake,
             round: AtomicU32::new(0),
             ids: Default::default(),
+            api,
         }
     }
 
@@ -134,7 +138,9 @@ impl FakeWorkload {
     }
 
     fn source_with(&self, key: &str, table: &str) -> Arc<dyn ChangeSource> {
-        let config = config(&self.fake.url(), key).with_int64(Int64Mode::Integer);
+        let config = config(&self.fake.url(), key)
+            .with_int64(Int64Mode::Integer)
+            .with_api(self.api);
         // The suite's batch bound (1000 events) through the shared stream options.
         let options = StreamOptions::default()
             .with_tables(vec![TableName::new("convex", table)])

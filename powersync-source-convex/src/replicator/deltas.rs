@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use powersync_source_core::position::ConvexCursor;
 use powersync_source_core::runtime::{Step, Stop};
 use powersync_source_core::{
-    Begin, ChangeEvent, Commit, Position, SourceError, TableName, Truncate,
+    Begin, ChangeEvent, Checkpoint, Commit, Position, SourceError, TableName, Truncate,
 };
 use serde_json::Value as Json;
 
@@ -136,7 +136,8 @@ impl Replicator {
             }
             if Instant::now() >= next_schema_check {
                 next_schema_check = Instant::now() + self.config.schema_check_interval();
-                self.check_deleted_tables(&mut replicated, cursor).await?;
+                self.check_deleted_tables(&mut replicated, cursor_checkpoint(cursor)?)
+                    .await?;
                 self.check_replaced_tables(cursor).await?;
             }
             self.out.flush().await?;
@@ -154,7 +155,7 @@ impl Replicator {
     }
 
     /// Commits the open transaction at `position`; `ts` is its commit timestamp.
-    async fn commit(&mut self, position: i64, ts: i64) -> Step<()> {
+    pub(super) async fn commit(&mut self, position: i64, ts: i64) -> Step<()> {
         self.out
             .push(ChangeEvent::Commit(Commit {
                 checkpoint: cursor_checkpoint(position)?,
@@ -188,10 +189,10 @@ impl Replicator {
     /// skipped, not fatal, when the deployment cannot answer it right now. With
     /// `format=json` the field types are refreshed on the way; the typed encoding needs no
     /// `json_schemas` call while streaming.
-    async fn check_deleted_tables(
+    pub(super) async fn check_deleted_tables(
         &mut self,
         replicated: &mut BTreeSet<String>,
-        cursor: i64,
+        at: Checkpoint,
     ) -> Step<()> {
         let tables: BTreeSet<String> = match self.api.table_columns().await {
             Ok(Some(columns)) => columns.into_keys().collect(),
@@ -245,7 +246,7 @@ impl Replicator {
             .await?;
         self.out
             .push(ChangeEvent::Commit(Commit {
-                checkpoint: cursor_checkpoint(cursor)?,
+                checkpoint: at,
                 commit_time: None,
             }))
             .await
@@ -360,7 +361,7 @@ impl Replicator {
     /// Acknowledgements release nothing on Convex (history is kept for the deployment's
     /// retention window whatever readers do); the stream only warns when the host's durable
     /// position falls far behind, since resuming from beyond the window is `HistoryLost`.
-    fn note_acks(&mut self, head: i64) {
+    pub(super) fn note_acks(&mut self, head: i64) {
         const WARN_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
         if let Some(acked) = self.acks.latest() {
             if let Ok(pos) = ConvexCursor::from_checkpoint(&acked) {

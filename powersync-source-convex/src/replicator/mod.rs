@@ -1,8 +1,12 @@
-//! The stream task: the pinned snapshot ([`snapshot`]), then `document_deltas` polling
-//! ([`deltas`]); this module holds the batching, the retries and the task's plumbing.
+//! The stream task: on streaming export the pinned snapshot ([`snapshot`]), then
+//! `document_deltas` polling ([`deltas`]); or the Data Sync API ([`data_sync`]); this module
+//! holds the retries and the task's plumbing.
 
+mod data_sync;
 mod deltas;
 mod snapshot;
+
+pub(crate) use data_sync::SyncStart;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -27,6 +31,8 @@ pub(crate) enum Plan {
     },
     /// Stream after this cursor.
     Stream { cursor: i64 },
+    /// The Data Sync API.
+    DataSync(SyncStart),
 }
 
 /// Connector state carried in [`SnapshotResume::source_state`](powersync_source_core::SnapshotResume::source_state).
@@ -114,6 +120,7 @@ impl Replicator {
             let cursor = match plan {
                 Plan::Snapshot { snapshot, progress } => self.snapshot(snapshot, progress).await?,
                 Plan::Stream { cursor } => cursor,
+                Plan::DataSync(start) => return self.data_sync(start).await,
             };
             self.stream(cursor).await
         }

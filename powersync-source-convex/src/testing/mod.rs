@@ -276,6 +276,11 @@ impl FakeConvex {
         self.lock().requests
     }
 
+    /// Requests served so far to `path` (e.g. `/api/v1/data/sync`), whatever their answer.
+    pub fn requests_to(&self, path: &str) -> u64 {
+        self.lock().requests_by_path.get(path).copied().unwrap_or(0)
+    }
+
     /// Stops the server (dropping every connection), waits `down`, and serves again on the
     /// same port with the same data.
     pub async fn restart(&self, down: Duration) -> std::io::Result<()> {
@@ -335,6 +340,7 @@ async fn accept(listener: TcpListener, store: Arc<Mutex<Store>>) {
 fn handle(store: &Mutex<Store>, req: http::Request) -> (u16, Vec<u8>, Duration) {
     let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
     s.requests += 1;
+    *s.requests_by_path.entry(req.path.clone()).or_default() += 1;
     let delay = if req.path == "/api/list_snapshot" {
         s.snapshot_page_delay
     } else {

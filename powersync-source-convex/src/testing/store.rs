@@ -50,6 +50,8 @@ pub(crate) struct Store {
     pub failures: VecDeque<u16>,
     pub canned: Vec<(String, Answer)>,
     pub requests: u64,
+    /// Requests per path.
+    pub requests_by_path: std::collections::BTreeMap<String, u64>,
     /// Whether `/api/v1/data/sync` is served (older deployments answer 404).
     pub data_sync: bool,
     pub(super) next_sync: u64,
@@ -121,6 +123,7 @@ impl Store {
             failures: VecDeque::new(),
             canned: Vec::new(),
             requests: 0,
+            requests_by_path: Default::default(),
             data_sync: true,
             next_sync: 0,
             snapshot_page_delay: std::time::Duration::ZERO,

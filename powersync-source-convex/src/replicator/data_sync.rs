@@ -1,0 +1,323 @@
+//! The Data Sync transport: `POST /api/v1/data/sync` pages as the initial snapshot, then as
+//! transactions, re-walked tables as truncate-and-reload transactions.
+//!
+//! How the server's states map onto the core events (the contract: resume points only where
+//! the received state is consistent, nothing lost or applied twice across restarts):
+//!
+//! - **Initial snapshot.** A new sync walks every selected table (status `snapshotting`) and
+//!   may send a document more than once, or a delete, meanwhile; the state is consistent only
+//!   at the first `stale`/`upToDate` page. Its pages are the snapshot: `TableStarted` where a
+//!   table's truncate arrives, each document as a snapshot row (an upsert; a delete as a
+//!   delete), then `TableDone` for every table and `Done` at the first consistent page. No
+//!   `ChunkDone` carries a resume token in between, since a position inside the walk is not a
+//!   consistent state: a stream stopped during it starts the snapshot again.
+//! - **Log.** Pages with a consistent status and no truncates follow the log: one transaction
+//!   per commit timestamp, as with `document_deltas`. The page's last transaction commits at
+//!   `convex:v2:<snapshotTs>:<next cursor>`; an earlier one at `convex:v2:<its ts>:<the cursor
+//!   that asked for this page>`: resuming there asks for the same page again and drops what is
+//!   at or below that timestamp (only from a page that follows the log: a page that walks a
+//!   table, which a re-read might become, is taken whole, so nothing is lost). A page with no
+//!   selected rows is a keepalive when `snapshotTs` moved.
+//! - **Re-walks.** When a table appears, enters the selection or is replaced wholesale, the
+//!   server sends a truncate for it and walks it again (status `snapshotting` until done):
+//!   one transaction from that page to the next consistent one, holding `Truncate` of the
+//!   selected tables and every document of the pages in between as upserts (and deletes),
+//!   committed at that consistent page. A restart inside it resumes before it.
+//! - **Markers.** The marker table is in the selection; a marker write is reported as
+//!   `CheckpointObserved` with the checkpoint `write_checkpoint` returned (its `v1` form).
+//! - **Deleted tables** leave the sync without a word from the server: the periodic check of
+//!   the streaming phase reports them as a truncate, as on the legacy transport.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use powersync_source_core::position::ConvexCursor;
+use powersync_source_core::runtime::{Step, Stop};
+use powersync_source_core::{
+    Begin, ChangeEvent, Checkpoint, Commit, Position, SnapshotProgress, SourceError, TableName,
+    Truncate,
+};
+
+use super::{cursor_checkpoint, nanos_to_micros, Replicator};
+use crate::api::{Document, SyncPage, SyncStatus};
+use crate::catalog::{CHECKPOINT_TABLE, SCHEMA};
+use crate::decode::export_json_to_typed;
+
+/// Where a Data Sync stream starts.
+pub(crate) enum SyncStart {
+    /// A new sync (the initial snapshot); `first` is its first page when `start` already
+    /// asked for it (the probe of `api=auto`).
+    New { first: Option<Box<SyncPage>> },
+    /// At a checkpoint: ask with `token` and drop what is at or below `ts` from the first page
+    /// when it follows the log.
+    Resume { ts: i64, token: String },
+}
+
+/// A Data Sync checkpoint.
+fn sync_checkpoint(ts: i64, token: &str) -> Result<Checkpoint, SourceError> {
+    ConvexCursor::data_sync(ts, token)
+        .map(|c| c.to_checkpoint())
+        .ok_or_else(|| {
+            SourceError::decode(format!(
+                "Convex sent a Data Sync cursor that cannot be stored (timestamp {ts}, {} bytes)",
+                token.len()
+            ))
+        })
+}
+
+/// A document of a sync page in the typed form the catalog decodes.
+fn typed_document(value: Document) -> Result<Document, SourceError> {
+    match export_json_to_typed(serde_json::Value::Object(value)) {
+        Ok(serde_json::Value::Object(doc)) => Ok(doc),
+        Ok(_) => Err(SourceError::decode(
+            "a Data Sync value that is not an object",
+        )),
+        Err(why) => Err(SourceError::decode(format!("a Data Sync value: {why}"))),
+    }
+}
+
+impl Replicator {
+    /// Runs the Data Sync stream until the host drops it or a final error.
+    pub(super) async fn data_sync(&mut self, start: SyncStart) -> Step<()> {
+        let selection = self.selection.data_sync_selection();
+        let (mut token, mut skip_through, mut first, mut snapshotting) = match start {
+            SyncStart::New { first } => (None, None, first, true),
+            SyncStart::Resume { ts, token } => (Some(token), Some(ts), None, false),
+        };
+        let mut emitted_ts = skip_through.unwrap_or(-1);
+        // Rows per table of the initial snapshot, in the order the tables started.
+        let mut started: BTreeMap<String, u64> = BTreeMap::new();
+        // Inside a re-walk transaction.
+        let mut rewalk = false;
+        let mut next_schema_check = Instant::now() + self.config.schema_check_interval();
+        let mut replicated: BTreeSet<String> = self
+            .catalog
+            .known_tables()
+            .filter(|t| self.selection.includes(t))
+            .cloned()
+            .collect();
+        loop {
+            let asked_with = token.clone();
+            let page = match first.take() {
+                Some(page) => *page,
+                None => {
+                    let (t, s) = (asked_with.clone(), selection.clone());
+                    self.retrying(move |api, stats| {
+                        let (t, s) = (t.clone(), s.clone());
+                        async move { api.data_sync(t.as_deref(), &s, Some(&stats)).await }
+                    })
+                    .await?
+                }
+            };
+            let consistent = page.status.consistent_at();
+            let follows_log = consistent.is_some() && page.truncates.is_empty();
+            let skip = skip_through.take().filter(|_| follows_log && !snapshotting);
+            let next = page.pagination.next_cursor;
+            let truncated: Vec<String> = page
+                .truncates
+                .iter()
+                .filter(|t| t.component.is_empty() && self.selection.includes(&t.table))
+                .map(|t| t.table.clone())
+                .collect();
+            if snapshotting {
+                for table in &truncated {
+                    if !started.contains_key(table) {
+                        self.start_table(table).await?;
+                        started.insert(table.clone(), 0);
+                    }
+                }
+            } else if !rewalk && !follows_log {
+                rewalk = true;
+                self.out
+                    .push(ChangeEvent::Begin(Begin {
+                        xid: None,
+                        commit_time: None,
+                    }))
+                    .await?;
+            }
+            if rewalk && !truncated.is_empty() {
+                replicated.extend(truncated.iter().cloned());
+                self.out
+                    .push(ChangeEvent::Truncate(Truncate {
+                        tables: truncated
+                            .iter()
+                            .map(|t| TableName::new(SCHEMA, t))
+                            .collect(),
+                    }))
+                    .await?;
+            }
+            // The log part: one transaction per timestamp, in timestamp order.
+            let mut open: Option<i64> = None;
+            let mut last_ts = emitted_ts;
+            let mut markers = Vec::new();
+            for v in page.values {
+                if !v.component.is_empty() || skip.is_some_and(|s| v.ts <= s) {
+                    continue;
+                }
+                let in_log = !snapshotting && !rewalk;
+                if in_log {
+                    if v.ts < last_ts {
+                        return Err(SourceError::decode(format!(
+                            "data sync went backwards: ts {} after {last_ts}",
+                            v.ts
+                        ))
+                        .into());
+                    }
+                    last_ts = v.ts;
+                }
+                if v.table == CHECKPOINT_TABLE {
+                    if !v.deleted && !snapshotting {
+                        markers.push(v.ts);
+                    }
+                    continue;
+                }
+                if !self.selection.includes(&v.table) {
+                    continue;
+                }
+                let doc = typed_document(v.value)?;
+                let (change, announce) =
+                    self.catalog
+                        .row_change(&v.table, &doc, v.deleted, snapshotting)?;
+                if snapshotting {
+                    if !started.contains_key(&v.table) {
+                        self.start_table(&v.table).await?;
+                    }
+                    *started.entry(v.table.clone()).or_default() += 1;
+                } else {
+                    replicated.insert(v.table.clone());
+                }
+                if in_log && open != Some(v.ts) {
+                    if let Some(prev) = open {
+                        // Resuming here asks for this page again and drops what is at or
+                        // below `prev`.
+                        let at =
+                            match &asked_with {
+                                Some(t) => sync_checkpoint(prev, t)?,
+                                None => return Err(SourceError::decode(
+                                    "data sync: the log followed on the first page of a new sync",
+                                )
+                                .into()),
+                            };
+                        self.out
+                            .push(ChangeEvent::Commit(Commit {
+                                checkpoint: at,
+                                commit_time: Some(nanos_to_micros(prev)),
+                            }))
+                            .await?;
+                        emitted_ts = prev;
+                    }
+                    self.out
+                        .push(ChangeEvent::Begin(Begin {
+                            xid: None,
+                            commit_time: Some(nanos_to_micros(v.ts)),
+                        }))
+                        .await?;
+                    open = Some(v.ts);
+                }
+                if let Some(schema) = announce {
+                    self.out.push(ChangeEvent::Schema(schema)).await?;
+                }
+                self.out.push(ChangeEvent::Row(change)).await?;
+            }
+            token = Some(next.clone());
+            let Some(ts) = consistent else {
+                // Still walking: nothing here is a consistent state yet.
+                self.out.flush().await?;
+                continue;
+            };
+            if ts < last_ts {
+                return Err(SourceError::decode(format!(
+                    "data sync answered snapshotTs {ts} below its last ts {last_ts}"
+                ))
+                .into());
+            }
+            let at = sync_checkpoint(ts, &next)?;
+            if snapshotting {
+                self.finish_snapshot(&mut started, at).await?;
+                snapshotting = false;
+                emitted_ts = ts;
+            } else if rewalk {
+                self.out
+                    .push(ChangeEvent::Commit(Commit {
+                        checkpoint: at,
+                        commit_time: Some(nanos_to_micros(ts)),
+                    }))
+                    .await?;
+                rewalk = false;
+                emitted_ts = ts;
+            } else if let Some(t) = open {
+                self.out
+                    .push(ChangeEvent::Commit(Commit {
+                        checkpoint: at,
+                        commit_time: Some(nanos_to_micros(t)),
+                    }))
+                    .await?;
+                emitted_ts = ts;
+            } else if ts > emitted_ts {
+                self.out.push(ChangeEvent::Keepalive(at.clone())).await?;
+                emitted_ts = ts;
+            }
+            for m in markers {
+                self.out
+                    .push(ChangeEvent::CheckpointObserved(cursor_checkpoint(m)?))
+                    .await?;
+            }
+            if Instant::now() >= next_schema_check {
+                next_schema_check = Instant::now() + self.config.schema_check_interval();
+                let at = sync_checkpoint(ts, &next)?;
+                self.check_deleted_tables(&mut replicated, at).await?;
+            }
+            self.out.flush().await?;
+            self.note_acks(ts);
+            if matches!(page.status, SyncStatus::UpToDate { .. }) {
+                if open.is_none() {
+                    self.out.stats().record_idle();
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(self.config.polling_interval()) => {}
+                    _ = self.out.closed() => return Err(Stop::Closed),
+                }
+            }
+        }
+    }
+
+    async fn start_table(&mut self, table: &str) -> Step<()> {
+        self.out
+            .push(ChangeEvent::Snapshot(SnapshotProgress::TableStarted {
+                table: TableName::new(SCHEMA, table),
+                estimated_rows: None,
+            }))
+            .await
+    }
+
+    /// Ends the initial snapshot at its first consistent page: every selected table done
+    /// (those the deployment has but the walk sent nothing for, with 0 rows), then `Done`.
+    async fn finish_snapshot(
+        &mut self,
+        started: &mut BTreeMap<String, u64>,
+        at: Checkpoint,
+    ) -> Step<()> {
+        let tables = self.selection.snapshot_tables(self.catalog.known_tables());
+        for table in tables {
+            if let Entry::Vacant(slot) = started.entry(table) {
+                self.start_table(slot.key()).await?;
+                slot.insert(0);
+            }
+        }
+        for (table, rows) in std::mem::take(started) {
+            self.out
+                .push(ChangeEvent::Snapshot(SnapshotProgress::TableDone {
+                    table: TableName::new(SCHEMA, &table),
+                    rows,
+                }))
+                .await?;
+        }
+        self.out
+            .push(ChangeEvent::Snapshot(SnapshotProgress::Done {
+                checkpoint: at,
+            }))
+            .await?;
+        self.out.flush().await
+    }
+}
