@@ -258,11 +258,16 @@ pub(crate) async fn check(
     } else {
         expire_days * 86_400.0
     };
+    // 0 means never purged automatically; under a day, an outage over a night loses the
+    // stream's history.
     if expire > 0.0 && expire < 86_400.0 {
         report.warning(
             "binlog_expire_logs_seconds",
-            format!("binlogs are purged after {expire} s: a stream stopped longer than that must resnapshot"),
-            "SET GLOBAL binlog_expire_logs_seconds = 604800 (7 days) or more",
+            format!(
+                "binlogs are purged after {:.1} hours (binlog_expire_logs_seconds / expire_logs_days): a stream stopped longer than that must start from scratch (snapshot)",
+                expire / 3600.0
+            ),
+            "SET GLOBAL binlog_expire_logs_seconds = 604800 (7 days) or more, and the same in the server's configuration file",
         );
     }
 
@@ -484,6 +489,32 @@ mod tests {
             "{:?}",
             report.problems
         );
+    }
+
+    /// Binlogs kept for less than a day are a warning (not an error: the stream works, but an
+    /// outage over a night loses its history).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn short_binlog_expiry_is_a_warning() {
+        let server = start_or_skip!(
+            MariaDbServer::builder()
+                .setting("binlog_expire_logs_seconds", "3600")
+                .start()
+                .await
+        );
+        server
+            .sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY)")
+            .await
+            .expect("schema");
+        let config = MySqlConfig::parse(&server.database_url("app")).expect("url");
+        let report = MySqlSource::new(config).check().await.expect("check");
+        let warning = report
+            .problems
+            .iter()
+            .find(|p| p.setting == "binlog_expire_logs_seconds")
+            .unwrap_or_else(|| panic!("no expiry warning: {:?}", report.problems));
+        assert_eq!(warning.severity, powersync_source_core::Severity::Warning);
+        assert!(warning.what.contains("1.0 hours"), "{}", warning.what);
+        assert!(report.is_ready(), "{:?}", report.problems);
     }
 
     #[test]

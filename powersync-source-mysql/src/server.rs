@@ -163,17 +163,14 @@ pub(crate) async fn ensure_history(
                 .await
                 .map_err(|e| sql_error(e, "comparing with gtid_purged"))?;
             if ok != Some(1) {
-                return Err(lost(
-                    "@@gtid_purged holds transactions the checkpoint has not seen".into(),
-                ));
+                let oldest = oldest_binlog(conn).await?.unwrap_or_else(|| "none".into());
+                return Err(lost(format!(
+                    "@@gtid_purged holds transactions the checkpoint has not seen (the oldest binlog kept is {oldest})"
+                )));
             }
         }
         (GtidState::MariaDb(state), Flavour::MariaDb) if !state.is_empty() => {
-            let logs: Vec<Row> = conn
-                .query("SHOW BINARY LOGS")
-                .await
-                .map_err(|e| sql_error(e, "listing binary logs"))?;
-            let Some(oldest) = logs.first().and_then(|r| r.get::<String, _>(0)) else {
+            let Some(oldest) = oldest_binlog(conn).await? else {
                 return Ok(());
             };
             let events: Vec<Row> = conn
@@ -211,18 +208,87 @@ pub(crate) async fn ensure_history(
             }
         }
         _ => {
-            let logs: Vec<Row> = conn
-                .query("SHOW BINARY LOGS")
-                .await
-                .map_err(|e| sql_error(e, "listing binary logs"))?;
-            let oldest = logs
-                .first()
-                .and_then(|r| r.get::<String, _>(0))
-                .and_then(|f| BinlogPosition::split_file_name(&f).map(|(_, i)| i));
-            if oldest.is_some_and(|o| pos.file_index < o) {
-                return Err(lost("the binlog file was purged".into()));
+            let Some(oldest) = oldest_binlog(conn).await? else {
+                return Ok(());
+            };
+            let purged = BinlogPosition::split_file_name(&oldest)
+                .is_some_and(|(_, index)| pos.file_index < index);
+            if purged {
+                return Err(lost(format!(
+                    "{} was purged (the oldest binlog kept is {oldest})",
+                    pos.file_name()
+                )));
             }
         }
     }
     Ok(())
+}
+
+/// The oldest binlog file the server keeps (`SHOW BINARY LOGS`), `None` when it lists none.
+async fn oldest_binlog(conn: &mut Conn) -> Result<Option<String>, SourceError> {
+    let logs: Vec<Row> = conn
+        .query("SHOW BINARY LOGS")
+        .await
+        .map_err(|e| sql_error(e, "listing binary logs"))?;
+    Ok(logs.first().and_then(|r| r.get::<String, _>(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use mysql_async::prelude::Queryable;
+    use powersync_source_core::position::{BinlogPosition, GtidState};
+    use powersync_source_core::ErrorKind;
+    use powersync_source_testkit::{start_or_skip, MariaDbServer};
+
+    use super::{ensure_history, oldest_binlog, ServerInfo};
+    use crate::MySqlConfig;
+
+    /// A position in a purged binlog file is `HistoryLost` naming that file and the oldest one
+    /// the server still keeps.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purged_binlog_file_is_named() {
+        let server = start_or_skip!(MariaDbServer::builder().start().await);
+        let config = MySqlConfig::parse(&server.database_url("test")).expect("url");
+        let mut conn = crate::connect_sql(&config).await.expect("connect");
+        let first = oldest_binlog(&mut conn)
+            .await
+            .expect("binlogs")
+            .expect("one binlog");
+        conn.query_drop("FLUSH BINARY LOGS").await.expect("flush");
+        conn.query_drop("FLUSH BINARY LOGS").await.expect("flush");
+        let logs: Vec<(String, u64)> = conn.query("SHOW BINARY LOGS").await.expect("list");
+        let last = logs.last().expect("a binlog").0.clone();
+        // MariaDB keeps a file until its binlog checkpoint (InnoDB flushed its commits), which
+        // comes a moment after the flush: purge until it is gone.
+        for _ in 0..50 {
+            conn.query_drop(format!(
+                "PURGE BINARY LOGS TO {}",
+                crate::connection::literal(&last)
+            ))
+            .await
+            .expect("purge");
+            if oldest_binlog(&mut conn).await.expect("binlogs").as_deref() == Some(last.as_str()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let (basename, index) = BinlogPosition::split_file_name(&first).expect("a binlog name");
+        let pos = BinlogPosition {
+            file_index: index,
+            offset: 4,
+            basename: basename.to_string(),
+            gtid: GtidState::None,
+        };
+        let info = ServerInfo::detect(&mut conn).await.expect("server info");
+        let e = ensure_history(&mut conn, &info, &pos)
+            .await
+            .expect_err("the file is purged");
+        assert_eq!(e.kind(), ErrorKind::HistoryLost);
+        let text = e.to_string();
+        assert!(text.contains(&format!("{first} was purged")), "{text}");
+        assert!(
+            text.contains(&format!("the oldest binlog kept is {last}")),
+            "{text}"
+        );
+    }
 }
