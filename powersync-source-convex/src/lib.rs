@@ -1,21 +1,39 @@
-//! Convex connector for powersync-source, over Convex's streaming export HTTP API
-//! (`/api/list_snapshot`, `/api/document_deltas`, `/api/get_table_column_names`,
-//! `/api/json_schemas`) and one shared `reqwest` client (rustls).
+//! Convex connector for powersync-source, over Convex's Data Sync API
+//! (`POST /api/v1/data/sync`) or its legacy streaming export endpoints
+//! (`/api/list_snapshot`, `/api/document_deltas`), with `/api/get_table_column_names` and
+//! `/api/json_schemas` for tables and types, over one shared `reqwest` client (rustls).
 //!
 //! # Which API, and what a deployment needs
 //!
-//! **API.** The connector speaks the legacy streaming export endpoints above, which every
-//! Convex deployment with streaming export (a Pro feature; on by default for `npx convex dev`
-//! and self-hosted backends) still serves and Convex's own Fivetran and Airbyte connectors
-//! use. Convex removed their documentation page on 2026-03-09 and names the Data Sync API
-//! (`POST /api/v1/data/sync`, out of beta since 2026-08-13) as their successor; this crate
-//! does not speak it yet, so a deployment must answer the legacy endpoints.
+//! **API.** Two transports sit behind the same [`ConvexSource`], chosen by `api=` in the URL
+//! ([`ConvexApi`]):
 //!
-//! **Snapshot age: 5 days.** An initial snapshot is read at one pinned timestamp, which
+//! - `api=auto` (the default): the **Data Sync API** where the deployment serves it, else the
+//!   streaming export endpoints. `start(Beginning)` asks for the first Data Sync page and falls
+//!   back on a 404; a streaming export checkpoint (`convex:v1:…`) is moved to the Data Sync
+//!   API through `POST /api/data_sync_cursor_from_deltas` (again falling back on a 404); a
+//!   Data Sync checkpoint (`convex:v2:…`) resumes on the Data Sync API; an interrupted
+//!   streaming export snapshot ([`StartFrom::Snapshot`](powersync_source_core::StartFrom::Snapshot))
+//!   is finished on streaming export.
+//! - `api=data_sync`: always the Data Sync API; a deployment without it fails `start` with a
+//!   404 [`Prerequisite`](powersync_source_core::ErrorKind::Prerequisite).
+//! - `api=streaming_export`: always the legacy endpoints; a Data Sync checkpoint is a
+//!   [`Config`](powersync_source_core::ErrorKind::Config) error.
+//!
+//! The Data Sync API (out of beta since 2026-08-13) is the successor Convex names for
+//! streaming export, whose documentation page it removed on 2026-03-09; both are Pro features
+//! (on by default for `npx convex dev` and self-hosted backends), and Convex's own Fivetran and
+//! Airbyte connectors still use the legacy endpoints, which every deployment with streaming
+//! export serves. `check()`, `discover()` and `write_checkpoint()` use the same calls on both
+//! transports (table names, encoding probe, marker).
+//!
+//! **Snapshot age: 5 days** (streaming export). An initial snapshot is read at one pinned timestamp, which
 //! Convex serves for at most 5 days (`LIST_SNAPSHOT_MAX_AGE_SECS`, 30 days before
 //! 2026-03-09). A snapshot, resumed or not, must finish within 5 days of its start, or it is
 //! [`HistoryLost`](powersync_source_core::ErrorKind::HistoryLost) and starts over. Deltas are
 //! kept for the deployment's retention window (14 days by default on self-hosted backends).
+//! On the Data Sync API there is no pinned snapshot to expire; a sync cursor outside the
+//! retention window is refused (`DataSyncCursorExpired`, `HistoryLost`).
 //!
 //! **Deploy keys.** Replication only reads: a read-only deploy key is enough. `check()` then
 //! warns that write checkpoints are off, and [`ChangeSource::write_checkpoint`] fails with
@@ -46,7 +64,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Consistency model
+//! # Consistency model on streaming export
 //!
 //! **One pinned snapshot.** Convex names every committed state by a timestamp (nanoseconds).
 //! `start(Beginning)` asks `list_snapshot` for the first page of the first table without a
@@ -116,13 +134,60 @@
 //! `check()` only warns; with the typed encoding field types are not needed, with
 //! `format=json` Int64 fields then arrive as base-10 text and Bytes as base64 text.
 //!
+//! # Consistency model on the Data Sync API
+//!
+//! One request, `POST /api/v1/data/sync` with an opaque cursor and a selection (the selected
+//! root tables and `powersync_checkpoints`, so write-checkpoint markers are observed; other
+//! components excluded), answers a page of document versions (`value`, `component`, `table`,
+//! `ts`, `deleted`), the tables to `truncate`, a `status` and the next cursor.
+//!
+//! **Initial snapshot.** A new sync walks every selected table (status `snapshotting`); during
+//! the walk the server may send a document more than once, and deletes, and the state is
+//! consistent only at the first `stale`/`upToDate` page, at its `snapshotTs`. The pages up to
+//! it are the snapshot: [`SnapshotProgress::TableStarted`] where a table's truncate arrives,
+//! each document as a snapshot row (to apply as an upsert; a delete as a delete), then
+//! `TableDone` for every selected table and [`SnapshotProgress::Done`] at the first consistent
+//! page. No resume token is given inside the walk, since no position there is a consistent
+//! state: a stream stopped during the initial sync starts it again.
+//!
+//! **Streaming.** Pages with a consistent status and no truncates follow the log, and become
+//! one transaction per commit timestamp as on streaming export. The page's last transaction
+//! commits at `(snapshotTs, next cursor)`; an earlier one at `(its ts, the cursor that asked for
+//! the page)`: resuming there asks for the same page again and drops what is at or below that
+//! timestamp, so nothing is repeated (if that page now walks a table instead, it is taken
+//! whole: nothing is lost, and rows of the log may be applied a second time as the same
+//! upserts). `upToDate` pages wait `polling_interval_ms`; `stale` and `snapshotting` pages
+//! are followed at once. A page with no selected rows is a keepalive when `snapshotTs` moved.
+//!
+//! **Tables added, selected or replaced.** The server then sends a truncate for the table and
+//! walks it again (status `snapshotting` until done). The connector makes one transaction from
+//! that page to the next consistent page: [`ChangeEvent::Truncate`] of the selected tables and
+//! every document in between as upserts, committed at that consistent page, so a restart in
+//! between resumes before it. Replaced tables need no row-count check on this transport.
+//! Tables deleted in the dashboard leave the sync silently; the periodic check reports them
+//! as a truncate, as on streaming export.
+//!
+//! **Positions.** The cursor is opaque and encrypted, so a checkpoint carries it with the
+//! timestamp it stands at: `convex:v2:<19-digit ts>:<cursor>` (see
+//! [`ConvexCursor`](powersync_source_core::position::ConvexCursor)). Checkpoints of one stream
+//! order as strings the way the stream produced them; a `v1` and a `v2` checkpoint are not
+//! meant to be compared. [`ChangeEvent::CheckpointObserved`] carries the `v1` checkpoint
+//! `write_checkpoint` returned, on both transports. Cursors the deployment no longer accepts
+//! (`DataSyncCursorExpired`, `InvalidDataSyncCursor`) are
+//! [`HistoryLost`](powersync_source_core::ErrorKind::HistoryLost).
+//!
+//! **Values** arrive in the fixed `export_json` encoding: the typed encoding with Int64 as a
+//! plain JSON integer (floats always carry a fraction or an exponent), so no `json_schemas`
+//! call is ever needed; column type names say `export_json`.
+//!
 //! # Values
 //!
-//! The stream asks for `format=convex_encoded_json` (the typed encoding Convex's own Fivetran
+//! On streaming export the stream asks for `format=convex_encoded_json` (the typed encoding Convex's own Fivetran
 //! and Airbyte connectors use) and falls back to `format=json`, typed through
 //! `/api/json_schemas`, when the deployment refuses it (`encoding=auto`; pin one with
 //! `encoding=typed|json`). Column type names say which: `int64 (convex_encoded_json)` or
-//! `int64 (json+json_schemas)`.
+//! `int64 (json+json_schemas)`. The Data Sync API's `export_json` gives the same values
+//! (`int64 (export_json)`).
 //!
 //! | Convex | SQLite value |
 //! |---|---|
@@ -179,6 +244,7 @@
 //! separately and sent as `Authorization: Convex <key>`.
 //!
 //! [`SnapshotProgress::Done`]: powersync_source_core::SnapshotProgress::Done
+//! [`SnapshotProgress::TableStarted`]: powersync_source_core::SnapshotProgress::TableStarted
 //! [`SnapshotProgress::ChunkDone`]: powersync_source_core::SnapshotProgress::ChunkDone
 //! [`SnapshotResume`]: powersync_source_core::SnapshotResume
 //! [`ChangeEvent::Keepalive`]: powersync_source_core::ChangeEvent::Keepalive

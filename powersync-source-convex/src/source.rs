@@ -16,7 +16,8 @@ use crate::decode::Encoding;
 use crate::replicator::{Plan, Replicator, Setup, SnapshotState, SyncStart};
 use crate::selection::Selection;
 
-/// A Convex deployment replicated through the streaming export API.
+/// A Convex deployment replicated through the Data Sync API or the streaming export API
+/// (chosen by [`ConvexConfig::api`]).
 ///
 /// One `reqwest` client (rustls) is shared by `check`, `discover`, `write_checkpoint` and every
 /// stream of this source. See the [crate docs](crate) for the consistency model.
@@ -103,10 +104,13 @@ impl ChangeSource for ConvexSource {
 
     /// Runs [`ChangeSource::check`] first and fails with every error-level problem it finds
     /// (one [`Prerequisite`](powersync_source_core::ErrorKind::Prerequisite) error), then
-    /// starts replication. `Beginning` pins one snapshot for every table and streams from
-    /// it; `Snapshot(token)` finishes an interrupted snapshot at the same pinned timestamp;
-    /// `Checkpoint` streams `document_deltas` after the checkpoint's cursor. A cursor or
-    /// snapshot older than the deployment's retention is
+    /// starts replication on the API [`ConvexConfig::api`] chooses (see the crate docs,
+    /// "Which API"). `Beginning` takes a consistent snapshot of every table (one pinned
+    /// `list_snapshot` timestamp, or the initial Data Sync walk) and streams from it;
+    /// `Snapshot(token)` finishes an interrupted streaming export snapshot at the same pinned
+    /// timestamp; `Checkpoint` streams after it (`convex:v1` through `document_deltas`, or
+    /// moved to the Data Sync API; `convex:v2` through the Data Sync API). A position older
+    /// than the deployment's retention is
     /// [`HistoryLost`](powersync_source_core::ErrorKind::HistoryLost) (reported by `start` or
     /// as the stream's first item).
     async fn start(&self, from: StartFrom) -> Result<ChangeStream> {

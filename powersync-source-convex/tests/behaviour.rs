@@ -502,10 +502,21 @@ async fn new_fields_announce_a_new_schema_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_mid_page_repeats_no_transaction() {
+    resuming_mid_page(ConvexApi::StreamingExport).await;
+}
+
+/// On the Data Sync API a commit inside a page stands at the cursor that asked for the page
+/// plus its timestamp: resuming there asks again and drops what is at or below it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_mid_page_repeats_no_transaction_on_data_sync() {
+    resuming_mid_page(ConvexApi::DataSync).await;
+}
+
+async fn resuming_mid_page(api: ConvexApi) {
     let fake = FakeConvex::start(KEY).await.unwrap();
     fake.set_page_sizes(100, 1000);
     let id = fake.insert("items", json!({"n": int64(0)})).unwrap();
-    let src = source(&fake, &["items"]);
+    let src = source_on(&fake, &["items"], api);
     let mut stream = src.start(StartFrom::Beginning).await.unwrap();
     read_until(&mut stream, |e| {
         matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
@@ -545,6 +556,11 @@ async fn resuming_mid_page_repeats_no_transaction() {
     .unwrap();
     assert_eq!(again, values[7..].to_vec());
     assert!(commits.windows(2).all(|w| w[0] < w[1]));
+    let version = if api == ConvexApi::DataSync { 2 } else { 1 };
+    assert!(
+        commits.iter().all(|c| c.version() == version),
+        "{commits:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use powersync_source_convex::{ConvexConfig, Int64Mode, ValueEncoding};
+use powersync_source_convex::{ConvexApi, ConvexConfig, Int64Mode, ValueEncoding};
 use powersync_source_core::ErrorKind;
 
 const KEY: &str = "prod:happy-animal-123|secretpart";
@@ -30,6 +30,15 @@ fn accepts_every_documented_scheme() {
         assert_eq!(c.polling_interval(), Duration::from_millis(1000));
         assert_eq!(c.int64(), Int64Mode::Text);
         assert_eq!(c.encoding(), ValueEncoding::Auto);
+        assert_eq!(c.api(), ConvexApi::Auto);
+    }
+    for (value, api) in [
+        ("auto", ConvexApi::Auto),
+        ("data_sync", ConvexApi::DataSync),
+        ("streaming_export", ConvexApi::StreamingExport),
+    ] {
+        let c = ConvexConfig::parse(&format!("https://x.convex.cloud?api={value}"), Some(KEY));
+        assert_eq!(c.unwrap().api(), api, "{value}");
     }
 }
 
@@ -61,6 +70,7 @@ fn refusals_are_config_errors_without_the_key() {
         ("https://x.convex.cloud?polling_interval_ms=0", Some(KEY)),
         ("https://x.convex.cloud?int64=float", Some(KEY)),
         ("https://x.convex.cloud?bogus=1", Some(KEY)),
+        ("https://x.convex.cloud?api=datasync", Some(KEY)),
     ] {
         let e = ConvexConfig::parse(url, key).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config, "{url}: {e}");

@@ -1,6 +1,7 @@
 //! The Data Sync API of `FakeConvex` (`POST /api/v1/data/sync`,
-//! `POST /api/data_sync_cursor_from_deltas`), held to the server's documented behaviour. The
-//! connector does not use it yet; these tests keep the double honest for when it does.
+//! `POST /api/data_sync_cursor_from_deltas`), held to the server's documented behaviour,
+//! spoken to directly (the connector's use of it is tested in `data_sync.rs` and by the
+//! conformance suite).
 
 use powersync_source_convex::testing::{bytes, float, int64, FakeConvex};
 use serde_json::{json, Value as Json};

@@ -3,6 +3,7 @@
 mod behaviour;
 mod config;
 mod conformance;
+mod data_sync;
 mod decode_props;
 mod deployments;
 mod double_data_sync;

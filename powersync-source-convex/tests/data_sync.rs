@@ -1,0 +1,192 @@
+//! The connector on the Data Sync API: choosing the API, moving a streaming export position
+//! over, and the errors of positions that cannot be resumed.
+
+use powersync_source_convex::testing::{int64, FakeConvex};
+use powersync_source_convex::ConvexApi;
+use powersync_source_core::position::ConvexCursor;
+use powersync_source_core::{
+    ChangeEvent, ChangeSource, Checkpoint, ErrorKind, Position, SnapshotProgress, StartFrom,
+};
+use serde_json::json;
+
+use crate::behaviour::{read_until, rows, seed, source_on};
+use crate::workload::KEY;
+
+/// The `n` values of the rows in `events`, in order.
+fn ns(events: &[ChangeEvent]) -> Vec<String> {
+    rows(events)
+        .map(|r| format!("{:?}", r.new.as_ref().unwrap().get_by_name(&r.table, "n")))
+        .collect()
+}
+
+/// Streams from the beginning until `writes` committed transactions after the snapshot have
+/// passed; returns the last commit's checkpoint.
+async fn stream_to_checkpoint(fake: &FakeConvex, api: ConvexApi, writes: i64) -> Checkpoint {
+    let src = source_on(fake, &["items"], api);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    for n in 0..writes {
+        fake.insert("items", json!({"n": int64(100 + n)})).unwrap();
+    }
+    let mut commits = Vec::new();
+    read_until(&mut stream, |e| {
+        if let ChangeEvent::Commit(c) = e {
+            commits.push(c.checkpoint.clone());
+        }
+        commits.len() as i64 == writes
+    })
+    .await
+    .unwrap();
+    commits.pop().unwrap()
+}
+
+/// A streaming export checkpoint resumes on the Data Sync API (through
+/// `data_sync_cursor_from_deltas`) with exactly the later writes, and the stream's positions
+/// are Data Sync ones from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_export_checkpoint_moves_to_data_sync() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    seed(&fake, "items", 3);
+    let legacy = stream_to_checkpoint(&fake, ConvexApi::StreamingExport, 2).await;
+    assert_eq!(legacy.version(), 1);
+    fake.insert("items", json!({"n": int64(7)})).unwrap();
+    fake.insert("items", json!({"n": int64(8)})).unwrap();
+    for api in [ConvexApi::Auto, ConvexApi::DataSync] {
+        let before = fake.requests_to("/api/data_sync_cursor_from_deltas");
+        let src = source_on(&fake, &["items"], api);
+        let mut stream = src
+            .start(StartFrom::Checkpoint(legacy.clone()))
+            .await
+            .unwrap();
+        let mut commits = Vec::new();
+        let events = read_until(&mut stream, |e| {
+            if let ChangeEvent::Commit(c) = e {
+                commits.push(c.checkpoint.clone());
+            }
+            commits.len() == 2
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            ns(&events),
+            vec!["Some(Text(\"7\"))", "Some(Text(\"8\"))"],
+            "{api:?}"
+        );
+        assert!(commits.iter().all(|c| c.version() == 2), "{commits:?}");
+        let at = ConvexCursor::from_checkpoint(&commits[1]).unwrap();
+        assert!(
+            at.token().is_some()
+                && at.get() > ConvexCursor::from_checkpoint(&legacy).unwrap().get()
+        );
+        assert_eq!(
+            fake.requests_to("/api/data_sync_cursor_from_deltas"),
+            before + 1
+        );
+    }
+}
+
+/// `api=auto` on a deployment without the Data Sync API keeps a streaming export checkpoint
+/// on streaming export; `api=data_sync` says the deployment lacks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_data_sync_auto_stays_on_streaming_export() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.set_data_sync_available(false);
+    seed(&fake, "items", 2);
+    let legacy = stream_to_checkpoint(&fake, ConvexApi::Auto, 1).await;
+    assert_eq!(legacy.version(), 1);
+    fake.insert("items", json!({"n": int64(9)})).unwrap();
+    let src = source_on(&fake, &["items"], ConvexApi::Auto);
+    let mut stream = src
+        .start(StartFrom::Checkpoint(legacy.clone()))
+        .await
+        .unwrap();
+    let events = read_until(&mut stream, |e| matches!(e, ChangeEvent::Commit(_)))
+        .await
+        .unwrap();
+    assert_eq!(ns(&events), vec!["Some(Text(\"9\"))"]);
+    let e = source_on(&fake, &["items"], ConvexApi::DataSync)
+        .start(StartFrom::Checkpoint(legacy))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Prerequisite, "{e}");
+    assert_eq!(e.code(), Some("404"));
+}
+
+/// A Data Sync position cannot be resumed on streaming export, and one the deployment no
+/// longer holds is history lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_sync_positions_that_cannot_be_resumed() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    seed(&fake, "items", 2);
+    let at = stream_to_checkpoint(&fake, ConvexApi::DataSync, 1).await;
+    assert_eq!(at.version(), 2);
+    let e = source_on(&fake, &["items"], ConvexApi::StreamingExport)
+        .start(StartFrom::Checkpoint(at.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    fake.expire_history();
+    let src = source_on(&fake, &["items"], ConvexApi::Auto);
+    let e = match src.start(StartFrom::Checkpoint(at)).await {
+        Err(e) => e,
+        Ok(mut s) => read_until(&mut s, |_| false).await.unwrap_err(),
+    };
+    assert_eq!(e.kind(), ErrorKind::HistoryLost, "{e}");
+}
+
+/// The initial snapshot on the Data Sync API: every selected table started and done, rows as
+/// snapshot rows, `Done` at a Data Sync position; no resume token inside the walk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_initial_sync_is_the_snapshot() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.set_page_sizes(4, 128);
+    seed(&fake, "items", 10);
+    seed(&fake, "other", 3);
+    fake.create_table("empty");
+    let src = source_on(&fake, &["items", "other", "empty"], ConvexApi::DataSync);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    let events = read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    let mut started = Vec::new();
+    let mut done = Vec::new();
+    for e in &events {
+        match e {
+            ChangeEvent::Snapshot(SnapshotProgress::TableStarted { table, .. }) => {
+                started.push(table.name.clone())
+            }
+            ChangeEvent::Snapshot(SnapshotProgress::TableDone { table, rows }) => {
+                done.push((table.name.clone(), *rows))
+            }
+            ChangeEvent::Snapshot(SnapshotProgress::ChunkDone { .. }) => {
+                panic!("a resume token inside the walk")
+            }
+            ChangeEvent::Snapshot(SnapshotProgress::Done { checkpoint }) => {
+                assert_eq!(checkpoint.version(), 2)
+            }
+            ChangeEvent::Row(r) => assert!(r.snapshot),
+            ChangeEvent::Begin(_) | ChangeEvent::Commit(_) => {
+                panic!("a transaction in the snapshot")
+            }
+            _ => {}
+        }
+    }
+    started.sort();
+    done.sort();
+    assert_eq!(started, vec!["empty", "items", "other"]);
+    assert_eq!(
+        done,
+        vec![
+            ("empty".to_string(), 0),
+            ("items".to_string(), 10),
+            ("other".to_string(), 3)
+        ]
+    );
+    assert_eq!(rows(&events).count(), 13);
+}
