@@ -15,14 +15,34 @@ const CHECK: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_invalidated_during_the_snapshot_ends_the_stream_within_one_check() {
+    invalidated_during_the_snapshot(None).await;
+}
+
+/// On 17+ the server says why (`invalidation_reason`), and the error carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_18_the_invalidation_reason_is_in_the_error() {
+    if std::env::var_os("POWERSYNC_SKIP_PG_MATRIX").is_some() {
+        eprintln!("SKIPPED: PostgreSQL 18 (POWERSYNC_SKIP_PG_MATRIX is set)");
+        return;
+    }
+    let dir = powersync_source_testkit::postgres::postgres_binaries_for_major(18).await;
+    let Some(dir) = powersync_source_testkit::or_skip(dir) else {
+        return;
+    };
+    invalidated_during_the_snapshot(Some(dir)).await;
+}
+
+/// A throttled snapshot (the host stops reading) while another table writes 128 MB and a
+/// checkpoint removes the WAL the slot needs.
+async fn invalidated_during_the_snapshot(bin_dir: Option<std::path::PathBuf>) {
     powersync_source_testkit::init_tracing();
-    let pg = start_or_skip!(
-        PostgresServer::builder()
-            .setting("max_slot_wal_keep_size", "16MB")
-            .setting("max_wal_size", "64MB")
-            .start()
-            .await
-    );
+    let mut builder = PostgresServer::builder()
+        .setting("max_slot_wal_keep_size", "16MB")
+        .setting("max_wal_size", "64MB");
+    if let Some(dir) = bin_dir {
+        builder = builder.bin_dir(dir);
+    }
+    let pg = start_or_skip!(builder.start().await);
     pg.psql(
         "CREATE TABLE big (id int PRIMARY KEY, v text);
          INSERT INTO big SELECT g, 'row ' || g FROM generate_series(1, 200000) g;
@@ -86,7 +106,7 @@ async fn a_slot_invalidated_during_the_snapshot_ends_the_stream_within_one_check
         "{text}"
     );
     if pg.major_version() >= 17 {
-        assert!(text.contains("wal_removed"), "{text}");
+        assert!(text.contains("(reason: wal_removed)"), "{text}");
     }
     assert!(!snapshot_done, "ended before the copy finished");
     assert!(stream.next().await.is_none());
