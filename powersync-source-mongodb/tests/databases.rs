@@ -333,3 +333,91 @@ async fn databases_parameter_and_checkpoint_database() {
     let e = bare.check().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config, "{e}");
 }
+
+/// Transactions over two databases committed while the stream reads (so a read may come
+/// between their events on the server) each arrive as one begin/commit holding all their rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transactions_over_two_databases_stay_whole() {
+    let Some(server) = secantus(&[]).await else {
+        return;
+    };
+    let driver = client(&url(&server, "", "")).await;
+    let orders = driver.database("shop").collection::<Document>("orders");
+    let invoices = driver
+        .database("billing")
+        .collection::<Document>("invoices");
+    orders
+        .insert_one(doc! {"_id": -1, "v": "seed"})
+        .await
+        .unwrap();
+    invoices
+        .insert_one(doc! {"_id": -1, "v": "seed"})
+        .await
+        .unwrap();
+    let source_url = url(&server, "", "post_images=off&max_await_ms=50");
+    let source = MongoSource::new(MongoConfig::parse(&source_url).unwrap())
+        .with_tables(vec![
+            TableName::new("shop", "orders"),
+            TableName::new("billing", "invoices"),
+        ])
+        .with_retry(fast_retry());
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let mut state = State::new();
+    let mut seen = Seen::default();
+    read_until(&mut stream, &mut state, &mut seen, |_, s| s.snapshot_done).await;
+    const N: i64 = 60;
+    let writer = {
+        let (driver, orders, invoices) = (driver.clone(), orders.clone(), invoices.clone());
+        tokio::spawn(async move {
+            let mut committed = 0;
+            for i in 0..N {
+                let mut session = driver.start_session().await.unwrap();
+                session.start_transaction().await.unwrap();
+                let ok = async {
+                    orders
+                        .insert_one(doc! {"_id": i, "v": "t"})
+                        .session(&mut session)
+                        .await?;
+                    invoices
+                        .insert_one(doc! {"_id": i, "v": "t"})
+                        .session(&mut session)
+                        .await?;
+                    orders
+                        .update_one(doc! {"_id": -1}, doc! {"$set": {"v": format!("t{i}")}})
+                        .session(&mut session)
+                        .await?;
+                    session.commit_transaction().await
+                }
+                .await;
+                match ok {
+                    Ok(()) => committed += 1,
+                    Err(e) => panic!("transaction {i}: {e}"),
+                }
+            }
+            committed
+        })
+    };
+    // Read while the writer commits, a batch at a time.
+    while !writer.is_finished() {
+        let before = seen.transactions.len();
+        read_until(&mut stream, &mut state, &mut seen, |_, s| {
+            s.transactions.len() > before || writer.is_finished()
+        })
+        .await;
+    }
+    let committed = writer.await.unwrap();
+    assert_eq!(committed, N);
+    let marker = source.write_checkpoint().await.unwrap();
+    read_until(&mut stream, &mut state, &mut seen, |_, s| {
+        s.observed.contains(&marker)
+    })
+    .await;
+    let whole = vec![
+        "shop.orders".to_string(),
+        "billing.invoices".to_string(),
+        "shop.orders".to_string(),
+    ];
+    let broken: Vec<&Vec<String>> = seen.transactions.iter().filter(|t| **t != whole).collect();
+    assert!(broken.is_empty(), "{:?}", seen.transactions);
+    assert_eq!(seen.transactions.len() as i64, N);
+}
