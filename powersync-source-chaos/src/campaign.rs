@@ -433,7 +433,9 @@ async fn inject(
             proxy.set_mode(ProxyMode::Pass);
         }
         FaultKind::RefuseConnections => {
+            // Open connections are cut too, so the connector's reconnects meet the refusal.
             proxy.set_mode(ProxyMode::Refuse);
+            proxy.drop_all();
             tokio::time::sleep(fault.hold).await;
             proxy.set_mode(ProxyMode::Pass);
         }

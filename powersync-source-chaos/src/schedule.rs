@@ -29,8 +29,8 @@ pub enum FaultKind {
     BlackHole,
     /// The proxy forwards a few bytes at a time with a delay between them, for the hold time.
     Trickle,
-    /// The proxy closes every new connection as soon as it is accepted, for the hold time
-    /// (open connections are left alone).
+    /// The proxy closes every open connection, then every new one as soon as it is accepted,
+    /// for the hold time.
     RefuseConnections,
 }
 
