@@ -75,16 +75,24 @@ impl Reconnect {
             return Err(Stop::Failed(error));
         };
         out.abort_open_transaction().await?;
-        tracing::warn!(
-            source = out.stats().source().unwrap_or("unknown"),
-            error = %error,
-            attempt = self.outage.as_ref().map_or(0, Backoff::attempts),
-            delay_ms = delay.as_millis() as u64,
-            "stream connection failed; reconnecting"
-        );
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => Ok(()),
-            _ = out.closed() => Err(Stop::Closed),
-        }
+        let source = out.stats().source().unwrap_or("unknown");
+        let attempt = self.outage.as_ref().map_or(0, Backoff::attempts);
+        // The wait runs in a span carrying the source, so what a host logs meanwhile (and
+        // the connector's next connect) is attributed to this reconnect.
+        let span = tracing::info_span!("reconnect", source, attempt);
+        span.in_scope(|| {
+            tracing::warn!(
+                error = %error,
+                delay_ms = delay.as_millis() as u64,
+                "stream connection failed; reconnecting"
+            )
+        });
+        let wait = async {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => Ok(()),
+                _ = out.closed() => Err(Stop::Closed),
+            }
+        };
+        tracing::Instrument::instrument(wait, span).await
     }
 }

@@ -14,6 +14,7 @@ use postgres_protocol::escape::{escape_identifier, escape_literal};
 use powersync_source_core::{Row, SourceError, Value};
 use tokio::sync::{mpsc, Mutex};
 use tokio_postgres::Client;
+use tracing::Instrument;
 
 use copy_binary::{tuple_fields, CopyBinaryParser};
 use resume::encode_key;
@@ -179,7 +180,16 @@ pub(crate) async fn read_tables(
             loop {
                 let job = queue.lock().await.pop_front();
                 let Some(job) = job else { break };
-                read_table(&client, &registry, job, chunk_rows, &tx).await?;
+                // One span per piece read (a table, a resumed rest, or a block range), so
+                // its log lines and timings carry the table.
+                let span = tracing::debug_span!(
+                    "snapshot_chunk",
+                    source = "postgres",
+                    table = %job.table.schema.name
+                );
+                read_table(&client, &registry, job, chunk_rows, &tx)
+                    .instrument(span)
+                    .await?;
             }
             client
                 .batch_execute("COMMIT")
