@@ -154,9 +154,11 @@
 //! one transaction per commit timestamp as on streaming export. The page's last transaction
 //! commits at `(snapshotTs, next cursor)`; an earlier one at `(its ts, the cursor that asked for
 //! the page)`: resuming there asks for the same page again and drops what is at or below that
-//! timestamp, so nothing is repeated (if that page now walks a table instead, it is taken
-//! whole: nothing is lost, and rows of the log may be applied a second time as the same
-//! upserts). `upToDate` pages wait `polling_interval_ms`; `stale` and `snapshotting` pages
+//! timestamp (from every page until one reaches past it), so nothing is repeated. If that
+//! page now walks a table instead (one was added or replaced meanwhile), it is taken whole:
+//! nothing is lost, rows of the log may be applied a second time as the same upserts and
+//! deletes, and the next checkpoint may stand at an earlier timestamp than the one resumed
+//! from. `upToDate` pages wait `polling_interval_ms`; `stale` and `snapshotting` pages
 //! are followed at once. A page with no selected rows is a keepalive when `snapshotTs` moved.
 //!
 //! **Tables added, selected or replaced.** The server then sends a truncate for the table and

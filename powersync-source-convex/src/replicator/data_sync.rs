@@ -15,9 +15,12 @@
 //!   per commit timestamp, as with `document_deltas`. The page's last transaction commits at
 //!   `convex:v2:<snapshotTs>:<next cursor>`; an earlier one at `convex:v2:<its ts>:<the cursor
 //!   that asked for this page>`: resuming there asks for the same page again and drops what is
-//!   at or below that timestamp (only from a page that follows the log: a page that walks a
-//!   table, which a re-read might become, is taken whole, so nothing is lost). A page with no
-//!   selected rows is a keepalive when `snapshotTs` moved.
+//!   at or below that timestamp, from every page until one reaches past it (a page read again
+//!   may end sooner). Only pages that follow the log are filtered: a page that walks a table,
+//!   which a re-read might become, is taken whole, so nothing is lost (rows of the log may
+//!   then be applied twice, as the same upserts and deletes, and the next checkpoint may stand
+//!   at an earlier timestamp than the one resumed from). A page with no selected rows is a
+//!   keepalive when `snapshotTs` moved.
 //! - **Re-walks.** When a table appears, enters the selection or is replaced wholesale, the
 //!   server sends a truncate for it and walks it again (status `snapshotting` until done):
 //!   one transaction from that page to the next consistent one, holding `Truncate` of the
@@ -86,6 +89,8 @@ impl Replicator {
             SyncStart::Resume { ts, token } => (Some(token), Some(ts), None, false),
         };
         let mut emitted_ts = skip_through.unwrap_or(-1);
+        // The last consistent timestamp: the log continues above it.
+        let mut floor = -1;
         // Rows per table of the initial snapshot, in the order the tables started.
         let mut started: BTreeMap<String, u64> = BTreeMap::new();
         // Inside a re-walk transaction.
@@ -112,7 +117,13 @@ impl Replicator {
             };
             let consistent = page.status.consistent_at();
             let follows_log = consistent.is_some() && page.truncates.is_empty();
-            let skip = skip_through.take().filter(|_| follows_log && !snapshotting);
+            // What a resumed stream already delivered: dropped from pages that follow the log
+            // until one reaches past it (a re-read page may end sooner than the first read
+            // did); a page that walks a table is taken whole, so nothing is lost.
+            let skip = skip_through.filter(|_| follows_log && !snapshotting);
+            if !follows_log || consistent.is_some_and(|ts| skip_through.is_some_and(|x| ts >= x)) {
+                skip_through = None;
+            }
             let next = page.pagination.next_cursor;
             let truncated: Vec<String> = page
                 .truncates
@@ -149,7 +160,7 @@ impl Replicator {
             }
             // The log part: one transaction per timestamp, in timestamp order.
             let mut open: Option<i64> = None;
-            let mut last_ts = emitted_ts;
+            let mut last_ts = floor;
             let mut markers = Vec::new();
             for v in page.values {
                 if !v.component.is_empty() || skip.is_some_and(|s| v.ts <= s) {
@@ -232,6 +243,7 @@ impl Replicator {
                 ))
                 .into());
             }
+            floor = ts;
             let at = sync_checkpoint(ts, &next)?;
             if snapshotting {
                 self.finish_snapshot(&mut started, at).await?;
