@@ -371,7 +371,7 @@ async fn retention_warnings(
             report.warning(
                 "max_slot_wal_keep_size",
                 "max_slot_wal_keep_size is -1: a replication slot keeps WAL without limit, so a stopped or slow stream fills the server's disk",
-                "set a budget larger than the WAL written during the longest snapshot and outage you want to survive, e.g. `ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();` (the stream reports its use: powersync_source_retained_bytes)",
+                "give max_slot_wal_keep_size a budget larger than the WAL written during the longest snapshot and outage to survive (postgresql.conf or the provider's parameters; a reload applies it); the stream reports its use as powersync_source_retained_bytes",
             );
         }
     }
