@@ -1,5 +1,6 @@
-//! `tail --metrics-addr`: the Prometheus endpoint against a throwaway PostgreSQL, scraped
-//! while changes stream and after the walsender is killed.
+//! `tail --metrics-addr`: the Prometheus endpoint against throwaway PostgreSQL and MariaDB
+//! servers, scraped while changes stream and after the walsender / binlog dump thread is
+//! killed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -203,14 +204,7 @@ async fn tail_serves_prometheus_metrics() {
     .await;
     let second = scrape(&addr).await;
 
-    for (series, before) in &first {
-        let name = series.split('{').next().unwrap_or_default();
-        if !name.ends_with("_total") {
-            continue;
-        }
-        let after = second.get(series).copied().unwrap_or(0.0);
-        assert!(after >= *before, "{series} went from {before} to {after}");
-    }
+    assert_monotonic(&first, &second);
     let rows = row_lines(&tail.lines, false);
     assert!(rows >= 32, "{rows} streamed rows");
     assert_eq!(
@@ -241,4 +235,108 @@ async fn an_unusable_metrics_address_fails_at_start() {
     .await;
     assert_eq!(r.code(), 1, "stderr:\n{}", r.stderr);
     assert!(r.stderr.contains("--metrics-addr"), "stderr:\n{}", r.stderr);
+}
+
+/// The same against MariaDB: rows by table and op, the reconnect after the binlog dump thread
+/// is killed, counters never decreasing.
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_serves_prometheus_metrics_for_mariadb() {
+    use powersync_source_testkit::{self as testkit, MariaDbServer};
+
+    testkit::init_tracing();
+    let Some(db) = testkit::or_skip(MariaDbServer::builder().start().await) else {
+        return;
+    };
+    db.sql(
+        "CREATE TABLE test.t (id BIGINT PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO test.t VALUES (1, 'a'), (2, 'b'), (3, 'c');",
+    )
+    .await
+    .expect("schema");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let url = db.database_url("test");
+    let mut tail = Proc::spawn(
+        TAIL,
+        &[&url, "--metrics-addr", &addr, "--exit-when-idle", "30"],
+    );
+    tail.wait_line("snapshot_done", |j| j["kind"] == "snapshot_done")
+        .await;
+    db.sql(
+        "INSERT INTO test.t VALUES (10, 'x'), (11, 'y');
+         UPDATE test.t SET v = 'A' WHERE id = 1;
+         DELETE FROM test.t WHERE id = 2;",
+    )
+    .await
+    .expect("writes");
+    tail.wait_line("the delete", |j| {
+        j["kind"] == "row" && j["op"] == "delete" && j["key"]["id"] == 2
+    })
+    .await;
+    let first = scrape(&addr).await;
+    assert_eq!(
+        sum(&first, "powersync_source_rows_total"),
+        4.0,
+        "{first:#?}"
+    );
+    assert_eq!(
+        sum(&first, "powersync_source_rows_total"),
+        row_lines(&tail.lines, false) as f64
+    );
+    assert_eq!(
+        value(
+            &first,
+            "powersync_source_rows_total",
+            &["source=\"mysql\"", "table=\"test.t\"", "op=\"insert\""]
+        ),
+        Some(2.0),
+        "{first:#?}"
+    );
+    assert_eq!(sum(&first, "powersync_source_snapshot_rows_total"), 3.0);
+    assert!(sum(&first, "powersync_source_transactions_total") >= 3.0);
+    assert!(sum(&first, "powersync_source_bytes_total") > 0.0);
+    let lag = value(&first, "powersync_source_lag_seconds", &[]).expect("lag_seconds");
+    assert!((0.0..5.0).contains(&lag), "lag {lag}");
+
+    // The binlog dump thread dies: the stream reconnects and goes on.
+    db.sql(
+        "SELECT CONCAT('KILL ', id) INTO @k FROM information_schema.processlist
+           WHERE command LIKE 'Binlog Dump%' LIMIT 1;
+         PREPARE s FROM @k; EXECUTE s;",
+    )
+    .await
+    .expect("kill the dump thread");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    db.sql("INSERT INTO test.t VALUES (12, 'z');")
+        .await
+        .expect("insert");
+    tail.wait_line("the insert after the reconnect", |j| {
+        j["kind"] == "row" && j["key"]["id"] == 12
+    })
+    .await;
+    let second = scrape(&addr).await;
+    assert_monotonic(&first, &second);
+    assert_eq!(
+        sum(&second, "powersync_source_rows_total"),
+        row_lines(&tail.lines, false) as f64,
+        "{second:#?}"
+    );
+    assert!(
+        sum(&second, "powersync_source_reconnects_total") >= 1.0,
+        "{second:#?}\nstderr:\n{}",
+        tail.stderr()
+    );
+    tail.kill().await;
+}
+
+/// Every counter of `before` is at least as high in `after`.
+fn assert_monotonic(before: &Scrape, after: &Scrape) {
+    for (series, was) in before {
+        let name = series.split('{').next().unwrap_or_default();
+        if !name.ends_with("_total") {
+            continue;
+        }
+        let now = after.get(series).copied().unwrap_or(0.0);
+        assert!(now >= *was, "{series} went from {was} to {now}");
+    }
 }
