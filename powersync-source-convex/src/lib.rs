@@ -145,7 +145,8 @@
 //! the walk the server may send a document more than once, and deletes, and the state is
 //! consistent only at the first `stale`/`upToDate` page, at its `snapshotTs`. The pages up to
 //! it are the snapshot: [`SnapshotProgress::TableStarted`] where a table's truncate arrives,
-//! each document as a snapshot row (to apply as an upsert; a delete as a delete), then
+//! each document as a snapshot row (`Insert`, or `Update` when the walk sent that document
+//! before; a delete as a `Delete`; every one `snapshot: true`, to apply in order), then
 //! `TableDone` for every selected table and [`SnapshotProgress::Done`] at the first consistent
 //! page. No resume token is given inside the walk, since no position there is a consistent
 //! state: a stream stopped during the initial sync starts it again.

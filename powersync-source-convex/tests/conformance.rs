@@ -57,10 +57,14 @@ async fn conformance_fake_convex() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_fake_convex_data_sync() {
-    // The Data Sync API has one encoding of its own, whatever streaming export accepts.
+    // The Data Sync API has one encoding of its own, whatever streaming export accepts; the
+    // walk alternates with the log as the server's does when it falls behind.
     run_fake(
         ConvexApi::DataSync,
-        |f| f.set_typed_format(false),
+        |f| {
+            f.set_typed_format(false);
+            f.set_data_sync_interleave(true);
+        },
         true,
         5_000,
     )

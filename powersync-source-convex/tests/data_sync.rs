@@ -5,7 +5,7 @@ use powersync_source_convex::testing::{int64, FakeConvex};
 use powersync_source_convex::ConvexApi;
 use powersync_source_core::position::ConvexCursor;
 use powersync_source_core::{
-    ChangeEvent, ChangeSource, Checkpoint, ErrorKind, Position, SnapshotProgress, StartFrom,
+    ChangeEvent, ChangeSource, Checkpoint, ErrorKind, Op, Position, SnapshotProgress, StartFrom,
 };
 use serde_json::json;
 
@@ -189,4 +189,88 @@ async fn the_initial_sync_is_the_snapshot() {
         ]
     );
     assert_eq!(rows(&events).count(), 13);
+}
+
+/// The server's walk alternates with the log when it falls behind: documents already walked
+/// come again at later revisions, and deletes, while `snapshotting`. Applied in order, the
+/// snapshot ends at the deployment's state, a document sent again is an `Update`, and each
+/// table's row count counts a document once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interleaved_initial_sync_ends_at_the_deployment_state() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.set_page_sizes(3, 128);
+    fake.set_data_sync_interleave(true);
+    fake.set_snapshot_page_delay(std::time::Duration::from_millis(100));
+    let ids = seed(&fake, "items", 12);
+    let src = source_on(&fake, &["items"], ConvexApi::DataSync);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    let mut held: std::collections::BTreeMap<String, String> = Default::default();
+    let (mut updates, mut deletes, mut writes, mut done_rows) = (0, 0, 0, None);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    'read: loop {
+        let batch = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut stream))
+            .await
+            .expect("the snapshot ends")
+            .unwrap()
+            .unwrap();
+        for e in batch.events {
+            match e {
+                ChangeEvent::Row(r) => {
+                    assert!(r.snapshot);
+                    let image = r.new.as_ref().or(r.old.as_ref()).unwrap();
+                    let id = format!("{:?}", image.get_by_name(&r.table, "_id").unwrap());
+                    match r.op {
+                        Op::Delete => {
+                            deletes += 1;
+                            held.remove(&id);
+                        }
+                        op => {
+                            updates += usize::from(op == Op::Update);
+                            let n = format!("{:?}", image.get_by_name(&r.table, "n").unwrap());
+                            held.insert(id, n);
+                        }
+                    }
+                }
+                ChangeEvent::Snapshot(SnapshotProgress::TableDone { rows, .. }) => {
+                    done_rows = Some(rows)
+                }
+                ChangeEvent::Snapshot(SnapshotProgress::Done { .. }) => break 'read,
+                _ => {}
+            }
+        }
+        // Writes while the walk runs: to documents walked already and not yet.
+        if writes < 3 {
+            writes += 1;
+            fake.patch("items", &ids[0], json!({"n": int64(1000 + writes)}))
+                .unwrap();
+            fake.patch("items", &ids[11], json!({"n": int64(2000 + writes)}))
+                .unwrap();
+            if writes == 1 {
+                fake.delete("items", &ids[1]).unwrap();
+                fake.insert("items", json!({"n": int64(3000)})).unwrap();
+            }
+        }
+    }
+    let want: std::collections::BTreeMap<String, String> = fake
+        .documents("items")
+        .iter()
+        .map(|d| {
+            let n = crate::workload::decode_int64(&d["n"]).unwrap();
+            (
+                format!(
+                    "{:?}",
+                    powersync_source_core::Value::Text(d["_id"].as_str().unwrap().into())
+                ),
+                format!("{:?}", powersync_source_core::Value::Text(n.to_string())),
+            )
+        })
+        .collect();
+    assert_eq!(held, want);
+    assert!(
+        updates > 0 && deletes > 0,
+        "updates {updates}, deletes {deletes}"
+    );
+    // Twelve seeded and one inserted, each counted once (the deleted one was walked before
+    // its delete).
+    assert_eq!(done_rows, Some(13));
 }

@@ -7,8 +7,10 @@
 //! - **Initial snapshot.** A new sync walks every selected table (status `snapshotting`) and
 //!   may send a document more than once, or a delete, meanwhile; the state is consistent only
 //!   at the first `stale`/`upToDate` page. Its pages are the snapshot: `TableStarted` where a
-//!   table's truncate arrives, each document as a snapshot row (an upsert; a delete as a
-//!   delete), then `TableDone` for every table and `Done` at the first consistent page. No
+//!   table's truncate arrives, each document as a snapshot row (`Insert`, or `Update` when
+//!   the walk sent that document before; a delete as a `Delete`; all with `snapshot: true`,
+//!   applied in order), then `TableDone` for every table and `Done` at the first consistent
+//!   page. No
 //!   `ChunkDone` carries a resume token in between, since a position inside the walk is not a
 //!   consistent state: a stream stopped during it starts the snapshot again.
 //! - **Log.** Pages with a consistent status and no truncates follow the log: one transaction
@@ -32,13 +34,13 @@
 //!   the streaming phase reports them as a truncate, as on the legacy transport.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Instant;
 
 use powersync_source_core::position::ConvexCursor;
 use powersync_source_core::runtime::{Step, Stop};
 use powersync_source_core::{
-    Begin, ChangeEvent, Checkpoint, Commit, Position, SnapshotProgress, SourceError, TableName,
+    Begin, ChangeEvent, Checkpoint, Commit, Op, Position, SnapshotProgress, SourceError, TableName,
     Truncate,
 };
 
@@ -69,6 +71,17 @@ fn sync_checkpoint(ts: i64, token: &str) -> Result<Checkpoint, SourceError> {
         })
 }
 
+/// The hash of a document's table and id, for the documents the initial snapshot sent.
+fn doc_key(table: &str, doc: &Document) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    table.hash(&mut h);
+    doc.get("_id")
+        .and_then(serde_json::Value::as_str)
+        .hash(&mut h);
+    h.finish()
+}
+
 /// A document of a sync page in the typed form the catalog decodes.
 fn typed_document(value: Document) -> Result<Document, SourceError> {
     match export_json_to_typed(serde_json::Value::Object(value)) {
@@ -91,8 +104,11 @@ impl Replicator {
         let mut emitted_ts = skip_through.unwrap_or(-1);
         // The last consistent timestamp: the log continues above it.
         let mut floor = -1;
-        // Rows per table of the initial snapshot, in the order the tables started.
+        // Rows per table of the initial snapshot.
         let mut started: BTreeMap<String, u64> = BTreeMap::new();
+        // The documents the initial snapshot sent (hashes of table and id): one sent again is
+        // an update, and counts once.
+        let mut sent: HashSet<u64> = HashSet::new();
         // Inside a re-walk transaction.
         let mut rewalk = false;
         let mut next_schema_check = Instant::now() + self.config.schema_check_interval();
@@ -187,14 +203,23 @@ impl Replicator {
                     continue;
                 }
                 let doc = typed_document(v.value)?;
-                let (change, announce) =
+                let (mut change, announce) =
                     self.catalog
                         .row_change(&v.table, &doc, v.deleted, snapshotting)?;
                 if snapshotting {
                     if !started.contains_key(&v.table) {
                         self.start_table(&v.table).await?;
+                        started.insert(v.table.clone(), 0);
                     }
-                    *started.entry(v.table.clone()).or_default() += 1;
+                    let key = doc_key(&v.table, &doc);
+                    if v.deleted {
+                        sent.remove(&key);
+                    } else if sent.insert(key) {
+                        *started.entry(v.table.clone()).or_default() += 1;
+                    } else {
+                        // A later revision of a document the walk already sent.
+                        change.op = Op::Update;
+                    }
                 } else {
                     replicated.insert(v.table.clone());
                 }
@@ -247,6 +272,7 @@ impl Replicator {
             let at = sync_checkpoint(ts, &next)?;
             if snapshotting {
                 self.finish_snapshot(&mut started, at).await?;
+                sent = HashSet::new();
                 snapshotting = false;
                 emitted_ts = ts;
             } else if rewalk {

@@ -10,11 +10,14 @@
 //! `synced_ts` (status `stale` while more is there, `upToDate` when caught up, both with
 //! `snapshotTs`), never splitting a transaction. A table that enters the selection, appears,
 //! or is replaced wholesale (a new tablet under its name) is walked again from scratch with a
-//! truncate, and the sync is `snapshotting` until it is done. The real iterator may alternate
-//! between the two walks; this one always finishes the walks first, which the algorithm
-//! allows. Values use the `export_json` encoding: Int64 as a JSON integer, finite floats as
-//! JSON numbers with a dot (`-0.0` too), NaN and ±∞ as `{"$float": …}`, bytes as
-//! `{"$bytes": …}`. The cursor is opaque (here base64 of JSON, not encrypted).
+//! truncate, and the sync is `snapshotting` until it is done. The real iterator alternates
+//! between the walk and the log when `synced_ts` lags by more than `by_id_freshness`
+//! (`DataSyncIterator::next_page`); this one finishes the walks first unless interleaving is
+//! switched on ([`FakeConvex::set_data_sync_interleave`](super::FakeConvex::set_data_sync_interleave)),
+//! when it follows the log first whenever it lags, emitting only captured documents (walked
+//! tablets, and walked ids of the current one: `is_captured`). Values use the `export_json`
+//! encoding: Int64 as a JSON integer, finite floats as JSON numbers with a dot (`-0.0` too),
+//! NaN and ±∞ as `{"$float": …}`, bytes as `{"$bytes": …}`. The cursor is opaque (here base64 of JSON, not encrypted).
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -173,7 +176,13 @@ impl Store {
             .filter(|t| !cursor.synced.contains(t))
             .collect();
         let status;
-        if !pending.is_empty() {
+        // The server chooses the `ts` dimension while walking when `synced_ts` lags the
+        // latest timestamp by more than `by_id_freshness` (`next_page` in
+        // `crates/table_iteration/src/data_sync.rs`); with interleaving on, any lag does.
+        let lagging = self.log.last().is_some_and(|e| e.ts > cursor.synced_ts);
+        let catch_up = self.data_sync_interleave && lagging;
+        let walk = !pending.is_empty() && !catch_up;
+        if walk {
             // `by_id` dimension: a page of the current tablet at `synced_ts`.
             let (tablet, after) = match cursor.current.take() {
                 Some(c) => c,
@@ -213,8 +222,9 @@ impl Store {
                 json!({ "type": "snapshotting" })
             };
         } else {
-            // `ts` dimension: the log after `synced_ts`, captured tablets only, whole
-            // transactions, at most `deltas_page` rows read before finishing a timestamp.
+            // `ts` dimension: the log after `synced_ts`, captured documents only (walked
+            // tablets, and the ids walked so far of the tablet being walked: `is_captured`),
+            // whole transactions, at most `deltas_page` rows read before finishing a timestamp.
             let upper = self.read_ts();
             let start = self.log.partition_point(|e| e.ts <= cursor.synced_ts);
             let mut read = 0usize;
@@ -229,11 +239,17 @@ impl Store {
                 if end.is_none() && read >= self.deltas_page {
                     end = Some(e.ts);
                 }
+                let captured = |i: &usize| {
+                    cursor.synced.contains(i)
+                        || cursor.current.as_ref().is_some_and(|(t, last)| {
+                            t == i && last.as_ref().is_some_and(|last| e.id <= *last)
+                        })
+                };
                 let Some((_, t)) = self
                     .tables
                     .iter()
                     .enumerate()
-                    .find(|(i, t)| t.number == e.table && cursor.synced.contains(i))
+                    .find(|(i, t)| t.number == e.table && captured(i))
                 else {
                     continue;
                 };
@@ -247,7 +263,9 @@ impl Store {
                 values.push(entry(&t.component, &t.name, e.ts, v.doc.as_deref(), &e.id));
             }
             cursor.synced_ts = if more { end.unwrap_or(upper) } else { upper };
-            status = if more {
+            status = if !pending.is_empty() {
+                json!({ "type": "snapshotting" })
+            } else if more {
                 json!({ "type": "stale", "snapshotTs": cursor.synced_ts })
             } else {
                 json!({ "type": "upToDate", "snapshotTs": cursor.synced_ts })

@@ -249,9 +249,9 @@ impl FakeConvex {
         s.deltas_page = deltas.max(1);
     }
 
-    /// How long each `list_snapshot` page takes to answer: the server spends up to 60 s
-    /// (`SNAPSHOT_LIST_TIME_LIMIT` in `crates/common/src/knobs.rs`) on one page, plus the
-    /// set-up of its iterator.
+    /// How long each `list_snapshot` and `v1/data/sync` page takes to answer: the server
+    /// spends up to 60 s (`SNAPSHOT_LIST_TIME_LIMIT` in `crates/common/src/knobs.rs`) on one
+    /// snapshot page, plus the set-up of its iterator.
     pub fn set_snapshot_page_delay(&self, delay: Duration) {
         self.lock().snapshot_page_delay = delay;
     }
@@ -269,6 +269,15 @@ impl FakeConvex {
     /// before it answer 404.
     pub fn set_data_sync_available(&self, available: bool) {
         self.lock().data_sync = available;
+    }
+
+    /// Whether a Data Sync walk alternates with the log (default no): when set, every page
+    /// after a walk page whose timestamp has fallen behind follows the log first, emitting the
+    /// new revisions (and deletes) of the documents walked so far, so a document may arrive
+    /// more than once while `snapshotting`, as `DataSyncIterator` does when `synced_ts` lags
+    /// more than `by_id_freshness` (`crates/table_iteration/src/data_sync.rs`).
+    pub fn set_data_sync_interleave(&self, interleave: bool) {
+        self.lock().data_sync_interleave = interleave;
     }
 
     /// API requests served so far.
@@ -341,7 +350,7 @@ fn handle(store: &Mutex<Store>, req: http::Request) -> (u16, Vec<u8>, Duration) 
     let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
     s.requests += 1;
     *s.requests_by_path.entry(req.path.clone()).or_default() += 1;
-    let delay = if req.path == "/api/list_snapshot" {
+    let delay = if req.path == "/api/list_snapshot" || req.path == "/api/v1/data/sync" {
         s.snapshot_page_delay
     } else {
         Duration::ZERO

@@ -54,6 +54,9 @@ pub(crate) struct Store {
     pub requests_by_path: std::collections::BTreeMap<String, u64>,
     /// Whether `/api/v1/data/sync` is served (older deployments answer 404).
     pub data_sync: bool,
+    /// Whether a Data Sync walk lets the log catch up between its pages (the server's
+    /// `by_id_freshness` exceeded) rather than walking at one timestamp.
+    pub data_sync_interleave: bool,
     pub(super) next_sync: u64,
     pub snapshot_page_delay: std::time::Duration,
     /// The one cached `list_snapshot` iterator: (snapshot, table selected, cursor it resumes at).
@@ -125,6 +128,7 @@ impl Store {
             requests: 0,
             requests_by_path: Default::default(),
             data_sync: true,
+            data_sync_interleave: false,
             next_sync: 0,
             snapshot_page_delay: std::time::Duration::ZERO,
             snapshot_iterator: None,
