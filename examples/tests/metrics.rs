@@ -340,3 +340,79 @@ fn assert_monotonic(before: &Scrape, after: &Scrape) {
         assert!(now >= *was, "{series} went from {was} to {now}");
     }
 }
+
+/// The same against SecantusDB (MongoDB wire protocol): rows by collection and op, counters
+/// never decreasing. (No reconnect here: the double has no way to end one change stream.)
+#[cfg(feature = "mongodb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_serves_prometheus_metrics_for_mongodb() {
+    use powersync_source_testkit::{self as testkit, SecantusServer};
+
+    testkit::init_tracing();
+    let Some(server) = testkit::or_skip(SecantusServer::start().await) else {
+        return;
+    };
+    let py = |script: &'static str| {
+        let server = &server;
+        async move { server.pymongo(script).await.expect("pymongo script") }
+    };
+    py("db.items.insert_many([{'_id': 1, 'v': 'one'}, {'_id': 2, 'v': 'two'}])").await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    // `post_images=off`: SecantusDB answers `fullDocument: 'required'` with the current
+    // document (see the connector's tests).
+    let url = format!(
+        "mongodb://127.0.0.1:{}/test?directConnection=true&post_images=off",
+        server.port()
+    );
+    let mut tail = Proc::spawn(
+        TAIL,
+        &[&url, "--metrics-addr", &addr, "--exit-when-idle", "30"],
+    );
+    tail.wait_line("snapshot_done", |j| j["kind"] == "snapshot_done")
+        .await;
+    py("db.items.update_one({'_id': 1}, {'$set': {'v': 'ONE'}})\n\
+        db.items.delete_one({'_id': 2})\n\
+        db.items.insert_one({'_id': 3, 'v': 'three'})")
+    .await;
+    tail.wait_line("the insert", |j| j["kind"] == "row" && j["key"]["id"] == 3)
+        .await;
+    let first = scrape(&addr).await;
+    assert_eq!(
+        sum(&first, "powersync_source_rows_total"),
+        3.0,
+        "{first:#?}"
+    );
+    assert_eq!(
+        sum(&first, "powersync_source_rows_total"),
+        row_lines(&tail.lines, false) as f64
+    );
+    assert_eq!(
+        value(
+            &first,
+            "powersync_source_rows_total",
+            &[
+                "source=\"mongodb\"",
+                "table=\"test.items\"",
+                "op=\"delete\""
+            ]
+        ),
+        Some(1.0),
+        "{first:#?}"
+    );
+    assert_eq!(sum(&first, "powersync_source_snapshot_rows_total"), 2.0);
+    assert!(sum(&first, "powersync_source_transactions_total") >= 3.0);
+
+    py("db.items.insert_one({'_id': 4, 'v': 'four'})").await;
+    tail.wait_line("the second insert", |j| {
+        j["kind"] == "row" && j["key"]["id"] == 4
+    })
+    .await;
+    let second = scrape(&addr).await;
+    assert_monotonic(&first, &second);
+    assert_eq!(
+        sum(&second, "powersync_source_rows_total"),
+        row_lines(&tail.lines, false) as f64,
+        "{second:#?}"
+    );
+    tail.kill().await;
+}
