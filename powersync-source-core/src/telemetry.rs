@@ -96,13 +96,13 @@ pub(crate) use disabled::{EventMetrics, SourceMetrics};
 #[cfg(feature = "metrics")]
 mod enabled {
     use std::collections::{HashMap, HashSet};
-    use std::sync::OnceLock;
+    use std::sync::{Arc, OnceLock};
 
     use metrics::{counter, gauge, Counter, Gauge};
 
     use super::*;
     use crate::event::{ChangeEvent, Op, SnapshotProgress};
-    use crate::schema::TableName;
+    use crate::schema::{TableName, TableSchema};
 
     /// The per-stream (`source`-labelled) handles, bound when the stream starts.
     #[derive(Default)]
@@ -202,7 +202,9 @@ mod enabled {
     /// What the emitter records per event: rows by table and op, snapshot tables by state.
     pub(crate) struct EventMetrics {
         source: Option<&'static str>,
-        tables: HashMap<TableName, TableCounters>,
+        tables: HashMap<TableName, Arc<TableCounters>>,
+        /// The table of the last row and its counters.
+        last: Option<(Arc<TableSchema>, Arc<TableCounters>)>,
         /// Tables started and not done. Sets, not counts: a table started again after a
         /// reconnect is still one table.
         copying: HashSet<TableName>,
@@ -227,6 +229,7 @@ mod enabled {
             EventMetrics {
                 source,
                 tables: HashMap::new(),
+                last: None,
                 copying: HashSet::new(),
                 done: HashSet::new(),
                 planned: None,
@@ -239,26 +242,14 @@ mod enabled {
             };
             match event {
                 ChangeEvent::Row(row) => {
-                    let name = &row.table.name;
-                    if !self.tables.contains_key(name) {
-                        let table = name.to_string();
-                        let counters = TableCounters {
-                            insert: counter!(ROWS_TOTAL, "source" => source, "table" => table.clone(), "op" => Op::Insert.as_str()),
-                            update: counter!(ROWS_TOTAL, "source" => source, "table" => table.clone(), "op" => Op::Update.as_str()),
-                            delete: counter!(ROWS_TOTAL, "source" => source, "table" => table.clone(), "op" => Op::Delete.as_str()),
-                            snapshot: counter!(SNAPSHOT_ROWS_TOTAL, "source" => source, "table" => table),
-                        };
-                        self.tables.insert(name.clone(), counters);
-                    }
-                    if let Some(c) = self.tables.get(name) {
-                        let counter = match (row.snapshot, row.op) {
-                            (true, _) => &c.snapshot,
-                            (false, Op::Insert) => &c.insert,
-                            (false, Op::Update) => &c.update,
-                            (false, Op::Delete) => &c.delete,
-                        };
-                        counter.increment(1);
-                    }
+                    let counters = self.counters(source, &row.table);
+                    let counter = match (row.snapshot, row.op) {
+                        (true, _) => &counters.snapshot,
+                        (false, Op::Insert) => &counters.insert,
+                        (false, Op::Update) => &counters.update,
+                        (false, Op::Delete) => &counters.delete,
+                    };
+                    counter.increment(1);
                 }
                 ChangeEvent::Snapshot(SnapshotProgress::TableStarted { table, .. }) => {
                     self.copying.insert(table.clone());
@@ -279,6 +270,37 @@ mod enabled {
                 }
                 _ => {}
             }
+        }
+
+        /// The counters of `table`: rows come in runs of one table, so the last table's are
+        /// kept at hand (compared by schema pointer, which the held `Arc` keeps unique) and
+        /// the map is searched only when the table changes.
+        fn counters(
+            &mut self,
+            source: &'static str,
+            table: &Arc<TableSchema>,
+        ) -> Arc<TableCounters> {
+            if let Some((last, counters)) = &self.last {
+                if Arc::ptr_eq(last, table) {
+                    return counters.clone();
+                }
+            }
+            let counters = match self.tables.get(&table.name) {
+                Some(c) => c.clone(),
+                None => {
+                    let name = table.name.to_string();
+                    let c = Arc::new(TableCounters {
+                        insert: counter!(ROWS_TOTAL, "source" => source, "table" => name.clone(), "op" => Op::Insert.as_str()),
+                        update: counter!(ROWS_TOTAL, "source" => source, "table" => name.clone(), "op" => Op::Update.as_str()),
+                        delete: counter!(ROWS_TOTAL, "source" => source, "table" => name.clone(), "op" => Op::Delete.as_str()),
+                        snapshot: counter!(SNAPSHOT_ROWS_TOTAL, "source" => source, "table" => name),
+                    });
+                    self.tables.insert(table.name.clone(), c.clone());
+                    c
+                }
+            };
+            self.last = Some((table.clone(), counters.clone()));
+            counters
         }
 
         pub(crate) fn plan_snapshot(&mut self, tables: usize) {
