@@ -5,9 +5,9 @@
 //! this module gives a meaning (from the backend's streaming export handlers):
 //! `InvalidWindowToReadDocuments` (a `document_deltas` cursor older than the retention
 //! window), `SnapshotTooOld` / `SnapshotTooNew` (a pinned `list_snapshot` timestamp that can
-//! no longer be read), `InvalidListSnapshotCursor`, `DataSyncCursorExpired` /
-//! `InvalidDataSyncCursor` (a Data Sync cursor outside retention, or not one) →
-//! [`ErrorKind::HistoryLost`];
+//! no longer be read), `InvalidListSnapshotCursor`, `DataSyncCursorExpired` (a Data Sync
+//! cursor outside retention, or unused for 3 days) → [`ErrorKind::HistoryLost`];
+//! `InvalidDataSyncCursor` (not a cursor of this deployment) → [`ErrorKind::Config`];
 //! `StreamingExportNotEnabled` (403, plan) → [`ErrorKind::Prerequisite`]; other 401/403 →
 //! [`ErrorKind::Auth`]; `BadFormat` (the deployment does not know a `format`) →
 //! [`ErrorKind::Unsupported`]; 408, 429 and 5xx → [`ErrorKind::Connection`] (retried).
@@ -584,9 +584,12 @@ pub(crate) fn status_error(where_: &str, status: u16, body: &[u8]) -> SourceErro
             | "SnapshotTooOld"
             | "SnapshotTooNew"
             | "InvalidListSnapshotCursor"
-            | "DataSyncCursorExpired"
-            | "InvalidDataSyncCursor",
+            | "DataSyncCursorExpired",
         ) => ErrorKind::HistoryLost,
+        // Not this deployment's cursor (another deployment, or ahead of this one): starting
+        // over would lay a new snapshot over another deployment's rows, so it is the host's
+        // configuration to fix, not history to re-read.
+        (400, "InvalidDataSyncCursor") => ErrorKind::Config,
         (400, _)
             if (lower.contains("cursor") || lower.contains("snapshot"))
                 && (lower.contains("expired")
@@ -611,6 +614,9 @@ pub(crate) fn status_error(where_: &str, status: u16, body: &[u8]) -> SourceErro
         ErrorKind::Auth => err.with_hint(
             "use a deploy key of this deployment (Convex dashboard → Settings → URL & Deploy Key)",
         ),
+        ErrorKind::Config => err.with_hint(
+            "the stored Convex position is not a cursor of this deployment; check the deployment URL, or start from the beginning into an empty destination",
+        ),
         ErrorKind::Prerequisite if code == "StreamingExportNotEnabled" => {
             err.with_hint("streaming export needs a Convex plan that includes it")
         }
@@ -634,7 +640,7 @@ mod tests {
             (400, "SnapshotTooNew", ErrorKind::HistoryLost),
             (400, "InvalidListSnapshotCursor", ErrorKind::HistoryLost),
             (400, "DataSyncCursorExpired", ErrorKind::HistoryLost),
-            (400, "InvalidDataSyncCursor", ErrorKind::HistoryLost),
+            (400, "InvalidDataSyncCursor", ErrorKind::Config),
             (400, "BadFormat", ErrorKind::Unsupported),
             (403, "StreamingExportNotEnabled", ErrorKind::Prerequisite),
             (403, "BadDeployKey", ErrorKind::Auth),

@@ -32,8 +32,9 @@
 //! 2026-03-09). A snapshot, resumed or not, must finish within 5 days of its start, or it is
 //! [`HistoryLost`](powersync_source_core::ErrorKind::HistoryLost) and starts over. Deltas are
 //! kept for the deployment's retention window (14 days by default on self-hosted backends).
-//! On the Data Sync API there is no pinned snapshot to expire; a sync cursor outside the
-//! retention window is refused (`DataSyncCursorExpired`, `HistoryLost`).
+//! On the Data Sync API there is no pinned snapshot to expire, but a sync not called for
+//! 3 days, or resumed from outside the retention window, is refused (`DataSyncCursorExpired`,
+//! `HistoryLost`).
 //!
 //! **Deploy keys.** Replication only reads: a read-only deploy key is enough. `check()` then
 //! warns that write checkpoints are off, and [`ChangeSource::write_checkpoint`] fails with
@@ -175,9 +176,11 @@
 //! [`ConvexCursor`](powersync_source_core::position::ConvexCursor)). Checkpoints of one stream
 //! order as strings the way the stream produced them; a `v1` and a `v2` checkpoint are not
 //! meant to be compared. [`ChangeEvent::CheckpointObserved`] carries the `v1` checkpoint
-//! `write_checkpoint` returned, on both transports. Cursors the deployment no longer accepts
-//! (`DataSyncCursorExpired`, `InvalidDataSyncCursor`) are
-//! [`HistoryLost`](powersync_source_core::ErrorKind::HistoryLost).
+//! `write_checkpoint` returned, on both transports. A sync not called for 3 days expires, and
+//! so does a cursor outside the deployment's retention window (`DataSyncCursorExpired`):
+//! [`HistoryLost`](powersync_source_core::ErrorKind::HistoryLost). A cursor of another
+//! deployment (`InvalidDataSyncCursor`) is a [`Config`](powersync_source_core::ErrorKind::Config)
+//! error: starting over would lay a new snapshot over rows from elsewhere.
 //!
 //! **Values** arrive in the fixed `export_json` encoding: the typed encoding with Int64 as a
 //! plain JSON integer (floats always carry a fraction or an exponent), so no `json_schemas`

@@ -129,6 +129,17 @@ async fn data_sync_positions_that_cannot_be_resumed() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    // Not a cursor of this deployment: the host's configuration, not lost history.
+    let foreign = ConvexCursor::data_sync(5, "not-this-deployment")
+        .unwrap()
+        .to_checkpoint();
+    let src = source_on(&fake, &["items"], ConvexApi::Auto);
+    let e = match src.start(StartFrom::Checkpoint(foreign)).await {
+        Err(e) => e,
+        Ok(mut s) => read_until(&mut s, |_| false).await.unwrap_err(),
+    };
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    assert!(e.hint().unwrap().contains("deployment URL"), "{e}");
     fake.expire_history();
     let src = source_on(&fake, &["items"], ConvexApi::Auto);
     let e = match src.start(StartFrom::Checkpoint(at)).await {
