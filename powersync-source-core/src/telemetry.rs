@@ -357,3 +357,178 @@ mod disabled {
         pub(crate) fn plan_snapshot(&mut self, _tables: usize) {}
     }
 }
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    use super::{EventMetrics, SourceMetrics};
+    use crate::event::{ChangeEvent, OldImage, Op, RowChange, SnapshotProgress};
+    use crate::schema::{RowIdentity, TableName, TableSchema};
+    use crate::Checkpoint;
+
+    /// Every series as `name{label=value,…}` → its value (counters as integers, gauges as
+    /// f64 bits, as `metrics` stores them in an `AtomicU64`).
+    #[derive(Default)]
+    struct Memory {
+        series: Mutex<BTreeMap<String, (bool, Arc<AtomicU64>)>>,
+    }
+
+    impl Memory {
+        fn cell(&self, key: &Key, gauge: bool) -> Arc<AtomicU64> {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            let mut series = self.series.lock().unwrap();
+            series
+                .entry(name)
+                .or_insert_with(|| (gauge, Arc::new(AtomicU64::new(0))))
+                .1
+                .clone()
+        }
+
+        fn get(&self, name: &str) -> Option<f64> {
+            let series = self.series.lock().unwrap();
+            let (gauge, cell) = series.get(name)?;
+            let bits = cell.load(Ordering::Relaxed);
+            Some(if *gauge {
+                f64::from_bits(bits)
+            } else {
+                bits as f64
+            })
+        }
+    }
+
+    impl Recorder for Memory {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.cell(key, false))
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(self.cell(key, true))
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    fn table(name: &str) -> Arc<TableSchema> {
+        Arc::new(TableSchema {
+            name: TableName::new("public", name),
+            source_id: None,
+            columns: Vec::new(),
+            identity: RowIdentity::PrimaryKey,
+        })
+    }
+
+    fn row(table: &Arc<TableSchema>, op: Op, snapshot: bool) -> ChangeEvent {
+        ChangeEvent::Row(RowChange {
+            op,
+            table: table.clone(),
+            old: None,
+            old_image: OldImage::None,
+            new: None,
+            snapshot,
+        })
+    }
+
+    #[test]
+    fn rows_by_table_and_op_and_snapshot_tables_by_state() {
+        let memory = Memory::default();
+        metrics::with_local_recorder(&memory, || {
+            let (a, b) = (table("a"), table("b"));
+            let mut m = EventMetrics::new(Some("postgres"));
+            m.plan_snapshot(3);
+            let started = |t: &str| {
+                ChangeEvent::Snapshot(SnapshotProgress::TableStarted {
+                    table: TableName::new("public", t),
+                    estimated_rows: None,
+                })
+            };
+            m.observe(&started("a"));
+            m.observe(&row(&a, Op::Insert, true));
+            m.observe(&row(&a, Op::Insert, true));
+            let tables = |state: &str| {
+                memory.get(&format!(
+                    "powersync_source_snapshot_tables{{source=postgres,state={state}}}"
+                ))
+            };
+            assert_eq!(
+                (tables("pending"), tables("copying"), tables("done")),
+                (Some(2.0), Some(1.0), Some(0.0))
+            );
+            m.observe(&ChangeEvent::Snapshot(SnapshotProgress::TableDone {
+                table: TableName::new("public", "a"),
+                rows: 2,
+            }));
+            // Started again after a reconnect: still one table.
+            m.observe(&started("b"));
+            m.observe(&started("b"));
+            assert_eq!(
+                (tables("pending"), tables("copying"), tables("done")),
+                (Some(1.0), Some(1.0), Some(1.0))
+            );
+            m.observe(&ChangeEvent::Snapshot(SnapshotProgress::Done {
+                checkpoint: Checkpoint::from_parts("postgres", 1, "00000000/00000000"),
+            }));
+            assert_eq!(
+                (tables("pending"), tables("copying"), tables("done")),
+                (Some(0.0), Some(0.0), Some(2.0))
+            );
+            // Streamed rows, alternating tables (the cache of the last table must follow).
+            for op in [Op::Insert, Op::Update, Op::Update, Op::Delete] {
+                m.observe(&row(&b, op, false));
+                m.observe(&row(&a, op, false));
+            }
+            let rows = |t: &str, op: &str| {
+                memory.get(&format!(
+                    "powersync_source_rows_total{{source=postgres,table=public.{t},op={op}}}"
+                ))
+            };
+            assert_eq!(rows("a", "update"), Some(2.0));
+            assert_eq!(rows("b", "insert"), Some(1.0));
+            assert_eq!(rows("b", "delete"), Some(1.0));
+            assert_eq!(
+                memory.get("powersync_source_snapshot_rows_total{source=postgres,table=public.a}"),
+                Some(2.0)
+            );
+        });
+    }
+
+    #[test]
+    fn byte_gauges_exist_only_once_measured() {
+        let memory = Memory::default();
+        metrics::with_local_recorder(&memory, || {
+            let m = SourceMetrics::new("mysql");
+            m.transaction();
+            m.lag_seconds(1.5);
+            assert_eq!(
+                memory.get("powersync_source_transactions_total{source=mysql}"),
+                Some(1.0)
+            );
+            assert_eq!(
+                memory.get("powersync_source_lag_seconds{source=mysql}"),
+                Some(1.5)
+            );
+            assert_eq!(
+                memory.get("powersync_source_history_budget_bytes{source=mysql}"),
+                None
+            );
+            m.retained_bytes(4096);
+            assert_eq!(
+                memory.get("powersync_source_retained_bytes{source=mysql}"),
+                Some(4096.0)
+            );
+        });
+    }
+}
