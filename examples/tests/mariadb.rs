@@ -212,3 +212,143 @@ async fn setup_reports_then_applies_and_the_user_can_replicate() {
         done.lines
     );
 }
+
+/// `id|v` rows of `db.table` in `sqlite_rows`' spelling, ordered by id.
+async fn pairs_of(
+    conn: &mut powersync_source_mysql::mysql_async::Conn,
+    table: &str,
+) -> Vec<Vec<String>> {
+    use powersync_source_mysql::mysql_async::prelude::Queryable;
+    let rows: Vec<(i64, String)> = conn
+        .query(format!("SELECT id, v FROM {table} ORDER BY id"))
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|(id, v)| vec![format!("int:{id}"), format!("text:{v}")])
+        .collect()
+}
+
+/// Transactions spanning both schemas write pairs (id ≥ 1 000 000 in both); a mirror that
+/// applied one half of such a transaction without the other breaks this.
+fn assert_pairs_whole(file: &std::path::Path, when: &str) {
+    let q = "SELECT id, v FROM orders WHERE id >= 1000000 ORDER BY id";
+    let orders = sqlite_rows(file, q);
+    let invoices = sqlite_rows(file, &q.replace("orders", "invoices"));
+    assert_eq!(
+        orders, invoices,
+        "{when}: a cross-database transaction applied in part"
+    );
+}
+
+/// Two schemas in one source (`?databases=shop,billing`, no database in the URL): one binlog
+/// stream and one checkpoint; writes interleaved across both, single and in transactions that
+/// span both; `mirror` killed twice under the workload. The mirror equals both schemas' tables,
+/// and every state the SQLite file is left in after the snapshot holds both halves of each
+/// transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_of_two_databases_survives_kills_under_load() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use powersync_source_mysql::mysql_async::prelude::Queryable;
+    use powersync_source_mysql::mysql_async::{Conn, Opts};
+
+    let Some(db) = mariadb(MariaDbServer::builder()).await else {
+        return;
+    };
+    let mut seed = String::from(
+        "CREATE DATABASE shop; CREATE DATABASE billing;
+         CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, v VARCHAR(40) NOT NULL);
+         CREATE TABLE billing.invoices (id BIGINT PRIMARY KEY, v VARCHAR(40) NOT NULL);
+         CREATE TABLE shop.carts (id BIGINT PRIMARY KEY);\n",
+    );
+    for (table, p) in [("shop.orders", "o"), ("billing.invoices", "i")] {
+        let values: Vec<String> = (0..100).map(|i| format!("({i}, '{p}{i}')")).collect();
+        seed.push_str(&format!(
+            "INSERT INTO {table} VALUES {};\n",
+            values.join(", ")
+        ));
+    }
+    sql(&db, &seed).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mirror.db");
+    let file_arg = file.to_str().unwrap().to_string();
+    let url = format!("{}?databases=shop,billing", db.url());
+    let args = [url.as_str(), file_arg.as_str()];
+    // The snapshot first, on a quiet server; then only whole transactions may show.
+    let done = run(MIRROR, &[&url, &file_arg, "--exit-when-idle", "1"]).await;
+    assert_eq!(done.code(), 0, "stderr:\n{}", done.stderr);
+    let tables = sqlite_rows(
+        &file,
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY name",
+    );
+    assert_eq!(
+        tables,
+        vec![
+            vec!["text:carts"],
+            vec!["text:invoices"],
+            vec!["text:orders"]
+        ]
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workload = {
+        let stop = stop.clone();
+        let mut conn = Conn::new(Opts::from_url(&db.url()).unwrap()).await.unwrap();
+        tokio::spawn(async move {
+            let mut i: i64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let mut batch = format!(
+                    "UPDATE shop.orders SET v = 'o{i}' WHERE id = {};
+                     INSERT INTO billing.invoices VALUES ({}, 'i{i}');",
+                    i % 100,
+                    1000 + i
+                );
+                if i % 7 == 0 {
+                    batch.push_str(&format!(
+                        "DELETE FROM billing.invoices WHERE id = {};",
+                        1000 + i - 7
+                    ));
+                }
+                // A transaction over both schemas: a pair inserted, an older pair changed.
+                let id = 1_000_000 + i;
+                batch.push_str(&format!(
+                    "START TRANSACTION;
+                     INSERT INTO shop.orders VALUES ({id}, 't{i}');
+                     INSERT INTO billing.invoices VALUES ({id}, 't{i}');
+                     UPDATE shop.orders SET v = 't{i}-again' WHERE id = {};
+                     UPDATE billing.invoices SET v = 't{i}-again' WHERE id = {};
+                     COMMIT;",
+                    id - 3,
+                    id - 3
+                ));
+                conn.query_drop(batch).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            i
+        })
+    };
+    for kill in 1..=2 {
+        let mirror = Proc::spawn(MIRROR, &args);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        mirror.kill().await;
+        assert_pairs_whole(&file, &format!("after kill {kill}"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rounds = workload.await.unwrap();
+    assert!(rounds > 10, "{rounds} rounds");
+    let done = run(MIRROR, &[&url, &file_arg, "--exit-when-idle", "2"]).await;
+    assert_eq!(done.code(), 0, "stderr:\n{}", done.stderr);
+    assert_pairs_whole(&file, "at the end");
+    let mut conn = Conn::new(Opts::from_url(&db.url()).unwrap()).await.unwrap();
+    assert_eq!(
+        sqlite_rows(&file, "SELECT id, v FROM orders ORDER BY id"),
+        pairs_of(&mut conn, "shop.orders").await
+    );
+    assert_eq!(
+        sqlite_rows(&file, "SELECT id, v FROM invoices ORDER BY id"),
+        pairs_of(&mut conn, "billing.invoices").await
+    );
+}

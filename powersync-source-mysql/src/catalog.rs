@@ -73,45 +73,110 @@ impl TableInfo {
     }
 }
 
-/// The selected tables: `wanted` (an empty schema means `default_db`), or every base table of
-/// `default_db` when `wanted` is empty. A wanted table that does not exist is a
-/// [`Schema`](powersync_source_core::ErrorKind::Schema) error.
-pub(crate) async fn selected_tables(
-    conn: &mut Conn,
-    default_db: &str,
-    wanted: &[TableName],
-    skip: &(String, String),
-) -> Result<Vec<TableInfo>, SourceError> {
-    let names: Vec<TableName> = if wanted.is_empty() {
-        if default_db.is_empty() {
-            return Err(SourceError::config(
-                "no tables selected and the URL names no database: add /database to the URL or select tables",
-            ));
+/// Which schemas a source reads: its default schema (the URL's database, which qualifies table
+/// names without one) and the schemas read whole when no table is named (the URL's database
+/// and the `databases=` list). Several schemas are one source: one binlog stream, one
+/// checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Scope {
+    /// Qualifies table names without a schema (may be empty).
+    pub default_db: String,
+    /// Read whole when no table is named, in the order given.
+    pub whole: Vec<String>,
+}
+
+impl Scope {
+    /// The scope of a source's settings.
+    pub fn of(config: &crate::MySqlConfig) -> Scope {
+        let mut whole = Vec::new();
+        for db in
+            std::iter::once(config.database()).chain(config.databases().iter().map(String::as_str))
+        {
+            if !db.is_empty() && !whole.iter().any(|w| w == db) {
+                whole.push(db.to_owned());
+            }
         }
-        let rows: Vec<(String, String)> = conn
-            .exec(
-                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
-                 WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
-                (default_db,),
-            )
-            .await
-            .map_err(|e| sql_error(e, "listing tables"))?;
-        rows.into_iter()
-            .map(|(s, n)| TableName::new(s, n))
-            .filter(|t| !(t.schema == skip.0 && t.name == skip.1))
-            .collect()
-    } else {
+        let default_db = if !config.database().is_empty() {
+            config.database().to_owned()
+        } else if whole.len() == 1 {
+            whole[0].clone()
+        } else {
+            String::new()
+        };
+        Scope { default_db, whole }
+    }
+
+    /// `wanted` qualified with the default schema.
+    pub fn qualify(&self, wanted: &[TableName]) -> Vec<TableName> {
         wanted
             .iter()
             .map(|t| {
                 let schema = if t.schema.is_empty() {
-                    default_db
+                    &self.default_db
                 } else {
                     &t.schema
                 };
-                TableName::new(schema, t.name.clone())
+                TableName::new(schema.clone(), t.name.clone())
             })
             .collect()
+    }
+
+    /// Every schema the selection reads (the schemas of `wanted`, or the whole ones), sorted.
+    pub fn schemas(&self, wanted: &[TableName]) -> Vec<String> {
+        let mut out: Vec<String> = if wanted.is_empty() {
+            self.whole.clone()
+        } else {
+            self.qualify(wanted).into_iter().map(|t| t.schema).collect()
+        };
+        out.retain(|s| !s.is_empty());
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// The selected tables: `wanted` (an empty schema means the scope's default schema), or every
+/// base table of the scope's whole schemas when `wanted` is empty. A wanted table that does not
+/// exist is a [`Schema`](powersync_source_core::ErrorKind::Schema) error.
+pub(crate) async fn selected_tables(
+    conn: &mut Conn,
+    scope: &Scope,
+    wanted: &[TableName],
+    skip: &(String, String),
+) -> Result<Vec<TableInfo>, SourceError> {
+    let names: Vec<TableName> = if wanted.is_empty() {
+        if scope.whole.is_empty() {
+            return Err(SourceError::config(
+                "no tables selected and the URL names no database: add /database or ?databases=a,b to the URL, or select tables",
+            ));
+        }
+        let mut names = Vec::new();
+        for db in &scope.whole {
+            let rows: Vec<(String, String)> = conn
+                .exec(
+                    "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+                    (db,),
+                )
+                .await
+                .map_err(|e| sql_error(e, "listing tables"))?;
+            names.extend(
+                rows.into_iter()
+                    .map(|(s, n)| TableName::new(s, n))
+                    .filter(|t| !(t.schema == skip.0 && t.name == skip.1)),
+            );
+        }
+        names
+    } else {
+        let names = scope.qualify(wanted);
+        if let Some(t) = names.iter().find(|t| t.schema.is_empty()) {
+            return Err(SourceError::config(format!(
+                "table `{}` names no database, and the URL names no single default one",
+                t.name
+            ))
+            .with_hint("write it as database.table, or put the database in the URL path"));
+        }
+        names
     };
     let mut out = Vec::with_capacity(names.len());
     for name in names {

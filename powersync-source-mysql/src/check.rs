@@ -12,7 +12,7 @@ use mysql_async::{Conn, Row};
 use powersync_source_core::provision::Fix;
 use powersync_source_core::{CheckReport, Problem, SourceError, TableName};
 
-use crate::catalog;
+use crate::catalog::{self, Scope};
 use crate::connection::sql_error;
 use crate::server::{Flavour, ServerInfo};
 
@@ -111,10 +111,12 @@ impl Grants {
 pub(crate) async fn check(
     conn: &mut Conn,
     info: &ServerInfo,
-    database: &str,
+    scope: &Scope,
     tables: &[TableName],
     checkpoint_table: &(String, String),
 ) -> Result<CheckReport, SourceError> {
+    // Every schema the source reads: SELECT on each, and no binlog filter may hide one.
+    let schemas = scope.schemas(tables);
     let mut report = CheckReport {
         server_version: Some(info.version.clone()),
         problems: Vec::new(),
@@ -305,13 +307,17 @@ pub(crate) async fn check(
             format!("GRANT {monitor} ON *.* TO the user"),
         );
     }
-    if !grants.in_database("SELECT", database) {
-        missing(
-            &mut report,
-            "SELECT",
-            format!("the user cannot SELECT from database `{database}` (needed for the snapshot)"),
-            format!("GRANT SELECT ON `{database}`.* TO the user"),
-        );
+    for database in &schemas {
+        if !grants.in_database("SELECT", database) {
+            missing(
+                &mut report,
+                "SELECT",
+                format!(
+                    "the user cannot SELECT from database `{database}` (needed for the snapshot)"
+                ),
+                format!("GRANT SELECT ON `{database}`.* TO the user"),
+            );
+        }
     }
     if info.flavour == Flavour::MySql && !has_global("RELOAD") {
         report.warning(
@@ -335,19 +341,7 @@ pub(crate) async fn check(
             .get::<Option<String>, _>(3)
             .flatten()
             .unwrap_or_default();
-        let mut dbs: Vec<String> = tables
-            .iter()
-            .map(|t| {
-                if t.schema.is_empty() {
-                    database.to_owned()
-                } else {
-                    t.schema.clone()
-                }
-            })
-            .collect();
-        if dbs.is_empty() {
-            dbs.push(database.to_owned());
-        }
+        let mut dbs = schemas.clone();
         dbs.push(checkpoint_table.0.clone());
         dbs.sort();
         dbs.dedup();
@@ -373,7 +367,7 @@ pub(crate) async fn check(
     }
 
     // Tables.
-    match catalog::selected_tables(conn, database, tables, checkpoint_table).await {
+    match catalog::selected_tables(conn, scope, tables, checkpoint_table).await {
         Ok(found) => {
             for t in found.iter().filter(|t| t.key.is_empty()) {
                 report.warning(

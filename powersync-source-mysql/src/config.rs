@@ -32,7 +32,8 @@ pub enum SslMode {
 /// | `connect_timeout` | `10` (seconds) | TCP connect + handshake timeout |
 /// | `chunk_rows` | `10000` | rows per snapshot chunk (primary-key ranges) |
 /// | `batch_events` | [`StreamOptions::batch_events`](powersync_source_core::StreamOptions::batch_events) | events per batch handed to the host; overrides the stream option |
-/// | `checkpoint_table` | `_powersync_checkpoints` | table (in the URL's database, or `db.table`) written by `write_checkpoint` |
+/// | `databases` | none | comma-separated schemas read whole (with the URL's database) when no table is named: `mysql://h/?databases=shop,billing` |
+/// | `checkpoint_table` | `_powersync_checkpoints` | table written by `write_checkpoint`: in the URL's database (else the first of `databases`), or `db.table` |
 /// | `ssl-mode` | `disabled` | `disabled`, `required`/`verify_ca`, `verify_identity` |
 #[derive(Clone, PartialEq)]
 pub struct MySqlConfig {
@@ -41,6 +42,8 @@ pub struct MySqlConfig {
     pub(crate) user: String,
     pub(crate) password: Option<Secret>,
     pub(crate) database: String,
+    /// The `databases=` list: schemas read whole (with the URL's) when no table is named.
+    pub(crate) databases: Vec<String>,
     pub(crate) server_id: u32,
     pub(crate) heartbeat: Duration,
     /// Set by the URL; otherwise the stream option applies.
@@ -61,6 +64,7 @@ impl fmt::Debug for MySqlConfig {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("database", &self.database)
+            .field("databases", &self.databases)
             .field("server_id", &self.server_id)
             .field("ssl_mode", &self.ssl_mode)
             .finish_non_exhaustive()
@@ -132,6 +136,7 @@ impl MySqlConfig {
             user,
             password,
             database,
+            databases: Vec::new(),
             heartbeat: Duration::from_secs(5),
             silence_timeout: None,
             connect_timeout: Duration::from_secs(10),
@@ -163,6 +168,16 @@ impl MySqlConfig {
                     server_id = Some(id);
                 }
                 "heartbeat" => config.heartbeat = secs(&v)?,
+                "databases" => {
+                    for db in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+                        if db.contains('/') {
+                            return Err(bad(format!("`{db}` is not a database name")));
+                        }
+                        if !config.databases.iter().any(|d| d == db) {
+                            config.databases.push(db.to_owned());
+                        }
+                    }
+                }
                 "silence_timeout" => config.silence_timeout = Some(secs(&v)?),
                 "connect_timeout" => config.connect_timeout = secs(&v)?,
                 "chunk_rows" => {
@@ -204,7 +219,7 @@ impl MySqlConfig {
                 }
                 other => {
                     return Err(bad(format!(
-                        "unknown option `{other}` (known: server_id, heartbeat, silence_timeout, connect_timeout, chunk_rows, batch_events, checkpoint_table, ssl-mode)"
+                        "unknown option `{other}` (known: server_id, heartbeat, databases, silence_timeout, connect_timeout, chunk_rows, batch_events, checkpoint_table, ssl-mode)"
                     )))
                 }
             }
@@ -222,6 +237,11 @@ impl MySqlConfig {
     /// The database of the URL (empty when the URL names none).
     pub fn database(&self) -> &str {
         &self.database
+    }
+
+    /// The `databases=` list (schemas read whole, with the URL's, when no table is named).
+    pub fn databases(&self) -> &[String] {
+        &self.databases
     }
 
     /// The replica server id announced on binlog connections.
@@ -279,7 +299,9 @@ impl MySqlConfig {
             self.checkpoint_table
                 .0
                 .clone()
-                .unwrap_or_else(|| self.database.clone()),
+                .or_else(|| (!self.database.is_empty()).then(|| self.database.clone()))
+                .or_else(|| self.databases.first().cloned())
+                .unwrap_or_default(),
             self.checkpoint_table.1.clone(),
         )
     }
@@ -301,6 +323,7 @@ fn default_server_id(c: &MySqlConfig) -> u32 {
         .bytes()
         .chain(c.port.to_le_bytes())
         .chain(c.database.bytes())
+        .chain(c.databases.iter().flat_map(|d| d.bytes()))
         .chain(c.user.bytes())
     {
         h ^= b as u32;
@@ -366,6 +389,26 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_secs(2));
         assert_eq!(c.chunk_rows, 5);
         assert!(!format!("{c:?}").contains("p:ss"));
+    }
+
+    #[test]
+    fn several_databases() {
+        let c = MySqlConfig::parse("mysql://u@h/?databases=shop,%20billing,shop").unwrap();
+        assert_eq!(c.database(), "");
+        assert_eq!(c.databases(), ["shop", "billing"]);
+        // The checkpoint table goes to the first listed schema without a URL database.
+        assert_eq!(
+            c.checkpoint_table(),
+            ("shop".into(), "_powersync_checkpoints".into())
+        );
+        let one = MySqlConfig::parse("mysql://u@h/app?databases=billing").unwrap();
+        assert_eq!(one.checkpoint_table().0, "app");
+        // Another selection is another replica: its own default server id.
+        assert_ne!(
+            c.server_id(),
+            MySqlConfig::parse("mysql://u@h/").unwrap().server_id()
+        );
+        assert!(MySqlConfig::parse("mysql://u@h/?databases=a/b").is_err());
     }
 
     #[test]

@@ -15,6 +15,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Several databases
+//! One source may read tables of several databases (schemas): `database.table` names
+//! (`TableName::new("billing", "invoices")`), or whole databases with
+//! `mysql://host/?databases=shop,billing`. The server writes one binlog for all of them, so
+//! one stream, one snapshot transaction and one checkpoint cover them, and a transaction that
+//! spans databases arrives as one `Begin`/`Commit`. The checkpoint table lives in one database
+//! (`checkpoint_table=db.table`, else the URL's, else the first of `databases=`).
+//! [`check`](powersync_source_core::ChangeSource::check) asks for SELECT on every database read
+//! and reports binlog filters (`binlog-do-db`, `binlog-ignore-db`) that hide any of them.
+//!
 //! # Consistency model
 //!
 //! **Exact first snapshot.** `start(Beginning)` opens one `START TRANSACTION WITH CONSISTENT

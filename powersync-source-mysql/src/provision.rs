@@ -26,6 +26,7 @@ use powersync_source_core::provision::{
 };
 use powersync_source_core::{ChangeSource, Secret, SourceError, TableName};
 
+use crate::catalog::Scope;
 use crate::check::{monitor_right, set_global, Grants, CHECKPOINT_COLUMNS};
 use crate::connection::{ident, literal, sql_error};
 use crate::server::{Flavour, ServerInfo};
@@ -60,10 +61,10 @@ pub struct Facts {
     pub do_db: String,
     /// `Binlog_Ignore_DB`.
     pub ignore_db: String,
-    /// The URL's database.
-    pub database: String,
-    /// Whether the database exists.
-    pub database_exists: bool,
+    /// The databases whose tables replicate (as [`Wanted::databases`]).
+    pub databases: Vec<String>,
+    /// Those of them (and the checkpoint table's database) that do not exist.
+    pub missing_databases: Vec<String>,
     /// The administrative account (`CURRENT_USER()`).
     pub admin: String,
     /// The replication user's grants (`SHOW GRANTS FOR` lines); None when the user does not
@@ -92,10 +93,12 @@ impl Facts {
 pub struct Wanted {
     /// The replication user.
     pub user: String,
-    /// The database whose tables replicate (the URL's).
-    pub database: String,
+    /// The databases whose tables replicate: the URL's and its `databases=` list, or the
+    /// databases of the named tables. One source reads them all through one binlog stream.
+    pub databases: Vec<String>,
     /// The checkpoint table (database, name): the URL's `checkpoint_table` option, by
-    /// default `_powersync_checkpoints` in the URL's database.
+    /// default `_powersync_checkpoints` in the URL's database (else the first of
+    /// `databases=`).
     pub checkpoint_table: (String, String),
 }
 
@@ -144,22 +147,28 @@ pub fn plan(facts: &Facts, wanted: &Wanted) -> Plan {
             ));
         }
     }
-    let db = &wanted.database;
-    let listed = |list: &str| list.split(',').any(|x| x.trim() == db);
-    if !facts.do_db.is_empty() && !listed(&facts.do_db) {
-        startup.push((
-            format!("binlog_do_db = {db}   (or remove every binlog_do_db line)"),
-            format!(
-                "binlog-do-db ({}) leaves out `{db}`: its changes are not logged",
-                facts.do_db
-            ),
-        ));
-    }
-    if listed(&facts.ignore_db) {
-        startup.push((
-            format!("remove `binlog_ignore_db = {db}`"),
-            format!("binlog-ignore-db lists `{db}`: its changes are not logged"),
-        ));
+    let mut logged: Vec<&str> = wanted.databases.iter().map(String::as_str).collect();
+    logged.push(&wanted.checkpoint_table.0);
+    logged.retain(|d| !d.is_empty());
+    logged.sort();
+    logged.dedup();
+    for db in logged {
+        let listed = |list: &str| list.split(',').any(|x| x.trim() == db);
+        if !facts.do_db.is_empty() && !listed(&facts.do_db) {
+            startup.push((
+                format!("binlog_do_db = {db}   (or remove every binlog_do_db line)"),
+                format!(
+                    "binlog-do-db ({}) leaves out `{db}`: its changes are not logged",
+                    facts.do_db
+                ),
+            ));
+        }
+        if listed(&facts.ignore_db) {
+            startup.push((
+                format!("remove `binlog_ignore_db = {db}`"),
+                format!("binlog-ignore-db lists `{db}`: its changes are not logged"),
+            ));
+        }
     }
 
     // Dynamic ones: SET GLOBAL now, and the configuration file for the next restart.
@@ -248,7 +257,7 @@ pub fn plan(facts: &Facts, wanted: &Wanted) -> Plan {
         ));
     }
 
-    if !facts.database_exists {
+    for db in &facts.missing_databases {
         plan.notes.push(format!(
             "database `{db}` does not exist yet: create it (and its tables) before replicating"
         ));
@@ -292,18 +301,21 @@ pub fn plan(facts: &Facts, wanted: &Wanted) -> Plan {
             Fix::Sql(format!("GRANT {} ON *.* TO {who}", global.join(", "))),
         ));
     }
-    if !grants.on_database("SELECT", db) {
-        plan.steps.push(Step::required(
-            format!(
-                "`{}` cannot read database `{db}` (the snapshot needs SELECT)",
-                wanted.user
-            ),
-            Fix::Sql(format!("GRANT SELECT ON {}.* TO {who}", ident(db))),
-        ));
+    for db in &wanted.databases {
+        if !grants.on_database("SELECT", db) {
+            plan.steps.push(Step::required(
+                format!(
+                    "`{}` cannot read database `{db}` (the snapshot needs SELECT)",
+                    wanted.user
+                ),
+                Fix::Sql(format!("GRANT SELECT ON {}.* TO {who}", ident(db))),
+            ));
+        }
     }
     let (cp_db, cp_table) = &wanted.checkpoint_table;
     let cp = format!("{}.{}", ident(cp_db), ident(cp_table));
-    if facts.database_exists && !facts.checkpoint_table {
+    let cp_db_exists = !facts.missing_databases.contains(cp_db);
+    if cp_db_exists && !facts.checkpoint_table {
         plan.steps.push(Step::required(
             format!(
                 "the checkpoint table `{cp_db}`.`{cp_table}` is missing (write checkpoints use it)"
@@ -314,7 +326,7 @@ pub fn plan(facts: &Facts, wanted: &Wanted) -> Plan {
         ));
     }
     let checkpoint_rights = ["SELECT", "INSERT", "UPDATE", "CREATE"];
-    if facts.database_exists
+    if cp_db_exists
         && !checkpoint_rights
             .iter()
             .all(|r| grants.on_table(r, cp_db, cp_table))
@@ -389,7 +401,7 @@ pub async fn read_facts(conn: &mut Conn, wanted: &Wanted) -> Result<Facts, Sourc
             upper(variable(conn, "enforce_gtid_consistency").await)
         },
         expire_seconds,
-        database: wanted.database.clone(),
+        databases: wanted.databases.clone(),
         admin,
         version: info.version.clone(),
         ..Facts::default()
@@ -406,14 +418,22 @@ pub async fn read_facts(conn: &mut Conn, wanted: &Wanted) -> Result<Facts, Sourc
                 .unwrap_or_default();
         }
     }
-    let schemas: Option<u64> = conn
-        .exec_first(
-            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
-            (wanted.database.as_str(),),
-        )
-        .await
-        .map_err(|e| sql_error(e, "looking up the database"))?;
-    facts.database_exists = schemas.unwrap_or(0) > 0;
+    let mut dbs: Vec<&str> = wanted.databases.iter().map(String::as_str).collect();
+    if !dbs.contains(&wanted.checkpoint_table.0.as_str()) {
+        dbs.push(&wanted.checkpoint_table.0);
+    }
+    for db in dbs {
+        let schemas: Option<u64> = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                (db,),
+            )
+            .await
+            .map_err(|e| sql_error(e, "looking up the database"))?;
+        if schemas.unwrap_or(0) == 0 {
+            facts.missing_databases.push(db.to_owned());
+        }
+    }
     let tables: Option<u64> = conn
         .exec_first(
             "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
@@ -458,18 +478,25 @@ pub async fn run(
     request: &Request,
     out: &mut dyn Write,
 ) -> Result<Outcome, ProvisionError> {
-    if config.database().is_empty() {
+    validate_user(&request.user)?;
+    let tables = &request.tables;
+    let scope = Scope::of(config);
+    let databases = scope.schemas(tables);
+    if databases.is_empty() {
         return Err(SourceError::config(
-            "the URL names no database: add /database (the one whose tables replicate)",
+            "the URL names no database: add /database or ?databases=a,b (the ones whose tables replicate), or name tables as database.table",
         )
         .into());
     }
-    validate_user(&request.user)?;
-    let tables = &request.tables;
+    let mut checkpoint_table = config.checkpoint_table();
+    if checkpoint_table.0.is_empty() {
+        // Named tables only: the checkpoint table goes to the first of their databases.
+        checkpoint_table.0 = databases[0].clone();
+    }
     let wanted = Wanted {
         user: request.user.clone(),
-        database: config.database().to_string(),
-        checkpoint_table: config.checkpoint_table(),
+        databases,
+        checkpoint_table,
     };
     let mut report = Report::new(out);
     let mut conn = crate::connect_sql(config).await?;
@@ -480,14 +507,14 @@ pub async fn run(
         "setup: {} {}, database {} as {}",
         if facts.mariadb { "MariaDB" } else { "MySQL" },
         facts.version,
-        facts.database,
+        facts.databases.join(", "),
         facts.admin
     ))?;
     report.comment(format_args!(
         "replication user: {}; tables: {}",
         wanted.user,
         if tables.is_empty() {
-            format!("every table of `{}`", wanted.database)
+            format!("every table of `{}`", wanted.databases.join("`, `"))
         } else {
             tables
                 .iter()
@@ -499,7 +526,8 @@ pub async fn run(
     report.notes(&plan.notes)?;
     let ready_line = format!(
         "`{}` can replicate database {}",
-        wanted.user, wanted.database
+        wanted.user,
+        wanted.databases.join(", ")
     );
     if !request.apply {
         report.steps(&plan.steps)?;
@@ -641,8 +669,7 @@ mod tests {
             binlog_row_metadata: Some("FULL".into()),
             server_id: 1,
             expire_seconds: 0.0,
-            database: "app".into(),
-            database_exists: true,
+            databases: vec!["app".into()],
             admin: "root@localhost".into(),
             user_grants: Some(vec![
                 "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO `powersync`@`%`".into(),
@@ -658,7 +685,7 @@ mod tests {
     fn wanted() -> Wanted {
         Wanted {
             user: "powersync".into(),
-            database: "app".into(),
+            databases: vec!["app".into()],
             checkpoint_table: ("app".into(), "_powersync_checkpoints".into()),
         }
     }
@@ -761,6 +788,25 @@ mod tests {
         assert!(text.contains("binlog_do_db = app"), "{text}");
         assert!(text.contains("remove `binlog_ignore_db = app`"), "{text}");
         assert!(p.steps[0].reason.contains("binlog-do-db (other)"));
+    }
+
+    #[test]
+    fn several_databases_are_each_read_and_logged() {
+        let mut f = ready_mariadb();
+        f.do_db = "app".into();
+        let w = Wanted {
+            databases: vec!["app".into(), "billing".into()],
+            ..wanted()
+        };
+        let p = plan(&f, &w);
+        let text = shown(&p).join("\n");
+        assert!(text.contains("binlog_do_db = billing"), "{text}");
+        assert!(!text.contains("binlog_do_db = app"), "{text}");
+        assert!(
+            text.contains("GRANT SELECT ON `billing`.* TO 'powersync'@'%';"),
+            "{text}"
+        );
+        assert!(!text.contains("GRANT SELECT ON `app`.*"), "{text}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use powersync_source_core::{
     SourceError, StartFrom, StreamOptions, TableName, TableSchema,
 };
 
-use crate::catalog::{self, TableInfo};
+use crate::catalog::{self, Scope, TableInfo};
 use crate::check::CHECKPOINT_COLUMNS;
 use crate::config::MySqlConfig;
 use crate::connection::{connect, exec_drop, ident, sql_error};
@@ -19,8 +19,8 @@ use crate::replicator::{Replicator, Selection, Settings};
 use crate::server::{self, ServerInfo};
 use crate::snapshot;
 
-/// A MySQL or MariaDB database replicated from its binlog. See the [crate docs](crate) for the
-/// consistency model.
+/// Tables of one or more MySQL or MariaDB databases (schemas) replicated from the server's one
+/// binlog, under one checkpoint. See the [crate docs](crate) for the consistency model.
 ///
 /// Source-specific settings (heartbeat, snapshot chunk size, server id, TLS, …) come from the
 /// URL ([`MySqlConfig`]); the settings every source shares come from [`StreamOptions`]
@@ -32,7 +32,8 @@ pub struct MySqlSource {
 }
 
 impl MySqlSource {
-    /// A source over every base table of the URL's database, with default [`StreamOptions`].
+    /// A source over every base table of the URL's database and of its `databases=` list, with
+    /// default [`StreamOptions`].
     pub fn new(config: MySqlConfig) -> MySqlSource {
         MySqlSource {
             config,
@@ -42,8 +43,11 @@ impl MySqlSource {
 
     /// Replaces the stream settings every source shares:
     /// - `tables`: the tables to replicate (`None` or an empty list: every base table of the
-    ///   URL's database). A table with an empty `schema` is in the URL's database; `schema` is
-    ///   the MySQL database.
+    ///   URL's database and of its `databases=` list). `schema` is the MySQL database; a table
+    ///   with an empty `schema` is in the URL's database (or the only one `databases=` lists;
+    ///   with neither it is a `Config` error at `check`/`start`). Tables may be in several
+    ///   databases: one binlog stream and one snapshot transaction read them all, and a
+    ///   transaction spanning databases is one `Begin`/`Commit`.
     /// - `retry`: the reconnect policy inside the stream (budget per outage).
     /// - `batch_events`: events per batch, unless the URL sets `batch_events`.
     /// - `silence_timeout`: a binlog connection silent this long (no event, no heartbeat) is
@@ -84,21 +88,21 @@ impl MySqlSource {
         self.stream.tables.as_deref().unwrap_or(&[])
     }
 
+    /// The schemas this source reads (see [`Scope`]).
+    fn scope(&self) -> Scope {
+        Scope::of(&self.config)
+    }
+
     fn selection(&self) -> Selection {
+        let scope = self.scope();
         if self.tables().is_empty() {
-            Selection::Database(self.config.database.clone())
+            Selection::Databases(scope.whole)
         } else {
             Selection::List(
-                self.tables()
-                    .iter()
-                    .map(|t| {
-                        let db = if t.schema.is_empty() {
-                            self.config.database.clone()
-                        } else {
-                            t.schema.clone()
-                        };
-                        (db, t.name.clone())
-                    })
+                scope
+                    .qualify(self.tables())
+                    .into_iter()
+                    .map(|t| (t.schema, t.name))
                     .collect(),
             )
         }
@@ -146,7 +150,7 @@ impl ChangeSource for MySqlSource {
         crate::check::check(
             &mut conn,
             &info,
-            &self.config.database,
+            &self.scope(),
             self.tables(),
             &self.config.checkpoint_table(),
         )
@@ -157,7 +161,7 @@ impl ChangeSource for MySqlSource {
         let mut conn = connect(&self.config).await?;
         let tables = catalog::selected_tables(
             &mut conn,
-            &self.config.database,
+            &self.scope(),
             self.tables(),
             &self.config.checkpoint_table(),
         )
@@ -177,7 +181,7 @@ impl ChangeSource for MySqlSource {
         crate::check::check(
             &mut conn,
             &info,
-            &self.config.database,
+            &self.scope(),
             self.tables(),
             &self.config.checkpoint_table(),
         )
@@ -185,7 +189,7 @@ impl ChangeSource for MySqlSource {
         .into_result()?;
         let tables: Vec<Arc<TableInfo>> = catalog::selected_tables(
             &mut conn,
-            &self.config.database,
+            &self.scope(),
             self.tables(),
             &self.config.checkpoint_table(),
         )

@@ -1,5 +1,6 @@
 //! Integration tests against a throwaway MariaDB (and a real MySQL when `MYSQL_TEST_URL` is set).
 mod conformance;
+mod databases;
 mod decoders;
 mod faults;
 mod mysql_env;

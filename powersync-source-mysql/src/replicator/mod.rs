@@ -32,8 +32,8 @@ use crate::server::{Flavour, ServerInfo};
 /// Which tables are in scope.
 #[derive(Debug, Clone)]
 pub(crate) enum Selection {
-    /// Every base table of a database (except the checkpoint table).
-    Database(String),
+    /// Every base table of these databases (except the checkpoint table).
+    Databases(Vec<String>),
     /// These tables.
     List(HashSet<(String, String)>),
 }
@@ -41,7 +41,9 @@ pub(crate) enum Selection {
 impl Selection {
     fn wants(&self, db: &str, table: &str, checkpoint: &(String, String)) -> bool {
         match self {
-            Selection::Database(d) => d == db && !(checkpoint.0 == db && checkpoint.1 == table),
+            Selection::Databases(dbs) => {
+                dbs.iter().any(|d| d == db) && !(checkpoint.0 == db && checkpoint.1 == table)
+            }
             Selection::List(set) => set.contains(&(db.to_owned(), table.to_owned())),
         }
     }
