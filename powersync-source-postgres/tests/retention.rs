@@ -69,7 +69,22 @@ async fn invalidated_during_the_snapshot(bin_dir: Option<std::path::PathBuf>) {
         "the budget is measured: {before:?}"
     );
 
-    // 128 MB of WAL elsewhere, and a checkpoint that removes it.
+    // About 17 MB of WAL elsewhere: past half the budget (the watch warns), not yet lost as
+    // no checkpoint ran. The budget is `safe_wal_size` + the retained WAL: the slot's segment
+    // plus max_slot_wal_keep_size, 16 to 32 MB here.
+    pg.psql("INSERT INTO filler SELECT g, repeat('x', 1000) FROM generate_series(1, 16000) g;")
+        .await
+        .expect("filler");
+    tokio::time::sleep(CHECK * 3).await;
+    let half = stream.stats().snapshot();
+    let budget = half.history_budget_bytes.expect("a budget");
+    let used = half.retained_bytes as f64 / (half.retained_bytes + budget) as f64;
+    assert!(
+        used >= 0.5,
+        "the watch sees the slot past half its budget: {half:?}"
+    );
+
+    // 128 MB more, and a checkpoint that removes it.
     for _ in 0..4 {
         pg.psql("INSERT INTO filler SELECT g, repeat('x', 1000) FROM generate_series(1, 32000) g;")
             .await
