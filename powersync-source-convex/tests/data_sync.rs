@@ -285,3 +285,44 @@ async fn an_interleaved_initial_sync_ends_at_the_deployment_state() {
     // its delete).
     assert_eq!(done_rows, Some(13));
 }
+
+/// A table that enters the selection is walked inside one transaction (truncate, then its
+/// rows); a request that fails inside it makes the host discard the transaction, and the
+/// walk starts again from its first page: one whole transaction reaches the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_inside_a_re_walk_starts_it_again() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.set_page_sizes(2, 128);
+    seed(&fake, "items", 1);
+    seed(&fake, "other", 5);
+    let at = stream_to_checkpoint(&fake, ConvexApi::DataSync, 1).await;
+    // `other` joins the selection: the server walks it at the sync's timestamp.
+    fake.set_snapshot_page_delay(std::time::Duration::from_millis(100));
+    let src = source_on(&fake, &["items", "other"], ConvexApi::DataSync);
+    let mut stream = src.start(StartFrom::Checkpoint(at)).await.unwrap();
+    let mut failed = false;
+    let events = read_until(&mut stream, |e| {
+        if matches!(e, ChangeEvent::Truncate(_)) && !failed {
+            failed = true;
+            fake.fail_next(3, 503);
+        }
+        failed && matches!(e, ChangeEvent::Commit(_))
+    })
+    .await
+    .unwrap();
+    let aborted = events
+        .iter()
+        .position(|e| matches!(e, ChangeEvent::Abort))
+        .expect("the open transaction is discarded");
+    let after = &events[aborted + 1..];
+    assert!(
+        matches!(after.first(), Some(ChangeEvent::Begin(_))),
+        "{after:?}"
+    );
+    assert!(
+        matches!(after.get(1), Some(ChangeEvent::Truncate(t)) if t.tables[0].name == "other"),
+        "{after:?}"
+    );
+    assert_eq!(rows(after).count(), 5, "{after:?}");
+    assert!(matches!(after.last(), Some(ChangeEvent::Commit(_))));
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use powersync_source_convex::testing::{bytes, int64, CheckpointMutation, FakeConvex, Write};
 use powersync_source_convex::{ConvexApi, ConvexSource, ValueEncoding, CHECKPOINT_TABLE};
 use powersync_source_core::{
-    ChangeEvent, ChangeSource, ErrorKind, SnapshotProgress, StartFrom, Value,
+    ChangeEvent, ChangeSource, ErrorKind, SnapshotProgress, StartFrom, StreamOptions, Value,
 };
 use serde_json::json;
 
@@ -350,6 +350,60 @@ async fn replaced_table(api: ConvexApi) {
         !events.iter().any(|e| matches!(e, ChangeEvent::Truncate(_))),
         "{events:?}"
     );
+}
+
+/// On streaming export a replaced table is read again page by page inside the truncate's
+/// transaction; a page that fails makes the host discard that transaction, and the stream
+/// starts it again, truncate included: one whole transaction reaches the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_while_reading_a_replaced_table_starts_its_transaction_again() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.set_page_sizes(2, 128);
+    seed(&fake, "items", 3);
+    // Events reach the test as they are made, so the failure lands inside the transaction.
+    let src = legacy_source(&fake, &["items"]).with_stream_options(
+        StreamOptions::default()
+            .with_tables(vec![table("items")])
+            .with_retry(config(&fake.url(), KEY).retry().clone())
+            .with_batch_events(1),
+    );
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, |e| {
+        matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }))
+    })
+    .await
+    .unwrap();
+    fake.set_snapshot_page_delay(Duration::from_millis(50));
+    let mut new_ids = fake
+        .replace_table("items", (0..5).map(|n| json!({"n": int64(n)})).collect())
+        .unwrap();
+    new_ids.sort();
+    let mut failed = false;
+    let events = read_until(&mut stream, |e| {
+        if matches!(e, ChangeEvent::Truncate(_)) && !failed {
+            failed = true;
+            fake.fail_next(2, 503);
+        }
+        failed && matches!(e, ChangeEvent::Commit(_))
+    })
+    .await
+    .unwrap();
+    let aborted = events
+        .iter()
+        .rposition(|e| matches!(e, ChangeEvent::Abort))
+        .expect("the open transaction is discarded");
+    let after = &events[aborted + 1..];
+    assert!(
+        matches!(after.first(), Some(ChangeEvent::Begin(_))),
+        "{after:?}"
+    );
+    assert!(
+        matches!(after.get(1), Some(ChangeEvent::Truncate(_))),
+        "{after:?}"
+    );
+    let mut reread: Vec<String> = rows(after).map(id_of).collect();
+    reread.sort();
+    assert_eq!(reread, new_ids);
 }
 
 /// The deltas page limit counts rows read, system tables and unselected tables included: a

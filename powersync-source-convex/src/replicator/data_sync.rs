@@ -27,7 +27,9 @@
 //!   server sends a truncate for it and walks it again (status `snapshotting` until done):
 //!   one transaction from that page to the next consistent one, holding `Truncate` of the
 //!   selected tables and every document of the pages in between as upserts (and deletes),
-//!   committed at that consistent page. A restart inside it resumes before it.
+//!   committed at that consistent page. A restart inside it resumes before it; a retried
+//!   request inside it (the host was told to abort the open transaction) walks again from
+//!   the cursor that asked for its first page.
 //! - **Markers.** The marker table is in the selection; a marker write is reported as
 //!   `CheckpointObserved` with the checkpoint `write_checkpoint` returned (its `v1` form).
 //! - **Deleted tables** leave the sync without a word from the server: the periodic check of
@@ -109,8 +111,9 @@ impl Replicator {
         // The documents the initial snapshot sent (hashes of table and id): one sent again is
         // an update, and counts once.
         let mut sent: HashSet<u64> = HashSet::new();
-        // Inside a re-walk transaction.
+        // Inside a re-walk transaction, and the cursor that asked for its first page.
         let mut rewalk = false;
+        let mut rewalk_from: Option<String> = None;
         let mut next_schema_check = Instant::now() + self.config.schema_check_interval();
         let mut replicated: BTreeSet<String> = self
             .catalog
@@ -123,12 +126,28 @@ impl Replicator {
             let page = match first.take() {
                 Some(page) => *page,
                 None => {
-                    let (t, s) = (asked_with.clone(), selection.clone());
-                    self.retrying(move |api, stats| {
-                        let (t, s) = (t.clone(), s.clone());
-                        async move { api.data_sync(t.as_deref(), &s, Some(&stats)).await }
-                    })
-                    .await?
+                    match self
+                        .api
+                        .data_sync(asked_with.as_deref(), &selection, Some(self.out.stats()))
+                        .await
+                    {
+                        Ok(page) => {
+                            self.reconnect.healthy();
+                            page
+                        }
+                        Err(e) => {
+                            let open = self.out.in_transaction();
+                            // Retryable: the host is told to discard an open transaction.
+                            self.reconnect.after_failure(e, &mut self.out).await?;
+                            if open && rewalk {
+                                // The re-walk's transaction is gone: walk again from its
+                                // first page, whose cursor gives the same truncates again.
+                                token = rewalk_from.clone();
+                                rewalk = false;
+                            }
+                            continue;
+                        }
+                    }
                 }
             };
             let consistent = page.status.consistent_at();
@@ -156,6 +175,7 @@ impl Replicator {
                 }
             } else if !rewalk && !follows_log {
                 rewalk = true;
+                rewalk_from = asked_with.clone();
                 self.out
                     .push(ChangeEvent::Begin(Begin {
                         xid: None,

@@ -295,20 +295,27 @@ impl Replicator {
         if replaced.is_empty() {
             return Ok(());
         }
-        self.out
-            .push(ChangeEvent::Begin(Begin {
-                xid: None,
-                commit_time: None,
-            }))
-            .await?;
-        self.out
-            .push(ChangeEvent::Truncate(Truncate {
-                tables: replaced.iter().map(|t| TableName::new(SCHEMA, t)).collect(),
-            }))
-            .await?;
-        for table in &replaced {
-            self.row_ids.insert(table.clone(), Default::default());
-            self.read_table_at(table, cursor).await?;
+        // A failed page inside the transaction makes the host discard it (Abort): start the
+        // whole transaction again, truncate included.
+        'transaction: loop {
+            self.out
+                .push(ChangeEvent::Begin(Begin {
+                    xid: None,
+                    commit_time: None,
+                }))
+                .await?;
+            self.out
+                .push(ChangeEvent::Truncate(Truncate {
+                    tables: replaced.iter().map(|t| TableName::new(SCHEMA, t)).collect(),
+                }))
+                .await?;
+            for table in &replaced {
+                self.row_ids.insert(table.clone(), Default::default());
+                if !self.read_table_at(table, cursor).await? {
+                    continue 'transaction;
+                }
+            }
+            break;
         }
         self.out
             .push(ChangeEvent::Commit(Commit {
@@ -319,21 +326,36 @@ impl Replicator {
     }
 
     /// Reads a table as of `snapshot` (the stream's cursor, so the deltas after it apply on
-    /// top), every row as an upsert inside the open transaction.
-    async fn read_table_at(&mut self, table: &str, snapshot: i64) -> Step<()> {
+    /// top), every row as an upsert inside the open transaction. `false` when a page failed
+    /// and the host was told to discard the transaction (the caller starts it again).
+    async fn read_table_at(&mut self, table: &str, snapshot: i64) -> Step<bool> {
         let encoding = self.catalog.encoding();
         let mut page_cursor: Option<String> = None;
         loop {
-            let (t, c) = (table.to_string(), page_cursor.clone());
-            let page = self
-                .retrying(move |api, stats| {
-                    let (t, c) = (t.clone(), c.clone());
-                    async move {
-                        api.list_snapshot(Some(snapshot), c.as_deref(), &t, encoding, Some(&stats))
-                            .await
+            let page = match self
+                .api
+                .list_snapshot(
+                    Some(snapshot),
+                    page_cursor.as_deref(),
+                    table,
+                    encoding,
+                    Some(self.out.stats()),
+                )
+                .await
+            {
+                Ok(page) => {
+                    self.reconnect.healthy();
+                    page
+                }
+                Err(e) => {
+                    let open = self.out.in_transaction();
+                    self.reconnect.after_failure(e, &mut self.out).await?;
+                    if open {
+                        return Ok(false);
                     }
-                })
-                .await?;
+                    continue;
+                }
+            };
             for doc in &page.values {
                 if doc_str(doc, "_table").is_some_and(|t| t != table)
                     || doc_str(doc, "_component").is_some_and(|c| !c.is_empty())
@@ -348,7 +370,7 @@ impl Replicator {
                 self.out.push(ChangeEvent::Row(change)).await?;
             }
             if !page.has_more {
-                return Ok(());
+                return Ok(true);
             }
             page_cursor = Some(page.cursor.ok_or_else(|| {
                 SourceError::decode(format!(
