@@ -30,7 +30,8 @@ pub struct PostgresOptions {
     /// `wal_status`, `safe_wal_size`), during the snapshot and while streaming: it warns at
     /// 50% and 80% of `max_slot_wal_keep_size`, records the retained WAL and the budget left
     /// in the stream's statistics, and ends the stream with `HistoryLost` (and the server's
-    /// reason, 17+) within one interval of the slot's invalidation.
+    /// reason, 17+) within one interval of the slot's invalidation. The reads use one more
+    /// SQL connection per stream; `Duration::ZERO` turns the watch off.
     pub slot_check_interval: Duration,
 }
 

@@ -144,11 +144,12 @@ impl Prepared {
             snapshot,
             repl,
         } = self;
-        let mut watch = retention::SlotWatch::spawn(
-            replicator.config.clone(),
-            replicator.options.slot_check_interval,
-            out.stats().clone(),
-        );
+        let interval = replicator.options.slot_check_interval;
+        if interval.is_zero() {
+            return replicator.run(snapshot, repl, &mut out, &acks).await;
+        }
+        let mut watch =
+            retention::SlotWatch::spawn(replicator.config.clone(), interval, out.stats().clone());
         let lost = {
             let run = replicator.run(snapshot, repl, &mut out, &acks);
             tokio::select! {
