@@ -352,3 +352,42 @@ async fn mirror_of_two_databases_survives_kills_under_load() {
         pairs_of(&mut conn, "billing.invoices").await
     );
 }
+
+/// `setup` for two schemas (`?databases=shop,billing`): SELECT on each, the checkpoint table in
+/// the first; after `--apply` the new user passes `check()` for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_for_two_databases_grants_select_on_each() {
+    let Some(db) = mariadb(MariaDbServer::builder()).await else {
+        return;
+    };
+    sql(
+        &db,
+        "CREATE DATABASE shop; CREATE DATABASE billing;
+         CREATE TABLE shop.orders (id INT PRIMARY KEY); CREATE TABLE billing.invoices (id INT PRIMARY KEY);",
+    )
+    .await;
+    let url = format!("{}?databases=shop,billing", db.url());
+    let done = run(SETUP, &[&url]).await;
+    let out = done.lines.join("\n");
+    assert_eq!(done.code(), 3, "{out}\n{}", done.stderr);
+    assert!(out.contains("database shop, billing as"), "{out}");
+    assert!(
+        out.contains("GRANT SELECT ON `shop`.* TO 'powersync'@'%';"),
+        "{out}"
+    );
+    assert!(
+        out.contains("GRANT SELECT ON `billing`.* TO 'powersync'@'%';"),
+        "{out}"
+    );
+    assert!(
+        out.contains("CREATE TABLE IF NOT EXISTS `shop`.`_powersync_checkpoints`"),
+        "{out}"
+    );
+    let done = run(SETUP, &[&url, "--apply"]).await;
+    let out = done.lines.join("\n");
+    assert_eq!(done.code(), 0, "{out}\n{}", done.stderr);
+    let done = run(SETUP, &[&url]).await;
+    let out = done.lines.join("\n");
+    assert_eq!(done.code(), 0, "{out}\n{}", done.stderr);
+    assert!(out.contains("nothing to change"), "{out}");
+}

@@ -121,16 +121,20 @@ impl Scope {
             .collect()
     }
 
-    /// Every schema the selection reads (the schemas of `wanted`, or the whole ones), sorted.
+    /// Every schema the selection reads (the schemas of `wanted`, or the whole ones), each
+    /// once, in the order they were named.
     pub fn schemas(&self, wanted: &[TableName]) -> Vec<String> {
-        let mut out: Vec<String> = if wanted.is_empty() {
+        let named: Vec<String> = if wanted.is_empty() {
             self.whole.clone()
         } else {
             self.qualify(wanted).into_iter().map(|t| t.schema).collect()
         };
-        out.retain(|s| !s.is_empty());
-        out.sort();
-        out.dedup();
+        let mut out: Vec<String> = Vec::new();
+        for schema in named {
+            if !schema.is_empty() && !out.contains(&schema) {
+                out.push(schema);
+            }
+        }
         out
     }
 }
