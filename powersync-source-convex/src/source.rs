@@ -93,11 +93,17 @@ impl ChangeSource for ConvexSource {
             .0)
     }
 
+    /// The selected tables with their columns. Type names carry the encoding the stream will
+    /// read: `export_json` with `api=data_sync`; with `api=auto` discovery does not probe the
+    /// Data Sync API (a probe starts a sync) and names the streaming export encoding.
     async fn discover(&self) -> Result<Vec<TableSchema>> {
         let selection = Selection::new(self.tables())?;
         let types = crate::discovery::discover(&self.api).await?.types;
         let names = selection.snapshot_tables(types.keys());
-        let (encoding, _) = crate::check::negotiate_encoding(&self.api, &self.config).await?;
+        let encoding = match self.config.api() {
+            ConvexApi::DataSync => Encoding::ExportJson,
+            _ => crate::check::negotiate_encoding(&self.api, &self.config).await?.0,
+        };
         let mut catalog = Catalog::new(types, encoding, self.config.int64());
         Ok(names.iter().map(|t| (*catalog.schema(t)).clone()).collect())
     }

@@ -1,7 +1,7 @@
 //! Property tests: every decoder fed arbitrary values and bytes errors, never panics.
 
 use powersync_source_convex::decode::{
-    decode_json, decode_typed, nested_json, Encoding, FieldType,
+    decode_json, decode_typed, export_json_to_typed, nested_json, Encoding, FieldType,
 };
 use powersync_source_convex::{ConvexConfig, Int64Mode};
 use proptest::prelude::*;
@@ -66,6 +66,28 @@ proptest! {
         let _ = nested_json(&v, Encoding::Json);
         let _ = FieldType::from_json_schema(&v);
         let _ = FieldType::of_typed_value(&v);
+        let _ = nested_json(&v, Encoding::ExportJson);
+        if let Ok(t) = export_json_to_typed(v.clone()) {
+            let _ = decode_typed(&t, mode);
+        }
+    }
+
+    /// `export_json` as the server writes it (Int64 a plain integer, every float with a
+    /// fraction or exponent), read back through the text: the same values as the typed
+    /// encoding, every float bit for bit (whole numbers and -0.0 included).
+    #[test]
+    fn export_json_round_trips(i in any::<i64>(), f in any::<f64>().prop_filter("finite", |f| f.is_finite())) {
+        let text = serde_json::to_string(&json!({"i": i, "f": f, "a": [i, f]})).unwrap();
+        let doc = export_json_to_typed(serde_json::from_str(&text).unwrap()).unwrap();
+        prop_assert_eq!(decode_typed(&doc["i"], Int64Mode::Integer).unwrap(), powersync_source_core::Value::Integer(i));
+        match decode_typed(&doc["f"], Int64Mode::Integer).unwrap() {
+            powersync_source_core::Value::Real(g) => prop_assert_eq!(g.to_bits(), f.to_bits()),
+            other => prop_assert!(false, "{f} decoded as {other:?}"),
+        }
+        prop_assert_eq!(
+            nested_json(&doc["a"], Encoding::ExportJson).unwrap(),
+            nested_json(&json!([i.to_string(), f]), Encoding::Json).unwrap()
+        );
     }
 
     #[test]
@@ -108,6 +130,8 @@ fn malformed_typed_values_are_errors() {
     ] {
         assert!(decode_typed(&v, Int64Mode::Text).is_err(), "{v}");
     }
+    // An integer beyond Int64 is no Convex value.
+    assert!(export_json_to_typed(json!({"n": u64::MAX})).is_err());
     assert!(decode_json(&json!("12x"), Some(&FieldType::Int64), Int64Mode::Text).is_err());
     assert!(decode_json(&json!("Inf"), Some(&FieldType::Float64), Int64Mode::Text).is_err());
     assert!(decode_json(&json!("%%"), Some(&FieldType::Bytes), Int64Mode::Text).is_err());
