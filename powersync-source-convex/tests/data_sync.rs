@@ -326,3 +326,28 @@ async fn a_failure_inside_a_re_walk_starts_it_again() {
     assert_eq!(rows(after).count(), 5, "{after:?}");
     assert!(matches!(after.last(), Some(ChangeEvent::Commit(_))));
 }
+
+/// A write checkpoint taken while the initial sync walks (and alternates with the log) is
+/// observed, once the snapshot is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_checkpoint_during_the_initial_sync_is_observed() {
+    let fake = FakeConvex::start(KEY).await.unwrap();
+    fake.set_page_sizes(3, 128);
+    fake.set_data_sync_interleave(true);
+    fake.set_snapshot_page_delay(std::time::Duration::from_millis(100));
+    seed(&fake, "items", 12);
+    let src = source_on(&fake, &["items"], ConvexApi::DataSync);
+    let mut stream = src.start(StartFrom::Beginning).await.unwrap();
+    read_until(&mut stream, |e| matches!(e, ChangeEvent::Row(_)))
+        .await
+        .unwrap();
+    let checkpoint = src.write_checkpoint().await.unwrap();
+    let mut done = false;
+    read_until(&mut stream, |e| {
+        done |= matches!(e, ChangeEvent::Snapshot(SnapshotProgress::Done { .. }));
+        matches!(e, ChangeEvent::CheckpointObserved(c) if *c == checkpoint)
+    })
+    .await
+    .expect("the checkpoint is observed");
+    assert!(done, "observed before the snapshot was done");
+}

@@ -31,7 +31,9 @@
 //!   request inside it (the host was told to abort the open transaction) walks again from
 //!   the cursor that asked for its first page.
 //! - **Markers.** The marker table is in the selection; a marker write is reported as
-//!   `CheckpointObserved` with the checkpoint `write_checkpoint` returned (its `v1` form).
+//!   `CheckpointObserved` with the checkpoint `write_checkpoint` returned (its `v1` form), at
+//!   the next consistent page (after `Done` during the initial sync, after the commit of a
+//!   re-walk), when the host holds everything written before it.
 //! - **Deleted tables** leave the sync without a word from the server: the periodic check of
 //!   the streaming phase reports them as a truncate, as on the legacy transport.
 
@@ -108,12 +110,16 @@ impl Replicator {
         let mut floor = -1;
         // Rows per table of the initial snapshot.
         let mut started: BTreeMap<String, u64> = BTreeMap::new();
-        // The documents the initial snapshot sent (hashes of table and id): one sent again is
-        // an update, and counts once.
+        // The documents the initial snapshot sent (hashes of table and id, freed at `Done`):
+        // one sent again is an update, and counts once.
         let mut sent: HashSet<u64> = HashSet::new();
         // Inside a re-walk transaction, and the cursor that asked for its first page.
         let mut rewalk = false;
         let mut rewalk_from: Option<String> = None;
+        // Marker writes seen since the last consistent page, reported at the next one: only
+        // there has the host everything written before them. (A walk may send old markers
+        // too; reporting a checkpoint that passed long ago is harmless.)
+        let mut markers: Vec<i64> = Vec::new();
         let mut next_schema_check = Instant::now() + self.config.schema_check_interval();
         let mut replicated: BTreeSet<String> = self
             .catalog
@@ -197,7 +203,6 @@ impl Replicator {
             // The log part: one transaction per timestamp, in timestamp order.
             let mut open: Option<i64> = None;
             let mut last_ts = floor;
-            let mut markers = Vec::new();
             for v in page.values {
                 if !v.component.is_empty() || skip.is_some_and(|s| v.ts <= s) {
                     continue;
@@ -214,7 +219,7 @@ impl Replicator {
                     last_ts = v.ts;
                 }
                 if v.table == CHECKPOINT_TABLE {
-                    if !v.deleted && !snapshotting {
+                    if !v.deleted {
                         markers.push(v.ts);
                     }
                     continue;
@@ -316,7 +321,7 @@ impl Replicator {
                 self.out.push(ChangeEvent::Keepalive(at.clone())).await?;
                 emitted_ts = ts;
             }
-            for m in markers {
+            for m in std::mem::take(&mut markers) {
                 self.out
                     .push(ChangeEvent::CheckpointObserved(cursor_checkpoint(m)?))
                     .await?;
