@@ -243,3 +243,62 @@ pub fn collection_info(spec: &Document) -> CollectionInfo {
         images,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(db: &str, coll: &str) -> TableName {
+        TableName::new(db, coll)
+    }
+
+    #[test]
+    fn one_database_is_a_database_stream() {
+        let s = Selection::resolve("app", &[], &[t("", "a"), t("app", "b")], None).unwrap();
+        assert!(!s.is_cluster());
+        assert_eq!(s.names(), ["a", "b"]);
+        assert_eq!(s.checkpoint_database(), "app");
+        assert!(s.contains("app", "a") && !s.contains("app", "c") && !s.contains("x", "a"));
+        // The whole database, but never the internal collections.
+        let s = Selection::resolve("app", &[], &[], None).unwrap();
+        assert!(s.contains("app", "c") && !s.contains("app", CHECKPOINTS_COLLECTION));
+        assert!(!s.contains("app", "system.views"));
+    }
+
+    #[test]
+    fn several_databases_are_a_cluster_stream() {
+        let s =
+            Selection::resolve("", &[], &[t("shop", "orders"), t("billing", "x")], None).unwrap();
+        assert!(s.is_cluster());
+        assert_eq!(s.databases().collect::<Vec<_>>(), ["shop", "billing"]);
+        assert_eq!(s.checkpoint_database(), "shop");
+        assert!(s.contains("billing", "x") && !s.contains("billing", "orders"));
+
+        // The URL's database keeps the markers when it is selected; whole databases by list.
+        let s = Selection::resolve("app", &["billing".into()], &[], None).unwrap();
+        assert_eq!(s.databases().collect::<Vec<_>>(), ["app", "billing"]);
+        assert_eq!(s.checkpoint_database(), "app");
+        assert!(s.contains("billing", "anything"));
+
+        // Markers elsewhere make even one database a cluster stream.
+        let s = Selection::resolve("app", &[], &[], Some("ops")).unwrap();
+        assert!(s.is_cluster());
+        assert_eq!(s.checkpoint_database(), "ops");
+
+        // A single `databases=` entry is the default database of bare names.
+        let s = Selection::resolve("", &["shop".into()], &[t("", "orders")], None).unwrap();
+        assert!(!s.is_cluster() && s.contains("shop", "orders"));
+    }
+
+    #[test]
+    fn nothing_named_or_no_default_is_a_config_error() {
+        for (url_db, dbs, tables) in [
+            ("", vec![], vec![]),
+            ("", vec!["a".to_string(), "b".into()], vec![t("", "x")]),
+            ("", vec![], vec![t("a.b", "x")]),
+        ] {
+            let e = Selection::resolve(url_db, &dbs, &tables, None).unwrap_err();
+            assert_eq!(e.kind(), powersync_source_core::ErrorKind::Config, "{e}");
+        }
+    }
+}

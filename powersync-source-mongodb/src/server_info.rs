@@ -229,4 +229,35 @@ mod tests {
         "authenticatedUserPrivileges": [{"resource": {"anyResource": true}, "actions": ["collMod"]}]}};
         assert!(Privileges::from_connection_status(&root).allows("collMod", "x", Some("y")));
     }
+
+    #[test]
+    fn cluster_wide_privileges() {
+        let status = |privileges: Vec<Document>| {
+            Privileges::from_connection_status(&doc! {"authInfo": {
+                "authenticatedUsers": [{"user": "sync", "db": "admin"}],
+                "authenticatedUserPrivileges": privileges,
+            }})
+        };
+        // Per-database grants, however many, are not the whole cluster.
+        let per_db = status(vec![
+            doc! {"resource": {"db": "app", "collection": ""}, "actions": ["find", "changeStream"]},
+            doc! {"resource": {"db": "billing", "collection": ""}, "actions": ["find", "changeStream"]},
+        ]);
+        assert_eq!(
+            per_db.missing_everywhere(&["find", "changeStream"]),
+            vec!["find", "changeStream"]
+        );
+        // `{db: "", collection: ""}` (the seed's custom role) is; a collection-only one is not.
+        let cluster = status(vec![
+            doc! {"resource": {"db": "", "collection": ""}, "actions": ["find", "changeStream"]},
+            doc! {"resource": {"db": "", "collection": "x"}, "actions": ["insert"]},
+        ]);
+        assert!(cluster
+            .missing_everywhere(&["find", "changeStream"])
+            .is_empty());
+        assert_eq!(cluster.missing_everywhere(&["insert"]), vec!["insert"]);
+        assert!(cluster.allows("find", "anything", None));
+        let open = Privileges::from_connection_status(&doc! {});
+        assert!(open.missing_everywhere(&["find"]).is_empty());
+    }
 }
