@@ -150,7 +150,9 @@
 //! before; a delete as a `Delete`; every one `snapshot: true`, to apply in order), then
 //! `TableDone` for every selected table and [`SnapshotProgress::Done`] at the first consistent
 //! page. No resume token is given inside the walk, since no position there is a consistent
-//! state: a stream stopped during the initial sync starts it again.
+//! state: a stream stopped during the initial sync starts it again. To tell a document sent
+//! again from a new one, the stream keeps a 64-bit hash per document sent (about 16 bytes)
+//! until `Done`.
 //!
 //! **Streaming.** Pages with a consistent status and no truncates follow the log, and become
 //! one transaction per commit timestamp as on streaming export. The page's last transaction
@@ -176,7 +178,8 @@
 //! [`ConvexCursor`](powersync_source_core::position::ConvexCursor)). Checkpoints of one stream
 //! order as strings the way the stream produced them; a `v1` and a `v2` checkpoint are not
 //! meant to be compared. [`ChangeEvent::CheckpointObserved`] carries the `v1` checkpoint
-//! `write_checkpoint` returned, on both transports. A sync not called for 3 days expires, and
+//! `write_checkpoint` returned, on both transports; on the Data Sync API it comes at the next
+//! consistent page (after `Done` when taken during the initial sync). A sync not called for 3 days expires, and
 //! so does a cursor outside the deployment's retention window (`DataSyncCursorExpired`):
 //! [`HistoryLost`](powersync_source_core::ErrorKind::HistoryLost). A cursor of another
 //! deployment (`InvalidDataSyncCursor`) is a [`Config`](powersync_source_core::ErrorKind::Config)
