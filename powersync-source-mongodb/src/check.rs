@@ -93,8 +93,54 @@ pub async fn run(
         }
     }
 
+    if matches!(topology(&hello), Topology::ReplicaSet(_)) {
+        oplog_window(client, &mut report).await;
+    }
     crate::selection_check::run(client, config, selection, &mut report).await?;
     Ok(report)
+}
+
+/// The oplog window below which `check()` warns: an outage over a night must not lose the
+/// stream's history.
+const MIN_OPLOG_WINDOW_SECS: u32 = 86_400;
+
+/// Reports the oplog window (the time between its oldest and newest entries: how long a
+/// stopped stream can be resumed) where the server lets the user read `local.oplog.rs`;
+/// warns when it is under a day. Silent where it cannot be read (a user without access to
+/// `local`, servers without an oplog collection): the window is then not known, not short.
+async fn oplog_window(client: &Client, report: &mut CheckReport) {
+    use mongodb::bson::{Document, Timestamp};
+
+    let oplog = client.database("local").collection::<Document>("oplog.rs");
+    let first = oplog.find_one(doc! {}).sort(doc! {"$natural": 1}).await;
+    let last = oplog.find_one(doc! {}).sort(doc! {"$natural": -1}).await;
+    let ts = |d: &Document| d.get_timestamp("ts").ok();
+    let (Ok(Some(first)), Ok(Some(last))) = (first, last) else {
+        tracing::debug!(target: "powersync_source_mongodb", "the oplog window cannot be read");
+        return;
+    };
+    let (Some(Timestamp { time: from, .. }), Some(Timestamp { time: to, .. })) =
+        (ts(&first), ts(&last))
+    else {
+        return;
+    };
+    let window = to.saturating_sub(from);
+    tracing::info!(
+        target: "powersync_source_mongodb",
+        oplog_window_secs = window,
+        "the oplog covers {:.1} hours",
+        f64::from(window) / 3600.0
+    );
+    if window < MIN_OPLOG_WINDOW_SECS {
+        report.warning(
+            "oplog",
+            format!(
+                "the oplog covers only {:.1} hours of writes: a stream stopped longer than that must start from scratch (snapshot)",
+                f64::from(window) / 3600.0
+            ),
+            "raise the oplog size (replSetResizeOplog) or its minimum retention (storage.oplogMinRetentionHours) so it covers a day or more",
+        );
+    }
 }
 
 /// A string as a JavaScript literal, for `mongosh` commands.
@@ -110,4 +156,38 @@ pub(crate) fn enable_images(db: &str, collection: &str) -> String {
         js_string(db),
         js_string(collection)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use powersync_source_core::ChangeSource;
+    use powersync_source_testkit::{start_or_skip, SecantusServer};
+
+    use crate::{MongoConfig, MongoSource};
+
+    /// A fresh replica set's oplog covers seconds: `check()` reports the window as a warning
+    /// (not an error: the stream works, but a night's outage would lose its history).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_short_oplog_window_is_a_warning() {
+        powersync_source_testkit::init_tracing();
+        let server = start_or_skip!(SecantusServer::start().await);
+        server
+            .pymongo("db.items.insert_many([{'_id': 1}, {'_id': 2}])")
+            .await
+            .expect("insert");
+        let url = format!(
+            "mongodb://127.0.0.1:{}/test?directConnection=true&post_images=off",
+            server.port()
+        );
+        let source = MongoSource::new(MongoConfig::parse(&url).expect("url"));
+        let report = source.check().await.expect("check");
+        let oplog = report
+            .problems
+            .iter()
+            .find(|p| p.setting == "oplog")
+            .unwrap_or_else(|| panic!("no oplog window: {:?}", report.problems));
+        assert_eq!(oplog.severity, powersync_source_core::Severity::Warning);
+        assert!(oplog.what.contains("hours of writes"), "{}", oplog.what);
+        assert!(report.is_ready(), "{:?}", report.problems);
+    }
 }
