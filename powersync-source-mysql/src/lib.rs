@@ -21,7 +21,8 @@
 //! `mysql://host/?databases=shop,billing`. The server writes one binlog for all of them, so
 //! one stream, one snapshot transaction and one checkpoint cover them, and a transaction that
 //! spans databases arrives as one `Begin`/`Commit`. The checkpoint table lives in one database
-//! (`checkpoint_table=db.table`, else the URL's, else the first of `databases=`).
+//! (`checkpoint_table=db.table`, else the URL's, else the first of `databases=`, else the
+//! database of the first named table).
 //! [`check`](powersync_source_core::ChangeSource::check) asks for SELECT on every database read
 //! and reports binlog filters (`binlog-do-db`, `binlog-ignore-db`) that hide any of them.
 //!

@@ -93,6 +93,19 @@ impl MySqlSource {
         Scope::of(&self.config)
     }
 
+    /// The configuration with the checkpoint table's database resolved: the URL's
+    /// `checkpoint_table=db.table`, else the URL's database, else the first of `databases=`,
+    /// else (only tables named) the database of the first table.
+    fn config_in_use(&self) -> MySqlConfig {
+        let mut config = self.config.clone();
+        if config.checkpoint_table().0.is_empty() {
+            if let Some(first) = self.scope().schemas(self.tables()).into_iter().next() {
+                config.checkpoint_table.0 = Some(first);
+            }
+        }
+        config
+    }
+
     fn selection(&self) -> Selection {
         let scope = self.scope();
         if self.tables().is_empty() {
@@ -152,7 +165,7 @@ impl ChangeSource for MySqlSource {
             &info,
             &self.scope(),
             self.tables(),
-            &self.config.checkpoint_table(),
+            &self.config_in_use().checkpoint_table(),
         )
         .await
     }
@@ -163,7 +176,7 @@ impl ChangeSource for MySqlSource {
             &mut conn,
             &self.scope(),
             self.tables(),
-            &self.config.checkpoint_table(),
+            &self.config_in_use().checkpoint_table(),
         )
         .await?;
         Ok(tables.into_iter().map(|t| (*t.schema).clone()).collect())
@@ -183,7 +196,7 @@ impl ChangeSource for MySqlSource {
             &info,
             &self.scope(),
             self.tables(),
-            &self.config.checkpoint_table(),
+            &self.config_in_use().checkpoint_table(),
         )
         .await?
         .into_result()?;
@@ -191,14 +204,14 @@ impl ChangeSource for MySqlSource {
             &mut conn,
             &self.scope(),
             self.tables(),
-            &self.config.checkpoint_table(),
+            &self.config_in_use().checkpoint_table(),
         )
         .await?
         .into_iter()
         .map(Arc::new)
         .collect();
 
-        let config = self.config.clone();
+        let config = self.config_in_use();
         let selection = self.selection();
         let (pos, mut book) = match &from {
             StartFrom::Checkpoint(c) => {
@@ -268,7 +281,7 @@ impl ChangeSource for MySqlSource {
     /// (so it orders at or before the marker's commit). The user needs CREATE (once), INSERT
     /// and UPDATE on that table.
     async fn write_checkpoint(&self) -> Result<Checkpoint> {
-        let (db, table) = self.config.checkpoint_table();
+        let (db, table) = self.config_in_use().checkpoint_table();
         if db.is_empty() {
             return Err(SourceError::config(
                 "write_checkpoint needs a database for its checkpoint table: add /database to the URL or set checkpoint_table=db.table",

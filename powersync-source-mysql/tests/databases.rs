@@ -123,6 +123,36 @@ async fn check_and_one_stream_over_two_schemas() {
         .unwrap();
     assert!(marker_table.contains('1'), "{marker_table}");
     drop(stream);
+
+    // Named tables only, no database in the URL: the markers go to the first table's
+    // database, and the stream observes them.
+    let named =
+        MySqlSource::new(MySqlConfig::parse(&format!("mysql://root@127.0.0.1:{port}/")).unwrap())
+            .with_tables(vec![
+                TableName::new("billing", "invoices"),
+                TableName::new("shop", "orders"),
+            ]);
+    let mut stream = named.start(StartFrom::Beginning).await.unwrap();
+    let marker = named.write_checkpoint().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    'observe: loop {
+        let batch = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("timeout")
+            .expect("end")
+            .expect("error");
+        for e in batch.events {
+            if matches!(&e, ChangeEvent::CheckpointObserved(c) if *c == marker) {
+                break 'observe;
+            }
+        }
+    }
+    let marker_table = server
+        .sql("SELECT COUNT(*) FROM billing._powersync_checkpoints")
+        .await
+        .unwrap();
+    assert!(marker_table.contains('1'), "{marker_table}");
+    drop(stream);
     drop(server);
     binlog_filters_hiding_one_schema_of_two().await;
 }
