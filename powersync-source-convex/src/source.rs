@@ -102,7 +102,11 @@ impl ChangeSource for ConvexSource {
         let names = selection.snapshot_tables(types.keys());
         let encoding = match self.config.api() {
             ConvexApi::DataSync => Encoding::ExportJson,
-            _ => crate::check::negotiate_encoding(&self.api, &self.config).await?.0,
+            _ => {
+                crate::check::negotiate_encoding(&self.api, &self.config)
+                    .await?
+                    .0
+            }
         };
         let mut catalog = Catalog::new(types, encoding, self.config.int64());
         Ok(names.iter().map(|t| (*catalog.schema(t)).clone()).collect())
@@ -136,10 +140,10 @@ impl ChangeSource for ConvexSource {
                     snapshot: None,
                     progress: Default::default(),
                 },
-                ConvexApi::DataSync => Plan::DataSync(SyncStart::New { first: None }),
-                // The first page of a new sync is the probe: a deployment without the Data
-                // Sync API answers 404.
-                ConvexApi::Auto => {
+                // The first page of a new sync is asked for here: a deployment without the
+                // Data Sync API answers 404, which `auto` takes as "use streaming export" and
+                // `data_sync` reports from `start`.
+                ConvexApi::Auto | ConvexApi::DataSync => {
                     let sel = selection.data_sync_selection();
                     match self
                         .api
@@ -147,9 +151,9 @@ impl ChangeSource for ConvexSource {
                         .await
                     {
                         Ok(page) => Plan::DataSync(SyncStart::New {
-                            first: Some(Box::new(page)),
+                            first: Box::new(page),
                         }),
-                        Err(e) if is_missing_route(&e) => {
+                        Err(e) if api == ConvexApi::Auto && is_missing_route(&e) => {
                             tracing::info!("Convex deployment without the Data Sync API ({e}); using streaming export");
                             Plan::Snapshot {
                                 snapshot: None,

@@ -114,6 +114,11 @@ async fn without_data_sync_auto_stays_on_streaming_export() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Prerequisite, "{e}");
     assert_eq!(e.code(), Some("404"));
+    let e = source_on(&fake, &["items"], ConvexApi::DataSync)
+        .start(StartFrom::Beginning)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("404"), "{e}");
 }
 
 /// A Data Sync position cannot be resumed on streaming export, and one the deployment no

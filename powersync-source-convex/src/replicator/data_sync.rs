@@ -55,9 +55,9 @@ use crate::decode::export_json_to_typed;
 
 /// Where a Data Sync stream starts.
 pub(crate) enum SyncStart {
-    /// A new sync (the initial snapshot); `first` is its first page when `start` already
-    /// asked for it (the probe of `api=auto`).
-    New { first: Option<Box<SyncPage>> },
+    /// A new sync (the initial snapshot) and its first page, which `start` asked for (so a
+    /// deployment without the Data Sync API is known before the stream runs).
+    New { first: Box<SyncPage> },
     /// At a checkpoint: ask with `token` and drop what is at or below `ts` from the first page
     /// when it follows the log.
     Resume { ts: i64, token: String },
@@ -102,7 +102,7 @@ impl Replicator {
     pub(super) async fn data_sync(&mut self, start: SyncStart) -> Step<()> {
         let selection = self.selection.data_sync_selection();
         let (mut token, mut skip_through, mut first, mut snapshotting) = match start {
-            SyncStart::New { first } => (None, None, first, true),
+            SyncStart::New { first } => (None, None, Some(first), true),
             SyncStart::Resume { ts, token } => (Some(token), Some(ts), None, false),
         };
         let mut emitted_ts = skip_through.unwrap_or(-1);
