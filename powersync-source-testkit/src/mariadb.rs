@@ -73,6 +73,10 @@ impl MariaDbBuilder {
                 "--skip-test-db",
                 "--skip-name-resolve",
             ])
+            // A private temporary directory for the bootstrap server: two installs started at
+            // the same moment in one test binary otherwise collided on the shared /tmp
+            // ("Unknown table 'mysql.tmp_user_sys'").
+            .arg(format!("--tmpdir={}", dir.path().display()))
             .cwd(dir.path());
         if root {
             install = install.arg("--user=root");
