@@ -472,7 +472,7 @@ async fn exit_statuses() {
             "mariadb://root:hunter2@127.0.0.1/db?bogus=1",
             "unknown option",
         ),
-        ("mongodb://127.0.0.1/", "names no database"),
+        ("mongodb://127.0.0.1/", "no database to replicate"),
         (
             "mongodb+srv://u:hunter2@cluster.example/db?post_images=sometimes",
             "post_images",

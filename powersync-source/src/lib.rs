@@ -22,6 +22,7 @@
 //! | `mongodb` | `powersync_source_mongodb` (`mongodb`) | `mongodb://`, `mongodb+srv://` |
 //! | `mssql` | `powersync_source_mssql` (`mssql`) | `sqlserver://` |
 //! | `convex` | `powersync_source_convex` (`convex`) | `convex+https://`, `https://` with a deploy key |
+//! | `metrics` | stream metrics through the `metrics` facade (names in `telemetry`), for every enabled connector | |
 //! | `provision` | each enabled connector's `provision` module: the plan that makes a database ready (what `setup` prints and applies) | |
 //!
 //! Then open a source by URL and read its stream, acknowledging what you stored:
