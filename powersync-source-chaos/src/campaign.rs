@@ -333,7 +333,9 @@ pub async fn run(
     let mut converged_after = None;
     let mut last_differences = Vec::new();
     let source_rows = source_bank.rows().await?;
-    let source_total: i64 = source_rows.iter().map(|r| r.balance).sum();
+    let source_total = source_rows
+        .iter()
+        .fold(0i64, |sum, r| sum.saturating_add(r.balance));
     if source_total != expected_total {
         shared.report(Violation::SourceTotal {
             total: source_total,

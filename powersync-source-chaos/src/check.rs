@@ -37,9 +37,12 @@ impl MirrorState {
             .is_some_and(|c| !c.trim_start().starts_with("snapshot:"))
     }
 
-    /// The bank total.
+    /// The bank total. Saturating: a copy holding NULL balances (read as `i64::MIN`) must
+    /// give a wrong total, not an overflow.
     pub fn total(&self) -> i64 {
-        self.rows.iter().map(|r| r.balance).sum()
+        self.rows
+            .iter()
+            .fold(0i64, |sum, r| sum.saturating_add(r.balance))
     }
 }
 
@@ -409,6 +412,23 @@ mod tests {
             }]
         );
         assert!(v[0].to_string().contains("off by -50"));
+    }
+
+    #[test]
+    fn lost_values_are_reported_not_overflowed() {
+        // The reader turns NULL into i64::MIN (a copy whose columns were dropped and re-added).
+        let mut c = StateChecker::new(200);
+        c.observe(state("p:1", &[(1, 100, 3), (2, 100, 3)]));
+        let v = c.observe(state(
+            "p:2",
+            &[(1, i64::MIN, i64::MIN), (2, i64::MIN, i64::MIN)],
+        ));
+        let properties: Vec<&str> = v.iter().map(|v| v.property()).collect();
+        assert_eq!(
+            properties,
+            vec!["atomicity", "no-going-back", "no-going-back"],
+            "{v:?}"
+        );
     }
 
     #[test]
