@@ -30,6 +30,7 @@ pub enum SslMode {
 /// | `heartbeat` | `5` (seconds) | heartbeat period the server sends on an idle binlog connection |
 /// | `silence_timeout` | [`StreamOptions::silence_timeout`](powersync_source_core::StreamOptions::silence_timeout) | seconds; a binlog connection that sends nothing (not even a heartbeat) this long is treated as dead and reconnected; overrides the stream option |
 /// | `connect_timeout` | `10` (seconds) | TCP connect + handshake timeout |
+/// | `binlog_check_interval` | `10` (seconds) | how often a separate connection sums the binlog from the stream's position to the head (`SHOW BINARY LOGS`) for the `powersync_source_retained_bytes` gauge |
 /// | `chunk_rows` | `10000` | rows per snapshot chunk (primary-key ranges) |
 /// | `batch_events` | [`StreamOptions::batch_events`](powersync_source_core::StreamOptions::batch_events) | events per batch handed to the host; overrides the stream option |
 /// | `databases` | none | comma-separated schemas read whole (with the URL's database) when no table is named: `mysql://h/?databases=shop,billing` |
@@ -54,6 +55,9 @@ pub struct MySqlConfig {
     pub(crate) batch_events: Option<usize>,
     pub(crate) checkpoint_table: (Option<String>, String),
     pub(crate) ssl_mode: SslMode,
+    /// How often a separate connection measures the binlog between the stream's position and
+    /// the head (`powersync_source_retained_bytes`).
+    pub(crate) binlog_check_interval: Duration,
 }
 
 impl fmt::Debug for MySqlConfig {
@@ -144,6 +148,7 @@ impl MySqlConfig {
             batch_events: None,
             checkpoint_table: (None, "_powersync_checkpoints".to_owned()),
             ssl_mode: SslMode::Disabled,
+            binlog_check_interval: Duration::from_secs(10),
         };
         let mut server_id = None;
         for (k, v) in parsed.query_pairs() {
@@ -180,6 +185,7 @@ impl MySqlConfig {
                 }
                 "silence_timeout" => config.silence_timeout = Some(secs(&v)?),
                 "connect_timeout" => config.connect_timeout = secs(&v)?,
+                "binlog_check_interval" => config.binlog_check_interval = secs(&v)?,
                 "chunk_rows" => {
                     config.chunk_rows = v
                         .parse()
@@ -219,7 +225,7 @@ impl MySqlConfig {
                 }
                 other => {
                     return Err(bad(format!(
-                        "unknown option `{other}` (known: server_id, heartbeat, databases, silence_timeout, connect_timeout, chunk_rows, batch_events, checkpoint_table, ssl-mode)"
+                        "unknown option `{other}` (known: server_id, heartbeat, databases, silence_timeout, connect_timeout, binlog_check_interval, chunk_rows, batch_events, checkpoint_table, ssl-mode)"
                     )))
                 }
             }
@@ -283,6 +289,15 @@ impl MySqlConfig {
     pub fn with_heartbeat(mut self, heartbeat: Duration, silence_timeout: Duration) -> Self {
         self.heartbeat = heartbeat;
         self.silence_timeout = Some(silence_timeout.max(heartbeat * 2));
+        self
+    }
+
+    /// The same settings with another interval between two measures of the binlog the stream
+    /// has not read yet (the `powersync_source_retained_bytes` gauge; URL option
+    /// `binlog_check_interval`, default 10 s). The measure runs on its own connection, never on
+    /// the replication connection.
+    pub fn with_binlog_check_interval(mut self, interval: Duration) -> Self {
+        self.binlog_check_interval = interval.max(Duration::from_millis(10));
         self
     }
 

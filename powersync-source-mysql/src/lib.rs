@@ -142,6 +142,7 @@ mod payload;
 #[cfg(feature = "provision")]
 pub mod provision;
 mod replicator;
+mod retention;
 mod row_image;
 mod server;
 mod snapshot;

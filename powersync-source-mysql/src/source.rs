@@ -16,6 +16,7 @@ use crate::check::CHECKPOINT_COLUMNS;
 use crate::config::MySqlConfig;
 use crate::connection::{connect, exec_drop, ident, sql_error};
 use crate::replicator::{Replicator, Selection, Settings};
+use crate::retention::{self, BinlogWatch};
 use crate::server::{self, ServerInfo};
 use crate::snapshot;
 
@@ -221,9 +222,14 @@ impl ChangeSource for MySqlSource {
                 return Ok(spawn_stream(
                     BinlogPosition::SOURCE,
                     &options,
-                    move |out, acks| {
+                    move |out, acks| async move {
+                        let (feed, position) = retention::feed(&pos);
+                        let _watch =
+                            BinlogWatch::spawn(config.clone(), out.stats().clone(), position);
                         Replicator::new(config, info, selection, tables, settings, acks, out, pos)
+                            .with_position_feed(feed)
                             .run(true)
+                            .await
                     },
                 ));
             }
@@ -249,6 +255,10 @@ impl ChangeSource for MySqlSource {
             BinlogPosition::SOURCE,
             &options,
             move |mut out, acks| async move {
+                // Measured from the snapshot's position while it copies: the binlog written
+                // meanwhile is what streaming reads next.
+                let (feed, position) = retention::feed(&pos);
+                let _watch = BinlogWatch::spawn(config.clone(), out.stats().clone(), position);
                 let read =
                     snapshot::read_tables(&mut conn, &tables, &mut book, chunk_rows, &mut out)
                         .await;
@@ -266,6 +276,7 @@ impl ChangeSource for MySqlSource {
                 out.push(book.done()).await?;
                 out.flush().await?;
                 Replicator::new(config, info, selection, tables, settings, acks, out, pos)
+                    .with_position_feed(feed)
                     .run(false)
                     .await
             },

@@ -4,6 +4,7 @@ mod databases;
 mod decoders;
 mod faults;
 mod mysql_env;
+mod retention;
 mod runtime;
 mod types;
 mod workload;

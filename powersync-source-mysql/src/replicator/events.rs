@@ -233,7 +233,8 @@ impl Replicator {
     }
 
     /// Bytes between the server's position (the last event's end) and the acknowledged
-    /// position, within the current binlog file (a file switch counts from the file start).
+    /// position, within the current binlog file (a file switch counts from the file start);
+    /// and the new boundary to the binlog retention watch.
     fn update_lag(&self, head: u64) {
         let acked = self
             .acks
@@ -245,6 +246,17 @@ impl Replicator {
             None => head.saturating_sub(self.pos.offset.min(head)),
         };
         self.out.stats().set_lag_bytes(lag);
+        if let Some(feed) = &self.position_feed {
+            let file = self.pos.file_name();
+            let offset = self.pos.offset;
+            feed.send_if_modified(|p| {
+                let changed = p.0 != file || p.1 != offset;
+                if changed {
+                    *p = (file, offset);
+                }
+                changed
+            });
+        }
     }
 }
 

@@ -106,6 +106,8 @@ pub(crate) struct Replicator {
     payload_end: u64,
     /// Column storage formats per table id.
     formats: HashMap<u64, Arc<[ColumnFormat]>>,
+    /// Where the binlog retention watch measures from: the last emitted boundary.
+    position_feed: Option<tokio::sync::watch::Sender<crate::retention::FilePosition>>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -188,7 +190,17 @@ impl Replicator {
             announce: false,
             payload_end: 0,
             formats: HashMap::new(),
+            position_feed: None,
         }
+    }
+
+    /// Publishes each new boundary to `feed` (the binlog retention watch's position).
+    pub fn with_position_feed(
+        mut self,
+        feed: tokio::sync::watch::Sender<crate::retention::FilePosition>,
+    ) -> Self {
+        self.position_feed = Some(feed);
+        self
     }
 
     /// Streams until the host drops the stream (`Ok`) or a failure that is not retried
