@@ -106,6 +106,13 @@ pub(crate) async fn read_tables(
     chunk_rows: u64,
     out: &mut Emitter,
 ) -> Step<()> {
+    // Tables a resumed snapshot finished before are not part of this one's plan.
+    out.plan_snapshot(
+        tables
+            .iter()
+            .filter(|t| !matches!(book.start(t.name()), TableStart::Skip))
+            .count(),
+    );
     for table in tables {
         let key = table.name().to_string();
         let (mut after, mut rows_done): (Option<Vec<My>>, u64) = match book.start(table.name()) {

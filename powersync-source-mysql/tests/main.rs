@@ -6,5 +6,6 @@ mod faults;
 mod mysql_env;
 mod retention;
 mod runtime;
+mod snapshot_gauges;
 mod types;
 mod workload;
