@@ -42,6 +42,14 @@ pub(crate) async fn run(
     out: &mut Emitter,
 ) -> Step<()> {
     let names: Vec<TableName> = plan.tables.iter().map(|t| t.0.clone()).collect();
+    // Once, before the first read: tables a resumed snapshot finished before are not part of
+    // this one's plan (counted again after a reconnect, the ones done meanwhile would vanish).
+    out.plan_snapshot(
+        names
+            .iter()
+            .filter(|n| !matches!(plan.book.start(n), TableStart::Skip))
+            .count(),
+    );
     let mut reconnect = Reconnect::new(opts.retry.clone());
     loop {
         match read_all(backend.as_mut(), &mut plan, opts, out, &mut reconnect).await {

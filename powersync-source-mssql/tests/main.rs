@@ -9,5 +9,6 @@ mod fake;
 mod property;
 mod real;
 mod scenarios;
+mod snapshot_gauges;
 mod support;
 mod workload;
