@@ -8,5 +8,7 @@ mod events;
 mod faults;
 mod golden;
 mod properties;
+mod resume_shape;
 mod runtime;
+mod snapshot_gauges;
 mod streaming;

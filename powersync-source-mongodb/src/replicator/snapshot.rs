@@ -16,6 +16,17 @@ impl Replicator {
     pub(super) async fn initial_snapshot(&mut self, mut book: SnapshotBook) -> Step<()> {
         self.list_known().await?;
         let names: Vec<(String, String)> = self.known.iter().cloned().collect();
+        // Collections a resumed snapshot finished before are not part of this one's plan.
+        let planned = names
+            .iter()
+            .filter(|(db, coll)| {
+                !matches!(
+                    book.start(&self.selection.table(db, coll)),
+                    TableStart::Skip
+                )
+            })
+            .count();
+        self.out.plan_snapshot(planned);
         for (db, coll) in names {
             self.snapshot_collection(&db, &coll, Some(&mut book))
                 .await?;
