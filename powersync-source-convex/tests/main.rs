@@ -9,4 +9,5 @@ mod deployments;
 mod double_data_sync;
 mod golden;
 mod real;
+mod snapshot_gauges;
 mod workload;

@@ -105,6 +105,15 @@ impl Replicator {
             SyncStart::New { first } => (None, None, Some(first), true),
             SyncStart::Resume { ts, token } => (Some(token), Some(ts), None, false),
         };
+        if snapshotting {
+            // A new sync walks every selected table the deployment has (it keeps no resume
+            // point inside the walk, so there is nothing finished before to leave out).
+            let planned = self
+                .selection
+                .snapshot_tables(self.catalog.known_tables())
+                .len();
+            self.out.plan_snapshot(planned);
+        }
         let mut emitted_ts = skip_through.unwrap_or(-1);
         // The last consistent timestamp: the log continues above it.
         let mut floor = -1;

@@ -38,6 +38,19 @@ impl Replicator {
             Some(s) => Some(pinned_book(s, progress)?),
             None => None,
         };
+        // Tables a resumed snapshot finished before are not part of this one's plan.
+        let planned = tables
+            .iter()
+            .filter(|t| {
+                book.as_ref().is_none_or(|b| {
+                    !matches!(
+                        b.start(&TableName::new(SCHEMA, t.as_str())),
+                        TableStart::Skip
+                    )
+                })
+            })
+            .count();
+        self.out.plan_snapshot(planned);
         for table in tables {
             let name = TableName::new(SCHEMA, &table);
             let start = book.as_ref().map_or(TableStart::Fresh, |b| b.start(&name));
