@@ -101,6 +101,25 @@ impl CollectionShape {
         i
     }
 
+    /// Registers a field the collection's documents are known to have (read from the server
+    /// when a stream resumes), with the BSON type name the server reports (`$type`), so the
+    /// first schema after a resume is not narrower than the one the host already holds.
+    pub fn seed(&mut self, field: &str, bson_type: &str) {
+        if field == "_id" || self.index.contains_key(field) {
+            return;
+        }
+        let name = if field == KEY_COLUMN {
+            ID_FIELD_COLUMN
+        } else {
+            field
+        };
+        let schema = Arc::make_mut(&mut self.schema);
+        schema.columns.push(Column::new(name, bson_type));
+        let i = schema.columns.len() - 1;
+        self.index.insert(field.to_owned(), i);
+        self.dirty = true;
+    }
+
     /// Registers the top-level fields of a document as columns without converting values, so
     /// a schema sent before the first rows already lists the fields of the first batch.
     pub fn observe(&mut self, doc: &RawDocument) {

@@ -13,7 +13,7 @@ use mongodb::change_stream::ChangeStream as DriverStream;
 use mongodb::options::{ChangeStreamOptions, FullDocumentBeforeChangeType, FullDocumentType};
 use mongodb::Client;
 use powersync_source_core::position::MongoPosition;
-use powersync_source_core::runtime::{Emitter, Reconnect, SnapshotBook, Step, Stop};
+use powersync_source_core::runtime::{Emitter, Reconnect, SnapshotBook, Step, Stop, TableStart};
 use powersync_source_core::{
     Begin, ChangeEvent, Commit, OldImage, Op, Position, RetryPolicy, Row, RowChange, SourceError,
     UnixMicros, Value,
@@ -28,10 +28,14 @@ use crate::change_event::{
 };
 use crate::config::{MongoConfig, PostImages};
 use crate::document_row::CollectionShape;
-use crate::driver_error::resume_error;
+use crate::driver_error::{driver_error, resume_error};
 use crate::resume_token::token_cluster_time;
 use crate::server_info::CHECKPOINTS_COLLECTION;
 use crate::watch::{self, pipeline, resume_token, token_string};
+
+/// Longest time events wait in a partly filled batch while the change stream keeps
+/// delivering (an idle read flushes at once).
+const FLUSH_LINGER: Duration = Duration::from_millis(20);
 
 /// What the stream does first.
 #[derive(Debug)]
@@ -120,8 +124,20 @@ pub(crate) async fn run(setup: Setup, out: Emitter) -> Step<()> {
         reassembler: Reassembler::default(),
         known: BTreeSet::new(),
     };
-    if let Plan::Snapshot(book) = plan {
-        replicator.initial_snapshot(book).await?;
+    match plan {
+        Plan::Snapshot(book) => {
+            // A resumed snapshot skips or continues collections read before the restart: their
+            // fields must be known before their first event.
+            replicator.list_known().await?;
+            replicator
+                .seed_shapes(|table| book.start(table) != TableStart::Fresh)
+                .await?;
+            replicator.initial_snapshot(book).await?;
+        }
+        Plan::Stream => {
+            replicator.list_known().await?;
+            replicator.seed_shapes(|_| true).await?;
+        }
     }
     replicator.stream().await
 }
@@ -136,6 +152,55 @@ impl Replicator {
         self.shapes
             .entry((db.to_owned(), coll.to_owned()))
             .or_insert_with(|| CollectionShape::new(table))
+    }
+
+    /// Starts the shape of each known collection `wanted` selects from the fields its current
+    /// documents have (one aggregation per collection, returning only field names).
+    ///
+    /// A stream learns a collection's columns from the documents it sees. Resumed, it has seen
+    /// none: its first event (a delete carrying only `documentKey`, or a document lacking some
+    /// fields) would send a schema narrower than the one the host holds, and a host that
+    /// follows schema events (the SQLite sink) would drop those columns and their values. The
+    /// fault campaign (`powersync-source-chaos`) found exactly that. Fields that no current
+    /// document has are not recovered; the host keeps what it has for them only if it never
+    /// drops columns of a MongoDB table.
+    async fn seed_shapes(
+        &mut self,
+        wanted: impl Fn(&powersync_source_core::TableName) -> bool,
+    ) -> Result<(), SourceError> {
+        use futures::TryStreamExt;
+        use mongodb::bson::{doc, Document};
+        let namespaces: Vec<Ns> = self.known.iter().cloned().collect();
+        for (db, coll) in namespaces {
+            if !wanted(&self.selection.table(&db, &coll)) {
+                continue;
+            }
+            let pipeline = vec![
+                doc! { "$project": { "_id": 0, "f": { "$objectToArray": "$$ROOT" } } },
+                doc! { "$unwind": "$f" },
+                doc! { "$group": { "_id": "$f.k", "t": { "$first": { "$type": "$f.v" } } } },
+                doc! { "$sort": { "_id": 1 } },
+            ];
+            let context = format!("reading the fields of {db}.{coll}");
+            let cursor = self
+                .client
+                .database(&db)
+                .collection::<Document>(&coll)
+                .aggregate(pipeline)
+                .await
+                .map_err(|e| driver_error(&context, e))?;
+            let fields: Vec<Document> = cursor
+                .try_collect()
+                .await
+                .map_err(|e| driver_error(&context, e))?;
+            let shape = self.shape(&db, &coll);
+            for f in &fields {
+                if let Ok(name) = f.get_str("_id") {
+                    shape.seed(name, f.get_str("t").unwrap_or("mixed"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Records every selected collection that exists now.
@@ -233,6 +298,7 @@ impl Replicator {
         cs: &mut DriverStream<RawDocumentBuf>,
         reconnect: &mut Reconnect,
     ) -> Step<Flow> {
+        let mut last_flush = std::time::Instant::now();
         loop {
             // An idle stream sends nothing to the host; notice a dropped stream anyway.
             if self.out.is_closed() {
@@ -254,12 +320,20 @@ impl Replicator {
                     if let Flow::Reopen = self.handle(raw).await? {
                         return Ok(Flow::Reopen);
                     }
+                    // Under steady writes every getMore returns events, so the idle flush
+                    // below never comes: hand over what waited longer than the linger (the
+                    // fault campaign saw changes held until a batch of 4096 filled).
+                    if self.out.pending() > 0 && last_flush.elapsed() >= FLUSH_LINGER {
+                        self.out.flush().await?;
+                        last_flush = std::time::Instant::now();
+                    }
                 }
                 Ok(Ok(None)) => {
                     reconnect.healthy();
                     let token = cs.resume_token();
                     self.idle(token).await?;
                     self.out.flush().await?;
+                    last_flush = std::time::Instant::now();
                 }
             }
         }

@@ -26,6 +26,9 @@ struct Seen {
     last_commit: Option<Checkpoint>,
     observed: Vec<Checkpoint>,
     snapshot_done: bool,
+    /// Rows of the open transaction: a transaction may span batches, and so span two calls
+    /// of `read_until`.
+    pending: Vec<(String, Op, String, Option<String>)>,
 }
 
 fn key(v: &Value) -> String {
@@ -45,7 +48,6 @@ async fn read_until(
     until: impl Fn(&State, &Seen) -> bool,
 ) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut pending: Vec<(String, Op, String, Option<String>)> = Vec::new();
     while !until(state, seen) {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -57,7 +59,7 @@ async fn read_until(
         };
         for event in batch.expect("a batch").events {
             match event {
-                ChangeEvent::Begin(_) => pending.clear(),
+                ChangeEvent::Begin(_) => seen.pending.clear(),
                 ChangeEvent::Row(r) => {
                     let table = r.table.name.to_string();
                     let row = r.new.as_ref().or(r.old.as_ref()).expect("a row image");
@@ -72,12 +74,12 @@ async fn read_until(
                             .or_default()
                             .insert(id, v.unwrap_or_default());
                     } else {
-                        pending.push((table, r.op, id, v));
+                        seen.pending.push((table, r.op, id, v));
                     }
                 }
                 ChangeEvent::Commit(c) => {
                     let mut tables = Vec::new();
-                    for (table, op, id, v) in pending.drain(..) {
+                    for (table, op, id, v) in std::mem::take(&mut seen.pending) {
                         tables.push(table.clone());
                         let rows = state.entry(table).or_default();
                         match op {
@@ -94,7 +96,7 @@ async fn read_until(
                     }
                     seen.last_commit = Some(c.checkpoint);
                 }
-                ChangeEvent::Abort => pending.clear(),
+                ChangeEvent::Abort => seen.pending.clear(),
                 ChangeEvent::CheckpointObserved(c) => seen.observed.push(c),
                 ChangeEvent::Snapshot(powersync_source_core::SnapshotProgress::Done { .. }) => {
                     seen.snapshot_done = true
