@@ -1,6 +1,6 @@
-//! `tail --metrics-addr`: the Prometheus endpoint against throwaway PostgreSQL and MariaDB
-//! servers, scraped while changes stream and after the walsender / binlog dump thread is
-//! killed.
+//! `tail --metrics-addr`: the Prometheus endpoint against throwaway PostgreSQL, MariaDB and
+//! SecantusDB servers, scraped while changes stream and after the walsender / binlog dump
+//! thread / server is killed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -342,7 +342,8 @@ fn assert_monotonic(before: &Scrape, after: &Scrape) {
 }
 
 /// The same against SecantusDB (MongoDB wire protocol): rows by collection and op, counters
-/// never decreasing. (No reconnect here: the double has no way to end one change stream.)
+/// never decreasing, and a reconnect counted once the server is killed and restarted (the
+/// double has no way to end one change stream alone).
 #[cfg(feature = "mongodb")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_serves_prometheus_metrics_for_mongodb() {
@@ -360,8 +361,10 @@ async fn tail_serves_prometheus_metrics_for_mongodb() {
     let addr = format!("127.0.0.1:{}", free_port());
     // `post_images=off`: SecantusDB answers `fullDocument: 'required'` with the current
     // document (see the connector's tests).
+    // `serverSelectionTimeoutMS`: the driver gives up on the killed server after 2 s, so the
+    // outage reaches the stream's reconnect loop instead of waiting inside the driver.
     let url = format!(
-        "mongodb://127.0.0.1:{}/test?directConnection=true&post_images=off",
+        "mongodb://127.0.0.1:{}/test?directConnection=true&post_images=off&serverSelectionTimeoutMS=2000",
         server.port()
     );
     let mut tail = Proc::spawn(
@@ -413,6 +416,40 @@ async fn tail_serves_prometheus_metrics_for_mongodb() {
         sum(&second, "powersync_source_rows_total"),
         row_lines(&tail.lines, false) as f64,
         "{second:#?}"
+    );
+
+    // The server dies: the stream notices (a reconnect is counted), and goes on once it is
+    // back.
+    server.kill().await.expect("kill the server");
+    let mut reconnects = 0.0;
+    for _ in 0..60 {
+        reconnects = sum(&scrape(&addr).await, "powersync_source_reconnects_total");
+        if reconnects >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        reconnects >= 1.0,
+        "no reconnect counted\nstderr:\n{}",
+        tail.stderr()
+    );
+    server.restart().await.expect("restart the server");
+    py("db.items.insert_one({'_id': 5, 'v': 'five'})").await;
+    tail.wait_line("the insert after the restart", |j| {
+        j["kind"] == "row" && j["key"]["id"] == 5
+    })
+    .await;
+    let third = scrape(&addr).await;
+    assert_monotonic(&second, &third);
+    assert_eq!(
+        sum(&third, "powersync_source_rows_total"),
+        row_lines(&tail.lines, false) as f64,
+        "{third:#?}"
+    );
+    assert!(
+        sum(&third, "powersync_source_reconnects_total") >= 1.0,
+        "{third:#?}"
     );
     tail.kill().await;
 }
