@@ -255,7 +255,8 @@ async fn tail_serves_prometheus_metrics_for_mariadb() {
     .await
     .expect("schema");
     let addr = format!("127.0.0.1:{}", free_port());
-    let url = db.database_url("test");
+    // The binlog between the stream's position and the head, measured every 200 ms.
+    let url = format!("{}?binlog_check_interval=0.2", db.database_url("test"));
     let mut tail = Proc::spawn(
         TAIL,
         &[&url, "--metrics-addr", &addr, "--exit-when-idle", "30"],
@@ -297,6 +298,17 @@ async fn tail_serves_prometheus_metrics_for_mariadb() {
     assert!(sum(&first, "powersync_source_bytes_total") > 0.0);
     let lag = value(&first, "powersync_source_lag_seconds", &[]).expect("lag_seconds");
     assert!((0.0..5.0).contains(&lag), "lag {lag}");
+    // Caught up: (almost) nothing of the binlog is ahead of the stream.
+    let mut retained = None;
+    for _ in 0..50 {
+        retained = value(&scrape(&addr).await, "powersync_source_retained_bytes", &[]);
+        if retained.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let retained = retained.expect("powersync_source_retained_bytes");
+    assert!(retained < 100_000.0, "retained {retained}");
 
     // The binlog dump thread dies: the stream reconnects and goes on.
     db.sql(
