@@ -34,6 +34,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 
 pub mod conformance;
+pub mod gauges;
 pub mod mariadb;
 pub mod postgres;
 mod process;
