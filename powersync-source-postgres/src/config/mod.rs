@@ -25,6 +25,9 @@
 //! | `slot` | `powersync_<dbname>` | connector: replication slot name (`[a-z0-9_]`, at most 63 bytes); the default is the database name lower-cased, other characters replaced by `_`, cut to 63 bytes |
 //! | `snapshot_parallelism` | `2` | connector: tables (or chunks) copied at once during the initial snapshot, at least 1 |
 //! | `snapshot_chunk_rows` | `100000` | connector: rows per key-ordered snapshot chunk, at least 1 |
+//! | `streaming` | `on` | connector: receive large transactions while they are still in progress (pgoutput `streaming`, PostgreSQL 14+; ignored before 14): `on` or `off` (also `true`/`false`, `1`/`0`) |
+//! | `streaming_memory_kb` | `32768` | connector: KiB of in-progress transactions kept in memory (all of them together) before the largest is moved to a temporary file; `0` moves every one to a file at once |
+//! | `spill_dir` | the system temporary directory | connector: where those temporary files go; each is unlinked as soon as it is created, so it disappears with the process, on commit, abort or restart |
 //!
 //! In a URL, user, password, host and database are percent-decoded, and every parameter above
 //! may also be given as a query parameter (`?sslmode=require&slot=s1`); query parameters win over
@@ -69,6 +72,8 @@ pub const DEFAULT_APPLICATION_NAME: &str = "powersync-source";
 pub const DEFAULT_SNAPSHOT_PARALLELISM: usize = 2;
 /// Default number of rows per snapshot chunk.
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: u64 = 100_000;
+/// Default memory budget for streamed in-progress transactions, in KiB (32 MiB).
+pub const DEFAULT_STREAMING_MEMORY_KB: u64 = 32 * 1024;
 /// PostgreSQL's limit on identifier (and replication slot name) length, in bytes.
 pub const MAX_SLOT_NAME_LEN: usize = 63;
 
@@ -89,6 +94,9 @@ pub const PARAMETERS: &[&str] = &[
     "slot",
     "snapshot_parallelism",
     "snapshot_chunk_rows",
+    "streaming",
+    "streaming_memory_kb",
+    "spill_dir",
 ];
 
 /// TLS policy, with libpq's meaning for each value.
@@ -193,6 +201,9 @@ pub struct PostgresConfig {
     slot: Option<String>,
     snapshot_parallelism: usize,
     snapshot_chunk_rows: u64,
+    streaming: bool,
+    streaming_memory_kb: u64,
+    spill_dir: Option<PathBuf>,
 }
 
 /// The former name of [`PostgresConfig`], kept so existing code compiles.
@@ -216,6 +227,9 @@ impl Default for PostgresConfig {
             slot: None,
             snapshot_parallelism: DEFAULT_SNAPSHOT_PARALLELISM,
             snapshot_chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
+            streaming: true,
+            streaming_memory_kb: DEFAULT_STREAMING_MEMORY_KB,
+            spill_dir: None,
         }
     }
 }
@@ -238,6 +252,9 @@ impl fmt::Debug for PostgresConfig {
             .field("slot", &self.slot())
             .field("snapshot_parallelism", &self.snapshot_parallelism)
             .field("snapshot_chunk_rows", &self.snapshot_chunk_rows)
+            .field("streaming", &self.streaming)
+            .field("streaming_memory_kb", &self.streaming_memory_kb)
+            .field("spill_dir", &self.spill_dir)
             .finish()
     }
 }
@@ -327,6 +344,16 @@ impl PostgresConfig {
                 self.snapshot_parallelism = parse_positive(key, &value)? as usize;
             }
             "snapshot_chunk_rows" => self.snapshot_chunk_rows = parse_positive(key, &value)?,
+            "streaming" => self.streaming = parse_on_off(key, &value)?,
+            "streaming_memory_kb" => {
+                self.streaming_memory_kb = value.trim().parse().map_err(|_| {
+                    SourceError::config(format!(
+                        "invalid streaming_memory_kb \"{value}\": expected a whole number of KiB \
+                         (0 = keep nothing in memory)"
+                    ))
+                })?
+            }
+            "spill_dir" => self.spill_dir = non_empty(value).map(PathBuf::from),
             other => {
                 return Err(SourceError::config(format!(
                     "unknown connection parameter \"{other}\" (accepted: {})",
@@ -413,6 +440,15 @@ impl PostgresConfig {
         }
         if self.snapshot_chunk_rows != DEFAULT_SNAPSHOT_CHUNK_ROWS {
             params.push(("snapshot_chunk_rows", self.snapshot_chunk_rows.to_string()));
+        }
+        if !self.streaming {
+            params.push(("streaming", "off".to_string()));
+        }
+        if self.streaming_memory_kb != DEFAULT_STREAMING_MEMORY_KB {
+            params.push(("streaming_memory_kb", self.streaming_memory_kb.to_string()));
+        }
+        if let Some(dir) = &self.spill_dir {
+            params.push(("spill_dir", dir.display().to_string()));
         }
         for (i, (k, v)) in params.iter().enumerate() {
             out.push(if i == 0 { '?' } else { '&' });
@@ -505,6 +541,20 @@ impl PostgresConfig {
         self.snapshot_chunk_rows
     }
 
+    /// Whether large transactions are received while still in progress (PostgreSQL 14+).
+    pub fn streaming(&self) -> bool {
+        self.streaming
+    }
+    /// Bytes of in-progress transactions kept in memory before spilling to a file.
+    pub fn streaming_memory_bytes(&self) -> u64 {
+        self.streaming_memory_kb.saturating_mul(1024)
+    }
+    /// Directory of the spill files of in-progress transactions (the system temporary
+    /// directory unless set).
+    pub fn spill_dir(&self) -> PathBuf {
+        self.spill_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+
     // ---- builders ----
 
     /// Sets the host (name, IP address, or Unix-socket directory starting with `/`).
@@ -583,6 +633,21 @@ impl PostgresConfig {
         self.snapshot_chunk_rows = n.max(1);
         self
     }
+    /// Turns the streaming of in-progress transactions on (default) or off.
+    pub fn with_streaming(mut self, on: bool) -> Self {
+        self.streaming = on;
+        self
+    }
+    /// Sets the memory budget of in-progress transactions, in KiB (`0`: spill at once).
+    pub fn with_streaming_memory_kb(mut self, kb: u64) -> Self {
+        self.streaming_memory_kb = kb;
+        self
+    }
+    /// Sets the directory of the spill files of in-progress transactions.
+    pub fn with_spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
+        self
+    }
 }
 
 /// The default slot name for a database: `powersync_<dbname>`, lower-cased, every character
@@ -632,6 +697,16 @@ fn parse_port(value: &str) -> Result<u16, SourceError> {
         Ok(p) if p > 0 => Ok(p),
         _ => Err(SourceError::config(format!(
             "invalid port \"{value}\": expected a number from 1 to 65535"
+        ))),
+    }
+}
+
+fn parse_on_off(key: &str, value: &str) -> Result<bool, SourceError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(SourceError::config(format!(
+            "invalid {key} \"{value}\": expected on or off"
         ))),
     }
 }

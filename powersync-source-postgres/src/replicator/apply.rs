@@ -13,7 +13,7 @@ use powersync_source_core::{
 use super::{RelationState, Replicator};
 use crate::catalog;
 use crate::options::CHECKPOINT_MESSAGE_PREFIX;
-use crate::pgoutput::{ColumnValue, OldTuple, PgOutputMessage, TupleData};
+use crate::pgoutput::{ColumnValue, OldTuple, PgOutputMessage, PgTimestamp, TupleData};
 use crate::types::{self, TypeRegistry};
 
 impl Replicator {
@@ -28,23 +28,7 @@ impl Replicator {
                 });
             }
             PgOutputMessage::Commit(c) => {
-                self.in_transaction = false;
-                let checkpoint = c.end_lsn.to_checkpoint();
-                self.last_emitted = c.end_lsn;
-                if out.in_transaction() {
-                    let commit_time = Some(UnixMicros(c.commit_time.unix_micros()));
-                    out.push(ChangeEvent::Commit(Commit {
-                        checkpoint,
-                        commit_time,
-                    }))
-                    .await?;
-                } else {
-                    out.push(ChangeEvent::Keepalive(checkpoint)).await?;
-                }
-                self.pending_begin = None;
-                self.txn_relations.clear();
-                self.txn_new_tables.clear();
-                self.txn_publishing.clear();
+                self.commit(c.end_lsn, c.commit_time, out).await?;
             }
             PgOutputMessage::Relation(r) => {
                 self.on_relation(r, out).await?;
@@ -152,10 +136,38 @@ impl Replicator {
                         .await?;
                 }
             }
-            // Origins, types (we read types from the catalog), foreign messages; streaming and
-            // two-phase messages are not requested.
+            // Origins, types (we read types from the catalog), foreign messages; the session
+            // handles streaming messages (see `streamed`); two-phase ones are not requested.
             _ => {}
         }
+        Ok(())
+    }
+
+    /// The end of a transaction at `end_lsn`: its `Commit`, or a keepalive when none of its
+    /// changes reached the host (the Begin is still pending).
+    pub(super) async fn commit(
+        &mut self,
+        end_lsn: PgLsn,
+        commit_time: PgTimestamp,
+        out: &mut Emitter,
+    ) -> Step<()> {
+        self.in_transaction = false;
+        let checkpoint = end_lsn.to_checkpoint();
+        self.last_emitted = end_lsn;
+        if out.in_transaction() {
+            let commit_time = Some(UnixMicros(commit_time.unix_micros()));
+            out.push(ChangeEvent::Commit(Commit {
+                checkpoint,
+                commit_time,
+            }))
+            .await?;
+        } else {
+            out.push(ChangeEvent::Keepalive(checkpoint)).await?;
+        }
+        self.pending_begin = None;
+        self.txn_relations.clear();
+        self.txn_new_tables.clear();
+        self.txn_publishing.clear();
         Ok(())
     }
 

@@ -6,6 +6,8 @@
 //! - [`session`]: one replication connection (START_REPLICATION, status updates, silence
 //!   detection);
 //! - [`apply`]: pgoutput messages to change events;
+//! - [`streamed`]: in-progress transactions streamed before their commit, kept (in memory,
+//!   then in a spill file) until it;
 //! - [`publication`]: publication changes that come with no message (read the table again).
 
 mod apply;
@@ -13,6 +15,7 @@ mod publication;
 mod retention;
 mod session;
 mod snapshot;
+mod streamed;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -66,6 +69,15 @@ pub(crate) async fn prepare(
     from: StartFrom,
 ) -> Result<Prepared, SourceError> {
     let slot = config.slot();
+    if config.streaming() && !config.spill_dir().is_dir() {
+        return Err(SourceError::config(format!(
+            "spill_dir {} is not a directory",
+            config.spill_dir().display()
+        ))
+        .with_hint("give an existing, writable directory, or streaming=off"));
+    }
+    let streamed =
+        streamed::StreamedTransactions::new(config.streaming_memory_bytes(), config.spill_dir());
     let mut replicator = Replicator {
         config,
         options,
@@ -84,6 +96,7 @@ pub(crate) async fn prepare(
         txn_publishing: Vec::new(),
         binary: false,
         server_version: 0,
+        streamed,
     };
     let mut registry = TypeRegistry::new();
     let (stream_from, snapshot, repl) = match from {
@@ -196,6 +209,8 @@ struct Replicator {
     /// Whether the current session asked for pgoutput's binary format.
     binary: bool,
     server_version: u32,
+    /// In-progress transactions of the current session, kept until their commit.
+    streamed: streamed::StreamedTransactions,
 }
 
 impl Replicator {
@@ -302,6 +317,8 @@ impl Replicator {
         }
         self.in_transaction = false;
         self.pending_begin = None;
+        // The server streams every transaction not yet committed again, from its start.
+        self.streamed.clear();
     }
 
     /// Replaces the closed catalog connection, bounded by the silence timeout.

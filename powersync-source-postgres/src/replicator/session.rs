@@ -10,11 +10,11 @@ use powersync_source_core::runtime::{Emitter, Reconnect, Step, Stop};
 use powersync_source_core::{AckReceiver, ChangeEvent, ErrorKind, Position, SourceError};
 use tokio_postgres::error::SqlState;
 
-use super::Replicator;
+use super::{streamed, Replicator};
 use crate::connection::publication_names;
 use crate::connection::replication::ReplicationConnection;
 use crate::connection::stream::ReplicationStream;
-use crate::pgoutput::ReplicationMessage;
+use crate::pgoutput::{PgOutputMessage, ReplicationMessage, StreamCommit};
 
 /// How long a partly filled batch waits for more of an open transaction before it is handed
 /// over: long enough for the next messages of a transaction already on its way, short enough
@@ -54,6 +54,8 @@ impl Replicator {
             }
         };
         self.server_version = repl.server_version_num();
+        // A new session: the server streams every uncommitted transaction again from its start.
+        self.streamed.clear();
         self.binary = self.options.binary
             && self.server_version >= 140_000
             && self.relations.values().all(|r| {
@@ -130,6 +132,8 @@ impl Replicator {
         let mut last_message = Instant::now();
         let mut asked_reply = false;
         let mut counter = 0u32;
+        // Inside a stream block (Stream Start … Stop): the top-level xid it belongs to.
+        let mut block: Option<u32> = None;
         loop {
             let frame = match stream.recv().now_or_never() {
                 Some(frame) => frame?,
@@ -214,9 +218,35 @@ impl Replicator {
                 ReplicationMessage::XLogData(x) => {
                     received = received.max(x.wal_end);
                     let msg = x
-                        .pgoutput(false)
+                        .pgoutput(block.is_some())
                         .map_err(|e| SourceError::decode("pgoutput message").with_source(e))?;
-                    self.apply(msg, out).await?;
+                    match (msg, block) {
+                        (PgOutputMessage::StreamStart(s), _) => {
+                            self.streamed.start_block(s.xid, s.first_segment)?;
+                            block = Some(s.xid);
+                        }
+                        (PgOutputMessage::StreamStop, _) => block = None,
+                        (PgOutputMessage::StreamAbort(a), _) => {
+                            self.streamed.abort(a.xid, a.subxact_xid)
+                        }
+                        (PgOutputMessage::StreamCommit(c), _) => {
+                            let mut status = Status {
+                                received,
+                                acked,
+                                last: last_status,
+                            };
+                            self.replay_streamed(c, &mut stream, acks, &mut status, out)
+                                .await?;
+                            (acked, last_status) = (status.acked, status.last);
+                            // The replay read nothing from the server: not a silence.
+                            last_message = Instant::now();
+                        }
+                        (msg, Some(top)) => {
+                            let sub = streamed::message_xid(&msg).unwrap_or(top);
+                            self.streamed.append(top, sub, x.data)?;
+                        }
+                        (msg, None) => self.apply(msg, out).await?,
+                    }
                 }
                 ReplicationMessage::PrimaryKeepalive(k) => {
                     received = received.max(k.wal_end);
@@ -243,6 +273,51 @@ impl Replicator {
         }
     }
 
+    /// A Stream Commit: the transaction's kept messages, replayed in order between its Begin
+    /// and Commit as if it had been sent whole at its commit. A long replay reads nothing
+    /// from the server, so it keeps sending status updates (the server ends a connection
+    /// silent for `wal_sender_timeout`).
+    async fn replay_streamed(
+        &mut self,
+        c: StreamCommit,
+        stream: &mut ReplicationStream,
+        acks: &AckReceiver,
+        status: &mut Status,
+        out: &mut Emitter,
+    ) -> Step<()> {
+        let mut replay = self.streamed.commit(c.xid)?;
+        tracing::debug!(
+            target: "powersync_source_postgres",
+            "streamed transaction {} committed; replaying (spilled by this stream so far: {} bytes)",
+            c.xid,
+            self.streamed.spilled_bytes()
+        );
+        self.in_transaction = true;
+        self.pending_begin = Some(powersync_source_core::Begin {
+            xid: Some(u64::from(c.xid)),
+            commit_time: Some(powersync_source_core::UnixMicros(
+                c.commit_time.unix_micros(),
+            )),
+        });
+        let mut counter = 0u32;
+        while let Some(bytes) = replay.next_message()? {
+            let msg = PgOutputMessage::decode(bytes, true)
+                .map_err(|e| SourceError::decode("streamed pgoutput message").with_source(e))?;
+            self.apply(msg, out).await?;
+            counter = counter.wrapping_add(1);
+            if counter.is_multiple_of(STATUS_CHECK_EVERY)
+                && status.last.elapsed() >= self.options.status_interval
+            {
+                status.acked = acked_now(acks, status.acked);
+                stream
+                    .send_status(status.received, status.acked, status.acked, false)
+                    .await?;
+                status.last = Instant::now();
+            }
+        }
+        self.commit(c.end_lsn, c.commit_time, out).await
+    }
+
     /// pgoutput's options for this server version and value format.
     fn start_options(&self) -> Vec<(&'static str, String)> {
         let proto = match self.server_version {
@@ -263,9 +338,19 @@ impl Replicator {
             if self.binary {
                 options.push(("binary", "true".to_string()));
             }
+            if self.config.streaming() {
+                options.push(("streaming", "on".to_string()));
+            }
         }
         options
     }
+}
+
+/// What the session reported to the server, carried through a replay.
+struct Status {
+    received: PgLsn,
+    acked: PgLsn,
+    last: Instant,
 }
 
 /// The position the host acknowledged last (durably stored), `0/0` before any.
