@@ -3,14 +3,15 @@
 //! ```text
 //! publish <SOURCE-URL> --nats nats://host:4222 [--stream NAME] [--subject-prefix P]
 //!         [--table NAME]... [--replicas N] [--duplicate-window SECONDS] [--max-bytes N]
-//!         [--max-in-flight N] [--exit-when-idle SECONDS] [--publication NAME] [--slot NAME]
-//!         [--metrics-addr HOST:PORT]
+//!         [--rows-per-message N] [--message-bytes BYTES] [--max-in-flight N]
+//!         [--max-in-flight-bytes BYTES] [--exit-when-idle SECONDS] [--publication NAME]
+//!         [--slot NAME] [--metrics-addr HOST:PORT]
 //! ```
 //!
 //! Creates the stream if missing (file storage, subjects `P.>`), publishes each transaction's
-//! changes on `P.<schema>.<table>` (the JSON shape of `tail`) followed by a commit marker on
-//! `P._commit`, acknowledges the source once JetStream stored them, and resumes from the last
-//! marker in the stream after a restart. The delivery contract is in
+//! changes on `P.<schema>.<table>` (the JSON lines of `tail`, packed several rows to a
+//! message) followed by a commit marker on `P._commit`, acknowledges the source once
+//! JetStream stored them, and resumes from the last marker in the stream after a restart. The delivery contract is in
 //! `examples::jetstream`. Exit statuses: `examples::cli`.
 
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use clap::Parser;
 use examples::cli::{self, AppError, MetricsArgs, SourceArgs};
 use examples::jetstream::connection::{StreamSettings, StreamTarget};
+use examples::jetstream::framing::PackLimits;
 use examples::jetstream::ids;
 use examples::jetstream::publisher::{self, Outcome, PublishOptions};
 use powersync_source::SourceError;
@@ -53,9 +55,20 @@ struct Args {
     /// Size limit of a newly created stream in bytes; when full, publishing waits.
     #[arg(long, value_name = "BYTES")]
     max_bytes: Option<i64>,
-    /// Messages awaiting their JetStream ack at most.
+    /// Most rows in one message (rows of one transaction and one table); 1 writes one row per
+    /// message in line format version 1, as publishers before packing did.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    rows_per_message: u64,
+    /// Most bytes of rows in one message (a larger row gets a message of its own); keep it
+    /// well below the NATS server's max_payload (default 1 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = 65_536)]
+    message_bytes: usize,
+    /// Messages awaiting their JetStream ack at most (1 to 10000).
     #[arg(long, value_name = "N", default_value_t = 4096)]
     max_in_flight: usize,
+    /// Payload bytes awaiting their JetStream ack at most.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_in_flight_bytes: usize,
     /// Exit with status 0 once the snapshot is done, everything is acked and no change has
     /// arrived for this many seconds.
     #[arg(long, value_name = "SECONDS", value_parser = cli::parse_seconds)]
@@ -80,6 +93,16 @@ async fn run(args: Args) -> Result<ExitCode, AppError> {
     if args.duplicate_window < Duration::from_secs(1) {
         return Err(SourceError::config("--duplicate-window must be at least 1 second").into());
     }
+    if args.max_in_flight == 0 || args.max_in_flight > 10_000 {
+        // Consumers drop a base that waited for STALE_AFTER_UNITS units as a leftover; a
+        // publisher's window must stay far below that.
+        return Err(SourceError::config("--max-in-flight must be between 1 and 10000").into());
+    }
+    if args.rows_per_message == 0 || args.message_bytes == 0 {
+        return Err(
+            SourceError::config("--rows-per-message and --message-bytes must be positive").into(),
+        );
+    }
     let source = powersync_source::open(&args.url, &args.source.options())?;
     let target = StreamTarget {
         url: args.nats.clone(),
@@ -92,16 +115,22 @@ async fn run(args: Args) -> Result<ExitCode, AppError> {
             duplicate_window: args.duplicate_window,
             max_bytes: args.max_bytes,
         },
-        max_in_flight: args.max_in_flight.max(1),
+        max_in_flight: args.max_in_flight,
+        max_in_flight_bytes: args.max_in_flight_bytes.max(1),
+        packing: PackLimits {
+            rows: args.rows_per_message,
+            bytes: args.message_bytes,
+        },
         exit_when_idle: args.exit_when_idle,
         ..PublishOptions::default()
     };
     let (outcome, totals) = publisher::run(source.as_ref(), &target, &options).await?;
     tracing::info!(
-        "published: {} messages stored, {} duplicates dropped by JetStream, {} commit markers, {} restarts",
+        "published: {} messages stored, {} duplicates dropped by JetStream, {} units closed by {} commit-marker messages, {} restarts",
         totals.stored,
         totals.duplicates,
         totals.markers,
+        totals.marker_messages,
         totals.restarts
     );
     Ok(match outcome {

@@ -10,7 +10,7 @@ use powersync_source_core::secret::redact_url;
 use powersync_source_core::{ErrorKind, SourceError};
 
 use super::ids;
-use super::marker::Marker;
+use super::marker::{self, Marker};
 
 /// Where the changes go.
 #[derive(Debug, Clone)]
@@ -162,7 +162,8 @@ async fn create_stream(
     }
 }
 
-/// The stream's last commit marker and its stream sequence, or `None` if it has none.
+/// The stream's last commit marker (the last of a batch) and its stream sequence, or `None`
+/// if it has none.
 pub async fn last_marker(
     stream: &stream::Stream,
     prefix: &str,
@@ -173,7 +174,7 @@ pub async fn last_marker(
         .await
     {
         Ok(msg) => {
-            let marker = Marker::parse(&msg.payload).map_err(|e| {
+            let decode_error = |e: String| {
                 SourceError::new(
                     ErrorKind::Decode,
                     format!(
@@ -181,7 +182,12 @@ pub async fn last_marker(
                         msg.sequence
                     ),
                 )
-            })?;
+            };
+            // A batch closes several units: the last one is where the stream stands.
+            let marker = marker::parse_markers(&msg.payload)
+                .map_err(decode_error)?
+                .pop()
+                .ok_or_else(|| decode_error("an empty marker batch".into()))?;
             Ok(Some((msg.sequence, marker)))
         }
         Err(e) if matches!(e.kind(), K::NoMessageFound) => Ok(None),

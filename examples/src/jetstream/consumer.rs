@@ -1,13 +1,15 @@
 //! `consume`: a SQLite mirror built from a JetStream stream written by `publish`, so that a
 //! mirror can run on another machine than the connector.
 //!
-//! The stream is read with an ordered consumer from the sequence after the last applied commit
-//! marker. Messages are collected by an [`Assembler`] until their marker; the unit is then
-//! applied to the [`Mirror`] (a transaction inside a savepoint, as `mirror` does), and the
-//! marker's stream sequence and position are staged in the state table under
-//! [`STATE_KEY`] in the same SQLite transaction. After a crash the file holds whole units and
-//! the sequence of the last one: the next run reads from the message after it and applies
-//! nothing twice. Consecutive units are grouped into one SQLite transaction by the sink's
+//! The stream is read with an ordered consumer. Messages (one row each, or packed, see
+//! [`super::pack`]) are collected by an [`Assembler`] until their marker; each unit a marker
+//! message closes (one, or a batch) is then applied to the [`Mirror`] (a transaction inside a
+//! savepoint, as `mirror` does), and the marker's stream sequence and position are staged in
+//! the state table under [`STATE_KEY`] in the same SQLite transaction, with the sequence of
+//! the oldest message still waiting for a later marker (the publisher sends later units'
+//! messages before an earlier marker). After a crash the file holds whole units: the next run
+//! reads again from that oldest waiting message, skips the markers it already applied (and
+//! their units' messages), and applies nothing twice. Consecutive units are grouped into one SQLite transaction by the sink's
 //! [`GroupPolicy`]: for up to [`ConsumeOptions::group`] (time) or
 //! [`ConsumeOptions::group_rows`] rows, during the snapshot too.
 
@@ -25,7 +27,7 @@ use powersync_source_sqlite::{GroupPolicy, Mirror, MirrorOptions, SinkError};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::assembler::{Assembler, Incoming, Unit};
+use super::assembler::{unpack, Assembler, Received, Unit};
 use super::connection::{self, StreamTarget};
 use super::decode::Decoder;
 use super::ids;
@@ -44,6 +46,11 @@ pub struct StoredPosition {
     pub sequence: u64,
     /// That marker's position (checkpoint or snapshot token).
     pub position: String,
+    /// Stream sequence of the oldest message that was waiting for a later marker, if any:
+    /// reading resumes there (else after `sequence`). Absent in files written before
+    /// publishers interleaved units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_sequence: Option<u64>,
 }
 
 /// How `consume` runs.
@@ -141,7 +148,7 @@ impl From<SinkError> for ConsumeError {
 pub struct ConsumeTotals {
     /// Units (transactions, snapshot chunks, markers) applied.
     pub units: u64,
-    /// Data messages applied.
+    /// Data items (rows, truncates) applied.
     pub messages: u64,
     /// Repeated messages skipped (republished after the duplicate window).
     pub repeated: u64,
@@ -209,6 +216,7 @@ pub async fn run(
                 stream: target.stream.clone(),
                 sequence: 0,
                 position: ids::START.to_owned(),
+                resume_sequence: None,
             }
         }
     };
@@ -268,12 +276,14 @@ async fn session(
             e,
         )
     })?;
-    let deliver_policy = if at.sequence == 0 {
+    let start_sequence = at
+        .resume_sequence
+        .unwrap_or(at.sequence + 1)
+        .min(at.sequence + 1);
+    let deliver_policy = if start_sequence <= 1 {
         DeliverPolicy::All
     } else {
-        DeliverPolicy::ByStartSequence {
-            start_sequence: at.sequence + 1,
-        }
+        DeliverPolicy::ByStartSequence { start_sequence }
     };
     let consumer = stream
         .create_consumer(OrderedConfig {
@@ -315,15 +325,26 @@ async fn session(
                     .map(|i| i.stream_sequence)
                     .map_err(|e| connection::transient("reading message metadata", e))?;
                 if msg.subject.as_str() == commit_subject {
-                    let marker = super::marker::Marker::parse(&msg.payload).map_err(|e| {
+                    let markers = super::marker::parse_markers(&msg.payload).map_err(|e| {
                         ConsumeError::stream(format!("stream sequence {sequence}: {e}"))
                     })?;
-                    let unit = assembler
-                        .close(marker)
-                        .map_err(|e| ConsumeError::stream(format!("stream sequence {sequence}: {e}")))?;
-                    apply_unit(mirror, decoder, &unit, sequence, totals)?;
+                    if sequence <= at.sequence {
+                        // Applied before this run: read again only for the messages of
+                        // later units that were interleaved before it.
+                        for marker in &markers {
+                            assembler.forget(marker);
+                        }
+                        continue;
+                    }
+                    for marker in markers {
+                        let unit = assembler
+                            .close(marker)
+                            .map_err(|e| ConsumeError::stream(format!("stream sequence {sequence}: {e}")))?;
+                        apply_unit(mirror, decoder, &unit, sequence, totals)?;
+                        at.position = unit.marker.position;
+                    }
                     at.sequence = sequence;
-                    at.position = unit.marker.position.clone();
+                    at.resume_sequence = assembler.resume_sequence();
                     let json = serde_json::to_string(&*at).unwrap_or_default();
                     // Staged before the commit decision: the unit's rows and its sequence
                     // become durable together.
@@ -349,15 +370,28 @@ async fn session(
                     }
                     continue;
                 };
-                let schema = super::framing::is_schema_payload(&msg.payload);
-                assembler.push(Incoming {
+                let packed = match header(ids::HEADER_FORMAT).as_deref() {
+                    None | Some("1") => false,
+                    Some("2") => true,
+                    Some(other) => {
+                        return Err(ConsumeError::stream(format!(
+                            "stream sequence {sequence}: line format version {other} (this \
+                             consumer reads 1 and 2): upgrade it"
+                        )))
+                    }
+                };
+                let items = unpack(Received {
                     sequence,
-                    id,
-                    base,
+                    id: &id,
+                    base: &base,
                     index,
-                    schema,
-                    payload: msg.payload.to_vec(),
-                });
+                    packed,
+                    payload: &msg.payload,
+                })
+                .map_err(|e| ConsumeError::stream(format!("stream sequence {sequence}: {e}")))?;
+                for item in items {
+                    assembler.push(item);
+                }
             }
             _ = tokio::time::sleep_until(commit_deadline), if commit_deadline < far => {
                 let _ = mirror.commit()?;

@@ -1,5 +1,6 @@
 //! Turns a change stream into JetStream messages: which subject, which id, where the unit
-//! (transaction or snapshot chunk) ends, what each commit marker says.
+//! (transaction or snapshot chunk) ends, what each commit marker says, and which rows share a
+//! message ([`PackLimits`], [`super::pack`]).
 //!
 //! Pure (no I/O) so that the id rules — the heart of the delivery contract in
 //! [`crate::jetstream`] — are unit-tested.
@@ -7,13 +8,60 @@
 use std::time::{Duration, Instant};
 
 use powersync_source_core::{
-    ChangeEvent, Checkpoint, SnapshotProgress, SnapshotResume, StartFrom, TableProgress,
+    ChangeEvent, Checkpoint, SnapshotProgress, SnapshotResume, StartFrom, TableName, TableProgress,
     TableSchema, Truncate,
 };
 
 use super::ids;
 use super::marker::{Marker, MarkerKind};
+use super::pack::{self, PackHeader};
 use crate::json_lines;
+
+/// Which rows share a message. A message holds rows of one unit (transaction or snapshot
+/// chunk) and one table only, in order, up to `rows` rows and — unless one row alone is
+/// larger — `bytes` bytes of lines. With `rows` = 1 every row is its own message in line
+/// format version 1 (no header line), as before packing existed.
+///
+/// Packing depends only on the unit's rows and these limits, never on how the source
+/// batched them, so a restarted publisher with the same limits builds the same messages with
+/// the same ids (and JetStream drops the ones already stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackLimits {
+    /// Most rows (and truncates) in one message; 1 = line format version 1.
+    pub rows: u64,
+    /// Most bytes of lines in one message (a larger single row gets a message of its own).
+    pub bytes: usize,
+}
+
+impl PackLimits {
+    /// One row per message, line format version 1.
+    pub const ONE_ROW: PackLimits = PackLimits {
+        rows: 1,
+        bytes: usize::MAX,
+    };
+}
+
+impl Default for PackLimits {
+    /// Packs of up to 64 KiB of lines: large enough that a message's fixed cost is shared by
+    /// hundreds of typical rows, small enough to stay far below NATS's default 1 MiB
+    /// `max_payload`.
+    fn default() -> Self {
+        PackLimits {
+            rows: 100_000,
+            bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The rows of the message being packed.
+#[derive(Debug)]
+struct OpenPack {
+    table: TableName,
+    snapshot: bool,
+    first: u64,
+    count: u64,
+    lines: Vec<u8>,
+}
 
 /// One message to publish.
 #[derive(Debug, Clone)]
@@ -30,6 +78,8 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
     /// Set on commit markers.
     pub marker: Option<Marker>,
+    /// Data items in a packed message (line format version 2); `None` for version 1.
+    pub packed: Option<u64>,
 }
 
 /// The publisher's position in the stream of units.
@@ -47,6 +97,8 @@ pub struct Framer {
     keepalive_interval: Duration,
     last_marker_at: Instant,
     pending_keepalive: Option<Checkpoint>,
+    limits: PackLimits,
+    pack: Option<OpenPack>,
 }
 
 impl Framer {
@@ -75,7 +127,16 @@ impl Framer {
             keepalive_interval,
             last_marker_at: Instant::now(),
             pending_keepalive: None,
+            limits: PackLimits::ONE_ROW,
+            pack: None,
         }
+    }
+
+    /// Packs rows as `limits` say (the default of [`Framer::new`] is
+    /// [`PackLimits::ONE_ROW`]).
+    pub fn with_packing(mut self, limits: PackLimits) -> Framer {
+        self.limits = limits;
+        self
     }
 
     /// Whether the initial snapshot is still running.
@@ -94,6 +155,9 @@ impl Framer {
             ChangeEvent::Begin(_) => {
                 self.in_tx = true;
             }
+            ChangeEvent::Row(change) if self.limits.rows > 1 => {
+                self.pack_line(&change.table.name, change.snapshot, event, out);
+            }
             ChangeEvent::Row(change) => {
                 let Some(line) = json_lines::event_line(event) else {
                     return;
@@ -111,6 +175,10 @@ impl Framer {
                     let single = ChangeEvent::Truncate(Truncate {
                         tables: vec![table.clone()],
                     });
+                    if self.limits.rows > 1 {
+                        self.pack_line(table, false, &single, out);
+                        continue;
+                    }
                     let Some(line) = json_lines::event_line(&single) else {
                         continue;
                     };
@@ -119,6 +187,8 @@ impl Framer {
                 }
             }
             ChangeEvent::Schema(schema) => {
+                // The rows before it go first: a pack's rows all precede the schema's index.
+                self.flush_pack(out);
                 let payload = schema_payload(event, schema);
                 out.push(Outgoing {
                     subject: ids::table_subject(&self.prefix, &schema.name),
@@ -127,6 +197,7 @@ impl Framer {
                     index: self.index,
                     payload,
                     marker: None,
+                    packed: None,
                 });
             }
             ChangeEvent::Commit(c) => {
@@ -149,6 +220,7 @@ impl Framer {
                 // JetStream drops (and consumers skip) as duplicates.
                 self.in_tx = false;
                 self.index = 0;
+                self.pack = None;
             }
             ChangeEvent::Keepalive(c) => {
                 if !self.in_tx && !self.snapshot_running {
@@ -267,11 +339,88 @@ impl Framer {
             index: self.index,
             payload,
             marker: None,
+            packed: None,
         });
         self.index += 1;
     }
 
+    /// Adds the line of `event` (a row or a one-table truncate) to the open pack, first
+    /// sending the pack if the line cannot join it (another table, the other kind of row, or
+    /// a limit reached).
+    fn pack_line(
+        &mut self,
+        table: &TableName,
+        snapshot: bool,
+        event: &ChangeEvent,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let joins = self.pack.as_ref().is_some_and(|p| {
+            p.table == *table && p.snapshot == snapshot && p.count < self.limits.rows
+        });
+        if !joins {
+            self.flush_pack(out);
+        }
+        let index = self.index;
+        let p = self.pack.get_or_insert_with(|| OpenPack {
+            table: table.clone(),
+            snapshot,
+            first: index,
+            count: 0,
+            lines: Vec::new(),
+        });
+        let start = p.lines.len();
+        if !matches!(json_lines::write_event(&mut p.lines, event), Ok(true)) {
+            // No line for this event (writing to a Vec cannot fail otherwise).
+            p.lines.truncate(start);
+            return;
+        }
+        self.index += 1;
+        if p.lines.len() <= self.limits.bytes || p.count == 0 {
+            p.count += 1;
+            return;
+        }
+        // Over the byte limit: the pack goes without this line, which starts the next one.
+        let line = p.lines.split_off(start);
+        self.flush_pack(out);
+        self.pack = Some(OpenPack {
+            table: table.clone(),
+            snapshot,
+            first: index,
+            count: 1,
+            lines: line,
+        });
+    }
+
+    /// Sends the open pack, if any.
+    fn flush_pack(&mut self, out: &mut Vec<Outgoing>) {
+        let Some(p) = self.pack.take() else {
+            return;
+        };
+        let header = PackHeader {
+            format: pack::FORMAT.to_owned(),
+            version: pack::VERSION,
+            table: p.table.to_string(),
+            base: self.base_id.clone(),
+            first: p.first,
+            count: p.count,
+            snapshot: p.snapshot,
+        };
+        let payload = pack::encode(&header, &p.lines);
+        // Snapshot rows re-read after a restart may differ at the same indexes.
+        let hash = p.snapshot.then(|| ids::fnv1a_128(&payload));
+        out.push(Outgoing {
+            subject: ids::table_subject(&self.prefix, &p.table),
+            id: ids::pack_id(&self.base_id, p.first, p.count, hash),
+            base: self.base_id.clone(),
+            index: p.first,
+            payload,
+            marker: None,
+            packed: Some(p.count),
+        });
+    }
+
     fn close(&mut self, marker: Marker, out: &mut Vec<Outgoing>) {
+        self.flush_pack(out);
         out.push(Outgoing {
             subject: ids::commit_subject(&self.prefix),
             id: ids::marker_id(&self.base_id, &marker.position),
@@ -279,6 +428,7 @@ impl Framer {
             index: self.index,
             payload: marker.to_json(),
             marker: Some(marker.clone()),
+            packed: None,
         });
         self.base_id = ids::position_id(&marker.position);
         self.base_position = marker.position;
@@ -493,5 +643,120 @@ mod tests {
         slow.on_event(&ChangeEvent::Keepalive(cp(4)), &mut out);
         assert!(out.is_empty());
         assert!(slow.due_keepalive().is_none());
+    }
+
+    #[test]
+    fn rows_are_packed_per_table_and_unit_within_the_limits() {
+        let s = schema();
+        let other = Arc::new(TableSchema {
+            name: TableName::new("public", "u"),
+            ..(*s).clone()
+        });
+        let from = StartFrom::Checkpoint(cp(1));
+        let limits = PackLimits {
+            rows: 3,
+            bytes: 10_000,
+        };
+        let mut f =
+            Framer::new("cdc", cp(1).as_str(), &from, Duration::from_secs(10)).with_packing(limits);
+        let mut out = Vec::new();
+        f.on_event(
+            &ChangeEvent::Begin(Begin {
+                xid: None,
+                commit_time: None,
+            }),
+            &mut out,
+        );
+        // 4 rows of t (3 + 1 by the row limit), 1 of u, a new schema of t, 1 row of t.
+        for id in 1..=4 {
+            f.on_event(&insert(&s, id, false), &mut out);
+        }
+        f.on_event(&insert(&other, 5, false), &mut out);
+        f.on_event(&ChangeEvent::Schema(s.clone()), &mut out);
+        f.on_event(&insert(&s, 6, false), &mut out);
+        f.on_event(
+            &ChangeEvent::Commit(Commit {
+                checkpoint: cp(2),
+                commit_time: None,
+            }),
+            &mut out,
+        );
+        let base = "postgres:v1:00000000/00000001";
+        let shape: Vec<(&str, Option<u64>, u64, &str)> = out
+            .iter()
+            .map(|o| (o.id.as_str(), o.packed, o.index, o.subject.as_str()))
+            .collect();
+        assert_eq!(
+            shape[0],
+            (&*format!("{base}#0+3"), Some(3), 0, "cdc.public.t")
+        );
+        assert_eq!(
+            shape[1],
+            (&*format!("{base}#3+1"), Some(1), 3, "cdc.public.t")
+        );
+        assert_eq!(
+            shape[2],
+            (&*format!("{base}#4+1"), Some(1), 4, "cdc.public.u")
+        );
+        assert!(is_schema_payload(&out[3].payload));
+        assert_eq!(out[3].index, 5, "the schema precedes the row of index 5");
+        assert_eq!(
+            shape[4],
+            (&*format!("{base}#5+1"), Some(1), 5, "cdc.public.t")
+        );
+        assert_eq!(out[5].marker.as_ref().unwrap().messages, 6);
+        let p = pack::decode(&out[0].payload).unwrap();
+        assert_eq!((p.header.first, p.header.count, p.lines.len()), (0, 3, 3));
+        assert_eq!(p.header.base, base);
+        assert!(!p.header.snapshot);
+        let row: serde_json::Value = serde_json::from_slice(p.lines[2]).unwrap();
+        assert_eq!(row["new"]["id"], 3);
+
+        // The byte limit: every row alone (a row is larger than 1 byte), indexes unchanged.
+        let tiny = PackLimits {
+            rows: 100,
+            bytes: 1,
+        };
+        let mut f =
+            Framer::new("cdc", cp(2).as_str(), &from, Duration::from_secs(10)).with_packing(tiny);
+        let out = tx(&mut f, &s, &[1, 2, 3], 3);
+        let firsts: Vec<(u64, Option<u64>)> = out.iter().map(|o| (o.index, o.packed)).collect();
+        assert_eq!(firsts[..3], [(0, Some(1)), (1, Some(1)), (2, Some(1))]);
+
+        // An aborted transaction's open pack is discarded; the resent one has the same ids.
+        let mut f =
+            Framer::new("cdc", cp(2).as_str(), &from, Duration::from_secs(10)).with_packing(limits);
+        let mut a = Vec::new();
+        f.on_event(
+            &ChangeEvent::Begin(Begin {
+                xid: None,
+                commit_time: None,
+            }),
+            &mut a,
+        );
+        f.on_event(&insert(&s, 1, false), &mut a);
+        f.on_event(&ChangeEvent::Abort, &mut a);
+        assert!(a.is_empty(), "nothing sent before the pack is full");
+        let again = tx(&mut f, &s, &[1, 2], 3);
+        assert_eq!(again[0].id, "postgres:v1:00000000/00000002#0+2");
+
+        // Snapshot packs hash their payload; never mixed with streamed rows.
+        let mut f = Framer::new("cdc", ids::START, &StartFrom::Beginning, Duration::ZERO)
+            .with_packing(limits);
+        let mut out = Vec::new();
+        f.on_event(&insert(&s, 1, true), &mut out);
+        f.on_event(&insert(&s, 2, true), &mut out);
+        f.on_event(
+            &ChangeEvent::Snapshot(SnapshotProgress::Done { checkpoint: cp(9) }),
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        let hash = ids::fnv1a_128(&out[0].payload);
+        assert!(
+            out[0].id.ends_with(&format!("#0+2#{hash:032x}")),
+            "{}",
+            out[0].id
+        );
+        assert!(pack::decode(&out[0].payload).unwrap().header.snapshot);
     }
 }

@@ -13,6 +13,10 @@ pub const HEADER_BASE: &str = "Powersync-Base";
 /// Header with the message's index among the unit's data messages (for a schema message: the
 /// index of the data message it comes before).
 pub const HEADER_INDEX: &str = "Powersync-Index";
+/// Header `2` on packed messages ([`super::pack`]); absent on version 1 (one row per message).
+pub const HEADER_FORMAT: &str = "Powersync-Format";
+/// Header with the number of data items (rows, truncates) in a packed message.
+pub const HEADER_COUNT: &str = "Powersync-Count";
 /// The JetStream de-duplication header.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// The position before the first unit ever published (nothing before it). The first units'
@@ -58,6 +62,18 @@ pub fn data_id(base: &str, index: u64, payload_hash: Option<u128>) -> String {
     match payload_hash {
         None => format!("{base}#{index}"),
         Some(h) => format!("{base}#{index}#{:032x}", h),
+    }
+}
+
+/// The id of a packed message ([`super::pack`]): `<base>#<first>+<count>`, plus
+/// `#<hash of the payload>` for snapshot rows. The `+<count>` keeps it apart from a version 1
+/// row's id (`<base>#<first>`): a publisher restarted with another packing must not have its
+/// pack dropped as a duplicate of a single row. Packing is a function of the unit's rows and
+/// the limits, so a restarted publisher with the same limits builds the same packs and ids.
+pub fn pack_id(base: &str, first: u64, count: u64, payload_hash: Option<u128>) -> String {
+    match payload_hash {
+        None => format!("{base}#{first}+{count}"),
+        Some(h) => format!("{base}#{first}+{count}#{h:032x}"),
     }
 }
 
@@ -162,6 +178,8 @@ mod tests {
         assert_eq!(id, position_id(&long));
         assert_ne!(position_id("a#b"), "a#b");
         assert_eq!(data_id("b", 3, None), "b#3");
+        assert_eq!(pack_id("b", 3, 2, None), "b#3+2");
+        assert_eq!(pack_id("b", 3, 2, Some(1)), format!("b#3+2#{:032x}", 1));
         assert!(is_start_base(&start_base(7)));
         assert!(!is_start_base(START));
         assert!(!is_start_base("startx"));

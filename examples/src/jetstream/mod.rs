@@ -81,4 +81,6 @@ pub mod decode;
 pub mod framing;
 pub mod ids;
 pub mod marker;
+pub mod pack;
+pub mod pipeline;
 pub mod publisher;

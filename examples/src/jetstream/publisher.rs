@@ -2,15 +2,17 @@
 //! [`crate::jetstream`]).
 //!
 //! One session = connect, ensure the stream, read the last commit marker, start the source
-//! from its position, publish. Publishes are pipelined: up to
-//! [`PublishOptions::max_in_flight`] messages await their JetStream ack at once, acks are
-//! handled in publish order, and the source is acknowledged when a marker's ack arrives. A
-//! marker itself is sent only after every message before it was acked (one round trip per
-//! transaction): individual pipelined publishes can fail while later ones succeed, and a
-//! marker must never be stored after a gap. When the window is full the session waits for acks
-//! and stops reading the source: a slow or full stream slows the connector down, it never
-//! drops a change. Any failure ends the session; the next one starts over from the last
-//! marker stored in the stream (nothing is kept in memory across sessions), after a backoff.
+//! from its position, publish. Rows are packed into messages ([`PublishOptions::packing`],
+//! [`super::pack`]). Publishes are pipelined: up to [`PublishOptions::max_in_flight`] messages
+//! (and [`PublishOptions::max_in_flight_bytes`]) await their JetStream ack at once, across
+//! transaction boundaries; acks are handled in publish order, and the source is acknowledged
+//! when a marker's ack arrives. Markers wait in a queue until every message published before
+//! their unit ended, and the previous marker, were acked; the markers that became ready
+//! meanwhile go out as one batch ([`super::pipeline`]). When the window is full the session
+//! waits for acks and stops reading the source: a slow or full stream slows the connector
+//! down, it never drops a change. Any failure ends the session; the next one starts over from
+//! the last marker stored in the stream (nothing is kept in memory across sessions), after a
+//! backoff.
 
 use std::future::IntoFuture;
 use std::pin::Pin;
@@ -21,13 +23,16 @@ use async_nats::HeaderMap;
 use futures::stream::FuturesOrdered;
 use futures::{Future, StreamExt};
 use powersync_source_core::{
-    ChangeEvent, ChangeSource, Checkpoint, ErrorKind, RetryPolicy, SourceError, StartFrom,
+    ChangeEvent, ChangeSource, ChangeStream, Checkpoint, ErrorKind, RetryPolicy, SourceError,
+    StartFrom,
 };
 use tokio::time::Instant;
 
 use super::connection::{self, StreamSettings, StreamTarget};
-use super::framing::{Framer, Outgoing};
+use super::framing::{Framer, Outgoing, PackLimits};
 use super::ids;
+use super::marker::{self, Marker};
+use super::pipeline::{Pipeline, Window};
 
 /// How `publish` runs.
 #[derive(Debug, Clone)]
@@ -36,6 +41,10 @@ pub struct PublishOptions {
     pub settings: StreamSettings,
     /// Messages awaiting their JetStream ack at most.
     pub max_in_flight: usize,
+    /// Payload bytes awaiting their JetStream ack at most.
+    pub max_in_flight_bytes: usize,
+    /// Which rows share a message.
+    pub packing: PackLimits,
     /// Minimum time between keepalive markers while the source is idle.
     pub keepalive_interval: Duration,
     /// Exit once the snapshot is done, every ack arrived and no change came for this long.
@@ -53,6 +62,8 @@ impl Default for PublishOptions {
                 max_bytes: None,
             },
             max_in_flight: 4096,
+            max_in_flight_bytes: 16 * 1024 * 1024,
+            packing: PackLimits::default(),
             keepalive_interval: Duration::from_secs(10),
             exit_when_idle: None,
             retry: RetryPolicy {
@@ -82,8 +93,10 @@ pub struct Totals {
     pub stored: u64,
     /// Messages JetStream dropped as duplicates (republished after a restart).
     pub duplicates: u64,
-    /// Commit markers stored.
+    /// Units (transactions, snapshot chunks, keepalives) closed by a stored commit marker.
     pub markers: u64,
+    /// Commit-marker messages stored (one closes several units when they queued up).
+    pub marker_messages: u64,
     /// Sessions started after a failure.
     pub restarts: u64,
 }
@@ -145,17 +158,21 @@ fn short(position: &str) -> &str {
     }
 }
 
-type AckFuture = Pin<
-    Box<
-        dyn Future<
-                Output = (
-                    Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
-                    Option<Checkpoint>,
-                    bool,
-                ),
-            > + Send,
-    >,
->;
+/// What an ack in flight is for.
+enum Sent {
+    /// A data (or schema) message of `bytes` payload bytes.
+    Data { bytes: usize },
+    /// A marker message closing `units` units; the source is acknowledged with `checkpoint`
+    /// (the last of its markers that has one) once it is stored.
+    Markers {
+        bytes: usize,
+        units: u64,
+        checkpoint: Option<Checkpoint>,
+    },
+}
+
+type AckResult = Result<jetstream::publish::PublishAck, jetstream::context::PublishError>;
+type AckFuture = Pin<Box<dyn Future<Output = (AckResult, Sent)> + Send>>;
 
 struct Session<'a> {
     source: &'a dyn ChangeSource,
@@ -163,6 +180,16 @@ struct Session<'a> {
     options: &'a PublishOptions,
     totals: &'a mut Totals,
     progressed: &'a mut bool,
+}
+
+/// The publishing half of a session: the JetStream context, the acks in flight and the
+/// pipeline that decides when markers go.
+struct Publishing {
+    js: jetstream::Context,
+    inflight: FuturesOrdered<AckFuture>,
+    pipe: Pipeline,
+    window: Window,
+    commit_subject: String,
 }
 
 impl Session<'_> {
@@ -200,8 +227,20 @@ impl Session<'_> {
             &base,
             &from,
             self.options.keepalive_interval,
-        );
-        let mut inflight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
+        )
+        .with_packing(self.options.packing);
+        let max_in_flight = self.options.max_in_flight.max(1);
+        let mut p = Publishing {
+            js,
+            inflight: FuturesOrdered::new(),
+            pipe: Pipeline::new(),
+            window: Window {
+                messages: max_in_flight,
+                bytes: self.options.max_in_flight_bytes.max(1),
+                queued_markers: max_in_flight,
+            },
+            commit_subject: ids::commit_subject(&self.target.prefix),
+        };
         let mut out: Vec<Outgoing> = Vec::with_capacity(1024);
         let idle = self.options.exit_when_idle;
         let mut idle_deadline = Instant::now() + idle.unwrap_or_default();
@@ -211,16 +250,17 @@ impl Session<'_> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
         loop {
-            let can_idle_exit = idle.is_some() && !framer.snapshot_running() && inflight.is_empty();
+            let can_idle_exit = idle.is_some() && !framer.snapshot_running() && p.pipe.is_idle();
             tokio::select! {
                 biased;
-                Some((result, checkpoint, marker)) = inflight.next(), if !inflight.is_empty() => {
-                    self.settle(result, checkpoint, marker, &changes)?;
+                Some((result, sent)) = p.inflight.next(), if !p.inflight.is_empty() => {
+                    self.settle(&mut p, result, sent, &changes)?;
+                    p.send_ready_markers().await?;
                 }
                 batch = changes.next() => {
                     let batch = match batch {
                         None => {
-                            self.drain(&mut inflight, &changes).await?;
+                            self.drain(&mut p, &changes).await?;
                             tracing::info!("the change stream ended");
                             return Ok(Outcome::Ended);
                         }
@@ -234,7 +274,7 @@ impl Session<'_> {
                         }
                         framer.on_event(event, &mut out);
                         for msg in out.drain(..) {
-                            self.send(&js, &mut inflight, msg, &changes).await?;
+                            self.submit(&mut p, msg, &changes).await?;
                         }
                     }
                     if active {
@@ -245,17 +285,18 @@ impl Session<'_> {
                 }
                 _ = tick.tick() => {
                     if let Some(msg) = framer.due_keepalive() {
-                        self.send(&js, &mut inflight, msg, &changes).await?;
+                        self.submit(&mut p, msg, &changes).await?;
                     }
                     if last_report.elapsed() >= REPORT_EVERY && self.totals.stored != reported {
                         reported = self.totals.stored;
                         last_report = Instant::now();
                         tracing::info!(
-                            "{} messages stored ({} commit markers, {} duplicates dropped), {} awaiting their ack, at {}",
+                            "{} messages stored ({} units closed by {} marker messages, {} duplicates dropped), {} awaiting their ack, at {}",
                             self.totals.stored,
                             self.totals.markers,
+                            self.totals.marker_messages,
                             self.totals.duplicates,
-                            inflight.len(),
+                            p.pipe.in_flight(),
                             short(framer.base_position())
                         );
                     }
@@ -268,68 +309,50 @@ impl Session<'_> {
         }
     }
 
-    /// Publishes one message, first waiting for acks while the window is full.
-    async fn send(
+    /// Hands one message of the framer to the pipeline: a data message is published (first
+    /// waiting for acks while the window is full), a marker is queued and sent once allowed.
+    async fn submit(
         &mut self,
-        js: &jetstream::Context,
-        inflight: &mut FuturesOrdered<AckFuture>,
+        p: &mut Publishing,
         msg: Outgoing,
-        changes: &powersync_source_core::ChangeStream,
+        changes: &ChangeStream,
     ) -> Result<(), SourceError> {
-        // A marker is sent only once every message before it is stored: pipelined publishes
-        // can fail one by one (a full stream rejects a message a smaller one after it fits
-        // in; a reconnect loses what was on the dead connection but sends what was still
-        // buffered), and a marker stored after such a gap would hide it from the restart.
-        let window = if msg.marker.is_some() {
-            1
-        } else {
-            self.options.max_in_flight.max(1)
-        };
-        while inflight.len() >= window {
-            match inflight.next().await {
-                Some((result, checkpoint, marker)) => {
-                    self.settle(result, checkpoint, marker, changes)?
+        match msg.marker {
+            Some(marker) => {
+                while !p.pipe.can_queue_marker(&p.window) {
+                    self.settle_next(p, changes).await?;
                 }
-                None => break,
+                p.pipe.queue_marker(marker);
+                p.send_ready_markers().await
+            }
+            None => {
+                while !p.pipe.has_room(&p.window) {
+                    self.settle_next(p, changes).await?;
+                }
+                p.publish_data(msg).await
             }
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(ids::HEADER_MSG_ID, msg.id.as_str());
-        headers.insert(ids::HEADER_BASE, msg.base.as_str());
-        headers.insert(ids::HEADER_INDEX, msg.index.to_string());
-        let checkpoint = msg.marker.as_ref().and_then(|m| m.ack_checkpoint());
-        let is_marker = msg.marker.is_some();
-        let size = msg.payload.len();
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(msg.payload.into())
-            .headers(headers);
-        let ack = js
-            .send_publish(msg.subject.clone(), publish)
-            .await
-            .map_err(|e| match e.kind() {
-                PublishErrorKind::MaxPayloadExceeded => SourceError::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "a message for {} is {size} bytes, more than the NATS server's max_payload",
-                        msg.subject
-                    ),
-                )
-                .with_hint("raise max_payload in the nats-server configuration"),
-                _ => connection::transient("publishing", e),
-            })?;
-        inflight.push_back(Box::pin(async move {
-            (ack.into_future().await, checkpoint, is_marker)
-        }));
-        Ok(())
     }
 
-    /// Handles one ack (in publish order): counts it, acknowledges the source after a marker.
+    /// Waits for the oldest ack in flight and handles it.
+    async fn settle_next(
+        &mut self,
+        p: &mut Publishing,
+        changes: &ChangeStream,
+    ) -> Result<(), SourceError> {
+        if let Some((result, sent)) = p.inflight.next().await {
+            self.settle(p, result, sent, changes)?;
+        }
+        p.send_ready_markers().await
+    }
+
+    /// Handles one ack (in publish order): counts it, acknowledges the source after markers.
     fn settle(
         &mut self,
-        result: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
-        checkpoint: Option<Checkpoint>,
-        marker: bool,
-        changes: &powersync_source_core::ChangeStream,
+        p: &mut Publishing,
+        result: AckResult,
+        sent: Sent,
+        changes: &ChangeStream,
     ) -> Result<(), SourceError> {
         let ack = result.map_err(|e| {
             let text = e.to_string();
@@ -355,24 +378,125 @@ impl Session<'_> {
         } else {
             self.totals.stored += 1;
         }
-        if marker {
-            self.totals.markers += 1;
-            *self.progressed = true;
-            if let Some(c) = checkpoint {
-                changes.ack(&c)?;
+        match sent {
+            Sent::Data { bytes } => p.pipe.data_acked(bytes),
+            Sent::Markers {
+                bytes,
+                units,
+                checkpoint,
+            } => {
+                p.pipe.markers_acked(bytes);
+                self.totals.markers += units;
+                self.totals.marker_messages += 1;
+                *self.progressed = true;
+                if let Some(c) = checkpoint {
+                    changes.ack(&c)?;
+                }
             }
         }
         Ok(())
     }
 
+    /// Waits until every message is acked and every marker stored.
     async fn drain(
         &mut self,
-        inflight: &mut FuturesOrdered<AckFuture>,
-        changes: &powersync_source_core::ChangeStream,
+        p: &mut Publishing,
+        changes: &ChangeStream,
     ) -> Result<(), SourceError> {
-        while let Some((result, checkpoint, marker)) = inflight.next().await {
-            self.settle(result, checkpoint, marker, changes)?;
+        p.send_ready_markers().await?;
+        while !p.pipe.is_idle() {
+            let Some((result, sent)) = p.inflight.next().await else {
+                // Unreachable by the pipeline's rules (a queued marker becomes ready once
+                // everything in flight is acked); fail the session rather than spin.
+                return Err(SourceError::connection(
+                    "JetStream: commit markers queued with nothing in flight",
+                ));
+            };
+            self.settle(p, result, sent, changes)?;
+            p.send_ready_markers().await?;
         }
+        Ok(())
+    }
+}
+
+impl Publishing {
+    /// Publishes a data or schema message.
+    async fn publish_data(&mut self, msg: Outgoing) -> Result<(), SourceError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(ids::HEADER_MSG_ID, msg.id.as_str());
+        headers.insert(ids::HEADER_BASE, msg.base.as_str());
+        headers.insert(ids::HEADER_INDEX, msg.index.to_string());
+        if let Some(count) = msg.packed {
+            headers.insert(ids::HEADER_FORMAT, "2");
+            headers.insert(ids::HEADER_COUNT, count.to_string());
+        }
+        let bytes = msg.payload.len();
+        self.publish(msg.subject, headers, msg.payload, Sent::Data { bytes })
+            .await?;
+        self.pipe.data_sent(bytes);
+        Ok(())
+    }
+
+    /// Sends the markers that may go now, as one message.
+    async fn send_ready_markers(&mut self) -> Result<(), SourceError> {
+        let Some(markers) = self.pipe.ready_markers() else {
+            return Ok(());
+        };
+        let (Some(first), Some(last)) = (markers.first(), markers.last()) else {
+            return Ok(());
+        };
+        let refs: Vec<&Marker> = markers.iter().collect();
+        let payload = marker::payload(&refs);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            ids::HEADER_MSG_ID,
+            ids::marker_id(&first.base, &last.position).as_str(),
+        );
+        headers.insert(ids::HEADER_BASE, first.base.as_str());
+        headers.insert(ids::HEADER_INDEX, first.messages.to_string());
+        let bytes = payload.len();
+        let sent = Sent::Markers {
+            bytes,
+            units: markers.len() as u64,
+            checkpoint: markers.iter().rev().find_map(Marker::ack_checkpoint),
+        };
+        let subject = self.commit_subject.clone();
+        self.publish(subject, headers, payload, sent).await?;
+        self.pipe.markers_sent(bytes);
+        Ok(())
+    }
+
+    async fn publish(
+        &mut self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Vec<u8>,
+        sent: Sent,
+    ) -> Result<(), SourceError> {
+        let size = payload.len();
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .headers(headers);
+        let ack = self
+            .js
+            .send_publish(subject.clone(), publish)
+            .await
+            .map_err(|e| match e.kind() {
+                PublishErrorKind::MaxPayloadExceeded => SourceError::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "a message for {subject} is {size} bytes, more than the NATS server's \
+                         max_payload"
+                    ),
+                )
+                .with_hint(
+                    "raise max_payload in the nats-server configuration, or lower \
+                     --message-bytes",
+                ),
+                _ => connection::transient("publishing", e),
+            })?;
+        self.inflight
+            .push_back(Box::pin(async move { (ack.into_future().await, sent) }));
         Ok(())
     }
 }
