@@ -19,6 +19,8 @@ const PASSWORD: &str = "conformance-Pa55";
 pub(crate) struct PgWorkload {
     pub server: PostgresServer,
     round: AtomicU32,
+    /// The connector's `streaming` setting (in-progress transactions, PostgreSQL 14+).
+    streaming: bool,
 }
 
 fn err(e: impl std::fmt::Display) -> SourceError {
@@ -27,16 +29,29 @@ fn err(e: impl std::fmt::Display) -> SourceError {
 
 impl PgWorkload {
     pub(crate) async fn start(bin_dir: Option<std::path::PathBuf>) -> Option<PgWorkload> {
+        Self::start_with(bin_dir, &[], true).await
+    }
+
+    /// A server with extra `settings` (`-c name=value`) and the connector's `streaming`.
+    pub(crate) async fn start_with(
+        bin_dir: Option<std::path::PathBuf>,
+        settings: &[(&str, &str)],
+        streaming: bool,
+    ) -> Option<PgWorkload> {
         let mut builder = PostgresServer::builder()
             .password(PASSWORD)
             .auth_method(PgAuthMethod::ScramSha256);
         if let Some(dir) = bin_dir {
             builder = builder.bin_dir(dir);
         }
+        for (name, value) in settings {
+            builder = builder.setting(*name, *value);
+        }
         let server = powersync_source_testkit::or_skip(builder.start().await)?;
         Some(PgWorkload {
             server,
             round: AtomicU32::new(0),
+            streaming,
         })
     }
 
@@ -61,12 +76,20 @@ impl PgWorkload {
         Ok(client)
     }
 
-    fn config(&self) -> PostgresConfig {
+    pub(crate) fn config(&self) -> PostgresConfig {
         PostgresConfig::parse(&self.server.url())
             .unwrap()
             .with_publication(format!("conf_pub_{}", self.n()))
             .with_slot(format!("conf_slot_{}", self.n()))
             .with_snapshot_chunk_rows(300)
+            .with_streaming(self.streaming)
+            // Small, so the suite's large transaction also takes the spill-file path.
+            .with_streaming_memory_kb(1024)
+    }
+
+    /// The current round's slot.
+    pub(crate) fn slot(&self) -> String {
+        format!("conf_slot_{}", self.n())
     }
 
     pub(crate) fn stream_options(&self) -> StreamOptions {
@@ -251,13 +274,28 @@ pub(crate) async fn run_all(w: &PgWorkload) {
     suite.assert_passes(w, &|| w.server.log_tail(20)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_postgres_15() {
+/// The server's smallest `logical_decoding_work_mem`: with it every transaction of more than a
+/// few rows is streamed while in progress (PostgreSQL 14+), so the suite's transactions take
+/// the streaming path, and with a 1 MiB client budget the large one spills to a file.
+const STREAM_EVERYTHING: &[(&str, &str)] = &[("logical_decoding_work_mem", "64kB")];
+
+async fn conformance(bin_dir: Option<std::path::PathBuf>, streaming: bool) {
     powersync_source_testkit::init_tracing();
-    let Some(w) = PgWorkload::start(None).await else {
+    let Some(w) = PgWorkload::start_with(bin_dir, STREAM_EVERYTHING, streaming).await else {
         return;
     };
     run_all(&w).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_postgres_15() {
+    conformance(None, true).await;
+}
+
+/// The same suite with `streaming=off`: transactions arrive at their commit only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_postgres_15_streaming_off() {
+    conformance(None, false).await;
 }
 
 async fn other_major(major: u32) {
@@ -269,10 +307,7 @@ async fn other_major(major: u32) {
     let Some(dir) = powersync_source_testkit::or_skip(dir) else {
         return;
     };
-    let Some(w) = PgWorkload::start(Some(dir)).await else {
-        return;
-    };
-    run_all(&w).await;
+    conformance(Some(dir), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

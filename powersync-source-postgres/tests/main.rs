@@ -6,5 +6,6 @@ mod pgoutput;
 mod publication_changes;
 mod publication_exact;
 mod retention;
+mod streaming;
 mod type_paths;
 mod types;
