@@ -129,12 +129,14 @@
 //! | spatial | `Text`, GeoJSON |
 //! | anything else | `Text` as the server renders it |
 
+mod binlog_values;
 mod catalog;
 mod charset;
 mod check;
 mod config;
 mod connection;
 mod ddl;
+mod decimal_binary;
 mod gtid;
 mod json_binary;
 mod mariadb_events;
@@ -147,6 +149,7 @@ mod row_image;
 mod server;
 mod snapshot;
 mod source;
+mod temporal_text;
 mod values;
 
 pub use config::{MySqlConfig, SslMode};

@@ -5,18 +5,20 @@
 //! bitmaps come the rows; each image is a null bitmap with one bit per column *present in the
 //! image*, then the values of the present, non-null columns in the storage format the table map
 //! describes (type and metadata per column). An update row is the before image followed by the
-//! after image. Each value is read by `mysql_common`'s storage-format decoder; this module does
-//! the framing, checks the metadata the decoder indexes into (so a malformed table map is an
-//! error, not a crash), and converts straight to [`Value`]s without the per-row column objects
-//! `mysql_common`'s own row type allocates.
+//! after image. This module does the framing and checks the metadata the value decoders index into
+//! (so a malformed table map is an error, not a crash); [`crate::binlog_values`] reads each
+//! value straight into a [`Value`], without the per-row column objects `mysql_common`'s own
+//! row type allocates.
 
-use mysql_common::binlog::value::BinlogValue;
+use std::sync::Arc;
+
+use mysql_common::binlog::events::TableMapEvent;
 use mysql_common::constants::ColumnType;
 use mysql_common::io::ParseBuf;
 use powersync_source_core::{Row, SourceError, Value};
 
+use crate::binlog_values;
 use crate::catalog::TableInfo;
-use crate::values::convert_binlog;
 
 /// One column's storage type and metadata, from the table map.
 #[derive(Debug, Clone)]
@@ -74,8 +76,98 @@ impl ColumnFormat {
 /// The before and after image of one row of a rows event.
 pub(crate) type Images = (Option<Row>, Option<Row>);
 
-/// Decodes every row of a rows event: `(before image, after image)` pairs, images present as
-/// `has_before` / `has_after` say, columns missing from an image as [`Value::Unchanged`].
+/// The storage formats of a table map's columns, checked (see [`ColumnFormat::new`]).
+pub(crate) fn formats_of(
+    tme: &TableMapEvent<'_>,
+    table: &TableInfo,
+) -> Result<Arc<[ColumnFormat]>, SourceError> {
+    let n = tme.columns_count() as usize;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let ty = tme
+            .get_column_type(i)
+            .map_err(|e| {
+                SourceError::decode(format!("table map of {}", table.name())).with_source(e)
+            })?
+            .ok_or_else(|| {
+                SourceError::decode(format!(
+                    "table map of {}: no type for column {i}",
+                    table.name()
+                ))
+            })?;
+        let meta = tme.get_column_metadata(i).unwrap_or(&[]);
+        out.push(ColumnFormat::new(ty, meta).map_err(|e| {
+            SourceError::decode(format!("table map of {}: column {i}: {e}", table.name()))
+        })?);
+    }
+    Ok(out.into())
+}
+
+/// The rows of a rows event, one `(before image, after image)` pair at a time, decoded as
+/// they are read from the event bytes (nothing is collected per event): images present as
+/// `before` / `after` say (the column bitmaps of the event), columns missing from an image as
+/// [`Value::Unchanged`]. The first malformed row ends the iteration with its error.
+pub(crate) struct RowImages<'a> {
+    buf: ParseBuf<'a>,
+    formats: &'a [ColumnFormat],
+    before: Option<&'a [bool]>,
+    after: Option<&'a [bool]>,
+    table: &'a TableInfo,
+    failed: bool,
+}
+
+impl<'a> RowImages<'a> {
+    pub fn new(
+        data: &'a [u8],
+        formats: &'a [ColumnFormat],
+        before: Option<&'a [bool]>,
+        after: Option<&'a [bool]>,
+        table: &'a TableInfo,
+    ) -> Self {
+        RowImages {
+            buf: ParseBuf(data),
+            formats,
+            before,
+            after,
+            table,
+            failed: false,
+        }
+    }
+
+    fn next_images(&mut self) -> Result<Option<Images>, SourceError> {
+        if self.buf.is_empty() || (self.before.is_none() && self.after.is_none()) {
+            return Ok(None);
+        }
+        let old = match self.before {
+            Some(bits) => Some(image(&mut self.buf, self.formats, bits, self.table)?),
+            None => None,
+        };
+        let new = match self.after {
+            Some(bits) => Some(image(&mut self.buf, self.formats, bits, self.table)?),
+            None => None,
+        };
+        Ok(Some((old, new)))
+    }
+}
+
+impl Iterator for RowImages<'_> {
+    type Item = Result<Images, SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.next_images() {
+            Ok(images) => images.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Decodes every row of a rows event (see [`RowImages`]).
 pub(crate) fn decode(
     data: &[u8],
     formats: &[ColumnFormat],
@@ -83,23 +175,7 @@ pub(crate) fn decode(
     after: Option<&[bool]>,
     table: &TableInfo,
 ) -> Result<Vec<Images>, SourceError> {
-    let mut buf = ParseBuf(data);
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        let old = match before {
-            Some(bits) => Some(image(&mut buf, formats, bits, table)?),
-            None => None,
-        };
-        let new = match after {
-            Some(bits) => Some(image(&mut buf, formats, bits, table)?),
-            None => None,
-        };
-        if old.is_none() && new.is_none() {
-            break;
-        }
-        out.push((old, new));
-    }
-    Ok(out)
+    RowImages::new(data, formats, before, after, table).collect()
 }
 
 fn image<'a>(
@@ -134,10 +210,12 @@ fn image<'a>(
             values.push(Value::Null);
             continue;
         }
-        let v: BinlogValue<'_> = buf
-            .parse((f.ty, &f.meta[..], false, false))
-            .map_err(|e| bad(format!("column {}", table.columns[i].name)).with_source(e))?;
-        values.push(convert_binlog(v, &table.columns[i], table.name())?);
+        values.push(binlog_values::read(
+            buf,
+            f,
+            &table.columns[i],
+            table.name(),
+        )?);
     }
     Ok(Row::new(values))
 }

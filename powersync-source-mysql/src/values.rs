@@ -32,13 +32,14 @@ use powersync_source_core::normalize::integer::f32_value;
 use powersync_source_core::normalize::json::JsonArray;
 use powersync_source_core::normalize::spatial::mysql_geometry_to_geojson;
 use powersync_source_core::normalize::time::{
-    days_from_civil, format_time_span, format_timestamp, format_timestamp_utc, is_valid_date,
-    FracDigits, NANOS_PER_DAY, NANOS_PER_SECOND,
+    format_time_span, format_timestamp_utc, FracDigits, NANOS_PER_SECOND,
 };
 use powersync_source_core::{SourceError, TableName, Value};
 
 use crate::catalog::{ColumnInfo, Kind};
+use crate::decimal_binary::is_normal_text;
 use crate::json_binary;
+use crate::temporal_text::{self, Fields};
 
 /// Which path a value came from (they differ for a few types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,11 @@ pub(crate) fn convert(
         // not line up with the columns: the catalog's signedness decides, from the raw bits.
         (Kind::Int { unsigned, bits }, My::Int(i)) => int_value(i as u64, *unsigned, *bits),
         (Kind::Int { unsigned, bits }, My::UInt(u)) => int_value(u, *unsigned, *bits),
+        // Servers print DECIMAL in the normal form already: the bytes become the text as
+        // they are, without a copy.
+        (Kind::Decimal, My::Bytes(b)) if is_normal_text(&b) => {
+            Value::Text(String::from_utf8(b).map_err(|e| fail(e.to_string()))?)
+        }
         (Kind::Decimal, My::Bytes(b)) => {
             Value::Text(decimal_text(&ascii(&b).map_err(fail)?).map_err(fail)?)
         }
@@ -97,21 +103,16 @@ pub(crate) fn convert(
                 y
             })
         }
-        (Kind::Date, My::Date(y, m, d, ..)) => match date_days(y, m, d) {
-            Some(days) => Value::Text(powersync_source_core::normalize::time::format_date(days)),
-            None => Value::Null,
-        },
+        (Kind::Date, My::Date(y, m, d, ..)) => {
+            temporal_text::date(y, m, d).map_or(Value::Null, Value::Text)
+        }
         (Kind::DateTime { frac }, My::Date(y, mo, d, h, mi, s, us)) => {
-            match datetime_nanos(y, mo, d, h, mi, s, us) {
-                Some(n) => Value::Text(format_timestamp(n, FracDigits::Fixed(*frac))),
-                None => Value::Null,
-            }
+            temporal_text::datetime(fields(y, mo, d, h, mi, s, us), *frac, false)
+                .map_or(Value::Null, Value::Text)
         }
         (Kind::Timestamp { frac }, My::Date(y, mo, d, h, mi, s, us)) => {
-            match datetime_nanos(y, mo, d, h, mi, s, us) {
-                Some(n) => Value::Text(format_timestamp_utc(n, FracDigits::Fixed(*frac))),
-                None => Value::Null,
-            }
+            temporal_text::datetime(fields(y, mo, d, h, mi, s, us), *frac, true)
+                .map_or(Value::Null, Value::Text)
         }
         // Binlog TIMESTAMP2: seconds since the epoch (UTC) as text, optional `.micros`;
         // 0 is the zero timestamp.
@@ -248,7 +249,7 @@ fn bit_value(bits: u64, width: u8) -> Result<Value, String> {
 }
 
 /// An integer of `bits` storage bits, read as unsigned or two's complement signed.
-fn int_value(raw: u64, unsigned: bool, bits: u8) -> Value {
+pub(crate) fn int_value(raw: u64, unsigned: bool, bits: u8) -> Value {
     let bits = bits.clamp(1, 64) as u32;
     let mask = if bits == 64 {
         u64::MAX
@@ -271,24 +272,16 @@ fn ascii(b: &[u8]) -> Result<String, String> {
         .map_err(|_| "not ASCII text".to_owned())
 }
 
-fn date_days(y: u16, m: u8, d: u8) -> Option<i64> {
-    if !is_valid_date(y as i64, m as u32, d as u32) {
-        return None;
+fn fields(year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8, micros: u32) -> Fields {
+    Fields {
+        year,
+        month,
+        day,
+        hour,
+        minute,
+        second,
+        micros,
     }
-    Some(days_from_civil(y as i64, m as u32, d as u32))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn datetime_nanos(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, us: u32) -> Option<i128> {
-    let days = date_days(y, mo, d)?;
-    if h > 23 || mi > 59 || s > 59 || us > 999_999 {
-        return None;
-    }
-    Some(
-        days as i128 * NANOS_PER_DAY
-            + ((h as i128 * 60 + mi as i128) * 60 + s as i128) * NANOS_PER_SECOND
-            + us as i128 * 1000,
-    )
 }
 
 fn enum_member(members: &[String], index: i64) -> Result<String, String> {
@@ -312,7 +305,7 @@ fn set_from_bits(members: &[String], bits: &[u8]) -> String {
     arr.finish()
 }
 
-fn kind_name(kind: &Kind) -> String {
+pub(crate) fn kind_name(kind: &Kind) -> String {
     match kind {
         Kind::Int { unsigned, bits } => {
             format!("int{bits}{}", if *unsigned { " unsigned" } else { "" })

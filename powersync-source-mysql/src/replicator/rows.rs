@@ -14,7 +14,7 @@ use powersync_source_core::{
 
 use super::{Mapped, Replicator};
 use crate::catalog::TableInfo;
-use crate::row_image::{self, ColumnFormat};
+use crate::row_image::{self, ColumnFormat, RowImages};
 use crate::values::convert_binlog;
 
 impl Replicator {
@@ -72,10 +72,10 @@ impl Replicator {
                     .columns_after_image()
                     .filter(|_| has_after)
                     .map(|b| b.iter().map(|x| *x).collect());
-                let decoded = if let RowsEventData::PartialUpdateRowsEvent(_) = rows {
+                if let RowsEventData::PartialUpdateRowsEvent(_) = rows {
                     // Partial JSON diffs need mysql_common's shared-image handling (and are
                     // refused when they reach a JSON column).
-                    let mut v = Vec::new();
+                    self.ensure_begin(time).await?;
                     for r in rows.rows(tme) {
                         let (before, after) = r.map_err(|e| {
                             SourceError::decode(format!("rows event of {}", table.name()))
@@ -89,38 +89,30 @@ impl Replicator {
                             Some(a) => Some(image(&table, a, after_bits.as_deref())?),
                             None => None,
                         };
-                        v.push((old, new));
+                        self.out.push(change(op, &table, old, new)).await?;
                     }
-                    v
-                } else {
-                    let formats = self.formats(tme, &table)?;
-                    row_image::decode(
-                        rows.rows_data(),
-                        &formats,
-                        before_bits.as_deref(),
-                        after_bits.as_deref(),
-                        &table,
-                    )?
-                };
-                let mut changes = Vec::with_capacity(decoded.len());
-                for (old, new) in decoded {
-                    let old_image = match &old {
-                        None => OldImage::None,
-                        Some(o) if o.values().iter().any(Value::is_unchanged) => OldImage::Key,
-                        Some(_) => OldImage::Full,
-                    };
-                    changes.push(RowChange {
-                        op,
-                        table: table.schema.clone(),
-                        old,
-                        old_image,
-                        new,
-                        snapshot: false,
-                    });
+                    return Ok(());
                 }
+                let formats = self.formats(tme, &table)?;
+                let mut images = RowImages::new(
+                    rows.rows_data(),
+                    &formats,
+                    before_bits.as_deref(),
+                    after_bits.as_deref(),
+                    &table,
+                );
+                // Rows go to the batch as they are decoded. The first row is decoded before
+                // `Begin` is emitted, so a malformed event fails before the host sees anything
+                // of it.
+                let Some(first) = images.next() else {
+                    return Ok(());
+                };
+                let (old, new) = first?;
                 self.ensure_begin(time).await?;
-                for c in changes {
-                    self.out.push(ChangeEvent::Row(c)).await?;
+                self.out.push(change(op, &table, old, new)).await?;
+                for r in images {
+                    let (old, new) = r?;
+                    self.out.push(change(op, &table, old, new)).await?;
                 }
                 Ok(())
             }
@@ -136,29 +128,27 @@ impl Replicator {
         if let Some(f) = self.formats.get(&tme.table_id()) {
             return Ok(f.clone());
         }
-        let n = tme.columns_count() as usize;
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            let ty = tme
-                .get_column_type(i)
-                .map_err(|e| {
-                    SourceError::decode(format!("table map of {}", table.name())).with_source(e)
-                })?
-                .ok_or_else(|| {
-                    SourceError::decode(format!(
-                        "table map of {}: no type for column {i}",
-                        table.name()
-                    ))
-                })?;
-            let meta = tme.get_column_metadata(i).unwrap_or(&[]);
-            out.push(ColumnFormat::new(ty, meta).map_err(|e| {
-                SourceError::decode(format!("table map of {}: column {i}: {e}", table.name()))
-            })?);
-        }
-        let f: Arc<[ColumnFormat]> = out.into();
+        let f = row_image::formats_of(tme, table)?;
         self.formats.insert(tme.table_id(), f.clone());
         Ok(f)
     }
+}
+
+/// A row change of `table` from its images.
+fn change(op: Op, table: &TableInfo, old: Option<Row>, new: Option<Row>) -> ChangeEvent {
+    let old_image = match &old {
+        None => OldImage::None,
+        Some(o) if o.values().iter().any(Value::is_unchanged) => OldImage::Key,
+        Some(_) => OldImage::Full,
+    };
+    ChangeEvent::Row(RowChange {
+        op,
+        table: table.schema.clone(),
+        old,
+        old_image,
+        new,
+        snapshot: false,
+    })
 }
 
 /// A row image in schema column order; columns missing from the image are `Unchanged`.
