@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use examples::jetstream::marker::{Marker, MarkerKind};
+use examples::jetstream::assembler::{unpack, Incoming, Received};
+use examples::jetstream::marker::{self, Marker, MarkerKind};
 use examples::jetstream::{connection, ids};
 use futures::StreamExt;
 use powersync_source_testkit::{self as testkit, PostgresServer, TestkitError};
@@ -123,8 +124,45 @@ async fn wait_marker(nats: &str, stream: &str, stop: impl Fn(&Marker) -> bool) -
     }
 }
 
-/// Every message of the stream: (subject, Nats-Msg-Id, Powersync-Base, payload).
-async fn stream_messages(nats: &str, stream: &str) -> Vec<(String, String, String, Vec<u8>)> {
+/// A message read back from the stream.
+struct Stored {
+    subject: String,
+    /// `Nats-Msg-Id`.
+    id: String,
+    /// `Powersync-Base`.
+    base: String,
+    /// `Powersync-Index`.
+    index: u64,
+    /// `Powersync-Format: 2`.
+    packed: bool,
+    payload: Vec<u8>,
+}
+
+impl Stored {
+    /// The commit markers of a marker message (one, or a batch).
+    fn markers(&self) -> Vec<Marker> {
+        marker::parse_markers(&self.payload).expect("marker message")
+    }
+
+    /// The data items (rows, truncates) of a data message, with their row ids.
+    fn items(&self) -> Vec<Incoming> {
+        unpack(Received {
+            sequence: 0,
+            id: &self.id,
+            base: &self.base,
+            index: self.index,
+            packed: self.packed,
+            payload: &self.payload,
+        })
+        .expect("data message")
+        .into_iter()
+        .filter(|i| !i.schema)
+        .collect()
+    }
+}
+
+/// Every message of the stream, in order.
+async fn stream_messages(nats: &str, stream: &str) -> Vec<Stored> {
     let client = async_nats::connect(nats).await.expect("connect");
     let js = async_nats::jetstream::new(client);
     let mut s = js.get_stream(stream).await.expect("stream");
@@ -148,12 +186,14 @@ async fn stream_messages(nats: &str, stream: &str) -> Vec<(String, String, Strin
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default()
         };
-        out.push((
-            msg.subject.to_string(),
-            header(ids::HEADER_MSG_ID),
-            header(ids::HEADER_BASE),
-            msg.payload.to_vec(),
-        ));
+        out.push(Stored {
+            subject: msg.subject.to_string(),
+            id: header(ids::HEADER_MSG_ID),
+            base: header(ids::HEADER_BASE),
+            index: header(ids::HEADER_INDEX).parse().unwrap_or(0),
+            packed: header(ids::HEADER_FORMAT) == "2",
+            payload: msg.payload.to_vec(),
+        });
         if seq >= last {
             break;
         }
@@ -185,8 +225,46 @@ async fn source_rows(pg: &PostgresServer, query: &str, kinds: &[&str]) -> Vec<Ve
         .collect()
 }
 
+/// Packed rows (the default), many transactions in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_publisher_loses_and_duplicates_nothing() {
+    killed_publisher(&[], Packing::Default).await;
+}
+
+/// One row per message (line format version 1), as publishers before packing wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_one_row_publisher_loses_and_duplicates_nothing() {
+    killed_publisher(&["--rows-per-message", "1"], Packing::OneRow).await;
+}
+
+/// Every restart packs differently (version 1, tiny packs, default packs): JetStream cannot
+/// drop the republished rows (other message ids), the consumer must.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_with_other_packing_apply_each_row_once() {
+    killed_publisher(&[], Packing::Mixed).await;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packing {
+    Default,
+    OneRow,
+    Mixed,
+}
+
+/// Extra `publish` arguments of restart `round` under `packing`.
+fn round_args(packing: Packing, round: usize) -> &'static [&'static str] {
+    match (packing, round % 3) {
+        (Packing::Mixed, 0) => &["--rows-per-message", "1"],
+        (Packing::Mixed, 1) => &["--message-bytes", "300"],
+        _ => &[],
+    }
+}
+
+/// `publish` SIGKILLed mid-snapshot and then four times under a live workload (with a burst
+/// of back-to-back transactions, so many are in flight), `consume` killed after every round;
+/// then the mirror equals the source, and the stream holds every row of every committed
+/// unit once (by row id), with an unbroken marker chain.
+async fn killed_publisher(extra: &[&str], packing: Packing) {
     let Some(pg) = server().await else { return };
     let Some(nats) = NatsServer::start().await else {
         return;
@@ -204,7 +282,7 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
     .await;
     let url = format!("{}?snapshot_chunk_rows=300", pg.url());
     let nats_url = nats.url();
-    let publish_args = [
+    let base_args = [
         url.as_str(),
         "--nats",
         &nats_url,
@@ -217,6 +295,8 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
         "--max-in-flight",
         "256",
     ];
+    let publish_args = [&base_args[..], extra].concat();
+    let publish_round = |round: usize| [&publish_args[..], round_args(packing, round)].concat();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("from-jetstream.db");
     let db_arg = db.to_str().unwrap().to_string();
@@ -232,7 +312,7 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
     ];
 
     // Killed in the middle of the snapshot: right after its first chunk marker.
-    let first = Proc::spawn(PUBLISH, &publish_args);
+    let first = Proc::spawn(PUBLISH, &publish_round(0));
     let marker = wait_marker(&nats_url, "CDC", |_| true).await;
     first.kill().await;
     assert_eq!(
@@ -298,18 +378,21 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
                 }
                 tx.commit().await.unwrap();
                 done.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(6)).await;
+                // A burst: many small transactions queue up behind one marker round trip.
+                if !(500..800).contains(&i) {
+                    tokio::time::sleep(Duration::from_millis(6)).await;
+                }
             }
         })
     };
 
     // A consumer that is killed too while the publisher comes and goes.
-    let consumer = Proc::spawn(CONSUME, &consume_args);
+    let mut consumer = Proc::spawn(CONSUME, &consume_args);
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let mut republished = 0;
     let mut at = marker.position;
     for round in 0..4 {
-        let p = Proc::spawn(PUBLISH, &publish_args);
+        let p = Proc::spawn(PUBLISH, &publish_round(round + 1));
         // Killed at a random moment after this run stored a transaction of its own.
         let m = wait_marker(&nats_url, "CDC", |m| {
             m.kind == MarkerKind::Commit && m.position != at
@@ -331,10 +414,12 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
         p.kill().await;
         if round == 1 {
             // A kill right after a restart: before or during the first publishes.
-            let p = Proc::spawn(PUBLISH, &publish_args);
+            let p = Proc::spawn(PUBLISH, &publish_round(round + 2));
             tokio::time::sleep(Duration::from_millis(150)).await;
             p.kill().await;
         }
+        consumer.kill().await;
+        consumer = Proc::spawn(CONSUME, &consume_args);
     }
     consumer.kill().await;
     eprintln!("restarts that republished stored messages: {republished} of 4");
@@ -343,7 +428,7 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
 
     let last = run(
         PUBLISH,
-        &[&publish_args[..], &["--exit-when-idle", "2"]].concat(),
+        &[&publish_round(5)[..], &["--exit-when-idle", "2"]].concat(),
     )
     .await;
     assert_eq!(last.code(), 0, "stderr:\n{}", last.stderr);
@@ -395,19 +480,34 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
         expected
     );
 
-    // The stream: ids unique (JetStream dropped every republished message), markers chained
-    // from the start, each position once, each commit's messages once.
+    // The stream: message ids unique (JetStream dropped every republished message), markers
+    // chained from the start, each position once, each committed unit's rows once.
     let messages = stream_messages(&nats_url, "CDC").await;
     let mut seen = HashSet::new();
-    for (subject, id, _, _) in &messages {
-        assert!(!id.is_empty(), "message without id on {subject}");
-        assert!(seen.insert(id.clone()), "duplicate message id {id}");
+    for m in &messages {
+        assert!(!m.id.is_empty(), "message without id on {}", m.subject);
+        assert!(seen.insert(m.id.clone()), "duplicate message id {}", m.id);
     }
-    let markers: Vec<Marker> = messages
+    let marker_messages: Vec<&Stored> = messages
         .iter()
-        .filter(|(s, ..)| s == "cdc._commit")
-        .map(|(_, _, _, p)| Marker::parse(p).unwrap())
+        .filter(|m| m.subject == "cdc._commit")
         .collect();
+    let batches = marker_messages
+        .iter()
+        .filter(|m| m.markers().len() > 1)
+        .count();
+    let markers: Vec<Marker> = marker_messages.iter().flat_map(|m| m.markers()).collect();
+    eprintln!(
+        "{} units closed by {} marker messages ({batches} batches)",
+        markers.len(),
+        marker_messages.len()
+    );
+    if packing == Packing::Default {
+        assert!(
+            batches > 0,
+            "no marker batch: transactions were never in flight together"
+        );
+    }
     let mut base = ids::position_id(ids::START);
     let mut positions = HashSet::new();
     for m in &markers {
@@ -439,15 +539,34 @@ async fn killed_publisher_loses_and_duplicates_nothing() {
             .count(),
         1
     );
-    // Every committed transaction's data messages are in the stream exactly once.
+    let packed = messages.iter().filter(|m| m.packed).count();
+    match packing {
+        Packing::OneRow => assert_eq!(packed, 0, "--rows-per-message 1 writes version 1"),
+        _ => assert!(packed > 0, "no packed message"),
+    }
+    // Every committed transaction's rows are in the stream, each row id once; with one
+    // packing throughout, each row is stored once (JetStream dropped what was republished).
+    let mut items: std::collections::HashMap<&str, Vec<Incoming>> = Default::default();
+    for m in messages.iter().filter(|m| m.subject != "cdc._commit") {
+        items.entry(&m.base).or_default().extend(m.items());
+    }
     for m in markers.iter().filter(|m| m.kind == MarkerKind::Commit) {
-        let data = messages
-            .iter()
-            .filter(|(s, _, b, p)| {
-                *b == m.base && s != "cdc._commit" && !p.starts_with(b"{\"kind\":\"schema\"")
-            })
-            .count() as u64;
-        assert_eq!(data, m.messages, "transaction ending at {}", m.position);
+        let unit = items.get(m.base.as_str()).map_or(&[][..], |v| &v[..]);
+        let distinct: HashSet<&str> = unit.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            distinct.len() as u64,
+            m.messages,
+            "transaction ending at {}",
+            m.position
+        );
+        if packing != Packing::Mixed {
+            assert_eq!(
+                unit.len() as u64,
+                m.messages,
+                "stored twice: {}",
+                m.position
+            );
+        }
     }
 }
 
@@ -622,15 +741,16 @@ async fn a_full_stream_slows_publish_down_and_drops_nothing() {
     // leftovers (another base) are never applied.
     let bases: HashSet<String> = messages
         .iter()
-        .filter(|(s, ..)| s == "powersync._commit")
-        .map(|(.., p)| Marker::parse(p).unwrap().base)
+        .filter(|m| m.subject == "powersync._commit")
+        .flat_map(|m| m.markers())
+        .map(|m| m.base)
         .collect();
-    let rows: Vec<&Vec<u8>> = messages
+    let rows: Vec<Vec<u8>> = messages
         .iter()
-        .filter(|(s, _, b, p)| {
-            s == "powersync.public.f" && bases.contains(b) && p.starts_with(b"{\"kind\":\"row\"")
-        })
-        .map(|(.., p)| p)
+        .filter(|m| m.subject == "powersync.public.f" && bases.contains(&m.base))
+        .flat_map(|m| m.items())
+        .map(|i| i.payload)
+        .filter(|p| p.starts_with(b"{\"kind\":\"row\""))
         .collect();
     assert_eq!(rows.len(), 2000, "every snapshot row committed once");
     assert_eq!(rows.iter().collect::<HashSet<_>>().len(), 2000);
