@@ -129,6 +129,7 @@
 //! | spatial | `Text`, GeoJSON |
 //! | anything else | `Text` as the server renders it |
 
+mod binlog_replay;
 mod binlog_values;
 mod catalog;
 mod charset;
@@ -286,6 +287,7 @@ pub mod decoders {
         .map(|rows| rows.len())
         .map_err(|e| e.to_string())
     }
+    pub use crate::binlog_replay::{BinlogRows, ColumnSpec};
     /// Snapshot resume key.
     pub fn snapshot_key(s: &str) -> Result<usize, String> {
         crate::snapshot::decode_key(s)

@@ -12,6 +12,8 @@ mod events;
 mod open;
 mod rows;
 
+pub(crate) use rows::change as row_change;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -135,7 +135,7 @@ impl Replicator {
 }
 
 /// A row change of `table` from its images.
-fn change(op: Op, table: &TableInfo, old: Option<Row>, new: Option<Row>) -> ChangeEvent {
+pub(crate) fn change(op: Op, table: &TableInfo, old: Option<Row>, new: Option<Row>) -> ChangeEvent {
     let old_image = match &old {
         None => OldImage::None,
         Some(o) if o.values().iter().any(Value::is_unchanged) => OldImage::Key,
