@@ -4,8 +4,17 @@
 //!
 //! ```text
 //! cargo run --release -p benches --bin throughput -- --source postgres \
-//!     [--rows N] [--runs K] [--big-transaction-mb M] [--phases streaming,snapshot,big]
+//!     [--rows N] [--runs K] [--big-transaction-mb M] [--small-txns N] \
+//!     [--work-mem 64MB,1GB] [--phases streaming,spread,small,snapshot,big]
 //! ```
+//!
+//! Phases: `streaming` (one statement of N rows in one transaction, at each
+//! `logical_decoding_work_mem` of `--work-mem`), `spread` (the same N rows written by 100
+//! statements over ~10 s inside one transaction, at the server default 64 MB), `small`
+//! (catch-up of `--small-txns` one-row transactions), `snapshot`, `big` (peak memory of one
+//! big transaction at the server default, so the connector receives it streamed). Streaming
+//! figures also report the walsender's CPU per million rows and the slot's spill bytes
+//! (`pg_stat_replication_slots`) for the connector and for `pg_recvlogical`.
 
 #![allow(clippy::print_stdout)]
 
@@ -20,7 +29,9 @@ use benches::{
 use clap::Parser;
 use futures::StreamExt;
 use powersync_source_core::StreamOptions;
-use powersync_source_core::{ChangeEvent, ChangeSource, ChangeStream, SnapshotProgress, StartFrom};
+use powersync_source_core::{
+    ChangeEvent, ChangeSource, ChangeStream, Checkpoint, SnapshotProgress, StartFrom,
+};
 use powersync_source_postgres::{PostgresConfig, PostgresOptions, PostgresSource};
 use powersync_source_testkit::PostgresServer;
 use tokio::sync::oneshot;
@@ -55,8 +66,33 @@ struct Args {
     #[arg(long)]
     batch_events: Option<usize>,
     /// Phases to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "streaming,snapshot,big")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "streaming,spread,small,snapshot,big"
+    )]
     phases: Vec<String>,
+    /// `logical_decoding_work_mem` values of the `streaming` phase (64MB is the server default).
+    #[arg(long, value_delimiter = ',', default_value = "64MB,1GB")]
+    work_mem: Vec<String>,
+    /// One-row transactions of the `small` phase.
+    #[arg(long, default_value_t = 20_000)]
+    small_txns: u64,
+    /// Seconds over which the `spread` phase writes its transaction (100 statements).
+    #[arg(long, default_value_t = 10.0)]
+    spread_seconds: f64,
+}
+
+/// The server's default `logical_decoding_work_mem`.
+const DEFAULT_WORK_MEM: &str = "64MB";
+
+/// How a streaming measurement writes its rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Workload {
+    /// One `INSERT … SELECT` of all rows in one transaction.
+    OneStatement,
+    /// 100 `INSERT … SELECT` statements in one transaction, paced over this many seconds.
+    Spread(f64),
 }
 
 /// One measured run.
@@ -71,6 +107,11 @@ struct Sample {
     cpu: (f64, f64),
     /// Batches and events the null sink received (streaming).
     batches: Option<(u64, u64)>,
+    /// CPU seconds of the walsender serving the slot, from the start of the workload to the
+    /// last row (streaming).
+    walsender_cpu: Option<f64>,
+    /// `pg_stat_replication_slots` of the slot after the run: (spill_bytes, stream_bytes).
+    slot_stats: Option<(i64, i64)>,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +158,27 @@ impl Series {
             .collect();
         v.join(", ")
     }
+    /// Walsender CPU seconds per million rows, in the median run.
+    fn walsender_per_million(&self, rows: u64) -> Option<f64> {
+        let m = self.median();
+        let cpu = self
+            .samples
+            .iter()
+            .find(|s| s.elapsed == m)?
+            .walsender_cpu?;
+        Some(cpu * 1e6 / rows as f64)
+    }
+    /// Largest (spill_bytes, stream_bytes) over the runs.
+    fn slot_stats(&self) -> Option<(i64, i64)> {
+        let v: Vec<(i64, i64)> = self.samples.iter().filter_map(|s| s.slot_stats).collect();
+        if v.is_empty() {
+            return None;
+        }
+        Some((
+            v.iter().map(|x| x.0).max().unwrap_or(0),
+            v.iter().map(|x| x.1).max().unwrap_or(0),
+        ))
+    }
     fn runs(&self) -> String {
         let v: Vec<String> = self
             .samples
@@ -160,7 +222,7 @@ async fn main() -> Result<()> {
         .setting("checkpoint_timeout", "1d")
         .setting("full_page_writes", "off")
         .setting("autovacuum", "off")
-        .setting("logical_decoding_work_mem", "1GB")
+        .setting("logical_decoding_work_mem", DEFAULT_WORK_MEM)
         .setting("wal_sender_timeout", "0")
         .start()
         .await?;
@@ -197,69 +259,141 @@ async fn main() -> Result<()> {
     let mut notes = Vec::<String>::new();
     let n = args.rows;
 
-    if want("streaming") {
+    let what = "pg_recvlogical (pgoutput proto 1, text tuples)";
+    let mut expected_cache = None;
+    if want("streaming") || want("spread") {
         eprintln!("streaming: measuring the baseline's output size…");
-        let expected = bench.recvlogical_output_bytes().await?;
-        let mut conn_bin = Series::default();
-        let mut conn_text = Series::default();
-        let mut base = Series::default();
-        let mut base_hwm = 0u64;
-        for run in 0..args.runs {
-            for k in 0..3 {
-                match (run + k) % 3 {
-                    0 => conn_bin.samples.push(bench.stream_connector(true).await?),
-                    1 => conn_text.samples.push(bench.stream_connector(false).await?),
-                    _ => {
-                        let (s, hwm) = bench.stream_recvlogical(expected).await?;
+        expected_cache = Some(bench.recvlogical_output_bytes(None).await?);
+    }
+    if want("streaming") {
+        let expected = expected_cache.unwrap_or_default();
+        for mem in &args.work_mem {
+            bench.set_work_mem(mem).await?;
+            let mut conn = Series::default();
+            let mut base = Series::default();
+            let mut base_hwm = 0u64;
+            for run in 0..args.runs {
+                for k in 0..2 {
+                    if (run + k) % 2 == 0 {
+                        conn.samples
+                            .push(bench.stream_connector(true, Workload::OneStatement).await?);
+                    } else {
+                        let (s, hwm) = bench
+                            .stream_recvlogical(expected, Workload::OneStatement)
+                            .await?;
                         base_hwm = base_hwm.max(hwm);
                         base.samples.push(s);
                     }
                 }
                 eprintln!(
-                    "  run {run}: binary [{}] text [{}] pg_recvlogical [{}]",
-                    conn_bin.runs(),
-                    conn_text.runs(),
+                    "  work_mem {mem} run {run}: connector [{}] pg_recvlogical [{}]",
+                    conn.runs(),
                     base.runs()
                 );
             }
+            table.push(row(
+                &format!(
+                    "Streaming {} rows, one statement, one txn, logical_decoding_work_mem {mem}",
+                    group(n)
+                ),
+                n,
+                &conn,
+                &base,
+                what,
+                "WAL",
+            ));
+            notes.push(format!(
+                "streaming at {mem}: runs (s) connector [{}], pg_recvlogical [{}]; pg_recvlogical peak RSS (VmHWM) {}; connector events per batch [{}] (batch_events = {})",
+                conn.runs(),
+                base.runs(),
+                mb_kib(base_hwm),
+                conn.events_per_batch(),
+                bench.stream.batch_events
+            ));
         }
-        let what = "pg_recvlogical (pgoutput proto 1, text tuples)";
-        table.push(row(
-            &format!("Streaming {} rows, one txn, binary tuples", group(n)),
-            n,
-            &conn_bin,
-            &base,
-            what,
-            "WAL",
-        ));
-        table.push(row(
-            &format!("Streaming {} rows, one txn, text tuples", group(n)),
-            n,
-            &conn_text,
-            &base,
-            what,
-            "WAL",
-        ));
-        notes.push(format!(
-            "pg_recvlogical peak RSS (VmHWM): {}",
-            mb_kib(base_hwm)
-        ));
-        notes.push(format!(
-            "connector events per batch received by the sink, per run: binary [{}], text [{}] (batch_events = {}, size_of::<ChangeEvent>() = {} bytes)",
-            conn_bin.events_per_batch(),
-            conn_text.events_per_batch(),
-            bench.stream.batch_events,
-            std::mem::size_of::<ChangeEvent>()
-        ));
-        notes.push(format!(
-            "streaming runs (s): binary [{}], text [{}], pg_recvlogical [{}]",
-            conn_bin.runs(),
-            conn_text.runs(),
-            base.runs()
-        ));
         notes.push(format!(
             "pg_recvlogical end = its write() byte count (/proc/PID/io wchar, polled every 1 ms) reaches {} bytes, the pgoutput output of the transaction plus one newline per message, measured beforehand with pg_logical_slot_get_binary_changes on a scratch slot",
             group(expected)
+        ));
+    }
+
+    if want("spread") {
+        let expected = expected_cache.unwrap_or_default();
+        bench.set_work_mem(DEFAULT_WORK_MEM).await?;
+        let workload = Workload::Spread(args.spread_seconds);
+        let mut conn = Series::default();
+        let mut base = Series::default();
+        for run in 0..args.runs {
+            for k in 0..2 {
+                if (run + k) % 2 == 0 {
+                    conn.samples
+                        .push(bench.stream_connector(true, workload).await?);
+                } else {
+                    base.samples
+                        .push(bench.stream_recvlogical(expected, workload).await?.0);
+                }
+            }
+            eprintln!(
+                "  spread run {run}: connector [{}] pg_recvlogical [{}]",
+                conn.runs(),
+                base.runs()
+            );
+        }
+        table.push(row(
+            &format!(
+                "Streaming {} rows written over ~{:.0} s (100 statements, one txn), commit → last row, logical_decoding_work_mem {DEFAULT_WORK_MEM}",
+                group(n),
+                args.spread_seconds
+            ),
+            n,
+            &conn,
+            &base,
+            what,
+            "WAL",
+        ));
+        notes.push(format!(
+            "spread: runs (s, commit → last row) connector [{}], pg_recvlogical [{}]; walsender CPU counted from the first statement",
+            conn.runs(),
+            base.runs()
+        ));
+    }
+
+    if want("small") && args.small_txns > 0 {
+        bench.set_work_mem(DEFAULT_WORK_MEM).await?;
+        let txns = args.small_txns;
+        let expected = bench.recvlogical_output_bytes(Some(txns)).await?;
+        let mut conn = Series::default();
+        let mut base = Series::default();
+        for run in 0..args.runs {
+            for k in 0..2 {
+                if (run + k) % 2 == 0 {
+                    conn.samples.push(bench.small_connector(txns).await?);
+                } else {
+                    base.samples
+                        .push(bench.small_recvlogical(txns, expected).await?);
+                }
+            }
+            eprintln!(
+                "  small run {run}: connector [{}] pg_recvlogical [{}]",
+                conn.runs(),
+                base.runs()
+            );
+        }
+        table.push(row(
+            &format!(
+                "Catch-up of {} one-row transactions (written before the reader starts)",
+                group(txns)
+            ),
+            txns,
+            &conn,
+            &base,
+            what,
+            "WAL",
+        ));
+        notes.push(format!(
+            "small: runs (s, reader start → last row) connector [{}], pg_recvlogical [{}]",
+            conn.runs(),
+            base.runs()
         ));
     }
 
@@ -312,16 +446,21 @@ async fn main() -> Result<()> {
     }
 
     if want("big") && args.big_transaction_mb > 0 {
+        bench.set_work_mem(DEFAULT_WORK_MEM).await?;
         let rows = args.big_transaction_mb * 1024;
         let s = bench.big_transaction(rows).await?;
         let series = Series { samples: vec![s] };
         table.push(format!(
-            "| Big transaction: {} MB ({} rows of 1 KB text), binary tuples | {} | — | — | {} | {} |",
+            "| Big transaction: {} MB ({} rows of 1 KB text), binary tuples, logical_decoding_work_mem {DEFAULT_WORK_MEM} | {} | — | — | {} | {} | {} | {} |",
             args.big_transaction_mb,
             group(rows),
             figure(rows, &series, "WAL"),
             rss_cell(&series),
-            cpu_cell(&series)
+            cpu_cell(&series),
+            series
+                .walsender_per_million(rows)
+                .map_or("—".into(), |c| format!("{c:.2}")),
+            slot_cell(&series)
         ));
         notes.push(format!(
             "big transaction: {:.3} s, events per batch received by the sink: {}",
@@ -346,14 +485,14 @@ async fn main() -> Result<()> {
     );
     let _ = writeln!(
         out,
-        "- server: PostgreSQL {version} (testkit; fsync=off, shared_buffers=1GB, max_wal_size=32GB, full_page_writes=off, autovacuum=off, logical_decoding_work_mem=1GB)"
+        "- server: PostgreSQL {version} (testkit; fsync=off, shared_buffers=1GB, max_wal_size=32GB, full_page_writes=off, autovacuum=off; logical_decoding_work_mem per row); the connector with its defaults (binary tuples, streaming on, 32 MiB streaming memory)"
     );
     let _ = writeln!(out, "- median of {} runs, connector and baseline alternated, never concurrent; MB = 10^6 bytes\n", args.runs);
     let _ = writeln!(
         out,
-        "| Figure | Connector | Baseline | Ratio (connector/baseline, >1 = faster) | Connector process peak RSS (growth) | CPU s while clocked, client + server: connector / baseline |"
+        "| Figure | Connector | Baseline | Ratio (connector/baseline, >1 = faster) | Connector process peak RSS (growth) | CPU s while clocked, client + server: connector / baseline | Walsender CPU s per 1M rows: connector / baseline | Slot spill bytes (stream bytes): connector / baseline |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for r in &table {
         let _ = writeln!(out, "{r}");
     }
@@ -368,14 +507,30 @@ async fn main() -> Result<()> {
 /// One table row: connector vs baseline.
 fn row(name: &str, rows: u64, conn: &Series, base: &Series, base_what: &str, unit: &str) -> String {
     let ratio = base.median().as_secs_f64() / conn.median().as_secs_f64();
+    let walsender = match (
+        conn.walsender_per_million(rows),
+        base.walsender_per_million(rows),
+    ) {
+        (Some(c), Some(b)) => format!("{c:.2} / {b:.2} (**{:.2}×**)", c / b),
+        _ => "—".into(),
+    };
     format!(
-        "| {name} | {} | {base_what}: {} | **{ratio:.2}×** | {} | {} / {} |",
+        "| {name} | {} | {base_what}: {} | **{ratio:.2}×** | {} | {} / {} | {walsender} | {} / {} |",
         figure(rows, conn, unit),
         figure(rows, base, unit),
         rss_cell(conn),
         cpu_cell(conn),
-        cpu_cell(base)
+        cpu_cell(base),
+        slot_cell(conn),
+        slot_cell(base)
     )
+}
+
+fn slot_cell(s: &Series) -> String {
+    match s.slot_stats() {
+        Some((spill, stream)) => format!("{} ({})", group(spill as u64), group(stream as u64)),
+        None => "—".into(),
+    }
 }
 
 fn cpu_cell(s: &Series) -> String {
@@ -426,7 +581,7 @@ fn parse_lsn(s: &str) -> Result<u64> {
 /// What the null sink saw.
 struct SinkHandle {
     task: JoinHandle<Result<()>>,
-    snapshot_done: oneshot::Receiver<(Instant, u64)>,
+    snapshot_done: oneshot::Receiver<(Instant, u64, Checkpoint)>,
     /// When the target was reached, with the batches and events received so far.
     rows_done: oneshot::Receiver<(Instant, u64, u64)>,
 }
@@ -454,7 +609,7 @@ fn null_sink(mut stream: ChangeStream, target: u64) -> SinkHandle {
                     ChangeEvent::Snapshot(SnapshotProgress::Done { checkpoint }) => {
                         acks.ack(&checkpoint)?;
                         if let Some(tx) = snap_tx.take() {
-                            let _ = tx.send((Instant::now(), rows));
+                            let _ = tx.send((Instant::now(), rows, checkpoint));
                         }
                     }
                     _ => {}
@@ -614,12 +769,20 @@ impl Bench {
         Ok((committed, after - before))
     }
 
-    /// Bytes `pg_recvlogical -f` writes for the workload: every pgoutput message plus a newline.
-    async fn recvlogical_output_bytes(&self) -> Result<u64> {
+    /// Bytes `pg_recvlogical -f` writes for the workload (one transaction of all rows, or
+    /// `small` one-row transactions): every pgoutput message plus a newline.
+    async fn recvlogical_output_bytes(&self, small: Option<u64>) -> Result<u64> {
         self.reset(TABLE).await?;
         self.sql("SELECT pg_create_logical_replication_slot('bench_calib', 'pgoutput')")
             .await?;
-        self.workload(&insert_rows_sql(TABLE, 1, self.rows)).await?;
+        match small {
+            Some(txns) => {
+                self.small_workload(txns).await?;
+            }
+            None => {
+                self.workload(&insert_rows_sql(TABLE, 1, self.rows)).await?;
+            }
+        }
         let row = self
             .ctl
             .query_one(
@@ -636,8 +799,92 @@ impl Bench {
         Ok((count + bytes) as u64)
     }
 
+    /// Sets the server's `logical_decoding_work_mem` (walsenders started after it use it).
+    async fn set_work_mem(&self, mem: &str) -> Result<()> {
+        // ALTER SYSTEM refuses to run in a (multi-statement, implicit) transaction block.
+        self.sql(&format!(
+            "ALTER SYSTEM SET logical_decoding_work_mem = '{mem}'"
+        ))
+        .await?;
+        self.sql("SELECT pg_reload_conf()").await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now: String = self
+            .ctl
+            .query_one("SHOW logical_decoding_work_mem", &[])
+            .await?
+            .get(0);
+        eprintln!("logical_decoding_work_mem = {now}");
+        Ok(())
+    }
+
+    /// The pid of the walsender serving `slot`.
+    async fn walsender_pid(&self, slot: &str) -> Result<String> {
+        let pid: Option<i32> = self
+            .ctl
+            .query_one(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await?
+            .get(0);
+        Ok(pid
+            .ok_or_else(|| format!("slot {slot} has no walsender"))?
+            .to_string())
+    }
+
+    /// CPU seconds of a process since `start` ticks.
+    fn process_cpu_since(pid: &str, start: u64) -> f64 {
+        cpu_ticks(pid).map_or(0, |c| c.0).saturating_sub(start) as f64 / TICKS_PER_SECOND
+    }
+
+    /// `pg_stat_replication_slots` (spill_bytes, stream_bytes) of `slot`, once its counters
+    /// settled.
+    async fn slot_stats(&self, slot: &str) -> Result<(i64, i64)> {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let row = self
+            .ctl
+            .query_opt(
+                "SELECT spill_bytes, stream_bytes FROM pg_stat_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await?;
+        Ok(row.map_or((0, 0), |r| (r.get(0), r.get(1))))
+    }
+
+    /// Runs the streaming workload; returns when COMMIT returned and the WAL bytes written.
+    async fn run_workload(&self, workload: Workload) -> Result<(Instant, u64)> {
+        match workload {
+            Workload::OneStatement => self.workload(&insert_rows_sql(TABLE, 1, self.rows)).await,
+            Workload::Spread(seconds) => {
+                let before = self.lsn("pg_current_wal_insert_lsn()").await?;
+                let statements = 100u64;
+                let per = (self.rows / statements).max(1);
+                self.sql("BEGIN").await?;
+                let started = Instant::now();
+                for i in 0..statements {
+                    let from = 1 + i * per;
+                    let to = if i + 1 == statements {
+                        self.rows
+                    } else {
+                        (i + 1) * per
+                    };
+                    if from <= to {
+                        self.sql(&insert_rows_sql(TABLE, from, to)).await?;
+                    }
+                    let pace =
+                        Duration::from_secs_f64(seconds * (i + 1) as f64 / statements as f64);
+                    tokio::time::sleep_until((started + pace).into()).await;
+                }
+                self.sql("COMMIT").await?;
+                let committed = Instant::now();
+                let after = self.lsn("pg_current_wal_insert_lsn()").await?;
+                Ok((committed, after - before))
+            }
+        }
+    }
+
     /// The connector, streaming before the workload; commit → last row event in the sink.
-    async fn stream_connector(&self, binary: bool) -> Result<Sample> {
+    async fn stream_connector(&self, binary: bool, workload: Workload) -> Result<Sample> {
         self.reset(TABLE).await?;
         let rss = RssSampler::start();
         let options = PostgresOptions {
@@ -651,11 +898,15 @@ impl Bench {
         let mut sink = null_sink(stream, self.rows);
         wait(sink.snapshot_done, &mut sink.task, "empty snapshot").await?;
         self.wait_active("bench_conn").await?;
-        let (committed, wal) = self.workload(&insert_rows_sql(TABLE, 1, self.rows)).await?;
+        let walsender = self.walsender_pid("bench_conn").await?;
+        let ws_start = cpu_ticks(&walsender).map_or(0, |c| c.0);
+        let (committed, wal) = self.run_workload(workload).await?;
         let cpu = self.cpu_now("self");
         let (done, batches, events) = wait(sink.rows_done, &mut sink.task, "streamed rows").await?;
         let cpu = self.cpu_since("self", cpu);
+        let walsender_cpu = Self::process_cpu_since(&walsender, ws_start);
         let rss = rss.finish();
+        let slot_stats = self.slot_stats("bench_conn").await?;
         sink.task.abort();
         let _ = sink.task.await;
         self.drop_slot("bench_conn").await?;
@@ -665,16 +916,15 @@ impl Bench {
             rss: Some(rss),
             cpu,
             batches: Some((batches, events)),
+            walsender_cpu: Some(walsender_cpu),
+            slot_stats: Some(slot_stats),
         })
     }
 
-    /// `pg_recvlogical` on its own slot; commit → its written bytes reach `expected`.
-    async fn stream_recvlogical(&self, expected: u64) -> Result<(Sample, u64)> {
-        self.reset(TABLE).await?;
-        self.sql("SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')")
-            .await?;
+    /// Starts `pg_recvlogical` on slot `bench_recv` (which must exist), writing to /dev/null.
+    fn spawn_recvlogical(&self) -> Result<tokio::process::Child> {
         let bin: PathBuf = self.server.bin_dir().join("pg_recvlogical");
-        let mut child = tokio::process::Command::new(&bin)
+        tokio::process::Command::new(&bin)
             .args(["-d", &self.server.url(), "--slot", "bench_recv", "--start"])
             .args([
                 "-o",
@@ -686,19 +936,23 @@ impl Bench {
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("{}: {e}", bin.display()))?;
-        let pid = child.id().ok_or("pg_recvlogical exited")?;
-        self.wait_active("bench_recv").await?;
-        let before = io_field(pid, "wchar").ok_or("cannot read /proc/PID/io of pg_recvlogical")?;
-        let (committed, wal) = self.workload(&insert_rows_sql(TABLE, 1, self.rows)).await?;
-        let client = pid.to_string();
-        let cpu = self.cpu_now(&client);
-        let done = loop {
+            .map_err(|e| format!("{}: {e}", bin.display()).into())
+    }
+
+    /// Waits until `pg_recvlogical` (pid) wrote `expected` bytes more than `before`.
+    async fn recvlogical_done(
+        &self,
+        pid: u32,
+        before: u64,
+        expected: u64,
+        since: Instant,
+    ) -> Result<Instant> {
+        loop {
             let written = io_field(pid, "wchar").ok_or("pg_recvlogical exited")?;
             if written - before >= expected {
-                break Instant::now();
+                return Ok(Instant::now());
             }
-            if committed.elapsed() > TIMEOUT {
+            if since.elapsed() > TIMEOUT {
                 return Err(format!(
                     "pg_recvlogical wrote {} of {expected} bytes",
                     written - before
@@ -706,9 +960,30 @@ impl Bench {
                 .into());
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
-        };
+        }
+    }
+
+    /// `pg_recvlogical` on its own slot; commit → its written bytes reach `expected`.
+    async fn stream_recvlogical(&self, expected: u64, workload: Workload) -> Result<(Sample, u64)> {
+        self.reset(TABLE).await?;
+        self.sql("SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')")
+            .await?;
+        let mut child = self.spawn_recvlogical()?;
+        let pid = child.id().ok_or("pg_recvlogical exited")?;
+        self.wait_active("bench_recv").await?;
+        let walsender = self.walsender_pid("bench_recv").await?;
+        let ws_start = cpu_ticks(&walsender).map_or(0, |c| c.0);
+        let before = io_field(pid, "wchar").ok_or("cannot read /proc/PID/io of pg_recvlogical")?;
+        let (committed, wal) = self.run_workload(workload).await?;
+        let client = pid.to_string();
+        let cpu = self.cpu_now(&client);
+        let done = self
+            .recvlogical_done(pid, before, expected, committed)
+            .await?;
         let cpu = self.cpu_since(&client, cpu);
+        let walsender_cpu = Self::process_cpu_since(&walsender, ws_start);
         let hwm = status_kb(&client, "VmHWM").unwrap_or(0);
+        let slot_stats = self.slot_stats("bench_recv").await?;
         let _ = child.kill().await;
         self.drop_slot("bench_recv").await?;
         Ok((
@@ -718,9 +993,111 @@ impl Bench {
                 rss: None,
                 cpu,
                 batches: None,
+                walsender_cpu: Some(walsender_cpu),
+                slot_stats: Some(slot_stats),
             },
             hwm,
         ))
+    }
+
+    /// `txns` one-row transactions (a server-side loop: the client's round trips stay out).
+    async fn small_workload(&self, txns: u64) -> Result<u64> {
+        let before = self.lsn("pg_current_wal_insert_lsn()").await?;
+        let insert =
+            insert_rows_sql(TABLE, 0, 0).replace("generate_series(0, 0)", "generate_series(i, i)");
+        self.sql(&format!(
+            "DO $$ BEGIN FOR i IN 1..{txns} LOOP {insert}; COMMIT; END LOOP; END $$"
+        ))
+        .await?;
+        let after = self.lsn("pg_current_wal_insert_lsn()").await?;
+        Ok(after - before)
+    }
+
+    /// The connector catching up on `txns` one-row transactions written while it was away:
+    /// start(Checkpoint) → last row.
+    async fn small_connector(&self, txns: u64) -> Result<Sample> {
+        self.reset(TABLE).await?;
+        let source = PostgresSource::new(self.config(PUBLICATION, "bench_conn")?)
+            .with_options(self.options.clone())
+            .with_stream_options(self.stream.clone());
+        let stream = source.start(StartFrom::Beginning).await?;
+        let mut sink = null_sink(stream, u64::MAX);
+        let (_, _, checkpoint) = wait(sink.snapshot_done, &mut sink.task, "empty snapshot").await?;
+        sink.task.abort();
+        let _ = sink.task.await;
+        self.wait_inactive("bench_conn").await?;
+        let wal = self.small_workload(txns).await?;
+        let rss = RssSampler::start();
+        let cpu = self.cpu_now("self");
+        let started = Instant::now();
+        let stream = source.start(StartFrom::Checkpoint(checkpoint)).await?;
+        let mut sink = null_sink(stream, txns);
+        let (done, batches, events) =
+            wait(sink.rows_done, &mut sink.task, "small transactions").await?;
+        let cpu = self.cpu_since("self", cpu);
+        let rss = rss.finish();
+        sink.task.abort();
+        let _ = sink.task.await;
+        let slot_stats = self.slot_stats("bench_conn").await?;
+        self.drop_slot("bench_conn").await?;
+        Ok(Sample {
+            elapsed: done - started,
+            bytes: wal,
+            rss: Some(rss),
+            cpu,
+            batches: Some((batches, events)),
+            walsender_cpu: None,
+            slot_stats: Some(slot_stats),
+        })
+    }
+
+    /// `pg_recvlogical` catching up on `txns` one-row transactions: start → `expected` bytes.
+    async fn small_recvlogical(&self, txns: u64, expected: u64) -> Result<Sample> {
+        self.reset(TABLE).await?;
+        self.sql("SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')")
+            .await?;
+        let wal = self.small_workload(txns).await?;
+        let started = Instant::now();
+        let mut child = self.spawn_recvlogical()?;
+        let pid = child.id().ok_or("pg_recvlogical exited")?;
+        let client = pid.to_string();
+        let cpu = self.cpu_now(&client);
+        let done = self.recvlogical_done(pid, 0, expected, started).await?;
+        let cpu = self.cpu_since(&client, cpu);
+        let slot_stats = self.slot_stats("bench_recv").await?;
+        let _ = child.kill().await;
+        self.drop_slot("bench_recv").await?;
+        Ok(Sample {
+            elapsed: done - started,
+            bytes: wal,
+            rss: None,
+            cpu,
+            batches: None,
+            walsender_cpu: None,
+            slot_stats: Some(slot_stats),
+        })
+    }
+
+    /// Waits until no walsender holds `slot`.
+    async fn wait_inactive(&self, slot: &str) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let active: Option<bool> = self
+                .ctl
+                .query_opt(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await?
+                .map(|r| r.get(0));
+            if active != Some(true) {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(format!("slot {slot} stayed active").into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The table holds exactly `rows` rows, vacuumed (hint bits set, visibility map).
@@ -766,6 +1143,8 @@ impl Bench {
             rss: Some(rss.finish()),
             cpu,
             batches: None,
+            walsender_cpu: None,
+            slot_stats: None,
         })
     }
 
@@ -782,7 +1161,7 @@ impl Bench {
         let started = Instant::now();
         let stream = source.start(StartFrom::Beginning).await?;
         let mut sink = null_sink(stream, u64::MAX);
-        let (done, rows) = wait(sink.snapshot_done, &mut sink.task, "snapshot").await?;
+        let (done, rows, _) = wait(sink.snapshot_done, &mut sink.task, "snapshot").await?;
         let cpu = self.cpu_since("self", cpu);
         let rss = rss.finish();
         sink.task.abort();
@@ -797,6 +1176,8 @@ impl Bench {
             rss: Some(rss),
             cpu,
             batches: None,
+            walsender_cpu: None,
+            slot_stats: None,
         })
     }
 
@@ -830,6 +1211,8 @@ impl Bench {
         let mut sink = null_sink(stream, rows);
         wait(sink.snapshot_done, &mut sink.task, "empty snapshot").await?;
         self.wait_active("bench_big_conn").await?;
+        let walsender = self.walsender_pid("bench_big_conn").await?;
+        let ws_start = cpu_ticks(&walsender).map_or(0, |c| c.0);
         let sql = format!(
             "INSERT INTO {BIG_TABLE} SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, {rows}) AS g"
         );
@@ -838,7 +1221,9 @@ impl Bench {
         let (done, batches, events) =
             wait(sink.rows_done, &mut sink.task, "big transaction").await?;
         let cpu = self.cpu_since("self", cpu);
+        let walsender_cpu = Self::process_cpu_since(&walsender, ws_start);
         let rss = rss.finish();
+        let slot_stats = self.slot_stats("bench_big_conn").await?;
         sink.task.abort();
         let _ = sink.task.await;
         self.drop_slot("bench_big_conn").await?;
@@ -849,6 +1234,8 @@ impl Bench {
             rss: Some(rss),
             cpu,
             batches: Some((batches, events)),
+            walsender_cpu: Some(walsender_cpu),
+            slot_stats: Some(slot_stats),
         })
     }
 }
