@@ -1,16 +1,22 @@
 //! Rows/s through NATS JetStream (`publish`) against `tail` to /dev/null on the same workload
-//! and the same throwaway PostgreSQL, plus `consume` (stream → SQLite). The example binaries
-//! run as child processes, as users run them, so this runner does not link NATS.
+//! and the same throwaway PostgreSQL in the same run, plus `consume` (stream → SQLite). The
+//! example binaries run as child processes, as users run them, so this runner does not link
+//! NATS.
 //!
 //! ```text
 //! cargo build --release -p examples --features jetstream --bin tail --bin publish --bin consume
-//! cargo run --release -p benches --bin jetstream_throughput -- [--rows N] [--tx-rows N] [--runs K]
+//! cargo run --release -p benches --bin jetstream_throughput -- [--rows N] [--tx-rows N]
+//!     [--one-row-tx N] [--runs K] [--baseline-publish PATH] [--publish-arg ARG]...
 //! ```
 //!
-//! Phases, each timed from process start to the end of its work (the `--exit-when-idle` wait
-//! is subtracted): the initial snapshot of `--rows` rows, then the catch-up on a backlog of
-//! `--rows` rows inserted in transactions of `--tx-rows` while the binaries were stopped. Each
-//! binary reads through its own replication slot. Needs `nats-server` (on `PATH`, or
+//! Three phases, each timed from process start to the end of its work (the
+//! `--exit-when-idle` wait is subtracted): the initial snapshot of `--rows` rows; a backlog of
+//! `--rows` rows inserted in transactions of `--tx-rows` while the binaries were stopped; a
+//! backlog of `--one-row-tx` one-row transactions. Each binary reads through its own
+//! replication slot, so all read the same WAL. `--baseline-publish` runs another `publish`
+//! binary (e.g. one built from an older commit) on every phase too, into its own stream, for
+//! before/after ratios in the same run. CPU seconds are the binary's (user + system, reaped
+//! child) and nats-server's during the binary's run. Needs `nats-server` (on `PATH`, or
 //! `/usr/sbin/nats-server`).
 
 #![allow(clippy::print_stdout)]
@@ -34,19 +40,49 @@ const IDLE: Duration = Duration::from_millis(500);
 #[derive(Parser, Debug)]
 #[command(about = "Rows/s through NATS JetStream against tail to /dev/null")]
 struct Args {
-    /// Rows of the snapshot, and of the streamed backlog.
+    /// Rows of the snapshot, and of the backlog of multi-row transactions.
     #[arg(long, default_value_t = 200_000)]
     rows: u64,
-    /// Rows per streamed transaction.
+    /// Rows per transaction of the multi-row backlog.
     #[arg(long, default_value_t = 1000)]
     tx_rows: u64,
+    /// One-row transactions of the last backlog.
+    #[arg(long, default_value_t = 20_000)]
+    one_row_tx: u64,
     /// Runs of each phase (fresh slots and stream each time); the median is reported.
     #[arg(long, default_value_t = 1)]
     runs: usize,
     /// Directory of the `tail`, `publish` and `consume` binaries (default: next to this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Another `publish` binary to measure on every phase too (a baseline build).
+    #[arg(long, value_name = "PATH")]
+    baseline_publish: Option<PathBuf>,
+    /// An extra argument for the measured `publish` (repeat for several, e.g.
+    /// `--publish-arg=--rows-per-message --publish-arg=1`).
+    #[arg(long = "publish-arg", value_name = "ARG", allow_hyphen_values = true)]
+    publish_args: Vec<String>,
 }
+
+/// What a phase moves.
+#[derive(Debug, Clone, Copy)]
+struct Phase {
+    name: &'static str,
+    rows: u64,
+    transactions: Option<u64>,
+}
+
+/// The binaries measured in each phase, in run order.
+const TAIL: usize = 0;
+const PUBLISH: usize = 1;
+const BASELINE: usize = 2;
+const CONSUME: usize = 3;
+const BINARIES: [&str; 4] = [
+    "tail > /dev/null",
+    "publish → JetStream",
+    "baseline publish → JetStream",
+    "consume JetStream → SQLite",
+];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
@@ -68,30 +104,50 @@ async fn main() -> Result<()> {
             .into());
         }
     }
+    if let Some(b) = &args.baseline_publish {
+        if !b.exists() {
+            return Err(format!("--baseline-publish {} not found", b.display()).into());
+        }
+    }
     let pg = PostgresServer::start().await?;
     let work = std::env::temp_dir().join(format!("jetstream-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let result = bench(&args, &bin_dir, &pg, &work).await;
     let _ = std::fs::remove_dir_all(&work);
-    let table = result?;
+    let (phases, table) = result?;
     println!("machine: {}", machine());
     println!(
-        "workload: {} rows of `{TABLE}` (bigint key, int, text, float8, timestamptz, numeric); \
-         streamed in transactions of {} rows; median of {} run(s)",
-        args.rows, args.tx_rows, args.runs
+        "workload: `{TABLE}` (bigint key, int, text, float8, timestamptz, numeric); snapshot of \
+         {} rows, then {} rows in transactions of {}, then {} one-row transactions; median of \
+         {} run(s); publish args: {:?}",
+        args.rows, args.rows, args.tx_rows, args.one_row_tx, args.runs, args.publish_args
     );
     println!(
-        "{:<46} {:>9} {:>10} {:>11} {:>11}",
-        "phase", "seconds", "rows/s", "binary CPU", "nats CPU"
+        "{:<22} {:<30} {:>8} {:>10} {:>9} {:>7} {:>9} {:>9} {:>9}",
+        "phase", "binary", "seconds", "rows/s", "tx/s", "× tail", "bin CPU", "µs/row", "nats CPU"
     );
-    for (name, x) in table {
-        println!(
-            "{name:<46} {:>9.2} {:>10.0} {:>10.2}s {:>10.2}s",
-            x.elapsed.as_secs_f64(),
-            args.rows as f64 / x.elapsed.as_secs_f64().max(1e-9),
-            x.client_cpu,
-            x.nats_cpu
-        );
+    for (phase, row) in phases.iter().zip(&table) {
+        let tail = row[TAIL].as_ref().map(|x| x.elapsed.as_secs_f64());
+        for (b, sample) in row.iter().enumerate() {
+            let Some(x) = sample else { continue };
+            let secs = x.elapsed.as_secs_f64().max(1e-9);
+            let tx = phase
+                .transactions
+                .map_or_else(|| "-".to_string(), |t| format!("{:.0}", t as f64 / secs));
+            let ratio = tail.map_or(f64::NAN, |t| t / secs);
+            println!(
+                "{:<22} {:<30} {:>8.2} {:>10.0} {:>9} {:>6.2}× {:>8.2}s {:>9.2} {:>8.2}s",
+                phase.name,
+                BINARIES[b],
+                secs,
+                phase.rows as f64 / secs,
+                tx,
+                ratio,
+                x.client_cpu,
+                x.client_cpu * 1e6 / phase.rows.max(1) as f64,
+                x.nats_cpu
+            );
+        }
     }
     Ok(())
 }
@@ -101,16 +157,26 @@ async fn bench(
     bin_dir: &Path,
     pg: &PostgresServer,
     work: &Path,
-) -> Result<Vec<(String, Sample)>> {
-    let names = [
-        "snapshot: tail > /dev/null",
-        "snapshot: publish → JetStream",
-        "snapshot: consume JetStream → SQLite",
-        "streaming backlog: tail > /dev/null",
-        "streaming backlog: publish → JetStream",
-        "streaming backlog: consume JetStream → SQLite",
+) -> Result<(Vec<Phase>, Vec<Vec<Option<Sample>>>)> {
+    let phases = vec![
+        Phase {
+            name: "snapshot",
+            rows: args.rows,
+            transactions: None,
+        },
+        Phase {
+            name: "multi-row tx",
+            rows: args.rows,
+            transactions: Some(args.rows.div_ceil(args.tx_rows.max(1))),
+        },
+        Phase {
+            name: "one-row tx",
+            rows: args.one_row_tx,
+            transactions: Some(args.one_row_tx),
+        },
     ];
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); names.len()];
+    // samples[phase][binary] = one sample per run.
+    let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); BINARIES.len()]; phases.len()];
     let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -125,37 +191,42 @@ async fn bench(
                 insert_rows_sql(TABLE, 1, args.rows)
             ))
             .await?;
-        let tail_slot = format!("bench_tail_{run}");
-        let publish_slot = format!("bench_publish_{run}");
+        let slots = [
+            format!("bench_tail_{run}"),
+            format!("bench_publish_{run}"),
+            format!("bench_baseline_{run}"),
+        ];
         let checkpoint = work.join(format!("tail-{run}.checkpoint"));
         let db = work.join(format!("consume-{run}.sqlite"));
         let stream = format!("BENCH{run}");
-        let tail = |slot: &str| -> Vec<String> {
+        let idle = format!("{}", IDLE.as_secs_f64());
+        let source = |slot: &str| -> Vec<String> {
             vec![
                 pg.url(),
                 "--publication".into(),
                 PUBLICATION.into(),
                 "--slot".into(),
                 slot.into(),
-                "--checkpoint-file".into(),
-                checkpoint.display().to_string(),
                 "--exit-when-idle".into(),
-                format!("{}", IDLE.as_secs_f64()),
+                idle.clone(),
             ]
         };
-        let publish = vec![
-            pg.url(),
-            "--publication".into(),
-            PUBLICATION.into(),
-            "--slot".into(),
-            publish_slot.clone(),
-            "--nats".into(),
-            nats.url(),
-            "--stream".into(),
-            stream.clone(),
-            "--exit-when-idle".into(),
-            format!("{}", IDLE.as_secs_f64()),
-        ];
+        let mut tail = source(&slots[0]);
+        tail.extend(["--checkpoint-file".into(), checkpoint.display().to_string()]);
+        let publish_to = |slot: &str, stream: &str| -> Vec<String> {
+            let mut a = source(slot);
+            a.extend([
+                "--nats".into(),
+                nats.url(),
+                "--stream".into(),
+                stream.into(),
+            ]);
+            a
+        };
+        let mut publish = publish_to(&slots[1], &stream);
+        publish.extend(args.publish_args.iter().cloned());
+        let mut baseline = publish_to(&slots[2], &format!("BASE{run}"));
+        baseline.extend(["--subject-prefix".into(), "baseline".into()]);
         let consume = vec![
             "--nats".into(),
             nats.url(),
@@ -164,57 +235,73 @@ async fn bench(
             "--db".into(),
             db.display().to_string(),
             "--exit-when-idle".into(),
-            format!("{}", IDLE.as_secs_f64()),
+            idle.clone(),
         ];
-        samples[0].push(timed(
-            &bin_dir.join("tail"),
-            &tail(&tail_slot),
-            true,
-            &nats,
-        )?);
-        samples[1].push(timed(&bin_dir.join("publish"), &publish, false, &nats)?);
-        samples[2].push(timed(&bin_dir.join("consume"), &consume, false, &nats)?);
-        // The backlog: both slots hold it while the binaries are stopped.
-        let mut from = args.rows + 1;
-        let end = 2 * args.rows;
-        while from <= end {
-            let to = (from + args.tx_rows.max(1) - 1).min(end);
-            client
-                .batch_execute(&insert_rows_sql(TABLE, from, to))
-                .await?;
-            from = to + 1;
+        let mut next = args.rows + 1;
+        for (p, phase_samples) in samples.iter_mut().enumerate() {
+            match p {
+                0 => {}
+                1 => {
+                    // The backlog: every slot holds it while the binaries are stopped.
+                    let end = next + args.rows - 1;
+                    while next <= end {
+                        let to = (next + args.tx_rows.max(1) - 1).min(end);
+                        client
+                            .batch_execute(&insert_rows_sql(TABLE, next, to))
+                            .await?;
+                        next = to + 1;
+                    }
+                }
+                _ => {
+                    let end = next + args.one_row_tx - 1;
+                    while next <= end {
+                        let to = (next + 999).min(end);
+                        // One simple query, many explicit transactions of one row each.
+                        let sql: String = (next..=to)
+                            .map(|i| format!("BEGIN; {}; COMMIT;", insert_rows_sql(TABLE, i, i)))
+                            .collect();
+                        client.batch_execute(&sql).await?;
+                        next = to + 1;
+                    }
+                }
+            }
+            phase_samples[TAIL].push(timed(&bin_dir.join("tail"), &tail, true, &nats)?);
+            phase_samples[PUBLISH].push(timed(&bin_dir.join("publish"), &publish, false, &nats)?);
+            if let Some(b) = &args.baseline_publish {
+                phase_samples[BASELINE].push(timed(b, &baseline, false, &nats)?);
+            }
+            phase_samples[CONSUME].push(timed(&bin_dir.join("consume"), &consume, false, &nats)?);
         }
-        samples[3].push(timed(
-            &bin_dir.join("tail"),
-            &tail(&tail_slot),
-            true,
-            &nats,
-        )?);
-        samples[4].push(timed(&bin_dir.join("publish"), &publish, false, &nats)?);
-        samples[5].push(timed(&bin_dir.join("consume"), &consume, false, &nats)?);
-        let _ = client
-            .batch_execute(&format!(
-                "SELECT pg_drop_replication_slot('{tail_slot}');
-                 SELECT pg_drop_replication_slot('{publish_slot}');"
-            ))
-            .await;
+        let drops: String = slots
+            .iter()
+            .map(|s| {
+                format!(
+                    "SELECT pg_drop_replication_slot('{s}') FROM pg_replication_slots \
+                     WHERE slot_name = '{s}';"
+                )
+            })
+            .collect();
+        let _ = client.batch_execute(&drops).await;
         let _ = std::fs::remove_file(&checkpoint);
         drop(nats);
     }
-    Ok(names
-        .iter()
-        .zip(samples)
-        .map(|(n, s)| {
-            // The run with the median elapsed time, with its CPU figures.
-            let m = median(s.iter().map(|x| x.elapsed).collect());
-            let pick = s
-                .iter()
-                .find(|x| x.elapsed == m)
-                .copied()
-                .unwrap_or_default();
-            (n.to_string(), pick)
+    let table = samples
+        .into_iter()
+        .map(|per_binary| {
+            per_binary
+                .into_iter()
+                .map(|s| {
+                    if s.is_empty() {
+                        return None;
+                    }
+                    // The run with the median elapsed time, with its CPU figures.
+                    let m = median(s.iter().map(|x| x.elapsed).collect());
+                    s.iter().find(|x| x.elapsed == m).copied()
+                })
+                .collect()
         })
-        .collect())
+        .collect();
+    Ok((phases, table))
 }
 
 /// One measured run: the elapsed time minus the idle wait, and the CPU seconds of the binary
