@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Row, Value as My};
+use mysql_async::{Conn, Value as My};
 use powersync_source_core::position::{BinlogPosition, GtidState};
 use powersync_source_core::runtime::{Emitter, SnapshotBook, Step, TableStart};
 use powersync_source_core::{ChangeEvent, OldImage, Op, Position, RowChange, SourceError};
@@ -164,31 +164,38 @@ pub(crate) async fn read_tables(
                 "SELECT {} FROM {from} WHERE {after_pred} ORDER BY {order} LIMIT {chunk_rows}",
                 cols.join(", ")
             );
+            let context = format!("snapshot of {key}");
             loop {
-                let rows: Vec<Row> = match &after {
-                    None => conn.exec(first.as_str(), ()).await,
+                // Rows are converted and emitted as they arrive: a chunk is never held whole.
+                let mut result = match &after {
+                    None => conn.exec_iter(first.as_str(), ()).await,
                     Some(k) => {
                         let params: Vec<My> = param_order
                             .iter()
                             .map(|&i| k.get(i).cloned().unwrap_or(My::NULL))
                             .collect();
-                        conn.exec(next.as_str(), params).await
+                        conn.exec_iter(next.as_str(), params).await
                     }
                 }
-                .map_err(|e| sql_error(e, &format!("snapshot of {key}")))?;
-                let n = rows.len() as u64;
-                let mut last = None;
-                for row in rows {
+                .map_err(|e| sql_error(e, &context))?;
+                let mut n = 0u64;
+                let mut last: Option<Vec<My>> = None;
+                while let Some(row) = result.next().await.map_err(|e| sql_error(e, &context))? {
                     let values = row.unwrap();
-                    last = Some(
+                    // The key of the row read last (kept as wire values: it binds back
+                    // exactly), reusing the previous row's vector.
+                    let key = last.get_or_insert_with(|| Vec::with_capacity(table.key.len()));
+                    key.clear();
+                    key.extend(
                         table
                             .key
                             .iter()
-                            .map(|&i| values.get(i).cloned().unwrap_or(My::NULL))
-                            .collect::<Vec<_>>(),
+                            .map(|&i| values.get(i).cloned().unwrap_or(My::NULL)),
                     );
                     emit_row(table, values, out).await?;
+                    n += 1;
                 }
+                drop(result);
                 rows_done += n;
                 let Some(last) = last else { break };
                 let event = book.chunk_done(table.name(), encode_key(&last), rows_done, estimated);

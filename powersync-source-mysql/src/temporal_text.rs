@@ -121,9 +121,11 @@ fn put2(buf: &mut [u8], v: u8) {
     buf[1] = b'0' + v % 10;
 }
 
-/// The buffers above hold ASCII digits and separators only.
+/// The buffers above hold ASCII digits and separators only (so this never yields `""`).
 fn ascii(b: &[u8]) -> String {
-    b.iter().map(|&c| c as char).collect()
+    std::str::from_utf8(b)
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
