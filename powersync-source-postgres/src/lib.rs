@@ -66,13 +66,26 @@
 //! connector fills the new row from it, so `Unchanged` reaches the host only for values the
 //! source sent nowhere.
 //!
-//! **Streaming.** pgoutput sends a transaction only at its commit, in commit order (the server
-//! spills large transactions to its own disk), so events pass through without the connector
-//! holding a transaction in memory; batches are bounded by `batch_events`. Every commit carries
-//! the transaction's end LSN as its checkpoint; restarting from it makes the server skip exactly
-//! the transactions committed before it. Keepalives carry the server's sent position between
+//! **Streaming.** Transactions reach the host in commit order, each whole between its `Begin`
+//! and `Commit`; batches are bounded by `batch_events`. Every commit carries the transaction's
+//! end LSN as its checkpoint; restarting from it makes the server skip exactly the
+//! transactions committed before it. Keepalives carry the server's sent position between
 //! transactions, so an idle or unpublished-only workload still advances the position the host
 //! acknowledges.
+//!
+//! **In-progress transactions** (PostgreSQL 14+, `streaming=on`, the default). Without
+//! streaming, the server decodes a transaction only after its commit (spilling large ones to
+//! its own disk beyond `logical_decoding_work_mem`), so the time from commit to the last row
+//! grows with the transaction. With it, the server sends a transaction that outgrows
+//! `logical_decoding_work_mem` while it runs, in blocks that may interleave with other
+//! transactions. The connector keeps those messages (all open transactions together at most
+//! `streaming_memory_kb` in memory, beyond that the largest in a temporary file in
+//! `spill_dir`, unlinked at creation so nothing outlives the stream or the process), drops
+//! them at an abort (a rolled-back subtransaction's only its own), and at the commit replays
+//! them through the same decoding as a transaction sent whole: the events are the same as
+//! with `streaming=off`, and nothing is emitted before the commit. A crash or reconnect loses
+//! nothing: the slot has not confirmed an uncommitted transaction, so the server sends it
+//! again from its start. Parallel apply (`streaming = parallel`, 16+) is not used.
 //!
 //! **Acknowledgement.** Standby status updates report as flushed only what the host
 //! acknowledged ([`ChangeStream::ack`]). The slot therefore keeps all WAL after the last

@@ -85,6 +85,9 @@ impl PgWorkload {
             .with_streaming(self.streaming)
             // Small, so the suite's large transaction also takes the spill-file path.
             .with_streaming_memory_kb(1024)
+            // The smallest: every transaction of more than a few rows is streamed.
+            .with_decoding_work_mem(Some("64kB"))
+            .unwrap()
     }
 
     /// The current round's slot.

@@ -222,7 +222,8 @@ async fn main() -> Result<()> {
         .setting("checkpoint_timeout", "1d")
         .setting("full_page_writes", "off")
         .setting("autovacuum", "off")
-        .setting("logical_decoding_work_mem", DEFAULT_WORK_MEM)
+        // Not logical_decoding_work_mem: a command-line setting would override the ALTER
+        // SYSTEM each phase uses to choose it.
         .setting("wal_sender_timeout", "0")
         .start()
         .await?;
@@ -813,6 +814,10 @@ impl Bench {
             .query_one("SHOW logical_decoding_work_mem", &[])
             .await?
             .get(0);
+        let want = mem.to_ascii_lowercase().replace(' ', "");
+        if now.to_ascii_lowercase() != want {
+            return Err(format!("logical_decoding_work_mem is {now} after setting {mem}").into());
+        }
         eprintln!("logical_decoding_work_mem = {now}");
         Ok(())
     }

@@ -27,6 +27,7 @@
 //! | `snapshot_chunk_rows` | `100000` | connector: rows per key-ordered snapshot chunk, at least 1 |
 //! | `streaming` | `on` | connector: receive large transactions while they are still in progress (pgoutput `streaming`, PostgreSQL 14+; ignored before 14): `on` or `off` (also `true`/`false`, `1`/`0`) |
 //! | `streaming_memory_kb` | `32768` | connector: KiB of in-progress transactions kept in memory (all of them together) before the largest is moved to a temporary file; `0` moves every one to a file at once |
+//! | `logical_decoding_work_mem` | `4MB` | connector, with `streaming` on PostgreSQL 14+: the setting for the connector's own walsender session (`SET` before `START_REPLICATION`; the server's setting is untouched): a transaction is streamed once its changes pass it, so the server neither spills large transactions to its disk nor has much left to send after the commit. A PostgreSQL memory value (`64kB` or more: `512kB`, `4MB`, `1GB`), or `server` to keep the server's setting |
 //! | `spill_dir` | the system temporary directory | connector: where those temporary files go; each is unlinked as soon as it is created, so it disappears with the process, on commit, abort or restart |
 //!
 //! In a URL, user, password, host and database are percent-decoded, and every parameter above
@@ -74,6 +75,8 @@ pub const DEFAULT_SNAPSHOT_PARALLELISM: usize = 2;
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: u64 = 100_000;
 /// Default memory budget for streamed in-progress transactions, in KiB (32 MiB).
 pub const DEFAULT_STREAMING_MEMORY_KB: u64 = 32 * 1024;
+/// Default `logical_decoding_work_mem` of the connector's walsender session.
+pub const DEFAULT_DECODING_WORK_MEM: &str = "4MB";
 /// PostgreSQL's limit on identifier (and replication slot name) length, in bytes.
 pub const MAX_SLOT_NAME_LEN: usize = 63;
 
@@ -96,6 +99,7 @@ pub const PARAMETERS: &[&str] = &[
     "snapshot_chunk_rows",
     "streaming",
     "streaming_memory_kb",
+    "logical_decoding_work_mem",
     "spill_dir",
 ];
 
@@ -203,6 +207,7 @@ pub struct PostgresConfig {
     snapshot_chunk_rows: u64,
     streaming: bool,
     streaming_memory_kb: u64,
+    decoding_work_mem: Option<String>,
     spill_dir: Option<PathBuf>,
 }
 
@@ -229,6 +234,7 @@ impl Default for PostgresConfig {
             snapshot_chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
             streaming: true,
             streaming_memory_kb: DEFAULT_STREAMING_MEMORY_KB,
+            decoding_work_mem: Some(DEFAULT_DECODING_WORK_MEM.to_string()),
             spill_dir: None,
         }
     }
@@ -254,6 +260,7 @@ impl fmt::Debug for PostgresConfig {
             .field("snapshot_chunk_rows", &self.snapshot_chunk_rows)
             .field("streaming", &self.streaming)
             .field("streaming_memory_kb", &self.streaming_memory_kb)
+            .field("logical_decoding_work_mem", &self.decoding_work_mem)
             .field("spill_dir", &self.spill_dir)
             .finish()
     }
@@ -353,6 +360,7 @@ impl PostgresConfig {
                     ))
                 })?
             }
+            "logical_decoding_work_mem" => self.decoding_work_mem = parse_memory(key, &value)?,
             "spill_dir" => self.spill_dir = non_empty(value).map(PathBuf::from),
             other => {
                 return Err(SourceError::config(format!(
@@ -446,6 +454,14 @@ impl PostgresConfig {
         }
         if self.streaming_memory_kb != DEFAULT_STREAMING_MEMORY_KB {
             params.push(("streaming_memory_kb", self.streaming_memory_kb.to_string()));
+        }
+        if self.decoding_work_mem.as_deref() != Some(DEFAULT_DECODING_WORK_MEM) {
+            params.push((
+                "logical_decoding_work_mem",
+                self.decoding_work_mem
+                    .clone()
+                    .unwrap_or_else(|| "server".to_string()),
+            ));
         }
         if let Some(dir) = &self.spill_dir {
             params.push(("spill_dir", dir.display().to_string()));
@@ -549,6 +565,11 @@ impl PostgresConfig {
     pub fn streaming_memory_bytes(&self) -> u64 {
         self.streaming_memory_kb.saturating_mul(1024)
     }
+    /// `logical_decoding_work_mem` for the connector's walsender session when streaming
+    /// (`None`: the server's setting).
+    pub fn decoding_work_mem(&self) -> Option<&str> {
+        self.decoding_work_mem.as_deref()
+    }
     /// Directory of the spill files of in-progress transactions (the system temporary
     /// directory unless set).
     pub fn spill_dir(&self) -> PathBuf {
@@ -643,6 +664,16 @@ impl PostgresConfig {
         self.streaming_memory_kb = kb;
         self
     }
+    /// Sets `logical_decoding_work_mem` of the connector's walsender session (a PostgreSQL
+    /// memory value such as `4MB`), or `None` to keep the server's. Checked as
+    /// [`PostgresConfig::parse`] checks it.
+    pub fn with_decoding_work_mem(mut self, value: Option<&str>) -> Result<Self, SourceError> {
+        self.decoding_work_mem = match value {
+            Some(v) => parse_memory("logical_decoding_work_mem", v)?,
+            None => None,
+        };
+        Ok(self)
+    }
     /// Sets the directory of the spill files of in-progress transactions.
     pub fn with_spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.spill_dir = Some(dir.into());
@@ -701,6 +732,37 @@ fn parse_port(value: &str) -> Result<u16, SourceError> {
     }
 }
 
+/// A PostgreSQL memory value (`512kB`, `4MB`, `1GB`, or a number of kB) of at least 64 kB,
+/// normalized to `<n><unit>`; `server` means none (keep the server's).
+fn parse_memory(key: &str, value: &str) -> Result<Option<String>, SourceError> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("server") {
+        return Ok(None);
+    }
+    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = v.split_at(digits);
+    let kb_per_unit: u64 = match unit.trim() {
+        "" | "kB" => 1,
+        "MB" => 1024,
+        "GB" => 1024 * 1024,
+        _ => 0,
+    };
+    match n.parse::<u64>() {
+        Ok(n) if kb_per_unit > 0 && n.saturating_mul(kb_per_unit) >= 64 => Ok(Some(format!(
+            "{n}{}",
+            if unit.trim().is_empty() {
+                "kB"
+            } else {
+                unit.trim()
+            }
+        ))),
+        _ => Err(SourceError::config(format!(
+            "invalid {key} \"{value}\": expected a memory value of at least 64kB (e.g. 512kB, \
+             4MB, 1GB), or server"
+        ))),
+    }
+}
+
 fn parse_on_off(key: &str, value: &str) -> Result<bool, SourceError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "on" | "true" | "1" | "yes" => Ok(true),
@@ -717,5 +779,43 @@ fn parse_positive(key: &str, value: &str) -> Result<u64, SourceError> {
         _ => Err(SourceError::config(format!(
             "invalid {key} \"{value}\": expected a whole number of at least 1"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod streaming_tests {
+    use super::*;
+
+    #[test]
+    fn streaming_parameters_parse_and_round_trip() {
+        let cfg = PostgresConfig::parse("postgres://u@h/d").unwrap();
+        assert!(cfg.streaming());
+        assert_eq!(cfg.decoding_work_mem(), Some(DEFAULT_DECODING_WORK_MEM));
+        assert_eq!(cfg.streaming_memory_bytes(), 32 * 1024 * 1024);
+
+        let url = "postgres://u@h/d?streaming=off&streaming_memory_kb=0\
+                   &logical_decoding_work_mem=512kB&spill_dir=/var/tmp";
+        let cfg = PostgresConfig::parse(url).unwrap();
+        assert!(!cfg.streaming());
+        assert_eq!(cfg.streaming_memory_bytes(), 0);
+        assert_eq!(cfg.decoding_work_mem(), Some("512kB"));
+        assert_eq!(cfg.spill_dir(), PathBuf::from("/var/tmp"));
+        assert_eq!(PostgresConfig::parse(&cfg.display_url()).unwrap(), cfg);
+
+        let cfg =
+            PostgresConfig::parse("postgres://u@h/d?logical_decoding_work_mem=server").unwrap();
+        assert_eq!(cfg.decoding_work_mem(), None);
+        assert_eq!(PostgresConfig::parse(&cfg.display_url()).unwrap(), cfg);
+        for (v, want) in [("64", "64kB"), ("4MB", "4MB"), ("1GB", "1GB")] {
+            let cfg = PostgresConfig::new()
+                .with_decoding_work_mem(Some(v))
+                .unwrap();
+            assert_eq!(cfg.decoding_work_mem(), Some(want));
+        }
+        for bad in ["63kB", "4mb", "x", "", "4 TB", "1'; DROP"] {
+            let url = format!("postgres://u@h/d?logical_decoding_work_mem={bad}");
+            assert!(PostgresConfig::parse(&url).is_err(), "{bad}");
+        }
+        assert!(PostgresConfig::parse("postgres://u@h/d?streaming=maybe").is_err());
     }
 }

@@ -54,6 +54,23 @@ impl Replicator {
             }
         };
         self.server_version = repl.server_version_num();
+        let mut repl = repl;
+        if self.config.streaming() && self.server_version >= 140_000 {
+            if let Some(mem) = self.config.decoding_work_mem() {
+                // This walsender only: transactions past it are streamed early and in small
+                // blocks, so the server does not spill them and has little left after the
+                // commit. The value was checked when the configuration was parsed.
+                let set = format!("SET logical_decoding_work_mem = '{mem}'");
+                tokio::time::timeout(silence, repl.simple_query(&set))
+                    .await
+                    .map_err(|_| {
+                        SourceError::connection(format!(
+                            "setting logical_decoding_work_mem on {}: no answer within {silence:?}",
+                            self.config.endpoint()
+                        ))
+                    })??;
+            }
+        }
         // A new session: the server streams every uncommitted transaction again from its start.
         self.streamed.clear();
         self.binary = self.options.binary
