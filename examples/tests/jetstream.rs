@@ -697,6 +697,9 @@ async fn a_full_stream_slows_publish_down_and_drops_nothing() {
             &nats_url,
             "--max-bytes",
             "40000",
+            // Packs of ~2 KB: some fit before the stream is full (a 64 KiB pack never would).
+            "--message-bytes",
+            "2000",
             "--exit-when-idle",
             "1",
         ],
