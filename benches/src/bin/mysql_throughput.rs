@@ -10,6 +10,11 @@
 //!   for reference, `mariadb-binlog -v --base64-output=DECODE-ROWS`, which decodes every row
 //!   value to text as the connector does.
 //!
+//! Each measurement alternates connector and tool runs in the same sitting. Besides rows/s it
+//! prints CPU time per row: the connector's (this process's user + system time while it runs,
+//! i.e. the connector and the loop counting its rows) and each tool's (the child's user +
+//! system time), from `/proc` (clock ticks, so figures under ~20 ms of CPU are coarse).
+//!
 //! ```text
 //! cargo run --release -p benches --features mysql --bin mysql-throughput -- [--rows N] [--runs K]
 //! ```
@@ -113,7 +118,79 @@ async fn connector_stream(
     Ok(started.elapsed())
 }
 
-fn run_tool(cmd: &mut Command) -> Result<Duration> {
+/// CPU time so far, from `/proc/self/stat`: (this process's user + system, its waited-for
+/// children's user + system).
+fn cpu_times() -> (Duration, Duration) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime is field 14 (index 11 here).
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).copied().unwrap_or(0);
+    let tick = Duration::from_secs(1) / clock_ticks();
+    (
+        tick * (ticks(11) + ticks(12)) as u32,
+        tick * (ticks(13) + ticks(14)) as u32,
+    )
+}
+
+/// `sysconf(_SC_CLK_TCK)` (through `getconf`; 100 on Linux unless it says otherwise).
+fn clock_ticks() -> u32 {
+    static TICKS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+/// Wall time and this process's CPU time of `f`.
+async fn timed_cpu<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<(T, Duration)> {
+    let before = cpu_times().0;
+    let out = f.await?;
+    Ok((out, cpu_times().0.saturating_sub(before)))
+}
+
+/// Runs a tool to completion: wall time and the child's CPU time.
+/// The driver alone reading the table with the text protocol (`query_iter`) or the binary
+/// protocol (`exec_iter`, what the snapshot uses), rows dropped unconverted: which protocol
+/// costs the client less per row. Returns the CPU time.
+async fn driver_read(server: &MariaDbServer, binary: bool) -> Result<Duration> {
+    use powersync_source_mysql::mysql_async::prelude::Queryable;
+    let config = MySqlConfig::parse(&format!("mariadb://root@127.0.0.1:{}/test", server.port()))?;
+    let mut conn = powersync_source_mysql::connect_sql(&config).await?;
+    let sql = "SELECT * FROM test.bench_rows";
+    let before = cpu_times().0;
+    let mut rows = 0u64;
+    if binary {
+        let mut result = conn.exec_iter(sql, ()).await?;
+        while let Some(row) = result.next().await? {
+            std::hint::black_box(row);
+            rows += 1;
+        }
+    } else {
+        let mut result = conn.query_iter(sql).await?;
+        while let Some(row) = result.next().await? {
+            std::hint::black_box(row);
+            rows += 1;
+        }
+    }
+    let cpu = cpu_times().0.saturating_sub(before);
+    std::hint::black_box(rows);
+    Ok(cpu)
+}
+
+fn run_tool(cmd: &mut Command) -> Result<(Duration, Duration)> {
+    let cpu_before = cpu_times().1;
     let started = Instant::now();
     let status = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
     if !status.status.success() {
@@ -123,7 +200,8 @@ fn run_tool(cmd: &mut Command) -> Result<Duration> {
         )
         .into());
     }
-    Ok(started.elapsed())
+    let wall = started.elapsed();
+    Ok((wall, cpu_times().1.saturating_sub(cpu_before)))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -141,16 +219,19 @@ async fn main() -> Result<()> {
 
     // Snapshot.
     let mut conn_times = Vec::new();
+    let mut conn_cpu = Vec::new();
     let mut dump_times = Vec::new();
+    let mut dump_cpu = Vec::new();
     let mut checkpoint = None;
     for _ in 0..args.runs {
-        let (rows, t, c) = connector_snapshot(&server).await?;
+        let ((rows, t, c), cpu) = timed_cpu(connector_snapshot(&server)).await?;
         if rows != args.rows {
             return Err(format!("snapshot read {rows} rows, expected {}", args.rows).into());
         }
         conn_times.push(t);
+        conn_cpu.push(cpu);
         checkpoint = Some(c);
-        dump_times.push(run_tool(
+        let (t, cpu) = run_tool(
             Command::new("mariadb")
                 .args([
                     "--no-defaults",
@@ -163,11 +244,23 @@ async fn main() -> Result<()> {
                 ])
                 .arg(&port)
                 .args(["--quick", "-N", "-B", "-e", "SELECT * FROM test.bench_rows"]),
-        )?);
+        )?;
+        dump_times.push(t);
+        dump_cpu.push(cpu);
     }
     let checkpoint = checkpoint.ok_or("no run")?;
     let snap_conn = median(conn_times);
     let snap_dump = median(dump_times);
+    let snap_conn_cpu = median(conn_cpu);
+    let snap_dump_cpu = median(dump_cpu);
+    let mut text_cpu = Vec::new();
+    let mut binary_cpu = Vec::new();
+    for _ in 0..args.runs {
+        text_cpu.push(driver_read(&server, false).await?);
+        binary_cpu.push(driver_read(&server, true).await?);
+    }
+    let text_cpu = median(text_cpu);
+    let binary_cpu = median(binary_cpu);
 
     // Streaming backlog after the checkpoint, in a fresh binlog file: a GTID resume makes the
     // server scan the file holding the GTID from its start, a one-time cost per connection
@@ -182,11 +275,16 @@ async fn main() -> Result<()> {
         at = end + 1;
     }
     let mut conn_times = Vec::new();
+    let mut conn_cpu = Vec::new();
     let mut tool_times = Vec::new();
+    let mut tool_cpu = Vec::new();
     let mut verbose_times = Vec::new();
+    let mut verbose_cpu = Vec::new();
     for _ in 0..args.runs {
-        conn_times.push(connector_stream(&server, &checkpoint, args.rows).await?);
-        verbose_times.push(run_tool(
+        let (t, cpu) = timed_cpu(connector_stream(&server, &checkpoint, args.rows)).await?;
+        conn_times.push(t);
+        conn_cpu.push(cpu);
+        let (t, cpu) = run_tool(
             Command::new("mariadb-binlog")
                 .args([
                     "--no-defaults",
@@ -203,8 +301,10 @@ async fn main() -> Result<()> {
                 .arg(format!("--start-position={}", pos.offset))
                 .arg("--to-last-log")
                 .arg(pos.file_name()),
-        )?);
-        tool_times.push(run_tool(
+        )?;
+        verbose_times.push(t);
+        verbose_cpu.push(cpu);
+        let (t, cpu) = run_tool(
             Command::new("mariadb-binlog")
                 .args([
                     "--no-defaults",
@@ -219,16 +319,22 @@ async fn main() -> Result<()> {
                 .arg(format!("--start-position={}", pos.offset))
                 .arg("--to-last-log")
                 .arg(pos.file_name()),
-        )?);
+        )?;
+        tool_times.push(t);
+        tool_cpu.push(cpu);
     }
     let stream_conn = median(conn_times);
+    let stream_conn_cpu = median(conn_cpu);
+    let stream_tool_cpu = median(tool_cpu);
+    let stream_verbose_cpu = median(verbose_cpu);
     let stream_tool = median(tool_times);
     let stream_verbose = median(verbose_times);
 
     let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    let per_row = |d: Duration| d.as_secs_f64() * 1e9 / args.rows as f64;
     println!("machine: {}", machine());
     println!(
-        "rows: {} (streamed in transactions of {}), runs: {} (median)",
+        "rows: {} (streamed in transactions of {}), runs: {} (median), connector and tools alternating",
         args.rows, args.tx_rows, args.runs
     );
     println!(
@@ -238,15 +344,31 @@ async fn main() -> Result<()> {
         rate(args.rows, snap_conn) / rate(args.rows, snap_dump)
     );
     println!(
-        "streaming: connector {:>10.0} rows/s | mariadb-binlog  {:>10.0} rows/s | ratio {:.2}",
+        "           CPU per row: connector {:.0} ns | mariadb --quick {:.0} ns",
+        per_row(snap_conn_cpu),
+        per_row(snap_dump_cpu)
+    );
+    println!(
+        "           driver alone, rows unconverted: text protocol {:.0} ns/row | binary protocol {:.0} ns/row",
+        per_row(text_cpu),
+        per_row(binary_cpu)
+    );
+    println!(
+        "streaming: connector {:>10.0} rows/s | mariadb-binlog -v {:>10.0} rows/s | ratio {:.2}",
         rate(args.rows, stream_conn),
+        rate(args.rows, stream_verbose),
+        rate(args.rows, stream_conn) / rate(args.rows, stream_verbose)
+    );
+    println!(
+        "           (mariadb-binlog without -v, raw events, no row decoding: {:.0} rows/s, ratio {:.2})",
         rate(args.rows, stream_tool),
         rate(args.rows, stream_conn) / rate(args.rows, stream_tool)
     );
     println!(
-        "           (mariadb-binlog -v, rows decoded to pseudo-SQL: {:.0} rows/s, ratio {:.2})",
-        rate(args.rows, stream_verbose),
-        rate(args.rows, stream_conn) / rate(args.rows, stream_verbose)
+        "           CPU per row: connector {:.0} ns | mariadb-binlog -v {:.0} ns | mariadb-binlog {:.0} ns",
+        per_row(stream_conn_cpu),
+        per_row(stream_verbose_cpu),
+        per_row(stream_tool_cpu)
     );
     Ok(())
 }

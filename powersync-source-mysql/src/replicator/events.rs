@@ -196,7 +196,15 @@ impl Replicator {
             0 => self.pos.offset,
             p => p,
         };
-        self.pos = crate::server::position(&self.file, end, self.gtid_state())?;
+        // The position stays a typed value: within the same binlog file only its offset and
+        // GTID state change (the file name is parsed again only after a rotation).
+        let gtid = self.gtid_state();
+        if self.in_pos_file(&self.file) {
+            self.pos.offset = end;
+            self.pos.gtid = gtid;
+        } else {
+            self.pos = crate::server::position(&self.file, end, gtid)?;
+        }
         let checkpoint = self.pos.to_checkpoint();
         if self.begun {
             let commit_time = self.txn_time.unwrap_or(time);
@@ -219,7 +227,7 @@ impl Replicator {
     }
 
     async fn heartbeat(&mut self, log_pos: u64) -> Step<()> {
-        if log_pos > self.pos.offset && self.pos.file_name() == self.file {
+        if log_pos > self.pos.offset && self.in_pos_file(&self.file) {
             self.pos.offset = log_pos;
         }
         self.out.stats().record_idle();
@@ -235,13 +243,17 @@ impl Replicator {
     /// Bytes between the server's position (the last event's end) and the acknowledged
     /// position, within the current binlog file (a file switch counts from the file start);
     /// and the new boundary to the binlog retention watch.
-    fn update_lag(&self, head: u64) {
-        let acked = self
-            .acks
-            .latest()
-            .and_then(|c| BinlogPosition::from_checkpoint(&c).ok());
-        let lag = match acked {
-            Some(a) if a.file_name() == self.file => head.saturating_sub(a.offset),
+    fn update_lag(&mut self, head: u64) {
+        // The acknowledged checkpoint is parsed once per acknowledgement, not per commit.
+        let latest = self.acks.latest();
+        if latest.as_ref() != self.acked.as_ref().map(|(c, _)| c) {
+            self.acked = latest.and_then(|c| {
+                let p = BinlogPosition::from_checkpoint(&c).ok()?;
+                Some((c, p))
+            });
+        }
+        let lag = match &self.acked {
+            Some((_, a)) if same_file(a, &self.file) => head.saturating_sub(a.offset),
             Some(_) => head,
             None => head.saturating_sub(self.pos.offset.min(head)),
         };
@@ -257,6 +269,19 @@ impl Replicator {
                 changed
             });
         }
+    }
+}
+
+/// Whether `file` (a binlog file name) is the file of `pos`, without formatting its name.
+fn same_file(pos: &BinlogPosition, file: &str) -> bool {
+    BinlogPosition::split_file_name(file)
+        .is_some_and(|(base, index)| base == pos.basename && index == pos.file_index)
+}
+
+impl Replicator {
+    /// Whether `file` is the file of the last emitted boundary.
+    fn in_pos_file(&self, file: &str) -> bool {
+        same_file(&self.pos, file)
     }
 }
 

@@ -108,6 +108,8 @@ pub(crate) struct Replicator {
     payload_end: u64,
     /// Column storage formats per table id.
     formats: HashMap<u64, Arc<[ColumnFormat]>>,
+    /// The last acknowledged checkpoint and its position (parsed once per acknowledgement).
+    acked: Option<(powersync_source_core::Checkpoint, BinlogPosition)>,
     /// Where the binlog retention watch measures from: the last emitted boundary.
     position_feed: Option<tokio::sync::watch::Sender<crate::retention::FilePosition>>,
 }
@@ -192,6 +194,7 @@ impl Replicator {
             announce: false,
             payload_end: 0,
             formats: HashMap::new(),
+            acked: None,
             position_feed: None,
         }
     }
