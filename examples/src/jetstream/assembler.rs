@@ -343,7 +343,7 @@ mod tests {
         let pack = |seq: u64, base: &str, first: u64, lines: &[&str], snapshot: bool| {
             let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
             let payload = pack::encode(
-                &pack::PackHeader {
+                &pack::PackHeader::<String> {
                     format: pack::FORMAT.into(),
                     version: pack::VERSION,
                     table: "public.t".into(),
@@ -395,7 +395,7 @@ mod tests {
         );
         // A pack whose header disagrees with its message headers is rejected.
         let payload = pack::encode(
-            &pack::PackHeader {
+            &pack::PackHeader::<String> {
                 format: pack::FORMAT.into(),
                 version: pack::VERSION,
                 table: "public.t".into(),

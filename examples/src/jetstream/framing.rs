@@ -74,7 +74,7 @@ pub struct Outgoing {
     pub base: String,
     /// [`ids::HEADER_INDEX`].
     pub index: u64,
-    /// JSON payload.
+    /// Payload (empty for a commit marker: see `marker`).
     pub payload: Vec<u8>,
     /// Set on commit markers.
     pub marker: Option<Marker>,
@@ -366,7 +366,8 @@ impl Framer {
             snapshot,
             first: index,
             count: 0,
-            lines: Vec::new(),
+            // Room for a typical row without regrowing.
+            lines: Vec::with_capacity(512),
         });
         let start = p.lines.len();
         if !matches!(json_lines::write_event(&mut p.lines, event), Ok(true)) {
@@ -396,11 +397,12 @@ impl Framer {
         let Some(p) = self.pack.take() else {
             return;
         };
+        let table = p.table.to_string();
         let header = PackHeader {
-            format: pack::FORMAT.to_owned(),
+            format: pack::FORMAT,
             version: pack::VERSION,
-            table: p.table.to_string(),
-            base: self.base_id.clone(),
+            table: table.as_str(),
+            base: self.base_id.as_str(),
             first: p.first,
             count: p.count,
             snapshot: p.snapshot,
@@ -421,17 +423,19 @@ impl Framer {
 
     fn close(&mut self, marker: Marker, out: &mut Vec<Outgoing>) {
         self.flush_pack(out);
+        let id = ids::marker_id(&self.base_id, &marker.position);
+        let next_base = ids::position_id(&marker.position);
+        self.base_position.clone_from(&marker.position);
         out.push(Outgoing {
             subject: ids::commit_subject(&self.prefix),
-            id: ids::marker_id(&self.base_id, &marker.position),
-            base: self.base_id.clone(),
+            id,
+            base: std::mem::replace(&mut self.base_id, next_base),
             index: self.index,
-            payload: marker.to_json(),
-            marker: Some(marker.clone()),
+            // The publisher builds marker messages (one marker or a batch) from `marker`.
+            payload: Vec::new(),
+            marker: Some(marker),
             packed: None,
         });
-        self.base_id = ids::position_id(&marker.position);
-        self.base_position = marker.position;
         self.index = 0;
         self.pending_keepalive = None;
         self.last_marker_at = Instant::now();

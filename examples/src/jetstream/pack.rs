@@ -32,17 +32,18 @@ pub const FORMAT: &str = "powersync-rows";
 /// The packed line format's version.
 pub const VERSION: u32 = 2;
 
-/// A pack's header line (see the module docs).
+/// A pack's header line (see the module docs). `S` is `String` when read, `&str` when
+/// written (no copies of the names on the publisher's hot path).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PackHeader {
+pub struct PackHeader<S = String> {
     /// Always [`FORMAT`].
-    pub format: String,
+    pub format: S,
     /// [`VERSION`] (readers reject versions they do not know).
     pub version: u32,
     /// The table of every line, `schema.name` as in `tail`'s lines.
-    pub table: String,
+    pub table: S,
     /// The unit's base (position id of the previous commit marker).
-    pub base: String,
+    pub base: S,
     /// Index of the first line among the unit's data items.
     pub first: u64,
     /// Number of lines.
@@ -53,11 +54,11 @@ pub struct PackHeader {
 
 /// Builds the payload of a pack: the header line, then `lines` (each already ending with
 /// `\n`).
-pub fn encode(header: &PackHeader, lines: &[u8]) -> Vec<u8> {
-    // A struct of strings, numbers and a bool always serializes.
-    let head = serde_json::to_vec(header).unwrap_or_default();
-    let mut payload = Vec::with_capacity(head.len() + 1 + lines.len());
-    payload.extend_from_slice(&head);
+pub fn encode<S: Serialize + AsRef<str>>(header: &PackHeader<S>, lines: &[u8]) -> Vec<u8> {
+    let head = 120 + header.table.as_ref().len() + header.base.as_ref().len();
+    let mut payload = Vec::with_capacity(head + lines.len());
+    // Strings, numbers and a bool into a Vec: serializing cannot fail.
+    let _ = serde_json::to_writer(&mut payload, header);
     payload.push(b'\n');
     payload.extend_from_slice(lines);
     payload
