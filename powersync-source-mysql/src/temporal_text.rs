@@ -100,8 +100,41 @@ pub(crate) fn datetime(f: Fields, frac: u8, utc: bool) -> Option<String> {
 
 /// Seconds since the epoch (UTC) and microseconds → the TIMESTAMP text with `Z`.
 pub(crate) fn timestamp_utc(secs: i64, micros: i64, frac: u8) -> String {
+    // A TIMESTAMP is 1970–2106 at most (u32 seconds): i64 civil arithmetic from the fields;
+    // anything else the general formatter.
+    if (0..=u32::MAX as i64).contains(&secs) && (0..=999_999).contains(&micros) {
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (year, month, day) = civil_from_days(days);
+        let f = Fields {
+            year,
+            month,
+            day,
+            hour: (rem / 3600) as u8,
+            minute: (rem / 60 % 60) as u8,
+            second: (rem % 60) as u8,
+            micros: micros as u32,
+        };
+        if let Some(text) = datetime(f, frac, true) {
+            return text;
+        }
+    }
     let n = secs as i128 * NANOS_PER_SECOND + micros as i128 * 1000;
     format_timestamp_utc(n, FracDigits::Fixed(frac))
+}
+
+/// Days since 1970-01-01 (0 ≤ days < 2^32 / 86400) → (year, month, day): Howard Hinnant's
+/// `civil_from_days` in i64, for the range a TIMESTAMP covers.
+fn civil_from_days(days: i64) -> (u16, u8, u8) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    ((if m <= 2 { y + 1 } else { y }) as u16, m, d)
 }
 
 fn put_date(buf: &mut [u8], year: u16, month: u8, day: u8) {
@@ -141,6 +174,19 @@ mod tests {
                 format_timestamp(f.nanos(), FracDigits::Fixed(frac))
             }
         })
+    }
+
+    #[test]
+    fn timestamps() {
+        for (secs, micros, frac, want) in [
+            (1, 0, 0, "1970-01-01T00:00:01Z"),
+            (1_700_000_000, 123_456, 6, "2023-11-14T22:13:20.123456Z"),
+            (951_782_400, 0, 0, "2000-02-29T00:00:00Z"),
+            (u32::MAX as i64, 999_999, 3, "2106-02-07T06:28:15.999Z"),
+            (-1, 0, 0, "1969-12-31T23:59:59Z"),
+        ] {
+            assert_eq!(timestamp_utc(secs, micros, frac), want);
+        }
     }
 
     #[test]
@@ -191,6 +237,19 @@ mod tests {
         ) {
             let f = Fields { year, month, day, hour, minute, second, micros };
             prop_assert_eq!(datetime(f, frac, utc), reference(f, frac, utc));
+            let secs = (days_from_civil(year as i64, month.max(1) as u32, day.clamp(1, 28) as u32)
+                * 86_400
+                + hour as i64 * 3600
+                + minute as i64 * 60
+                + second as i64)
+                .max(0);
+            prop_assert_eq!(
+                timestamp_utc(secs, micros as i64, frac),
+                format_timestamp_utc(
+                    secs as i128 * NANOS_PER_SECOND + micros as i128 * 1000,
+                    FracDigits::Fixed(frac)
+                )
+            );
             let want = is_valid_date(year as i64, month as u32, day as u32)
                 .then(|| format_date(days_from_civil(year as i64, month as u32, day as u32)));
             prop_assert_eq!(date(year, month, day), want);
