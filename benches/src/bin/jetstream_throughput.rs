@@ -34,8 +34,6 @@ type Result<T, E = Error> = std::result::Result<T, E>;
 
 const TABLE: &str = "bench_rows";
 const PUBLICATION: &str = "bench_pub";
-/// `--exit-when-idle` of every measured run; subtracted from the elapsed time.
-const IDLE: Duration = Duration::from_millis(500);
 
 #[derive(Parser, Debug)]
 #[command(about = "Rows/s through NATS JetStream against tail to /dev/null")]
@@ -62,6 +60,12 @@ struct Args {
     /// `--publish-arg=--rows-per-message --publish-arg=1`).
     #[arg(long = "publish-arg", value_name = "ARG", allow_hyphen_values = true)]
     publish_args: Vec<String>,
+    /// `--exit-when-idle` of every measured binary, subtracted from its elapsed time (raise
+    /// it when the binaries run slowly, e.g. under valgrind: a binary that sees no change
+    /// for this long after starting exits before the backlog arrives, which the runner then
+    /// reports as an error).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.5)]
+    idle: f64,
 }
 
 /// What a phase moves.
@@ -199,7 +203,7 @@ async fn bench(
         let checkpoint = work.join(format!("tail-{run}.checkpoint"));
         let db = work.join(format!("consume-{run}.sqlite"));
         let stream = format!("BENCH{run}");
-        let idle = format!("{}", IDLE.as_secs_f64());
+        let idle = format!("{}", args.idle);
         let source = |slot: &str| -> Vec<String> {
             vec![
                 pg.url(),
@@ -265,12 +269,37 @@ async fn bench(
                     }
                 }
             }
-            phase_samples[TAIL].push(timed(&bin_dir.join("tail"), &tail, true, &nats)?);
-            phase_samples[PUBLISH].push(timed(&bin_dir.join("publish"), &publish, false, &nats)?);
+            let pause = Duration::from_secs_f64(args.idle);
+            let expected = phases[p].rows;
+            phase_samples[TAIL].push(timed(&bin_dir.join("tail"), &tail, true, &nats, pause)?.0);
+            phase_samples[PUBLISH]
+                .push(timed(&bin_dir.join("publish"), &publish, false, &nats, pause)?.0);
             if let Some(b) = &args.baseline_publish {
-                phase_samples[BASELINE].push(timed(b, &baseline, false, &nats)?);
+                let (sample, stderr) = timed(b, &baseline, false, &nats, pause)?;
+                // One message per row (version 1): fewer means it stopped early.
+                let stored = summary_after(&stderr, "published: ");
+                if stored < expected {
+                    return Err(format!(
+                        "{}: the baseline publish stored {stored} messages for {expected} rows \
+                         (it stopped before the backlog arrived? raise --idle)",
+                        phases[p].name
+                    )
+                    .into());
+                }
+                phase_samples[BASELINE].push(sample);
             }
-            phase_samples[CONSUME].push(timed(&bin_dir.join("consume"), &consume, false, &nats)?);
+            let (sample, stderr) = timed(&bin_dir.join("consume"), &consume, false, &nats, pause)?;
+            // Every row through publish and consume: neither stopped early.
+            let applied = summary_after(&stderr, "units, ");
+            if applied != expected {
+                return Err(format!(
+                    "{}: consume applied {applied} of {expected} rows (publish or consume \
+                     stopped before the backlog arrived? raise --idle)",
+                    phases[p].name
+                )
+                .into());
+            }
+            phase_samples[CONSUME].push(sample);
         }
         let drops: String = slots
             .iter()
@@ -313,14 +342,33 @@ struct Sample {
     nats_cpu: f64,
 }
 
-/// Runs a binary to completion.
-fn timed(bin: &Path, args: &[String], stdout_to_null: bool, nats: &NatsServer) -> Result<Sample> {
+/// The number right after `marker` in the summary line of a binary's stderr (0 if none).
+fn summary_after(stderr: &str, marker: &str) -> u64 {
+    stderr
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let rest = &l[l.find(marker)? + marker.len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs a binary to completion; its sample and its stderr (summary lines at `info`).
+fn timed(
+    bin: &Path,
+    args: &[String],
+    stdout_to_null: bool,
+    nats: &NatsServer,
+    idle: Duration,
+) -> Result<(Sample, String)> {
     let nats_pid = nats.child.id().to_string();
     let before = (cpu_ticks("self"), cpu_ticks(&nats_pid));
     let started = Instant::now();
     let out = Command::new(bin)
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,publish=info,consume=info")
         .stdin(Stdio::null())
         .stdout(if stdout_to_null {
             Stdio::null()
@@ -344,12 +392,13 @@ fn timed(bin: &Path, args: &[String], stdout_to_null: bool, nats: &NatsServer) -
         (Some(b), Some(a)) => a.saturating_sub(b) as f64 / TICKS_PER_SECOND,
         _ => f64::NAN,
     };
-    Ok(Sample {
-        elapsed: elapsed.saturating_sub(IDLE),
+    let sample = Sample {
+        elapsed: elapsed.saturating_sub(idle),
         // Reaped children of this process: the binary just run.
         client_cpu: seconds(before.0.map(|t| t.1), after.0.map(|t| t.1)),
         nats_cpu: seconds(before.1.map(|t| t.0), after.1.map(|t| t.0)),
-    })
+    };
+    Ok((sample, String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
 /// A throwaway `nats-server -js` (killed on drop).
