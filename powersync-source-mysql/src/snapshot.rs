@@ -1,5 +1,11 @@
 //! The snapshot: one consistent-snapshot transaction whose binlog position is known exactly,
-//! read table by table in primary-key chunks.
+//! read table by table in primary-key chunks, each chunk's rows converted and emitted as they
+//! arrive.
+//!
+//! Rows are read with the binary protocol (prepared statements): integers, floats and temporal
+//! values arrive typed, and the driver spends less per row on it than on the text protocol
+//! (`mysql-throughput` prints both: about 350 vs 400–480 ns of client CPU per row of its
+//! 6-column table, 2.9k vs 3.4k instructions per row under callgrind).
 
 use std::sync::Arc;
 
