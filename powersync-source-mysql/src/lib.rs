@@ -97,8 +97,9 @@
 //! - Event framing uses `mysql_common`. Row images are framed by this crate, which checks the
 //!   table map metadata before any value decoder indexes into it; the common column types are
 //!   read straight from the event bytes by this crate, the rest by `mysql_common`'s decoder
-//!   (unit tests check that the two agree). Compressed MySQL transactions are
-//!   decompressed and checked here before their events are used. A malformed event that still makes the driver panic ends the stream with an
+//!   (unit tests check that the two agree). Compressed MySQL transactions are decompressed
+//!   and checked here before their events are used. A malformed event that still makes the
+//!   driver panic ends the stream with an
 //!   [`Internal`](powersync_source_core::ErrorKind::Internal) error (the core runtime catches
 //!   the stream task's panic and reports it), never silently; the driver sizes its buffer for
 //!   a compressed transaction from the event header before this crate sees it.
