@@ -259,12 +259,26 @@ impl Replicator {
         };
         self.out.stats().set_lag_bytes(lag);
         if let Some(feed) = &self.position_feed {
-            let file = self.pos.file_name();
+            // The file name is formatted only when the boundary is in another file than the
+            // one being read (after a rotation without a commit since), and stored only when
+            // it changed.
+            let formatted;
+            let file: &str = if self.in_pos_file(&self.file) {
+                &self.file
+            } else {
+                formatted = self.pos.file_name();
+                &formatted
+            };
             let offset = self.pos.offset;
             feed.send_if_modified(|p| {
-                let changed = p.0 != file || p.1 != offset;
-                if changed {
-                    *p = (file, offset);
+                let mut changed = false;
+                if p.0 != file {
+                    p.0 = file.to_owned();
+                    changed = true;
+                }
+                if p.1 != offset {
+                    p.1 = offset;
+                    changed = true;
                 }
                 changed
             });
