@@ -432,3 +432,42 @@ async fn kill_in_a_streamed_transaction_then_resume_delivers_it_once() {
     );
     assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0);
 }
+
+/// The connector sets `logical_decoding_work_mem` for its own walsender (default 4MB): a
+/// transaction of ~6 MB is streamed although the server keeps its default of 64 MB, and
+/// with `logical_decoding_work_mem=server` the same transaction is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_session_work_mem_streams_below_the_servers_setting() {
+    powersync_source_testkit::init_tracing();
+    let Some(w) = PgWorkload::start(None).await else {
+        return;
+    };
+    for (session, streams) in [(Some("4MB"), true), (None, false)] {
+        w.reset().await.unwrap();
+        let t = w.table();
+        let source = PostgresSource::new(w.config().with_decoding_work_mem(session).unwrap())
+            .with_options(w.options())
+            .with_stream_options(w.stream_options());
+        let mut seen = Seen::default();
+        let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+        drive(&mut stream, &mut seen, Duration::from_secs(60), |s| {
+            s.snapshot_done
+        })
+        .await;
+        let big = w.client().await.unwrap();
+        big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 30_000)))
+            .await
+            .unwrap();
+        // Long enough for the walsender to decode what was written.
+        read_for(&mut stream, &mut seen, Duration::from_secs(2)).await;
+        big.batch_execute("COMMIT").await.unwrap();
+        converge(&source, &mut stream, &mut seen).await;
+        assert_eq!(seen.committed, [range(0, 30_000)], "session {session:?}");
+        let streamed = stream_bytes(&w).await;
+        assert_eq!(
+            streamed > 0,
+            streams,
+            "session {session:?}: {streamed} bytes streamed"
+        );
+    }
+}
