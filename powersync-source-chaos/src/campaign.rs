@@ -114,6 +114,9 @@ pub struct CampaignReport {
     pub findings: Vec<Finding>,
     /// Connections the proxy forwarded, refused and dropped.
     pub proxy: (u64, u64, u64),
+    /// What the source reports about how it sent the changes (PostgreSQL: transactions
+    /// streamed in progress and spilled since its last start), one line, if it has such.
+    pub source_note: Option<String>,
 }
 
 impl CampaignReport {
@@ -352,6 +355,19 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let source_note = match &source_bank {
+        Bank::Postgres(b) => b
+            .streamed_transactions()
+            .await
+            .ok()
+            .map(|(streamed, spilled)| {
+                format!(
+                    "transactions streamed in progress {streamed}, spilled by the server \
+                 {spilled} (since its last start)"
+                )
+            }),
+        _ => None,
+    };
     if converged_after.is_none() {
         shared.report(Violation::NotConverged {
             waited_secs: quiet.elapsed().as_secs_f64(),
@@ -389,6 +405,7 @@ pub async fn run(
             proxy.counters().refused(),
             proxy.counters().dropped(),
         ),
+        source_note,
     };
     Ok(report)
 }

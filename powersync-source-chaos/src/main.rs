@@ -237,6 +237,9 @@ fn print_report(r: &CampaignReport) {
         "  proxy: {} connections, {} refused, {} dropped",
         r.proxy.0, r.proxy.1, r.proxy.2
     );
+    if let Some(note) = &r.source_note {
+        println!("  source: {note}");
+    }
     match r.converged_after {
         Some(s) => println!("  converged {s:.1} s after the faults stopped"),
         None => println!("  did NOT converge"),

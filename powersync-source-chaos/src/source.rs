@@ -140,7 +140,14 @@ impl SourceServer {
     /// for the system under test), with the connector options the campaign uses.
     pub fn url_at(&self, port: u16) -> String {
         match self {
-            SourceServer::Postgres(_) => format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            // The smallest decoding memory makes the walsender stream every transaction with
+            // a payload rewrite while it is in progress, and a 64 KiB client budget sends
+            // those to spill files: kills and faults then land inside streamed transactions
+            // and spill files too, not only inside transactions sent whole at commit.
+            SourceServer::Postgres(_) => format!(
+                "postgres://postgres@127.0.0.1:{port}/postgres\
+                 ?logical_decoding_work_mem=64kB&streaming_memory_kb=64"
+            ),
             SourceServer::MariaDb(_) => {
                 let silence = self
                     .kind()

@@ -28,6 +28,22 @@ impl PostgresBank {
         Ok(PostgresBank { client })
     }
 
+    /// Transactions the server's walsenders streamed while in progress, and those it spilled
+    /// to its own disk, since the server last started (`pg_stat_replication_slots`, 14+; a
+    /// crash restart resets it).
+    pub async fn streamed_transactions(&self) -> Result<(i64, i64)> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT coalesce(sum(stream_txns), 0)::bigint, \
+                 coalesce(sum(spill_txns), 0)::bigint FROM pg_stat_replication_slots",
+                &[],
+            )
+            .await
+            .map_err(db("reading pg_stat_replication_slots"))?;
+        Ok((row.get(0), row.get(1)))
+    }
+
     pub(crate) async fn create(&mut self, settings: &BankSettings) -> Result<()> {
         self.client
             .batch_execute(&format!(
