@@ -66,6 +66,11 @@ struct Args {
     /// reports as an error).
     #[arg(long, value_name = "SECONDS", default_value_t = 0.5)]
     idle: f64,
+    /// `--exit-when-idle` of `consume` (subtracted likewise): applying a large snapshot unit
+    /// keeps it from reading for a while, after which the next messages may take longer than
+    /// `--idle` to arrive.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    consume_idle: f64,
 }
 
 /// What a phase moves.
@@ -239,7 +244,7 @@ async fn bench(
             "--db".into(),
             db.display().to_string(),
             "--exit-when-idle".into(),
-            idle.clone(),
+            format!("{}", args.consume_idle),
         ];
         let mut next = args.rows + 1;
         for (p, phase_samples) in samples.iter_mut().enumerate() {
@@ -288,13 +293,20 @@ async fn bench(
                 }
                 phase_samples[BASELINE].push(sample);
             }
-            let (sample, stderr) = timed(&bin_dir.join("consume"), &consume, false, &nats, pause)?;
+            let consume_pause = Duration::from_secs_f64(args.consume_idle);
+            let (sample, stderr) = timed(
+                &bin_dir.join("consume"),
+                &consume,
+                false,
+                &nats,
+                consume_pause,
+            )?;
             // Every row through publish and consume: neither stopped early.
             let applied = summary_after(&stderr, "units, ");
             if applied != expected {
                 return Err(format!(
                     "{}: consume applied {applied} of {expected} rows (publish or consume \
-                     stopped before the backlog arrived? raise --idle)",
+                     stopped before the backlog arrived? raise --idle); its log:\n{stderr}",
                     phases[p].name
                 )
                 .into());

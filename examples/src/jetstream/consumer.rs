@@ -308,18 +308,42 @@ async fn session(
     progress.tick().await;
     let mut warned_foreign = false;
 
+    // Whether the last iteration handled a message: the idle time counts from the end of
+    // its processing (applying a large unit may take longer than the idle time).
+    let mut handled = false;
     loop {
+        if std::mem::take(&mut handled) {
+            if let Some(idle) = idle {
+                idle_deadline = Instant::now() + idle;
+            }
+        }
         let commit_deadline = mirror.commit_deadline().map_or(far, Instant::from_std);
+        // Biased, idle last: "idle" means no message is waiting, never a message that
+        // arrived while a large unit was being applied (the deadline may have passed
+        // meanwhile). The rarely ready branches go before the messages so that a continuous
+        // flow cannot starve Ctrl-C, group commits or progress lines.
         tokio::select! {
+            biased;
+            _ = &mut *ctrl_c => {
+                let _ = mirror.commit()?;
+                return Ok(Outcome::Interrupted);
+            }
+            _ = tokio::time::sleep_until(commit_deadline), if commit_deadline < far => {
+                let _ = mirror.commit()?;
+            }
+            _ = progress.tick() => {
+                tracing::info!(
+                    "applied {} units ({} messages) up to stream sequence {}; {} waiting for their commit marker",
+                    totals.units, totals.messages, at.sequence, assembler.pending()
+                );
+            }
             msg = messages.next() => {
                 let msg = match msg {
                     None => return Err(connection::transient("reading the stream", "the consumer ended").into()),
                     Some(Err(e)) => return Err(connection::transient("reading the stream", e).into()),
                     Some(Ok(msg)) => msg,
                 };
-                if let Some(idle) = idle {
-                    idle_deadline = Instant::now() + idle;
-                }
+                handled = true;
                 let sequence = msg
                     .info()
                     .map(|i| i.stream_sequence)
@@ -393,9 +417,6 @@ async fn session(
                     assembler.push(item);
                 }
             }
-            _ = tokio::time::sleep_until(commit_deadline), if commit_deadline < far => {
-                let _ = mirror.commit()?;
-            }
             _ = tokio::time::sleep_until(idle_deadline), if idle.is_some() => {
                 let _ = mirror.commit()?;
                 tracing::info!(
@@ -404,16 +425,6 @@ async fn session(
                     at.sequence
                 );
                 return Ok(Outcome::Idle);
-            }
-            _ = progress.tick() => {
-                tracing::info!(
-                    "applied {} units ({} messages) up to stream sequence {}; {} waiting for their commit marker",
-                    totals.units, totals.messages, at.sequence, assembler.pending()
-                );
-            }
-            _ = &mut *ctrl_c => {
-                let _ = mirror.commit()?;
-                return Ok(Outcome::Interrupted);
             }
         }
     }
