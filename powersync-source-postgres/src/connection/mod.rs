@@ -1,6 +1,8 @@
 //! Connections: TLS, ordinary SQL and the replication protocol.
 //!
-//! - [`sql::connect`]: a `tokio_postgres::Client` for catalog queries and snapshot reads.
+//! - [`sql::connect`]: a `tokio_postgres::Client` for catalog queries.
+//! - [`copy::CopySession`]: an ordinary session on this crate's own protocol code, for the
+//!   snapshot readers' `COPY … TO STDOUT` (decoded straight from the receive buffer).
 //! - [`replication::ReplicationConnection`]: a `replication=database` walsender connection
 //!   built directly on `postgres-protocol`, for `IDENTIFY_SYSTEM`, `CREATE_REPLICATION_SLOT`
 //!   and `START_REPLICATION` (whose CopyBoth stream `tokio-postgres` cannot carry).
@@ -43,6 +45,7 @@ use tokio_postgres::error::SqlState;
 use crate::config::PostgresConfig;
 
 mod auth;
+pub(crate) mod copy;
 pub(crate) mod replication;
 mod socket;
 pub(crate) mod sql;

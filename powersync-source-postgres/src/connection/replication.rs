@@ -89,7 +89,7 @@ impl ReplicationConnection {
         cfg: &PostgresConfig,
     ) -> Result<ReplicationConnection, SourceError> {
         let target = Target::new(cfg);
-        let attempt = connect_with_fallbacks(cfg, &target);
+        let attempt = connect_with_fallbacks(cfg, &target, Session::Replication);
         match cfg.connect_timeout() {
             Some(t) => tokio::time::timeout(t, attempt)
                 .await
@@ -372,27 +372,51 @@ fn parse_lsn(what: &str, v: Option<&str>) -> Result<PgLsn, SourceError> {
         .map_err(|_| SourceError::decode(format!("{what}: invalid LSN \"{v}\"")))
 }
 
+/// Which backend a connection starts: a walsender (`replication=database`) or an ordinary
+/// backend (the snapshot readers' [`super::copy::CopySession`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Session {
+    Replication,
+    Sql,
+}
+
 async fn connect_with_fallbacks(
     cfg: &PostgresConfig,
     target: &Target,
+    session: Session,
 ) -> Result<ReplicationConnection, SourceError> {
     match cfg.ssl_mode() {
-        SslMode::Allow => match connect_once(cfg, target, Negotiate::Plain).await {
+        SslMode::Allow => match connect_once(cfg, target, Negotiate::Plain, session).await {
             Err(Failure::Server(e)) if rejects_plain(&e) => {
-                connect_once(cfg, target, Negotiate::Required).await
+                connect_once(cfg, target, Negotiate::Required, session).await
             }
             r => r,
         },
-        SslMode::Prefer => match connect_once(cfg, target, Negotiate::Preferred).await {
-            Err(Failure::Tls(_)) => connect_once(cfg, target, Negotiate::Plain).await,
+        SslMode::Prefer => match connect_once(cfg, target, Negotiate::Preferred, session).await {
+            Err(Failure::Tls(_)) => connect_once(cfg, target, Negotiate::Plain, session).await,
             r => r,
         },
-        SslMode::Disable => connect_once(cfg, target, Negotiate::Plain).await,
+        SslMode::Disable => connect_once(cfg, target, Negotiate::Plain, session).await,
         SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-            connect_once(cfg, target, Negotiate::Required).await
+            connect_once(cfg, target, Negotiate::Required, session).await
         }
     }
     .map_err(|f| f.into_error(target))
+}
+
+/// An ordinary (non-replication) backend on this crate's own protocol code, with the same
+/// TLS, authentication, session settings and `connect_timeout` as
+/// [`ReplicationConnection::connect`]; returns its framed wire, ready for queries.
+pub(super) async fn connect_sql_wire(cfg: &PostgresConfig) -> Result<Wire, SourceError> {
+    let target = Target::new(cfg);
+    let attempt = connect_with_fallbacks(cfg, &target, Session::Sql);
+    let conn = match cfg.connect_timeout() {
+        Some(t) => tokio::time::timeout(t, attempt)
+            .await
+            .map_err(|_| super::timeout_error(&target, t.as_secs()))?,
+        None => attempt.await,
+    }?;
+    Ok(conn.wire)
 }
 
 fn rejects_plain(e: &ServerError) -> bool {
@@ -405,6 +429,7 @@ async fn connect_once(
     cfg: &PostgresConfig,
     target: &Target,
     how: Negotiate,
+    session: Session,
 ) -> Result<ReplicationConnection, Failure> {
     let stream = open_socket(cfg, target).await?;
     let stream = negotiate_tls(cfg, target, stream, how).await?;
@@ -423,7 +448,12 @@ async fn connect_once(
         ("IntervalStyle", "postgres"),
         ("extra_float_digits", "1"),
     ];
-    frontend::startup_message(params.iter().copied(), &mut wire.wbuf)
+    // An ordinary backend: every parameter but `replication`.
+    let params = params
+        .iter()
+        .copied()
+        .filter(|(k, _)| session == Session::Replication || *k != "replication");
+    frontend::startup_message(params, &mut wire.wbuf)
         .map_err(|e| SourceError::config("invalid startup parameter").with_source(e))?;
     wire.flush(doing).await?;
 

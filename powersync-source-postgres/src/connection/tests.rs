@@ -15,6 +15,7 @@ use powersync_source_core::{ErrorKind, SourceError};
 use powersync_source_testkit::start_or_skip;
 use powersync_source_testkit::{self as testkit, PostgresServer};
 
+use super::copy::{CopySession, Drained};
 use super::replication::{
     create_slot_command, start_replication_command, ReplicationConnection, SlotSnapshot,
 };
@@ -1086,4 +1087,93 @@ async fn replication_over_tls_and_clean_close() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     psql(&pg, "SELECT pg_drop_replication_slot('tls_slot')").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The snapshot readers' SQL session (`copy::CopySession`)
+// ---------------------------------------------------------------------------------------------
+
+/// Every CopyData byte of `copy`, through `drain`/`receive`.
+async fn copy_all(session: &mut CopySession, copy: &str) -> Result<Vec<u8>, SourceError> {
+    let mut out = session.copy_out(copy, "copying from").await?;
+    let mut data = Vec::new();
+    loop {
+        let drained = out.drain(|d| {
+            data.extend_from_slice(d);
+            Ok(())
+        })?;
+        if drained == Drained::Done {
+            return Ok(data);
+        }
+        out.receive().await?;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_session() {
+    testkit::init_tracing();
+    let pg = start_or_skip!(PostgresServer::start().await);
+    psql(
+        &pg,
+        "CREATE TABLE c (id int PRIMARY KEY, v text);\n\
+         INSERT INTO c SELECT g, 'v' || g FROM generate_series(1, 3) g;",
+    )
+    .await;
+    let cfg = cfg_for(&pg);
+    let mut s = CopySession::connect(&cfg).await.unwrap();
+
+    // An ordinary backend, not a walsender, with the pinned session settings.
+    let who = copy_all(
+        &mut s,
+        "COPY (SELECT backend_type, current_setting('IntervalStyle') FROM pg_stat_activity \
+         WHERE pid = pg_backend_pid()) TO STDOUT",
+    )
+    .await
+    .unwrap();
+    assert_eq!(who, b"client backend\tpostgres\n");
+
+    s.execute(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        "beginning on",
+    )
+    .await
+    .unwrap();
+    let rows = copy_all(&mut s, "COPY c TO STDOUT").await.unwrap();
+    assert_eq!(rows, b"1\tv1\n2\tv2\n3\tv3\n");
+    s.execute("COMMIT", "committing on").await.unwrap();
+
+    // A value bigger than one socket read (256 KiB) arrives whole.
+    let big = copy_all(&mut s, "COPY (SELECT repeat('x', 1000000)) TO STDOUT")
+        .await
+        .unwrap();
+    assert_eq!(big.len(), 1_000_001);
+    assert!(big[..1_000_000].iter().all(|&b| b == b'x'));
+
+    // An error before the COPY starts: the server's code and kind; the session stays usable.
+    let e = copy_all(&mut s, "COPY missing_table TO STDOUT")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Schema, "{e}");
+    assert_eq!(e.code(), Some("42P01"), "{e}");
+    assert!(e.to_string().contains("copying from 127.0.0.1:"), "{e}");
+
+    // An error in the middle of the data: returned at the end of the command, and the
+    // session stays usable.
+    let e = copy_all(
+        &mut s,
+        "COPY (SELECT 10 / (3 - g) FROM generate_series(1, 5) g) TO STDOUT",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Some("22012"), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Decode, "{e}");
+
+    let e = s
+        .execute("SELECT * FROM missing_table", "querying")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("42P01"), "{e}");
+    // A COPY through `execute` is refused, not misread.
+    let e = s.execute("COPY c TO STDOUT", "querying").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
 }

@@ -9,19 +9,19 @@ mod resume;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use futures::{pin_mut, StreamExt};
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use powersync_source_core::{Row, SourceError, Value};
 use tokio::sync::{mpsc, Mutex};
 use tokio_postgres::Client;
 use tracing::Instrument;
 
-use copy_binary::{tuple_fields, CopyBinaryParser};
+use copy_binary::{CopyBinaryParser, FeedError};
 use resume::encode_key;
 pub(crate) use resume::{block_pieces, decode_blocks, decode_key, encode_blocks, merge_range};
 
 use crate::catalog::{qualified, PublishedTable};
 use crate::config::PostgresConfig;
+use crate::connection::copy::{CopySession, Drained};
 use crate::connection::sql;
 use crate::sql_error;
 use crate::types::{self, TypeRegistry};
@@ -163,19 +163,22 @@ pub(crate) async fn read_tables(
         let snapshot_name = snapshot_name.clone();
         let tx = tx.clone();
         tasks.push(tokio::spawn(async move {
-            let client = sql::connect(&config).await?;
-            client
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await
-                .map_err(|e| sql_error(e, "starting the snapshot transaction"))?;
+            // Our own protocol session, not tokio-postgres: COPY data is decoded straight
+            // from its receive buffer (see `connection::copy`).
+            let mut session = CopySession::connect(&config).await?;
+            session
+                .execute(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                    "starting the snapshot transaction on",
+                )
+                .await?;
             if let Some(name) = &snapshot_name {
-                client
-                    .batch_execute(&format!(
-                        "SET TRANSACTION SNAPSHOT {}",
-                        escape_literal(name)
-                    ))
-                    .await
-                    .map_err(|e| sql_error(e, "importing the exported snapshot"))?;
+                session
+                    .execute(
+                        &format!("SET TRANSACTION SNAPSHOT {}", escape_literal(name)),
+                        "importing the exported snapshot on",
+                    )
+                    .await?;
             }
             loop {
                 let job = queue.lock().await.pop_front();
@@ -187,14 +190,11 @@ pub(crate) async fn read_tables(
                     source = "postgres",
                     table = %job.table.schema.name
                 );
-                read_table(&client, &registry, job, chunk_rows, &tx)
+                read_table(&mut session, &registry, job, chunk_rows, &tx)
                     .instrument(span)
                     .await?;
             }
-            client
-                .batch_execute("COMMIT")
-                .await
-                .map_err(|e| sql_error(e, "ending the snapshot"))?;
+            session.execute("COMMIT", "ending the snapshot on").await?;
             Ok::<(), SourceError>(())
         }));
     }
@@ -268,7 +268,7 @@ pub(crate) async fn snapshot_xmin(client: &Client, name: &str) -> Result<u32, So
 }
 
 async fn read_table(
-    client: &Client,
+    session: &mut CopySession,
     registry: &TypeRegistry,
     job: TableJob,
     chunk_rows: u64,
@@ -355,7 +355,7 @@ async fn read_table(
                 qualified(&schema.name),
                 filter.join(" AND ")
             );
-            copy_rows(client, registry, &job, &binary, &select, 0, tx).await?;
+            copy_rows(session, registry, &job, &binary, &select, 0, tx).await?;
         }
     }
     loop {
@@ -394,8 +394,8 @@ async fn read_table(
             ));
         }
         let extra = if chunked { key_cols.len() } else { 0 };
-        let (chunk_count, last_tuple) =
-            copy_rows(client, registry, &job, &binary, &select, extra, tx).await?;
+        let (chunk_count, last_key) =
+            copy_rows(session, registry, &job, &binary, &select, extra, tx).await?;
         rows_done += chunk_count;
         if let Some((lo, hi)) = blocks {
             let msg = if rechecking_blocks {
@@ -412,12 +412,7 @@ async fn read_table(
         if !chunked || chunk_count < chunk_rows {
             break;
         }
-        after_key = last_tuple.map(|t| {
-            tuple_fields(&t)
-                .skip(schema.columns.len())
-                .map(|f| String::from_utf8_lossy(f.unwrap_or_default()).into_owned())
-                .collect()
-        });
+        after_key = last_key;
         send(SnapshotMsg::ChunkDone {
             table: job.index,
             after_key: after_key.as_ref().map(|k| encode_key(k)),
@@ -435,83 +430,100 @@ async fn read_table(
 
 /// Runs `COPY (select) TO STDOUT (FORMAT binary)` and sends its rows; `extra` trailing
 /// columns (the key texts of a keyed chunk) are not part of the row. Returns how many rows
-/// came and the last tuple (for its key texts).
+/// came and the key texts of the last one (with `extra` > 0 and at least one row).
+///
+/// Rows are decoded straight from the session's receive buffer after each socket read, and
+/// sent [`ROWS_PER_MESSAGE`] at a time between reads.
 async fn copy_rows(
-    client: &Client,
+    session: &mut CopySession,
     registry: &TypeRegistry,
     job: &TableJob,
     binary: &[bool],
     select: &str,
     extra: usize,
     tx: &mpsc::Sender<Result<SnapshotMsg, SourceError>>,
-) -> Result<(u64, Option<bytes::Bytes>), SourceError> {
-    let send = |msg| async {
-        tx.send(Ok(msg))
-            .await
-            .map_err(|_| SourceError::connection("stream closed"))
-    };
+) -> Result<(u64, Option<Vec<String>>), SourceError> {
     let table = &job.table;
     let schema = &table.schema;
+    let columns = schema.columns.len();
     let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
-    let stream = client
-        .copy_out(copy.as_str())
-        .await
-        .map_err(|e| sql_error(e, &format!("snapshot of {}", schema.name)))?;
-    pin_mut!(stream);
-    let mut parser = CopyBinaryParser::new(schema.columns.len(), extra);
+    let doing = format!("snapshot of {} from", schema.name);
+    let format_error =
+        |e: String| SourceError::decode(format!("COPY data of {}: {e}", schema.name));
+    let mut out = session.copy_out(&copy, &doing).await?;
+    let mut parser = CopyBinaryParser::new(columns, extra);
     let mut rows = Vec::with_capacity(ROWS_PER_MESSAGE);
     let mut chunk_count = 0u64;
-    let mut last_tuple: Option<bytes::Bytes> = None;
-    while let Some(data) = stream.next().await {
-        let data = data.map_err(|e| sql_error(e, &format!("snapshot of {}", schema.name)))?;
-        parser.push(&data);
-        while let Some(tuple) = parser
-            .next_tuple()
-            .map_err(|e| SourceError::decode(format!("COPY data of {}: {e}", schema.name)))?
-        {
-            let mut values = Vec::with_capacity(schema.columns.len());
-            for (i, field) in tuple_fields(&tuple).take(schema.columns.len()).enumerate() {
-                let (oid, typmod) = table.column_types[i];
-                let v = match field {
-                    None => Ok(Value::Null),
-                    Some(bytes) if binary[i] => types::decode_binary(registry, oid, typmod, bytes),
-                    Some(bytes) => types::decode_text(registry, oid, typmod, bytes),
+    // The key fields of the last row, overwritten in place (no allocation per row).
+    let mut last_key: Vec<Vec<u8>> = vec![Vec::new(); extra];
+    loop {
+        let drained = out.drain(|data| {
+            let on_tuple = |tuple: copy_binary::Tuple<'_>| -> Result<(), SourceError> {
+                rows.push(decode_row(registry, table, binary, &tuple)?);
+                for (k, key) in last_key.iter_mut().enumerate() {
+                    key.clear();
+                    key.extend_from_slice(tuple.field(columns + k).unwrap_or_default());
                 }
-                .map_err(|e| {
-                    SourceError::decode_value(
-                        &schema.name.to_string(),
-                        &schema.columns[i].name,
-                        &schema.columns[i].type_name,
-                        e,
-                    )
-                })?;
-                values.push(v);
-            }
-            if extra > 0 {
-                // Only the chunk's last key is needed: keep the tuple, read it at the end.
-                last_tuple = Some(tuple);
-            }
-            rows.push(Row::new(values));
-            chunk_count += 1;
-            if rows.len() == ROWS_PER_MESSAGE {
-                let full = std::mem::replace(&mut rows, Vec::with_capacity(ROWS_PER_MESSAGE));
-                send(SnapshotMsg::Rows {
-                    table: job.index,
-                    rows: full,
-                })
-                .await?;
-            }
+                chunk_count += 1;
+                Ok(())
+            };
+            parser.feed(data, on_tuple).map_err(|e| match e {
+                FeedError::Format(e) => format_error(e),
+                FeedError::Tuple(e) => e,
+            })
+        })?;
+        // Whole messages only: a socket read brings at most 256 KiB, so `rows` stays
+        // bounded by that between sends.
+        if rows.len() >= ROWS_PER_MESSAGE || (drained == Drained::Done && !rows.is_empty()) {
+            let full = std::mem::replace(&mut rows, Vec::with_capacity(ROWS_PER_MESSAGE));
+            tx.send(Ok(SnapshotMsg::Rows {
+                table: job.index,
+                rows: full,
+            }))
+            .await
+            .map_err(|_| SourceError::connection("stream closed"))?;
         }
+        if drained == Drained::Done {
+            break;
+        }
+        out.receive().await?;
     }
-    parser
-        .finish()
-        .map_err(|e| SourceError::decode(format!("COPY data of {}: {e}", schema.name)))?;
-    if !rows.is_empty() {
-        send(SnapshotMsg::Rows {
-            table: job.index,
-            rows,
-        })
-        .await?;
+    parser.finish().map_err(format_error)?;
+    let last_key = (extra > 0 && chunk_count > 0).then(|| {
+        last_key
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    });
+    Ok((chunk_count, last_key))
+}
+
+/// The row of the first `binary.len()` fields of `tuple`, decoded in the format each column
+/// was asked for.
+fn decode_row(
+    registry: &TypeRegistry,
+    table: &PublishedTable,
+    binary: &[bool],
+    tuple: &copy_binary::Tuple<'_>,
+) -> Result<Row, SourceError> {
+    let schema = &table.schema;
+    let mut values = Vec::with_capacity(binary.len());
+    for (i, &is_binary) in binary.iter().enumerate() {
+        let (oid, typmod) = table.column_types[i];
+        let v = match tuple.field(i) {
+            None => Ok(Value::Null),
+            Some(bytes) if is_binary => types::decode_binary(registry, oid, typmod, bytes),
+            Some(bytes) => types::decode_text(registry, oid, typmod, bytes),
+        }
+        .map_err(|e| {
+            SourceError::decode_value(
+                &schema.name.to_string(),
+                &schema.columns[i].name,
+                &schema.columns[i].type_name,
+                e,
+            )
+        })?;
+        values.push(v);
     }
-    Ok((chunk_count, last_tuple))
+    Ok(Row::new(values))
 }
