@@ -473,3 +473,97 @@ async fn connector_session_work_mem_streams_below_the_servers_setting() {
         );
     }
 }
+
+/// A transactional logical message inside a savepoint that is rolled back, in a streamed
+/// transaction: pgoutput tags it with the top-level xid (`pgoutput_message`: `if
+/// (in_streaming) xid = txn->xid`), so only its position inside the subtransaction tells it
+/// was rolled back. It must not be observed, as it is not with `streaming=off` (the server
+/// discards the subtransaction's changes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_rolled_back_savepoint_drops_its_logical_message() {
+    let Some(w) = started().await else { return };
+    let t = w.table();
+    let source = w.source_with(w.stream_options());
+    let mut seen = Seen::default();
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    drive(&mut stream, &mut seen, Duration::from_secs(60), |s| {
+        s.snapshot_done
+    })
+    .await;
+
+    let big = w.client().await.unwrap();
+    big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 2_000)))
+        .await
+        .unwrap();
+    // The rolled-back marker names an LSN no write checkpoint will ever have.
+    big.batch_execute(&format!(
+        "SAVEPOINT a; {}; SELECT pg_logical_emit_message(true, 'powersync', 'FF/FF'); {};",
+        insert_sql(&t, 2_000, 3_000),
+        insert_sql(&t, 3_000, 4_000)
+    ))
+    .await
+    .unwrap();
+    let before = stream_bytes(&w).await;
+    wait_streamed(&w, &mut stream, &mut seen, before).await;
+    big.batch_execute(&format!(
+        "ROLLBACK TO SAVEPOINT a; {}; COMMIT;",
+        insert_sql(&t, 4_000, 5_000)
+    ))
+    .await
+    .unwrap();
+    converge(&source, &mut stream, &mut seen).await;
+    let mut expect = range(0, 2_000);
+    expect.extend(range(4_000, 5_000));
+    assert_eq!(seen.committed, [expect]);
+    use powersync_source_core::position::{PgLsn, Position};
+    let rolled_back: Checkpoint = "FF/FF".parse::<PgLsn>().unwrap().to_checkpoint();
+    assert!(
+        !seen.observed.contains(&rolled_back),
+        "a marker of a rolled-back savepoint was observed: {:?}",
+        seen.observed
+    );
+}
+
+/// The spill directory disappears while streaming: the spill fails, the stream goes on
+/// without streaming in-progress transactions (the server keeps them until their commit)
+/// instead of failing the same way on every retry, and delivers the transaction once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spill_failure_falls_back_to_transactions_sent_at_commit() {
+    let Some(w) = started().await else { return };
+    let t = w.table();
+    let spill = tempfile::tempdir().unwrap();
+    let spill_dir = spill.path().join("gone");
+    std::fs::create_dir(&spill_dir).unwrap();
+    let source = PostgresSource::new(
+        w.config()
+            .with_streaming_memory_kb(0)
+            .with_spill_dir(&spill_dir),
+    )
+    .with_options(w.options())
+    .with_stream_options(w.stream_options());
+    let mut seen = Seen::default();
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    drive(&mut stream, &mut seen, Duration::from_secs(60), |s| {
+        s.snapshot_done
+    })
+    .await;
+    std::fs::remove_dir(&spill_dir).unwrap();
+
+    let big = w.client().await.unwrap();
+    big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 3_000)))
+        .await
+        .unwrap();
+    read_for(&mut stream, &mut seen, Duration::from_secs(2)).await;
+    big.batch_execute(&format!("{}; COMMIT;", insert_sql(&t, 3_000, 4_000)))
+        .await
+        .unwrap();
+    converge(&source, &mut stream, &mut seen).await;
+    assert_eq!(seen.committed, [range(0, 4_000)]);
+    // Later transactions too, without streaming.
+    big.batch_execute(&format!("BEGIN; {}; COMMIT;", insert_sql(&t, 4_000, 6_000)))
+        .await
+        .unwrap();
+    converge(&source, &mut stream, &mut seen).await;
+    assert_eq!(seen.committed, [range(0, 4_000), range(4_000, 6_000)]);
+    seen.all_ids();
+}

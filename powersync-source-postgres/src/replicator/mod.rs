@@ -97,6 +97,7 @@ pub(crate) async fn prepare(
         binary: false,
         server_version: 0,
         streamed,
+        spill_fallback: false,
     };
     let mut registry = TypeRegistry::new();
     let (stream_from, snapshot, repl) = match from {
@@ -211,6 +212,8 @@ struct Replicator {
     server_version: u32,
     /// In-progress transactions of the current session, kept until their commit.
     streamed: streamed::StreamedTransactions,
+    /// Set once a spill file failed: later sessions of this stream ask for no streaming.
+    spill_fallback: bool,
 }
 
 impl Replicator {

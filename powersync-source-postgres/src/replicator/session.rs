@@ -55,7 +55,17 @@ impl Replicator {
         };
         self.server_version = repl.server_version_num();
         let mut repl = repl;
-        if self.config.streaming() && self.server_version >= 140_000 {
+        if self.streamed.take_spill_failure() && !self.spill_fallback {
+            self.spill_fallback = true;
+            tracing::warn!(
+                target: "powersync_source_postgres",
+                "a spill file of a streamed transaction failed (spill_dir {}); this stream \
+                 continues without streaming in-progress transactions: the server keeps large \
+                 transactions until their commit",
+                self.config.spill_dir().display()
+            );
+        }
+        if self.streaming() && self.server_version >= 140_000 {
             if let Some(mem) = self.config.decoding_work_mem() {
                 // This walsender only: transactions past it are streamed early and in small
                 // blocks, so the server does not spill them and has little left after the
@@ -244,7 +254,7 @@ impl Replicator {
                         }
                         (PgOutputMessage::StreamStop, _) => block = None,
                         (PgOutputMessage::StreamAbort(a), _) => {
-                            self.streamed.abort(a.xid, a.subxact_xid)
+                            self.streamed.abort(a.xid, a.subxact_xid)?
                         }
                         (PgOutputMessage::StreamCommit(c), _) => {
                             let mut status = Status {
@@ -335,6 +345,12 @@ impl Replicator {
         self.commit(c.end_lsn, c.commit_time, out).await
     }
 
+    /// Whether this session asks for in-progress transactions: as configured, unless a spill
+    /// file failed earlier in this stream.
+    fn streaming(&self) -> bool {
+        self.config.streaming() && !self.spill_fallback
+    }
+
     /// pgoutput's options for this server version and value format.
     fn start_options(&self) -> Vec<(&'static str, String)> {
         let proto = match self.server_version {
@@ -355,7 +371,7 @@ impl Replicator {
             if self.binary {
                 options.push(("binary", "true".to_string()));
             }
-            if self.config.streaming() {
+            if self.streaming() {
                 options.push(("streaming", "on".to_string()));
             }
         }

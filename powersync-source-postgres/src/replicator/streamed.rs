@@ -19,14 +19,25 @@
 //! process dies: nothing is left to clean on restart. A crash loses nothing either: the slot
 //! has not confirmed the transaction, so the server streams it again from its start.
 //!
-//! Records are `subxid: u32 BE, len: u32 BE, bytes`. Aborted subtransactions are remembered
-//! and skipped at replay (their records may already be in the file).
+//! Records are `subxid: u32 BE, len: u32 BE, bytes`. A subtransaction abort cuts the
+//! transaction's records back to the first record of that subtransaction, in memory or in the
+//! file, as PostgreSQL's own subscriber does (`stream_abort_internal` in
+//! `src/backend/replication/logical/worker.c`): while a subtransaction is open every change
+//! belongs to it or to a subtransaction inside it, and a transactional logical message inside
+//! it carries the top-level xid (`pgoutput_message`: `if (in_streaming) xid = txn->xid`), so
+//! only the position can tell it was rolled back. (A message emitted in a subtransaction
+//! before its first row change cannot be told apart and is kept.)
+//!
+//! A spill file that cannot be written or read is remembered: the next session asks for no
+//! streaming (see [`StreamedTransactions::take_spill_failure`]), so the server sends large
+//! transactions whole at commit instead of the same failure repeating on every retry.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use powersync_source_core::SourceError;
 
@@ -50,6 +61,8 @@ pub(super) struct StreamedTransactions {
     dir: PathBuf,
     /// Bytes written to spill files since the stream started (for logs and tests).
     spilled: u64,
+    /// Set when a spill file failed (shared with replays, which read the files).
+    spill_failed: Arc<AtomicBool>,
 }
 
 /// The messages of one open transaction.
@@ -59,8 +72,11 @@ struct Buffered {
     mem: Vec<u8>,
     /// The spill file, once the transaction outgrew its share of the budget.
     file: Option<SpillFile>,
-    /// Subtransactions aborted so far: their records are skipped at replay.
-    aborted: Vec<u32>,
+    /// Bytes of records kept (in `mem`, or in the file once spilled): offsets are the same
+    /// in both, since the file starts with what was in memory.
+    len: u64,
+    /// Subtransactions in the order of their first record, with that record's offset.
+    subs: Vec<(u32, u64)>,
 }
 
 struct SpillFile {
@@ -86,7 +102,14 @@ impl StreamedTransactions {
             budget: usize::try_from(budget).unwrap_or(usize::MAX),
             dir,
             spilled: 0,
+            spill_failed: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether a spill file failed since the last call (and forget it). The session then
+    /// restarts without streaming: the server keeps large transactions until their commit.
+    pub(super) fn take_spill_failure(&self) -> bool {
+        self.spill_failed.swap(false, Ordering::Relaxed)
     }
 
     /// Bytes written to spill files so far.
@@ -133,13 +156,17 @@ impl StreamedTransactions {
         let mut header = [0u8; HEADER];
         header[..4].copy_from_slice(&sub.to_be_bytes());
         header[4..].copy_from_slice(&len.to_be_bytes());
+        if sub != top && !txn.subs.iter().any(|(x, _)| *x == sub) {
+            txn.subs.push((sub, txn.len));
+        }
+        txn.len += (HEADER + msg.len()) as u64;
         if let Some(file) = &mut txn.file {
             self.spilled += (HEADER + msg.len()) as u64;
             return file
                 .writer
                 .write_all(&header)
                 .and_then(|()| file.writer.write_all(msg))
-                .map_err(|e| spill_error(&self.dir, e));
+                .map_err(|e| spill_error(&self.dir, &self.spill_failed, e));
         }
         txn.mem.extend_from_slice(&header);
         txn.mem.extend_from_slice(msg);
@@ -165,11 +192,12 @@ impl StreamedTransactions {
         let Some(txn) = self.open.get_mut(&xid) else {
             return Ok(());
         };
-        let mut file = create_spill_file(&self.dir, xid).map_err(|e| spill_error(&self.dir, e))?;
+        let mut file = create_spill_file(&self.dir, xid)
+            .map_err(|e| spill_error(&self.dir, &self.spill_failed, e))?;
         let mem = std::mem::take(&mut txn.mem);
         file.writer
             .write_all(&mem)
-            .map_err(|e| spill_error(&self.dir, e))?;
+            .map_err(|e| spill_error(&self.dir, &self.spill_failed, e))?;
         tracing::debug!(
             target: "powersync_source_postgres",
             "streamed transaction {xid} outgrew the memory budget ({} bytes): spilled {} bytes to {}",
@@ -183,20 +211,51 @@ impl StreamedTransactions {
         Ok(())
     }
 
-    /// A Stream Abort: the whole transaction (`sub == top`) or one subtransaction.
-    pub(super) fn abort(&mut self, top: u32, sub: u32) {
+    /// A Stream Abort: the whole transaction (`sub == top`) or one subtransaction, whose
+    /// records (and those of every subtransaction that started after it) are cut off.
+    pub(super) fn abort(&mut self, top: u32, sub: u32) -> Result<(), SourceError> {
         if top == sub {
             if let Some(txn) = self.open.remove(&top) {
                 self.in_memory -= txn.mem.len();
             }
-        } else if let Some(txn) = self.open.get_mut(&top) {
-            txn.aborted.push(sub);
+            return Ok(());
         }
+        let Some(txn) = self.open.get_mut(&top) else {
+            return Ok(());
+        };
+        // A subtransaction without records (it only held locks, or only a message before
+        // its first change) leaves nothing to cut.
+        let Some(i) = txn.subs.iter().position(|(x, _)| *x == sub) else {
+            return Ok(());
+        };
+        let cut = txn.subs[i].1;
+        txn.subs.truncate(i);
+        txn.len = cut;
+        match &mut txn.file {
+            Some(file) => {
+                let dir = &self.dir;
+                let failed = &self.spill_failed;
+                file.writer
+                    .flush()
+                    .and_then(|()| file.writer.get_ref().set_len(cut))
+                    .and_then(|()| file.writer.get_mut().seek(SeekFrom::Start(cut)).map(drop))
+                    .map_err(|e| spill_error(dir, failed, e))?;
+            }
+            None => {
+                let cut = usize::try_from(cut)
+                    .unwrap_or(usize::MAX)
+                    .min(txn.mem.len());
+                self.in_memory -= txn.mem.len() - cut;
+                txn.mem.truncate(cut);
+            }
+        }
+        Ok(())
     }
 
     /// A Stream Commit: the transaction's messages, in the order they arrived, without those
-    /// of aborted subtransactions. A transaction never seen (none of its changes was
-    /// published) replays nothing.
+    /// of aborted subtransactions. A transaction never seen replays nothing (pgoutput sends a
+    /// Stream Start for every streamed transaction, so this should not happen; the Commit
+    /// still ends the transaction at its position).
     pub(super) fn commit(&mut self, xid: u32) -> Result<Replay, SourceError> {
         let Some(txn) = self.open.remove(&xid) else {
             return Ok(Replay::empty());
@@ -209,14 +268,17 @@ impl StreamedTransactions {
             },
             Some(mut file) => {
                 let dir = &self.dir;
-                file.writer.flush().map_err(|e| spill_error(dir, e))?;
+                let failed = &self.spill_failed;
+                file.writer
+                    .flush()
+                    .map_err(|e| spill_error(dir, failed, e))?;
                 let mut f = file
                     .writer
                     .get_ref()
                     .try_clone()
-                    .map_err(|e| spill_error(dir, e))?;
+                    .map_err(|e| spill_error(dir, failed, e))?;
                 f.seek(SeekFrom::Start(0))
-                    .map_err(|e| spill_error(dir, e))?;
+                    .map_err(|e| spill_error(dir, failed, e))?;
                 Source::File {
                     reader: BufReader::with_capacity(FILE_BUFFER, f),
                     _file: file,
@@ -226,8 +288,8 @@ impl StreamedTransactions {
         };
         Ok(Replay {
             source,
-            aborted: txn.aborted,
             dir: self.dir.clone(),
+            spill_failed: Arc::clone(&self.spill_failed),
         })
     }
 }
@@ -235,8 +297,8 @@ impl StreamedTransactions {
 /// The messages of a committed streamed transaction, read back one at a time.
 pub(super) struct Replay {
     source: Source,
-    aborted: Vec<u32>,
     dir: PathBuf,
+    spill_failed: Arc<AtomicBool>,
 }
 
 enum Source {
@@ -260,50 +322,40 @@ impl Replay {
                 mem: Vec::new(),
                 at: 0,
             },
-            aborted: Vec::new(),
             dir: PathBuf::new(),
+            spill_failed: Arc::new(AtomicBool::new(false)),
         }
     }
 
     /// The next message (raw pgoutput bytes, as sent inside the stream block), or `None`
     /// after the last.
     pub(super) fn next_message(&mut self) -> Result<Option<&[u8]>, SourceError> {
-        loop {
-            let (sub, start, len) = match &mut self.source {
-                Source::Memory { mem, at } => {
-                    let Some(header) = mem.get(*at..*at + HEADER) else {
-                        return Ok(None);
-                    };
-                    let (sub, len) = parse_header(header);
-                    let start = *at + HEADER;
-                    *at = start + len;
-                    (sub, start, len)
-                }
-                Source::File { reader, buf, .. } => {
-                    let mut header = [0u8; HEADER];
-                    match reader.read_exact(&mut header) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-                        Err(e) => return Err(spill_error(&self.dir, e)),
-                    }
-                    let (sub, len) = parse_header(&header);
-                    buf.resize(len, 0);
-                    reader
-                        .read_exact(buf)
-                        .map_err(|e| spill_error(&self.dir, e))?;
-                    (sub, 0, len)
-                }
-            };
-            if self.aborted.contains(&sub) {
-                continue;
+        match &mut self.source {
+            Source::Memory { mem, at } => {
+                let Some(header) = mem.get(*at..*at + HEADER) else {
+                    return Ok(None);
+                };
+                let (_, len) = parse_header(header);
+                let start = *at + HEADER;
+                *at = start + len;
+                mem.get(start..start + len).map(Some).ok_or_else(|| {
+                    SourceError::decode("streamed transaction buffer: truncated record")
+                })
             }
-            let bytes = match &self.source {
-                Source::Memory { mem, .. } => mem.get(start..start + len),
-                Source::File { buf, .. } => Some(buf.as_slice()),
-            };
-            return bytes.map(Some).ok_or_else(|| {
-                SourceError::decode("streamed transaction buffer: truncated record")
-            });
+            Source::File { reader, buf, .. } => {
+                let mut header = [0u8; HEADER];
+                match reader.read_exact(&mut header) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                    Err(e) => return Err(spill_error(&self.dir, &self.spill_failed, e)),
+                }
+                let (_, len) = parse_header(&header);
+                buf.resize(len, 0);
+                reader
+                    .read_exact(buf)
+                    .map_err(|e| spill_error(&self.dir, &self.spill_failed, e))?;
+                Ok(Some(buf.as_slice()))
+            }
         }
     }
 }
@@ -354,11 +406,15 @@ fn create_spill_file(dir: &Path, xid: u32) -> std::io::Result<SpillFile> {
     })
 }
 
-fn spill_error(dir: &Path, e: std::io::Error) -> SourceError {
-    // Retryable: the session restarts from the last boundary and the server streams the
-    // transaction again (a full disk may have room by then); the retry budget bounds it.
+fn spill_error(dir: &Path, failed: &AtomicBool, e: std::io::Error) -> SourceError {
+    // Retryable, but not the same way again: the session restarts from the last boundary
+    // without streaming (`take_spill_failure`), and the server sends the transaction whole at
+    // its commit. Retrying with streaming would repeat the failure on every attempt, each
+    // attempt counting as healthy once the first message arrived.
+    failed.store(true, Ordering::Relaxed);
     SourceError::connection(format!(
-        "spill file of a streamed transaction in {}: {e}",
+        "spill file of a streamed transaction in {}: {e}; continuing without streaming \
+         in-progress transactions",
         dir.display()
     ))
     .with_hint("set spill_dir to a writable directory with room for the largest transaction")
@@ -389,10 +445,11 @@ mod tests {
         s.append(7, 8, b"b").unwrap();
         s.start_block(9, true).unwrap();
         s.append(9, 9, b"other").unwrap();
+        // ROLLBACK TO SAVEPOINT: the abort of 8 comes before the top level writes again.
+        s.abort(7, 8).unwrap();
         s.start_block(7, false).unwrap();
         s.append(7, 7, b"c").unwrap();
-        s.abort(7, 8);
-        s.abort(9, 9);
+        s.abort(9, 9).unwrap();
         assert_eq!(drain(s.commit(7).unwrap()), [b"a".to_vec(), b"c".to_vec()]);
         assert!(drain(s.commit(9).unwrap()).is_empty(), "aborted whole");
         assert_eq!(s.in_memory, 0);
@@ -407,17 +464,20 @@ mod tests {
         s.start_block(2, true).unwrap();
         s.append(2, 2, &[2u8; 10]).unwrap();
         let big: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; 30]).collect();
+        // Records 40.. belong to subtransaction 5, rolled back.
         for (i, m) in big.iter().enumerate() {
-            s.append(1, if i == 3 { 5 } else { 1 }, m).unwrap();
+            s.append(1, if i >= 40 { 5 } else { 1 }, m).unwrap();
         }
-        s.abort(1, 5);
+        s.abort(1, 5).unwrap();
         assert!(s.spilled_bytes() > 0);
         assert!(s.in_memory <= 100, "{}", s.in_memory);
         assert!(s.open[&1].file.is_some() && s.open[&2].file.is_none());
         // Unlinked at creation: nothing is visible in the directory, even while open.
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
-        let mut expect = big.clone();
-        expect.remove(3);
+        // After the rollback the transaction goes on (appended where the cut was).
+        s.append(1, 1, b"after").unwrap();
+        let mut expect = big[..40].to_vec();
+        expect.push(b"after".to_vec());
         assert_eq!(drain(s.commit(1).unwrap()), expect);
         assert_eq!(drain(s.commit(2).unwrap()), [vec![2u8; 10]]);
         assert_eq!(s.in_memory, 0);
@@ -451,10 +511,40 @@ mod tests {
     }
 
     #[test]
-    fn streamed_unwritable_dir_is_an_error() {
+    fn streamed_unwritable_dir_is_an_error_and_turns_streaming_off() {
         let mut s = StreamedTransactions::new(0, PathBuf::from("/nonexistent/powersync"));
+        assert!(!s.take_spill_failure());
         s.start_block(1, true).unwrap();
         let e = s.append(1, 1, b"x").unwrap_err();
         assert!(e.to_string().contains("/nonexistent/powersync"), "{e}");
+        assert!(s.take_spill_failure(), "remembered for the next session");
+        assert!(!s.take_spill_failure(), "once");
+    }
+
+    /// A transactional logical message inside a subtransaction carries the top-level xid
+    /// (pgoutput.c, `pgoutput_message`); a rollback of the subtransaction must drop it too.
+    #[test]
+    fn streamed_subtransaction_abort_cuts_everything_after_its_first_record() {
+        for budget in [1 << 20, 0] {
+            let d = dir();
+            let mut s = StreamedTransactions::new(budget, d.path().to_path_buf());
+            s.start_block(10, true).unwrap();
+            s.append(10, 10, b"top-1").unwrap();
+            s.append(10, 11, b"sub-row").unwrap();
+            s.append(10, 10, b"message-in-sub").unwrap();
+            s.append(10, 12, b"nested-row").unwrap();
+            s.abort(10, 12).unwrap();
+            s.abort(10, 11).unwrap();
+            // A subtransaction with no records: nothing to cut.
+            s.abort(10, 99).unwrap();
+            s.append(10, 13, b"later-sub").unwrap();
+            s.append(10, 10, b"top-2").unwrap();
+            assert_eq!(
+                drain(s.commit(10).unwrap()),
+                [b"top-1".to_vec(), b"later-sub".to_vec(), b"top-2".to_vec()],
+                "budget {budget}"
+            );
+            assert_eq!(s.in_memory, 0, "budget {budget}");
+        }
     }
 }
