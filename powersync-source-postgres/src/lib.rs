@@ -84,8 +84,17 @@
 //! them at an abort (a rolled-back subtransaction's only its own), and at the commit replays
 //! them through the same decoding as a transaction sent whole: the events are the same as
 //! with `streaming=off`, and nothing is emitted before the commit. A crash or reconnect loses
-//! nothing: the slot has not confirmed an uncommitted transaction, so the server sends it
-//! again from its start. Parallel apply (`streaming = parallel`, 16+) is not used.
+//! nothing: the host may acknowledge positions past the start of a transaction still open
+//! (keepalives and other commits), but the slot's `restart_lsn` stays at or before the start
+//! of the oldest running transaction and the server skips only transactions that *committed*
+//! before the confirmed position, so a new session streams the open transaction again from
+//! its start (PostgreSQL's own subscriber confirms the same way). A rolled-back
+//! subtransaction's records are cut from its first record on, as PostgreSQL's subscriber does.
+//! If a spill file cannot be written or read, the stream continues without streaming
+//! in-progress transactions (a warning says so). `spill_dir` defaults to the system temporary
+//! directory, which on some systems is a RAM-backed tmpfs: point it at a disk when
+//! transactions can be larger than memory. Parallel apply (`streaming = parallel`, 16+) is not
+//! used.
 //!
 //! **Acknowledgement.** Standby status updates report as flushed only what the host
 //! acknowledged ([`ChangeStream::ack`]). The slot therefore keeps all WAL after the last
