@@ -44,7 +44,9 @@ impl Default for BankSettings {
     fn default() -> Self {
         BankSettings {
             accounts: 20,
-            big_value: (3_000, 60_000),
+            // Up to past 64 kB, so that with the PostgreSQL campaign's 64 kB decoding memory
+            // a rewrite is streamed to the connector while in progress.
+            big_value: (3_000, 150_000),
         }
     }
 }
