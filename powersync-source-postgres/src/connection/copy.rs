@@ -136,8 +136,11 @@ pub(crate) struct CopyOut<'s> {
 /// What [`CopyOut::drain`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Drained {
-    /// More data may come: [`CopyOut::receive`], then drain again.
+    /// Every complete message was handed on; more data may come: [`CopyOut::receive`],
+    /// then drain again.
     More,
+    /// `on_data` asked to pause: messages may still be buffered; drain again (no receive).
+    Paused,
     /// The COPY finished (CopyDone, CommandComplete, ReadyForQuery all received).
     Done,
 }
@@ -146,16 +149,19 @@ impl CopyOut<'_> {
     /// Hands the payload of every complete `CopyData` message already received to
     /// `on_data`, in order, straight from the receive buffer (no copy, no allocation), and
     /// consumes them. A payload is one slice of the COPY's byte stream: its boundaries carry
-    /// no meaning. Returns [`Drained::Done`] at the end of the command, or the server's error
-    /// then (the session is then usable again); an error from `on_data` or a malformed
-    /// message is returned at once.
+    /// no meaning. `on_data` returns whether to go on: `false` stops after that message
+    /// ([`Drained::Paused`]), so the caller can hand on what it has before reading more.
+    /// Returns [`Drained::Done`] at the end of the command, or the server's error then (the
+    /// session is then usable again); an error from `on_data` or a malformed message is
+    /// returned at once.
     pub(crate) fn drain(
         &mut self,
-        mut on_data: impl FnMut(&[u8]) -> Result<(), SourceError>,
+        mut on_data: impl FnMut(&[u8]) -> Result<bool, SourceError>,
     ) -> Result<Drained, SourceError> {
         let buf = &self.wire.rbuf[..];
         let mut pos = 0;
         let mut done = false;
+        let mut paused = false;
         self.want = 0;
         while buf.len() - pos >= 5 {
             let tag = buf[pos];
@@ -175,8 +181,8 @@ impl CopyOut<'_> {
             let body = &buf[pos + 5..end];
             match tag {
                 b'd' => {
-                    if self.error.is_none() {
-                        on_data(body)?;
+                    if self.error.is_none() && !on_data(body)? {
+                        paused = true;
                     }
                 }
                 // CopyDone, then CommandComplete: the end comes with ReadyForQuery.
@@ -195,8 +201,14 @@ impl CopyOut<'_> {
                 other => return Err(unexpected(&self.wire.target, self.doing, other)),
             }
             pos = end;
+            if paused {
+                break;
+            }
         }
         self.wire.rbuf.advance(pos);
+        if paused {
+            return Ok(Drained::Paused);
+        }
         if !done {
             return Ok(Drained::More);
         }

@@ -1098,14 +1098,16 @@ async fn copy_all(session: &mut CopySession, copy: &str) -> Result<Vec<u8>, Sour
     let mut out = session.copy_out(copy, "copying from").await?;
     let mut data = Vec::new();
     loop {
+        // Pause after every message: what is still buffered comes with the next drain.
         let drained = out.drain(|d| {
             data.extend_from_slice(d);
-            Ok(())
+            Ok(false)
         })?;
-        if drained == Drained::Done {
-            return Ok(data);
+        match drained {
+            Drained::Done => return Ok(data),
+            Drained::Paused => {}
+            Drained::More => out.receive().await?,
         }
-        out.receive().await?;
     }
 }
 

@@ -470,10 +470,10 @@ async fn copy_rows(
             parser.feed(data, on_tuple).map_err(|e| match e {
                 FeedError::Format(e) => format_error(e),
                 FeedError::Tuple(e) => e,
-            })
+            })?;
+            // A full message pauses the drain: messages stay bounded, so memory too.
+            Ok(rows.len() < ROWS_PER_MESSAGE)
         })?;
-        // Whole messages only: a socket read brings at most 256 KiB, so `rows` stays
-        // bounded by that between sends.
         if rows.len() >= ROWS_PER_MESSAGE || (drained == Drained::Done && !rows.is_empty()) {
             let full = std::mem::replace(&mut rows, Vec::with_capacity(ROWS_PER_MESSAGE));
             tx.send(Ok(SnapshotMsg::Rows {
@@ -483,10 +483,11 @@ async fn copy_rows(
             .await
             .map_err(|_| SourceError::connection("stream closed"))?;
         }
-        if drained == Drained::Done {
-            break;
+        match drained {
+            Drained::Done => break,
+            Drained::Paused => {}
+            Drained::More => out.receive().await?,
         }
-        out.receive().await?;
     }
     parser.finish().map_err(format_error)?;
     let last_key = (extra > 0 && chunk_count > 0).then(|| {
