@@ -27,8 +27,10 @@ use crate::sql_error;
 use crate::types::{self, TypeRegistry};
 
 /// Rows per message sent to the stream: big enough to amortize the channel, small enough to
-/// keep memory bounded.
-const ROWS_PER_MESSAGE: usize = 2048;
+/// keep memory bounded and the rows still in cache when the stream takes them (measured with
+/// `throughput --phases snapshot`: 512 used a little less client CPU and about half the peak
+/// RSS growth of 2048, at the same speed).
+const ROWS_PER_MESSAGE: usize = 512;
 
 /// What a reader reports to the stream, in order per table.
 #[derive(Debug)]
