@@ -2,5 +2,5 @@
 //! file reader, and the checkers biting on a deliberately broken sink.
 
 mod broken_sink;
-mod source_durability;
 mod proxy;
+mod source_durability;
