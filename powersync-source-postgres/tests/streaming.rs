@@ -168,6 +168,28 @@ async fn wait_streamed(w: &PgWorkload, stream: &mut ChangeStream, seen: &mut See
     }
 }
 
+/// The workload's source with a client memory budget of `memory_kb` and spill files in `dir`.
+fn spilling_source(w: &PgWorkload, memory_kb: u64, dir: &Path) -> PostgresSource {
+    PostgresSource::new(
+        w.config()
+            .with_streaming_memory_kb(memory_kb)
+            .with_spill_dir(dir),
+    )
+    .with_options(w.options())
+    .with_stream_options(w.stream_options())
+}
+
+/// Starts `source` from the beginning and reads until its (empty) snapshot is done.
+async fn started_after_snapshot(source: &PostgresSource) -> (ChangeStream, Seen) {
+    let mut seen = Seen::default();
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    drive(&mut stream, &mut seen, Duration::from_secs(60), |s| {
+        s.snapshot_done
+    })
+    .await;
+    (stream, seen)
+}
+
 /// `INSERT … SELECT` of ids `from..to` with 200-byte values, on an open transaction.
 fn insert_sql(table: &str, from: i64, to: i64) -> String {
     format!(
@@ -197,12 +219,7 @@ async fn streamed_transaction_is_delivered_whole_at_its_commit_in_order() {
     let Some(w) = started().await else { return };
     let t = w.table();
     let source = w.source_with(w.stream_options());
-    let mut seen = Seen::default();
-    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
-    drive(&mut stream, &mut seen, Duration::from_secs(60), |s| {
-        s.snapshot_done
-    })
-    .await;
+    let (mut stream, mut seen) = started_after_snapshot(&source).await;
 
     let big = w.client().await.unwrap();
     big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 5_000)))
@@ -240,12 +257,7 @@ async fn streamed_transaction_aborted_is_never_seen() {
     let Some(w) = started().await else { return };
     let t = w.table();
     let source = w.source_with(w.stream_options());
-    let mut seen = Seen::default();
-    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
-    drive(&mut stream, &mut seen, Duration::from_secs(60), |s| {
-        s.snapshot_done
-    })
-    .await;
+    let (mut stream, mut seen) = started_after_snapshot(&source).await;
 
     let big = w.client().await.unwrap();
     big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 5_000)))
@@ -268,12 +280,7 @@ async fn streamed_subtransaction_abort_drops_only_its_rows() {
     let Some(w) = started().await else { return };
     let t = w.table();
     let source = w.source_with(w.stream_options());
-    let mut seen = Seen::default();
-    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
-    drive(&mut stream, &mut seen, Duration::from_secs(60), |s| {
-        s.snapshot_done
-    })
-    .await;
+    let (mut stream, mut seen) = started_after_snapshot(&source).await;
 
     let big = w.client().await.unwrap();
     big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 2_000)))
@@ -313,19 +320,8 @@ async fn streamed_transaction_over_the_memory_budget_spills_to_a_file() {
     let Some(w) = started().await else { return };
     let t = w.table();
     let spill = tempfile::tempdir().unwrap();
-    let source = PostgresSource::new(
-        w.config()
-            .with_streaming_memory_kb(0)
-            .with_spill_dir(spill.path()),
-    )
-    .with_options(w.options())
-    .with_stream_options(w.stream_options());
-    let mut seen = Seen::default();
-    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
-    drive(&mut stream, &mut seen, Duration::from_secs(60), |s| {
-        s.snapshot_done
-    })
-    .await;
+    let source = spilling_source(&w, 0, spill.path());
+    let (mut stream, mut seen) = started_after_snapshot(&source).await;
 
     let big = w.client().await.unwrap();
     big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 5_000)))
@@ -358,19 +354,8 @@ async fn kill_in_a_streamed_transaction_then_resume_delivers_it_once() {
     let Some(w) = started().await else { return };
     let t = w.table();
     let spill = tempfile::tempdir().unwrap();
-    let source = PostgresSource::new(
-        w.config()
-            .with_streaming_memory_kb(16)
-            .with_spill_dir(spill.path()),
-    )
-    .with_options(w.options())
-    .with_stream_options(w.stream_options());
-    let mut seen = Seen::default();
-    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
-    drive(&mut stream, &mut seen, Duration::from_secs(60), |s| {
-        s.snapshot_done
-    })
-    .await;
+    let source = spilling_source(&w, 16, spill.path());
+    let (mut stream, mut seen) = started_after_snapshot(&source).await;
     let client = w.client().await.unwrap();
     client
         .batch_execute(&format!(
@@ -450,12 +435,7 @@ async fn connector_session_work_mem_streams_below_the_servers_setting() {
         let source = PostgresSource::new(w.config().with_decoding_work_mem(session).unwrap())
             .with_options(w.options())
             .with_stream_options(w.stream_options());
-        let mut seen = Seen::default();
-        let mut stream = source.start(StartFrom::Beginning).await.unwrap();
-        drive(&mut stream, &mut seen, Duration::from_secs(60), |s| {
-            s.snapshot_done
-        })
-        .await;
+        let (mut stream, mut seen) = started_after_snapshot(&source).await;
         let big = w.client().await.unwrap();
         big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 30_000)))
             .await
@@ -484,12 +464,7 @@ async fn streamed_rolled_back_savepoint_drops_its_logical_message() {
     let Some(w) = started().await else { return };
     let t = w.table();
     let source = w.source_with(w.stream_options());
-    let mut seen = Seen::default();
-    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
-    drive(&mut stream, &mut seen, Duration::from_secs(60), |s| {
-        s.snapshot_done
-    })
-    .await;
+    let (mut stream, mut seen) = started_after_snapshot(&source).await;
 
     let big = w.client().await.unwrap();
     big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 2_000)))
@@ -534,19 +509,8 @@ async fn spill_failure_falls_back_to_transactions_sent_at_commit() {
     let spill = tempfile::tempdir().unwrap();
     let spill_dir = spill.path().join("gone");
     std::fs::create_dir(&spill_dir).unwrap();
-    let source = PostgresSource::new(
-        w.config()
-            .with_streaming_memory_kb(0)
-            .with_spill_dir(&spill_dir),
-    )
-    .with_options(w.options())
-    .with_stream_options(w.stream_options());
-    let mut seen = Seen::default();
-    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
-    drive(&mut stream, &mut seen, Duration::from_secs(60), |s| {
-        s.snapshot_done
-    })
-    .await;
+    let source = spilling_source(&w, 0, &spill_dir);
+    let (mut stream, mut seen) = started_after_snapshot(&source).await;
     std::fs::remove_dir(&spill_dir).unwrap();
 
     let big = w.client().await.unwrap();
