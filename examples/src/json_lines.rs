@@ -11,6 +11,8 @@
 //! {"kind":"keepalive","checkpoint":"…"}
 //! {"kind":"abort"}
 //! {"kind":"checkpoint_observed","checkpoint":"…"}
+//! {"kind":"backfill_done","table":"schema.name","id":"…","rows":n}
+//! {"kind":"backfill_failed","table":"schema.name","id":"…","error":"…"}
 //! ```
 //!
 //! - `key` is the row identity ([`RowChange::key_values`]); `old` is present (non-null) only
@@ -19,7 +21,11 @@
 //! - `abort`: the transaction begun before it will be resent; discard its rows.
 //! - `checkpoint_observed`: the stream passed a marker written by
 //!   [`ChangeSource::write_checkpoint`](powersync_source_core::ChangeSource::write_checkpoint).
-//! - `Begin` and snapshot progress other than the end of the snapshot print nothing.
+//! - `backfill_done` follows the commit of a backfill's last chunk (backfilled rows print as
+//!   rows with `"snapshot":true` between a begin and a commit); `backfill_failed`: the
+//!   backfill of that table was given up (dropped table, no key), the stream goes on.
+//! - `Begin` and snapshot progress other than the end of the snapshot and of a backfill print
+//!   nothing.
 //!
 //! Values: SQL null → `null`; Integer → a JSON integer; Real → a JSON number that always has a
 //! fraction or an exponent (`1.0`, never `1`), and the reals JSON has no number for as
@@ -116,7 +122,11 @@ impl EventLine<'_> {
     fn has_line(&self) -> bool {
         match self.0 {
             ChangeEvent::Begin(_) => false,
-            ChangeEvent::Snapshot(SnapshotProgress::Done { .. }) => true,
+            ChangeEvent::Snapshot(
+                SnapshotProgress::Done { .. }
+                | SnapshotProgress::BackfillDone { .. }
+                | SnapshotProgress::BackfillFailed { .. },
+            ) => true,
             ChangeEvent::Snapshot(_) => false,
             _ => true,
         }
@@ -153,6 +163,22 @@ impl Serialize for EventLine<'_> {
                 let mut m = s.serialize_map(Some(2))?;
                 m.serialize_entry("kind", "snapshot_done")?;
                 m.serialize_entry("checkpoint", checkpoint.as_str())?;
+                m.end()
+            }
+            ChangeEvent::Snapshot(SnapshotProgress::BackfillDone { table, id, rows }) => {
+                let mut m = s.serialize_map(Some(4))?;
+                m.serialize_entry("kind", "backfill_done")?;
+                m.serialize_entry("table", &table.to_string())?;
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("rows", rows)?;
+                m.end()
+            }
+            ChangeEvent::Snapshot(SnapshotProgress::BackfillFailed { table, id, error }) => {
+                let mut m = s.serialize_map(Some(4))?;
+                m.serialize_entry("kind", "backfill_failed")?;
+                m.serialize_entry("table", &table.to_string())?;
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("error", error)?;
                 m.end()
             }
             ChangeEvent::Keepalive(checkpoint) => {

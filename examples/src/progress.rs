@@ -168,6 +168,29 @@ impl Progress {
     }
 
     fn on_snapshot(&mut self, p: &SnapshotProgress) {
+        match p {
+            SnapshotProgress::BackfillStarted { table, id } => {
+                tracing::info!(%table, id, "backfill started");
+                return;
+            }
+            SnapshotProgress::BackfillChunk {
+                table,
+                id,
+                rows_done,
+            } => {
+                tracing::debug!(%table, id, rows_done, "backfill chunk done");
+                return;
+            }
+            SnapshotProgress::BackfillDone { table, id, rows } => {
+                tracing::info!(%table, id, rows, "backfill done");
+                return;
+            }
+            SnapshotProgress::BackfillFailed { table, id, error } => {
+                tracing::warn!(%table, id, error, "backfill failed");
+                return;
+            }
+            _ => {}
+        }
         if self.stream_started.is_some() {
             // A table first seen while streaming: its rows count as streamed.
             return;
@@ -203,6 +226,10 @@ impl Progress {
                 t.rows = t.rows.max(*rows);
                 t.done = true;
             }
+            SnapshotProgress::BackfillStarted { .. }
+            | SnapshotProgress::BackfillChunk { .. }
+            | SnapshotProgress::BackfillDone { .. }
+            | SnapshotProgress::BackfillFailed { .. } => {}
             SnapshotProgress::Done { checkpoint } => {
                 tracing::debug!(%checkpoint, "snapshot done");
                 self.snapshot_finished = Some(Instant::now());

@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::backfill::BackfillState;
 use crate::error::SourceError;
+
+/// Between a position and the backfill cursor a checkpoint carries; no position body holds it.
+const BACKFILL_SEPARATOR: &str = "|backfill=";
 
 /// A resumable position as a versioned, self-describing string:
 /// `<source>:v<version>:<body>`, e.g. `postgres:v1:00000000/016B3748`.
@@ -18,6 +22,11 @@ use crate::error::SourceError;
 ///
 /// A checkpoint is emitted only at a transaction boundary (a commit or a keepalive between
 /// transactions). Starting from one yields every change after it exactly once.
+///
+/// While a backfill runs (see [`crate::backfill`]), the checkpoint also carries its cursor
+/// after the position: `<source>:v<version>:<body>|backfill=<json>`. The position part still
+/// orders as above ([`Checkpoint::position_part`]); starting from such a checkpoint resumes the
+/// stream at the position and the backfill after its last emitted chunk.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Checkpoint(Arc<str>);
 
@@ -61,10 +70,14 @@ impl Checkpoint {
             Some((_, max)) if version == 0 || version > *max => Err(SourceError::config(format!(
                 "checkpoint `{shown}` has version v{version}, this build reads {source} checkpoints up to v{max}; upgrade powersync-source"
             ))),
-            Some(_) if body.is_empty() => {
+            Some(_) if body.is_empty() || body.starts_with(BACKFILL_SEPARATOR) => {
                 Err(SourceError::config(format!("checkpoint `{shown}` has an empty position")))
             }
-            Some(_) => Ok(Checkpoint(s.into())),
+            Some(_) => {
+                let checkpoint = Checkpoint(s.into());
+                checkpoint.backfill()?;
+                Ok(checkpoint)
+            }
         }
     }
 
@@ -83,9 +96,51 @@ impl Checkpoint {
             .unwrap_or(0)
     }
 
-    /// The position part, after `<source>:v<version>:`.
+    /// The position part, after `<source>:v<version>:` (without a backfill cursor).
     pub fn body(&self) -> &str {
-        self.0.splitn(3, ':').nth(2).unwrap_or_default()
+        let body = self
+            .position_part()
+            .splitn(3, ':')
+            .nth(2)
+            .unwrap_or_default();
+        body
+    }
+
+    /// `<source>:v<version>:<body>` without the backfill cursor: what orders as the position.
+    pub fn position_part(&self) -> &str {
+        match self.0.find(BACKFILL_SEPARATOR) {
+            Some(at) => &self.0[..at],
+            None => &self.0,
+        }
+    }
+
+    /// The backfill cursor this checkpoint carries (`None` when no backfill was running).
+    /// A cursor that does not parse is a [`crate::ErrorKind::Config`] error.
+    pub fn backfill(&self) -> Result<Option<BackfillState>, SourceError> {
+        match self.0.find(BACKFILL_SEPARATOR) {
+            None => Ok(None),
+            Some(at) => BackfillState::decode(&self.0[at + BACKFILL_SEPARATOR.len()..])
+                .map(Some)
+                .map_err(|e| {
+                    SourceError::config(format!(
+                        "checkpoint `{}` carries a corrupt backfill cursor: {e}",
+                        shorten(&self.0)
+                    ))
+                }),
+        }
+    }
+
+    /// This checkpoint's position with `state` as its backfill cursor (none when `state` is
+    /// empty).
+    pub fn with_backfill(&self, state: &BackfillState) -> Checkpoint {
+        let position = self.position_part();
+        if state.is_empty() {
+            if position.len() == self.0.len() {
+                return self.clone();
+            }
+            return Checkpoint(position.into());
+        }
+        Checkpoint(format!("{position}{BACKFILL_SEPARATOR}{}", state.encode()).into())
     }
 
     /// The whole string.

@@ -61,7 +61,8 @@ impl ChangeBatch {
 /// [`ChangeEvent::Commit`]; a [`ChangeEvent::Schema`] for a table comes before the first row
 /// change that uses that schema. Snapshot rows arrive between
 /// [`SnapshotProgress::TableStarted`] and [`SnapshotProgress::TableDone`] of their table, with
-/// `snapshot: true` and no begin/commit around them.
+/// `snapshot: true` and no begin/commit around them. Backfilled rows (see
+/// [`crate::backfill`]) have `snapshot: true` too, inside a begin/commit of their own.
 #[derive(Debug, Clone)]
 pub enum ChangeEvent {
     /// A source transaction starts.
@@ -222,5 +223,42 @@ pub enum SnapshotProgress {
     Done {
         /// Where streaming continues.
         checkpoint: Checkpoint,
+    },
+    /// A backfill of a table starts (see [`crate::backfill`]): sent inside the transaction of
+    /// its first chunk.
+    BackfillStarted {
+        /// The table.
+        table: TableName,
+        /// The request id.
+        id: String,
+    },
+    /// A chunk of a backfill was emitted; sent right after that chunk's `Commit`, whose
+    /// checkpoint carries the advanced cursor (storing it is what makes the chunk count).
+    BackfillChunk {
+        /// The table.
+        table: TableName,
+        /// The request id.
+        id: String,
+        /// Rows of this backfill emitted so far.
+        rows_done: u64,
+    },
+    /// A backfill of a table is complete; sent after its last chunk's `Commit`.
+    BackfillDone {
+        /// The table.
+        table: TableName,
+        /// The request id.
+        id: String,
+        /// Rows emitted.
+        rows: u64,
+    },
+    /// A backfill of a table was given up (the table was dropped, or has no key to read it
+    /// in order); the rest of the stream is not affected.
+    BackfillFailed {
+        /// The table.
+        table: TableName,
+        /// The request id.
+        id: String,
+        /// Why.
+        error: String,
     },
 }

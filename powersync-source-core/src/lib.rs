@@ -33,6 +33,7 @@
 //! Each source has a typed [`Position`] (see [`position`]); hosts store the string form,
 //! [`Checkpoint`], which orders as strings exactly as positions order within one source.
 
+pub mod backfill;
 pub mod checkpoint;
 pub mod error;
 pub mod event;

@@ -22,6 +22,9 @@ pub struct StreamOptions {
     /// A connection that delivers nothing (no data, no keepalive) for this long is treated as
     /// half-open and reconnected.
     pub silence_timeout: Duration,
+    /// Rows per backfill chunk (see [`crate::backfill`]): a chunk is read between two
+    /// watermarks and emitted as one transaction.
+    pub backfill_chunk_rows: usize,
     /// Test fault: the stream task panics after emitting this many rows (see
     /// [`StreamOptions::with_panic_after_rows`]).
     #[doc(hidden)]
@@ -35,6 +38,7 @@ impl Default for StreamOptions {
             retry: RetryPolicy::default(),
             batch_events: 4096,
             silence_timeout: Duration::from_secs(30),
+            backfill_chunk_rows: crate::backfill::DEFAULT_CHUNK_ROWS,
             panic_after_rows: None,
         }
     }
@@ -59,6 +63,11 @@ impl StreamOptions {
     /// Reconnect after `timeout` without anything from the source.
     pub fn with_silence_timeout(mut self, timeout: Duration) -> Self {
         self.silence_timeout = timeout;
+        self
+    }
+    /// Read backfills in chunks of `rows` rows (at least 1).
+    pub fn with_backfill_chunk_rows(mut self, rows: usize) -> Self {
+        self.backfill_chunk_rows = rows.max(1);
         self
     }
     /// Tests only: the stream task panics after emitting `rows` rows, to prove a panic reaches

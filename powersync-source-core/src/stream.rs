@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+
+use crate::backfill::HostRequest;
+use crate::schema::TableName;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Result, SourceError};
@@ -32,6 +35,10 @@ pub struct ChangeStream {
     inner: BoxedBatches,
     acks: AckHandle,
     stats: StreamStats,
+    /// Where [`ChangeStream::request_backfill`] sends; `backfills` says whether the connector
+    /// serves it.
+    requests: Option<mpsc::UnboundedSender<HostRequest>>,
+    backfills: bool,
 }
 
 impl ChangeStream {
@@ -46,7 +53,54 @@ impl ChangeStream {
             inner: Box::pin(futures::StreamExt::fuse(inner)),
             acks,
             stats,
+            requests: None,
+            backfills: false,
         }
+    }
+
+    pub(crate) fn with_backfill_channel(mut self, tx: mpsc::UnboundedSender<HostRequest>) -> Self {
+        self.requests = Some(tx);
+        self
+    }
+
+    /// Connector side: this stream serves [`ChangeStream::request_backfill`] (the connector
+    /// calls [`crate::runtime::Emitter::enable_backfill`] once it streams).
+    #[doc(hidden)]
+    pub fn serving_backfills(mut self) -> Self {
+        self.backfills = true;
+        self
+    }
+
+    /// Asks the running stream to re-read `tables` while every table keeps streaming (see
+    /// [`crate::backfill`] for the method and the events). Returns the request id the
+    /// progress events name.
+    ///
+    /// The request is written into the source's signal table (`_powersync_signals`), so it
+    /// reaches the stored checkpoint through the source's log like a signal a person inserts;
+    /// without that table it is kept in memory until the next checkpoint carries it. SQL
+    /// Server and Convex streams answer [`crate::ErrorKind::Unsupported`].
+    pub fn request_backfill(&self, tables: &[TableName]) -> Result<String> {
+        let tx = match &self.requests {
+            Some(tx) if self.backfills => tx,
+            _ => {
+                return Err(SourceError::unsupported(format!(
+                    "backfills are not supported by {} streams",
+                    self.acks.source
+                )))
+            }
+        };
+        if tables.is_empty() {
+            return Err(SourceError::config(
+                "a backfill request needs at least one table",
+            ));
+        }
+        let id = crate::backfill::new_request_id();
+        tx.send(HostRequest {
+            id: id.clone(),
+            tables: tables.to_vec(),
+        })
+        .map_err(|_| SourceError::connection("the stream has ended"))?;
+        Ok(id)
     }
 
     /// Tells the source that everything up to and including `checkpoint` is durably stored.
@@ -117,7 +171,7 @@ impl AckHandle {
             )));
         }
         self.tx.send_if_modified(|cur| match cur {
-            Some(prev) if prev.as_str() >= checkpoint.as_str() => false,
+            Some(prev) if prev.position_part() >= checkpoint.position_part() => false,
             _ => {
                 *cur = Some(checkpoint.clone());
                 true

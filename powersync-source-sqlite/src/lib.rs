@@ -386,6 +386,20 @@ impl Mirror {
     }
 
     fn on_snapshot(&mut self, p: &SnapshotProgress) {
+        match p {
+            // Right after a backfill chunk's commit: store its checkpoint (the cursor) now, so
+            // a crash re-reads at most the chunk in flight.
+            SnapshotProgress::BackfillChunk { .. } | SnapshotProgress::BackfillDone { .. } => {
+                if !self.in_source_tx {
+                    self.group.request_commit();
+                }
+                return;
+            }
+            SnapshotProgress::BackfillStarted { .. } | SnapshotProgress::BackfillFailed { .. } => {
+                return
+            }
+            _ => {}
+        }
         if !self.snapshot_phase || self.in_source_tx {
             // A table first seen while streaming: its rows belong to the transaction.
             return;
@@ -413,6 +427,10 @@ impl Mirror {
                 self.last_resume = None;
                 self.group.request_commit();
             }
+            SnapshotProgress::BackfillStarted { .. }
+            | SnapshotProgress::BackfillChunk { .. }
+            | SnapshotProgress::BackfillDone { .. }
+            | SnapshotProgress::BackfillFailed { .. } => {}
         }
     }
 

@@ -243,7 +243,12 @@ impl Framer {
 
     fn on_snapshot(&mut self, p: &SnapshotProgress, out: &mut Vec<Outgoing>) {
         match p {
-            SnapshotProgress::TableStarted { .. } => {}
+            // Backfill chunks are transactions: their commits make the markers.
+            SnapshotProgress::TableStarted { .. }
+            | SnapshotProgress::BackfillStarted { .. }
+            | SnapshotProgress::BackfillChunk { .. }
+            | SnapshotProgress::BackfillDone { .. }
+            | SnapshotProgress::BackfillFailed { .. } => {}
             SnapshotProgress::ChunkDone { resume, .. } => {
                 self.last_resume = Some((**resume).clone());
                 self.close_chunk(resume.to_token(), out);

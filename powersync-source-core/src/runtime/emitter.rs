@@ -3,8 +3,12 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::backfill::{ChunkReader, Coordinator, HostRequest};
+use crate::checkpoint::Checkpoint;
 use crate::error::{Result, SourceError};
 use crate::event::{ChangeBatch, ChangeEvent};
+use crate::options::StreamOptions;
+use crate::schema::TableName;
 use crate::stream::StreamStats;
 use crate::telemetry::EventMetrics;
 
@@ -47,6 +51,11 @@ pub struct Emitter {
     /// Where the events still collected go when the emitter is dropped (the task ended or
     /// panicked): `spawn_stream` sends them before the stream's final item.
     leftover: Option<oneshot::Sender<ChangeBatch>>,
+    /// The running backfill machinery, once the connector enabled it.
+    backfill: Option<Box<Coordinator>>,
+    /// Host requests from [`crate::ChangeStream::request_backfill`], until backfills are
+    /// enabled.
+    requests: Option<mpsc::UnboundedReceiver<HostRequest>>,
 }
 
 impl Drop for Emitter {
@@ -78,7 +87,69 @@ impl Emitter {
             panic_after_rows: None,
             rows: 0,
             leftover: None,
+            backfill: None,
+            requests: None,
         }
+    }
+
+    pub(super) fn set_requests(&mut self, requests: mpsc::UnboundedReceiver<HostRequest>) {
+        self.requests = Some(requests);
+    }
+
+    /// Turns on backfills for this stream (see [`crate::backfill`]): starts the reader task on
+    /// `reader` and resumes the backfill that `resume` (the checkpoint the stream started
+    /// from) carries. Call once, when the stream starts streaming (after an initial snapshot).
+    /// `default_schema` qualifies table names a signal gives without one.
+    pub fn enable_backfill(
+        &mut self,
+        reader: Box<dyn ChunkReader>,
+        resume: Option<&Checkpoint>,
+        default_schema: &str,
+        options: &StreamOptions,
+    ) -> Result<()> {
+        if self.backfill.is_some() {
+            return Ok(());
+        }
+        let coordinator = Coordinator::start(
+            reader,
+            resume,
+            self.requests.take(),
+            default_schema.to_string(),
+            options,
+        )?;
+        self.backfill = Some(Box::new(coordinator));
+        Ok(())
+    }
+
+    /// The stream passed a backfill watermark (the text a [`ChunkReader`] wrote). Call it
+    /// where it lies in the stream: inside its transaction, before that transaction's end.
+    pub fn backfill_watermark(&mut self, text: &str) {
+        if let Some(b) = &mut self.backfill {
+            b.watermark(text);
+        }
+    }
+
+    /// The stream passed a row inserted into the signal table
+    /// ([`crate::backfill::SIGNAL_TABLE`]); it takes effect at its transaction's end. Its
+    /// `tables` are comma-separated `schema.table` names.
+    pub fn backfill_signal(&mut self, id: &str, kind: &str, tables: &str) {
+        match &mut self.backfill {
+            Some(b) => b.signal(id, kind, tables),
+            None => tracing::warn!("ignoring signal `{id}`: this stream does not backfill"),
+        }
+    }
+
+    /// A table entered the selection while streaming: it is read through a backfill from the
+    /// end of the current transaction.
+    pub fn backfill_added_table(&mut self, table: TableName) {
+        if let Some(b) = &mut self.backfill {
+            b.added_table(table);
+        }
+    }
+
+    /// Whether backfills are enabled on this stream.
+    pub fn backfill_enabled(&self) -> bool {
+        self.backfill.is_some()
     }
 
     pub(super) fn set_failpoint(&mut self, panic_after_rows: Option<u64>) {
@@ -90,7 +161,47 @@ impl Emitter {
     }
 
     /// Appends an event; sends the batch once it holds `batch_events` events.
+    ///
+    /// With backfills enabled, every commit and keepalive carries the backfill cursor, and a
+    /// chunk whose high watermark the stream passed follows the transaction that held it.
     pub async fn push(&mut self, event: ChangeEvent) -> Step<()> {
+        let Some(backfill) = self.backfill.as_deref_mut() else {
+            return self.push_plain(event).await;
+        };
+        let boundary = match event {
+            ChangeEvent::Row(ref change) => {
+                if !change.snapshot {
+                    backfill.observe(change);
+                }
+                return self.push_plain(event).await;
+            }
+            ChangeEvent::Abort => {
+                backfill.abort();
+                return self.push_plain(event).await;
+            }
+            ChangeEvent::Commit(mut commit) => {
+                commit.checkpoint = backfill.boundary_checkpoint(&commit.checkpoint)?;
+                let at = commit.checkpoint.clone();
+                self.push_plain(ChangeEvent::Commit(commit)).await?;
+                at
+            }
+            ChangeEvent::Keepalive(checkpoint) => {
+                let at = backfill.boundary_checkpoint(&checkpoint)?;
+                self.push_plain(ChangeEvent::Keepalive(at.clone())).await?;
+                at
+            }
+            other => return self.push_plain(other).await,
+        };
+        let Some(backfill) = self.backfill.as_deref_mut() else {
+            return Ok(());
+        };
+        for event in backfill.after_boundary(&boundary).await? {
+            self.push_plain(event).await?;
+        }
+        Ok(())
+    }
+
+    async fn push_plain(&mut self, event: ChangeEvent) -> Step<()> {
         match &event {
             ChangeEvent::Row(_) => {
                 self.stats.add_rows(1);

@@ -58,6 +58,8 @@ where
             .panic_after_rows
             .or_else(failpoint::panic_after_rows),
     );
+    let (requests_tx, requests_rx) = mpsc::unbounded_channel();
+    emitter.set_requests(requests_rx);
     let (leftover_tx, leftover_rx) = oneshot::channel();
     emitter.set_leftover(leftover_tx);
     let body = task(emitter, ack_rx);
@@ -89,5 +91,5 @@ where
         let _ = finals.send(Err(error)).await;
     });
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    ChangeStream::new(stream, acks, stats)
+    ChangeStream::new(stream, acks, stats).with_backfill_channel(requests_tx)
 }
