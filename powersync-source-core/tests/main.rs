@@ -1,4 +1,5 @@
 //! Integration tests of the core crate.
+mod backfill;
 mod error;
 mod normalize;
 mod position;
