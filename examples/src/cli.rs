@@ -46,6 +46,12 @@ pub struct SourceArgs {
         hide_env_values = true
     )]
     pub deploy_key: Option<String>,
+    /// Rows per backfill chunk (PostgreSQL, MySQL/MariaDB, MongoDB): a backfill — requested by
+    /// inserting a row into the source's `_powersync_signals` table, or for a table that
+    /// enters the selection while streaming — reads this many rows between two watermarks and
+    /// applies them as one transaction. Default 4096.
+    #[arg(long, value_name = "ROWS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub backfill_chunk_rows: Option<u64>,
 }
 
 impl fmt::Debug for SourceArgs {
@@ -55,6 +61,7 @@ impl fmt::Debug for SourceArgs {
             .field("publication", &self.publication)
             .field("slot", &self.slot)
             .field("deploy_key", &self.deploy_key.as_ref().map(|_| "***"))
+            .field("backfill_chunk_rows", &self.backfill_chunk_rows)
             .finish()
     }
 }
@@ -71,6 +78,13 @@ impl SourceArgs {
         }
         if let Some(key) = &self.deploy_key {
             options = options.with_deploy_key(key.clone());
+        }
+        if let Some(rows) = self.backfill_chunk_rows {
+            let stream = options
+                .stream_options()
+                .clone()
+                .with_backfill_chunk_rows(rows as usize);
+            options = options.with_stream_options(stream);
         }
         options
     }

@@ -20,11 +20,11 @@ use tokio::process::{Child, Command};
 
 use crate::common::{client, run, server, sql, sqlite_rows, Proc};
 
-const PUBLISH: &str = env!("CARGO_BIN_EXE_publish");
-const CONSUME: &str = env!("CARGO_BIN_EXE_consume");
+pub(crate) const PUBLISH: &str = env!("CARGO_BIN_EXE_publish");
+pub(crate) const CONSUME: &str = env!("CARGO_BIN_EXE_consume");
 
 /// A throwaway `nats-server -js` on a free port with its store in a temporary directory.
-struct NatsServer {
+pub(crate) struct NatsServer {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
@@ -33,7 +33,7 @@ struct NatsServer {
 impl NatsServer {
     /// Starts a server, or `None` after one `SKIPPED:` line (a failure with
     /// `POWERSYNC_REQUIRE_SERVERS=1`).
-    async fn start() -> Option<NatsServer> {
+    pub(crate) async fn start() -> Option<NatsServer> {
         let port = match testkit::free_port() {
             Ok(p) => p,
             Err(e) => return testkit::or_skip(Err(e)),
@@ -83,7 +83,7 @@ impl NatsServer {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 

@@ -1,6 +1,8 @@
 //! Integration tests of the example binaries, run against throwaway PostgreSQL servers from
 //! the core test kit (skipped with one `SKIPPED:` line when PostgreSQL is not installed).
 
+#[cfg(feature = "postgres")]
+mod backfill;
 mod common;
 #[cfg(feature = "convex")]
 mod convex;
