@@ -6,7 +6,7 @@ use mongodb::Database;
 use powersync_source_core::{Result, SourceError, TableName};
 
 use crate::driver_error::driver_error;
-use crate::server_info::CHECKPOINTS_COLLECTION;
+use crate::server_info::{CHECKPOINTS_COLLECTION, SIGNALS_COLLECTION};
 
 /// One collection as `listCollections` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,9 +205,10 @@ pub(crate) fn validate_database_name(database: &str) -> Result<()> {
     Ok(())
 }
 
-/// `system.*` collections and the checkpoint collection are never replicated.
+/// `system.*` collections, the checkpoint collection and the backfill signal collection are
+/// never replicated as tables.
 pub fn is_internal(coll: &str) -> bool {
-    coll.starts_with("system.") || coll == CHECKPOINTS_COLLECTION
+    coll.starts_with("system.") || coll == CHECKPOINTS_COLLECTION || coll == SIGNALS_COLLECTION
 }
 
 /// Every plain collection of the database (views and time-series excluded), by name.

@@ -119,6 +119,8 @@
 //! A collection is a table keyed by `_id`, exposed as column `id`; top-level fields are columns
 //! (see [`document_row`]). Values follow [`bson_value`].
 
+mod backfill_docs;
+mod backfill_reader;
 mod catalog;
 mod change_event;
 mod check;
@@ -131,6 +133,7 @@ mod replicator;
 mod resume_token;
 mod selection_check;
 mod server_info;
+mod shapes;
 mod snapshot_reader;
 mod source;
 mod watch;

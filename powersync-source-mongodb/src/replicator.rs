@@ -4,7 +4,7 @@
 //! [`Emitter`], the reconnect budget is a [`Reconnect`], snapshot progress a
 //! [`SnapshotBook`]. The snapshot reading lives in [`snapshot`], DDL events in [`ddl`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mongodb::bson::raw::{RawDocument, RawDocumentBuf};
@@ -15,13 +15,15 @@ use mongodb::Client;
 use powersync_source_core::position::MongoPosition;
 use powersync_source_core::runtime::{Emitter, Reconnect, SnapshotBook, Step, Stop, TableStart};
 use powersync_source_core::{
-    Begin, ChangeEvent, Commit, OldImage, Op, Position, RetryPolicy, Row, RowChange, SourceError,
-    UnixMicros, Value,
+    Begin, ChangeEvent, Checkpoint, Commit, OldImage, Op, Position, RetryPolicy, Row, RowChange,
+    SourceError, StreamOptions, UnixMicros, Value,
 };
 
 mod ddl;
 mod snapshot;
 
+use crate::backfill_docs::{signal_of, watermark_of};
+use crate::backfill_reader::MongoChunkReader;
 use crate::catalog::{list_collections, Selection};
 use crate::change_event::{
     document_field, document_key, header, EventHeader, Operation, Reassembler,
@@ -30,7 +32,8 @@ use crate::config::{MongoConfig, PostImages};
 use crate::document_row::CollectionShape;
 use crate::driver_error::{driver_error, resume_error};
 use crate::resume_token::token_cluster_time;
-use crate::server_info::CHECKPOINTS_COLLECTION;
+use crate::server_info::{CHECKPOINTS_COLLECTION, SIGNALS_COLLECTION};
+use crate::shapes::{Ns, SharedShapes};
 use crate::watch::{self, pipeline, resume_token, token_string};
 
 /// Longest time events wait in a partly filled batch while the change stream keeps
@@ -60,6 +63,19 @@ pub(crate) struct Setup {
     /// Where streaming starts (the plan's snapshot barrier or checkpoint).
     pub start: MongoPosition,
     pub plan: Plan,
+    /// The collection shapes, shared with the backfill reader.
+    pub shapes: SharedShapes,
+    pub backfill: BackfillSetup,
+}
+
+/// What turns on backfills once the stream streams.
+#[derive(Debug)]
+pub(crate) struct BackfillSetup {
+    pub reader: MongoChunkReader,
+    /// The checkpoint the stream resumes from (`StartFrom::Checkpoint`): the backfill cursor
+    /// it carries continues.
+    pub resume: Option<Checkpoint>,
+    pub options: StreamOptions,
 }
 
 /// Why reading stopped without an error.
@@ -78,7 +94,7 @@ struct Replicator {
     silence: Duration,
     split_events: bool,
     /// Keyed by (database, collection).
-    shapes: HashMap<Ns, CollectionShape>,
+    shapes: SharedShapes,
     /// The server transaction of the open transaction (`None`: a single write).
     txn_key: Option<(Vec<u8>, i64)>,
     txn_time: Option<UnixMicros>,
@@ -92,9 +108,6 @@ struct Replicator {
     known: BTreeSet<Ns>,
 }
 
-/// A collection's namespace: (database, collection).
-type Ns = (String, String);
-
 /// The stream task: runs until the host drops the stream or a final error (which the runtime
 /// hands to the host after the events pushed before it).
 pub(crate) async fn run(setup: Setup, out: Emitter) -> Step<()> {
@@ -107,6 +120,8 @@ pub(crate) async fn run(setup: Setup, out: Emitter) -> Step<()> {
         split_events,
         start,
         plan,
+        shapes,
+        backfill,
     } = setup;
     let mut replicator = Replicator {
         client,
@@ -116,7 +131,7 @@ pub(crate) async fn run(setup: Setup, out: Emitter) -> Step<()> {
         retry,
         silence,
         split_events,
-        shapes: HashMap::new(),
+        shapes,
         txn_key: None,
         txn_time: None,
         position: start.clone(),
@@ -139,6 +154,20 @@ pub(crate) async fn run(setup: Setup, out: Emitter) -> Step<()> {
             replicator.seed_shapes(|_| true).await?;
         }
     }
+    // Backfills (requested ones, and collections that enter the selection) run once the
+    // stream streams; a checkpoint's cursor resumes an interrupted one.
+    let BackfillSetup {
+        reader,
+        resume,
+        options,
+    } = backfill;
+    let default_database = replicator.selection.database().to_owned();
+    replicator.out.enable_backfill(
+        Box::new(reader),
+        resume.as_ref(),
+        &default_database,
+        &options,
+    )?;
     replicator.stream().await
 }
 
@@ -147,13 +176,6 @@ fn event_time(h: &EventHeader) -> UnixMicros {
 }
 
 impl Replicator {
-    fn shape(&mut self, db: &str, coll: &str) -> &mut CollectionShape {
-        let table = self.selection.table(db, coll);
-        self.shapes
-            .entry((db.to_owned(), coll.to_owned()))
-            .or_insert_with(|| CollectionShape::new(table))
-    }
-
     /// Starts the shape of each known collection `wanted` selects from the fields its current
     /// documents have (one aggregation per collection, returning only field names).
     ///
@@ -193,12 +215,13 @@ impl Replicator {
                 .try_collect()
                 .await
                 .map_err(|e| driver_error(&context, e))?;
-            let shape = self.shape(&db, &coll);
-            for f in &fields {
-                if let Ok(name) = f.get_str("_id") {
-                    shape.seed(name, f.get_str("t").unwrap_or("mixed"));
+            self.shapes.with(&db, &coll, |shape| {
+                for f in &fields {
+                    if let Ok(name) = f.get_str("_id") {
+                        shape.seed(name, f.get_str("t").unwrap_or("mixed"));
+                    }
                 }
-            }
+            });
         }
         Ok(())
     }
@@ -285,9 +308,7 @@ impl Replicator {
     fn rewind(&mut self) {
         if self.out.in_transaction() {
             // Schema events inside the discarded transaction are discarded too: send again.
-            for shape in self.shapes.values_mut() {
-                shape.mark_changed();
-            }
+            self.shapes.mark_all_changed();
         }
         self.position = self.emitted.clone();
         self.reassembler.clear();
@@ -398,6 +419,26 @@ impl Replicator {
         Ok(())
     }
 
+    /// An event of an internal document (a backfill watermark or signal) that `act` hands
+    /// to the emitter; no row. Inside a multi-document transaction it joins that transaction
+    /// (and takes effect at its commit); a single write ends any open transaction and gets a
+    /// keepalive at its own position: the boundary where the backfill machinery acts (a chunk
+    /// whose high watermark this is goes out right after it).
+    async fn internal(&mut self, h: &EventHeader, act: impl FnOnce(&mut Emitter)) -> Step<()> {
+        if h.txn.is_some() {
+            self.begin(h).await?;
+            act(&mut self.out);
+            self.advance(h);
+            return Ok(());
+        }
+        if self.out.in_transaction() {
+            self.close_transaction().await?;
+        }
+        act(&mut self.out);
+        self.advance(h);
+        self.close_transaction().await
+    }
+
     fn advance(&mut self, h: &EventHeader) {
         self.position = h.position();
         if self.out.in_transaction() {
@@ -428,20 +469,48 @@ impl Replicator {
         let coll = h.coll.clone().unwrap_or_default();
         match h.op {
             Operation::Insert | Operation::Update | Operation::Replace | Operation::Delete => {
-                if db == self.selection.checkpoint_database() && coll == CHECKPOINTS_COLLECTION {
+                let internal = db == self.selection.checkpoint_database();
+                if internal && coll == CHECKPOINTS_COLLECTION {
                     if h.op == Operation::Insert {
-                        self.begin(h).await?;
-                        self.out
-                            .push(ChangeEvent::CheckpointObserved(
-                                h.position().to_checkpoint(),
-                            ))
+                        match watermark_of(event)? {
+                            Some(mark) => {
+                                self.internal(h, |out| out.backfill_watermark(&mark))
+                                    .await?
+                            }
+                            None => {
+                                self.begin(h).await?;
+                                self.out
+                                    .push(ChangeEvent::CheckpointObserved(
+                                        h.position().to_checkpoint(),
+                                    ))
+                                    .await?;
+                            }
+                        }
+                    }
+                } else if internal && coll == SIGNALS_COLLECTION {
+                    if h.op == Operation::Insert {
+                        if let Some(signal) = signal_of(event)? {
+                            self.internal(h, |out| {
+                                out.backfill_signal(&signal.id, &signal.kind, &signal.tables)
+                            })
                             .await?;
+                        }
                     }
                 } else if self.selection.contains(&db, &coll) {
-                    if self.known.insert((db.clone(), coll.clone())) {
+                    let new = self.known.insert((db.clone(), coll.clone()));
+                    if new {
                         self.configure_new_collection(&db, &coll).await;
                     }
                     self.begin(h).await?;
+                    if new {
+                        // A collection entering the selection is read through a backfill
+                        // (never blocking the other tables), the rule for late tables of
+                        // every connector. For one created while streaming this repeats what
+                        // the stream carries, harmlessly: chunk rows are the images at their
+                        // high watermark.
+                        self.out
+                            .backfill_added_table(self.selection.table(&db, &coll));
+                    }
                     self.row_event(h, &db, &coll, event).await?;
                 }
                 self.advance(h);
@@ -484,62 +553,34 @@ impl Replicator {
     ) -> Step<()> {
         let full = document_field(event, "fullDocument")?;
         let before = document_field(event, "fullDocumentBeforeChange")?;
-        let shape = self.shape(db, coll);
-        let change = match h.op {
-            Operation::Insert => {
-                let full = full.ok_or_else(|| {
-                    SourceError::decode(format!("insert into {coll} without fullDocument"))
-                })?;
-                let new = shape.row(full)?;
-                (Op::Insert, None, OldImage::None, Some(new))
-            }
-            Operation::Update | Operation::Replace => {
-                let Some(full) = full else {
-                    // updateLookup found no document: it was deleted after this update, and its
-                    // delete follows in the stream.
-                    tracing::debug!(
-                        collection = coll,
-                        "update without a current document; its delete follows"
-                    );
-                    return Ok(());
+        let converted = self
+            .shapes
+            .with(db, coll, |shape| -> Result<_, SourceError> {
+                let Some((op, mut old, old_image, mut new)) =
+                    convert(shape, h.op, full, before, event, coll)?
+                else {
+                    return Ok(None);
                 };
-                let (old, image) = match before {
-                    Some(pre) => (shape.row(pre)?, OldImage::Full),
-                    None => (
-                        shape.key_row_from_document_key(document_key(event)?)?,
-                        OldImage::Key,
-                    ),
+                // A later image may have added columns: pad earlier rows to the final width.
+                let width = shape.schema().columns.len();
+                let fill = if old_image == OldImage::Full {
+                    Value::Null
+                } else {
+                    Value::Unchanged
                 };
-                let new = shape.row(full)?;
-                (Op::Update, Some(old), image, Some(new))
-            }
-            _ => {
-                let (old, image) = match before {
-                    Some(pre) => (shape.row(pre)?, OldImage::Full),
-                    None => (
-                        shape.key_row_from_document_key(document_key(event)?)?,
-                        OldImage::Key,
-                    ),
-                };
-                (Op::Delete, Some(old), image, None)
-            }
+                if let Some(old) = old.as_mut() {
+                    pad(old, width, fill);
+                }
+                if let Some(new) = new.as_mut() {
+                    pad(new, width, Value::Null);
+                }
+                let changed = shape.take_changed();
+                let table = shape.schema().clone();
+                Ok(Some((op, old, old_image, new, changed, table)))
+            })?;
+        let Some((op, old, old_image, new, changed, table)) = converted else {
+            return Ok(());
         };
-        let (op, mut old, old_image, mut new) = change;
-        // A later image may have added columns: pad earlier rows to the final width.
-        let width = shape.schema().columns.len();
-        let fill = if old_image == OldImage::Full {
-            Value::Null
-        } else {
-            Value::Unchanged
-        };
-        if let Some(old) = old.as_mut() {
-            pad(old, width, fill);
-        }
-        if let Some(new) = new.as_mut() {
-            pad(new, width, Value::Null);
-        }
-        let changed = shape.take_changed();
-        let table = shape.schema().clone();
         if let Some(schema) = changed {
             self.out.push(ChangeEvent::Schema(schema)).await?;
         }
@@ -554,6 +595,59 @@ impl Replicator {
             }))
             .await
     }
+}
+
+/// A row event's change under `shape`: (op, old row, old image kind, new row); `None` for an
+/// update whose document is already gone.
+type Converted = (Op, Option<Row>, OldImage, Option<Row>);
+
+fn convert(
+    shape: &mut CollectionShape,
+    op: Operation,
+    full: Option<&RawDocument>,
+    before: Option<&RawDocument>,
+    event: &RawDocument,
+    coll: &str,
+) -> Result<Option<Converted>, SourceError> {
+    Ok(Some(match op {
+        Operation::Insert => {
+            let full = full.ok_or_else(|| {
+                SourceError::decode(format!("insert into {coll} without fullDocument"))
+            })?;
+            let new = shape.row(full)?;
+            (Op::Insert, None, OldImage::None, Some(new))
+        }
+        Operation::Update | Operation::Replace => {
+            let Some(full) = full else {
+                // updateLookup found no document: it was deleted after this update, and its
+                // delete follows in the stream.
+                tracing::debug!(
+                    collection = coll,
+                    "update without a current document; its delete follows"
+                );
+                return Ok(None);
+            };
+            let (old, image) = match before {
+                Some(pre) => (shape.row(pre)?, OldImage::Full),
+                None => (
+                    shape.key_row_from_document_key(document_key(event)?)?,
+                    OldImage::Key,
+                ),
+            };
+            let new = shape.row(full)?;
+            (Op::Update, Some(old), image, Some(new))
+        }
+        _ => {
+            let (old, image) = match before {
+                Some(pre) => (shape.row(pre)?, OldImage::Full),
+                None => (
+                    shape.key_row_from_document_key(document_key(event)?)?,
+                    OldImage::Key,
+                ),
+            };
+            (Op::Delete, Some(old), image, None)
+        }
+    }))
 }
 
 fn pad(row: &mut Row, width: usize, fill: Value) {

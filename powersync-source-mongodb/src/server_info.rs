@@ -6,6 +6,10 @@ use mongodb::bson::{Bson, Document};
 /// The collection `write_checkpoint` and the snapshot barrier write to.
 pub const CHECKPOINTS_COLLECTION: &str = "_powersync_checkpoints";
 
+/// The collection backfill requests are inserted into (in the checkpoint database); see
+/// `backfill_docs`.
+pub const SIGNALS_COLLECTION: &str = powersync_source_core::backfill::SIGNAL_TABLE;
+
 /// What kind of deployment `hello` describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Topology {

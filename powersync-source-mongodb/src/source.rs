@@ -16,12 +16,14 @@ use powersync_source_core::{
 };
 use tokio::sync::OnceCell;
 
+use crate::backfill_reader::MongoChunkReader;
 use crate::catalog::{list_collections, Selection};
 use crate::config::{MongoConfig, PostImages};
 use crate::document_row::CollectionShape;
 use crate::driver_error::driver_error;
-use crate::replicator::{self, Plan, Setup};
+use crate::replicator::{self, BackfillSetup, Plan, Setup};
 use crate::server_info::{parse_version, supports_split_event};
+use crate::shapes::SharedShapes;
 use crate::{check, snapshot_reader};
 
 mod marker;
@@ -29,6 +31,21 @@ mod marker;
 /// How much longer than the server's idle wait (`max_await_ms`) a change-stream read may stay
 /// unanswered before the connection is treated as half-open, whatever the silence timeout.
 const SILENCE_MARGIN: Duration = Duration::from_secs(5);
+
+/// A new driver client (its own connection pool) for `config`'s URL.
+pub(crate) async fn connect(config: &MongoConfig) -> Result<Client> {
+    let mut options = ClientOptions::parse(config.driver_url().expose())
+        .await
+        .map_err(|e| driver_error(format!("connection URL {}", config.display_url()), e))?;
+    if options.app_name.is_none() {
+        options.app_name = Some("powersync-source".into());
+    }
+    if options.server_selection_timeout.is_none() {
+        options.server_selection_timeout = Some(Duration::from_secs(10));
+    }
+    Client::with_options(options)
+        .map_err(|e| driver_error(format!("connection URL {}", config.display_url()), e))
+}
 
 /// MongoDB collections replicated through a change stream: database-level for one database,
 /// cluster-level when they span several.
@@ -135,22 +152,7 @@ impl MongoSource {
     pub async fn client(&self) -> Result<Client> {
         let client = self
             .client
-            .get_or_try_init(|| async {
-                let mut options = ClientOptions::parse(self.config.driver_url().expose())
-                    .await
-                    .map_err(|e| {
-                        driver_error(format!("connection URL {}", self.config.display_url()), e)
-                    })?;
-                if options.app_name.is_none() {
-                    options.app_name = Some("powersync-source".into());
-                }
-                if options.server_selection_timeout.is_none() {
-                    options.server_selection_timeout = Some(Duration::from_secs(10));
-                }
-                Client::with_options(options).map_err(|e| {
-                    driver_error(format!("connection URL {}", self.config.display_url()), e)
-                })
-            })
+            .get_or_try_init(|| connect(&self.config))
             .await?;
         Ok(client.clone())
     }
@@ -265,6 +267,10 @@ impl ChangeSource for MongoSource {
         let client = self.client().await?;
         let split_events = self.split_events(&client).await?;
         self.prepare_images(&client, &selection).await?;
+        let resume = match &from {
+            StartFrom::Checkpoint(c) => Some(c.clone()),
+            _ => None,
+        };
         let (plan, start) = match from {
             StartFrom::Beginning => {
                 // The barrier: everything after it is streamed, everything before it is in
@@ -291,9 +297,22 @@ impl ChangeSource for MongoSource {
             )));
         }
         let options = self.effective_options();
+        let shapes = SharedShapes::default();
+        let reader = MongoChunkReader::new(
+            self.config.clone(),
+            selection.clone(),
+            shapes.clone(),
+            self.silence(),
+        );
         let setup = Setup {
             client,
             config: self.config.clone(),
+            shapes,
+            backfill: BackfillSetup {
+                reader,
+                resume,
+                options: options.clone(),
+            },
             selection,
             retry: options.retry.clone(),
             silence: self.silence(),
@@ -301,14 +320,13 @@ impl ChangeSource for MongoSource {
             start,
             plan,
         };
-        Ok(spawn_stream(
-            MongoPosition::SOURCE,
-            &options,
-            move |out, _acks| {
+        Ok(
+            spawn_stream(MongoPosition::SOURCE, &options, move |out, _acks| {
                 // Acknowledgements release nothing on MongoDB (see the crate docs).
                 replicator::run(setup, out)
-            },
-        ))
+            })
+            .serving_backfills(),
+        )
     }
 
     async fn write_checkpoint(&self) -> Result<Checkpoint> {

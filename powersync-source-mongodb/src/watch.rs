@@ -9,10 +9,10 @@ use mongodb::Client;
 use powersync_source_core::{Result, SourceError};
 
 use crate::catalog::Selection;
-use crate::server_info::CHECKPOINTS_COLLECTION;
+use crate::server_info::{CHECKPOINTS_COLLECTION, SIGNALS_COLLECTION};
 
 /// The aggregation pipeline of the change stream: the selected collections, renames into
-/// them, the checkpoint collection and the database-wide events; split large events when the
+/// them, the checkpoint and backfill signal collections and the database-wide events; split large events when the
 /// server can. A database-level stream (one database) matches on collection names only; a
 /// cluster-level stream on database and collection.
 pub(crate) fn pipeline(selection: &Selection, split_events: bool) -> Vec<Document> {
@@ -38,7 +38,7 @@ pub(crate) fn pipeline(selection: &Selection, split_events: bool) -> Vec<Documen
         }
         any.push(Bson::Document(doc! {
             "ns.db": selection.checkpoint_database(),
-            "ns.coll": CHECKPOINTS_COLLECTION,
+            "ns.coll": {"$in": [CHECKPOINTS_COLLECTION, SIGNALS_COLLECTION]},
         }));
         any.push(Bson::Document(doc! {
             "operationType": "dropDatabase",
@@ -54,6 +54,7 @@ pub(crate) fn pipeline(selection: &Selection, split_events: bool) -> Vec<Documen
             .collect();
         let targets = watched.clone();
         watched.push(Bson::from(CHECKPOINTS_COLLECTION));
+        watched.push(Bson::from(SIGNALS_COLLECTION));
         stages.push(doc! {"$match": {"$or": [
             {"ns.coll": {"$in": watched}},
             {"to.coll": {"$in": targets}},

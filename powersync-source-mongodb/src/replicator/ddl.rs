@@ -2,9 +2,9 @@
 
 use mongodb::bson::raw::RawDocument;
 use powersync_source_core::runtime::Step;
-use powersync_source_core::{ChangeEvent, Commit, Position, TableName, Truncate};
+use powersync_source_core::{ChangeEvent, TableName, Truncate};
 
-use super::{event_time, Replicator};
+use super::Replicator;
 use crate::change_event::{rename_target, EventHeader};
 
 impl Replicator {
@@ -45,15 +45,15 @@ impl Replicator {
         if !tables.is_empty() {
             self.truncate(h, tables).await?;
             self.known.retain(|(d, _)| d != db);
-            self.shapes.retain(|(d, _), _| d != db);
+            self.shapes.remove_database(db);
         }
         self.advance(h);
         Ok(())
     }
 
-    /// A rename empties the source table; a rename *into* a selected collection also copies the
-    /// target (read like a snapshot). The commit before the copy carries the position *before*
-    /// the rename, so a crash during the copy replays the rename and copies again.
+    /// A rename empties the source table; a rename *into* a selected collection also empties
+    /// the target and reads it through a backfill (see
+    /// [`Emitter::backfill_added_table`](powersync_source_core::runtime::Emitter::backfill_added_table)).
     pub(super) async fn rename(
         &mut self,
         h: &EventHeader,
@@ -83,16 +83,12 @@ impl Replicator {
         }
         self.truncate(h, tables).await?;
         if to_selected {
-            // Commit at the position before the rename (already emitted).
-            self.out
-                .push(ChangeEvent::Commit(Commit {
-                    checkpoint: self.emitted.to_checkpoint(),
-                    commit_time: Some(event_time(h)),
-                }))
-                .await?;
-            self.out.flush().await?;
+            // The target's documents are read through a backfill from the end of this
+            // transaction; its cursor rides on the checkpoints after it, so a crash resumes
+            // the read instead of replaying the rename.
             self.known.insert(to);
-            self.snapshot_collection(&to_db, &to_coll, None).await?;
+            self.out
+                .backfill_added_table(self.selection.table(&to_db, &to_coll));
         }
         self.advance(h);
         self.close_transaction().await

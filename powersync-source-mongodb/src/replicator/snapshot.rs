@@ -70,12 +70,13 @@ impl Replicator {
             }))
             .await?;
         if let Ok(docs) = &first {
-            let shape = self.shape(db, coll);
-            for doc in docs {
-                shape.observe(doc);
-            }
+            self.shapes.with(db, coll, |shape| {
+                for doc in docs {
+                    shape.observe(doc);
+                }
+            });
         }
-        if let Some(schema) = self.shape(db, coll).take_changed() {
+        if let Some(schema) = self.shapes.with(db, coll, |shape| shape.take_changed()) {
             self.out.push(ChangeEvent::Schema(schema)).await?;
         }
         let mut first = Some(first);
@@ -120,10 +121,10 @@ impl Replicator {
             }
             let n = docs.len();
             for doc in &docs {
-                let shape = self.shape(db, coll);
-                let row = shape.row(doc)?;
-                let changed = shape.take_changed();
-                let schema = shape.schema().clone();
+                let (row, changed, schema) = self.shapes.with(db, coll, |shape| {
+                    let row = shape.row(doc)?;
+                    Ok::<_, SourceError>((row, shape.take_changed(), shape.schema().clone()))
+                })?;
                 if let Some(schema) = changed {
                     self.out.push(ChangeEvent::Schema(schema)).await?;
                 }
