@@ -22,6 +22,7 @@ enum Item {
     Row(&'static str, i64, Option<i64>),
     Mark(String),
     Signal(String, String),
+    Truncate,
 }
 
 #[derive(Default)]
@@ -52,6 +53,9 @@ fn row(id: i64, version: i64) -> Row {
 
 struct Reader {
     source: Shared,
+    /// Truncate `big` right after this many chunk reads (inside that chunk's window).
+    truncate_after_reads: Option<usize>,
+    reads: usize,
 }
 
 #[async_trait]
@@ -83,6 +87,12 @@ impl ChunkReader for Reader {
                 .map(|(k, v)| (*k, *v))
                 .collect()
         };
+        self.reads += 1;
+        if self.truncate_after_reads == Some(self.reads) {
+            let mut s = self.source.lock().unwrap();
+            s.big.clear();
+            s.log.push(vec![Item::Truncate]);
+        }
         tokio::time::sleep(Duration::from_millis(2)).await;
         Ok(Chunk {
             schema: schema("big"),
@@ -108,6 +118,15 @@ fn start(
     from: Option<Checkpoint>,
     chunk_rows: usize,
 ) -> powersync_source_core::ChangeStream {
+    start_with(source, from, chunk_rows, None)
+}
+
+fn start_with(
+    source: &Shared,
+    from: Option<Checkpoint>,
+    chunk_rows: usize,
+    truncate_after_reads: Option<usize>,
+) -> powersync_source_core::ChangeStream {
     let options = StreamOptions::default()
         .with_backfill_chunk_rows(chunk_rows)
         .with_batch_events(64);
@@ -121,6 +140,8 @@ fn start(
         out.enable_backfill(
             Box::new(Reader {
                 source: source.clone(),
+                truncate_after_reads,
+                reads: 0,
             }),
             from.as_ref(),
             "public",
@@ -172,6 +193,20 @@ fn start(
                         .await?;
                     }
                     Item::Mark(m) => out.backfill_watermark(&m),
+                    Item::Truncate => {
+                        if !begun {
+                            out.push(ChangeEvent::Begin(Begin {
+                                xid: None,
+                                commit_time: None,
+                            }))
+                            .await?;
+                            begun = true;
+                        }
+                        out.push(ChangeEvent::Truncate(powersync_source_core::Truncate {
+                            tables: vec![TableName::new("public", "big")],
+                        }))
+                        .await?;
+                    }
                     Item::Signal(id, tables) => out.backfill_signal(&id, "backfill", &tables),
                 }
             }
@@ -253,9 +288,21 @@ impl Host {
     fn apply(&mut self, event: &ChangeEvent) {
         match event {
             ChangeEvent::Row(r) => self.tx.push(r.clone()),
+            ChangeEvent::Truncate(_) => self.tx.push(RowChange {
+                op: Op::Delete,
+                table: schema("truncate"),
+                old: None,
+                old_image: OldImage::None,
+                new: None,
+                snapshot: false,
+            }),
             ChangeEvent::Abort => self.tx.clear(),
             ChangeEvent::Commit(c) => {
                 for r in std::mem::take(&mut self.tx) {
+                    if r.table.name.name == "truncate" {
+                        self.big.clear();
+                        continue;
+                    }
                     if r.table.name.name != "big" {
                         continue;
                     }
@@ -437,4 +484,26 @@ fn a_checkpoint_carries_the_cursor_after_its_position() {
         "{corrupt}"
     );
     assert!(Checkpoint::parse("postgres:v1:|backfill=[]").is_err());
+}
+
+#[tokio::test]
+async fn a_chunk_read_around_a_truncate_is_read_again() {
+    let source = seeded();
+    let mut stream = start_with(&source, None, 300, Some(2));
+    let mut host = Host::default();
+    stream
+        .request_backfill(&[TableName::new("public", "big")])
+        .unwrap();
+    while host.done.is_empty() {
+        let batch = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("backfill stalled")
+            .unwrap()
+            .unwrap();
+        batch.events.iter().for_each(|e| host.apply(e));
+    }
+    // The first chunk went out before the truncate, the second was read before it and
+    // stopped at its high watermark after it: none of its rows may come back.
+    assert!(source.lock().unwrap().big.is_empty());
+    assert_eq!(host.big, BTreeMap::new());
 }

@@ -2,7 +2,8 @@
 //! flight, and the chunk transaction emitted at its high watermark. The
 //! [`crate::runtime::Emitter`] owns it and feeds it every event it pushes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -14,7 +15,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Result, SourceError};
 use crate::event::{Begin, ChangeEvent, Commit, OldImage, Op, RowChange, SnapshotProgress};
 use crate::options::StreamOptions;
-use crate::schema::TableName;
+use crate::schema::{TableName, TableSchema};
 
 /// Where the chunk in flight is, as the stream has passed its watermarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,9 @@ struct Window {
     table: TableName,
     phase: Phase,
     changed: HashSet<String>,
+    /// The table was truncated or changed shape between the watermarks: the chunk may hold
+    /// rows or columns the stream has since dropped, so it is read again.
+    stale: bool,
     chunk: Option<Result<Chunk>>,
 }
 
@@ -50,6 +54,8 @@ pub(crate) struct Coordinator {
     outcomes: mpsc::Receiver<Outcome>,
     chunk_rows: usize,
     default_schema: String,
+    /// The last schema the stream emitted per table.
+    schemas: HashMap<TableName, Arc<TableSchema>>,
 }
 
 /// What to emit after a boundary event, decided by [`Coordinator::after_boundary`].
@@ -96,6 +102,7 @@ impl Coordinator {
             outcomes,
             chunk_rows: options.backfill_chunk_rows.max(1),
             default_schema,
+            schemas: HashMap::new(),
         })
     }
 
@@ -105,6 +112,27 @@ impl Coordinator {
         if let Some(w) = &mut self.window {
             if w.phase == Phase::Open && change.table.name == w.table {
                 w.changed.extend(change_keys(change));
+            }
+        }
+    }
+
+    /// A streamed schema event: when it changes the shape of the table being read, a chunk
+    /// read around it is stale.
+    pub(crate) fn schema(&mut self, schema: &Arc<TableSchema>) {
+        let changed = match self.schemas.insert(schema.name.clone(), schema.clone()) {
+            Some(prev) => !same_shape(&prev, schema),
+            None => false,
+        };
+        if changed {
+            self.table_changed(&schema.name);
+        }
+    }
+
+    /// A streamed truncate (or shape change) of `table`: a chunk read around it is stale.
+    pub(crate) fn table_changed(&mut self, table: &TableName) {
+        if let Some(w) = &mut self.window {
+            if w.phase == Phase::Open && w.table == *table {
+                w.stale = true;
             }
         }
     }
@@ -249,6 +277,7 @@ impl Coordinator {
             table: task.table.clone(),
             phase: Phase::Requested,
             changed: HashSet::new(),
+            stale: false,
             chunk: None,
         });
         self.orders
@@ -278,6 +307,10 @@ impl Coordinator {
             return Ok(Vec::new());
         };
         let chunk = match w.chunk.take() {
+            Some(Ok(_)) if w.stale => {
+                tracing::debug!("backfill of {}: the table was truncated or altered during the chunk's read; reading it again", w.table);
+                return Ok(Vec::new());
+            }
             Some(Ok(chunk)) => chunk,
             Some(Err(e)) if e.is_retryable() => {
                 // The retry budget ran out; the next order tries again with new watermarks.
@@ -299,6 +332,16 @@ impl Coordinator {
             }
             None => return Ok(Vec::new()),
         };
+        if let Some(streamed) = self.schemas.get(&w.table) {
+            if !same_shape(streamed, &chunk.schema) {
+                tracing::warn!(
+                    "backfill of {}: the chunk reader's schema differs from the stream's ({:?} vs {:?})",
+                    w.table,
+                    chunk.schema.columns,
+                    streamed.columns
+                );
+            }
+        }
         let exhausted = chunk.rows.len() < self.chunk_rows;
         let task = &mut self.state.tasks[pos];
         let first = task.after.is_none() && task.rows == 0;
@@ -308,6 +351,7 @@ impl Coordinator {
             commit_time: None,
         }));
         events.push(ChangeEvent::Schema(chunk.schema.clone()));
+        self.schemas.insert(w.table.clone(), chunk.schema.clone());
         if first {
             events.push(ChangeEvent::Snapshot(SnapshotProgress::BackfillStarted {
                 table: w.table.clone(),
@@ -362,4 +406,14 @@ impl Coordinator {
         }
         Ok(events)
     }
+}
+
+/// Same columns (names, types, key flags) and identity: what a consumer's table follows.
+fn same_shape(a: &TableSchema, b: &TableSchema) -> bool {
+    a.identity == b.identity
+        && a.columns.len() == b.columns.len()
+        && a.columns
+            .iter()
+            .zip(&b.columns)
+            .all(|(x, y)| x.name == y.name && x.type_name == y.type_name && x.is_key == y.is_key)
 }

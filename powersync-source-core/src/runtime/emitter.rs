@@ -179,6 +179,16 @@ impl Emitter {
                 backfill.abort();
                 return self.push_plain(event).await;
             }
+            ChangeEvent::Truncate(ref t) => {
+                for table in &t.tables {
+                    backfill.table_changed(table);
+                }
+                return self.push_plain(event).await;
+            }
+            ChangeEvent::Schema(ref schema) => {
+                backfill.schema(schema);
+                return self.push_plain(event).await;
+            }
             ChangeEvent::Commit(mut commit) => {
                 commit.checkpoint = backfill.boundary_checkpoint(&commit.checkpoint)?;
                 let at = commit.checkpoint.clone();
