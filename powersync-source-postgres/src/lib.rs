@@ -154,6 +154,7 @@
 //! [`ChangeEvent::Abort`]: powersync_source_core::ChangeEvent::Abort
 //! [`Value::Unchanged`]: powersync_source_core::Value::Unchanged
 
+mod backfill;
 mod catalog;
 mod check;
 pub mod config;

@@ -120,7 +120,11 @@ impl ChangeSource for PostgresSource {
             self.tables(),
         )
         .await?;
-        Ok(tables.into_iter().map(|t| (*t.schema).clone()).collect())
+        Ok(tables
+            .into_iter()
+            .filter(|t| !crate::backfill::is_signal_table(&t.schema.name))
+            .map(|t| (*t.schema).clone())
+            .collect())
     }
 
     /// Runs [`ChangeSource::check`] first and fails with its first problem (a
@@ -146,11 +150,12 @@ impl ChangeSource for PostgresSource {
             from,
         )
         .await?;
-        Ok(spawn_stream(
-            PgLsn::SOURCE,
-            &self.stream,
-            move |out, acks| prepared.run(out, acks),
-        ))
+        // Backfills are enabled by the stream task once it streams (PostgreSQL 14+); on an
+        // older server a request is answered by a warning in the log.
+        Ok(spawn_stream(PgLsn::SOURCE, &self.stream, move |out, acks| {
+            prepared.run(out, acks)
+        })
+        .serving_backfills())
     }
 
     async fn write_checkpoint(&self) -> Result<Checkpoint> {

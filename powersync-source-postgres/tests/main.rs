@@ -1,4 +1,5 @@
 //! Integration tests.
+mod backfill;
 mod conformance;
 mod connection;
 mod faults;

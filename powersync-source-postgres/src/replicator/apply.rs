@@ -11,10 +11,12 @@ use powersync_source_core::{
 };
 
 use super::{RelationState, Replicator};
+use crate::backfill::{is_signal_table, same_shape};
 use crate::catalog;
 use crate::options::CHECKPOINT_MESSAGE_PREFIX;
 use crate::pgoutput::{ColumnValue, OldTuple, PgOutputMessage, PgTimestamp, TupleData};
 use crate::types::{self, TypeRegistry};
+use powersync_source_core::backfill::WATERMARK_PREFIX;
 
 impl Replicator {
     /// Turns one pgoutput message into change events.
@@ -34,6 +36,14 @@ impl Replicator {
                 self.on_relation(r, out).await?;
             }
             PgOutputMessage::Insert(i) => {
+                if self
+                    .relations
+                    .get(&i.relation_oid)
+                    .is_some_and(|r| r.signal)
+                {
+                    self.on_signal(i.relation_oid, i.new, out)?;
+                    return Ok(());
+                }
                 let Some(rel) = self.relation(i.relation_oid)? else {
                     return Ok(());
                 };
@@ -136,6 +146,17 @@ impl Replicator {
                         .await?;
                 }
             }
+            PgOutputMessage::Message(m) if m.prefix == WATERMARK_PREFIX => {
+                // Inside its own transaction (written in autocommit), which then ends in a
+                // keepalive: the emitter acts on it at that boundary.
+                match std::str::from_utf8(m.content) {
+                    Ok(text) => out.backfill_watermark(text),
+                    Err(_) => tracing::warn!(
+                        target: "powersync_source_postgres",
+                        "ignoring a backfill watermark that is not UTF-8"
+                    ),
+                }
+            }
             // Origins, types (we read types from the catalog), foreign messages; the session
             // handles streaming messages (see `streamed`); two-phase ones are not requested.
             _ => {}
@@ -171,6 +192,37 @@ impl Replicator {
         Ok(())
     }
 
+    /// An insert into the signal table: a request handed to the emitter (at the end of its
+    /// transaction), never a row for the host.
+    fn on_signal(
+        &self,
+        oid: u32,
+        tuple: TupleData<'_>,
+        out: &mut Emitter,
+    ) -> Result<(), SourceError> {
+        let Some(rel) = self.relations.get(&oid) else {
+            return Ok(());
+        };
+        let row = decode_tuple(&self.registry, rel, tuple, false)?;
+        let text = |column: &str| -> Option<String> {
+            let i = rel.schema.columns.iter().position(|c| c.name == column)?;
+            match row.get(i)? {
+                Value::Text(s) => Some(s.clone()),
+                Value::Integer(n) => Some(n.to_string()),
+                _ => None,
+            }
+        };
+        match (text("id"), text("kind"), text("tables")) {
+            (Some(id), Some(kind), Some(tables)) => out.backfill_signal(&id, &kind, &tables),
+            _ => tracing::warn!(
+                target: "powersync_source_postgres",
+                "ignoring a row of {} without text columns id, kind and tables",
+                rel.schema.name
+            ),
+        }
+        Ok(())
+    }
+
     fn relation(&self, oid: u32) -> Result<Option<&RelationState>, SourceError> {
         match self.relations.get(&oid) {
             Some(r) if r.selected => Ok(Some(r)),
@@ -188,12 +240,13 @@ impl Replicator {
     ) -> Step<()> {
         let name = TableName::new(r.namespace, r.name);
         let selected = self.selects(&name);
+        let signal = is_signal_table(&name);
         let types: Vec<(u32, i32)> = r
             .columns
             .iter()
             .map(|c| (c.type_oid, c.type_modifier))
             .collect();
-        if selected {
+        if selected || signal {
             let missing: Vec<(u32, i32)> = types
                 .iter()
                 .copied()
@@ -265,10 +318,12 @@ impl Replicator {
                     schema: schema.clone(),
                     types,
                     selected,
+                    signal,
                 },
             );
             if selected {
                 self.emit_begin(out).await?;
+                self.schemas.emitted(&schema);
                 out.push(ChangeEvent::Schema(schema)).await?;
                 if self.in_transaction {
                     self.txn_relations.push(r.oid);
@@ -313,23 +368,26 @@ impl Replicator {
                 .await?;
             }
             // First sight of this table (added to the publication or re-created while we
-            // stream): read its current rows. Changes after this point follow in the stream;
-            // ones before it that the read already reflects are re-applied idempotently.
-            self.snapshot_new_table(r.oid, out).await?;
+            // stream): read its current rows. With backfills, in watermarked chunks from this
+            // transaction's end while every table keeps streaming; without (a server before
+            // 14), inline: changes after this point follow in the stream, ones before it that
+            // the read already reflects are re-applied idempotently.
+            if out.backfill_enabled() {
+                if let Some(rel) = self.relations.get(&r.oid) {
+                    let schema = rel.schema.clone();
+                    self.note_read_publishing(r.oid, &schema).await?;
+                }
+                tracing::info!(
+                    target: "powersync_source_postgres",
+                    "{name} first seen in the stream: backfilling it"
+                );
+                out.backfill_added_table(name);
+            } else {
+                self.snapshot_new_table(r.oid, out).await?;
+            }
         }
         Ok(())
     }
-}
-
-/// Same table shape as far as consumers care (name, columns, types, key).
-fn same_shape(a: &TableSchema, b: &TableSchema) -> bool {
-    a.name == b.name
-        && a.identity == b.identity
-        && a.columns.len() == b.columns.len()
-        && a.columns
-            .iter()
-            .zip(&b.columns)
-            .all(|(x, y)| x.name == y.name && x.type_name == y.type_name && x.is_key == y.is_key)
 }
 
 /// Decodes a tuple into a row in the relation's column order. In a key-only old image the

@@ -23,11 +23,12 @@ use std::sync::Arc;
 use powersync_source_core::position::PgLsn;
 use powersync_source_core::runtime::{Emitter, Reconnect, SnapshotBook, Step, Stop};
 use powersync_source_core::{
-    AckReceiver, Begin, ChangeEvent, Position, RowChange, SourceError, StartFrom, StreamOptions,
-    TableName, TableSchema,
+    AckReceiver, Begin, ChangeEvent, Checkpoint, Position, RowChange, SourceError, StartFrom,
+    StreamOptions, TableName, TableSchema,
 };
 use tokio_postgres::Client;
 
+use crate::backfill::{is_signal_table, PgChunkReader, StreamSchemas};
 use crate::catalog::{self, PublishedTable, Publishing};
 use crate::config::PostgresConfig;
 use crate::connection::replication::{ReplicationConnection, SlotSnapshot};
@@ -57,6 +58,8 @@ struct RelationState {
     schema: Arc<TableSchema>,
     types: Vec<(u32, i32)>,
     selected: bool,
+    /// The signal table (see [`crate::backfill`]): its inserts are requests, never rows.
+    signal: bool,
 }
 
 /// Everything that can fail before the stream exists: slot creation or health, the published
@@ -98,6 +101,8 @@ pub(crate) async fn prepare(
         server_version: 0,
         streamed,
         spill_fallback: false,
+        schemas: StreamSchemas::default(),
+        resume: None,
     };
     let mut registry = TypeRegistry::new();
     let (stream_from, snapshot, repl) = match from {
@@ -134,6 +139,8 @@ pub(crate) async fn prepare(
             let tables = replicator.published(&mut registry).await?;
             replicator.known.extend(tables.iter().map(|t| t.oid));
             replicator.note_publishing(&tables);
+            // Its backfill cursor (if any) resumes once streaming starts.
+            replicator.resume = Some(checkpoint);
             (from, None, None)
         }
     };
@@ -214,6 +221,10 @@ struct Replicator {
     streamed: streamed::StreamedTransactions,
     /// Set once a spill file failed: later sessions of this stream ask for no streaming.
     spill_fallback: bool,
+    /// The schemas emitted per table, shared with the backfill reader.
+    schemas: StreamSchemas,
+    /// The checkpoint the stream started from (it may carry a backfill cursor).
+    resume: Option<Checkpoint>,
 }
 
 impl Replicator {
@@ -221,13 +232,16 @@ impl Replicator {
         &self,
         registry: &mut TypeRegistry,
     ) -> Result<Vec<PublishedTable>, SourceError> {
-        catalog::published_tables(
+        let mut tables = catalog::published_tables(
             &self.sql,
             registry,
             self.config.publication(),
             self.tables(),
         )
-        .await
+        .await?;
+        // The signal table is read by the stream, never copied to the host.
+        tables.retain(|t| !is_signal_table(&t.schema.name));
+        Ok(tables)
     }
 
     /// Records what the publication publishes of `tables`, as their rows are (or were) read.
@@ -244,7 +258,26 @@ impl Replicator {
 
     fn selects(&self, name: &TableName) -> bool {
         let tables = self.tables();
-        tables.is_empty() || tables.contains(name)
+        !is_signal_table(name) && (tables.is_empty() || tables.contains(name))
+    }
+
+    /// Turns on backfills once the stream streams, on servers that pass logical messages
+    /// (the watermarks) to the stream: 14+. Idempotent (every session calls it).
+    fn enable_backfill(&mut self, out: &mut Emitter) -> Result<(), SourceError> {
+        if out.backfill_enabled() || self.server_version < 140_000 {
+            return Ok(());
+        }
+        let reader = PgChunkReader::new(
+            self.config.clone(),
+            self.tables().to_vec(),
+            self.schemas.clone(),
+        );
+        out.enable_backfill(
+            Box::new(reader),
+            self.resume.as_ref(),
+            "public",
+            &self.stream,
+        )
     }
 
     /// The snapshot (if any), then sessions until the host leaves or a failure is final.

@@ -54,6 +54,7 @@ impl Replicator {
             }
         };
         self.server_version = repl.server_version_num();
+        self.enable_backfill(out)?;
         let mut repl = repl;
         if self.streamed.take_spill_failure() && !self.spill_fallback {
             self.spill_fallback = true;

@@ -12,7 +12,7 @@ use powersync_source_core::{
 use tokio::sync::mpsc;
 
 use super::{RelationState, Replicator, SnapshotPlan};
-use crate::catalog::{self, PublishedTable};
+use crate::catalog::{self, PublishedTable, Publishing};
 use crate::connection::sql_error;
 use crate::snapshot_reader::{self, CreatedSince, Piece, SnapshotMsg, TableJob};
 
@@ -277,12 +277,14 @@ impl Replicator {
             }
         }
         for t in &tables {
+            self.schemas.emitted(&t.schema);
             self.relations.insert(
                 t.oid,
                 RelationState {
                     schema: t.schema.clone(),
                     types: t.column_types.clone(),
                     selected: true,
+                    signal: false,
                 },
             );
         }
@@ -328,15 +330,13 @@ impl Replicator {
             .collect())
     }
 
-    /// Reads a table first seen in the stream (added to the publication or re-created) inside
-    /// the open transaction, as `snapshot: true` inserts between its TableStarted and
-    /// TableDone events.
-    pub(super) async fn snapshot_new_table(&mut self, oid: u32, out: &mut Emitter) -> Step<()> {
-        let Some(rel) = self.relations.get(&oid) else {
-            return Ok(());
-        };
-        let schema = rel.schema.clone();
-        let types = rel.types.clone();
+    /// Records what the publication publishes of the table `oid` (of stream schema `schema`)
+    /// as read now (restored if the open transaction aborts), and returns it.
+    pub(super) async fn note_read_publishing(
+        &mut self,
+        oid: u32,
+        schema: &TableSchema,
+    ) -> Result<Publishing, SourceError> {
         let mut publishing = catalog::publishing(&self.sql, self.config.publication(), oid)
             .await?
             .unwrap_or_default();
@@ -349,6 +349,19 @@ impl Replicator {
         if self.in_transaction {
             self.txn_publishing.push((oid, before));
         }
+        Ok(publishing)
+    }
+
+    /// Reads a table first seen in the stream (added to the publication or re-created) inside
+    /// the open transaction, as `snapshot: true` inserts between its TableStarted and
+    /// TableDone events.
+    pub(super) async fn snapshot_new_table(&mut self, oid: u32, out: &mut Emitter) -> Step<()> {
+        let Some(rel) = self.relations.get(&oid) else {
+            return Ok(());
+        };
+        let schema = rel.schema.clone();
+        let types = rel.types.clone();
+        let publishing = self.note_read_publishing(oid, &schema).await?;
         let table = PublishedTable {
             oid,
             schema: schema.clone(),

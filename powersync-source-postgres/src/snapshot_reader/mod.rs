@@ -4,6 +4,7 @@
 //! just created.
 
 mod copy_binary;
+mod key_chunk;
 mod resume;
 
 use std::collections::VecDeque;
@@ -16,7 +17,8 @@ use tokio_postgres::Client;
 use tracing::Instrument;
 
 use copy_binary::{CopyBinaryParser, FeedError};
-use resume::encode_key;
+pub(crate) use key_chunk::read_key_chunk;
+pub(crate) use resume::encode_key;
 pub(crate) use resume::{block_pieces, decode_blocks, decode_key, encode_blocks, merge_range};
 
 use crate::catalog::{qualified, PublishedTable};
@@ -30,7 +32,7 @@ use crate::types::{self, TypeRegistry};
 /// keep memory bounded and the rows still in cache when the stream takes them (measured with
 /// `throughput --phases snapshot`: 512 used a little less client CPU and about half the peak
 /// RSS growth of 2048, at the same speed).
-const ROWS_PER_MESSAGE: usize = 512;
+pub(super) const ROWS_PER_MESSAGE: usize = 512;
 
 /// What a reader reports to the stream, in order per table.
 #[derive(Debug)]
@@ -436,7 +438,7 @@ async fn read_table(
 ///
 /// Rows are decoded straight from the session's receive buffer after each socket read, and
 /// sent [`ROWS_PER_MESSAGE`] at a time between reads.
-async fn copy_rows(
+pub(super) async fn copy_rows(
     session: &mut CopySession,
     registry: &TypeRegistry,
     job: &TableJob,
