@@ -252,6 +252,12 @@
 //! without TLS. Options go in the query: see [`ConvexConfig::parse`]. The deploy key is passed
 //! separately and sent as `Authorization: Convex <key>`.
 //!
+//! # Backfills
+//! Not supported yet: `ChangeStream::request_backfill` answers `ErrorKind::Unsupported`.
+//! Re-read tables with a new snapshot (`StartFrom::Beginning`). Convex's snapshot API reads a
+//! consistent snapshot at a timestamp, so a per-table re-read at a pinned timestamp followed by
+//! the deltas after it would be this connector's form of a backfill.
+//!
 //! [`SnapshotProgress::Done`]: powersync_source_core::SnapshotProgress::Done
 //! [`SnapshotProgress::TableStarted`]: powersync_source_core::SnapshotProgress::TableStarted
 //! [`SnapshotProgress::ChunkDone`]: powersync_source_core::SnapshotProgress::ChunkDone

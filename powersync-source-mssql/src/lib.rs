@@ -189,6 +189,12 @@
 //! `MssqlSource::with_connector`). The tiberius backend runs in unit tests against a scripted
 //! TDS responder (hand-built token streams per MS-TDS behind the real client), and with the
 //! real capture job against a server named by `MSSQL_TEST_URL`.
+//!
+//! # Backfills
+//! Not supported yet: `ChangeStream::request_backfill` answers `ErrorKind::Unsupported` and rows
+//! inserted into a `_powersync_signals` table are streamed as ordinary rows. Re-read a table
+//! with a new snapshot (`StartFrom::Beginning`). CDC's change tables would serve as the
+//! watermark log (a watermark row in a CDC-enabled table) when this is added.
 
 mod backend;
 mod check;
