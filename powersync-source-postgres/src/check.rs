@@ -7,6 +7,7 @@
 //! how names are quoted in the statements both print.
 
 use postgres_protocol::escape::escape_identifier;
+use powersync_source_core::backfill::SIGNAL_TABLE;
 use powersync_source_core::provision::Fix;
 use powersync_source_core::{CheckReport, Problem, SourceError, TableName};
 use tokio_postgres::Client;
@@ -105,6 +106,22 @@ pub(crate) fn create_publication(publication: &str, tables: &[&TableName]) -> Fi
         ))
     }
 }
+
+/// The signal table through which backfills are requested (see [`crate::backfill`]).
+pub(crate) fn signal_table() -> TableName {
+    TableName::new("public", SIGNAL_TABLE)
+}
+
+/// The statement that creates the signal table.
+pub(crate) fn create_signal_table() -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, kind text NOT NULL, tables text NOT NULL)",
+        qualified(&signal_table())
+    )
+}
+
+/// The `setting` of the signal table's warnings (the provisioning plan has its own steps).
+pub(crate) const SIGNAL_SETTING: &str = "signal table";
 
 /// Why a server is too old, when it is.
 pub(crate) fn too_old(version: &str, version_num: i32) -> Option<(String, Fix)> {
@@ -325,6 +342,7 @@ pub(crate) async fn check(
             );
         }
     }
+    signal_table_warnings(client, publication, &u, &published, &mut report).await?;
     for wanted in selection {
         if !published.contains(wanted) {
             let remedy = add_tables(publication, &[wanted]);
@@ -346,6 +364,75 @@ pub(crate) async fn check(
         );
     }
     Ok(report)
+}
+
+/// Warnings when backfills cannot be requested through the signal table: it is missing, not
+/// published, or the user cannot insert into it. Warnings only: streaming works without it
+/// (a host's request is then kept in memory until a checkpoint carries it).
+async fn signal_table_warnings(
+    client: &Client,
+    publication: &str,
+    user: &str,
+    published: &[TableName],
+    report: &mut CheckReport,
+) -> Result<(), SourceError> {
+    let table = signal_table();
+    let q = qualified(&table);
+    let row = client
+        .query_one(
+            "SELECT c.oid IS NOT NULL,
+                    c.oid IS NOT NULL AND pg_catalog.has_table_privilege(c.oid, 'INSERT')
+             FROM (SELECT pg_catalog.to_regclass($1) AS oid) c",
+            &[&q],
+        )
+        .await
+        .map_err(|e| sql_error(e, "looking for the signal table"))?;
+    let (exists, insertable): (bool, bool) = (row.get(0), row.get(1));
+    let why = "backfills are requested through rows inserted into it";
+    if !exists {
+        let mut statements = vec![create_signal_table()];
+        if let Fix::Sql(add) = add_tables(publication, &[&table]) {
+            statements.push(add);
+        }
+        // A FOR ALL TABLES publication already holds it once it exists.
+        let all_tables: bool = client
+            .query_one(
+                "SELECT COALESCE((SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = $1), false)",
+                &[&publication],
+            )
+            .await
+            .map_err(|e| sql_error(e, "reading the publication"))?
+            .get(0);
+        if all_tables {
+            statements.truncate(1);
+        }
+        let fix = statements.join("; ");
+        report.push(
+            Problem::warning(
+                SIGNAL_SETTING,
+                format!("the signal table {q} does not exist ({why})"),
+                format!("run `{fix};` (`setup --apply` does)"),
+            )
+            .with_remedy(Fix::Sql(fix)),
+        );
+    } else if !published.contains(&table) {
+        let remedy = add_tables(publication, &[&table]);
+        report.push(
+            Problem::warning(
+                SIGNAL_SETTING,
+                format!("the signal table {q} is not in publication `{publication}` ({why})"),
+                format!("run `{remedy}`"),
+            )
+            .with_remedy(remedy),
+        );
+    } else if !insertable {
+        report.warning(
+            SIGNAL_SETTING,
+            format!("user `{user}` cannot insert into the signal table {q}: a host's backfill request is then kept in memory only"),
+            format!("run `GRANT SELECT, INSERT ON {q} TO {user};`"),
+        );
+    }
+    Ok(())
 }
 
 /// Warnings about WAL the server keeps for slots: unbounded retention (a stalled stream

@@ -1,5 +1,7 @@
 //! Integration tests.
 mod backfill;
+#[cfg(feature = "provision")]
+mod backfill_setup;
 mod conformance;
 mod connection;
 mod faults;

@@ -299,7 +299,9 @@ fn add_check(plan: &mut Plan, result: Result<CheckReport, SourceError>, who: Che
     };
     plan.add_check(&report, |problem| {
         let s = problem.setting.as_str();
-        let covered = s == "wal_level" || s == "server_version";
+        // The plan has its own steps for these (the signal table: created and published).
+        let covered =
+            s == "wal_level" || s == "server_version" || s == crate::check::SIGNAL_SETTING;
         let about_admin = matches!(who, CheckAs::Admin)
             && (s == "REPLICATION" || s.starts_with("table ") || s.starts_with("publication "));
         covered || about_admin

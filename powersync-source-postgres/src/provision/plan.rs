@@ -11,8 +11,8 @@ use powersync_source_core::TableName;
 use super::facts::{Facts, TableFacts, Wanted};
 use super::provider::Provider;
 use crate::check::{
-    add_tables, create_publication, ident, lacks_row_identity, publish_everything, qualified,
-    replica_identity_full, too_old,
+    add_tables, create_publication, create_signal_table, ident, lacks_row_identity,
+    publish_everything, qualified, replica_identity_full, signal_table, too_old,
 };
 
 /// Schemas a provider keeps for itself: with no `--table`, their tables are left out of the
@@ -368,11 +368,42 @@ pub fn plan(f: &Facts, wanted: &Wanted, provider: Provider, host: &str) -> Plan 
         }
     }
 
+    // ---- the backfill signal table ----
+    // Recommended, not required: streaming works without it; backfills are requested
+    // through its rows (`check()` warns when it is missing).
+    let signal = signal_table();
+    let signal_facts = existing.get(&signal).copied();
+    if signal_facts.is_none() {
+        plan.steps.push(Step::recommended(
+            format!(
+                "backfills (re-reading tables while streaming) are requested through rows inserted into {signal}"
+            ),
+            Fix::Sql(create_signal_table()),
+        ));
+    }
+    if !user_all_powerful && signal_facts.is_none_or(|t| !t.user_select && !t.user_owner) {
+        plan.steps.push(Step::recommended(
+            format!(
+                "`{}` reads {signal} in the stream and inserts a host's backfill requests into it",
+                wanted.user
+            ),
+            Fix::Sql(format!(
+                "GRANT SELECT, INSERT ON {} TO {u}",
+                qualified(&signal)
+            )),
+        ));
+    }
+
     // ---- the publication ----
     let listed_existing: Vec<&TableName> = match &scope {
         Scope::AllTables => Vec::new(),
         Scope::Listed(names) => names.iter().filter(|n| existing.contains_key(n)).collect(),
     };
+    // The signal table exists by now (created above when missing), and streams with them.
+    let mut with_signal = listed_existing.clone();
+    if scope != Scope::AllTables && !with_signal.contains(&&signal) {
+        with_signal.push(&signal);
+    }
     match &f.publication {
         None if scope == Scope::AllTables || !listed_existing.is_empty() => {
             plan.steps.push(Step::required(
@@ -380,7 +411,7 @@ pub fn plan(f: &Facts, wanted: &Wanted, provider: Provider, host: &str) -> Plan 
                     "publication `{}` does not exist: it names the tables the slot streams",
                     wanted.publication
                 ),
-                create_publication(&wanted.publication, &listed_existing),
+                create_publication(&wanted.publication, &with_signal),
             ))
         }
         None => {}
@@ -401,6 +432,15 @@ pub fn plan(f: &Facts, wanted: &Wanted, provider: Provider, host: &str) -> Plan 
                         add_tables(&wanted.publication, &missing),
                     ));
                 }
+            }
+            if !publication.all_tables && !publication.tables.contains(&signal) {
+                plan.steps.push(Step::recommended(
+                    format!(
+                        "publication `{}` does not publish the signal table {signal}",
+                        wanted.publication
+                    ),
+                    add_tables(&wanted.publication, &[&signal]),
+                ));
             }
             let missing_ops: Vec<&str> = [
                 ("insert", publication.insert),
@@ -517,9 +557,16 @@ mod tests {
             "ALTER DEFAULT PRIVILEGES IN SCHEMA app, public GRANT SELECT ON TABLES TO powersync;"
         );
         assert!(!plan.steps[5].required);
-        assert_eq!(s[6], "CREATE PUBLICATION powersync FOR ALL TABLES;");
-        assert_eq!(s[7], "ALTER TABLE public.log REPLICA IDENTITY FULL;");
-        assert_eq!(s.len(), 8);
+        // The signal table (recommended: backfills need it, streaming does not).
+        assert_eq!(s[6], "CREATE TABLE IF NOT EXISTS public._powersync_signals (id text PRIMARY KEY, kind text NOT NULL, tables text NOT NULL);");
+        assert!(!plan.steps[6].required);
+        assert_eq!(
+            s[7],
+            "GRANT SELECT, INSERT ON public._powersync_signals TO powersync;"
+        );
+        assert_eq!(s[8], "CREATE PUBLICATION powersync FOR ALL TABLES;");
+        assert_eq!(s[9], "ALTER TABLE public.log REPLICA IDENTITY FULL;");
+        assert_eq!(s.len(), 10);
     }
 
     #[test]
@@ -560,7 +607,11 @@ mod tests {
         );
         assert_eq!(s[2], "GRANT rds_replication TO powersync;");
         assert_eq!(s[3], "GRANT SELECT ON TABLE public.items TO powersync;");
-        assert_eq!(s[4], "CREATE PUBLICATION powersync FOR TABLE public.items;");
+        assert_eq!(s[4], "CREATE TABLE IF NOT EXISTS public._powersync_signals (id text PRIMARY KEY, kind text NOT NULL, tables text NOT NULL);");
+        assert_eq!(
+            s[6],
+            "CREATE PUBLICATION powersync FOR TABLE public.items, public._powersync_signals;"
+        );
     }
 
     #[test]
@@ -593,17 +644,27 @@ mod tests {
             plan.steps[0].reason.contains("public.nope does not exist"),
             "{s:?}"
         );
-        assert_eq!(s[1], "ALTER PUBLICATION powersync ADD TABLE app.things;");
+        assert_eq!(s[1], "CREATE TABLE IF NOT EXISTS public._powersync_signals (id text PRIMARY KEY, kind text NOT NULL, tables text NOT NULL);");
         assert_eq!(
             s[2],
+            "GRANT SELECT, INSERT ON public._powersync_signals TO powersync;"
+        );
+        assert_eq!(s[3], "ALTER PUBLICATION powersync ADD TABLE app.things;");
+        assert_eq!(
+            s[4],
+            "ALTER PUBLICATION powersync ADD TABLE public._powersync_signals;"
+        );
+        assert_eq!(
+            s[5],
             "ALTER PUBLICATION powersync SET (publish = 'insert, update, delete, truncate');"
         );
-        assert_eq!(s.len(), 3, "{s:?}");
+        assert_eq!(s.len(), 6, "{s:?}");
     }
 
     #[test]
     fn ready_server_has_no_steps() {
         let mut f = facts();
+        f.tables.push(table("public", "_powersync_signals", true));
         f.user = Some(RoleFacts {
             name: "powersync".into(),
             replication: true,
@@ -645,7 +706,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             create,
-            "CREATE PUBLICATION powersync FOR TABLE app.things, public.items, public.log;"
+            "CREATE PUBLICATION powersync FOR TABLE app.things, public.items, public.log, public._powersync_signals;"
         );
     }
 
