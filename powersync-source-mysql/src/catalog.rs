@@ -140,7 +140,8 @@ impl Scope {
 }
 
 /// The selected tables: `wanted` (an empty schema means the scope's default schema), or every
-/// base table of the scope's whole schemas when `wanted` is empty. A wanted table that does not
+/// base table of the scope's whole schemas when `wanted` is empty, except the connector's own
+/// tables next to the checkpoint table `skip` (checkpoints, backfill signals). A wanted table that does not
 /// exist is a [`Schema`](powersync_source_core::ErrorKind::Schema) error.
 pub(crate) async fn selected_tables(
     conn: &mut Conn,
@@ -167,7 +168,7 @@ pub(crate) async fn selected_tables(
             names.extend(
                 rows.into_iter()
                     .map(|(s, n)| TableName::new(s, n))
-                    .filter(|t| !(t.schema == skip.0 && t.name == skip.1)),
+                    .filter(|t| !crate::markers::is_internal(&t.schema, &t.name, skip)),
             );
         }
         names

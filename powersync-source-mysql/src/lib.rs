@@ -131,6 +131,7 @@
 //! | spatial | `Text`, GeoJSON |
 //! | anything else | `Text` as the server renders it |
 
+mod backfill_reader;
 mod binlog_replay;
 mod binlog_values;
 mod catalog;
@@ -143,6 +144,7 @@ mod decimal_binary;
 mod gtid;
 mod json_binary;
 mod mariadb_events;
+mod markers;
 mod payload;
 #[cfg(feature = "provision")]
 pub mod provision;

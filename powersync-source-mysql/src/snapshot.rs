@@ -13,7 +13,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value as My};
 use powersync_source_core::position::{BinlogPosition, GtidState};
 use powersync_source_core::runtime::{Emitter, SnapshotBook, Step, TableStart};
-use powersync_source_core::{ChangeEvent, OldImage, Op, Position, RowChange, SourceError};
+use powersync_source_core::{ChangeEvent, OldImage, Op, Row, RowChange, SourceError};
 use serde_json::json;
 
 use crate::catalog::TableInfo;
@@ -219,7 +219,7 @@ pub(crate) async fn read_tables(
 
 /// `(k1, k2, …) > (?, ?, …)` spelled as `k1 > ? OR (k1 = ? AND k2 > ?) OR …`, which every
 /// server version turns into index ranges, and the key index each `?` binds.
-fn after_predicate(keys: &[String]) -> (String, Vec<usize>) {
+pub(crate) fn after_predicate(keys: &[String]) -> (String, Vec<usize>) {
     let mut terms = Vec::with_capacity(keys.len());
     let mut order = Vec::new();
     for i in 0..keys.len() {
@@ -235,47 +235,28 @@ fn after_predicate(keys: &[String]) -> (String, Vec<usize>) {
     (terms.join(" OR "), order)
 }
 
-/// Reads one table outside any snapshot (a table that came into scope while streaming). Its
-/// progress events carry a resume token with no position: it is not a snapshot to resume.
-pub(crate) async fn read_table_now(
-    conn: &mut Conn,
-    table: &Arc<TableInfo>,
-    chunk_rows: u64,
-    out: &mut Emitter,
-) -> Step<()> {
-    let nowhere = BinlogPosition {
-        file_index: 0,
-        offset: 0,
-        basename: String::new(),
-        gtid: GtidState::None,
-    }
-    .to_checkpoint();
-    let mut book = SnapshotBook::new(nowhere);
-    read_tables(
-        conn,
-        std::slice::from_ref(table),
-        &mut book,
-        chunk_rows,
-        out,
-    )
-    .await
-}
-
 async fn emit_row(table: &Arc<TableInfo>, values: Vec<My>, out: &mut Emitter) -> Step<()> {
-    let mut row = Vec::with_capacity(values.len());
-    for (v, c) in values.into_iter().zip(table.columns.iter()) {
-        row.push(convert(v, c, table.name(), Path::Snapshot)?);
-    }
     out.push(ChangeEvent::Row(RowChange {
         op: Op::Insert,
         table: table.schema.clone(),
         old: None,
         old_image: OldImage::None,
-        new: Some(row.into()),
+        new: Some(row_of(table, values)?),
         snapshot: true,
     }))
     .await?;
     Ok(())
+}
+
+/// A result-set row (binary protocol, on a connection opened by
+/// [`crate::connection::connect`]) normalized as the binlog path normalizes the same row:
+/// the snapshot and backfills share it.
+pub(crate) fn row_of(table: &TableInfo, values: Vec<My>) -> Result<Row, SourceError> {
+    let mut row = Vec::with_capacity(values.len());
+    for (v, c) in values.into_iter().zip(table.columns.iter()) {
+        row.push(convert(v, c, table.name(), Path::Snapshot)?);
+    }
+    Ok(row.into())
 }
 
 /// The last key of a chunk as JSON (tagged wire values, so it binds back exactly).

@@ -11,10 +11,12 @@ use powersync_source_core::{
     SourceError, StartFrom, StreamOptions, TableName, TableSchema,
 };
 
+use crate::backfill_reader::BinlogChunkReader;
 use crate::catalog::{self, Scope, TableInfo};
 use crate::check::CHECKPOINT_COLUMNS;
 use crate::config::MySqlConfig;
 use crate::connection::{connect, exec_drop, ident, sql_error};
+use crate::markers::CHECKPOINT_ROW;
 use crate::replicator::{Replicator, Selection, Settings};
 use crate::retention::{self, BinlogWatch};
 use crate::server::{self, ServerInfo};
@@ -122,6 +124,22 @@ impl MySqlSource {
         }
     }
 
+    /// The database that qualifies table names without one in backfill signals: the URL's
+    /// (or the only one of `databases=`), else the checkpoint table's.
+    fn default_db(&self) -> String {
+        let db = self.scope().default_db;
+        if db.is_empty() {
+            self.config_in_use().checkpoint_table().0
+        } else {
+            db
+        }
+    }
+
+    /// The backfill reader of a stream of this source (its own SQL connection).
+    fn chunk_reader(&self) -> BinlogChunkReader {
+        BinlogChunkReader::new(self.config_in_use(), self.selection(), self.default_db())
+    }
+
     /// The stream options with the URL's overrides applied, and the replicator's settings.
     fn resolved(&self) -> Result<(StreamOptions, Settings)> {
         let mut options = self.stream.clone();
@@ -219,19 +237,32 @@ impl ChangeSource for MySqlSource {
                 let pos = BinlogPosition::from_checkpoint(c)?;
                 crate::replicator::validate_start(&pos, &info)?;
                 server::ensure_history(&mut conn, &info, &pos).await?;
+                let resume = c.clone();
+                let reader = self.chunk_reader();
+                let default_db = self.default_db();
+                let stream_options = options.clone();
                 return Ok(spawn_stream(
                     BinlogPosition::SOURCE,
                     &options,
-                    move |out, acks| async move {
+                    move |mut out, acks| async move {
                         let (feed, position) = retention::feed(&pos);
                         let _watch =
                             BinlogWatch::spawn(config.clone(), out.stats().clone(), position);
+                        // The backfill this checkpoint carries (if any) continues from its
+                        // last stored chunk.
+                        out.enable_backfill(
+                            Box::new(reader),
+                            Some(&resume),
+                            &default_db,
+                            &stream_options,
+                        )?;
                         Replicator::new(config, info, selection, tables, settings, acks, out, pos)
                             .with_position_feed(feed)
                             .run(true)
                             .await
                     },
-                ));
+                )
+                .serving_backfills());
             }
             StartFrom::Snapshot(resume) => {
                 let pos = BinlogPosition::from_checkpoint(&resume.stream_from)?;
@@ -251,6 +282,9 @@ impl ChangeSource for MySqlSource {
             }
         };
         let chunk_rows = self.config.chunk_rows;
+        let reader = self.chunk_reader();
+        let default_db = self.default_db();
+        let stream_options = options.clone();
         Ok(spawn_stream(
             BinlogPosition::SOURCE,
             &options,
@@ -275,18 +309,20 @@ impl ChangeSource for MySqlSource {
                 drop(conn);
                 out.push(book.done()).await?;
                 out.flush().await?;
+                out.enable_backfill(Box::new(reader), None, &default_db, &stream_options)?;
                 Replicator::new(config, info, selection, tables, settings, acks, out, pos)
                     .with_position_feed(feed)
                     .run(false)
                     .await
             },
-        ))
+        )
+        .serving_backfills())
     }
 
     /// Writes the current binlog position into the checkpoint table (created on first use:
     /// `_powersync_checkpoints` in the URL's database, or the `checkpoint_table` option;
-    /// columns `id INT PRIMARY KEY, checkpoint VARCHAR(512), written_at TIMESTAMP(6)`, one
-    /// row). The stream recognises the row event and reports
+    /// columns `id INT PRIMARY KEY, checkpoint VARCHAR(512), written_at TIMESTAMP(6)`; row 1,
+    /// while backfill watermarks use row 2). The stream recognises the row event and reports
     /// [`ChangeEvent::CheckpointObserved`](powersync_source_core::ChangeEvent::CheckpointObserved)
     /// with the checkpoint written, which is the server's binlog head just before the marker
     /// (so it orders at or before the marker's commit). The user needs CREATE (once), INSERT
@@ -309,7 +345,7 @@ impl ChangeSource for MySqlSource {
         let checkpoint = server::head(&mut conn, &info).await?.to_checkpoint();
         conn.exec_drop(
             format!(
-                "INSERT INTO {qualified} (id, checkpoint, written_at) VALUES (1, ?, NOW(6)) \
+                "INSERT INTO {qualified} (id, checkpoint, written_at) VALUES ({CHECKPOINT_ROW}, ?, NOW(6)) \
                  ON DUPLICATE KEY UPDATE checkpoint = VALUES(checkpoint), written_at = VALUES(written_at)"
             ),
             (checkpoint.as_str(),),

@@ -1,4 +1,6 @@
 //! Integration tests against a throwaway MariaDB (and a real MySQL when `MYSQL_TEST_URL` is set).
+mod backfill;
+mod backfill_model;
 mod conformance;
 mod databases;
 mod decoders;

@@ -1,5 +1,5 @@
 //! What a DDL statement in the binlog does to the stream: truncates, tables leaving the scope,
-//! schema changes, and tables renamed into the scope (read at once). The statement is
+//! schema changes, and tables created or renamed into the scope (read by a backfill). The statement is
 //! classified by [`crate::ddl::classify`].
 
 use std::sync::Arc;
@@ -12,7 +12,6 @@ use super::{Mapped, Replicator};
 use crate::catalog::{self, TableInfo};
 use crate::connection::connect;
 use crate::ddl::{classify, Ddl};
-use crate::snapshot;
 
 impl Replicator {
     /// The SQL connection for catalog reads while streaming (opened on first use, dropped on
@@ -47,6 +46,17 @@ impl Replicator {
             _ => true,
         });
         Ok(info)
+    }
+
+    /// A table entered the scope while streaming: its schema now, and its rows through a
+    /// backfill from the end of this event group (never an inline copy that would hold up
+    /// every other table's changes).
+    async fn enters_scope(&mut self, db: &str, table: &str) -> Step<()> {
+        if let Some(t) = self.reload(db, table).await? {
+            self.out.backfill_added_table(t.name().clone());
+            self.boundary_due = true;
+        }
+        Ok(())
     }
 
     pub(super) async fn ddl(&mut self, sql: &str, default_db: &str) -> Step<()> {
@@ -100,14 +110,9 @@ impl Replicator {
                             .await?;
                     }
                     if self.selection.wants(&to.0, &to.1, &self.checkpoint_table) {
-                        // The table arrives with rows: read them now (see the crate docs on
-                        // tables entering the scope).
-                        if let Some(t) = self.reload(&to.0, &to.1).await? {
-                            self.ensure_begin(time).await?;
-                            let chunk = self.config.chunk_rows;
-                            let mut conn = connect(&self.config).await?;
-                            snapshot::read_table_now(&mut conn, &t, chunk, &mut self.out).await?;
-                        }
+                        // The table arrives with rows: a backfill reads them while the stream
+                        // goes on (see the crate docs on tables entering the scope).
+                        self.enters_scope(&to.0, &to.1).await?;
                     }
                 }
             }
@@ -117,7 +122,9 @@ impl Replicator {
                     .selection
                     .wants(&name.0, &name.1, &self.checkpoint_table)
                 {
-                    self.reload(&name.0, &name.1).await?;
+                    // `CREATE TABLE … SELECT`, or rows written before the stream read this
+                    // event, are already in the table: a backfill reads what is there.
+                    self.enters_scope(&name.0, &name.1).await?;
                 }
             }
             Ddl::Alter(name) => {

@@ -100,12 +100,15 @@ impl Replicator {
             EventData::TableMapEvent(tme) => {
                 let db = tme.database_name().into_owned();
                 let table = tme.table_name().into_owned();
-                let mapped = if (db.as_str(), table.as_str())
+                let this = (db.as_str(), table.as_str());
+                let mapped = if this
                     == (
                         self.checkpoint_table.0.as_str(),
                         self.checkpoint_table.1.as_str(),
                     ) {
                     Mapped::Checkpoints
+                } else if this == (self.signal_table.0.as_str(), self.signal_table.1.as_str()) {
+                    Mapped::Signals
                 } else {
                     match self.tables.get(&(db.clone(), table.clone())).cloned() {
                         Some(t) if t.columns.len() as u64 == tme.columns_count() => {
@@ -188,7 +191,8 @@ impl Replicator {
     }
 
     /// The end of an event group: a `Commit` when the host saw its `Begin`, otherwise a
-    /// keepalive (at most every 500 ms) so the position still advances.
+    /// keepalive (at most every 500 ms, so the position still advances; always after a
+    /// watermark, a signal or a table entering the scope).
     async fn commit(&mut self, log_pos: u64, time: UnixMicros) -> Step<()> {
         self.apply_gtid();
         let end = match log_pos {
@@ -215,13 +219,19 @@ impl Replicator {
                 }))
                 .await?;
             self.last_keepalive = Instant::now();
-        } else if self.last_keepalive.elapsed() >= Duration::from_millis(500) {
+        } else if std::mem::take(&mut self.boundary_due)
+            || self.last_keepalive.elapsed() >= Duration::from_millis(500)
+        {
+            // A transaction the backfill machinery acted on ends with a boundary even when
+            // the host saw none of its rows: that is where its watermark or signal takes
+            // effect (and where a chunk goes out).
             self.out.push(ChangeEvent::Keepalive(checkpoint)).await?;
             self.last_keepalive = Instant::now();
         }
         self.update_lag(log_pos);
         self.in_txn = false;
         self.begun = false;
+        self.boundary_due = false;
         self.txn_time = None;
         Ok(())
     }

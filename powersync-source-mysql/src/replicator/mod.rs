@@ -41,11 +41,14 @@ pub(crate) enum Selection {
 }
 
 impl Selection {
-    fn wants(&self, db: &str, table: &str, checkpoint: &(String, String)) -> bool {
+    /// Whether `db.table` is replicated; the connector's own tables (checkpoints, signals)
+    /// never are.
+    pub(crate) fn wants(&self, db: &str, table: &str, checkpoint: &(String, String)) -> bool {
+        if crate::markers::is_internal(db, table, checkpoint) {
+            return false;
+        }
         match self {
-            Selection::Databases(dbs) => {
-                dbs.iter().any(|d| d == db) && !(checkpoint.0 == db && checkpoint.1 == table)
-            }
+            Selection::Databases(dbs) => dbs.iter().any(|d| d == db),
             Selection::List(set) => set.contains(&(db.to_owned(), table.to_owned())),
         }
     }
@@ -63,6 +66,8 @@ enum TxnGtid {
 enum Mapped {
     Table(Arc<TableInfo>),
     Checkpoints,
+    /// The backfill signal table (read even when the selection does not name it).
+    Signals,
     Ignored,
 }
 
@@ -85,6 +90,8 @@ pub(crate) struct Replicator {
     /// Last emitted transaction boundary.
     pos: BinlogPosition,
     checkpoint_table: (String, String),
+    /// The backfill signal table, next to the checkpoint table.
+    signal_table: (String, String),
     maria: MariaPos,
     mysql: MySqlGtidSet,
     file: String,
@@ -95,6 +102,10 @@ pub(crate) struct Replicator {
     begun: bool,
     txn_gtid: Option<TxnGtid>,
     txn_time: Option<UnixMicros>,
+    /// The transaction held something the backfill machinery acts on at its end (a
+    /// watermark, a signal, a table entering the scope): it ends with a keepalive even when
+    /// the host saw none of its rows.
+    boundary_due: bool,
     last_keepalive: Instant,
     /// Events still to come from inside the last transaction payload event (MySQL 8
     /// compression); they carry no binlog position of their own.
@@ -166,6 +177,7 @@ impl Replicator {
             GtidState::None => Default::default(),
         };
         let checkpoint_table = config.checkpoint_table();
+        let signal_table = crate::markers::signal_table(&checkpoint_table);
         Replicator {
             file: pos.file_name(),
             tables: tables
@@ -180,6 +192,7 @@ impl Replicator {
             out,
             pos,
             checkpoint_table,
+            signal_table,
             maria,
             mysql,
             table_ids: HashMap::new(),
@@ -188,6 +201,7 @@ impl Replicator {
             begun: false,
             txn_gtid: None,
             txn_time: None,
+            boundary_due: false,
             last_keepalive: Instant::now(),
             pending_payload: 0,
             inside_payload: false,
@@ -246,6 +260,7 @@ impl Replicator {
         self.begun = false;
         self.txn_gtid = None;
         self.txn_time = None;
+        self.boundary_due = false;
         self.pending_payload = 0;
         self.file = self.pos.file_name();
         // GTID state back to the last boundary.

@@ -1,5 +1,5 @@
-//! Rows events → row changes: the checkpoint table's marker rows, and the selected tables'
-//! before and after images.
+//! Rows events → row changes: the checkpoint table's marker and watermark rows, the signal
+//! table's backfill requests, and the selected tables' before and after images.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use powersync_source_core::{
 
 use super::{Mapped, Replicator};
 use crate::catalog::TableInfo;
+use crate::markers;
 use crate::row_image::{self, ColumnFormat, RowImages};
 use crate::values::convert_binlog;
 
@@ -49,17 +50,42 @@ impl Replicator {
                 for r in rows.rows(tme) {
                     let (_, after) =
                         r.map_err(|e| SourceError::decode("checkpoint table row").with_source(e))?;
-                    let marker = after.and_then(|a| {
-                        a.unwrap().into_iter().nth(1).and_then(|v| match v {
-                            BinlogValue::Value(mysql_common::value::Value::Bytes(b)) => {
-                                String::from_utf8(b).ok()
-                            }
-                            _ => None,
-                        })
-                    });
-                    if let Some(c) = marker.and_then(|m| Checkpoint::parse(&m).ok()) {
+                    let Some(marker) = after.and_then(|a| text_at(a, 1)) else {
+                        continue;
+                    };
+                    if let Some(mark) = markers::watermark_of(&marker) {
+                        // Where it lies in the stream, inside its transaction; never a row
+                        // or a checkpoint for the host.
+                        self.out.backfill_watermark(mark);
+                        self.boundary_due = true;
+                    } else if let Ok(c) = Checkpoint::parse(&marker) {
                         self.out.push(ChangeEvent::CheckpointObserved(c)).await?;
                     }
+                }
+                Ok(())
+            }
+            Some(Mapped::Signals) => {
+                if op != Op::Insert {
+                    return Ok(());
+                }
+                for r in rows.rows(tme) {
+                    let (_, after) =
+                        r.map_err(|e| SourceError::decode("signal table row").with_source(e))?;
+                    let Some(after) = after else { continue };
+                    let mut values = after.unwrap().into_iter().map(binlog_text);
+                    // Columns as `setup` creates them: id, kind, tables.
+                    let (Some(Some(id)), Some(Some(kind)), Some(Some(tables))) =
+                        (values.next(), values.next(), values.next())
+                    else {
+                        tracing::warn!(
+                            "ignoring a row of {}.{} without text id, kind and tables",
+                            self.signal_table.0,
+                            self.signal_table.1
+                        );
+                        continue;
+                    };
+                    self.out.backfill_signal(&id, &kind, &tables);
+                    self.boundary_due = true;
                 }
                 Ok(())
             }
@@ -132,6 +158,21 @@ impl Replicator {
         self.formats.insert(tme.table_id(), f.clone());
         Ok(f)
     }
+}
+
+/// The text of a string column's binlog value (`None` for NULL or non-text values).
+fn binlog_text(v: BinlogValue<'_>) -> Option<String> {
+    match v {
+        BinlogValue::Value(mysql_common::value::Value::Bytes(b)) => {
+            Some(String::from_utf8_lossy(&b).into_owned())
+        }
+        _ => None,
+    }
+}
+
+/// The text of column `i` of a checkpoint-table row image.
+fn text_at(row: BinlogRow, i: usize) -> Option<String> {
+    row.unwrap().into_iter().nth(i).and_then(binlog_text)
 }
 
 /// A row change of `table` from its images.
