@@ -3,7 +3,8 @@
 //!
 //! The rules the `provision` planner shares with it live here, once: how grants are read
 //! ([`Grants`]), which right reads the binlog coordinates ([`monitor_right`]), how a binlog
-//! setting is changed at run time ([`set_global`]) and the checkpoint table's columns.
+//! setting is changed at run time ([`set_global`]) and the checkpoint table's columns (the
+//! signal table's are in [`crate::markers`]).
 
 use std::collections::HashMap;
 
@@ -13,7 +14,8 @@ use powersync_source_core::provision::Fix;
 use powersync_source_core::{CheckReport, Problem, SourceError, TableName};
 
 use crate::catalog::{self, Scope};
-use crate::connection::sql_error;
+use crate::connection::{ident, sql_error};
+use crate::markers::{self, SIGNAL_COLUMNS};
 use crate::server::{Flavour, ServerInfo};
 
 /// The checkpoint table's columns, as `write_checkpoint` and `setup` create it.
@@ -72,7 +74,6 @@ impl Grants {
     }
 
     /// Holds `right` on every table of `database`.
-    #[cfg_attr(not(feature = "provision"), allow(dead_code))]
     pub fn on_database(&self, right: &str, database: &str) -> bool {
         let db = format!("{}.*", database.to_ascii_uppercase());
         self.global(right)
@@ -92,7 +93,6 @@ impl Grants {
     }
 
     /// Holds `right` on `database.table`.
-    #[cfg_attr(not(feature = "provision"), allow(dead_code))]
     pub fn on_table(&self, right: &str, database: &str, table: &str) -> bool {
         let t = format!(
             "{}.{}",
@@ -366,6 +366,8 @@ pub(crate) async fn check(
         }
     }
 
+    signal_table_warnings(conn, &grants, checkpoint_table, &mut report).await?;
+
     // Tables.
     match catalog::selected_tables(conn, scope, tables, checkpoint_table).await {
         Ok(found) => {
@@ -387,6 +389,52 @@ pub(crate) async fn check(
         Err(e) => return Err(e),
     }
     Ok(report)
+}
+
+/// The `setting` of the signal table's warnings.
+pub(crate) const SIGNAL_SETTING: &str = "signal table";
+
+/// Warnings when backfills cannot be requested through the signal table (next to the
+/// checkpoint table): it is missing, or the user cannot insert into it. Warnings only:
+/// streaming works without it, and a host's request creates it when the user may (else the
+/// request is kept in memory until a checkpoint carries it).
+async fn signal_table_warnings(
+    conn: &mut Conn,
+    grants: &Grants,
+    checkpoint_table: &(String, String),
+    report: &mut CheckReport,
+) -> Result<(), SourceError> {
+    let (db, table) = markers::signal_table(checkpoint_table);
+    if db.is_empty() {
+        return Ok(());
+    }
+    let found: Option<u64> = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (&db, &table),
+        )
+        .await
+        .map_err(|e| sql_error(e, "looking for the signal table"))?;
+    let q = format!("{}.{}", ident(&db), ident(&table));
+    let why = "backfills are requested through rows inserted into it";
+    if found.unwrap_or(0) == 0 {
+        let fix = format!("CREATE TABLE IF NOT EXISTS {q} {SIGNAL_COLUMNS}");
+        report.push(
+            Problem::warning(
+                SIGNAL_SETTING,
+                format!("the signal table {q} does not exist ({why})"),
+                format!("run `{fix};` (`setup --apply` does)"),
+            )
+            .with_remedy(Fix::Sql(fix)),
+        );
+    } else if !grants.via_roles && !grants.on_table("INSERT", &db, &table) {
+        report.warning(
+            SIGNAL_SETTING,
+            format!("the user cannot insert into the signal table {q}: a host's backfill request is then kept in memory only"),
+            format!("GRANT SELECT, INSERT ON {q} TO the user"),
+        );
+    }
+    Ok(())
 }
 
 /// `GRANT a, b (cols), c ON db.tbl TO …` → (upper-case privileges, upper-case object without

@@ -1,5 +1,6 @@
 //! Provisioning (Cargo feature `provision`): the binlog settings, the replication user and
-//! its rights, and the checkpoint table that make a MySQL or MariaDB server ready.
+//! its rights, and the checkpoint and backfill signal tables that make a MySQL or MariaDB
+//! server ready.
 //!
 //! What the connector needs (see `powersync-source-mysql`): a row-based binlog with full row
 //! images (`log_bin`, `binlog_format=ROW`, `binlog_row_image=FULL`, a non-zero `server_id`;
@@ -7,7 +8,8 @@
 //! recommended), no `binlog-do-db`/`binlog-ignore-db` filter hiding the database, and a user
 //! with `REPLICATION SLAVE`, `REPLICATION CLIENT` (`BINLOG MONITOR` on MariaDB 10.5.2+),
 //! `SELECT` on the database (MySQL: `RELOAD` for the exact snapshot start) and rights on the
-//! checkpoint table. `log_bin`, `server_id`, the GTID mode and the binlog filters are server
+//! checkpoint table and on the signal table (`_powersync_signals`, next to the checkpoint
+//! table: backfill requests). `log_bin`, `server_id`, the GTID mode and the binlog filters are server
 //! options read at start: they go into the configuration file and need a restart. The binlog
 //! format, row image and row metadata can also change at run time (`SET GLOBAL`), which
 //! `--apply` does, and the configuration file keeps them across restarts.
@@ -21,6 +23,7 @@ use std::io::Write;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
+use powersync_source_core::backfill::SIGNAL_TABLE;
 use powersync_source_core::provision::{
     generate_password, Fix, Outcome, Plan, ProvisionError, Report, Request, Step,
 };
@@ -29,6 +32,7 @@ use powersync_source_core::{ChangeSource, Secret, SourceError, TableName};
 use crate::catalog::Scope;
 use crate::check::{monitor_right, set_global, Grants, CHECKPOINT_COLUMNS};
 use crate::connection::{ident, literal, sql_error};
+use crate::markers::SIGNAL_COLUMNS;
 use crate::server::{Flavour, ServerInfo};
 use crate::{MySqlConfig, MySqlSource};
 
@@ -72,6 +76,8 @@ pub struct Facts {
     pub user_grants: Option<Vec<String>>,
     /// The checkpoint table exists.
     pub checkpoint_table: bool,
+    /// The backfill signal table (`_powersync_signals` next to the checkpoint table) exists.
+    pub signal_table: bool,
 }
 
 impl Facts {
@@ -342,6 +348,32 @@ pub fn plan(facts: &Facts, wanted: &Wanted) -> Plan {
             )),
         ));
     }
+    let signal = format!("{}.{}", ident(cp_db), ident(SIGNAL_TABLE));
+    if cp_db_exists && !facts.signal_table {
+        plan.steps.push(Step::required(
+            format!(
+                "the signal table `{cp_db}`.`{SIGNAL_TABLE}` is missing (backfills are requested through rows inserted into it)"
+            ),
+            Fix::Sql(format!("CREATE TABLE IF NOT EXISTS {signal} {SIGNAL_COLUMNS}")),
+        ));
+    }
+    let signal_rights = ["SELECT", "INSERT"];
+    if cp_db_exists
+        && !signal_rights
+            .iter()
+            .all(|r| grants.on_table(r, cp_db, SIGNAL_TABLE))
+    {
+        plan.steps.push(Step::required(
+            format!(
+                "`{}` must insert into the signal table `{cp_db}`.`{SIGNAL_TABLE}` (a host's backfill request)",
+                wanted.user
+            ),
+            Fix::Sql(format!(
+                "GRANT {} ON {signal} TO {who}",
+                signal_rights.join(", ")
+            )),
+        ));
+    }
     plan
 }
 
@@ -445,6 +477,14 @@ pub async fn read_facts(conn: &mut Conn, wanted: &Wanted) -> Result<Facts, Sourc
         .await
         .map_err(|e| sql_error(e, "looking up the checkpoint table"))?;
     facts.checkpoint_table = tables.unwrap_or(0) > 0;
+    let signals: Option<u64> = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (wanted.checkpoint_table.0.as_str(), SIGNAL_TABLE),
+        )
+        .await
+        .map_err(|e| sql_error(e, "looking up the signal table"))?;
+    facts.signal_table = signals.unwrap_or(0) > 0;
     let users: Option<u64> = conn
         .exec_first(
             "SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = '%'",
@@ -676,8 +716,10 @@ mod tests {
                 "GRANT SELECT ON `app`.* TO `powersync`@`%`".into(),
                 "GRANT SELECT, INSERT, UPDATE, CREATE ON `app`.`_powersync_checkpoints` TO `powersync`@`%`"
                     .into(),
+                "GRANT SELECT, INSERT ON `app`.`_powersync_signals` TO `powersync`@`%`".into(),
             ]),
             checkpoint_table: true,
+            signal_table: true,
             ..Facts::default()
         }
     }
@@ -765,6 +807,7 @@ mod tests {
         let mut f = ready_mariadb();
         f.user_grants = None;
         f.checkpoint_table = false;
+        f.signal_table = false;
         let p = plan(&f, &wanted());
         assert_eq!(
             shown(&p),
@@ -774,6 +817,8 @@ mod tests {
                 "GRANT SELECT ON `app`.* TO 'powersync'@'%';".into(),
                 format!("CREATE TABLE IF NOT EXISTS `app`.`_powersync_checkpoints` {CHECKPOINT_COLUMNS};"),
                 "GRANT SELECT, INSERT, UPDATE, CREATE ON `app`.`_powersync_checkpoints` TO 'powersync'@'%';".into(),
+                format!("CREATE TABLE IF NOT EXISTS `app`.`_powersync_signals` {SIGNAL_COLUMNS};"),
+                "GRANT SELECT, INSERT ON `app`.`_powersync_signals` TO 'powersync'@'%';".into(),
             ]
         );
     }

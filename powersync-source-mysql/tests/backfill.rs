@@ -356,3 +356,56 @@ async fn tables_entering_the_scope_are_backfilled() {
     );
     assert_eq!(model.backfilled["moved"].len(), 2_500);
 }
+
+/// `check()` warns (without failing) while the signal table is missing, its remedy creates
+/// it, and `setup`'s plan creates it and grants the rights on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_signal_table_is_a_warning_and_setup_creates_it() {
+    use powersync_source_core::Severity;
+    use powersync_source_mysql::provision::{plan, read_facts, Wanted};
+
+    let Some(server) = start_server().await else {
+        return;
+    };
+    let port = server.port();
+    let mut conn = connect(port).await;
+    create_table(&mut conn, "big", 10).await;
+    let source = source(port, &["big"]);
+    let report = source.check().await.expect("check");
+    let warning = report
+        .problems
+        .iter()
+        .find(|p| p.setting == "signal table")
+        .unwrap_or_else(|| panic!("no signal table warning: {:?}", report.problems));
+    assert_eq!(warning.severity, Severity::Warning);
+    assert!(report.is_ready(), "{:?}", report.problems);
+
+    let wanted = Wanted {
+        user: "rep".into(),
+        databases: vec!["test".into()],
+        checkpoint_table: ("test".into(), "_powersync_checkpoints".into()),
+    };
+    let facts = read_facts(&mut conn, &wanted).await.expect("facts");
+    assert!(!facts.signal_table);
+    let steps: Vec<String> = plan(&facts, &wanted)
+        .steps
+        .iter()
+        .map(|s| s.fix.to_string())
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.starts_with("CREATE TABLE IF NOT EXISTS `test`.`_powersync_signals`")),
+        "{steps:?}"
+    );
+
+    let statement = warning.remedy.statement("").expect("an SQL remedy");
+    conn.query_drop(statement).await.expect("the remedy runs");
+    let report = source.check().await.expect("check");
+    assert!(
+        report.problems.iter().all(|p| p.setting != "signal table"),
+        "{:?}",
+        report.problems
+    );
+    assert!(read_facts(&mut conn, &wanted).await.unwrap().signal_table);
+}
