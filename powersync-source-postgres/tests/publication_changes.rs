@@ -83,19 +83,29 @@ async fn wait_for(
     state: &mut BTreeMap<String, BTreeMap<i64, Value>>,
     marker: &powersync_source_core::Checkpoint,
 ) {
+    // Until the marker passed and no table is left to backfill (a table first seen in the
+    // stream is read by a backfill, whose cursor the checkpoints carry until it is done).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = false;
     loop {
         let batch = tokio::time::timeout_at(deadline, stream.next())
             .await
             .expect("marker not observed")
             .unwrap()
             .unwrap();
-        let seen = batch
-            .events
-            .iter()
-            .any(|e| matches!(e, ChangeEvent::CheckpointObserved(c) if c == marker));
+        let mut backfilling = None;
+        for e in &batch.events {
+            match e {
+                ChangeEvent::CheckpointObserved(c) if c == marker => seen = true,
+                ChangeEvent::Commit(c) => {
+                    backfilling = Some(c.checkpoint.backfill().unwrap().is_some())
+                }
+                ChangeEvent::Keepalive(c) => backfilling = Some(c.backfill().unwrap().is_some()),
+                _ => {}
+            }
+        }
         apply(state, batch.events);
-        if seen {
+        if seen && backfilling == Some(false) {
             return;
         }
     }

@@ -162,23 +162,32 @@ async fn next_batch(stream: &mut ChangeStream) -> Vec<ChangeEvent> {
         .events
 }
 
-/// Feeds the host until `marker` was observed and its transaction ended.
+/// Feeds the host until `marker` was observed and its transaction ended, and no table is
+/// left to backfill (a table read again after a publication change is read by a backfill,
+/// whose cursor the checkpoints carry until it is done).
 async fn until_marker(source: &PostgresSource, stream: &mut ChangeStream, host: &mut Host) {
     let marker: Checkpoint = source.write_checkpoint().await.unwrap();
     let mut seen = false;
     let mut open = false;
+    let mut backfilling = false;
     // Whole batches: what follows the marker in its batch is applied too.
     loop {
         for event in next_batch(stream).await {
             host.apply(&event);
             match &event {
                 ChangeEvent::Begin(_) => open = true,
-                ChangeEvent::Commit(_) => open = false,
+                ChangeEvent::Commit(c) => {
+                    open = false;
+                    backfilling = c.checkpoint.backfill().unwrap().is_some();
+                }
+                ChangeEvent::Keepalive(c) => {
+                    backfilling = c.backfill().unwrap().is_some();
+                }
                 ChangeEvent::CheckpointObserved(c) if *c == marker => seen = true,
                 _ => {}
             }
         }
-        if seen && !open {
+        if seen && !open && !backfilling {
             return;
         }
     }
