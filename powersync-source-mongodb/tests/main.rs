@@ -1,6 +1,7 @@
 //! MongoDB connector tests: unit-level decoding on documented shapes, and end-to-end runs
 //! against a throwaway SecantusDB (or a real MongoDB with `MONGODB_TEST_URL`).
 
+mod backfill;
 mod common;
 mod conformance;
 mod databases;
