@@ -75,16 +75,45 @@
 //! [`ErrorKind::HistoryLost`](powersync_source_core::ErrorKind::HistoryLost).
 //!
 //! **DDL.** Query events are classified: `TRUNCATE` emits a truncate; `DROP TABLE` of a
-//! selected table emits a truncate and leaves the scope; `ALTER`/`CREATE` re-read the table's
-//! columns and emit a schema event; `RENAME` into the scope reads the renamed table's rows at
-//! once (snapshot rows, same replay argument as above). The schema is read from
+//! selected table emits a truncate and leaves the scope; `ALTER` re-reads the table's columns
+//! and emits a schema event; a table that enters the scope (`CREATE TABLE`, also `… SELECT`,
+//! or `RENAME` into a selected database) gets a schema event and its rows are read by a
+//! backfill (see Backfills below) while every other table keeps streaming. The schema is read from
 //! `information_schema` when the DDL is seen, i.e. *now*, not as of the event: a table altered
 //! twice while the stream lags behind is decoded with its latest shape, and a column-count
 //! mismatch with the table map is a [`Schema`](powersync_source_core::ErrorKind::Schema) error.
 //!
 //! **Write checkpoints.** [`ChangeSource::write_checkpoint`](powersync_source_core::ChangeSource::write_checkpoint)
-//! writes the binlog head into a one-row table (`_powersync_checkpoints`); the stream reports
-//! the row event as `CheckpointObserved`, within one heartbeat on an idle server.
+//! writes the binlog head into row 1 of a small table (`_powersync_checkpoints`); the stream
+//! reports the row event as `CheckpointObserved`, within one heartbeat on an idle server.
+//!
+//! # Backfills
+//!
+//! A running stream re-reads chosen tables while every table keeps streaming
+//! ([`ChangeStream::request_backfill`](powersync_source_core::ChangeStream::request_backfill),
+//! or a row inserted into `_powersync_signals`: `id`, `kind` = `'backfill'`, `tables` =
+//! comma-separated `database.table` names, a name without a database being in the URL's);
+//! the method, events and resume rules are the core's
+//! ([`powersync_source_core::backfill`]). Here:
+//! - **Watermarks** are updates of row 2 of the checkpoint table whose `checkpoint` column
+//!   holds `backfill:` and the watermark, each in its own transaction; the stream hands them
+//!   to the backfill machinery where it passes them (never as rows or `CheckpointObserved`),
+//!   and every transaction that held one ends with a keepalive. Older versions of this crate
+//!   ignore such rows (they are not checkpoints).
+//! - **Signals**: `_powersync_signals` lives next to the checkpoint table (same database).
+//!   Its row events are decoded whatever the table selection says; only inserts count, and
+//!   neither it nor the checkpoint table is ever a replicated table. `setup` creates it;
+//!   [`check`](powersync_source_core::ChangeSource::check) warns when it is missing; a host's
+//!   request creates it when the user may.
+//! - **Chunks** are read on an ordinary SQL connection of the stream's own, one autocommit
+//!   `SELECT … WHERE key > after ORDER BY key LIMIT n` per chunk (a statement's read view
+//!   starts after the low watermark committed), with the snapshot's statements, key encoding
+//!   (JSON of the wire values, so they bind back exactly) and value conversion; the chunk's
+//!   schema comes from the same catalog read as the stream's `Schema` events. Tables without
+//!   a primary key, and tables outside the stream's selection, cannot be backfilled
+//!   (`BackfillFailed`).
+//! - A backfill resumed from a checkpoint continues at the stream's first boundary (a
+//!   commit, or a heartbeat keepalive on an idle server).
 //!
 //! # Known limits
 //!

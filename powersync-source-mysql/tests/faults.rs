@@ -224,7 +224,8 @@ async fn discover_and_ddl_follow_the_database() {
     })
     .await
     .unwrap();
-    // A new table in scope gets a schema event; a renamed-in table arrives with its rows.
+    // A new table in scope gets a schema event; a renamed-in table's rows arrive through a
+    // backfill (after the DDL, while the stream goes on).
     w.exec(
         "CREATE TABLE test.b (id BIGINT PRIMARY KEY, v TEXT); INSERT INTO test.b VALUES (7, 'y');
             CREATE TABLE other_db_placeholder_ignored (id INT)",
@@ -242,7 +243,8 @@ async fn discover_and_ddl_follow_the_database() {
     let mut seen_c_row = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut observed = false;
-    while !observed {
+    let mut c_done = false;
+    while !(observed && c_done) {
         let batch = tokio::time::timeout_at(deadline, stream.next())
             .await
             .unwrap()
@@ -253,6 +255,13 @@ async fn discover_and_ddl_follow_the_database() {
                 ChangeEvent::Schema(s) if s.name.name == "b" => seen_b = true,
                 ChangeEvent::Row(r) if r.table.name.name == "c" && r.snapshot => seen_c_row = true,
                 ChangeEvent::CheckpointObserved(c) if c == marker => observed = true,
+                ChangeEvent::Snapshot(SnapshotProgress::BackfillDone { table, id, rows })
+                    if table.name == "c" =>
+                {
+                    assert!(id.starts_with("added-"), "{id}");
+                    assert_eq!(rows, 1);
+                    c_done = true;
+                }
                 _ => {}
             }
         }
