@@ -409,3 +409,67 @@ async fn a_missing_signal_table_is_a_warning_and_setup_creates_it() {
     );
     assert!(read_facts(&mut conn, &wanted).await.unwrap().signal_table);
 }
+
+/// A signal naming a table without a primary key, one outside the selection and one that
+/// does not exist: each is a `BackfillFailed`, and the stream goes on (a later backfill of a
+/// good table completes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_that_cannot_be_backfilled_fail_alone() {
+    powersync_source_testkit::init_tracing();
+    let Some(server) = start_server().await else {
+        return;
+    };
+    let port = server.port();
+    let mut conn = connect(port).await;
+    create_table(&mut conn, "big", 1_200).await;
+    create_table(&mut conn, "other", 100).await;
+    create_table(&mut conn, "outside", 10).await;
+    conn.query_drop(
+        "CREATE TABLE test.keyless (id BIGINT, version BIGINT NOT NULL, payload VARCHAR(64) NOT NULL); \
+         INSERT INTO test.keyless VALUES (1, 0, 'p1')",
+    )
+    .await
+    .unwrap();
+    create_signal_table(&mut conn).await;
+    let source = source(port, &["big", "other", "keyless"]);
+    let mut model = Model::default();
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    drive(&mut stream, &mut model, Duration::from_secs(60), |m| {
+        m.snapshot_done
+    })
+    .await;
+    conn.query_drop(
+        "INSERT INTO test._powersync_signals (id, kind, tables) VALUES ('bad', 'backfill', 'keyless, test.outside,missing'); \
+         INSERT INTO test._powersync_signals (id, kind, tables) VALUES ('good', 'backfill', 'big')",
+    )
+    .await
+    .unwrap();
+    drive(&mut stream, &mut model, Duration::from_secs(60), |m| {
+        m.done("good").is_some()
+    })
+    .await;
+    let failed: Vec<String> = model
+        .progress
+        .iter()
+        .filter_map(|p| match p {
+            Progress::Failed { table, id, error } if id == "bad" => {
+                Some(format!("{table}: {error}"))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    assert!(
+        failed[0].starts_with("keyless: ") && failed[0].contains("primary key"),
+        "{failed:?}"
+    );
+    assert!(
+        failed[1].starts_with("outside: ") && failed[1].contains("not replicated"),
+        "{failed:?}"
+    );
+    assert!(
+        failed[2].starts_with("missing: ") && failed[2].contains("not replicated"),
+        "{failed:?}"
+    );
+    assert_eq!(model.done("good"), Some(1_200));
+}
