@@ -143,10 +143,30 @@
 //! clears them).
 //!
 //! **Tables that appear later.** A table added to the publication (or re-created) while the
-//! stream runs is read once when its first Relation message arrives, with `snapshot: true`
-//! rows, inside the transaction that first touched it; later changes follow in the stream and
-//! the same idempotent-replay argument applies. Tables added while no stream runs are picked
-//! up on the next `start(Beginning)`.
+//! stream runs is read, from the end of the transaction that first touched it (its first
+//! Relation message), through a backfill (below) under a request id `added-…`: every other
+//! table keeps streaming while it is read, and its own changes are reconciled with the read
+//! chunk by chunk. On servers before 14 (no logical messages, so no watermarks) it is read
+//! inline instead, inside that transaction, and the idempotent-replay argument applies.
+//! A table published differently (see above) is emptied and read the same way when its
+//! Relation message brings the change; the periodic comparison still reads it inline, in a
+//! transaction of its own. Tables added while no stream runs are picked up on the next
+//! `start(Beginning)`.
+//!
+//! **Backfills** (PostgreSQL 14+; see [`powersync_source_core::backfill`] for the method and
+//! the events). A table is read again while streaming when a row is inserted into
+//! `public._powersync_signals` (`id`, `kind` = `'backfill'`, `tables` = comma-separated
+//! `schema.table`; `setup` creates and publishes it, `check()` warns when it is missing), or
+//! through [`ChangeStream::request_backfill`](powersync_source_core::ChangeStream::request_backfill)
+//! (which inserts such a row). The signal table's rows are read whatever the stream's table
+//! selection and never reach the host. Watermarks are transactional logical messages
+//! (`pg_logical_emit_message(true, 'powersync_backfill', …)`) written on a connection of the
+//! backfill's own; each chunk is one publication-exact keyed `COPY` like the snapshot's
+//! (row filter, column list, generated columns, partition root), so its rows are normalized
+//! as the snapshot's and its schema event is the stream's. A table needs a key to be
+//! backfilled (primary key or replica identity index; `REPLICA IDENTITY NOTHING` is refused).
+//! The cursor rides on the checkpoints, so a stream restarted from a stored checkpoint goes on
+//! after the last stored chunk.
 //!
 //! [`SnapshotProgress::ChunkDone`]: powersync_source_core::SnapshotProgress::ChunkDone
 //! [`SnapshotResume`]: powersync_source_core::SnapshotResume

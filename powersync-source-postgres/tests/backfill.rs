@@ -643,3 +643,39 @@ async fn a_table_added_to_the_publication_is_backfilled() {
     )
     .await;
 }
+
+/// A signal naming a table that does not exist ends that table's backfill with
+/// `BackfillFailed`; the stream goes on and the next table of the signal is read. (A table
+/// without a key cannot be in a stream's selection: `check()` refuses to start.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_cannot_be_backfilled_fails_alone() {
+    let Some(env) = env(None, "FOR ALL TABLES", None).await else {
+        return;
+    };
+    let mut stream = env.source.start(StartFrom::Beginning).await.unwrap();
+    let mut model = Model::default();
+    drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
+        m.tables.get("big").map_or(0, |t| t.len()) as i64 == BIG_ROWS && m.stored.is_some()
+    })
+    .await;
+    env.server
+        .psql("INSERT INTO _powersync_signals VALUES ('req-f', 'backfill', 'public.nope, other')")
+        .await
+        .unwrap();
+    drive(&mut stream, &mut model, Duration::from_secs(60), |m| {
+        m.done("req-f")
+    })
+    .await;
+    let failed: Vec<&String> = model
+        .seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Failed(id, error) if id == "req-f" => Some(error),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("not in the publication"), "{failed:?}");
+    assert!(model.seen.contains(&Seen::Done("req-f".into(), 100)));
+    assert!(model.violations.is_empty(), "{:#?}", model.violations);
+}

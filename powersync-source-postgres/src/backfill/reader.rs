@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use powersync_source_core::backfill::{
     Chunk, ChunkReader, SIGNAL_KIND_BACKFILL, SIGNAL_TABLE, WATERMARK_PREFIX,
 };
-use powersync_source_core::{Result, SourceError, TableName};
+use powersync_source_core::{Result, RowIdentity, SourceError, TableName};
 use tokio_postgres::Client;
 
 use super::StreamSchemas;
@@ -92,11 +92,15 @@ impl PgChunkReader {
             ))
             .with_hint("add it to the publication, or check the table name"));
         };
-        if published.schema.key_indexes().next().is_none() {
+        // NOTHING: the stream's changes carry no key to reconcile the chunks with (and its
+        // schema events flag none, which the catalog's primary key would contradict).
+        if published.schema.identity == RowIdentity::Nothing
+            || published.schema.key_indexes().next().is_none()
+        {
             return Err(SourceError::schema(format!(
-                "{table} has no key to read it in order by (no primary key or replica identity index)"
+                "{table} has no key to read it in order by and to match the stream's changes with (no primary key or replica identity index, or REPLICA IDENTITY NOTHING)"
             ))
-            .with_hint("add a primary key"));
+            .with_hint("add a primary key (with the default replica identity)"));
         }
         let after = after
             .map(|a| {
