@@ -183,6 +183,9 @@ impl ChunkReader for BinlogChunkReader {
     }
 }
 
+/// ER_BAD_FIELD_ERROR: an unknown column.
+const BAD_FIELD: u16 = 1054;
+
 /// Up to `limit` rows of `name` after the key `after`, in key order.
 async fn read(
     conn: &mut Conn,
@@ -230,10 +233,18 @@ async fn read(
         }
     };
     let context = format!("backfill of {name}");
-    let result: Vec<mysql_async::Row> = conn
-        .exec(sql, params)
-        .await
-        .map_err(|e| sql_error(e, &context))?;
+    let result: Vec<mysql_async::Row> = match conn.exec(sql, params).await {
+        Ok(rows) => rows,
+        // A column dropped between the catalog read and this statement: the next try reads
+        // the table's shape again (the core retries retryable errors).
+        Err(mysql_async::Error::Server(e)) if e.code == BAD_FIELD => {
+            return Err(SourceError::connection(format!(
+                "{context}: the table changed while its chunk was read ({})",
+                e.message
+            )))
+        }
+        Err(e) => return Err(sql_error(e, &context)),
+    };
     let mut rows = Vec::with_capacity(result.len());
     let mut last: Option<Vec<My>> = None;
     for row in result {
