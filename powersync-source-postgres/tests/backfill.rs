@@ -486,17 +486,21 @@ async fn backfill_through_the_signal_table_under_writes_on_15() {
     backfill_under_writes(None, Request::Signal, Some(selection)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backfill_through_the_signal_table_under_writes_on_18() {
+/// PostgreSQL 18's binaries, or `None` (with a line saying why) when they cannot be had.
+async fn pg18() -> Option<PathBuf> {
     if std::env::var_os("POWERSYNC_SKIP_PG_MATRIX").is_some() {
         eprintln!("SKIPPED: PostgreSQL 18 (POWERSYNC_SKIP_PG_MATRIX is set)");
-        return;
+        return None;
     }
     let dir = powersync_source_testkit::postgres::postgres_binaries_for_major(18).await;
-    let Some(dir) = powersync_source_testkit::or_skip(dir) else {
-        return;
-    };
-    backfill_under_writes(Some(dir), Request::Signal, None).await;
+    powersync_source_testkit::or_skip(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_through_the_signal_table_under_writes_on_18() {
+    if let Some(dir) = pg18().await {
+        backfill_under_writes(Some(dir), Request::Signal, None).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -509,7 +513,18 @@ async fn backfill_requested_by_the_host_under_writes() {
 /// chunk in flight is read again) and ends right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_resumes_from_the_stored_checkpoint() {
-    let Some(env) = env(None, "FOR ALL TABLES", None).await else {
+    resumes_from_the_stored_checkpoint(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_resumes_from_the_stored_checkpoint_on_18() {
+    if let Some(dir) = pg18().await {
+        resumes_from_the_stored_checkpoint(Some(dir)).await;
+    }
+}
+
+async fn resumes_from_the_stored_checkpoint(bin: Option<PathBuf>) {
+    let Some(env) = env(bin, "FOR ALL TABLES", None).await else {
         return;
     };
     let mut stream = env.source.start(StartFrom::Beginning).await.unwrap();
@@ -591,7 +606,18 @@ async fn backfill_resumes_from_the_stored_checkpoint() {
 /// (`added-…` request) while the writer changes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_added_to_the_publication_is_backfilled() {
-    let Some(env) = env(None, "FOR TABLE big, other, _powersync_signals", None).await else {
+    table_added_to_the_publication(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_added_to_the_publication_is_backfilled_on_18() {
+    if let Some(dir) = pg18().await {
+        table_added_to_the_publication(Some(dir)).await;
+    }
+}
+
+async fn table_added_to_the_publication(bin: Option<PathBuf>) {
+    let Some(env) = env(bin, "FOR TABLE big, other, _powersync_signals", None).await else {
         return;
     };
     let mut stream = env.source.start(StartFrom::Beginning).await.unwrap();
