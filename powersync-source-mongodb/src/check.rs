@@ -12,6 +12,10 @@ use crate::config::MongoConfig;
 use crate::driver_error::driver_error;
 use crate::server_info::{parse_version, supports_split_event, topology, Topology};
 
+/// Privileges on `_powersync_signals` (backfill requests: read from the stream, inserted by
+/// `ChangeStream::request_backfill`).
+pub(crate) const SIGNAL_ACTIONS: &[&str] = &["createCollection", "find", "changeStream", "insert"];
+
 /// Oldest supported server: change streams with pre/post images.
 pub(crate) const MIN_VERSION: (u32, u32, u32) = (6, 0, 0);
 

@@ -6,8 +6,10 @@
 //! The user gets a custom role, `powersync_replication` in `admin`, holding the privileges of
 //! the connector's documentation: `listCollections`, `find` and `changeStream` on each
 //! selected database (plus `collMod` in the default `auto_configure` post-image mode, to enable
-//! `changeStreamPreAndPostImages` itself), and `createCollection`, `dropCollection`, `find`,
-//! `changeStream`, `insert`, `update`, `remove` on `_powersync_checkpoints`. A source over
+//! `changeStreamPreAndPostImages` itself), `createCollection`, `dropCollection`, `find`,
+//! `changeStream`, `insert`, `update`, `remove` on `_powersync_checkpoints` (markers and
+//! backfill watermarks), and `createCollection`, `find`, `changeStream`, `insert` on
+//! `_powersync_signals` (backfill requests, created by `setup` too). A source over
 //! several databases reads one cluster-level change stream, which needs `find` and
 //! `changeStream` on the whole cluster (`{db: "", collection: ""}`); only then does the role
 //! hold that privilege. A role that exists but lacks some of them gets them with
@@ -30,15 +32,20 @@ use powersync_source_core::provision::{
 use powersync_source_core::{SourceError, TableName};
 
 use crate::catalog::{list_collections, Selection};
-use crate::check::{enable_images, js_string, CHECKPOINT_ACTIONS, DATABASE_ACTIONS, MIN_VERSION};
+use crate::check::{
+    enable_images, js_string, CHECKPOINT_ACTIONS, DATABASE_ACTIONS, MIN_VERSION, SIGNAL_ACTIONS,
+};
 use crate::driver_error::driver_error;
 use crate::selection_check::CLUSTER_ACTIONS;
-use crate::server_info::{parse_version, supports_split_event, topology, CHECKPOINTS_COLLECTION};
+use crate::server_info::{
+    parse_version, supports_split_event, topology, CHECKPOINTS_COLLECTION, SIGNALS_COLLECTION,
+};
 use crate::{MongoConfig, MongoSource, PostImages};
 
 pub use crate::server_info::Topology;
 
 const CHECKPOINTS: &str = CHECKPOINTS_COLLECTION;
+const SIGNALS: &str = SIGNALS_COLLECTION;
 /// The custom role holding exactly the connector's privileges.
 pub const ROLE: &str = "powersync_replication";
 
@@ -60,6 +67,8 @@ pub struct Facts {
     pub collections: Vec<(TableName, bool)>,
     /// `_powersync_checkpoints` exists.
     pub checkpoints: bool,
+    /// `_powersync_signals` (backfill requests) exists in the checkpoint database.
+    pub signals: bool,
     /// Whether the server manages users (`usersInfo` answered).
     pub user_management: bool,
     /// The role exists.
@@ -110,6 +119,10 @@ pub fn role_privileges(
     privileges.push(doc! {
         "resource": { "db": checkpoint_database, "collection": CHECKPOINTS },
         "actions": CHECKPOINT_ACTIONS,
+    });
+    privileges.push(doc! {
+        "resource": { "db": checkpoint_database, "collection": SIGNALS },
+        "actions": SIGNAL_ACTIONS,
     });
     privileges
 }
@@ -203,6 +216,21 @@ pub fn plan(facts: &Facts, user: &str, mode: PostImages) -> (Vec<Planned>, Vec<S
                 )),
             ),
             command: Some((db.clone(), doc! { "create": CHECKPOINTS })),
+        });
+    }
+    if !facts.signals {
+        steps.push(Planned {
+            step: Step {
+                reason: format!("the backfill signal collection {db}.{SIGNALS} is missing (backfill requests are inserted into it)"),
+                fix: Fix::Sql(format!(
+                    "db.getSiblingDB({}).createCollection({})",
+                    js_string(db),
+                    js_string(SIGNALS)
+                )),
+                // Streams work without it; only backfill requests need it (`check` warns).
+                required: false,
+            },
+            command: Some((db.clone(), doc! { "create": SIGNALS })),
         });
     }
     if mode != PostImages::Off {
@@ -310,10 +338,9 @@ pub async fn read_facts(
         .await
         .map_err(|e| driver_error("running hello", e))?;
     let database = selection.checkpoint_database();
-    let checkpoints = list_collections(&client.database(database))
-        .await?
-        .iter()
-        .any(|c| c.name == CHECKPOINTS);
+    let existing = list_collections(&client.database(database)).await?;
+    let checkpoints = existing.iter().any(|c| c.name == CHECKPOINTS);
+    let signals = existing.iter().any(|c| c.name == SIGNALS);
     let mut collections = Vec::new();
     for db in selection.databases() {
         for c in list_collections(&client.database(db)).await? {
@@ -330,6 +357,7 @@ pub async fn read_facts(
         databases: selection.databases().map(str::to_owned).collect(),
         collections,
         checkpoints,
+        signals,
         user_management: false,
         role: false,
         role_grants: Vec::new(),
@@ -500,6 +528,7 @@ mod tests {
                 (TableName::new("app", "todos"), true),
             ],
             checkpoints: false,
+            signals: false,
             user_management: true,
             role: false,
             role_grants: Vec::new(),
@@ -521,8 +550,9 @@ mod tests {
             shown(&fresh(), PostImages::ReadOnly),
             vec![
                 r#"db.getSiblingDB("app").createCollection("_powersync_checkpoints");"#,
+                r#"db.getSiblingDB("app").createCollection("_powersync_signals");"#,
                 r#"db.getSiblingDB("app").runCommand({ collMod: "lists", changeStreamPreAndPostImages: { enabled: true } });"#,
-                r#"db.getSiblingDB("admin").createRole({ role: "powersync_replication", privileges: [{"resource":{"db":"app","collection":""},"actions":["listCollections","find","changeStream"]}, {"resource":{"db":"app","collection":"_powersync_checkpoints"},"actions":["createCollection","dropCollection","find","changeStream","insert","update","remove"]}], roles: [] });"#,
+                r#"db.getSiblingDB("admin").createRole({ role: "powersync_replication", privileges: [{"resource":{"db":"app","collection":""},"actions":["listCollections","find","changeStream"]}, {"resource":{"db":"app","collection":"_powersync_checkpoints"},"actions":["createCollection","dropCollection","find","changeStream","insert","update","remove"]}, {"resource":{"db":"app","collection":"_powersync_signals"},"actions":["createCollection","find","changeStream","insert"]}], roles: [] });"#,
                 r#"db.getSiblingDB("admin").createUser({ user: "powersync", pwd: '<generated by --apply, shown once>', roles: [{ role: "powersync_replication", db: "admin" }] });"#,
             ]
         );
@@ -541,14 +571,14 @@ mod tests {
             ..fresh()
         };
         let steps = shown(&f, PostImages::ReadOnly);
-        assert!(steps[1].contains(r#"getSiblingDB("billing").runCommand({ collMod: "invoices""#));
+        assert!(steps[2].contains(r#"getSiblingDB("billing").runCommand({ collMod: "invoices""#));
         assert!(
-            steps[2].contains(r#"{"resource":{"db":"","collection":""},"actions":["find","changeStream"]}, {"resource":{"db":"app","collection":""},"actions":["listCollections","find","changeStream"]}, {"resource":{"db":"billing","collection":""}"#),
+            steps[3].contains(r#"{"resource":{"db":"","collection":""},"actions":["find","changeStream"]}, {"resource":{"db":"app","collection":""},"actions":["listCollections","find","changeStream"]}, {"resource":{"db":"billing","collection":""}"#),
             "{}",
-            steps[2]
+            steps[3]
         );
         // One database: no cluster-wide privilege.
-        assert!(!shown(&fresh(), PostImages::ReadOnly)[2].contains(r#""db":"""#));
+        assert!(!shown(&fresh(), PostImages::ReadOnly)[3].contains(r#""db":"""#));
 
         // A role made for one database gets the rest granted, and only the rest.
         let grants = granted(&role_privileges(
@@ -561,6 +591,7 @@ mod tests {
             role_grants: grants,
             user: true,
             checkpoints: true,
+            signals: true,
             collections: Vec::new(),
             ..f
         };
@@ -575,8 +606,9 @@ mod tests {
     #[test]
     fn modes_decide_images_and_collmod() {
         let (p, _) = plan(&fresh(), "powersync", PostImages::AutoConfigure);
-        assert!(!p[1].step.required, "auto_configure enables images itself");
-        assert!(shown(&fresh(), PostImages::AutoConfigure)[2].contains("\"collMod\""));
+        assert!(!p[1].step.required, "signals are optional (check warns)");
+        assert!(!p[2].step.required, "auto_configure enables images itself");
+        assert!(shown(&fresh(), PostImages::AutoConfigure)[3].contains("\"collMod\""));
         let off = shown(&fresh(), PostImages::Off);
         assert!(!off
             .iter()
@@ -596,6 +628,7 @@ mod tests {
         let ready = Facts {
             collections: vec![(TableName::new("app", "lists"), true)],
             checkpoints: true,
+            signals: true,
             role: true,
             role_grants: granted(&role_privileges(
                 &["app".into()],
@@ -615,7 +648,7 @@ mod tests {
             ..fresh()
         };
         let (p, notes) = plan(&f, "powersync", PostImages::ReadOnly);
-        assert_eq!(p.len(), 2);
+        assert_eq!(p.len(), 3);
         assert!(notes[0].contains("no access control"));
     }
 }

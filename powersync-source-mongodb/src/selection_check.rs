@@ -1,6 +1,7 @@
 //! The part of `check()` that depends on the selection: privileges on every selected database
 //! (cluster-wide ones when the source reads a cluster-level change stream), the checkpoint
-//! collection, missing collections and post-image settings.
+//! collection, the backfill signal collection (a warning), missing collections and post-image
+//! settings.
 
 use mongodb::bson::doc;
 use mongodb::Client;
@@ -8,10 +9,10 @@ use powersync_source_core::provision::Fix;
 use powersync_source_core::{CheckReport, Problem, Result};
 
 use crate::catalog::{list_collections, Selection};
-use crate::check::{enable_images, CHECKPOINT_ACTIONS, DATABASE_ACTIONS};
+use crate::check::{enable_images, js_string, CHECKPOINT_ACTIONS, DATABASE_ACTIONS};
 use crate::config::{MongoConfig, PostImages};
 use crate::driver_error::driver_error;
-use crate::server_info::{Privileges, CHECKPOINTS_COLLECTION};
+use crate::server_info::{Privileges, CHECKPOINTS_COLLECTION, SIGNALS_COLLECTION};
 
 /// Actions a cluster-level change stream (`Client::watch`) needs on `{db: "", collection: ""}`
 /// (every non-system collection of every database): the server checks them there, not per
@@ -72,6 +73,26 @@ pub(crate) async fn run(
                 missing.join(", ")
             ),
             format!("grant readWrite on {{db: \"{cp_db}\", collection: \"{CHECKPOINTS_COLLECTION}\"}} plus createCollection, dropCollection and changeStream"),
+        );
+    }
+
+    let cp_collections = list_collections(&client.database(cp_db)).await?;
+    if !cp_collections.iter().any(|c| c.name == SIGNALS_COLLECTION) {
+        report.push(
+            Problem::warning(
+                "backfill signals",
+                format!(
+                    "the backfill signal collection {cp_db}.{SIGNALS_COLLECTION} is missing: streams work, but backfill requests need it (the first one creates it, if the user may)"
+                ),
+                format!(
+                    "run `setup --apply`, or db.getSiblingDB({}).createCollection(\"{SIGNALS_COLLECTION}\")",
+                    js_string(cp_db)
+                ),
+            )
+            .with_remedy(Fix::Sql(format!(
+                "db.getSiblingDB({}).createCollection(\"{SIGNALS_COLLECTION}\")",
+                js_string(cp_db)
+            ))),
         );
     }
 

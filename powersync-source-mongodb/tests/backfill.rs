@@ -539,3 +539,57 @@ async fn a_collection_created_while_streaming_is_backfilled() {
     assert!(model.chunks.len() >= 2, "{:?}", model.chunks.len());
     assert_mirrors(&s.driver, &model, &["big", "other", "late"]).await;
 }
+
+/// `check()` warns (never errors) while `_powersync_signals` is missing, and `setup --apply`
+/// (the `provision` run) creates it with the other prerequisites.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_about_a_missing_signal_collection_and_setup_creates_it() {
+    let Some(server) = secantus(&[]).await else {
+        return;
+    };
+    let u = url(&server, "sig", "post_images=off");
+    let driver = client(&url(&server, "sig", "")).await;
+    driver
+        .database("sig")
+        .create_collection("items")
+        .await
+        .unwrap();
+    let source = MongoSource::new(MongoConfig::parse(&u).unwrap());
+    let signals = |report: &powersync_source_core::CheckReport| {
+        report
+            .problems
+            .iter()
+            .find(|p| p.setting == "backfill signals")
+            .cloned()
+    };
+    let report = source.check().await.unwrap();
+    let warning = signals(&report).expect("a warning about the signal collection");
+    assert_eq!(warning.severity, powersync_source_core::Severity::Warning);
+    assert!(
+        warning.what.contains("_powersync_signals"),
+        "{}",
+        warning.what
+    );
+    assert!(report.is_ready(), "{:?}", report.problems);
+
+    let request = powersync_source_core::provision::Request {
+        apply: true,
+        user: "powersync".into(),
+        tables: Vec::new(),
+    };
+    let mut out = Vec::new();
+    powersync_source_mongodb::provision::run(source.config(), &request, &mut out)
+        .await
+        .expect("setup");
+    let names = driver
+        .database("sig")
+        .list_collection_names()
+        .await
+        .unwrap();
+    assert!(
+        names.iter().any(|n| n == "_powersync_signals"),
+        "{names:?}\n{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(signals(&source.check().await.unwrap()).is_none());
+}
