@@ -473,3 +473,66 @@ async fn tables_that_cannot_be_backfilled_fail_alone() {
     );
     assert_eq!(model.done("good"), Some(1_200));
 }
+
+/// The binlog connection is killed in the middle of a backfill: the stream reconnects from
+/// its last boundary, passes the watermarks again, and the backfill completes with the same
+/// checks (the reader's own connection is killed too, and reopened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_survives_killed_connections() {
+    powersync_source_testkit::init_tracing();
+    let Some(server) = start_server().await else {
+        return;
+    };
+    let port = server.port();
+    let mut conn = connect(port).await;
+    create_table(&mut conn, "big", 10_000).await;
+    create_table(&mut conn, "other", 100).await;
+    create_signal_table(&mut conn).await;
+    let source = source(port, &["big", "other"]);
+    let mut model = Model::default();
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    drive(&mut stream, &mut model, Duration::from_secs(60), |m| {
+        m.snapshot_done
+    })
+    .await;
+    let writer = Writer::start(port, "big", 10_000, model.frontier.clone());
+    conn.query_drop(
+        "INSERT INTO test._powersync_signals (id, kind, tables) VALUES ('sig-k', 'backfill', 'big')",
+    )
+    .await
+    .unwrap();
+    for round in 0..2 {
+        drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
+            m.chunks() >= 4 + round * 6
+        })
+        .await;
+        // Every connection of the `rep` user: the binlog dump and the backfill reader.
+        let ids: Vec<u64> = conn
+            .query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'rep'")
+            .await
+            .unwrap();
+        assert!(!ids.is_empty(), "no connection of the stream found");
+        for id in ids {
+            conn.query_drop(format!("KILL {id}")).await.ok();
+        }
+    }
+    drive(&mut stream, &mut model, Duration::from_secs(180), |m| {
+        m.done("sig-k").is_some()
+    })
+    .await;
+    converge(
+        writer,
+        &source,
+        &mut stream,
+        &mut model,
+        &mut conn,
+        &["big", "other"],
+    )
+    .await;
+    assert!(
+        stream.stats().snapshot().reconnects >= 2,
+        "{} reconnects",
+        stream.stats().snapshot().reconnects
+    );
+    assert_eq!(started(&model, "sig-k").len(), 1);
+}
