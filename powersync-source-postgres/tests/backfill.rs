@@ -328,7 +328,12 @@ async fn env(
     let config = PostgresConfig::parse(&server.url())
         .unwrap()
         .with_publication("powersync")
-        .with_slot("backfill_slot");
+        .with_slot("backfill_slot")
+        .with_streaming(true)
+        // The smallest: a transaction of more than a few rows reaches the stream before its
+        // commit (in-progress streaming), as the signal's transaction does below.
+        .with_decoding_work_mem(Some("64kB"))
+        .unwrap();
     let mut stream = StreamOptions::default()
         .with_backfill_chunk_rows(CHUNK_ROWS)
         .with_batch_events(500);
@@ -435,8 +440,15 @@ async fn backfill_under_writes(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let id = match request {
         Request::Signal => {
+            // Inside a large transaction, which the server streams before its commit: the
+            // signal is replayed at the commit with the rest.
             env.server
-                .psql("INSERT INTO _powersync_signals VALUES ('req-a', 'backfill', 'public.big')")
+                .psql(
+                    "BEGIN;
+                     INSERT INTO other SELECT g, 0, repeat('x', 200) FROM generate_series(1001, 4000) g;
+                     INSERT INTO _powersync_signals VALUES ('req-a', 'backfill', 'public.big');
+                     COMMIT;",
+                )
                 .await
                 .unwrap();
             "req-a".to_string()
@@ -459,6 +471,21 @@ async fn backfill_under_writes(
         chunks as i64 >= BIG_ROWS / CHUNK_ROWS as i64,
         "only {chunks} chunks"
     );
+    if request == Request::Signal {
+        let streamed: i64 = client(&env.server)
+            .await
+            .query_one(
+                "SELECT coalesce(sum(stream_bytes), 0)::bigint FROM pg_stat_replication_slots",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            streamed > 0,
+            "the signal's transaction was not streamed in progress"
+        );
+    }
     let (gaps, with_other) = gaps_with_other(&model, &id);
     eprintln!("backfill {id}: {chunks} chunks; `other` committed in {with_other} of {gaps} gaps between chunks");
     assert!(
