@@ -109,7 +109,10 @@
 //!   `SELECT … WHERE key > after ORDER BY key LIMIT n` per chunk (a statement's read view
 //!   starts after the low watermark committed), with the snapshot's statements, key encoding
 //!   (JSON of the wire values, so they bind back exactly) and value conversion; the chunk's
-//!   schema comes from the same catalog read as the stream's `Schema` events. Tables without
+//!   schema comes from the same catalog read as the stream's `Schema` events (a chunk read
+//!   before an `ALTER` the stream passes before the chunk goes out carries the older shape:
+//!   the stream then sends the table's current schema again right after the chunk, so the
+//!   last schema a host sees is always the stream's). Tables without
 //!   a primary key, and tables outside the stream's selection, cannot be backfilled
 //!   (`BackfillFailed`).
 //! - A backfill resumed from a checkpoint continues at the stream's first boundary (a

@@ -536,3 +536,66 @@ async fn backfill_survives_killed_connections() {
     );
     assert_eq!(started(&model, "sig-k").len(), 1);
 }
+
+/// Columns added and dropped while `big` is backfilled: the backfill completes with the same
+/// checks, and the last schema the host saw for `big` is the table's final shape (a chunk read
+/// before a change may carry the older shape; the stream announces the current one after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_during_a_backfill() {
+    powersync_source_testkit::init_tracing();
+    let Some(server) = start_server().await else {
+        return;
+    };
+    let port = server.port();
+    let mut conn = connect(port).await;
+    create_table(&mut conn, "big", 10_000).await;
+    create_table(&mut conn, "other", 100).await;
+    create_signal_table(&mut conn).await;
+    let source = source(port, &["big", "other"]);
+    let mut model = Model::default();
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    drive(&mut stream, &mut model, Duration::from_secs(60), |m| {
+        m.snapshot_done
+    })
+    .await;
+    let writer = Writer::start(port, "big", 10_000, model.frontier.clone());
+    conn.query_drop(
+        "INSERT INTO test._powersync_signals (id, kind, tables) VALUES ('sig-s', 'backfill', 'big')",
+    )
+    .await
+    .unwrap();
+    drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
+        m.chunks() >= 3
+    })
+    .await;
+    conn.query_drop(
+        "ALTER TABLE test.big ADD COLUMN extra INT NULL DEFAULT 7, ADD COLUMN gone INT NULL",
+    )
+    .await
+    .unwrap();
+    drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
+        m.chunks() >= 8
+    })
+    .await;
+    conn.query_drop("ALTER TABLE test.big DROP COLUMN gone")
+        .await
+        .unwrap();
+    drive(&mut stream, &mut model, Duration::from_secs(180), |m| {
+        m.done("sig-s").is_some()
+    })
+    .await;
+    converge(
+        writer,
+        &source,
+        &mut stream,
+        &mut model,
+        &mut conn,
+        &["big", "other"],
+    )
+    .await;
+    assert_eq!(
+        model.last_schema["big"],
+        vec!["id", "version", "payload", "extra"],
+        "the host's last schema of big"
+    );
+}

@@ -71,6 +71,8 @@ pub struct Model {
     pub backfilled: HashMap<String, Vec<i64>>,
     /// The highest id of a backfilled row (the writer aims just past it).
     pub frontier: Arc<AtomicI64>,
+    /// The column names of the last `Schema` event per table.
+    pub last_schema: HashMap<String, Vec<String>>,
     /// Events of a batch received but not applied yet ([`drive`] stopped in its middle).
     leftover: VecDeque<ChangeEvent>,
 }
@@ -151,7 +153,13 @@ impl Model {
                 _ => {}
             },
             ChangeEvent::CheckpointObserved(c) => self.observed.push(c),
-            ChangeEvent::Schema(_) | ChangeEvent::Keepalive(_) => {}
+            ChangeEvent::Schema(s) => {
+                self.last_schema.insert(
+                    s.name.name.clone(),
+                    s.columns.iter().map(|c| c.name.clone()).collect(),
+                );
+            }
+            ChangeEvent::Keepalive(_) => {}
         }
         false
     }

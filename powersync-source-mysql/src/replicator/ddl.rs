@@ -30,6 +30,7 @@ impl Replicator {
         let name = TableName::new(db, table);
         let conn = self.sql_conn().await?;
         let info = catalog::table_info(conn, &name).await?.map(Arc::new);
+        self.reshaped.insert((db.to_owned(), table.to_owned()));
         match &info {
             Some(t) => {
                 self.tables

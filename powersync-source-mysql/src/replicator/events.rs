@@ -228,11 +228,27 @@ impl Replicator {
             self.out.push(ChangeEvent::Keepalive(checkpoint)).await?;
             self.last_keepalive = Instant::now();
         }
+        if std::mem::take(&mut self.watermark_passed) {
+            self.reannounce().await?;
+        }
         self.update_lag(log_pos);
         self.in_txn = false;
         self.begun = false;
         self.boundary_due = false;
         self.txn_time = None;
+        Ok(())
+    }
+
+    /// After a watermark's boundary (where a backfill chunk goes out with the schema its read
+    /// saw): the current schema of every table whose shape changed since the last such
+    /// boundary, so the host's last schema of a table is always the stream's.
+    async fn reannounce(&mut self) -> Step<()> {
+        for key in std::mem::take(&mut self.reshaped) {
+            if let Some(t) = self.tables.get(&key) {
+                let schema = t.schema.clone();
+                self.out.push(ChangeEvent::Schema(schema)).await?;
+            }
+        }
         Ok(())
     }
 

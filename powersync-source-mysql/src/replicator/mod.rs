@@ -106,6 +106,12 @@ pub(crate) struct Replicator {
     /// watermark, a signal, a table entering the scope): it ends with a keepalive even when
     /// the host saw none of its rows.
     boundary_due: bool,
+    /// The transaction held a backfill watermark (a chunk may go out at its end).
+    watermark_passed: bool,
+    /// Tables whose shape the stream read again (DDL) since the last watermark boundary: a
+    /// chunk emitted at the next one may carry the shape its read saw, older than the
+    /// stream's, so their current schema follows it.
+    reshaped: HashSet<(String, String)>,
     last_keepalive: Instant,
     /// Events still to come from inside the last transaction payload event (MySQL 8
     /// compression); they carry no binlog position of their own.
@@ -202,6 +208,8 @@ impl Replicator {
             txn_gtid: None,
             txn_time: None,
             boundary_due: false,
+            watermark_passed: false,
+            reshaped: HashSet::new(),
             last_keepalive: Instant::now(),
             pending_payload: 0,
             inside_payload: false,
@@ -261,6 +269,7 @@ impl Replicator {
         self.txn_gtid = None;
         self.txn_time = None;
         self.boundary_due = false;
+        self.watermark_passed = false;
         self.pending_payload = 0;
         self.file = self.pos.file_name();
         // GTID state back to the last boundary.

@@ -58,6 +58,7 @@ impl Replicator {
                         // or a checkpoint for the host.
                         self.out.backfill_watermark(mark);
                         self.boundary_due = true;
+                        self.watermark_passed = true;
                     } else if let Ok(c) = Checkpoint::parse(&marker) {
                         self.out.push(ChangeEvent::CheckpointObserved(c)).await?;
                     }
