@@ -732,3 +732,37 @@ async fn a_table_that_cannot_be_backfilled_fails_alone() {
     assert!(model.seen.contains(&Seen::Done("req-f".into(), 100)));
     assert!(model.violations.is_empty(), "{:#?}", model.violations);
 }
+
+/// With the signal table outside the publication, a host's request cannot travel through it
+/// (its row would never reach the stream): it is kept in memory instead and still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_request_without_a_published_signal_table_is_kept_in_memory() {
+    let Some(env) = env(None, "FOR TABLE big, other", None).await else {
+        return;
+    };
+    let mut stream = env.source.start(StartFrom::Beginning).await.unwrap();
+    let mut model = Model::default();
+    drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
+        m.tables.get("big").map_or(0, |t| t.len()) as i64 == BIG_ROWS && m.stored.is_some()
+    })
+    .await;
+    let id = stream
+        .request_backfill(&[TableName::new("public", "other")])
+        .unwrap();
+    // Something to pass: the request joins at the next boundary.
+    env.server
+        .psql("UPDATE other SET version = version + 1 WHERE id = 1")
+        .await
+        .unwrap();
+    drive(&mut stream, &mut model, Duration::from_secs(60), |m| {
+        m.done(&id)
+    })
+    .await;
+    assert!(model.seen.contains(&Seen::Done(id.clone(), 100)));
+    let client = client(&env.server).await;
+    let rows = client
+        .query("SELECT count(*) FROM _powersync_signals", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 0, "no row was written");
+}

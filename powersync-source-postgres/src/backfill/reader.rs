@@ -1,6 +1,8 @@
 //! [`PgChunkReader`]: the connector's side of a backfill, on connections of its own.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use powersync_source_core::backfill::{
@@ -30,15 +32,32 @@ pub(crate) struct PgChunkReader {
     registry: TypeRegistry,
     sql: Option<Client>,
     copy: Option<CopySession>,
+    /// Bound of a watermark or signal write (the stream's silence timeout): a half-open
+    /// connection must not stall the backfill forever.
+    write_timeout: Duration,
+    /// Bound of a chunk read (catalog and `COPY`): generous, a selective row filter may
+    /// make the server scan far for a chunk.
+    read_timeout: Duration,
+}
+
+/// `op`, or a retryable error when it takes longer than `limit`.
+async fn bounded<T>(limit: Duration, what: &str, op: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
+        Err(SourceError::connection(format!(
+            "{what}: no answer within {limit:?}"
+        )))
+    })
 }
 
 impl PgChunkReader {
     /// A reader for the stream of `config` selecting `selection` (empty = every published
-    /// table), whose emitted schemas `schemas` tracks.
+    /// table), whose emitted schemas `schemas` tracks; `silence` is the stream's silence
+    /// timeout, which bounds each operation.
     pub(crate) fn new(
         config: PostgresConfig,
         selection: Vec<TableName>,
         schemas: StreamSchemas,
+        silence: Duration,
     ) -> Self {
         PgChunkReader {
             config,
@@ -47,6 +66,8 @@ impl PgChunkReader {
             registry: TypeRegistry::new(),
             sql: None,
             copy: None,
+            write_timeout: silence,
+            read_timeout: (silence * 4).max(Duration::from_secs(120)),
         }
     }
 
@@ -59,12 +80,61 @@ impl PgChunkReader {
             .ok_or_else(|| SourceError::internal("backfill connection missing after connect"))
     }
 
-    /// Forgets the client after a failure that may have broken it.
+    /// Forgets the connections after a failure that may have broken them (the next call
+    /// opens new ones).
     fn after<T>(&mut self, result: Result<T>) -> Result<T> {
         if result.as_ref().is_err_and(|e| e.is_retryable()) {
             self.sql = None;
+            self.copy = None;
         }
         result
+    }
+
+    async fn watermark(&mut self, mark: &str) -> Result<()> {
+        // Autocommit: the message is a transaction of its own, which the stream passes in
+        // commit order.
+        self.client()
+            .await?
+            .execute(
+                "SELECT pg_catalog.pg_logical_emit_message(true, $1, $2)",
+                &[&WATERMARK_PREFIX, &mark],
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| sql_error(e, "writing a backfill watermark"))
+    }
+
+    async fn signal(&mut self, id: &str, tables: &[TableName]) -> Result<()> {
+        let signal = TableName::new("public", SIGNAL_TABLE);
+        let publication = self.config.publication().to_string();
+        let client = self.client().await?;
+        // A row of an unpublished signal table would never reach the stream: the request
+        // would be lost. Failing keeps it in memory (the core's fallback).
+        let published: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables
+                                WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)",
+                &[&publication, &signal.schema, &signal.name],
+            )
+            .await
+            .map_err(|e| sql_error(e, "looking for the signal table in the publication"))?
+            .get(0);
+        if !published {
+            return Err(SourceError::prerequisite(format!(
+                "the signal table {signal} is not in publication `{publication}`"
+            ))
+            .with_hint("run `setup --apply`, or create the table and add it to the publication"));
+        }
+        let names: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+        let insert = format!(
+            "INSERT INTO {} (id, kind, tables) VALUES ($1, $2, $3)",
+            qualified(&signal)
+        );
+        client
+            .execute(&insert, &[&id, &SIGNAL_KIND_BACKFILL, &names.join(",")])
+            .await
+            .map(|_| ())
+            .map_err(|e| sql_error(e, "writing a backfill signal"))
     }
 
     async fn read(
@@ -154,19 +224,8 @@ impl PgChunkReader {
 #[async_trait]
 impl ChunkReader for PgChunkReader {
     async fn write_watermark(&mut self, mark: &str) -> Result<()> {
-        let result = match self.client().await {
-            // Autocommit: the message is a transaction of its own, which the stream passes
-            // in commit order.
-            Ok(client) => client
-                .execute(
-                    "SELECT pg_catalog.pg_logical_emit_message(true, $1, $2)",
-                    &[&WATERMARK_PREFIX, &mark],
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| sql_error(e, "writing a backfill watermark")),
-            Err(e) => Err(e),
-        };
+        let limit = self.write_timeout;
+        let result = bounded(limit, "writing a backfill watermark", self.watermark(mark)).await;
         self.after(result)
     }
 
@@ -176,24 +235,15 @@ impl ChunkReader for PgChunkReader {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Chunk> {
-        let result = self.read(table, after, limit).await;
+        let bound = self.read_timeout;
+        let what = format!("reading a backfill chunk of {table}");
+        let result = bounded(bound, &what, self.read(table, after, limit)).await;
         self.after(result)
     }
 
     async fn write_signal(&mut self, id: &str, tables: &[TableName]) -> Result<()> {
-        let names: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
-        let insert = format!(
-            "INSERT INTO {} (id, kind, tables) VALUES ($1, $2, $3)",
-            qualified(&TableName::new("public", SIGNAL_TABLE))
-        );
-        let result = match self.client().await {
-            Ok(client) => client
-                .execute(&insert, &[&id, &SIGNAL_KIND_BACKFILL, &names.join(",")])
-                .await
-                .map(|_| ())
-                .map_err(|e| sql_error(e, "writing a backfill signal")),
-            Err(e) => Err(e),
-        };
+        let limit = self.write_timeout;
+        let result = bounded(limit, "writing a backfill signal", self.signal(id, tables)).await;
         self.after(result)
     }
 }

@@ -271,6 +271,7 @@ impl Replicator {
             self.config.clone(),
             self.tables().to_vec(),
             self.schemas.clone(),
+            self.stream.silence_timeout,
         );
         out.enable_backfill(
             Box::new(reader),
