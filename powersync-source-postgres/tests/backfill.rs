@@ -766,3 +766,69 @@ async fn a_host_request_without_a_published_signal_table_is_kept_in_memory() {
         .unwrap();
     assert_eq!(rows[0].get::<_, i64>(0), 0, "no row was written");
 }
+
+/// The backfill's own connections (the watermark/catalog client and the COPY session; the
+/// stream's catalog connection too, whose last query may be the same) are terminated several
+/// times while it runs: the reader reconnects, the backfill completes, and the host ends equal
+/// to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_survives_its_connections_being_killed() {
+    let Some(env) = env(None, "FOR ALL TABLES", None).await else {
+        return;
+    };
+    let mut stream = env.source.start(StartFrom::Beginning).await.unwrap();
+    let mut model = Model::default();
+    drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
+        m.tables.get("big").map_or(0, |t| t.len()) as i64 == BIG_ROWS && m.stored.is_some()
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(
+        client(&env.server).await,
+        vec![("big", BIG_ROWS), ("other", 100)],
+        stop.clone(),
+    );
+    env.server
+        .psql("INSERT INTO _powersync_signals VALUES ('req-k', 'backfill', 'public.big')")
+        .await
+        .unwrap();
+    let admin = client(&env.server).await;
+    let mut killed = 0u64;
+    for k in [3usize, 10, 20, 30] {
+        drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
+            m.chunks("req-k") >= k || m.done("req-k")
+        })
+        .await;
+        let row = admin
+            .query_one(
+                "SELECT count(pg_catalog.pg_terminate_backend(pid))
+                 FROM pg_catalog.pg_stat_activity
+                 WHERE pid <> pg_catalog.pg_backend_pid()
+                   AND backend_type = 'client backend'
+                   AND (query LIKE '%pg_logical_emit_message(true, $1%'
+                        OR query LIKE '%_powersync_key_%'
+                        OR query LIKE '%FROM pg_catalog.pg_publication_tables pt%')",
+                &[],
+            )
+            .await
+            .unwrap();
+        killed += row.get::<_, i64>(0) as u64;
+    }
+    assert!(
+        killed >= 2,
+        "only {killed} backfill connections were terminated"
+    );
+    drive(&mut stream, &mut model, Duration::from_secs(300), |m| {
+        m.done("req-k") || !m.violations.is_empty()
+    })
+    .await;
+    settle_and_compare(
+        &env,
+        &mut stream,
+        &mut model,
+        stop,
+        writer,
+        &["big", "other"],
+    )
+    .await;
+}
