@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::key::{change_keys, row_key};
 use super::reader::{self, high_mark, low_mark, Chunk, ChunkReader, HostRequest, Order, Outcome};
 use super::state::{BackfillState, BackfillTask};
-use super::{new_request_id, SIGNAL_KIND_BACKFILL};
+use super::{new_request_id, qualified, SIGNAL_KIND_BACKFILL};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Result, SourceError};
 use crate::event::{Begin, ChangeEvent, Commit, OldImage, Op, RowChange, SnapshotProgress};
@@ -82,6 +82,7 @@ impl Coordinator {
             requests,
             outcome_tx,
             options.retry.clone(),
+            default_schema.clone(),
         ));
         if !state.is_empty() {
             tracing::info!(
@@ -94,7 +95,7 @@ impl Coordinator {
                     .join(", ")
             );
         }
-        Ok(Coordinator {
+        let mut coordinator = Coordinator {
             state,
             pending: Vec::new(),
             window: None,
@@ -103,7 +104,10 @@ impl Coordinator {
             chunk_rows: options.backfill_chunk_rows.max(1),
             default_schema,
             schemas: HashMap::new(),
-        })
+        };
+        // A resumed backfill starts now, not at the stream's first boundary.
+        coordinator.order_next()?;
+        Ok(coordinator)
     }
 
     /// A streamed row change: between the watermarks of the chunk in flight, its keys are
@@ -161,7 +165,7 @@ impl Coordinator {
             .split(',')
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .map(|t| TableName::parse(t, &self.default_schema))
+            .map(|t| qualified(TableName::parse(t, ""), &self.default_schema))
             .collect();
         if names.is_empty() {
             tracing::warn!("ignoring backfill signal `{id}`: it names no table");
@@ -174,6 +178,7 @@ impl Coordinator {
     /// the transaction the stream is in.
     pub(crate) fn request(&mut self, id: &str, tables: Vec<TableName>) {
         for table in tables {
+            let table = qualified(table, &self.default_schema);
             tracing::info!("backfill of {table} requested (request {id})");
             self.pending.push(BackfillTask {
                 id: id.to_string(),
@@ -224,7 +229,7 @@ impl Coordinator {
                 events = self.emit_chunk(window, checkpoint).await?;
             }
         }
-        self.order_next().await?;
+        self.order_next()?;
         Ok(events)
     }
 
@@ -257,7 +262,7 @@ impl Coordinator {
     }
 
     /// Sends the order for the next chunk when none is in flight and a table is left.
-    async fn order_next(&mut self) -> Result<()> {
+    fn order_next(&mut self) -> Result<()> {
         if self.window.is_some() {
             return Ok(());
         }
@@ -280,9 +285,9 @@ impl Coordinator {
             stale: false,
             chunk: None,
         });
+        // At most one chunk order is ever in the channel: this never finds it full.
         self.orders
-            .send(order)
-            .await
+            .try_send(order)
             .map_err(|_| SourceError::internal("the backfill reader task ended"))
     }
 

@@ -48,6 +48,8 @@ pub(crate) use reader::HostRequest;
 pub use reader::{Chunk, ChunkReader};
 pub use state::{BackfillState, BackfillTask};
 
+use crate::schema::TableName;
+
 /// Name of the signal table (PostgreSQL/MySQL) or collection (MongoDB) in the source.
 pub const SIGNAL_TABLE: &str = "_powersync_signals";
 
@@ -69,4 +71,14 @@ pub fn new_request_id() -> String {
         std::process::id(),
         rand::random::<u32>()
     )
+}
+
+/// `table` with `default_schema` when it names none (`big`, `.big`, or a host's
+/// `TableName::new("", "big")`).
+pub(crate) fn qualified(table: TableName, default_schema: &str) -> TableName {
+    if table.schema.is_empty() {
+        TableName::new(default_schema, table.name)
+    } else {
+        table
+    }
 }

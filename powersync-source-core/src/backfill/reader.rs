@@ -126,6 +126,7 @@ pub(crate) async fn run(
     mut requests: Option<mpsc::UnboundedReceiver<HostRequest>>,
     outcomes: mpsc::Sender<Outcome>,
     retry: RetryPolicy,
+    default_schema: String,
 ) {
     loop {
         // A host's request is written into the source's signal table, so that it reaches the
@@ -134,7 +135,11 @@ pub(crate) async fn run(
             order = orders.recv() => order,
             Some(request) = next_request(&mut requests) => Some(Order::Signal {
                 id: request.id,
-                tables: request.tables,
+                tables: request
+                    .tables
+                    .into_iter()
+                    .map(|t| super::qualified(t, &default_schema))
+                    .collect(),
             }),
         };
         let Some(order) = order else {
