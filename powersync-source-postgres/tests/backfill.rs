@@ -832,3 +832,52 @@ async fn backfill_survives_its_connections_being_killed() {
     )
     .await;
 }
+
+/// A table without a primary key under `REPLICA IDENTITY FULL` is keyed (and ordered) by all
+/// its columns: the chunk cursor spans several columns, and the rows the writer changes
+/// between the watermarks are still recognized and dropped from the chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_keyed_by_all_its_columns_is_backfilled() {
+    let Some(env) = env(None, "FOR ALL TABLES", None).await else {
+        return;
+    };
+    env.server
+        .psql(
+            "CREATE TABLE nopk (id bigint NOT NULL, version bigint NOT NULL, payload text NOT NULL);
+             ALTER TABLE nopk REPLICA IDENTITY FULL;
+             INSERT INTO nopk SELECT g, 0, 'p' || (g % 17) FROM generate_series(1, 4000) g;",
+        )
+        .await
+        .unwrap();
+    let mut stream = env.source.start(StartFrom::Beginning).await.unwrap();
+    let mut model = Model::default();
+    drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
+        m.tables.get("nopk").map_or(0, |t| t.len()) == 4000 && m.stored.is_some()
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(
+        client(&env.server).await,
+        vec![("nopk", 4000), ("other", 100)],
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.server
+        .psql("INSERT INTO _powersync_signals VALUES ('req-n', 'backfill', 'public.nopk')")
+        .await
+        .unwrap();
+    drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
+        m.done("req-n") || !m.violations.is_empty()
+    })
+    .await;
+    assert!(model.chunks("req-n") >= 8, "{:?}", model.seen.len());
+    settle_and_compare(
+        &env,
+        &mut stream,
+        &mut model,
+        stop,
+        writer,
+        &["big", "other", "nopk"],
+    )
+    .await;
+}
