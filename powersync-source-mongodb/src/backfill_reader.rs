@@ -43,6 +43,8 @@ pub(crate) struct MongoChunkReader {
     /// Connected on first use; dropped after a connection error, so the next call starts a
     /// new pool.
     client: Option<Client>,
+    /// The mark of the last low watermark written: the chunk read next belongs to it.
+    mark: Option<String>,
 }
 
 impl MongoChunkReader {
@@ -58,6 +60,7 @@ impl MongoChunkReader {
             shapes,
             silence,
             client: None,
+            mark: None,
         }
     }
 
@@ -104,6 +107,9 @@ impl MongoChunkReader {
             ))
         })?
         .map_err(|e| driver_error(context(), e))?;
+        if let Some(m) = mark.strip_prefix("low:") {
+            self.mark = Some(m.to_owned());
+        }
         // Keep the collection small: earlier watermarks were passed (or will be ignored).
         if mark.starts_with("high:") {
             let _ = checkpoints
@@ -163,6 +169,10 @@ impl MongoChunkReader {
                 .collect::<Result<Vec<Row>>>()?;
             Ok::<_, SourceError>((rows, shape.schema().clone()))
         })?;
+        if let Some(mark) = &self.mark {
+            self.shapes
+                .chunk_read(mark, (db.clone(), coll.to_owned()), schema.clone());
+        }
         let width = schema.columns.len();
         for row in &mut rows {
             let values = row.values_mut();

@@ -106,6 +106,8 @@ struct Replicator {
     /// The selected collections known to exist (for `dropDatabase`, and to configure
     /// post-images on collections first seen mid-stream).
     known: BTreeSet<Ns>,
+    /// Collections read again because a chunk went out under a stale schema.
+    rereads: BTreeSet<Ns>,
 }
 
 /// The stream task: runs until the host drops the stream or a final error (which the runtime
@@ -138,6 +140,7 @@ pub(crate) async fn run(setup: Setup, out: Emitter) -> Step<()> {
         emitted: start,
         reassembler: Reassembler::default(),
         known: BTreeSet::new(),
+        rereads: BTreeSet::new(),
     };
     match plan {
         Plan::Snapshot(book) => {
@@ -439,6 +442,28 @@ impl Replicator {
         self.close_transaction().await
     }
 
+    /// A chunk of `ns` went out under a schema without fields the stream learned while it was
+    /// in flight (the core emits a chunk under the schema it was read with): the stream
+    /// announces its schema again before its next row, and the collection is read again, so
+    /// a host that dropped those columns gets their values back.
+    ///
+    /// Once per collection and stream run: a collection whose documents keep gaining new
+    /// top-level fields would otherwise be read again and again.
+    fn reread_stale(&mut self, (db, coll): Ns) {
+        let table = self.selection.table(&db, &coll);
+        self.shapes.with(&db, &coll, |s| s.mark_changed());
+        if !self.rereads.insert((db, coll)) {
+            tracing::warn!(
+                "backfill of {table}: the stream learned new fields of it while a chunk was in flight; it was read again once already, so a host that drops columns missing from a chunk's schema may lack their values until the documents change"
+            );
+            return;
+        }
+        tracing::warn!(
+            "backfill of {table}: the stream learned new fields of it while a chunk was in flight; reading it again"
+        );
+        self.out.backfill_added_table(table);
+    }
+
     fn advance(&mut self, h: &EventHeader) {
         self.position = h.position();
         if self.out.in_transaction() {
@@ -474,8 +499,14 @@ impl Replicator {
                     if h.op == Operation::Insert {
                         match watermark_of(event)? {
                             Some(mark) => {
+                                let stale = mark
+                                    .strip_prefix("high:")
+                                    .and_then(|m| self.shapes.chunk_passed(m));
                                 self.internal(h, |out| out.backfill_watermark(&mark))
-                                    .await?
+                                    .await?;
+                                if let Some(ns) = stale {
+                                    self.reread_stale(ns);
+                                }
                             }
                             None => {
                                 self.begin(h).await?;

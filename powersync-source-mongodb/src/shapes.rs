@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use powersync_source_core::TableName;
+use powersync_source_core::{TableName, TableSchema};
 
 use crate::document_row::CollectionShape;
 
@@ -14,16 +14,41 @@ use crate::document_row::CollectionShape;
 pub(crate) type Ns = (String, String);
 
 /// Every collection shape of one stream, behind one lock (held only for conversions, never
-/// across an `await`).
+/// across an `await`), and the schema each backfill chunk in flight was converted under.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SharedShapes(Arc<Mutex<HashMap<Ns, CollectionShape>>>);
+pub(crate) struct SharedShapes {
+    shapes: Arc<Mutex<HashMap<Ns, CollectionShape>>>,
+    /// By the chunk's mark (the watermarks' common suffix).
+    chunks: Arc<Mutex<HashMap<String, (Ns, Arc<TableSchema>)>>>,
+}
 
 impl SharedShapes {
     fn lock(&self) -> MutexGuard<'_, HashMap<Ns, CollectionShape>> {
         // A panic while converting leaves the map itself intact: keep using it.
-        self.0
+        self.shapes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn chunks(&self) -> MutexGuard<'_, HashMap<String, (Ns, Arc<TableSchema>)>> {
+        self.chunks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The reader converted the chunk `mark` of `ns` under `schema`.
+    pub(crate) fn chunk_read(&self, mark: &str, ns: Ns, schema: Arc<TableSchema>) {
+        self.chunks().insert(mark.to_owned(), (ns, schema));
+    }
+
+    /// The stream passed the high watermark of chunk `mark`: the collection, when the stream
+    /// learned fields of it after the chunk was read. The chunk then goes out under a schema
+    /// narrower than the one the stream announced (a host following schema events drops the
+    /// newer columns); the caller reads the collection again.
+    pub(crate) fn chunk_passed(&self, mark: &str) -> Option<Ns> {
+        let (ns, schema) = self.chunks().remove(mark)?;
+        let current = self.lock().get(&ns).map(|s| s.schema().clone())?;
+        (*current != *schema).then_some(ns)
     }
 
     /// Runs `f` on the shape of `db.coll` (created with only the key column when new).
