@@ -13,13 +13,16 @@ use crate::document_row::CollectionShape;
 /// A collection's namespace: (database, collection).
 pub(crate) type Ns = (String, String);
 
+/// Chunks in flight by mark (the watermarks' common suffix): the collection and the schema
+/// the chunk was converted under.
+type ChunkSchemas = HashMap<String, (Ns, Arc<TableSchema>)>;
+
 /// Every collection shape of one stream, behind one lock (held only for conversions, never
 /// across an `await`), and the schema each backfill chunk in flight was converted under.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SharedShapes {
     shapes: Arc<Mutex<HashMap<Ns, CollectionShape>>>,
-    /// By the chunk's mark (the watermarks' common suffix).
-    chunks: Arc<Mutex<HashMap<String, (Ns, Arc<TableSchema>)>>>,
+    chunks: Arc<Mutex<ChunkSchemas>>,
 }
 
 impl SharedShapes {
@@ -30,7 +33,7 @@ impl SharedShapes {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn chunks(&self) -> MutexGuard<'_, HashMap<String, (Ns, Arc<TableSchema>)>> {
+    fn chunks(&self) -> MutexGuard<'_, ChunkSchemas> {
         self.chunks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
