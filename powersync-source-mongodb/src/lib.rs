@@ -104,11 +104,40 @@
 //!
 //! **DDL.** `drop` of a selected collection and `dropDatabase` emit a
 //! [`Truncate`](powersync_source_core::ChangeEvent::Truncate). `rename` empties the source
-//! table; a rename *into* a selected collection copies the target (rows with `snapshot: true`)
-//! after a commit positioned *before* the rename, so a crash during the copy replays the rename
-//! and copies again. `invalidate` (after `dropDatabase`) reopens the stream after the
-//! invalidate event. A selected collection created while the stream runs needs no copy: its
-//! whole history is in the stream.
+//! table; a rename *into* a selected collection empties the target and reads it through a
+//! backfill (below), never blocking the other collections; the backfill cursor rides on the
+//! checkpoints after the rename, so a crash resumes the read. `invalidate` (after
+//! `dropDatabase`) reopens the stream after the invalidate event.
+//!
+//! # Backfills
+//! A running stream re-reads chosen collections without pausing (see
+//! [`powersync_source_core::backfill`] for the method, the events and the consistency
+//! argument): ask with [`ChangeStream::request_backfill`](powersync_source_core::ChangeStream::request_backfill),
+//! or insert `{id: "<request id>", kind: "backfill", tables: "app.orders,app.items"}` into
+//! `_powersync_signals` in the checkpoint database (`_id` any; `tables` may also be an array;
+//! names without a database are in the source's first database). Signals are read from the
+//! stream even when the selection does not name that collection, and never emitted as rows;
+//! `setup` creates the collection, `check()` warns while it is missing.
+//! - **Watermarks** are documents `{backfill: "low:…"/"high:…"}` in `_powersync_checkpoints`,
+//!   written on a driver client of the reader's own; the stream passes them as a keepalive
+//!   at their position (inside a multi-document transaction, at its commit), never as
+//!   [`CheckpointObserved`](powersync_source_core::ChangeEvent::CheckpointObserved).
+//! - **Chunks** are read exactly like snapshot batches (`_id` index order with `min`, so a
+//!   collection whose `_id`s mix BSON types is read whole, in MongoDB's type order), and the
+//!   cursor is the snapshot's resume key of the last `_id` (canonical extended JSON), so it
+//!   keeps its BSON type across restarts. Rows are converted under the stream's own collection
+//!   shapes (same columns, order, type names and values as the stream and the snapshot).
+//! - **Late collections**: the first event of a selected collection the stream did not know
+//!   (created while streaming, or renamed in) starts a backfill of it (request id `added-…`).
+//!   For a collection created while streaming this repeats what the stream carries, harmlessly
+//!   (chunk rows are images at their high watermark).
+//! - **Fields learned mid-chunk**: columns grow as the stream sees new top-level fields. A
+//!   chunk goes out under the schema it was read with; when the stream announced a wider one
+//!   while the chunk was in flight (a new field first seen before the chunk's low watermark
+//!   but after its read), a host that drops columns missing from a schema event (the SQLite
+//!   sink) would lose those columns' values: the stream then announces its schema again and
+//!   reads the collection again, once per collection and stream run (a warning says so; a
+//!   later occurrence leaves those values missing until the documents change).
 //!
 //! # Post-images
 //! See [`PostImages`]. With `off`, updates use `fullDocument: 'updateLookup'`: the document as it

@@ -74,9 +74,9 @@ impl MongoSource {
     /// - `tables`: the collections to replicate. `TableName.schema` is the database (empty =
     ///   the URL's, or the single one of `databases=`), `TableName.name` the collection.
     ///   `None` (or an empty list) = every collection of the URL's database and of the
-    ///   `databases=` list, except `system.*` and `_powersync_checkpoints`. Tables in more
-    ///   than one database are read through one cluster-level change stream under one
-    ///   checkpoint (see the crate docs). A table without a database when the URL names
+    ///   `databases=` list, except `system.*`, `_powersync_checkpoints` and
+    ///   `_powersync_signals`. Tables in more than one database are read through one
+    ///   cluster-level change stream under one checkpoint (see the crate docs). A table without a database when the URL names
     ///   none is an [`ErrorKind::Config`](powersync_source_core::ErrorKind) error at
     ///   `check`/`start`.
     /// - `retry`: reconnects inside the stream and retried snapshot reads.
