@@ -76,9 +76,9 @@ impl MongoSource {
     ///   `None` (or an empty list) = every collection of the URL's database and of the
     ///   `databases=` list, except `system.*`, `_powersync_checkpoints` and
     ///   `_powersync_signals`. Tables in more than one database are read through one
-    ///   cluster-level change stream under one checkpoint (see the crate docs). A table without a database when the URL names
-    ///   none is an [`ErrorKind::Config`](powersync_source_core::ErrorKind) error at
-    ///   `check`/`start`.
+    ///   cluster-level change stream under one checkpoint (see the crate docs). A table
+    ///   without a database when the URL names none is an
+    ///   [`ErrorKind::Config`](powersync_source_core::ErrorKind) error at `check`/`start`.
     /// - `retry`: reconnects inside the stream and retried snapshot reads.
     /// - `batch_events`: events per batch, unless the URL sets `batch_events` (which wins).
     /// - `silence_timeout`: how long a change-stream read may stay unanswered before the
