@@ -142,6 +142,12 @@ impl ChangeSource for PostgresSource {
         )
         .await?
         .into_result()?;
+        // Backfills need logical messages in the stream (the watermarks): 14+.
+        let version: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| sql_error(e, "reading the server version"))?
+            .get(0);
         let prepared = replicator::prepare(
             self.config.clone(),
             self.options.clone(),
@@ -150,12 +156,16 @@ impl ChangeSource for PostgresSource {
             from,
         )
         .await?;
-        // Backfills are enabled by the stream task once it streams (PostgreSQL 14+); on an
-        // older server a request is answered by a warning in the log.
-        Ok(spawn_stream(PgLsn::SOURCE, &self.stream, move |out, acks| {
+        // Backfills are enabled by the stream task once it streams; on an older server
+        // `request_backfill` answers Unsupported, and a signal row is ignored with a warning.
+        let stream = spawn_stream(PgLsn::SOURCE, &self.stream, move |out, acks| {
             prepared.run(out, acks)
+        });
+        Ok(if version >= 140_000 {
+            stream.serving_backfills()
+        } else {
+            stream
         })
-        .serving_backfills())
     }
 
     async fn write_checkpoint(&self) -> Result<Checkpoint> {
