@@ -135,6 +135,8 @@ pub(crate) async fn prepare(
         }
         StartFrom::Checkpoint(checkpoint) => {
             let from = PgLsn::from_checkpoint(&checkpoint)?;
+            // A corrupt backfill cursor fails here, not once the stream runs.
+            checkpoint.backfill()?;
             crate::slot::check_resumable(&replicator.sql, &slot, from).await?;
             let tables = replicator.published(&mut registry).await?;
             replicator.known.extend(tables.iter().map(|t| t.oid));
