@@ -323,8 +323,9 @@ async fn post_image_modes_and_bad_tokens() {
     assert_eq!(result.kind(), ErrorKind::HistoryLost, "{result}");
 }
 
-/// drop, rename (out of and into the selection), dropDatabase with its invalidate, and a new
-/// collection, with every collection of the database selected.
+/// drop, rename (out of and into the selection; the target read through a backfill),
+/// dropDatabase with its invalidate, and a new collection, with every collection of the
+/// database selected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_events() {
     let Some(server) = secantus(&[]).await else {
@@ -390,9 +391,17 @@ async fn ddl_events() {
             |e| matches!(e, ChangeEvent::Row(r) if !r.snapshot && r.table.name.name == "fresh"),
         )
     };
+    // The renamed-in collection is read through a backfill (`added-` request), not inline.
+    let backfilled = |events: &[ChangeEvent]| {
+        events.iter().any(|e| {
+            matches!(e, ChangeEvent::Snapshot(SnapshotProgress::BackfillDone { table, id, rows: 3 })
+                if table.name == "c" && id.starts_with("added-"))
+        })
+    };
     while !(truncated(&events, "a")
         && truncated(&events, "b")
         && copied(&events) == 3
+        && backfilled(&events)
         && fresh(&events))
     {
         assert!(
