@@ -704,3 +704,38 @@ async fn a_field_learned_during_a_chunk_reads_the_collection_again() {
     eprintln!("read again: {reread}; started {:?}", model.started);
     assert_mirrors(&s.driver, &model, &["big", "other"]).await;
 }
+
+/// A signal inserted inside a multi-document transaction (with a change of `other`) is
+/// honoured: the backfill runs, and the transaction's change of `other` arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_inside_a_transaction_is_honoured() {
+    let Some(s) = setup(1_000).await else {
+        return;
+    };
+    let mut model = Model::default();
+    let mut stream = snapshot(&s, &mut model).await;
+    let db = s.driver.database(DB);
+    let mut session = s.driver.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    db.collection::<Document>("other")
+        .update_one(doc! {"_id": 1_i64}, doc! {"$inc": {"version": 1_i64}})
+        .session(&mut session)
+        .await
+        .unwrap();
+    db.collection::<Document>("_powersync_signals")
+        .insert_one(doc! {"id": "req-t", "kind": "backfill", "tables": ["big"]})
+        .session(&mut session)
+        .await
+        .unwrap();
+    session.commit_transaction().await.unwrap();
+    run_until(&mut stream, &mut model, "BackfillDone", |m| {
+        !m.done.is_empty()
+    })
+    .await;
+    assert_eq!(
+        model.done[0],
+        (TableName::new(DB, "big"), "req-t".into(), 1_000)
+    );
+    catch_up(&s.source, &mut stream, &mut model).await;
+    assert_mirrors(&s.driver, &model, &["big", "other"]).await;
+}
