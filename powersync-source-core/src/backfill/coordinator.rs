@@ -20,7 +20,8 @@ use crate::schema::{TableName, TableSchema};
 /// Where the chunk in flight is, as the stream has passed its watermarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Ordered; the stream has not passed the low watermark yet.
+    /// Ordered; the stream has not passed the low watermark yet. Changed keys are recorded
+    /// already (see [`Coordinator::observe`]).
     Requested,
     /// Between the watermarks: changed keys are recorded.
     Open,
@@ -114,7 +115,11 @@ impl Coordinator {
     /// dropped from the chunk.
     pub(crate) fn observe(&mut self, change: &RowChange) {
         if let Some(w) = &mut self.window {
-            if w.phase == Phase::Open && change.table.name == w.table {
+            // From the order on, not only from the low watermark: a transaction that commits
+            // just before the low watermark in the log can still be invisible to the read
+            // (PostgreSQL and InnoDB make a commit visible a moment after logging it), and
+            // every change the stream passes after the order is one the host receives anyway.
+            if w.phase != Phase::Closed && change.table.name == w.table {
                 w.changed.extend(change_keys(change));
             }
         }
@@ -135,7 +140,7 @@ impl Coordinator {
     /// A streamed truncate (or shape change) of `table`: a chunk read around it is stale.
     pub(crate) fn table_changed(&mut self, table: &TableName) {
         if let Some(w) = &mut self.window {
-            if w.phase == Phase::Open && w.table == *table {
+            if w.phase != Phase::Closed && w.table == *table {
                 w.stale = true;
             }
         }

@@ -9,7 +9,9 @@
 //! MongoDB: a document in `_powersync_checkpoints`). The stream passes both watermarks in
 //! commit order. The chunk's read saw every change committed before the low watermark and
 //! none committed after the high one; a change committed between the two may or may not be in
-//! it. So the stream task records the keys the stream changes between the two watermarks,
+//! it. So the stream task records the keys the stream changes between the two watermarks
+//! (from the moment it ordered the chunk, in fact: a transaction logged just before the low
+//! watermark can still be invisible to the read for a moment on PostgreSQL and InnoDB),
 //! drops those rows from the chunk (the stream already carried an image at least as new), and
 //! emits the rest as one transaction right at the high watermark: every emitted chunk row is
 //! the row's image at that point of the stream, so a chunk row never overwrites a newer
