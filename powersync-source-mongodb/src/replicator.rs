@@ -454,7 +454,7 @@ impl Replicator {
         self.shapes.with(&db, &coll, |s| s.mark_changed());
         if !self.rereads.insert((db, coll)) {
             tracing::warn!(
-                "backfill of {table}: the stream learned new fields of it while a chunk was in flight; it was read again once already, so a host that drops columns missing from a chunk's schema may lack their values until the documents change"
+                "backfill of {table}: the stream learned new fields of it while a chunk was in flight; a re-read of it was already requested in this run (once per run): on a host that drops columns missing from a chunk's schema, values of such fields on documents that re-read has passed stay missing until those documents change"
             );
             return;
         }
