@@ -3,6 +3,10 @@
 
 #[cfg(feature = "postgres")]
 mod backfill;
+#[cfg(feature = "mysql")]
+mod backfill_mariadb;
+#[cfg(feature = "mongodb")]
+mod backfill_mongodb;
 mod common;
 #[cfg(feature = "convex")]
 mod convex;
