@@ -6,84 +6,19 @@
 //! restarted mirror reads no stored chunk again. The same run through `publish`/`consume`
 //! gives the same rows.
 
-use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use powersync_source_core::Checkpoint;
 use rand::{Rng, SeedableRng};
 
+use crate::apply_log::{
+    cursor_key, install_log, set_run, stored_cursor, table_exists, versions_going_back, wait_until,
+    CHUNK,
+};
 use crate::common::{client, mirror_position, server, sql, sqlite_rows, Proc, MIRROR};
 
 const ROWS: i64 = 200_000;
-const CHUNK: u64 = 4096;
-
-/// The backfill cursor the mirror stored: rows emitted and the last key, if one is running.
-fn stored_cursor(db: &Path) -> Option<(u64, String)> {
-    let position = mirror_position(db)?;
-    let checkpoint = Checkpoint::parse(&position).ok()?;
-    let state = checkpoint.backfill().ok()??;
-    let task = state.tasks.first()?;
-    Some((task.rows, task.after.clone().unwrap_or_default()))
-}
-
-/// Logs every image the mirror applies to `big`, `late` and `other`, with the run number (the
-/// mirror process) and the time.
-fn install_log(db: &Path, tables: &[&str]) {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    let mut sql = String::from(
-        "CREATE TABLE IF NOT EXISTS run (n INTEGER);
-         CREATE TABLE IF NOT EXISTS apply_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT,
-             op TEXT, id INTEGER, version INTEGER, run INTEGER, at REAL);",
-    );
-    for table in tables {
-        for op in ["INSERT", "UPDATE"] {
-            sql.push_str(&format!(
-                "CREATE TRIGGER IF NOT EXISTS log_{table}_{op} AFTER {op} ON {table} BEGIN
-                   INSERT INTO apply_log (tbl, op, id, version, run, at)
-                   VALUES ('{table}', '{op}', new.id, new.version, (SELECT max(n) FROM run),
-                           julianday('now') * 86400.0);
-                 END;"
-            ));
-        }
-    }
-    conn.execute_batch(&sql).unwrap();
-}
-
-fn set_run(db: &Path, n: i64) {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn.execute("INSERT INTO run VALUES (?1)", [n]).unwrap();
-}
-
-async fn wait_until(what: &str, mirror: &mut Proc, mut pred: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    while !pred() {
-        if let Some(status) = mirror.exited() {
-            panic!(
-                "mirror exited ({status}) before {what}; stderr:\n{}",
-                mirror.stderr()
-            );
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {what} within 300 s; stderr:\n{}",
-            mirror.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn table_exists(db: &Path, name: &str) -> bool {
-    !sqlite_rows(
-        db,
-        &format!("SELECT name FROM sqlite_master WHERE type = 'table' AND name = '{name}'"),
-    )
-    .is_empty()
-}
 
 async fn source_versions(
     pg: &powersync_source_testkit::PostgresServer,
@@ -101,27 +36,6 @@ async fn source_versions(
             ]
         })
         .collect()
-}
-
-/// Per row, the versions in apply order never decrease; returns the first violations.
-fn versions_going_back(db: &Path, table: &str) -> Vec<String> {
-    let mut last: HashMap<String, i64> = HashMap::new();
-    let mut bad = Vec::new();
-    for r in sqlite_rows(
-        db,
-        &format!("SELECT id, version, op, run FROM apply_log WHERE tbl = '{table}' ORDER BY seq"),
-    ) {
-        let v: i64 = r[1].trim_start_matches("int:").parse().unwrap();
-        if let Some(prev) = last.insert(r[0].clone(), v) {
-            if v < prev && bad.len() < 5 {
-                bad.push(format!(
-                    "{table} {}: {prev} then {v} ({} in run {})",
-                    r[0], r[2], r[3]
-                ));
-            }
-        }
-    }
-    bad
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +106,7 @@ async fn a_signalled_backfill_and_a_late_table_survive_kills_under_writes() {
 
     let mut mirror = Proc::spawn(MIRROR, &mirror_args);
     // The initial snapshot is done once the stored position is a checkpoint.
-    wait_until("the end of the snapshot", &mut mirror, || {
+    wait_until("the end of the snapshot", &mut mirror, |_| {
         mirror_position(&db).is_some_and(|p| p.starts_with("postgres:v1:"))
     })
     .await;
@@ -239,7 +153,7 @@ async fn a_signalled_backfill_and_a_late_table_survive_kills_under_writes() {
     .await;
     // Two kills during the backfill, each after the mirror stored some chunks.
     for (run, rows_at_least) in [(2, 40_000u64), (3, 120_000u64)] {
-        wait_until("backfill progress", &mut mirror, || {
+        wait_until("backfill progress", &mut mirror, |_| {
             stored_cursor(&db).is_some_and(|(rows, _)| rows >= rows_at_least)
         })
         .await;
@@ -249,14 +163,11 @@ async fn a_signalled_backfill_and_a_late_table_survive_kills_under_writes() {
         mirror = Proc::spawn(MIRROR, &mirror_args);
         // The restarted mirror's first backfilled rows start after the stored cursor and hold
         // at most one chunk more: nothing stored is read again.
-        wait_until("a chunk after the restart", &mut mirror, || {
+        wait_until("a chunk after the restart", &mut mirror, |_| {
             stored_cursor(&db).is_none_or(|(rows, _)| rows > stored_rows)
         })
         .await;
-        let after: i64 = stored_after
-            .trim_matches(|c| c == '[' || c == ']' || c == '"')
-            .parse()
-            .unwrap_or_else(|_| panic!("cursor `{stored_after}`"));
+        let after = cursor_key(&stored_after);
         let min = sqlite_rows(
             &db,
             &format!("SELECT min(id), count(*) FROM apply_log WHERE tbl = 'big' AND op = 'INSERT' AND run = {run}"),
@@ -267,7 +178,7 @@ async fn a_signalled_backfill_and_a_late_table_survive_kills_under_writes() {
             "run {run} re-read row {first}, stored cursor was after {after}"
         );
     }
-    wait_until("the end of the backfill", &mut mirror, || {
+    wait_until("the end of the backfill", &mut mirror, |_| {
         stored_cursor(&db).is_none()
             && !sqlite_rows(
                 &db,
@@ -280,9 +191,9 @@ async fn a_signalled_backfill_and_a_late_table_survive_kills_under_writes() {
     // A late table: published while streaming, read by the same machinery.
     sql(&pg, "ALTER PUBLICATION powersync ADD TABLE late").await;
     late_published.store(true, Ordering::Relaxed);
-    wait_until("the late table", &mut mirror, || table_exists(&db, "late")).await;
+    wait_until("the late table", &mut mirror, |_| table_exists(&db, "late")).await;
     install_log(&db, &["late"]);
-    wait_until("the end of the late table's backfill", &mut mirror, || {
+    wait_until("the end of the late table's backfill", &mut mirror, |_| {
         stored_cursor(&db).is_none()
             && !sqlite_rows(&db, "SELECT 1 FROM late WHERE id = 200000").is_empty()
     })

@@ -1,6 +1,7 @@
 //! Integration tests of the example binaries, run against throwaway PostgreSQL servers from
 //! the core test kit (skipped with one `SKIPPED:` line when PostgreSQL is not installed).
 
+mod apply_log;
 #[cfg(feature = "postgres")]
 mod backfill;
 #[cfg(feature = "mysql")]
