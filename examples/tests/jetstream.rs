@@ -421,6 +421,9 @@ async fn killed_publisher(extra: &[&str], packing: Packing) {
         consumer.kill().await;
         consumer = Proc::spawn(CONSUME, &consume_args);
     }
+    // On a loaded machine every consumer above may die before its first commit; the last one
+    // runs until it has stored a position, so the final run below really resumes.
+    wait_stored_position(&db).await;
     consumer.kill().await;
     eprintln!("restarts that republished stored messages: {republished} of 4");
     writer.await.unwrap();
@@ -760,4 +763,26 @@ async fn a_full_stream_slows_publish_down_and_drops_nothing() {
         .collect();
     assert_eq!(rows.len(), 2000, "every snapshot row committed once");
     assert_eq!(rows.iter().collect::<HashSet<_>>().len(), 2000);
+}
+
+/// Waits (at most two minutes) until `consume` has committed a stream position into `db`.
+async fn wait_stored_position(db: &Path) {
+    let query = format!(
+        "SELECT count(*) FROM {} WHERE key = '{}'",
+        powersync_source_sqlite::STATE_TABLE,
+        examples::jetstream::consumer::STATE_KEY
+    );
+    for _ in 0..1200 {
+        let stored = rusqlite::Connection::open(db)
+            .and_then(|c| c.query_row(&query, [], |r| r.get::<_, i64>(0)))
+            .unwrap_or(0);
+        if stored > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "consume stored no position in {} within 120 s",
+        db.display()
+    );
 }
