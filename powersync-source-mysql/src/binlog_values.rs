@@ -11,12 +11,12 @@ use mysql_common::constants::ColumnType;
 use mysql_common::io::ParseBuf;
 use powersync_source_core::normalize::integer::f32_value;
 use powersync_source_core::normalize::spatial::mysql_geometry_to_geojson;
+use powersync_source_core::normalize::time::{format_timestamp_utc, FracDigits, NANOS_PER_SECOND};
 use powersync_source_core::{SourceError, TableName, Value};
 
 use crate::catalog::{ColumnInfo, Kind};
 use crate::charset::Charset;
 use crate::row_image::ColumnFormat;
-use crate::temporal_text::{self, Fields};
 use crate::values::{convert_binlog, int_value};
 use crate::{decimal_binary, values};
 
@@ -111,16 +111,16 @@ pub(crate) fn read<'a>(
             let ymd = int >> 17;
             let ym = ymd >> 5;
             let hms = int % (1 << 17);
-            let fields = Fields {
-                year: (ym / 13) as u16,
-                month: (ym % 13) as u8,
-                day: (ymd % (1 << 5)) as u8,
-                hour: (hms >> 12) as u8,
-                minute: ((hms >> 6) % (1 << 6)) as u8,
-                second: (hms % (1 << 6)) as u8,
-                micros: micros as u32,
-            };
-            Ok(temporal_text::datetime(fields, *frac, false).map_or(Value::Null, Value::Text))
+            let fields = values::fields(
+                (ym / 13) as u16,
+                (ym % 13) as u8,
+                (ymd % (1 << 5)) as u8,
+                (hms >> 12) as u8,
+                ((hms >> 6) % (1 << 6)) as u8,
+                (hms % (1 << 6)) as u8,
+                micros as u32,
+            );
+            Ok(values::datetime_value(fields, *frac, false))
         }
         (MYSQL_TYPE_TIMESTAMP2, Kind::Timestamp { frac }) => {
             let b = fixed(buf, 4)?;
@@ -140,14 +140,17 @@ pub(crate) fn read<'a>(
             Ok(if secs == 0 && micros == 0 {
                 Value::Null
             } else {
-                Value::Text(temporal_text::timestamp_utc(secs, micros, *frac))
+                Value::Text(format_timestamp_utc(
+                    secs as i128 * NANOS_PER_SECOND + micros as i128 * 1000,
+                    FracDigits::Fixed(*frac),
+                ))
             })
         }
         (MYSQL_TYPE_NEWDATE, Kind::Date) => {
             let b = fixed(buf, 3)?;
             let v = u32::from_le_bytes([b[0], b[1], b[2], 0]);
             let (y, m, d) = ((v >> 9) as u16, ((v >> 5) & 15) as u8, (v & 31) as u8);
-            Ok(temporal_text::date(y, m, d).map_or(Value::Null, Value::Text))
+            Ok(values::date_value(y, m, d))
         }
         (MYSQL_TYPE_YEAR, Kind::Year) => {
             // Stored as year - 1900, with 0 meaning `0000`.

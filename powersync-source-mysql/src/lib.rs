@@ -186,7 +186,6 @@ mod row_image;
 mod server;
 mod snapshot;
 mod source;
-mod temporal_text;
 mod values;
 
 pub use config::{MySqlConfig, SslMode};

@@ -32,14 +32,13 @@ use powersync_source_core::normalize::integer::f32_value;
 use powersync_source_core::normalize::json::JsonArray;
 use powersync_source_core::normalize::spatial::mysql_geometry_to_geojson;
 use powersync_source_core::normalize::time::{
-    format_time_span, format_timestamp_utc, FracDigits, NANOS_PER_SECOND,
+    format_time_span, format_timestamp_utc, DateTimeFields, FracDigits, NANOS_PER_SECOND,
 };
 use powersync_source_core::{SourceError, TableName, Value};
 
 use crate::catalog::{ColumnInfo, Kind};
 use crate::decimal_binary::is_normal_text;
 use crate::json_binary;
-use crate::temporal_text::{self, Fields};
 
 /// Which path a value came from (they differ for a few types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,16 +102,12 @@ pub(crate) fn convert(
                 y
             })
         }
-        (Kind::Date, My::Date(y, m, d, ..)) => {
-            temporal_text::date(y, m, d).map_or(Value::Null, Value::Text)
-        }
+        (Kind::Date, My::Date(y, m, d, ..)) => date_value(y, m, d),
         (Kind::DateTime { frac }, My::Date(y, mo, d, h, mi, s, us)) => {
-            temporal_text::datetime(fields(y, mo, d, h, mi, s, us), *frac, false)
-                .map_or(Value::Null, Value::Text)
+            datetime_value(fields(y, mo, d, h, mi, s, us), *frac, false)
         }
         (Kind::Timestamp { frac }, My::Date(y, mo, d, h, mi, s, us)) => {
-            temporal_text::datetime(fields(y, mo, d, h, mi, s, us), *frac, true)
-                .map_or(Value::Null, Value::Text)
+            datetime_value(fields(y, mo, d, h, mi, s, us), *frac, true)
         }
         // Binlog TIMESTAMP2: seconds since the epoch (UTC) as text, optional `.micros`;
         // 0 is the zero timestamp.
@@ -272,16 +267,40 @@ fn ascii(b: &[u8]) -> Result<String, String> {
         .map_err(|_| "not ASCII text".to_owned())
 }
 
-fn fields(year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8, micros: u32) -> Fields {
-    Fields {
+/// DATETIME fields as MySQL sends them (microseconds) in the core's terms.
+pub(crate) fn fields(
+    year: u16,
+    month: u8,
+    day: u8,
+    hour: u8,
+    minute: u8,
+    second: u8,
+    micros: u32,
+) -> DateTimeFields {
+    DateTimeFields {
         year,
         month,
         day,
         hour,
         minute,
         second,
-        micros,
+        // A fraction of a second or more (corrupt bytes) stays invalid: NULL like a zero date.
+        nanos: micros.saturating_mul(1000),
     }
+}
+
+/// A DATETIME/TIMESTAMP from its fields with `frac` fraction digits (`Z` when `utc`); zero and
+/// otherwise invalid dates are NULL.
+pub(crate) fn datetime_value(f: DateTimeFields, frac: u8, utc: bool) -> Value {
+    f.format(FracDigits::Fixed(frac), utc)
+        .map_or(Value::Null, Value::Text)
+}
+
+/// A DATE from its fields; zero and otherwise invalid dates are NULL.
+pub(crate) fn date_value(year: u16, month: u8, day: u8) -> Value {
+    fields(year, month, day, 0, 0, 0, 0)
+        .format_date()
+        .map_or(Value::Null, Value::Text)
 }
 
 fn enum_member(members: &[String], index: i64) -> Result<String, String> {

@@ -8,7 +8,7 @@ use powersync_source_core::{Column, RowIdentity, SourceError, TableName, TableSc
 use tokio_postgres::Client;
 
 use crate::sql_error;
-use crate::types::TypeRegistry;
+use crate::types::{ColumnType, TypeRegistry};
 
 /// A published table as the catalog describes it.
 #[derive(Debug, Clone)]
@@ -17,7 +17,7 @@ pub(crate) struct PublishedTable {
     /// Only the published columns (what the stream's Relation messages carry).
     pub schema: Arc<TableSchema>,
     /// Type OID and typmod of each column, in column order.
-    pub column_types: Vec<(u32, i32)>,
+    pub column_types: Vec<ColumnType>,
     /// `pg_class.reltuples` (−1 or 0 when never analyzed).
     pub estimated_rows: Option<u64>,
     /// What the publication publishes of the table's rows.
@@ -196,7 +196,10 @@ pub(crate) async fn published_tables(
         let ident = keys.get(&oid);
         let replident = replident.bytes().next().unwrap_or(b'd');
         let (identity, key_names) = row_identity(replident, ident);
-        let column_types = cols.iter().map(|c| (c.type_oid, c.typmod)).collect();
+        let column_types = cols
+            .iter()
+            .map(|c| ColumnType::new(c.type_oid, c.typmod))
+            .collect();
         let schema = TableSchema {
             name,
             source_id: Some(oid as u64),

@@ -15,7 +15,7 @@ use crate::backfill::{is_signal_table, same_shape};
 use crate::catalog;
 use crate::options::CHECKPOINT_MESSAGE_PREFIX;
 use crate::pgoutput::{ColumnValue, OldTuple, PgOutputMessage, PgTimestamp, TupleData};
-use crate::types::{self, TypeRegistry};
+use crate::types::{self, ColumnType, Format, TypeRegistry};
 use powersync_source_core::backfill::WATERMARK_PREFIX;
 
 impl Replicator {
@@ -241,16 +241,16 @@ impl Replicator {
         let name = TableName::new(r.namespace, r.name);
         let selected = self.selects(&name);
         let signal = is_signal_table(&name);
-        let types: Vec<(u32, i32)> = r
+        let types: Vec<ColumnType> = r
             .columns
             .iter()
-            .map(|c| (c.type_oid, c.type_modifier))
+            .map(|c| ColumnType::new(c.type_oid, c.type_modifier))
             .collect();
         if selected || signal {
             let missing: Vec<(u32, i32)> = types
                 .iter()
-                .copied()
-                .filter(|(oid, _)| !self.registry.is_known(*oid))
+                .filter(|t| !self.registry.is_known(t.oid))
+                .map(|t| (t.oid, t.typmod))
                 .collect();
             if !missing.is_empty() {
                 Arc::make_mut(&mut self.registry)
@@ -259,12 +259,7 @@ impl Replicator {
                     .map_err(|e| crate::sql_error(e, &format!("loading types of {name}")))?;
             }
         }
-        if selected
-            && self.binary
-            && types
-                .iter()
-                .any(|(oid, _)| !self.registry.supports_binary(*oid))
-        {
+        if selected && self.binary && types.iter().any(|t| !self.registry.supports_binary(t.oid)) {
             // pgoutput's binary format is all-or-nothing per connection: restart this session
             // in text format from the last boundary (nothing is lost or repeated).
             self.options.binary = false;
@@ -408,15 +403,16 @@ fn decode_tuple(
     }
     let mut values = Vec::with_capacity(rel.types.len());
     for (i, value) in tuple.iter().enumerate() {
-        let (oid, typmod) = rel.types[i];
+        let column = &rel.types[i];
         let v = match value {
             ColumnValue::Null if key_only && !rel.schema.columns[i].is_key => Value::Unchanged,
             ColumnValue::Null => Value::Null,
             ColumnValue::UnchangedToast => Value::Unchanged,
-            ColumnValue::Text(b) => {
-                types::decode_text(registry, oid, typmod, b).map_err(|e| value_error(rel, i, e))?
-            }
-            ColumnValue::Binary(b) => types::decode_binary(registry, oid, typmod, b)
+            ColumnValue::Text(b) => column
+                .decode(registry, Format::Text, b)
+                .map_err(|e| value_error(rel, i, e))?,
+            ColumnValue::Binary(b) => column
+                .decode(registry, Format::Binary, b)
                 .map_err(|e| value_error(rel, i, e))?,
         };
         values.push(v);

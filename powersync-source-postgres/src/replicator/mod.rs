@@ -34,7 +34,7 @@ use crate::config::PostgresConfig;
 use crate::connection::replication::{ReplicationConnection, SlotSnapshot};
 use crate::connection::sql;
 use crate::options::PostgresOptions;
-use crate::types::TypeRegistry;
+use crate::types::{ColumnType, TypeRegistry};
 
 /// The snapshot to run before streaming.
 struct SnapshotPlan {
@@ -56,7 +56,7 @@ pub(crate) struct Prepared {
 /// Per relation OID: the schema we emit and how to read its tuples.
 struct RelationState {
     schema: Arc<TableSchema>,
-    types: Vec<(u32, i32)>,
+    types: Vec<ColumnType>,
     selected: bool,
     /// The signal table (see [`crate::backfill`]): its inserts are requests, never rows.
     signal: bool,

@@ -86,11 +86,10 @@ impl Replicator {
         self.streamed.clear();
         self.binary = self.options.binary
             && self.server_version >= 140_000
-            && self.relations.values().all(|r| {
-                r.types
-                    .iter()
-                    .all(|(oid, _)| self.registry.supports_binary(*oid))
-            });
+            && self
+                .relations
+                .values()
+                .all(|r| r.types.iter().all(|t| self.registry.supports_binary(t.oid)));
         let options = self.start_options();
         let start = tokio::time::timeout(
             silence,

@@ -32,7 +32,7 @@ pub(crate) async fn read_key_chunk(
     let binary: Vec<bool> = table
         .column_types
         .iter()
-        .map(|(oid, _)| registry.supports_binary(*oid))
+        .map(|t| registry.supports_binary(t.oid))
         .collect();
     let mut select: Vec<String> = schema
         .columns

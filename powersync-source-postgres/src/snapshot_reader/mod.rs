@@ -26,7 +26,7 @@ use crate::config::PostgresConfig;
 use crate::connection::copy::{CopySession, Drained};
 use crate::connection::sql;
 use crate::sql_error;
-use crate::types::{self, TypeRegistry};
+use crate::types::{Format, TypeRegistry};
 
 /// Rows per message sent to the stream: big enough to amortize the channel, small enough to
 /// keep memory bounded and the rows still in cache when the stream takes them (measured with
@@ -305,7 +305,7 @@ async fn read_table(
     let binary: Vec<bool> = table
         .column_types
         .iter()
-        .map(|(oid, _)| registry.supports_binary(*oid))
+        .map(|t| registry.supports_binary(t.oid))
         .collect();
     let columns: Vec<String> = schema
         .columns
@@ -514,11 +514,17 @@ fn decode_row(
     let schema = &table.schema;
     let mut values = Vec::with_capacity(binary.len());
     for (i, &is_binary) in binary.iter().enumerate() {
-        let (oid, typmod) = table.column_types[i];
         let v = match tuple.field(i) {
             None => Ok(Value::Null),
-            Some(bytes) if is_binary => types::decode_binary(registry, oid, typmod, bytes),
-            Some(bytes) => types::decode_text(registry, oid, typmod, bytes),
+            Some(bytes) => table.column_types[i].decode(
+                registry,
+                if is_binary {
+                    Format::Binary
+                } else {
+                    Format::Text
+                },
+                bytes,
+            ),
         }
         .map_err(|e| {
             SourceError::decode_value(

@@ -5,7 +5,7 @@
 use powersync_source_core::normalize::json::{check_json, write_json_string, write_json_value};
 use powersync_source_core::Value;
 
-use super::builtin::{Resolved, Scalar};
+use super::builtin::{builtin, Resolved, Scalar};
 use super::registry::TypeRegistry;
 use super::{
     array, composite, range, scalar_binary, scalar_text, utf8, Format, Res, ValueError, MAX_NESTING,
@@ -39,6 +39,47 @@ pub fn decode_binary(
 ) -> Result<Value, ValueError> {
     decode(registry, oid, typmod, Format::Binary, bytes)
         .map_err(|reason| ValueError::new(registry, oid, typmod, Format::Binary, reason))
+}
+
+/// A column's type as the decoders need it: OID and typmod, with a built-in scalar type
+/// resolved once when the column is described rather than for each of its values (a snapshot
+/// or a streamed transaction decodes millions of values of the same few columns). Other types
+/// (domains, enums, arrays, composites) resolve through the registry at each value, so a
+/// registry reloaded later still applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ColumnType {
+    pub(crate) oid: u32,
+    pub(crate) typmod: i32,
+    scalar: Option<Scalar>,
+}
+
+impl ColumnType {
+    pub(crate) fn new(oid: u32, typmod: i32) -> Self {
+        let scalar = match builtin(oid) {
+            Some(Resolved::Scalar(s)) => Some(s),
+            _ => None,
+        };
+        ColumnType {
+            oid,
+            typmod,
+            scalar,
+        }
+    }
+
+    /// Decodes one value of this column in `format`, as [`decode_text`] / [`decode_binary`].
+    #[inline]
+    pub(crate) fn decode(
+        &self,
+        registry: &TypeRegistry,
+        format: Format,
+        bytes: &[u8],
+    ) -> Result<Value, ValueError> {
+        match self.scalar {
+            Some(s) => scalar(s, self.typmod, format, bytes),
+            None => decode(registry, self.oid, self.typmod, format, bytes),
+        }
+        .map_err(|reason| ValueError::new(registry, self.oid, self.typmod, format, reason))
+    }
 }
 
 /// Decodes one value of type `oid`.

@@ -81,6 +81,7 @@ mod scalar_text;
 use std::fmt;
 
 pub use builtin::{builtin_oids, Field};
+pub(crate) use decode::ColumnType;
 pub use decode::{decode_binary, decode_text};
 pub use registry::{LoadError, TypeInfo, TypeKind, TypeRegistry};
 

@@ -19,6 +19,9 @@
 
 use std::fmt::Write;
 
+mod fields;
+pub use fields::DateTimeFields;
+
 /// Text of a positive-infinite date, timestamp or interval (PostgreSQL `infinity`).
 pub const INFINITY_TEXT: &str = "infinity";
 /// Text of a negative-infinite date, timestamp or interval (PostgreSQL `-infinity`).
@@ -236,7 +239,7 @@ fn write_hms(out: &mut String, nanos: u64, digits: FracDigits) {
 pub fn format_timestamp(unix_nanos: i128, digits: FracDigits) -> String {
     let mut out = String::with_capacity(32);
     if !write_infinity(&mut out, unix_nanos) {
-        write_timestamp(&mut out, unix_nanos, digits);
+        write_timestamp(&mut out, unix_nanos, digits, false);
     }
     out
 }
@@ -246,8 +249,7 @@ pub fn format_timestamp(unix_nanos: i128, digits: FracDigits) -> String {
 pub fn format_timestamp_utc(unix_nanos: i128, digits: FracDigits) -> String {
     let mut out = String::with_capacity(33);
     if !write_infinity(&mut out, unix_nanos) {
-        write_timestamp(&mut out, unix_nanos, digits);
-        out.push('Z');
+        write_timestamp(&mut out, unix_nanos, digits, true);
     }
     out
 }
@@ -261,7 +263,7 @@ fn write_infinity(out: &mut String, unix_nanos: i128) -> bool {
     true
 }
 
-fn write_timestamp(out: &mut String, unix_nanos: i128, digits: FracDigits) {
+fn write_timestamp(out: &mut String, unix_nanos: i128, digits: FracDigits, utc: bool) {
     // i64 division when the value fits (years 1677–2262), i128 otherwise.
     let (days, rem) = match i64::try_from(unix_nanos) {
         Ok(n) => {
@@ -273,9 +275,39 @@ fn write_timestamp(out: &mut String, unix_nanos: i128, digits: FracDigits) {
             unix_nanos.rem_euclid(NANOS_PER_DAY) as u64,
         ),
     };
+    // Four-digit years (every value of most columns): written from fields in one buffer.
+    if let Some(fields) = i64::try_from(days)
+        .ok()
+        .and_then(|d| DateTimeFields::from_days(d, rem))
+    {
+        fields.push(out, digits, utc);
+        return;
+    }
+    write_timestamp_general(out, days, rem, digits, utc);
+}
+
+/// Any instant, years of any width: the reference [`DateTimeFields`] is tested against.
+fn write_timestamp_general(out: &mut String, days: i128, rem: u64, digits: FracDigits, utc: bool) {
     write_date_wide(out, days);
     out.push('T');
     write_hms(out, rem, digits);
+    if utc {
+        out.push('Z');
+    }
+}
+
+/// [`format_timestamp`] / [`format_timestamp_utc`] without the fast path, for tests.
+#[cfg(test)]
+pub(crate) fn format_timestamp_general(unix_nanos: i128, digits: FracDigits, utc: bool) -> String {
+    let mut out = String::new();
+    write_timestamp_general(
+        &mut out,
+        unix_nanos.div_euclid(NANOS_PER_DAY),
+        unix_nanos.rem_euclid(NANOS_PER_DAY) as u64,
+        digits,
+        utc,
+    );
+    out
 }
 
 /// A time of day with a UTC offset (PostgreSQL `timetz`) → the same instant as a UTC time of
