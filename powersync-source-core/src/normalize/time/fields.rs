@@ -119,9 +119,7 @@ impl DateTimeFields {
     }
 
     fn write_date(&self, buf: &mut [u8; 10]) {
-        let y = self.year as u32;
-        put2(&mut buf[0..2], y / 100);
-        put2(&mut buf[2..4], y % 100);
+        put4(&mut buf[0..4], self.year as u32);
         buf[4] = b'-';
         put2(&mut buf[5..7], self.month as u32);
         buf[7] = b'-';
@@ -151,8 +149,8 @@ impl DateTimeFields {
             let mut nine = [0u8; 9];
             let n = self.nanos.min(999_999_999);
             put2(&mut nine[0..1], n / 100_000_000);
-            put4(&mut nine[1..5], n / 10_000 % 10_000);
-            put4(&mut nine[5..9], n % 10_000);
+            put4(&mut nine[1..5], n / 10_000);
+            put4(&mut nine[5..9], n);
             buf[20..20 + shown].copy_from_slice(&nine[..shown]);
             len = 20 + shown;
         }
@@ -191,15 +189,24 @@ fn civil_from_days_four_digit(days: i64) -> (u16, u8, u8) {
     ((if m <= 2 { y + 1 } else { y }) as u16, m, d)
 }
 
-/// `v` (below 100, or only its last digit when `dst` has one byte) as decimal digits.
+/// The two-digit texts `00`–`99`, back to back: one table lookup per pair of digits instead
+/// of two divisions.
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// The last two decimal digits of `v` (`dst` has two bytes; with one byte, the last digit).
 #[inline]
 fn put2(dst: &mut [u8], v: u32) {
+    let i = (v % 100) as usize * 2;
     match dst {
         [a, b] => {
-            *a = b'0' + (v / 10 % 10) as u8;
-            *b = b'0' + (v % 10) as u8;
+            *a = PAIRS[i];
+            *b = PAIRS[i + 1];
         }
-        [a] => *a = b'0' + (v % 10) as u8,
+        [a] => *a = PAIRS[i + 1],
         _ => {}
     }
 }
@@ -208,7 +215,7 @@ fn put2(dst: &mut [u8], v: u32) {
 #[inline]
 fn put4(dst: &mut [u8], v: u32) {
     put2(&mut dst[0..2], v / 100);
-    put2(&mut dst[2..4], v % 100);
+    put2(&mut dst[2..4], v);
 }
 
 /// The buffers here hold ASCII digits and separators only.
