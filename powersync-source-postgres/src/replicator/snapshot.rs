@@ -225,9 +225,8 @@ impl Replicator {
                 SnapshotMsg::Rows { rows, .. } => {
                     // Rows of a recheck count too: the count is of rows emitted.
                     state[index].rows += rows.len() as u64;
-                    for row in rows {
-                        out.push(snapshot_row(&t.schema, row)).await?;
-                    }
+                    out.push_all(rows.into_iter().map(|row| snapshot_row(&t.schema, row)))
+                        .await?;
                 }
                 SnapshotMsg::ChunkDone {
                     after_key,
@@ -391,9 +390,8 @@ impl Replicator {
                     .await?;
                 }
                 SnapshotMsg::Rows { rows, .. } => {
-                    for row in rows {
-                        out.push(snapshot_row(&schema, row)).await?;
-                    }
+                    out.push_all(rows.into_iter().map(|row| snapshot_row(&schema, row)))
+                        .await?;
                 }
                 SnapshotMsg::ChunkDone { .. }
                 | SnapshotMsg::BlocksDone { .. }
