@@ -24,6 +24,8 @@ use crate::conformance::PgWorkload;
 #[derive(Debug, Default)]
 struct Seen {
     committed: Vec<Vec<i64>>,
+    /// The new row of every insert seen, by id.
+    rows: std::collections::HashMap<i64, Vec<Value>>,
     open: Option<Vec<i64>>,
     last_checkpoint: Option<Checkpoint>,
     observed: Vec<Checkpoint>,
@@ -47,7 +49,10 @@ impl Seen {
                     assert_eq!(r.op, Op::Insert, "these tests only insert");
                     let new = r.new.as_ref().expect("insert without a new row");
                     match new.get(0) {
-                        Some(Value::Integer(id)) => open.push(*id),
+                        Some(Value::Integer(id)) => {
+                            open.push(*id);
+                            self.rows.insert(*id, new.values().to_vec());
+                        }
                         other => panic!("id is {other:?}"),
                     }
                 }
@@ -250,6 +255,52 @@ async fn streamed_transaction_is_delivered_whole_at_its_commit_in_order() {
     converge(&source, &mut stream, &mut seen).await;
     assert_eq!(seen.txn_starting_at(0), range(0, 10_000).as_slice());
     assert_eq!(seen.all_ids().len(), 10_001);
+}
+
+/// A column added in the middle of a streamed transaction (spilled, so replayed from the
+/// file): the rows before it have the old shape, the rows after it the new one, each with
+/// its own values. The replay decodes rows ahead of the session from the transaction's own
+/// Relation messages; this is the case where the shape changes under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_transaction_with_a_column_added_midway_replays_each_shape() {
+    let Some(w) = started().await else { return };
+    let t = w.table();
+    let spill = tempfile::tempdir().unwrap();
+    let source = spilling_source(&w, 0, spill.path());
+    let (mut stream, mut seen) = started_after_snapshot(&source).await;
+
+    let big = w.client().await.unwrap();
+    big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 3_000)))
+        .await
+        .unwrap();
+    wait_streamed(&w, &mut stream, &mut seen, 0).await;
+    big.batch_execute(&format!(
+        "ALTER TABLE {t} ADD COLUMN n bigint; \
+         INSERT INTO {t} (id, v, n) SELECT i, 'after', i * 2 FROM generate_series(3000, 5999) i; \
+         COMMIT;"
+    ))
+    .await
+    .unwrap();
+    converge(&source, &mut stream, &mut seen).await;
+    assert_eq!(seen.committed, [range(0, 6_000)]);
+    assert_eq!(
+        seen.rows[&0],
+        [Value::Integer(0), Value::Text("x".repeat(200))]
+    );
+    assert_eq!(
+        seen.rows[&2_999],
+        [Value::Integer(2_999), Value::Text("x".repeat(200))]
+    );
+    for id in [3_000i64, 4_321, 5_999] {
+        assert_eq!(
+            seen.rows[&id],
+            [
+                Value::Integer(id),
+                Value::Text("after".into()),
+                Value::Integer(id * 2)
+            ]
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

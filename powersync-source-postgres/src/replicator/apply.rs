@@ -10,6 +10,7 @@ use powersync_source_core::{
     SourceError, TableName, TableSchema, Truncate, UnixMicros, Value,
 };
 
+use super::replay_ahead::DecodedRow;
 use super::{RelationState, Replicator};
 use crate::backfill::{is_signal_table, same_shape};
 use crate::catalog;
@@ -21,6 +22,18 @@ use powersync_source_core::backfill::WATERMARK_PREFIX;
 impl Replicator {
     /// Turns one pgoutput message into change events.
     pub(super) async fn apply(&mut self, msg: PgOutputMessage<'_>, out: &mut Emitter) -> Step<()> {
+        self.apply_decoded(msg, None, out).await
+    }
+
+    /// [`Replicator::apply`] with an insert's new row possibly decoded ahead (see
+    /// [`super::replay_ahead`]): used when it was decoded with the relation's current column
+    /// types.
+    pub(super) async fn apply_decoded(
+        &mut self,
+        msg: PgOutputMessage<'_>,
+        decoded: Option<DecodedRow>,
+        out: &mut Emitter,
+    ) -> Step<()> {
         match msg {
             PgOutputMessage::Begin(b) => {
                 self.in_transaction = true;
@@ -47,7 +60,10 @@ impl Replicator {
                 let Some(rel) = self.relation(i.relation_oid)? else {
                     return Ok(());
                 };
-                let new = decode_tuple(&self.registry, rel, i.new, false)?;
+                let new = match decoded {
+                    Some(d) if *d.types == rel.types[..] => d.row,
+                    _ => decode_tuple(&self.registry, rel, i.new, false)?,
+                };
                 let table = rel.schema.clone();
                 self.row(
                     RowChange {
@@ -401,19 +417,34 @@ fn decode_tuple(
             rel.types.len()
         )));
     }
-    let mut values = Vec::with_capacity(rel.types.len());
-    for (i, value) in tuple.iter().enumerate() {
-        let column = &rel.types[i];
+    decode_values(registry, &rel.types, tuple, |i| {
+        key_only && !rel.schema.columns[i].is_key
+    })
+    .map_err(|(i, e)| value_error(rel, i, e))
+}
+
+/// The values of `tuple` (which has as many as `types`: callers check) as a row; a null
+/// column `i` for which
+/// `unsent(i)` holds was not sent (a key-only image's other columns) and becomes `Unchanged`.
+/// A value that does not decode gives its column index and the error.
+pub(super) fn decode_values(
+    registry: &TypeRegistry,
+    types: &[ColumnType],
+    tuple: TupleData<'_>,
+    unsent: impl Fn(usize) -> bool,
+) -> Result<Row, (usize, types::ValueError)> {
+    let mut values = Vec::with_capacity(types.len());
+    for (i, (value, column)) in tuple.iter().zip(types).enumerate() {
         let v = match value {
-            ColumnValue::Null if key_only && !rel.schema.columns[i].is_key => Value::Unchanged,
+            ColumnValue::Null if unsent(i) => Value::Unchanged,
             ColumnValue::Null => Value::Null,
             ColumnValue::UnchangedToast => Value::Unchanged,
             ColumnValue::Text(b) => column
                 .decode(registry, Format::Text, b)
-                .map_err(|e| value_error(rel, i, e))?,
+                .map_err(|e| (i, e))?,
             ColumnValue::Binary(b) => column
                 .decode(registry, Format::Binary, b)
-                .map_err(|e| value_error(rel, i, e))?,
+                .map_err(|e| (i, e))?,
         };
         values.push(v);
     }

@@ -7,11 +7,13 @@
 //!   detection);
 //! - [`apply`]: pgoutput messages to change events;
 //! - [`streamed`]: in-progress transactions streamed before their commit, kept (in memory,
-//!   then in a spill file) until it;
+//!   then in a spill file) until it; [`replay_ahead`] reads and decodes one ahead of the
+//!   session once it commits;
 //! - [`publication`]: publication changes that come with no message (read the table again).
 
 mod apply;
 mod publication;
+mod replay_ahead;
 mod retention;
 mod session;
 mod snapshot;

@@ -2,6 +2,7 @@
 //! the last emitted boundary, pass messages through, report the acknowledged position, and
 //! detect a silent (half-open) connection.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -10,7 +11,7 @@ use powersync_source_core::runtime::{Emitter, Reconnect, Step, Stop};
 use powersync_source_core::{AckReceiver, ChangeEvent, ErrorKind, Position, SourceError};
 use tokio_postgres::error::SqlState;
 
-use super::{streamed, Replicator};
+use super::{replay_ahead, streamed, Replicator};
 use crate::connection::publication_names;
 use crate::connection::replication::ReplicationConnection;
 use crate::connection::stream::ReplicationStream;
@@ -312,7 +313,7 @@ impl Replicator {
         status: &mut Status,
         out: &mut Emitter,
     ) -> Step<()> {
-        let mut replay = self.streamed.commit(c.xid)?;
+        let replay = self.streamed.commit(c.xid)?;
         tracing::debug!(
             target: "powersync_source_postgres",
             "streamed transaction {} committed; replaying (spilled by this stream so far: {} bytes)",
@@ -326,20 +327,29 @@ impl Replicator {
                 c.commit_time.unix_micros(),
             )),
         });
+        let relations = self
+            .relations
+            .iter()
+            .map(|(&oid, r)| (oid, Arc::from(&r.types[..])))
+            .collect();
+        let mut batches = replay_ahead::spawn(replay, relations, self.registry.clone());
         let mut counter = 0u32;
-        while let Some(bytes) = replay.next_message()? {
-            let msg = PgOutputMessage::decode(bytes, true)
-                .map_err(|e| SourceError::decode("streamed pgoutput message").with_source(e))?;
-            self.apply(msg, out).await?;
-            counter = counter.wrapping_add(1);
-            if counter.is_multiple_of(STATUS_CHECK_EVERY)
-                && status.last.elapsed() >= self.options.status_interval
-            {
-                status.acked = acked_now(acks, status.acked);
-                stream
-                    .send_status(status.received, status.acked, status.acked, false)
-                    .await?;
-                status.last = Instant::now();
+        while let Some(batch) = batches.recv().await {
+            let mut batch = batch?;
+            for (bytes, decoded) in batch.messages() {
+                let msg = PgOutputMessage::decode(bytes, true)
+                    .map_err(|e| SourceError::decode("streamed pgoutput message").with_source(e))?;
+                self.apply_decoded(msg, decoded, out).await?;
+                counter = counter.wrapping_add(1);
+                if counter.is_multiple_of(STATUS_CHECK_EVERY)
+                    && status.last.elapsed() >= self.options.status_interval
+                {
+                    status.acked = acked_now(acks, status.acked);
+                    stream
+                        .send_status(status.received, status.acked, status.acked, false)
+                        .await?;
+                    status.last = Instant::now();
+                }
             }
         }
         self.commit(c.end_lsn, c.commit_time, out).await

@@ -66,6 +66,11 @@ impl ColumnType {
         }
     }
 
+    /// Whether this is a built-in scalar type (decoded without the registry).
+    pub(crate) fn is_builtin_scalar(&self) -> bool {
+        self.scalar.is_some()
+    }
+
     /// Decodes one value of this column in `format`, as [`decode_text`] / [`decode_binary`].
     #[inline]
     pub(crate) fn decode(
