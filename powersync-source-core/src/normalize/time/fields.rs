@@ -118,6 +118,13 @@ impl DateTimeFields {
         out.push_str(std::str::from_utf8(&buf[..len]).unwrap_or_default());
     }
 
+    /// Appends `YYYY-MM-DD` to `out` (the year 0000–9999).
+    pub(super) fn push_date(&self, out: &mut String) {
+        let mut buf = [0u8; 10];
+        self.write_date(&mut buf);
+        out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+    }
+
     fn write_date(&self, buf: &mut [u8; 10]) {
         put4(&mut buf[0..4], self.year as u32);
         buf[4] = b'-';

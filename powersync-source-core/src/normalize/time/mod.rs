@@ -145,36 +145,18 @@ pub fn format_date(days_since_unix_epoch: i64) -> String {
 }
 
 fn write_date_wide(out: &mut String, days: i128) {
-    // Hot path (every date and timestamp value): years 0000–9999 with i64 arithmetic and
-    // hand-written digits; `write!` and i128 division cost several times more.
-    if (-719_528..=2_932_896).contains(&days) {
-        let (y, m, d) = civil_from_days_small(days as i64);
-        let mut buf = [0u8; 10];
-        put_digits(&mut buf[0..4], y as u32);
-        buf[4] = b'-';
-        put_digits(&mut buf[5..7], m);
-        buf[7] = b'-';
-        put_digits(&mut buf[8..10], d);
-        push_ascii(out, &buf);
+    // Hot path (every date value): years 0000–9999 written from fields in one buffer;
+    // `write!` and i128 division cost several times more.
+    if let Some(fields) = i64::try_from(days)
+        .ok()
+        .and_then(|d| DateTimeFields::from_days(d, 0))
+    {
+        fields.push_date(out);
         return;
     }
     let (y, m, d) = civil_from_days_wide(days);
     write_year_wide(out, y);
     let _ = write!(out, "-{m:02}-{d:02}");
-}
-
-/// [`civil_from_days`] in i64 for days within years 0–9999 (the fast path's range).
-fn civil_from_days_small(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Writes `v` as exactly `dst.len()` decimal digits (zero-padded, high digits dropped).
