@@ -11,7 +11,6 @@ use mysql_common::constants::ColumnType;
 use mysql_common::io::ParseBuf;
 use powersync_source_core::normalize::integer::f32_value;
 use powersync_source_core::normalize::spatial::mysql_geometry_to_geojson;
-use powersync_source_core::normalize::time::{format_timestamp_utc, FracDigits, NANOS_PER_SECOND};
 use powersync_source_core::{SourceError, TableName, Value};
 
 use crate::catalog::{ColumnInfo, Kind};
@@ -137,14 +136,7 @@ pub(crate) fn read<'a>(
                 }
                 _ => 0,
             };
-            Ok(if secs == 0 && micros == 0 {
-                Value::Null
-            } else {
-                Value::Text(format_timestamp_utc(
-                    secs as i128 * NANOS_PER_SECOND + micros as i128 * 1000,
-                    FracDigits::Fixed(*frac),
-                ))
-            })
+            Ok(values::timestamp_value(secs, micros, *frac))
         }
         (MYSQL_TYPE_NEWDATE, Kind::Date) => {
             let b = fixed(buf, 3)?;

@@ -123,24 +123,10 @@ pub(crate) fn convert(
             let micros: i64 = micros
                 .parse()
                 .map_err(|_| fail(format!("bad timestamp `{text}`")))?;
-            if secs == 0 && micros == 0 {
-                Value::Null
-            } else {
-                let n = secs as i128 * NANOS_PER_SECOND + micros as i128 * 1000;
-                Value::Text(format_timestamp_utc(n, FracDigits::Fixed(*frac)))
-            }
+            timestamp_value(secs, micros, *frac)
         }
         // Pre-5.6 binlog TIMESTAMP: whole seconds.
-        (Kind::Timestamp { frac }, My::Int(secs)) => {
-            if secs == 0 {
-                Value::Null
-            } else {
-                Value::Text(format_timestamp_utc(
-                    secs as i128 * NANOS_PER_SECOND,
-                    FracDigits::Fixed(*frac),
-                ))
-            }
-        }
+        (Kind::Timestamp { frac }, My::Int(secs)) => timestamp_value(secs, 0, *frac),
         (Kind::Time { frac }, My::Time(neg, days, h, m, s, us)) => {
             let nanos = ((days as u64 * 24 + h as u64) * 3600 + m as u64 * 60 + s as u64)
                 * 1_000_000_000
@@ -294,6 +280,18 @@ pub(crate) fn fields(
 pub(crate) fn datetime_value(f: DateTimeFields, frac: u8, utc: bool) -> Value {
     f.format(FracDigits::Fixed(frac), utc)
         .map_or(Value::Null, Value::Text)
+}
+
+/// A TIMESTAMP from seconds and microseconds since the epoch (UTC) with `frac` fraction
+/// digits; 0 is MySQL's zero timestamp, NULL.
+pub(crate) fn timestamp_value(secs: i64, micros: i64, frac: u8) -> Value {
+    if secs == 0 && micros == 0 {
+        return Value::Null;
+    }
+    Value::Text(format_timestamp_utc(
+        secs as i128 * NANOS_PER_SECOND + micros as i128 * 1000,
+        FracDigits::Fixed(frac),
+    ))
 }
 
 /// A DATE from its fields; zero and otherwise invalid dates are NULL.

@@ -173,6 +173,22 @@ async fn wait_streamed(w: &PgWorkload, stream: &mut ChangeStream, seen: &mut See
     }
 }
 
+/// Opens a transaction inserting ids `0..rows` on a client of its own and waits until the
+/// server has streamed it (the slot had streamed nothing before); the transaction stays open.
+async fn open_streamed(
+    w: &PgWorkload,
+    stream: &mut ChangeStream,
+    seen: &mut Seen,
+    rows: i64,
+) -> tokio_postgres::Client {
+    let big = w.client().await.unwrap();
+    big.batch_execute(&format!("BEGIN; {};", insert_sql(&w.table(), 0, rows)))
+        .await
+        .unwrap();
+    wait_streamed(w, stream, seen, 0).await;
+    big
+}
+
 /// The workload's source with a client memory budget of `memory_kb` and spill files in `dir`.
 fn spilling_source(w: &PgWorkload, memory_kb: u64, dir: &Path) -> PostgresSource {
     PostgresSource::new(
@@ -226,11 +242,7 @@ async fn streamed_transaction_is_delivered_whole_at_its_commit_in_order() {
     let source = w.source_with(w.stream_options());
     let (mut stream, mut seen) = started_after_snapshot(&source).await;
 
-    let big = w.client().await.unwrap();
-    big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 5_000)))
-        .await
-        .unwrap();
-    wait_streamed(&w, &mut stream, &mut seen, 0).await;
+    let big = open_streamed(&w, &mut stream, &mut seen, 5_000).await;
     // A small transaction committed while the big one is open comes first.
     w.client()
         .await
@@ -269,11 +281,7 @@ async fn streamed_transaction_with_a_column_added_midway_replays_each_shape() {
     let source = spilling_source(&w, 0, spill.path());
     let (mut stream, mut seen) = started_after_snapshot(&source).await;
 
-    let big = w.client().await.unwrap();
-    big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 3_000)))
-        .await
-        .unwrap();
-    wait_streamed(&w, &mut stream, &mut seen, 0).await;
+    let big = open_streamed(&w, &mut stream, &mut seen, 3_000).await;
     big.batch_execute(&format!(
         "ALTER TABLE {t} ADD COLUMN n bigint; \
          INSERT INTO {t} (id, v, n) SELECT i, 'after', i * 2 FROM generate_series(3000, 5999) i; \
@@ -310,11 +318,7 @@ async fn streamed_transaction_aborted_is_never_seen() {
     let source = w.source_with(w.stream_options());
     let (mut stream, mut seen) = started_after_snapshot(&source).await;
 
-    let big = w.client().await.unwrap();
-    big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 5_000)))
-        .await
-        .unwrap();
-    wait_streamed(&w, &mut stream, &mut seen, 0).await;
+    let big = open_streamed(&w, &mut stream, &mut seen, 5_000).await;
     big.batch_execute("ROLLBACK").await.unwrap();
     w.client()
         .await
@@ -374,11 +378,7 @@ async fn streamed_transaction_over_the_memory_budget_spills_to_a_file() {
     let source = spilling_source(&w, 0, spill.path());
     let (mut stream, mut seen) = started_after_snapshot(&source).await;
 
-    let big = w.client().await.unwrap();
-    big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 5_000)))
-        .await
-        .unwrap();
-    wait_streamed(&w, &mut stream, &mut seen, 0).await;
+    let big = open_streamed(&w, &mut stream, &mut seen, 5_000).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while open_spill_files(spill.path()) == 0 {
         assert!(Instant::now() < deadline, "no spill file was opened");
@@ -416,11 +416,7 @@ async fn kill_in_a_streamed_transaction_then_resume_delivers_it_once() {
         .await
         .unwrap();
 
-    let big = w.client().await.unwrap();
-    big.batch_execute(&format!("BEGIN; {};", insert_sql(&t, 0, 3_000)))
-        .await
-        .unwrap();
-    wait_streamed(&w, &mut stream, &mut seen, 0).await;
+    let big = open_streamed(&w, &mut stream, &mut seen, 3_000).await;
     let killed: i64 = client
         .query_one(
             "SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots \

@@ -152,6 +152,8 @@ fn assemble(negative: bool, digits: &[u8], scale: usize) -> String {
         None => &int[..0],
     };
     let zero = int.is_empty() && frac.iter().all(|&c| c == b'0');
+    // Callers pass ASCII digits only, so the slices are text as they are (copied whole, not
+    // character by character: every binary decimal of a snapshot comes through here).
     let mut out = String::with_capacity(int.len() + scale + 3);
     if negative && !zero {
         out.push('-');
@@ -159,14 +161,12 @@ fn assemble(negative: bool, digits: &[u8], scale: usize) -> String {
     if int.is_empty() {
         out.push('0');
     } else {
-        out.extend(int.iter().map(|&c| c as char));
+        out.push_str(std::str::from_utf8(int).unwrap_or_default());
     }
     if scale > 0 {
         out.push('.');
-        for _ in 0..frac_pad {
-            out.push('0');
-        }
-        out.extend(frac.iter().map(|&c| c as char));
+        out.extend(std::iter::repeat_n('0', frac_pad));
+        out.push_str(std::str::from_utf8(frac).unwrap_or_default());
     }
     out
 }

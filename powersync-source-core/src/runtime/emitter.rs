@@ -221,9 +221,7 @@ impl Emitter {
             return Ok(());
         }
         for event in events {
-            self.account(&event);
-            self.batch.push(event);
-            if self.batch.len() >= self.batch_events {
+            if self.enqueue(event) {
                 self.flush().await?;
             }
         }
@@ -231,18 +229,17 @@ impl Emitter {
     }
 
     async fn push_plain(&mut self, event: ChangeEvent) -> Step<()> {
-        self.account(&event);
-        self.batch.push(event);
-        if self.batch.len() >= self.batch_events {
+        if self.enqueue(event) {
             self.flush().await?;
         }
         Ok(())
     }
 
-    /// Counts `event` (rows, commits, open transaction, metrics) as it joins the batch.
+    /// Counts `event` (rows, commits, open transaction, metrics) and adds it to the batch;
+    /// true when the batch is full and should be flushed.
     #[inline]
-    fn account(&mut self, event: &ChangeEvent) {
-        match event {
+    fn enqueue(&mut self, event: ChangeEvent) -> bool {
+        match &event {
             ChangeEvent::Row(_) => {
                 self.stats.add_rows(1);
                 self.rows += 1;
@@ -259,7 +256,9 @@ impl Emitter {
             ChangeEvent::Abort => self.in_transaction = false,
             _ => {}
         }
-        self.metrics.observe(event);
+        self.metrics.observe(&event);
+        self.batch.push(event);
+        self.batch.len() >= self.batch_events
     }
 
     /// Sends the events collected so far (nothing when there are none).

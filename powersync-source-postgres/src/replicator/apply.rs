@@ -424,9 +424,8 @@ fn decode_tuple(
 }
 
 /// The values of `tuple` (which has as many as `types`: callers check) as a row; a null
-/// column `i` for which
-/// `unsent(i)` holds was not sent (a key-only image's other columns) and becomes `Unchanged`.
-/// A value that does not decode gives its column index and the error.
+/// column `i` for which `unsent(i)` holds was not sent (a key-only image's other columns) and
+/// becomes `Unchanged`. A value that does not decode gives its column index and the error.
 pub(super) fn decode_values(
     registry: &TypeRegistry,
     types: &[ColumnType],

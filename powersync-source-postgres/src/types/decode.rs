@@ -21,8 +21,7 @@ pub fn decode_text(
     typmod: i32,
     bytes: &[u8],
 ) -> Result<Value, ValueError> {
-    decode(registry, oid, typmod, Format::Text, bytes)
-        .map_err(|reason| ValueError::new(registry, oid, typmod, Format::Text, reason))
+    ColumnType::new(oid, typmod).decode(registry, Format::Text, bytes)
 }
 
 /// Decodes a value in the binary send format (pgoutput `binary 'true'`, `COPY` binary,
@@ -37,8 +36,7 @@ pub fn decode_binary(
     typmod: i32,
     bytes: &[u8],
 ) -> Result<Value, ValueError> {
-    decode(registry, oid, typmod, Format::Binary, bytes)
-        .map_err(|reason| ValueError::new(registry, oid, typmod, Format::Binary, reason))
+    ColumnType::new(oid, typmod).decode(registry, Format::Binary, bytes)
 }
 
 /// A column's type as the decoders need it: OID and typmod, with a built-in scalar type

@@ -1,7 +1,7 @@
 //! `numeric` and `money` from their binary forms.
 
 use powersync_source_core::normalize::decimal::{
-    decimal_from_int, INFINITY_TEXT, NAN_TEXT, NEG_INFINITY_TEXT,
+    decimal_from_int, decimal_from_parts, INFINITY_TEXT, NAN_TEXT, NEG_INFINITY_TEXT,
 };
 use powersync_source_core::Value;
 
@@ -57,11 +57,10 @@ pub(crate) fn numeric_binary(b: &[u8]) -> Res<Value> {
         }
         Ok(d)
     };
-    // Written straight in the normal form (`decimal` module docs): a sign slot, the integer
-    // groups 0..=weight without leading zeros (at least `0`), then exactly `dscale` fraction
-    // digits from group weight+1 on; the value is digits × 10^-dscale.
-    let int_groups = (weight + 1).max(0) as usize;
-    let len = 3 + int_groups * 4 + dscale as usize;
+    // Decimal digits of the integer part (groups 0..=weight) and of the fraction (dscale
+    // digits from group weight+1 on): the value is digits × 10^-dscale.
+    let int_groups = (weight + 1).max(0);
+    let len = int_groups as usize * 4 + dscale as usize;
     let mut stack = [0u8; 64];
     let mut heap = Vec::new();
     let buf: &mut [u8] = if len <= stack.len() {
@@ -70,56 +69,31 @@ pub(crate) fn numeric_binary(b: &[u8]) -> Res<Value> {
         heap.resize(len, 0);
         &mut heap
     };
-    let mut pos = 1;
+    let mut pos = 0;
     for g in 0..int_groups {
-        let d = digit(g as i64)?;
-        if pos == 1 && d < 1000 {
-            // The leading group: no leading zeros (and none at all while it is zero).
-            let mut four = [0u8; 4];
-            put_group(&mut four, d);
-            let skip = four.iter().take_while(|&&c| c == b'0').count();
-            buf[pos..pos + 4 - skip].copy_from_slice(&four[skip..]);
-            pos += 4 - skip;
-        } else {
-            put_group(&mut buf[pos..pos + 4], d);
-            pos += 4;
-        }
-    }
-    let mut zero = pos == 1;
-    if zero {
-        buf[pos] = b'0';
-        pos += 1;
+        put_group(&mut buf[pos..pos + 4], digit(g)?);
+        pos += 4;
     }
     let mut g = weight + 1;
-    if dscale > 0 {
-        buf[pos] = b'.';
-        pos += 1;
-        let frac_start = pos;
-        let end = pos + dscale as usize;
-        while pos < end {
-            let mut four = [0u8; 4];
-            put_group(&mut four, digit(g)?);
-            let n = (end - pos).min(4);
-            buf[pos..pos + n].copy_from_slice(&four[..n]);
-            pos += n;
-            g += 1;
-        }
-        zero = zero && buf[frac_start..pos].iter().all(|&c| c == b'0');
+    while pos < len {
+        let mut four = [0u8; 4];
+        put_group(&mut four, digit(g)?);
+        let n = (len - pos).min(4);
+        buf[pos..pos + n].copy_from_slice(&four[..n]);
+        pos += n;
+        g += 1;
     }
     // Digits beyond dscale are not printed (PostgreSQL truncates them the same way), but
     // they must still be valid.
     for i in g.max(0)..ndigits as i64 {
         digit(i)?;
     }
-    // No `-` on zero (`-0.00` → `0.00`).
-    let from = if negative && !zero {
-        buf[0] = b'-';
-        0
-    } else {
-        1
-    };
-    let text = std::str::from_utf8(&buf[from..pos]).map_err(|e| e.to_string())?;
-    Ok(Value::Text(text.to_owned()))
+    let text = std::str::from_utf8(buf).map_err(|e| e.to_string())?;
+    Ok(Value::Text(decimal_from_parts(
+        negative,
+        text,
+        dscale as u32,
+    )))
 }
 
 fn put_group(out: &mut [u8], d: u16) {

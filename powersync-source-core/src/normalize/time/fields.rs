@@ -7,7 +7,7 @@
 //! result sets and in the binlog) call it directly, without the round trip through an instant.
 //! Years beyond 9999 (ISO 8601's expanded form) go through the instant formatters.
 
-use super::{is_valid_date, FracDigits};
+use super::{is_valid_date, push_ascii, put_digits, FracDigits};
 
 /// A civil date and time of day (proleptic Gregorian, astronomical years), as sources store
 /// DATETIME values and as an instant splits into.
@@ -33,7 +33,7 @@ pub struct DateTimeFields {
 /// start in March so that the leap day is the last day of the year).
 const EPOCH_SHIFT_DAYS: i64 = 719_468;
 /// Days since 1970-01-01 of 0000-01-01 and 9999-12-31: the range of four-digit years.
-pub(crate) const FOUR_DIGIT_YEAR_DAYS: std::ops::RangeInclusive<i64> = -719_528..=2_932_896;
+const FOUR_DIGIT_YEAR_DAYS: std::ops::RangeInclusive<i64> = -719_528..=2_932_896;
 
 impl DateTimeFields {
     /// The fields of the day `days` since 1970-01-01 at `nanos_of_day` after midnight, when
@@ -75,9 +75,9 @@ impl DateTimeFields {
         if self.year > 9999 {
             return Some(self.format_general(digits, utc));
         }
-        let mut buf = [0u8; 32];
-        let len = self.write(&mut buf, digits, utc);
-        Some(ascii(&buf[..len]))
+        let mut out = String::with_capacity(32);
+        self.push(&mut out, digits, utc);
+        Some(out)
     }
 
     /// `YYYY-MM-DD`, or `None` when the date is not valid (the time fields are ignored).
@@ -88,9 +88,9 @@ impl DateTimeFields {
         if self.year > 9999 {
             return Some(super::format_date(self.days()));
         }
-        let mut buf = [0u8; 10];
-        self.write_date(&mut buf);
-        Some(ascii(&buf))
+        let mut out = String::with_capacity(10);
+        self.push_date(&mut out);
+        Some(out)
     }
 
     fn days(&self) -> i64 {
@@ -115,36 +115,35 @@ impl DateTimeFields {
     pub(crate) fn push(&self, out: &mut String, digits: FracDigits, utc: bool) {
         let mut buf = [0u8; 32];
         let len = self.write(&mut buf, digits, utc);
-        out.push_str(std::str::from_utf8(&buf[..len]).unwrap_or_default());
+        push_ascii(out, &buf[..len]);
     }
 
     /// Appends `YYYY-MM-DD` to `out` (the year 0000–9999).
     pub(super) fn push_date(&self, out: &mut String) {
         let mut buf = [0u8; 10];
         self.write_date(&mut buf);
-        out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+        push_ascii(out, &buf);
     }
 
-    fn write_date(&self, buf: &mut [u8; 10]) {
-        put4(&mut buf[0..4], self.year as u32);
+    /// Writes `YYYY-MM-DD` into the first 10 bytes of `buf`.
+    fn write_date(&self, buf: &mut [u8]) {
+        put_digits(&mut buf[0..4], self.year as u32);
         buf[4] = b'-';
-        put2(&mut buf[5..7], self.month as u32);
+        put_digits(&mut buf[5..7], self.month as u32);
         buf[7] = b'-';
-        put2(&mut buf[8..10], self.day as u32);
+        put_digits(&mut buf[8..10], self.day as u32);
     }
 
     /// Writes the text into `buf` (32 bytes hold the longest: 19 + `.` + 9 digits + `Z`) and
     /// returns its length.
     fn write(&self, buf: &mut [u8; 32], digits: FracDigits, utc: bool) -> usize {
-        let mut date = [0u8; 10];
-        self.write_date(&mut date);
-        buf[..10].copy_from_slice(&date);
+        self.write_date(buf);
         buf[10] = b'T';
-        put2(&mut buf[11..13], self.hour as u32);
+        put_digits(&mut buf[11..13], self.hour as u32);
         buf[13] = b':';
-        put2(&mut buf[14..16], self.minute as u32);
+        put_digits(&mut buf[14..16], self.minute as u32);
         buf[16] = b':';
-        put2(&mut buf[17..19], self.second as u32);
+        put_digits(&mut buf[17..19], self.second as u32);
         let mut len = 19;
         let shown = match digits {
             FracDigits::Fixed(p) => p.min(9) as usize,
@@ -154,10 +153,7 @@ impl DateTimeFields {
         if shown > 0 {
             buf[19] = b'.';
             let mut nine = [0u8; 9];
-            let n = self.nanos.min(999_999_999);
-            put2(&mut nine[0..1], n / 100_000_000);
-            put4(&mut nine[1..5], n / 10_000);
-            put4(&mut nine[5..9], n);
+            put_digits(&mut nine, self.nanos.min(999_999_999));
             buf[20..20 + shown].copy_from_slice(&nine[..shown]);
             len = 20 + shown;
         }
@@ -194,42 +190,6 @@ fn civil_from_days_four_digit(days: i64) -> (u16, u8, u8) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
     ((if m <= 2 { y + 1 } else { y }) as u16, m, d)
-}
-
-/// The two-digit texts `00`–`99`, back to back: one table lookup per pair of digits instead
-/// of two divisions.
-const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
-2021222324252627282930313233343536373839\
-4041424344454647484950515253545556575859\
-6061626364656667686970717273747576777879\
-8081828384858687888990919293949596979899";
-
-/// The last two decimal digits of `v` (`dst` has two bytes; with one byte, the last digit).
-#[inline]
-fn put2(dst: &mut [u8], v: u32) {
-    let i = (v % 100) as usize * 2;
-    match dst {
-        [a, b] => {
-            *a = PAIRS[i];
-            *b = PAIRS[i + 1];
-        }
-        [a] => *a = PAIRS[i + 1],
-        _ => {}
-    }
-}
-
-/// `v` (below 10 000) as four decimal digits.
-#[inline]
-fn put4(dst: &mut [u8], v: u32) {
-    put2(&mut dst[0..2], v / 100);
-    put2(&mut dst[2..4], v);
-}
-
-/// The buffers here hold ASCII digits and separators only.
-fn ascii(b: &[u8]) -> String {
-    std::str::from_utf8(b)
-        .map(str::to_owned)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

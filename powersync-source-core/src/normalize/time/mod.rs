@@ -159,11 +159,26 @@ fn write_date_wide(out: &mut String, days: i128) {
     let _ = write!(out, "-{m:02}-{d:02}");
 }
 
+/// The two-digit texts `00`–`99`, back to back: one table lookup per pair of digits instead
+/// of two divisions.
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
 /// Writes `v` as exactly `dst.len()` decimal digits (zero-padded, high digits dropped).
+#[inline]
 fn put_digits(dst: &mut [u8], mut v: u32) {
-    for b in dst.iter_mut().rev() {
-        *b = b'0' + (v % 10) as u8;
-        v /= 10;
+    let mut end = dst.len();
+    while end >= 2 {
+        let i = (v % 100) as usize * 2;
+        dst[end - 2..end].copy_from_slice(&DIGIT_PAIRS[i..i + 2]);
+        v /= 100;
+        end -= 2;
+    }
+    if end == 1 {
+        dst[0] = b'0' + (v % 10) as u8;
     }
 }
 
