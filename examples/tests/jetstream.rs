@@ -264,6 +264,12 @@ fn round_args(packing: Packing, round: usize) -> &'static [&'static str] {
 /// of back-to-back transactions, so many are in flight), `consume` killed after every round;
 /// then the mirror equals the source, and the stream holds every row of every committed
 /// unit once (by row id), with an unbroken marker chain.
+/// Rows of `t` before `publish` starts: enough that the snapshot is still running when its
+/// first commit marker is stored (a publisher that shares a worker with its stream's task
+/// reads 12,000 rows before the first acknowledgement comes back, and then stores all the
+/// chunk markers and the snapshot's end in one message).
+const SNAPSHOT_ROWS: i64 = 60_000;
+
 async fn killed_publisher(extra: &[&str], packing: Packing) {
     let Some(pg) = server().await else { return };
     let Some(nats) = NatsServer::start().await else {
@@ -271,13 +277,15 @@ async fn killed_publisher(extra: &[&str], packing: Packing) {
     };
     sql(
         &pg,
-        "CREATE TABLE t (id bigint PRIMARY KEY, v text, n int, f float8, b bytea);
-         CREATE TABLE nokey (a int, b text);
-         ALTER TABLE nokey REPLICA IDENTITY FULL;
-         CREATE PUBLICATION powersync FOR ALL TABLES;
-         INSERT INTO t SELECT g, 'v' || g, g % 7, g / 4.0, decode(md5(g::text), 'hex')
-           FROM generate_series(1, 12000) g;
-         INSERT INTO nokey SELECT g, 'n' || g FROM generate_series(1, 100) g;",
+        &format!(
+            "CREATE TABLE t (id bigint PRIMARY KEY, v text, n int, f float8, b bytea);
+             CREATE TABLE nokey (a int, b text);
+             ALTER TABLE nokey REPLICA IDENTITY FULL;
+             CREATE PUBLICATION powersync FOR ALL TABLES;
+             INSERT INTO t SELECT g, 'v' || g, g % 7, g / 4.0, decode(md5(g::text), 'hex')
+               FROM generate_series(1, {SNAPSHOT_ROWS}) g;
+             INSERT INTO nokey SELECT g, 'n' || g FROM generate_series(1, 100) g;"
+        ),
     )
     .await;
     let url = format!("{}?snapshot_chunk_rows=300", pg.url());
@@ -328,7 +336,7 @@ async fn killed_publisher(extra: &[&str], packing: Packing) {
         let done = done.clone();
         tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(10);
-            let mut next = 12001i64;
+            let mut next = SNAPSHOT_ROWS + 1;
             for i in 0..1000 {
                 if i == 300 {
                     c.batch_execute("ALTER TABLE t ADD COLUMN extra int")

@@ -57,7 +57,25 @@ async fn prints_every_kind_of_line() {
         UPDATE audit SET v = 'A' WHERE id = 1;
         DELETE FROM audit WHERE id = 2;
         TRUNCATE audit;
-        INSERT INTO unpublished VALUES (1);
+        ",
+    )
+    .await;
+    tail.wait_line("the truncate", |j| j["kind"] == "truncate")
+        .await;
+    // A transaction of only an unpublished table, written while the walsender is idle:
+    // PostgreSQL 15+ sends nothing for it but, once idle again with the client's reported
+    // position behind it, a keepalive past it. (Written in the same batch as the statements
+    // after it, the walsender may decode them all before idling, and the next commit alone
+    // moves the position: correct, but then no keepalive line.)
+    sql(&pg, "INSERT INTO unpublished VALUES (1);").await;
+    tail.wait_line(
+        "the keepalive past the unpublished table's transaction",
+        |j| j["kind"] == "keepalive",
+    )
+    .await;
+    sql(
+        &pg,
+        r"
         ALTER TABLE items ADD COLUMN extra int;
         INSERT INTO items (id, extra) VALUES (5, 7);
         ",

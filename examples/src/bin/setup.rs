@@ -70,7 +70,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     cli::init_tracing();
-    cli::run_main("setup", run(args))
+    cli::run_main_local("setup", run(args))
 }
 
 async fn run(args: Args) -> Result<ExitCode, AppError> {

@@ -81,7 +81,7 @@ async fn run(args: Args) -> Result<ExitCode, AppError> {
     let mut snapshot_done = matches!(from, StartFrom::Checkpoint(_));
     let idle = args.exit_when_idle;
     let mut idle_deadline = Instant::now() + idle.unwrap_or(Duration::ZERO);
-    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let mut out = BufWriter::with_capacity(1 << 16, io::stdout());
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 

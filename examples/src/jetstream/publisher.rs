@@ -23,7 +23,7 @@ use async_nats::HeaderMap;
 use futures::stream::FuturesOrdered;
 use futures::{Future, StreamExt};
 use powersync_source_core::{
-    ChangeEvent, ChangeSource, ChangeStream, Checkpoint, ErrorKind, RetryPolicy, SourceError,
+    AckHandle, ChangeEvent, ChangeSource, Checkpoint, ErrorKind, RetryPolicy, SourceError,
     StartFrom,
 };
 use tokio::time::Instant;
@@ -222,6 +222,7 @@ impl Session<'_> {
         };
         // `start()` runs `check()` (every problem with its fix; warnings logged).
         let mut changes = self.source.start(from.clone()).await?;
+        let acks = changes.ack_handle();
         let mut framer = Framer::new(
             &self.target.prefix,
             &base,
@@ -254,13 +255,13 @@ impl Session<'_> {
             tokio::select! {
                 biased;
                 Some((result, sent)) = p.inflight.next(), if !p.inflight.is_empty() => {
-                    self.settle(&mut p, result, sent, &changes)?;
+                    self.settle(&mut p, result, sent, &acks)?;
                     p.send_ready_markers().await?;
                 }
                 batch = changes.next() => {
                     let batch = match batch {
                         None => {
-                            self.drain(&mut p, &changes).await?;
+                            self.drain(&mut p, &acks).await?;
                             tracing::info!("the change stream ended");
                             return Ok(Outcome::Ended);
                         }
@@ -274,7 +275,7 @@ impl Session<'_> {
                         }
                         framer.on_event(event, &mut out);
                         for msg in out.drain(..) {
-                            self.submit(&mut p, msg, &changes).await?;
+                            self.submit(&mut p, msg, &acks).await?;
                         }
                     }
                     if active {
@@ -285,7 +286,7 @@ impl Session<'_> {
                 }
                 _ = tick.tick() => {
                     if let Some(msg) = framer.due_keepalive() {
-                        self.submit(&mut p, msg, &changes).await?;
+                        self.submit(&mut p, msg, &acks).await?;
                     }
                     if last_report.elapsed() >= REPORT_EVERY && self.totals.stored != reported {
                         reported = self.totals.stored;
@@ -315,19 +316,19 @@ impl Session<'_> {
         &mut self,
         p: &mut Publishing,
         msg: Outgoing,
-        changes: &ChangeStream,
+        acks: &AckHandle,
     ) -> Result<(), SourceError> {
         match msg.marker {
             Some(marker) => {
                 while !p.pipe.can_queue_marker(&p.window) {
-                    self.settle_next(p, changes).await?;
+                    self.settle_next(p, acks).await?;
                 }
                 p.pipe.queue_marker(marker);
                 p.send_ready_markers().await
             }
             None => {
                 while !p.pipe.has_room(&p.window) {
-                    self.settle_next(p, changes).await?;
+                    self.settle_next(p, acks).await?;
                 }
                 p.publish_data(msg).await
             }
@@ -338,10 +339,10 @@ impl Session<'_> {
     async fn settle_next(
         &mut self,
         p: &mut Publishing,
-        changes: &ChangeStream,
+        acks: &AckHandle,
     ) -> Result<(), SourceError> {
         if let Some((result, sent)) = p.inflight.next().await {
-            self.settle(p, result, sent, changes)?;
+            self.settle(p, result, sent, acks)?;
         }
         p.send_ready_markers().await
     }
@@ -352,7 +353,7 @@ impl Session<'_> {
         p: &mut Publishing,
         result: AckResult,
         sent: Sent,
-        changes: &ChangeStream,
+        acks: &AckHandle,
     ) -> Result<(), SourceError> {
         let ack = result.map_err(|e| {
             let text = e.to_string();
@@ -390,7 +391,7 @@ impl Session<'_> {
                 self.totals.marker_messages += 1;
                 *self.progressed = true;
                 if let Some(c) = checkpoint {
-                    changes.ack(&c)?;
+                    acks.ack(&c)?;
                 }
             }
         }
@@ -398,11 +399,7 @@ impl Session<'_> {
     }
 
     /// Waits until every message is acked and every marker stored.
-    async fn drain(
-        &mut self,
-        p: &mut Publishing,
-        changes: &ChangeStream,
-    ) -> Result<(), SourceError> {
+    async fn drain(&mut self, p: &mut Publishing, acks: &AckHandle) -> Result<(), SourceError> {
         p.send_ready_markers().await?;
         while !p.pipe.is_idle() {
             let Some((result, sent)) = p.inflight.next().await else {
@@ -412,7 +409,7 @@ impl Session<'_> {
                     "JetStream: commit markers queued with nothing in flight",
                 ));
             };
-            self.settle(p, result, sent, changes)?;
+            self.settle(p, result, sent, acks)?;
             p.send_ready_markers().await?;
         }
         Ok(())
