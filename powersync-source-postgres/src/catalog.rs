@@ -134,15 +134,15 @@ pub(crate) async fn publishing(
         .map(|r| r.publishing))
 }
 
-/// What `publication` publishes of each of its tables now, by OID.
+/// Each table of `publication` now, by OID: its name and what the publication publishes of it.
 pub(crate) async fn publishing_all(
     client: &Client,
     publication: &str,
-) -> Result<HashMap<u32, Publishing>, SourceError> {
+) -> Result<HashMap<u32, (TableName, Publishing)>, SourceError> {
     Ok(publication_rows(client, publication, None)
         .await?
         .into_iter()
-        .map(|r| (r.oid, r.publishing))
+        .map(|r| (r.oid, (r.name, r.publishing)))
         .collect())
 }
 

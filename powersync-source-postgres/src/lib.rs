@@ -146,7 +146,8 @@
 //! stream runs is read, from the end of the transaction that first touched it (its first
 //! Relation message), through a backfill (below) under a request id `added-…`: every other
 //! table keeps streaming while it is read, and its own changes are reconciled with the read
-//! chunk by chunk. On servers before 14 (no logical messages, so no watermarks) it is read
+//! chunk by chunk. A table added that nothing writes to is found by the periodic publication
+//! comparison (`publication_check_interval`) and backfilled from there. On servers before 14 (no logical messages, so no watermarks) it is read
 //! inline instead, inside that transaction, and the idempotent-replay argument applies.
 //! A table published differently (see above) is emptied and read the same way when its
 //! Relation message brings the change; the periodic comparison still reads it inline, in a

@@ -24,7 +24,8 @@ pub struct PostgresOptions {
     /// (row filters, partitions) with what it read: a changed row filter on a table whose
     /// stream is idle, or a partition detached from a table published through its root,
     /// comes with no message in the stream. A table found changed is read again once the
-    /// stream has passed the moment of the comparison.
+    /// stream has passed the moment of the comparison; a table added to the publication that
+    /// the stream has not met yet is backfilled (14+).
     pub publication_check_interval: Duration,
     /// How often the stream reads its slot's WAL retention (`pg_replication_slots`:
     /// `wal_status`, `safe_wal_size`), during the snapshot and while streaming: it warns at

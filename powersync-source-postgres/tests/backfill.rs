@@ -697,6 +697,51 @@ async fn table_added_to_the_publication(bin: Option<PathBuf>) {
     .await;
 }
 
+/// A table added to the publication that nothing writes to afterwards is read too: no
+/// Relation message would ever announce it, so the periodic publication comparison finds it
+/// and backfills it. It fails when only Relation messages bring new tables ("condition not
+/// reached within 60s").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_added_to_the_publication_without_writes_is_backfilled() {
+    let Some(env) = env(None, "FOR TABLE big, other, _powersync_signals", None).await else {
+        return;
+    };
+    let source = env.source.with_options(PostgresOptions {
+        status_interval: Duration::from_secs(1),
+        publication_check_interval: Duration::from_secs(1),
+        ..PostgresOptions::default()
+    });
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let mut model = Model::default();
+    drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
+        m.tables.get("big").map_or(0, |t| t.len()) as i64 == BIG_ROWS && m.stored.is_some()
+    })
+    .await;
+    env.server
+        .psql(&format!(
+            "CREATE TABLE quiet (id bigint PRIMARY KEY, version bigint NOT NULL, payload text);
+             INSERT INTO quiet SELECT g, 0, 'quiet ' || g FROM generate_series(1, {LATE_ROWS}) g;
+             ALTER PUBLICATION powersync ADD TABLE quiet;"
+        ))
+        .await
+        .unwrap();
+    drive(&mut stream, &mut model, Duration::from_secs(60), |m| {
+        m.started_with("added-").is_some()
+    })
+    .await;
+    let id = model.started_with("added-").unwrap();
+    drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
+        m.done(&id) || !m.violations.is_empty()
+    })
+    .await;
+    assert!(model.violations.is_empty(), "{:#?}", model.violations);
+    assert_eq!(
+        model.tables.get("quiet").map_or(0, |t| t.len()) as i64,
+        LATE_ROWS
+    );
+    assert!(model.seen.contains(&Seen::Done(id, LATE_ROWS as u64)));
+}
+
 /// A signal naming a table that does not exist ends that table's backfill with
 /// `BackfillFailed`; the stream goes on and the next table of the signal is read. (A table
 /// without a key cannot be in a stream's selection: `check()` refuses to start.)

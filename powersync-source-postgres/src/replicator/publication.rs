@@ -13,14 +13,17 @@
 //! list change always brings a Relation message; `apply` handles it there, as soon as it
 //! arrives.)
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use powersync_source_core::position::PgLsn;
 use powersync_source_core::runtime::{Emitter, Step};
-use powersync_source_core::{Begin, ChangeEvent, Commit, Position, SourceError, Truncate};
+use powersync_source_core::{
+    Begin, ChangeEvent, Commit, Position, SourceError, TableName, Truncate,
+};
 
 use super::Replicator;
-use crate::catalog;
+use crate::catalog::{self, Publishing};
 use crate::sql_error;
 
 /// When the publication was last compared, and the tables found changed, to read again once
@@ -74,13 +77,14 @@ impl Replicator {
         self.publication_check.last = Some(Instant::now());
         let at = self.wal_position().await?;
         let now = catalog::publishing_all(&self.sql, self.config.publication()).await?;
+        self.backfill_added_tables(&now, out);
         let changed: Vec<u32> = self
             .publishing
             .iter()
             .filter(|(oid, read)| {
                 self.known.contains(oid)
                     && self.relations.get(oid).is_some_and(|r| r.selected)
-                    && now.get(oid).is_some_and(|p| p.rows_differ(read))
+                    && now.get(oid).is_some_and(|(_, p)| p.rows_differ(read))
             })
             .map(|(oid, _)| *oid)
             .collect();
@@ -90,6 +94,43 @@ impl Replicator {
         self.publication_check.pending = Some((at, changed));
         self.publication_check.asked = Some(Instant::now());
         Ok(true)
+    }
+
+    /// Tables in the publication that the stream has not met: added to it since the stream
+    /// started, and not written since (a written one arrives with its Relation message, and
+    /// `apply` reads it then). Each is backfilled from here, so a table added to the
+    /// publication shows up whether or not anything writes to it. Only with backfills (14+):
+    /// the inline read needs the table's Relation message. A table whose name the stream
+    /// already holds under another OID (re-created) is left to its Relation message, which
+    /// also empties the old one's rows.
+    fn backfill_added_tables(
+        &mut self,
+        now: &HashMap<u32, (TableName, Publishing)>,
+        out: &mut Emitter,
+    ) {
+        if !out.backfill_enabled() {
+            return;
+        }
+        let mut added: Vec<(u32, TableName, Publishing)> = now
+            .iter()
+            .filter(|(oid, (name, _))| {
+                !self.known.contains(oid)
+                    && self.selects(name)
+                    && !self.relations.values().any(|r| r.schema.name == *name)
+            })
+            .map(|(oid, (name, publishing))| (*oid, name.clone(), publishing.clone()))
+            .collect();
+        // Backfills are read in request order: make it the names' order, not the map's.
+        added.sort_by(|a, b| a.1.cmp(&b.1));
+        for (oid, name, publishing) in added {
+            self.known.insert(oid);
+            self.publishing.insert(oid, publishing);
+            tracing::info!(
+                target: "powersync_source_postgres",
+                "{name} was added to the publication: backfilling it"
+            );
+            out.backfill_added_table(name);
+        }
     }
 
     /// The interval of status updates: shorter while a read waits for the stream to pass a
