@@ -146,6 +146,64 @@ pub(crate) async fn publishing_all(
         .collect())
 }
 
+/// Which of `oids` may have joined `publication` after the replication slot `slot`'s restart
+/// point: those whose publication entry (`pg_publication_rel`, or on 15+ their schema's
+/// `pg_publication_namespace`) or whose row type (`pg_type`, created with the table; renames
+/// and owner changes rewrite it too) was written by a transaction no older than the slot's
+/// `catalog_xmin`.
+///
+/// Why that horizon: a stream resumes from a checkpoint at or after the slot's
+/// `confirmed_flush`, itself at or after its `restart_lsn`, and every transaction that commits
+/// after `restart_lsn` has an xid of at least `catalog_xmin`. So a table added to the
+/// publication (or created in its scope) after the checkpoint is always in the answer; one
+/// added a little before it may be too, which costs a read the host did not need, never a
+/// missed one. Ages compare xids across wraparound; a frozen row more than 2^31 transactions
+/// old may also answer, with the same harmless cost.
+pub(crate) async fn joined_since_slot_horizon(
+    client: &Client,
+    publication: &str,
+    slot: &str,
+    oids: &[u32],
+) -> Result<Vec<u32>, SourceError> {
+    let schemas = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int >= 150000",
+            &[],
+        )
+        .await
+        .map_err(|e| sql_error(e, "reading the server version"))?
+        .get::<_, bool>(0);
+    // 15+ publishes whole schemas (`FOR TABLES IN SCHEMA`); the catalog exists there only.
+    let (schema_join, schema_age) = if schemas {
+        (
+            "LEFT JOIN pg_catalog.pg_publication_namespace pn
+                    ON pn.pnpubid = p.oid AND pn.pnnspid = c.relnamespace",
+            "COALESCE(age(pn.xmin), 2147483647)",
+        )
+    } else {
+        ("", "2147483647")
+    };
+    let sql = format!(
+        "SELECT c.oid
+           FROM pg_catalog.pg_class c
+           JOIN pg_catalog.pg_type t ON t.oid = c.reltype
+           JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $2
+           LEFT JOIN pg_catalog.pg_publication p ON p.pubname = $1
+           LEFT JOIN pg_catalog.pg_publication_rel pr
+                  ON pr.prpubid = p.oid AND pr.prrelid = c.oid
+           {schema_join}
+          WHERE c.oid = ANY($3)
+            AND s.catalog_xmin IS NOT NULL
+            AND LEAST(age(t.xmin), COALESCE(age(pr.xmin), 2147483647), {schema_age})
+                <= age(s.catalog_xmin)"
+    );
+    let rows = client
+        .query(&sql, &[&publication, &slot, &oids])
+        .await
+        .map_err(|e| sql_error(e, "reading which tables joined the publication lately"))?;
+    Ok(rows.iter().map(|r| r.get::<_, u32>(0)).collect())
+}
+
 /// Lists the tables of `publication`, restricted to `selection` when it is not empty, with
 /// their published columns (the column list on 15+; generated columns only where the server
 /// publishes them: 18+ per `publish_generated_columns`), row identity and row filter.

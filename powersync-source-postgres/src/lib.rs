@@ -151,8 +151,12 @@
 //! inline instead, inside that transaction, and the idempotent-replay argument applies.
 //! A table published differently (see above) is emptied and read the same way when its
 //! Relation message brings the change; the periodic comparison still reads it inline, in a
-//! transaction of its own. Tables added while no stream runs are picked up on the next
-//! `start(Beginning)`.
+//! transaction of its own. A table added while no stream runs (or after the checkpoint a stream
+//! resumes from) is backfilled when the stream resumes: a checkpoint names no tables, so the
+//! stream asks the catalog which published tables may have joined since the slot's restart
+//! point (their publication entry or row type written by a transaction no older than the
+//! slot's `catalog_xmin`); one that joined a little before the checkpoint may be read again,
+//! which costs a read, never a miss.
 //!
 //! **Backfills** (PostgreSQL 14+; see [`powersync_source_core::backfill`] for the method and
 //! the events). A table is read again while streaming when a row is inserted into

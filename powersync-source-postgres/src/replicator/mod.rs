@@ -138,11 +138,38 @@ pub(crate) async fn prepare(
         StartFrom::Checkpoint(checkpoint) => {
             let from = PgLsn::from_checkpoint(&checkpoint)?;
             // A corrupt backfill cursor fails here, not once the stream runs.
-            checkpoint.backfill()?;
+            let resuming: Vec<TableName> = checkpoint
+                .backfill()?
+                .map(|state| state.tasks.iter().map(|t| t.table.clone()).collect())
+                .unwrap_or_default();
             crate::slot::check_resumable(&replicator.sql, &slot, from).await?;
             let tables = replicator.published(&mut registry).await?;
-            replicator.known.extend(tables.iter().map(|t| t.oid));
-            replicator.note_publishing(&tables);
+            // A table that may have joined the publication after the checkpoint (added to it,
+            // or created in its scope, while no stream ran) is not held by the host: left
+            // unknown, the first publication comparison backfills it (14+), or its first
+            // Relation message reads it. One whose backfill the checkpoint carries resumes
+            // with that instead.
+            let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+            let joined = catalog::joined_since_slot_horizon(
+                &replicator.sql,
+                replicator.config.publication(),
+                &slot,
+                &oids,
+            )
+            .await?;
+            for t in &tables {
+                let late = joined.contains(&t.oid) && !resuming.contains(&t.schema.name);
+                if late {
+                    tracing::info!(
+                        target: "powersync_source_postgres",
+                        "{} may have joined the publication after the checkpoint: reading it",
+                        t.schema.name
+                    );
+                } else {
+                    replicator.known.insert(t.oid);
+                    replicator.publishing.insert(t.oid, t.publishing.clone());
+                }
+            }
             // Its backfill cursor (if any) resumes once streaming starts.
             replicator.resume = Some(checkpoint);
             (from, None, None)
