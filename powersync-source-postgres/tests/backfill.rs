@@ -697,6 +697,41 @@ async fn table_added_to_the_publication(bin: Option<PathBuf>) {
     .await;
 }
 
+/// `source` comparing the publication every second (the default is 10 s).
+fn with_quick_publication_checks(source: PostgresSource) -> PostgresSource {
+    source.with_options(PostgresOptions {
+        status_interval: Duration::from_secs(1),
+        publication_check_interval: Duration::from_secs(1),
+        ..PostgresOptions::default()
+    })
+}
+
+/// Starts `source` from the beginning and reads until its snapshot is held.
+async fn through_snapshot(source: &PostgresSource) -> (ChangeStream, Model) {
+    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
+    let mut model = Model::default();
+    drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
+        m.tables.get("big").map_or(0, |t| t.len()) as i64 == BIG_ROWS && m.stored.is_some()
+    })
+    .await;
+    (stream, model)
+}
+
+/// Reads until a table's `added-…` backfill starts (60 s at most) and ends; returns its id.
+async fn read_added_table(stream: &mut ChangeStream, model: &mut Model) -> String {
+    drive(stream, model, Duration::from_secs(60), |m| {
+        m.started_with("added-").is_some()
+    })
+    .await;
+    let id = model.started_with("added-").unwrap();
+    drive(stream, model, Duration::from_secs(120), |m| {
+        m.done(&id) || !m.violations.is_empty()
+    })
+    .await;
+    assert!(model.violations.is_empty(), "{:#?}", model.violations);
+    id
+}
+
 /// A table added to the publication that nothing writes to afterwards is read too: no
 /// Relation message would ever announce it, so the periodic publication comparison finds it
 /// and backfills it. It fails when only Relation messages bring new tables ("condition not
@@ -706,17 +741,8 @@ async fn a_table_added_to_the_publication_without_writes_is_backfilled() {
     let Some(env) = env(None, "FOR TABLE big, other, _powersync_signals", None).await else {
         return;
     };
-    let source = env.source.with_options(PostgresOptions {
-        status_interval: Duration::from_secs(1),
-        publication_check_interval: Duration::from_secs(1),
-        ..PostgresOptions::default()
-    });
-    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
-    let mut model = Model::default();
-    drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
-        m.tables.get("big").map_or(0, |t| t.len()) as i64 == BIG_ROWS && m.stored.is_some()
-    })
-    .await;
+    let source = with_quick_publication_checks(env.source);
+    let (mut stream, mut model) = through_snapshot(&source).await;
     env.server
         .psql(&format!(
             "CREATE TABLE quiet (id bigint PRIMARY KEY, version bigint NOT NULL, payload text);
@@ -725,16 +751,7 @@ async fn a_table_added_to_the_publication_without_writes_is_backfilled() {
         ))
         .await
         .unwrap();
-    drive(&mut stream, &mut model, Duration::from_secs(60), |m| {
-        m.started_with("added-").is_some()
-    })
-    .await;
-    let id = model.started_with("added-").unwrap();
-    drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
-        m.done(&id) || !m.violations.is_empty()
-    })
-    .await;
-    assert!(model.violations.is_empty(), "{:#?}", model.violations);
+    let id = read_added_table(&mut stream, &mut model).await;
     assert_eq!(
         model.tables.get("quiet").map_or(0, |t| t.len()) as i64,
         LATE_ROWS
@@ -751,17 +768,8 @@ async fn a_table_added_while_no_stream_runs_is_backfilled_on_resume() {
     let Some(env) = env(None, "FOR TABLE big, other, _powersync_signals", None).await else {
         return;
     };
-    let source = env.source.with_options(PostgresOptions {
-        status_interval: Duration::from_secs(1),
-        publication_check_interval: Duration::from_secs(1),
-        ..PostgresOptions::default()
-    });
-    let mut stream = source.start(StartFrom::Beginning).await.unwrap();
-    let mut model = Model::default();
-    drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
-        m.tables.get("big").map_or(0, |t| t.len()) as i64 == BIG_ROWS && m.stored.is_some()
-    })
-    .await;
+    let source = with_quick_publication_checks(env.source);
+    let (stream, mut model) = through_snapshot(&source).await;
     let stored = model.stored.clone().unwrap();
     drop(stream);
     env.server
@@ -773,16 +781,7 @@ async fn a_table_added_while_no_stream_runs_is_backfilled_on_resume() {
         .await
         .unwrap();
     let mut stream = source.start(StartFrom::Checkpoint(stored)).await.unwrap();
-    drive(&mut stream, &mut model, Duration::from_secs(60), |m| {
-        m.started_with("added-").is_some()
-    })
-    .await;
-    let id = model.started_with("added-").unwrap();
-    drive(&mut stream, &mut model, Duration::from_secs(120), |m| {
-        m.done(&id) || !m.violations.is_empty()
-    })
-    .await;
-    assert!(model.violations.is_empty(), "{:#?}", model.violations);
+    let id = read_added_table(&mut stream, &mut model).await;
     assert_eq!(
         model.tables.get("while_down").map_or(0, |t| t.len()) as i64,
         LATE_ROWS
@@ -793,6 +792,7 @@ async fn a_table_added_while_no_stream_runs_is_backfilled_on_resume() {
         .filter(|s| matches!(s, Seen::Started(_)))
         .collect();
     assert_eq!(started.len(), 1, "only the new table is read: {started:?}");
+    assert!(model.seen.contains(&Seen::Done(id, LATE_ROWS as u64)));
 }
 
 /// A signal naming a table that does not exist ends that table's backfill with

@@ -151,7 +151,13 @@ async fn connector_stream(port: u16, from: Checkpoint, want: u64, host: Host) ->
 /// CPU time so far, from `/proc/self/stat`: (this process's user + system, its waited-for
 /// children's user + system).
 fn cpu_times() -> (Duration, Duration) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let times = stat_times("self");
+    (times[0] + times[1], times[2] + times[3])
+}
+
+/// utime, stime, cutime and cstime of `/proc/<pid>/stat` (fields 14–17), zero where unreadable.
+fn stat_times(pid: &str) -> [Duration; 4] {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime is field 14 (index 11 here).
     let fields: Vec<u64> = stat
         .rsplit_once(')')
@@ -161,12 +167,8 @@ fn cpu_times() -> (Duration, Duration) {
                 .collect()
         })
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).copied().unwrap_or(0);
     let tick = Duration::from_secs(1) / clock_ticks();
-    (
-        tick * (ticks(11) + ticks(12)) as u32,
-        tick * (ticks(13) + ticks(14)) as u32,
-    )
+    std::array::from_fn(|i| tick * fields.get(11 + i).copied().unwrap_or(0) as u32)
 }
 
 /// The server's CPU time so far (user + system), from `/proc/<pid>/stat` of the `mariadbd`
@@ -189,17 +191,8 @@ fn server_cpu(server: &MariaDbServer) -> Duration {
     let Some(pid) = pid else {
         return Duration::ZERO;
     };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<u64> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .map(|f| f.parse().unwrap_or(0))
-                .collect()
-        })
-        .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).copied().unwrap_or(0);
-    Duration::from_secs(1) / clock_ticks() * (ticks(11) + ticks(12)) as u32
+    let times = stat_times(pid);
+    times[0] + times[1]
 }
 
 /// `sysconf(_SC_CLK_TCK)` (through `getconf`; 100 on Linux unless it says otherwise).
@@ -446,6 +439,17 @@ async fn streaming_phase(
     })
 }
 
+/// The "host loop on the main thread" line: `(wall, CPU)` of that placement, its ratio to the
+/// tool's `baseline` wall time.
+fn main_host_line(rows: u64, (wall, cpu): (Duration, Duration), baseline: Duration) {
+    println!(
+        "           host loop on the main thread instead: {:>10.0} rows/s, ratio {:.2}, CPU per row {:.0} ns",
+        rows as f64 / wall.as_secs_f64().max(1e-9),
+        baseline.as_secs_f64() / wall.as_secs_f64().max(1e-9),
+        cpu.as_secs_f64() * 1e9 / rows as f64
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -495,12 +499,7 @@ async fn main() -> Result<()> {
             per_row(s.connector_cpu),
             per_row(s.dump_cpu)
         );
-        println!(
-            "           host loop on the main thread instead: {:>10.0} rows/s, ratio {:.2}, CPU per row {:.0} ns",
-            rate(args.rows, s.main_host.0),
-            rate(args.rows, s.main_host.0) / rate(args.rows, s.dump),
-            per_row(s.main_host.1)
-        );
+        main_host_line(args.rows, s.main_host, s.dump);
         println!(
             "           server CPU per row: while the connector read {:.0} ns | while mariadb --quick read {:.0} ns",
             per_row(s.server_cpu.0),
@@ -532,12 +531,7 @@ async fn main() -> Result<()> {
             per_row(s.verbose_cpu),
             per_row(s.raw_cpu)
         );
-        println!(
-            "           host loop on the main thread instead: {:>10.0} rows/s, ratio {:.2}, CPU per row {:.0} ns",
-            rate(args.rows, s.main_host.0),
-            rate(args.rows, s.main_host.0) / rate(args.rows, s.verbose),
-            per_row(s.main_host.1)
-        );
+        main_host_line(args.rows, s.main_host, s.verbose);
         println!(
             "           server CPU per row: while the connector read {:.0} ns | while mariadb-binlog -v read {:.0} ns",
             per_row(s.server_cpu.0),
