@@ -169,6 +169,7 @@ mod binlog_values;
 mod catalog;
 mod charset;
 mod check;
+mod client;
 mod config;
 mod connection;
 mod ddl;

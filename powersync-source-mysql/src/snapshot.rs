@@ -2,14 +2,14 @@
 //! read table by table in primary-key chunks, each chunk's rows converted and emitted as they
 //! arrive.
 //!
-//! Rows are read with the binary protocol (prepared statements): integers, floats and temporal
-//! values arrive typed, and the driver spends less per row on it than on the text protocol
-//! (`mysql-throughput` prints both: about 350 vs 400–480 ns of client CPU per row of its
-//! 6-column table, 2.9k vs 3.4k instructions per row under callgrind).
+//! Rows are read on a connection of the snapshot reader's own ([`crate::client`]) with the
+//! binary protocol (prepared statements): integers, floats and temporal values arrive typed,
+//! which costs less per row than the text protocol (`mysql-throughput` prints the driver's
+//! figures for both), and each row is decoded from the socket buffer straight into the
+//! connector's values.
 
 use std::sync::Arc;
 
-use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value as My};
 use powersync_source_core::position::{BinlogPosition, GtidState};
 use powersync_source_core::runtime::{Emitter, SnapshotBook, Step, TableStart};
@@ -17,49 +17,52 @@ use powersync_source_core::{ChangeEvent, OldImage, Op, Row, RowChange, SourceErr
 use serde_json::json;
 
 use crate::catalog::TableInfo;
+use crate::client::{Client, Statement};
 use crate::connection::{exec_drop, ident, sql_error};
 use crate::server::{self, Flavour, ServerInfo};
 use crate::values::{convert, Path};
 
-/// Opens a consistent-snapshot transaction on `conn` and returns the binlog position it is
-/// consistent with.
+/// Opens a consistent-snapshot transaction on the snapshot reader's connection `snap` and
+/// returns the binlog position it is consistent with; `conn` (a driver connection to the same
+/// server) answers the questions that need no read view.
 ///
 /// - MariaDB: `START TRANSACTION WITH CONSISTENT SNAPSHOT` makes the transaction's read view
-///   and the status variables `Binlog_snapshot_file` / `Binlog_snapshot_position` one atomic
-///   point (the server takes them under the binlog commit lock); `BINLOG_GTID_POS` turns that
-///   file/offset into the GTID position. No lock is taken.
-/// - MySQL: there is no such variable, so a brief `FLUSH TABLES WITH READ LOCK` stops commits
-///   while the transaction starts and `SHOW MASTER STATUS` reads file, offset and
-///   `Executed_Gtid_Set`; `UNLOCK TABLES` follows at once (the lock is held for milliseconds,
-///   needs the RELOAD privilege). `performance_schema.log_status` (8.0.17+) gives the same
+///   and the session status variables `Binlog_snapshot_file` / `Binlog_snapshot_position`
+///   one atomic point (the server takes them under the binlog commit lock); `BINLOG_GTID_POS`
+///   turns that file/offset into the GTID position. No lock is taken.
+/// - MySQL: there is no such variable, so a brief `FLUSH TABLES WITH READ LOCK` on `conn`
+///   stops commits while `snap` starts its transaction and `conn` reads file, offset and
+///   `Executed_Gtid_Set` (`SHOW MASTER STATUS`); `UNLOCK TABLES` follows at once (the lock is
+///   held for milliseconds, needs the RELOAD privilege). The lock is global, so the
+///   transaction may start on another session than the one holding it: mydumper's workers
+///   start theirs the same way. `performance_schema.log_status` (8.0.17+) gives the same
 ///   triple without blocking writers but is not tied to a read view, so it cannot replace the
 ///   lock for an exact snapshot.
 pub(crate) async fn begin(
+    snap: &mut Client,
     conn: &mut Conn,
     info: &ServerInfo,
 ) -> Result<BinlogPosition, SourceError> {
-    exec_drop(
-        conn,
-        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-        "setting the snapshot isolation level",
-    )
-    .await?;
+    let run = |context: &'static str| move |e| sql_error(e, context);
+    snap.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .map_err(run("setting the snapshot isolation level"))?;
     match info.flavour {
         Flavour::MariaDb => {
-            exec_drop(
-                conn,
-                "START TRANSACTION WITH CONSISTENT SNAPSHOT",
-                "starting the snapshot transaction",
-            )
-            .await?;
-            let rows: Vec<(String, String)> = conn
-                .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+            snap.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
                 .await
-                .map_err(|e| sql_error(e, "reading the snapshot's binlog position"))?;
+                .map_err(run("starting the snapshot transaction"))?;
+            let rows = snap
+                .query_text("SHOW STATUS LIKE 'binlog_snapshot_%'")
+                .await
+                .map_err(run("reading the snapshot's binlog position"))?;
             let get = |name: &str| {
-                rows.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.clone())
+                rows.iter().find_map(|row| match row.as_slice() {
+                    [Some(k), Some(v)] if k.eq_ignore_ascii_case(name.as_bytes()) => {
+                        Some(String::from_utf8_lossy(v).into_owned())
+                    }
+                    _ => None,
+                })
             };
             let (Some(file), Some(pos)) =
                 (get("Binlog_snapshot_file"), get("Binlog_snapshot_position"))
@@ -87,12 +90,9 @@ pub(crate) async fn begin(
             )
             .await?;
             let result = async {
-                exec_drop(
-                    conn,
-                    "START TRANSACTION WITH CONSISTENT SNAPSHOT",
-                    "starting the snapshot transaction",
-                )
-                .await?;
+                snap.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                    .await
+                    .map_err(run("starting the snapshot transaction"))?;
                 server::head(conn, info).await
             }
             .await;
@@ -102,11 +102,11 @@ pub(crate) async fn begin(
     }
 }
 
-/// Reads `tables` inside the snapshot transaction open on `conn`, emitting rows and progress.
+/// Reads `tables` inside the snapshot transaction open on `snap`, emitting rows and progress.
 /// `book` knows the tables already finished or partly read (from an interrupted snapshot) and
 /// records every finished chunk.
 pub(crate) async fn read_tables(
-    conn: &mut Conn,
+    snap: &mut Client,
     tables: &[Arc<TableInfo>],
     book: &mut SnapshotBook,
     chunk_rows: u64,
@@ -119,6 +119,13 @@ pub(crate) async fn read_tables(
             .filter(|t| !matches!(book.start(t.name()), TableStart::Skip))
             .count(),
     );
+    let estimate = snap
+        .prepare(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+        )
+        .await
+        .map_err(|e| sql_error(e, "preparing the row estimate"))?;
     for table in tables {
         let key = table.name().to_string();
         let (mut after, mut rows_done): (Option<Vec<My>>, u64) = match book.start(table.name()) {
@@ -126,15 +133,7 @@ pub(crate) async fn read_tables(
             TableStart::Fresh => (None, 0),
             TableStart::Resume { after_key, rows } => (Some(decode_key(&after_key)?), rows),
         };
-        let estimated: Option<u64> = conn
-            .exec_first(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (&table.name().schema, &table.name().name),
-            )
-            .await
-            .ok()
-            .flatten()
-            .flatten();
+        let estimated = estimated_rows(snap, &estimate, table).await;
         out.push(ChangeEvent::Schema(table.schema.clone())).await?;
         out.push(book.table_started(table.name(), estimated))
             .await?;
@@ -144,77 +143,146 @@ pub(crate) async fn read_tables(
             ident(&table.name().schema),
             ident(&table.name().name)
         );
+        let context = format!("snapshot of {key}");
+        let failed = |e| sql_error(e, &context);
         if table.key.is_empty() {
             // No key to chunk by: one pass, resumable only as a whole.
-            let sql = format!("SELECT {} FROM {from}", cols.join(", "));
-            let context = format!("snapshot of {key}");
-            let mut result = conn
-                .exec_iter(sql, ())
+            let stmt = snap
+                .prepare(&format!("SELECT {} FROM {from}", cols.join(", ")))
                 .await
-                .map_err(|e| sql_error(e, &context))?;
-            rows_done = 0;
-            // Streamed row by row: such a table can be large and has no key to chunk by.
-            while let Some(row) = result.next().await.map_err(|e| sql_error(e, &context))? {
-                emit_row(table, row.unwrap(), out).await?;
-                rows_done += 1;
-            }
+                .map_err(failed)?;
+            rows_done = read_chunk(snap, &stmt, &[], table, None, out, &context).await?;
+            snap.close(stmt).await.map_err(failed)?;
         } else {
             let keys: Vec<String> = table.key.iter().map(|&i| cols[i].clone()).collect();
             let order = keys.join(", ");
             let (after_pred, param_order) = after_predicate(&keys);
-            let first = format!(
-                "SELECT {} FROM {from} ORDER BY {order} LIMIT {chunk_rows}",
-                cols.join(", ")
-            );
-            let next = format!(
-                "SELECT {} FROM {from} WHERE {after_pred} ORDER BY {order} LIMIT {chunk_rows}",
-                cols.join(", ")
-            );
-            let context = format!("snapshot of {key}");
+            let first = snap
+                .prepare(&format!(
+                    "SELECT {} FROM {from} ORDER BY {order} LIMIT {chunk_rows}",
+                    cols.join(", ")
+                ))
+                .await
+                .map_err(failed)?;
+            let next = snap
+                .prepare(&format!(
+                    "SELECT {} FROM {from} WHERE {after_pred} ORDER BY {order} LIMIT {chunk_rows}",
+                    cols.join(", ")
+                ))
+                .await
+                .map_err(failed)?;
+            // The key of the row read last (kept as wire values: it binds back exactly).
+            let mut last: Vec<My> = Vec::with_capacity(table.key.len());
             loop {
-                // Rows are converted and emitted as they arrive: a chunk is never held whole.
-                let mut result = match &after {
-                    None => conn.exec_iter(first.as_str(), ()).await,
-                    Some(k) => {
-                        let params: Vec<My> = param_order
+                let (stmt, params): (&Statement, Vec<My>) = match &after {
+                    None => (&first, Vec::new()),
+                    Some(k) => (
+                        &next,
+                        param_order
                             .iter()
                             .map(|&i| k.get(i).cloned().unwrap_or(My::NULL))
-                            .collect();
-                        conn.exec_iter(next.as_str(), params).await
-                    }
+                            .collect(),
+                    ),
+                };
+                let n =
+                    read_chunk(snap, stmt, &params, table, Some(&mut last), out, &context).await?;
+                if n == 0 {
+                    break;
                 }
-                .map_err(|e| sql_error(e, &context))?;
-                let mut n = 0u64;
-                let mut last: Option<Vec<My>> = None;
-                while let Some(row) = result.next().await.map_err(|e| sql_error(e, &context))? {
-                    let values = row.unwrap();
-                    // The key of the row read last (kept as wire values: it binds back
-                    // exactly), reusing the previous row's vector.
-                    let key = last.get_or_insert_with(|| Vec::with_capacity(table.key.len()));
-                    key.clear();
-                    key.extend(
-                        table
-                            .key
-                            .iter()
-                            .map(|&i| values.get(i).cloned().unwrap_or(My::NULL)),
-                    );
-                    emit_row(table, values, out).await?;
-                    n += 1;
-                }
-                drop(result);
                 rows_done += n;
-                let Some(last) = last else { break };
                 let event = book.chunk_done(table.name(), encode_key(&last), rows_done, estimated);
-                after = Some(last);
+                after = Some(last.clone());
                 out.push(event).await?;
                 if n < chunk_rows {
                     break;
                 }
             }
+            snap.close(first).await.map_err(failed)?;
+            snap.close(next).await.map_err(failed)?;
         }
         out.push(book.table_done(table.name(), rows_done)).await?;
     }
+    snap.close(estimate)
+        .await
+        .map_err(|e| sql_error(e, "closing the row estimate"))?;
     Ok(())
+}
+
+/// The server's estimate of a table's row count (for progress), if it has one.
+async fn estimated_rows(snap: &mut Client, estimate: &Statement, table: &TableInfo) -> Option<u64> {
+    let params = [
+        My::Bytes(table.name().schema.as_bytes().to_vec()),
+        My::Bytes(table.name().name.as_bytes().to_vec()),
+    ];
+    let columns = snap.execute(estimate, &params).await.ok()??;
+    let mut row = snap.next_row(&columns).await.ok()??;
+    let n = match row.next_value().ok()?? {
+        My::UInt(n) => Some(n),
+        My::Int(n) => u64::try_from(n).ok(),
+        _ => None,
+    };
+    // Reads the result's end, so the connection is ready for the next command.
+    while let Ok(Some(_)) = snap.next_row(&columns).await {}
+    n
+}
+
+/// Executes one chunk's statement and emits its rows as they arrive (a chunk is never held
+/// whole); returns how many it read and leaves the last row's key columns in `last`.
+async fn read_chunk(
+    snap: &mut Client,
+    stmt: &Statement,
+    params: &[My],
+    table: &Arc<TableInfo>,
+    mut last: Option<&mut Vec<My>>,
+    out: &mut Emitter,
+    context: &str,
+) -> Step<u64> {
+    let failed = |e| sql_error(e, context);
+    let Some(columns) = snap.execute(stmt, params).await.map_err(failed)? else {
+        return Ok(0);
+    };
+    if columns.len() != table.columns.len() {
+        return Err(SourceError::schema(format!(
+            "{context}: the server returned {} columns, the catalog lists {}",
+            columns.len(),
+            table.columns.len()
+        ))
+        .into());
+    }
+    let mut n = 0u64;
+    loop {
+        let Some(mut wire) = snap.next_row(&columns).await.map_err(failed)? else {
+            break;
+        };
+        let mut values = Vec::with_capacity(table.columns.len());
+        if let Some(last) = last.as_deref_mut() {
+            last.clear();
+            last.resize(table.key.len(), My::NULL);
+        }
+        for (i, col) in table.columns.iter().enumerate() {
+            let v = wire
+                .next_value()
+                .map_err(|e| failed(e.into()))?
+                .unwrap_or(My::NULL);
+            if let Some(last) = last.as_deref_mut() {
+                if let Some(k) = table.key.iter().position(|&c| c == i) {
+                    last[k] = v.clone();
+                }
+            }
+            values.push(convert(v, col, table.name(), Path::Snapshot)?);
+        }
+        out.push(ChangeEvent::Row(RowChange {
+            op: Op::Insert,
+            table: table.schema.clone(),
+            old: None,
+            old_image: OldImage::None,
+            new: Some(values.into()),
+            snapshot: true,
+        }))
+        .await?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// `(k1, k2, …) > (?, ?, …)` spelled as `k1 > ? OR (k1 = ? AND k2 > ?) OR …`, which every
@@ -233,19 +301,6 @@ pub(crate) fn after_predicate(keys: &[String]) -> (String, Vec<usize>) {
         terms.push(format!("({})", parts.join(" AND ")));
     }
     (terms.join(" OR "), order)
-}
-
-async fn emit_row(table: &Arc<TableInfo>, values: Vec<My>, out: &mut Emitter) -> Step<()> {
-    out.push(ChangeEvent::Row(RowChange {
-        op: Op::Insert,
-        table: table.schema.clone(),
-        old: None,
-        old_image: OldImage::None,
-        new: Some(row_of(table, values)?),
-        snapshot: true,
-    }))
-    .await?;
-    Ok(())
 }
 
 /// A result-set row (binary protocol, on a connection opened by

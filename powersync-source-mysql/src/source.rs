@@ -14,8 +14,9 @@ use powersync_source_core::{
 use crate::backfill_reader::BinlogChunkReader;
 use crate::catalog::{self, Scope, TableInfo};
 use crate::check::CHECKPOINT_COLUMNS;
+use crate::client::Client;
 use crate::config::MySqlConfig;
-use crate::connection::{connect, exec_drop, ident, sql_error};
+use crate::connection::{connect, ident, sql_error};
 use crate::markers::CHECKPOINT_ROW;
 use crate::replicator::{Replicator, Selection, Settings};
 use crate::retention::{self, BinlogWatch};
@@ -232,7 +233,7 @@ impl ChangeSource for MySqlSource {
 
         let config = self.config_in_use();
         let selection = self.selection();
-        let (pos, mut book) = match &from {
+        let (pos, mut book, mut snap) = match &from {
             StartFrom::Checkpoint(c) => {
                 let pos = BinlogPosition::from_checkpoint(c)?;
                 crate::replicator::validate_start(&pos, &info)?;
@@ -270,15 +271,17 @@ impl ChangeSource for MySqlSource {
                 server::ensure_history(&mut conn, &info, &pos).await?;
                 // A new read view for the rest: the rows it reads may already hold changes
                 // after the original position, which streaming from there replays.
-                snapshot::begin(&mut conn, &info).await?;
-                (pos, SnapshotBook::resume(resume))
+                let mut snap = Client::connect(&self.config).await?;
+                snapshot::begin(&mut snap, &mut conn, &info).await?;
+                (pos, SnapshotBook::resume(resume), snap)
             }
             // The snapshot transaction opens before `start` returns, so a stream started from
             // the beginning is consistent with the moment of this call.
             StartFrom::Beginning => {
-                let pos = snapshot::begin(&mut conn, &info).await?;
+                let mut snap = Client::connect(&self.config).await?;
+                let pos = snapshot::begin(&mut snap, &mut conn, &info).await?;
                 let book = SnapshotBook::new(pos.to_checkpoint());
-                (pos, book)
+                (pos, book, snap)
             }
         };
         let chunk_rows = self.config.chunk_rows;
@@ -294,7 +297,7 @@ impl ChangeSource for MySqlSource {
                 let (feed, position) = retention::feed(&pos);
                 let _watch = BinlogWatch::spawn(config.clone(), out.stats().clone(), position);
                 let read =
-                    snapshot::read_tables(&mut conn, &tables, &mut book, chunk_rows, &mut out)
+                    snapshot::read_tables(&mut snap, &tables, &mut book, chunk_rows, &mut out)
                         .await;
                 match read {
                     Ok(()) => {}
@@ -305,8 +308,8 @@ impl ChangeSource for MySqlSource {
                     }
                 }
                 // Ending a read-only transaction: a failure changes nothing already read.
-                let _ = exec_drop(&mut conn, "COMMIT", "ending the snapshot").await;
-                drop(conn);
+                let _ = snap.query_drop("COMMIT").await;
+                drop(snap);
                 out.push(book.done()).await?;
                 out.flush().await?;
                 out.enable_backfill(Box::new(reader), None, &default_db, &stream_options)?;
