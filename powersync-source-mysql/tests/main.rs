@@ -9,5 +9,6 @@ mod mysql_env;
 mod retention;
 mod runtime;
 mod snapshot_gauges;
+mod snapshot_reader;
 mod types;
 mod workload;

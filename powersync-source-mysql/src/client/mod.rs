@@ -346,3 +346,89 @@ fn server_error(packet: &[u8], caps: CapabilityFlags) -> Error {
         Err(e) => e.into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TYPES: [ColumnType; 14] = [
+        ColumnType::MYSQL_TYPE_TINY,
+        ColumnType::MYSQL_TYPE_SHORT,
+        ColumnType::MYSQL_TYPE_LONG,
+        ColumnType::MYSQL_TYPE_INT24,
+        ColumnType::MYSQL_TYPE_LONGLONG,
+        ColumnType::MYSQL_TYPE_FLOAT,
+        ColumnType::MYSQL_TYPE_DOUBLE,
+        ColumnType::MYSQL_TYPE_YEAR,
+        ColumnType::MYSQL_TYPE_DATE,
+        ColumnType::MYSQL_TYPE_DATETIME,
+        ColumnType::MYSQL_TYPE_TIMESTAMP,
+        ColumnType::MYSQL_TYPE_TIME,
+        ColumnType::MYSQL_TYPE_NEWDECIMAL,
+        ColumnType::MYSQL_TYPE_VAR_STRING,
+    ];
+
+    fn columns(types: &[usize]) -> Columns {
+        Columns {
+            types: types
+                .iter()
+                .map(|&i| (TYPES[i % TYPES.len()], ColumnFlags::empty()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn decodes_a_binary_row() {
+        let cols = columns(&[4, 13, 9, 6]);
+        // 0x00, NULL bitmap (4 columns + 2 → 1 byte; column 3 NULL = bit 5), then values.
+        let mut p = vec![0x00, 1 << 5];
+        p.extend_from_slice(&(-7i64).to_le_bytes());
+        p.extend_from_slice(&[3, b'a', b'b', b'c']);
+        p.extend_from_slice(&[7, 0xE8, 0x07, 2, 29, 13, 14, 15]);
+        let mut row = BinaryRow::new(&p, &cols).unwrap();
+        assert_eq!(row.next_value().unwrap(), Some(My::Int(-7)));
+        assert_eq!(row.next_value().unwrap(), Some(My::Bytes(b"abc".to_vec())));
+        assert_eq!(
+            row.next_value().unwrap(),
+            Some(My::Date(2024, 2, 29, 13, 14, 15, 0))
+        );
+        assert_eq!(row.next_value().unwrap(), Some(My::NULL));
+        assert_eq!(row.next_value().unwrap(), None);
+    }
+
+    #[test]
+    fn tells_rows_from_terminators_and_errors() {
+        let caps = CapabilityFlags::CLIENT_PROTOCOL_41;
+        assert!(matches!(
+            end_of_rows(&[0xFE, 0, 0, 2, 0], caps),
+            Some(Ok(()))
+        ));
+        assert!(end_of_rows(&[0x00, 0], caps).is_none());
+        let mut err = vec![0xFF, 0x25, 0x05, b'#'];
+        err.extend_from_slice(b"70100Query execution was interrupted");
+        match end_of_rows(&err, caps) {
+            Some(Err(Error::Server(e))) => {
+                assert_eq!(e.code, 1317);
+                assert_eq!(e.state, "70100");
+                assert_eq!(e.message, "Query execution was interrupted");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest! {
+        /// Whatever bytes arrive as a row, decoding returns values or an error.
+        #[test]
+        fn row_decoding_never_panics(
+            types in proptest::collection::vec(0usize..64, 0..12),
+            packet in proptest::collection::vec(any::<u8>(), 0..96),
+        ) {
+            let cols = columns(&types);
+            if let Ok(mut row) = BinaryRow::new(&packet, &cols) {
+                while let Ok(Some(_)) = row.next_value() {}
+            }
+            let _ = end_of_rows(&packet, CapabilityFlags::CLIENT_PROTOCOL_41);
+        }
+    }
+}
