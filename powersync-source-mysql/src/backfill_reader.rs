@@ -16,6 +16,7 @@ use powersync_source_core::{Result, SourceError, TableName};
 
 use crate::catalog;
 use crate::check::CHECKPOINT_COLUMNS;
+use crate::chunk_query::{self, ChunkQuery};
 use crate::config::MySqlConfig;
 use crate::connection::{codes, connect, ident, sql_error};
 use crate::markers::{self, SIGNAL_COLUMNS, WATERMARK_ROW};
@@ -157,7 +158,7 @@ impl ChunkReader for BinlogChunkReader {
             ))
             .with_hint("backfill a table of the stream's selection"));
         }
-        let after = after.map(snapshot::decode_key).transpose()?;
+        let after = after.map(chunk_query::decode_key).transpose()?;
         self.with_conn(move |conn| Box::pin(read(conn, name, after, limit)))
             .await
     }
@@ -205,31 +206,12 @@ async fn read(
         ))
         .with_hint(format!("ALTER TABLE {name} ADD PRIMARY KEY (…)")));
     }
-    let cols: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
-    let keys: Vec<String> = table.key.iter().map(|&i| cols[i].clone()).collect();
-    let from = format!("{}.{}", ident(&name.schema), ident(&name.name));
-    let order = keys.join(", ");
+    let query = ChunkQuery::new(&table, limit as u64);
     let (sql, params) = match &after {
-        None => (
-            format!(
-                "SELECT {} FROM {from} ORDER BY {order} LIMIT {limit}",
-                cols.join(", ")
-            ),
-            Vec::new(),
-        ),
+        None => (query.first, Vec::new()),
         Some(k) => {
-            let (pred, param_order) = snapshot::after_predicate(&keys);
-            let params: Vec<My> = param_order
-                .iter()
-                .map(|&i| k.get(i).cloned().unwrap_or(My::NULL))
-                .collect();
-            (
-                format!(
-                    "SELECT {} FROM {from} WHERE {pred} ORDER BY {order} LIMIT {limit}",
-                    cols.join(", ")
-                ),
-                params,
-            )
+            let params = query.params(k);
+            (query.next, params)
         }
     };
     let context = format!("backfill of {name}");
@@ -262,6 +244,6 @@ async fn read(
     Ok(Chunk {
         schema: table.schema.clone(),
         rows,
-        last_key: last.as_deref().map(snapshot::encode_key),
+        last_key: last.as_deref().map(chunk_query::encode_key),
     })
 }

@@ -169,6 +169,7 @@ mod binlog_values;
 mod catalog;
 mod charset;
 mod check;
+mod chunk_query;
 mod client;
 mod config;
 mod connection;
@@ -326,7 +327,7 @@ pub mod decoders {
     pub use crate::binlog_replay::{BinlogRows, ColumnSpec};
     /// Snapshot resume key.
     pub fn snapshot_key(s: &str) -> Result<usize, String> {
-        crate::snapshot::decode_key(s)
+        crate::chunk_query::decode_key(s)
             .map(|k| k.len())
             .map_err(|e| e.to_string())
     }

@@ -14,11 +14,11 @@ use mysql_async::{Conn, Value as My};
 use powersync_source_core::position::{BinlogPosition, GtidState};
 use powersync_source_core::runtime::{Emitter, SnapshotBook, Step, TableStart};
 use powersync_source_core::{ChangeEvent, OldImage, Op, Row, RowChange, SourceError};
-use serde_json::json;
 
 use crate::catalog::TableInfo;
+use crate::chunk_query::{self, decode_key, encode_key, ChunkQuery};
 use crate::client::{Client, Statement};
-use crate::connection::{exec_drop, ident, sql_error};
+use crate::connection::{exec_drop, sql_error};
 use crate::server::{self, Flavour, ServerInfo};
 use crate::values::{convert, Path};
 
@@ -137,52 +137,26 @@ pub(crate) async fn read_tables(
         out.push(ChangeEvent::Schema(table.schema.clone())).await?;
         out.push(book.table_started(table.name(), estimated))
             .await?;
-        let cols: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
-        let from = format!(
-            "{}.{}",
-            ident(&table.name().schema),
-            ident(&table.name().name)
-        );
         let context = format!("snapshot of {key}");
         let failed = |e| sql_error(e, &context);
         if table.key.is_empty() {
             // No key to chunk by: one pass, resumable only as a whole.
             let stmt = snap
-                .prepare(&format!("SELECT {} FROM {from}", cols.join(", ")))
+                .prepare(&chunk_query::select_all(table))
                 .await
                 .map_err(failed)?;
             rows_done = read_chunk(snap, &stmt, &[], table, None, out, &context).await?;
             snap.close(stmt).await.map_err(failed)?;
         } else {
-            let keys: Vec<String> = table.key.iter().map(|&i| cols[i].clone()).collect();
-            let order = keys.join(", ");
-            let (after_pred, param_order) = after_predicate(&keys);
-            let first = snap
-                .prepare(&format!(
-                    "SELECT {} FROM {from} ORDER BY {order} LIMIT {chunk_rows}",
-                    cols.join(", ")
-                ))
-                .await
-                .map_err(failed)?;
-            let next = snap
-                .prepare(&format!(
-                    "SELECT {} FROM {from} WHERE {after_pred} ORDER BY {order} LIMIT {chunk_rows}",
-                    cols.join(", ")
-                ))
-                .await
-                .map_err(failed)?;
+            let query = ChunkQuery::new(table, chunk_rows);
+            let first = snap.prepare(&query.first).await.map_err(failed)?;
+            let next = snap.prepare(&query.next).await.map_err(failed)?;
             // The key of the row read last (kept as wire values: it binds back exactly).
             let mut last: Vec<My> = Vec::with_capacity(table.key.len());
             loop {
-                let (stmt, params): (&Statement, Vec<My>) = match &after {
+                let (stmt, params) = match &after {
                     None => (&first, Vec::new()),
-                    Some(k) => (
-                        &next,
-                        param_order
-                            .iter()
-                            .map(|&i| k.get(i).cloned().unwrap_or(My::NULL))
-                            .collect(),
-                    ),
+                    Some(k) => (&next, query.params(k)),
                 };
                 let n =
                     read_chunk(snap, stmt, &params, table, Some(&mut last), out, &context).await?;
@@ -285,24 +259,6 @@ async fn read_chunk(
     Ok(n)
 }
 
-/// `(k1, k2, …) > (?, ?, …)` spelled as `k1 > ? OR (k1 = ? AND k2 > ?) OR …`, which every
-/// server version turns into index ranges, and the key index each `?` binds.
-pub(crate) fn after_predicate(keys: &[String]) -> (String, Vec<usize>) {
-    let mut terms = Vec::with_capacity(keys.len());
-    let mut order = Vec::new();
-    for i in 0..keys.len() {
-        let mut parts = Vec::with_capacity(i + 1);
-        for (j, k) in keys.iter().enumerate().take(i) {
-            parts.push(format!("{k} = ?"));
-            order.push(j);
-        }
-        parts.push(format!("{} > ?", keys[i]));
-        order.push(i);
-        terms.push(format!("({})", parts.join(" AND ")));
-    }
-    (terms.join(" OR "), order)
-}
-
 /// A result-set row (binary protocol, on a connection opened by
 /// [`crate::connection::connect`]) normalized as the binlog path normalizes the same row:
 /// the snapshot and backfills share it.
@@ -312,127 +268,4 @@ pub(crate) fn row_of(table: &TableInfo, values: Vec<My>) -> Result<Row, SourceEr
         row.push(convert(v, c, table.name(), Path::Snapshot)?);
     }
     Ok(row.into())
-}
-
-/// The last key of a chunk as JSON (tagged wire values, so it binds back exactly).
-pub(crate) fn encode_key(values: &[My]) -> String {
-    let items: Vec<serde_json::Value> = values
-        .iter()
-        .map(|v| match v {
-            My::NULL => json!({"n": null}),
-            My::Int(i) => json!({"i": i}),
-            My::UInt(u) => json!({"u": u}),
-            My::Float(f) => json!({"f": *f as f64}),
-            My::Double(f) => json!({"d": f}),
-            My::Bytes(b) => json!({"b": hex(b)}),
-            My::Date(y, m, d, h, mi, s, us) => json!({"dt": [y, m, d, h, mi, s, us]}),
-            My::Time(neg, d, h, m, s, us) => json!({"tm": [neg, d, h, m, s, us]}),
-        })
-        .collect();
-    serde_json::Value::Array(items).to_string()
-}
-
-/// Parses [`encode_key`]'s output.
-pub(crate) fn decode_key(s: &str) -> Result<Vec<My>, SourceError> {
-    let bad =
-        |why: &str| SourceError::config(format!("snapshot resume key `{s}` is corrupt: {why}"));
-    let v: serde_json::Value = serde_json::from_str(s).map_err(|_| bad("not JSON"))?;
-    let items = v.as_array().ok_or_else(|| bad("not an array"))?;
-    items
-        .iter()
-        .map(|item| {
-            let obj = item
-                .as_object()
-                .filter(|o| o.len() == 1)
-                .ok_or_else(|| bad("item"))?;
-            let (tag, val) = obj.iter().next().ok_or_else(|| bad("item"))?;
-            let nums = |n: usize| -> Result<Vec<u64>, SourceError> {
-                let a = val
-                    .as_array()
-                    .filter(|a| a.len() == n)
-                    .ok_or_else(|| bad("date"))?;
-                a.iter()
-                    .map(|x| {
-                        x.as_u64()
-                            .or(x.as_bool().map(u64::from))
-                            .ok_or_else(|| bad("date"))
-                    })
-                    .collect()
-            };
-            Ok(match tag.as_str() {
-                "n" => My::NULL,
-                "i" => My::Int(val.as_i64().ok_or_else(|| bad("int"))?),
-                "u" => My::UInt(val.as_u64().ok_or_else(|| bad("uint"))?),
-                "f" => My::Float(val.as_f64().ok_or_else(|| bad("float"))? as f32),
-                "d" => My::Double(val.as_f64().ok_or_else(|| bad("double"))?),
-                "b" => My::Bytes(
-                    unhex(val.as_str().ok_or_else(|| bad("bytes"))?).ok_or_else(|| bad("hex"))?,
-                ),
-                "dt" => {
-                    let n = nums(7)?;
-                    My::Date(
-                        n[0] as u16,
-                        n[1] as u8,
-                        n[2] as u8,
-                        n[3] as u8,
-                        n[4] as u8,
-                        n[5] as u8,
-                        n[6] as u32,
-                    )
-                }
-                "tm" => {
-                    let n = nums(6)?;
-                    My::Time(
-                        n[0] != 0,
-                        n[1] as u32,
-                        n[2] as u8,
-                        n[3] as u8,
-                        n[4] as u8,
-                        n[5] as u32,
-                    )
-                }
-                _ => return Err(bad("unknown tag")),
-            })
-        })
-        .collect()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.as_bytes().chunks_exact(2).remainder().is_empty() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn predicate() {
-        let (p, o) = after_predicate(&["`a`".into(), "`b`".into()]);
-        assert_eq!(p, "(`a` > ?) OR (`a` = ? AND `b` > ?)");
-        assert_eq!(o, vec![0, 0, 1]);
-    }
-
-    #[test]
-    fn keys_round_trip() {
-        let k = vec![
-            My::Int(-5),
-            My::UInt(u64::MAX),
-            My::Bytes(vec![0, 255, b'a']),
-            My::Date(2024, 2, 29, 1, 2, 3, 4),
-            My::Time(true, 1, 2, 3, 4, 5),
-        ];
-        assert_eq!(decode_key(&encode_key(&k)).unwrap(), k);
-        assert!(decode_key("[{\"x\":1}]").is_err());
-        assert!(decode_key("nope").is_err());
-    }
 }

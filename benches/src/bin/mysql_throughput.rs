@@ -216,10 +216,10 @@ async fn timed_cpu<T>(f: impl std::future::Future<Output = Result<T>>) -> Result
     Ok((out, cpu_times().0.saturating_sub(before)))
 }
 
-/// Runs a tool to completion: wall time and the child's CPU time.
-/// The driver alone reading the table with the text protocol (`query_iter`) or the binary
-/// protocol (`exec_iter`, what the snapshot uses), rows dropped unconverted: which protocol
-/// costs the client less per row. Returns the CPU time.
+/// mysql_async alone reading the table with the text protocol (`query_iter`) or the binary
+/// protocol (`exec_iter`), rows dropped unconverted: which protocol costs a client less per
+/// row, and what the driver alone costs next to the connector's own snapshot reader
+/// (`src/client`, binary protocol), which converts every value too. Returns the CPU time.
 async fn driver_read(server: &MariaDbServer, binary: bool) -> Result<(Duration, Duration)> {
     use powersync_source_mysql::mysql_async::prelude::Queryable;
     let config = MySqlConfig::parse(&format!("mariadb://root@127.0.0.1:{}/test", server.port()))?;
@@ -506,7 +506,7 @@ async fn main() -> Result<()> {
             per_row(s.server_cpu.1)
         );
         println!(
-            "           driver alone, rows unconverted: text protocol {:.0} ns/row, {:.0} rows/s | binary protocol {:.0} ns/row, {:.0} rows/s",
+            "           mysql_async alone, rows unconverted: text protocol {:.0} ns/row, {:.0} rows/s | binary protocol {:.0} ns/row, {:.0} rows/s",
             per_row(s.text.1),
             rate(args.rows, s.text.0),
             per_row(s.binary.1),
