@@ -38,7 +38,10 @@
 //! after `P` is in the binlog after `P`, and streaming starts at `P`: nothing is missed or seen
 //! twice. The snapshot is read in primary-key order in chunks of `chunk_rows` by that one
 //! transaction (a MySQL/MariaDB read view cannot be shared by several connections, so there is
-//! one reader); tables without a primary key are read in one pass.
+//! one reader); tables without a primary key are read in one pass. That reader's connection
+//! is the crate's own minimal protocol client (binary result sets decoded from the socket
+//! buffer straight into values; TLS and authentication as on the driver's connections), the
+//! rest goes through mysql_async: the snapshot is where the connector spends most of its CPU.
 //!
 //! **Resumed (fuzzy) snapshot.** Each finished chunk emits a
 //! [`SnapshotProgress::ChunkDone`](powersync_source_core::SnapshotProgress::ChunkDone) with a
