@@ -49,6 +49,8 @@ pub mod snapshot;
 pub mod source;
 pub mod stream;
 pub mod telemetry;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod value;
 
 pub use checkpoint::Checkpoint;

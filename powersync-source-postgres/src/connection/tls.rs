@@ -27,14 +27,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use powersync_source_core::tls::{web_pki_roots, CertCheck, CertVerifier};
 use powersync_source_core::SourceError;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Target;
@@ -50,14 +46,14 @@ pub(crate) fn client_config(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let root_file = cfg.ssl_root_cert().filter(|p| *p != Path::new("system"));
     let check = match cfg.ssl_mode() {
-        SslMode::VerifyFull => Check::ChainAndName,
-        SslMode::VerifyCa => Check::Chain,
+        SslMode::VerifyFull => CertCheck::ChainAndName,
+        SslMode::VerifyCa => CertCheck::Chain,
         // libpq: with a root certificate, the weaker modes verify the chain too.
-        _ if cfg.ssl_root_cert().is_some() => Check::Chain,
-        _ => Check::Nothing,
+        _ if cfg.ssl_root_cert().is_some() => CertCheck::Chain,
+        _ => CertCheck::Nothing,
     };
     let (roots, pinned) = match (check, root_file) {
-        (Check::Nothing, _) => (RootCertStore::empty(), Vec::new()),
+        (CertCheck::Nothing, _) => (RootCertStore::empty(), Vec::new()),
         (_, Some(path)) => {
             let certs = read_certs(path, "sslrootcert")?;
             let mut store = RootCertStore::empty();
@@ -70,29 +66,13 @@ pub(crate) fn client_config(
             }
             (store, certs)
         }
-        (_, None) => (
-            RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            },
-            Vec::new(),
-        ),
+        (_, None) => (web_pki_roots(), Vec::new()),
     };
-    let webpki = match check {
-        Check::Nothing => None,
-        _ => Some(
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| {
-                    SourceError::config("could not set up TLS certificate checks").with_source(e)
-                })?,
-        ),
-    };
-    let verifier = Arc::new(PgCertVerifier {
-        check,
-        webpki,
-        pinned,
-        provider: provider.clone(),
-    });
+    let verifier = Arc::new(
+        CertVerifier::new(check, roots, pinned, provider.clone()).map_err(|e| {
+            SourceError::config("could not set up TLS certificate checks").with_source(e)
+        })?,
+    );
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| SourceError::config("could not set up TLS").with_source(e))?
@@ -155,103 +135,6 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, SourceError> {
                 path.display()
             ))
         })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Check {
-    Nothing,
-    Chain,
-    ChainAndName,
-}
-
-/// One verifier for every `sslmode`: nothing (still checking handshake signatures), chain
-/// only (verify-ca), or chain and name (verify-full).
-struct PgCertVerifier {
-    check: Check,
-    webpki: Option<Arc<WebPkiServerVerifier>>,
-    /// The certificates of `sslrootcert`, trusted as end entities when presented as such.
-    pinned: Vec<CertificateDer<'static>>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl fmt::Debug for PgCertVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgCertVerifier")
-            .field("check", &self.check)
-            .field("pinned", &self.pinned.len())
-            .finish()
-    }
-}
-
-impl ServerCertVerifier for PgCertVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(webpki) = &self.webpki else {
-            return Ok(ServerCertVerified::assertion());
-        };
-        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Ok(v) => Ok(v),
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if self.check == Check::Chain => Ok(ServerCertVerified::assertion()),
-            Err(e) => {
-                if self
-                    .pinned
-                    .iter()
-                    .any(|p| p.as_ref() == end_entity.as_ref())
-                {
-                    if self.check == Check::ChainAndName {
-                        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
-                        rustls::client::verify_server_name(&parsed, server_name)?;
-                    }
-                    Ok(ServerCertVerified::assertion())
-                } else {
-                    Err(e)
-                }
-            }
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// Turns a TLS failure hidden in an `io::Error` (as tokio-rustls reports them) into a
