@@ -1,19 +1,20 @@
 //! Connection settings: `mysql://` / `mariadb://` URLs and their query options.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
 use powersync_source_core::{Secret, SourceError};
 use url::{Host, Url};
 
-/// TLS on the connections (option `ssl-mode`).
+/// TLS on the connections (option `ssl-mode`; the trusted roots: option `ssl-ca`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
     /// Plain TCP (`disabled`, the default).
     Disabled,
-    /// TLS required, certificate chain checked against the web PKI roots but the host name not
-    /// (`required` / `verify_ca`).
+    /// TLS required, certificate chain checked (against `ssl-ca`, else the web PKI roots) but
+    /// the host name not (`required` / `verify_ca`).
     VerifyCa,
     /// TLS with chain and host name checked (`verify_identity`).
     VerifyIdentity,
@@ -35,7 +36,8 @@ pub enum SslMode {
 /// | `batch_events` | [`StreamOptions::batch_events`](powersync_source_core::StreamOptions::batch_events) | events per batch handed to the host; overrides the stream option |
 /// | `databases` | none | comma-separated schemas read whole (with the URL's database) when no table is named: `mysql://h/?databases=shop,billing` |
 /// | `checkpoint_table` | `_powersync_checkpoints` | table written by `write_checkpoint`: in the URL's database (else the first of `databases`), or `db.table` |
-/// | `ssl-mode` | `disabled` | `disabled`, `required`/`verify_ca`, `verify_identity` |
+/// | `ssl-mode` | `disabled` (`verify_ca` with `ssl-ca`) | `disabled`, `required`/`verify_ca`, `verify_identity` |
+/// | `ssl-ca` | the Mozilla roots of `webpki-roots` | PEM file of the certificates that anchor the server's chain (e.g. a managed service's CA bundle); a server certificate listed in it is trusted as is (self-signed); read when connecting |
 #[derive(Clone, PartialEq)]
 pub struct MySqlConfig {
     pub(crate) host: String,
@@ -55,6 +57,8 @@ pub struct MySqlConfig {
     pub(crate) batch_events: Option<usize>,
     pub(crate) checkpoint_table: (Option<String>, String),
     pub(crate) ssl_mode: SslMode,
+    /// The `ssl-ca` file: trusted roots instead of the web PKI's.
+    pub(crate) ssl_ca: Option<PathBuf>,
     /// How often a separate connection measures the binlog between the stream's position and
     /// the head (`powersync_source_retained_bytes`).
     pub(crate) binlog_check_interval: Duration,
@@ -71,6 +75,7 @@ impl fmt::Debug for MySqlConfig {
             .field("databases", &self.databases)
             .field("server_id", &self.server_id)
             .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_ca", &self.ssl_ca)
             .finish_non_exhaustive()
     }
 }
@@ -148,9 +153,11 @@ impl MySqlConfig {
             batch_events: None,
             checkpoint_table: (None, "_powersync_checkpoints".to_owned()),
             ssl_mode: SslMode::Disabled,
+            ssl_ca: None,
             binlog_check_interval: Duration::from_secs(10),
         };
         let mut server_id = None;
+        let mut ssl_mode_given = false;
         for (k, v) in parsed.query_pairs() {
             let (k, v) = (k.as_ref(), v.into_owned());
             let secs = |v: &str| -> Result<Duration, SourceError> {
@@ -209,7 +216,14 @@ impl MySqlConfig {
                         _ => return Err(bad(format!("`checkpoint_table` `{v}` is not `table` or `db.table`"))),
                     }
                 }
+                "ssl-ca" | "ssl_ca" | "sslca" => {
+                    if v.is_empty() {
+                        return Err(bad("`ssl-ca` names no file".to_owned()));
+                    }
+                    config.ssl_ca = Some(PathBuf::from(v));
+                }
                 "ssl-mode" | "ssl_mode" | "sslmode" => {
+                    ssl_mode_given = true;
                     config.ssl_mode = match v.to_ascii_lowercase().as_str() {
                         "disabled" | "disable" => SslMode::Disabled,
                         "required" | "require" | "verify_ca" | "verify-ca" => SslMode::VerifyCa,
@@ -225,10 +239,20 @@ impl MySqlConfig {
                 }
                 other => {
                     return Err(bad(format!(
-                        "unknown option `{other}` (known: server_id, heartbeat, databases, silence_timeout, connect_timeout, binlog_check_interval, chunk_rows, batch_events, checkpoint_table, ssl-mode)"
+                        "unknown option `{other}` (known: server_id, heartbeat, databases, silence_timeout, connect_timeout, binlog_check_interval, chunk_rows, batch_events, checkpoint_table, ssl-mode, ssl-ca)"
                     )))
                 }
             }
+        }
+        if config.ssl_ca.is_some() && config.ssl_mode == SslMode::Disabled {
+            if ssl_mode_given {
+                return Err(bad(
+                    "`ssl-ca` needs TLS: drop `ssl-mode=disabled` or use verify_ca / verify_identity"
+                        .to_owned(),
+                ));
+            }
+            // As the mysql client: a CA file alone asks for a verified chain.
+            config.ssl_mode = SslMode::VerifyCa;
         }
         if let Some(silence) = config.silence_timeout.filter(|s| *s <= config.heartbeat) {
             return Err(bad(format!(

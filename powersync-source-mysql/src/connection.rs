@@ -62,12 +62,17 @@ pub(crate) fn opts(config: &MySqlConfig, database: Option<&str>) -> OptsBuilder 
             "SET NAMES utf8mb4".to_owned(),
             "SET time_zone = '+00:00'".to_owned(),
         ]);
+    let ssl = match &config.ssl_ca {
+        // Only the named roots, as the snapshot reader's connection (client::tls).
+        Some(ca) => SslOpts::default()
+            .with_root_certs(vec![ca.clone().into()])
+            .with_disable_built_in_roots(true),
+        None => SslOpts::default(),
+    };
     match config.ssl_mode {
         SslMode::Disabled => {}
-        SslMode::VerifyCa => {
-            b = b.ssl_opts(SslOpts::default().with_danger_skip_domain_validation(true));
-        }
-        SslMode::VerifyIdentity => b = b.ssl_opts(SslOpts::default()),
+        SslMode::VerifyCa => b = b.ssl_opts(ssl.with_danger_skip_domain_validation(true)),
+        SslMode::VerifyIdentity => b = b.ssl_opts(ssl),
     }
     b
 }
@@ -136,9 +141,32 @@ pub(crate) fn sql_error(e: mysql_async::Error, context: &str) -> SourceError {
             error.with_code(s.code.to_string())
         }
         E::Url(_) => SourceError::config(context),
+        E::Io(io) if is_tls_setup_problem(io) => SourceError::config(context).with_hint(
+            "the server's TLS certificate is not trusted (or not for this host), or ssl-ca is \
+             unusable: check ssl-ca and ssl-mode",
+        ),
         E::Io(_) | E::Driver(_) | E::Other(_) => SourceError::connection(context),
     };
     error.with_source(e)
+}
+
+/// Whether a connection failed on something a retry cannot fix: an untrusted or wrong-host
+/// server certificate, or an unusable `ssl-ca` (from either the driver or the snapshot
+/// reader's connection; tokio-rustls reports handshake failures as an `io::Error` around the
+/// rustls error).
+fn is_tls_setup_problem(e: &mysql_async::IoError) -> bool {
+    match e {
+        mysql_async::IoError::Tls(_) => true,
+        mysql_async::IoError::Io(io) => io.get_ref().is_some_and(|inner| {
+            inner
+                .downcast_ref::<crate::client::TlsSetupError>()
+                .is_some()
+                || matches!(
+                    inner.downcast_ref::<rustls::Error>(),
+                    Some(rustls::Error::InvalidCertificate(_))
+                )
+        }),
+    }
 }
 
 /// Error 1236 means the server cannot serve the requested binlog position: purged files and

@@ -146,3 +146,78 @@ async fn a_server_error_in_the_middle_of_a_result_set_fails_the_snapshot() {
     // ER_QUERY_INTERRUPTED, from the ERR packet that ended the result set.
     assert_eq!(error.code(), Some("1317"), "{error}");
 }
+
+/// A user the server admits only over TLS (`REQUIRE SSL`), `ssl-mode=verify_identity` with
+/// the test CA in `ssl-ca`: the snapshot (the reader's own connection) and the binlog (the
+/// driver's) both arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stdout)]
+async fn snapshot_and_streaming_over_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    if powersync_source_testkit::certs::make(dir.path()).is_none() {
+        println!("SKIPPED: MySQL TLS stream test (the openssl command is not installed)");
+        return;
+    }
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let Some(server) = powersync_source_testkit::or_skip(
+        powersync_source_testkit::MariaDbServer::builder()
+            .setting("ssl-cert", file("server.crt"))
+            .setting("ssl-key", file("server.key"))
+            .start()
+            .await,
+    ) else {
+        return;
+    };
+    server
+        .sql(
+            "CREATE USER 'tls_rep'@'%' IDENTIFIED BY 'Tls-Rep-7' REQUIRE SSL;
+             GRANT ALL PRIVILEGES ON *.* TO 'tls_rep'@'%';
+             CREATE TABLE test.over_tls (id INT PRIMARY KEY, v VARCHAR(20));
+             INSERT INTO test.over_tls VALUES (1, 'snapshot');",
+        )
+        .await
+        .expect("setup");
+    let url = format!(
+        "mariadb://tls_rep:Tls-Rep-7@127.0.0.1:{}/test?ssl-mode=verify_identity&ssl-ca={}&server_id=4711",
+        server.port(),
+        file("ca.crt")
+    );
+    let source = powersync_source_mysql::MySqlSource::new(
+        powersync_source_mysql::MySqlConfig::parse(&url).expect("url"),
+    )
+    .with_tables(vec![TableName::new("test", "over_tls")]);
+    let mut stream = source.start(StartFrom::Beginning).await.expect("start");
+    let mut seen = Vec::new();
+    let mut inserted = false;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while seen.len() < 2 {
+            let batch = stream.next().await.expect("open").expect("batch");
+            for e in batch.events {
+                match e {
+                    ChangeEvent::Row(r) => {
+                        seen.push((r.snapshot, r.new.expect("insert").values()[1].clone()))
+                    }
+                    ChangeEvent::Snapshot(powersync_source_core::SnapshotProgress::Done {
+                        ..
+                    }) if !inserted => {
+                        inserted = true;
+                        server
+                            .sql("INSERT INTO test.over_tls VALUES (2, 'binlog')")
+                            .await
+                            .expect("insert");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await
+    .expect("both rows");
+    assert_eq!(
+        seen,
+        vec![
+            (true, Value::Text("snapshot".into())),
+            (false, Value::Text("binlog".into()))
+        ]
+    );
+}

@@ -33,6 +33,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 
+pub mod certs;
 pub mod conformance;
 pub mod gauges;
 pub mod mariadb;

@@ -60,7 +60,7 @@ pub(super) async fn open(config: &MySqlConfig) -> Result<(Framed, CapabilityFlag
         Some(AuthPlugin::CachingSha2Password) => AuthPlugin::CachingSha2Password,
         _ => AuthPlugin::MysqlNativePassword,
     };
-    let tls_config = tls::client_config(config.ssl_mode).map_err(io::Error::other)?;
+    let tls_config = tls::client_config(config).map_err(io::Error::other)?;
     let database = Some(config.database.as_bytes()).filter(|d| !d.is_empty());
     let mut caps = hello.capabilities() & CLIENT_CAPS;
     if database.is_some() {

@@ -43,6 +43,7 @@ use powersync_source_core::SourceError;
 use crate::config::MySqlConfig;
 use crate::connection::sql_error;
 use framing::{invalid, Framed};
+pub(crate) use tls::TlsSetupError;
 
 const COM_QUERY: u8 = 0x03;
 const COM_STMT_PREPARE: u8 = 0x16;

@@ -7,7 +7,6 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use powersync_source_core::position::PgLsn;
@@ -303,94 +302,6 @@ fn assert_no_secret(e: &SourceError, secrets: &[&str]) {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> bool {
-    match Command::new("openssl").args(args).current_dir(dir).output() {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => panic!(
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(_) => false,
-    }
-}
-
-/// A CA, a server certificate for localhost/127.0.0.1, one for another name only, a
-/// self-signed (CA:TRUE) one for localhost/127.0.0.1, a second unrelated CA and a client
-/// certificate for `u_cert`. `None` when the openssl CLI is missing.
-fn make_certs(dir: &Path) -> Option<()> {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let run = |args: Vec<&str>| openssl(dir, &args);
-    let req_x509 = |key: &str, crt: &str, subj: &str, extra: &[&str]| {
-        let mut a = vec!["req", "-x509"];
-        a.extend(ec);
-        a.extend(["-keyout", key, "-out", crt, "-days", "2", "-subj", subj]);
-        a.extend(extra);
-        run(a)
-    };
-    if !req_x509("ca.key", "ca.crt", "/CN=powersync test CA", &[]) {
-        return None;
-    }
-    req_x509("other-ca.key", "other-ca.crt", "/CN=other CA", &[]);
-    req_x509(
-        "self.key",
-        "self.crt",
-        "/CN=localhost",
-        &["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-    );
-    let leaf = |name: &str, subj: &str, ext: &str| {
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        let crt = format!("{name}.crt");
-        let extfile = format!("{name}.ext");
-        std::fs::write(dir.join(&extfile), ext).unwrap();
-        let mut a = vec!["req"];
-        a.extend(ec);
-        a.extend(["-keyout", &key, "-out", &csr, "-subj", subj]);
-        run(a);
-        run(vec![
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &crt,
-            "-days",
-            "2",
-            "-extfile",
-            &extfile,
-        ]);
-    };
-    leaf(
-        "server",
-        "/CN=localhost",
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    );
-    leaf(
-        "wrongname",
-        "/CN=elsewhere.example",
-        "subjectAltName=DNS:elsewhere.example\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    );
-    leaf(
-        "client",
-        "/CN=u_cert",
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
-    );
-    Some(())
-}
-
 /// Gives the server's files to the server's user (the owner of its temporary directory) with
 /// the modes PostgreSQL insists on for keys.
 fn give_to_server(pg: &PostgresServer, files: &[PathBuf]) {
@@ -674,7 +585,7 @@ async fn unreachable_and_silent_servers() {
 async fn tls_modes() {
     testkit::init_tracing();
     let certs = tempfile::tempdir().unwrap();
-    if make_certs(certs.path()).is_none() {
+    if testkit::certs::make(certs.path()).is_none() {
         println!("SKIPPED: TLS tests (the openssl CLI is not installed: apt-get install openssl)");
         return;
     }
@@ -1033,7 +944,7 @@ async fn replication_protocol() {
 async fn replication_over_tls_and_clean_close() {
     testkit::init_tracing();
     let certs = tempfile::tempdir().unwrap();
-    if make_certs(certs.path()).is_none() {
+    if testkit::certs::make(certs.path()).is_none() {
         println!("SKIPPED: replication over TLS (the openssl CLI is not installed)");
         return;
     }
