@@ -1,9 +1,11 @@
 //! The connector's side of backfills ([`ChunkReader`]): watermark rows in the checkpoint
-//! table, key-ordered chunk reads and signal rows, on an ordinary SQL connection of its own.
+//! table, key-ordered chunk reads and signal rows, on SQL connections of its own (the driver's
+//! for catalog queries and writes, the snapshot reader's for the chunks).
 //!
 //! Chunks are read like the snapshot reads a table (the same prepared statements, key
-//! encoding and value conversion, the schema from the same catalog query the stream's
-//! `Schema` events come from), so a backfilled row and a streamed row of one table look alike.
+//! encoding, row reader and value conversion, the schema from the same catalog query the
+//! stream's `Schema` events come from), so a backfilled row and a streamed row of one table
+//! look alike.
 //! Each chunk is one autocommit `SELECT`: InnoDB gives a statement a read view of its own,
 //! taken after the low watermark committed (the watermark write returned first), which is
 //! what the watermark method needs.
@@ -17,11 +19,12 @@ use powersync_source_core::{Result, SourceError, TableName};
 use crate::catalog;
 use crate::check::CHECKPOINT_COLUMNS;
 use crate::chunk_query::{self, ChunkQuery};
+use crate::client::Client;
 use crate::config::MySqlConfig;
 use crate::connection::{codes, connect, ident, sql_error};
 use crate::markers::{self, SIGNAL_COLUMNS, WATERMARK_ROW};
 use crate::replicator::Selection;
-use crate::snapshot;
+use crate::snapshot::ResultRows;
 
 /// Reads backfill chunks and writes watermarks and signals for one stream.
 #[derive(Debug)]
@@ -35,6 +38,8 @@ pub(crate) struct BinlogChunkReader {
     /// Opened on first use; dropped after a connection error and opened again by the next
     /// call (the core retries retryable errors with backoff).
     conn: Option<Conn>,
+    /// The connection chunks are read on; opened and dropped like `conn`.
+    rows: Option<Client>,
 }
 
 impl BinlogChunkReader {
@@ -50,6 +55,7 @@ impl BinlogChunkReader {
             checkpoint_table,
             signal_table,
             conn: None,
+            rows: None,
         }
     }
 
@@ -159,8 +165,21 @@ impl ChunkReader for BinlogChunkReader {
             .with_hint("backfill a table of the stream's selection"));
         }
         let after = after.map(chunk_query::decode_key).transpose()?;
-        self.with_conn(move |conn| Box::pin(read(conn, name, after, limit)))
-            .await
+        if self.conn.is_none() {
+            self.conn = Some(connect(&self.config).await?);
+        }
+        if self.rows.is_none() {
+            self.rows = Some(Client::connect(&self.config).await?);
+        }
+        let (Some(conn), Some(rows)) = (self.conn.as_mut(), self.rows.as_mut()) else {
+            return Err(SourceError::connection("no SQL connection for backfills"));
+        };
+        let result = read(conn, rows, name, after, limit).await;
+        if result.as_ref().is_err_and(SourceError::is_retryable) {
+            self.conn = None;
+            self.rows = None;
+        }
+        result
     }
 
     /// Inserts the signal row (the signal table is created when missing: a request through
@@ -187,9 +206,11 @@ impl ChunkReader for BinlogChunkReader {
 /// ER_BAD_FIELD_ERROR: an unknown column.
 const BAD_FIELD: u16 = 1054;
 
-/// Up to `limit` rows of `name` after the key `after`, in key order.
+/// Up to `limit` rows of `name` after the key `after`, in key order: the shape from the
+/// catalog on `conn`, the rows on `rows`.
 async fn read(
     conn: &mut Conn,
+    rows: &mut Client,
     name: TableName,
     after: Option<Vec<My>>,
     limit: usize,
@@ -208,15 +229,12 @@ async fn read(
     }
     let query = ChunkQuery::new(&table, limit as u64);
     let (sql, params) = match &after {
-        None => (query.first, Vec::new()),
-        Some(k) => {
-            let params = query.params(k);
-            (query.next, params)
-        }
+        None => (&query.first, Vec::new()),
+        Some(k) => (&query.next, query.params(k)),
     };
     let context = format!("backfill of {name}");
-    let result: Vec<mysql_async::Row> = match conn.exec(sql, params).await {
-        Ok(rows) => rows,
+    let stmt = match rows.prepare(sql).await {
+        Ok(stmt) => stmt,
         // A column dropped between the catalog read and this statement: the next try reads
         // the table's shape again (the core retries retryable errors).
         Err(mysql_async::Error::Server(e)) if e.code == BAD_FIELD => {
@@ -227,23 +245,18 @@ async fn read(
         }
         Err(e) => return Err(sql_error(e, &context)),
     };
-    let mut rows = Vec::with_capacity(result.len());
-    let mut last: Option<Vec<My>> = None;
-    for row in result {
-        let values = row.unwrap();
-        // Wire values of the key: they bind back exactly as the next chunk's `after`.
-        last = Some(
-            table
-                .key
-                .iter()
-                .map(|&i| values.get(i).cloned().unwrap_or(My::NULL))
-                .collect(),
-        );
-        rows.push(snapshot::row_of(&table, values)?);
+    let mut read = Vec::with_capacity(limit.min(65_536));
+    let mut last = Vec::with_capacity(table.key.len());
+    if let Some(mut result) = ResultRows::open(rows, &stmt, &params, &table, &context).await? {
+        while let Some(row) = result.next(Some(&mut last)).await? {
+            read.push(row);
+        }
     }
+    rows.close(stmt).await.map_err(|e| sql_error(e, &context))?;
+    let last_key = (!read.is_empty()).then(|| chunk_query::encode_key(&last));
     Ok(Chunk {
         schema: table.schema.clone(),
-        rows,
-        last_key: last.as_deref().map(chunk_query::encode_key),
+        rows: read,
+        last_key,
     })
 }

@@ -17,7 +17,7 @@ use powersync_source_core::{ChangeEvent, OldImage, Op, Row, RowChange, SourceErr
 
 use crate::catalog::TableInfo;
 use crate::chunk_query::{self, decode_key, encode_key, ChunkQuery};
-use crate::client::{Client, Statement};
+use crate::client::{Client, Columns, Statement};
 use crate::connection::{exec_drop, sql_error};
 use crate::server::{self, Flavour, ServerInfo};
 use crate::values::{convert, Path};
@@ -211,22 +211,76 @@ async fn read_chunk(
     out: &mut Emitter,
     context: &str,
 ) -> Step<u64> {
-    let failed = |e| sql_error(e, context);
-    let Some(columns) = snap.execute(stmt, params).await.map_err(failed)? else {
+    let Some(mut rows) = ResultRows::open(snap, stmt, params, table, context).await? else {
         return Ok(0);
     };
-    if columns.len() != table.columns.len() {
-        return Err(SourceError::schema(format!(
-            "{context}: the server returned {} columns, the catalog lists {}",
-            columns.len(),
-            table.columns.len()
-        ))
-        .into());
-    }
     let mut n = 0u64;
-    loop {
-        let Some(mut wire) = snap.next_row(&columns).await.map_err(failed)? else {
-            break;
+    while let Some(row) = rows.next(last.as_deref_mut()).await? {
+        out.push(ChangeEvent::Row(RowChange {
+            op: Op::Insert,
+            table: table.schema.clone(),
+            old: None,
+            old_image: OldImage::None,
+            new: Some(row),
+            snapshot: true,
+        }))
+        .await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The rows of a statement executed on the snapshot reader's connection, each normalized as
+/// the binlog path normalizes the same row as it is decoded. The snapshot and backfills read
+/// their chunks with it.
+pub(crate) struct ResultRows<'a> {
+    snap: &'a mut Client,
+    columns: Columns,
+    table: &'a TableInfo,
+    context: &'a str,
+}
+
+impl<'a> ResultRows<'a> {
+    /// Executes `stmt` with `params`; `None` when it returns no result set.
+    pub(crate) async fn open(
+        snap: &'a mut Client,
+        stmt: &Statement,
+        params: &[My],
+        table: &'a TableInfo,
+        context: &'a str,
+    ) -> Result<Option<ResultRows<'a>>, SourceError> {
+        let Some(columns) = snap
+            .execute(stmt, params)
+            .await
+            .map_err(|e| sql_error(e, context))?
+        else {
+            return Ok(None);
+        };
+        if columns.len() != table.columns.len() {
+            return Err(SourceError::schema(format!(
+                "{context}: the server returned {} columns, the catalog lists {}",
+                columns.len(),
+                table.columns.len()
+            )));
+        }
+        Ok(Some(ResultRows {
+            snap,
+            columns,
+            table,
+            context,
+        }))
+    }
+
+    /// The next row, `None` after the last; its key columns (wire values: they bind back
+    /// exactly) replace the contents of `last`.
+    pub(crate) async fn next(
+        &mut self,
+        mut last: Option<&mut Vec<My>>,
+    ) -> Result<Option<Row>, SourceError> {
+        let (table, context) = (self.table, self.context);
+        let failed = |e| sql_error(e, context);
+        let Some(mut wire) = self.snap.next_row(&self.columns).await.map_err(failed)? else {
+            return Ok(None);
         };
         let mut values = Vec::with_capacity(table.columns.len());
         if let Some(last) = last.as_deref_mut() {
@@ -245,27 +299,6 @@ async fn read_chunk(
             }
             values.push(convert(v, col, table.name(), Path::Snapshot)?);
         }
-        out.push(ChangeEvent::Row(RowChange {
-            op: Op::Insert,
-            table: table.schema.clone(),
-            old: None,
-            old_image: OldImage::None,
-            new: Some(values.into()),
-            snapshot: true,
-        }))
-        .await?;
-        n += 1;
+        Ok(Some(values.into()))
     }
-    Ok(n)
-}
-
-/// A result-set row (binary protocol, on a connection opened by
-/// [`crate::connection::connect`]) normalized as the binlog path normalizes the same row:
-/// the snapshot and backfills share it.
-pub(crate) fn row_of(table: &TableInfo, values: Vec<My>) -> Result<Row, SourceError> {
-    let mut row = Vec::with_capacity(values.len());
-    for (v, c) in values.into_iter().zip(table.columns.iter()) {
-        row.push(convert(v, c, table.name(), Path::Snapshot)?);
-    }
-    Ok(row.into())
 }

@@ -57,7 +57,15 @@ pub(crate) struct Client {
     pending: bool,
 }
 
-/// A prepared statement and the columns its result has.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A prepared statement.
 pub(crate) struct Statement {
     id: u32,
     params: u16,
