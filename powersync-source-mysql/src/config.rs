@@ -412,6 +412,8 @@ fn decode(s: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -490,6 +492,26 @@ mod tests {
             let e = MySqlConfig::parse(url).unwrap_err();
             assert_eq!(e.kind(), powersync_source_core::ErrorKind::Config, "{url}");
             assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn ssl_ca() {
+        let c = MySqlConfig::parse("mysql://h/db?ssl-ca=/etc/ssl/rds.pem").unwrap();
+        assert_eq!(c.ssl_ca.as_deref(), Some(Path::new("/etc/ssl/rds.pem")));
+        // A CA file alone asks for a verified chain, as the mysql client does.
+        assert_eq!(c.ssl_mode, SslMode::VerifyCa);
+        let c = MySqlConfig::parse("mysql://h/db?ssl-ca=%2Ftmp%2Fca.pem&ssl-mode=verify_identity")
+            .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyIdentity);
+        assert_eq!(c.ssl_ca.as_deref(), Some(Path::new("/tmp/ca.pem")));
+        for bad in [
+            "mysql://h/db?ssl-ca=/x.pem&ssl-mode=disabled",
+            "mysql://h/db?ssl-ca=",
+        ] {
+            let e = MySqlConfig::parse(bad).unwrap_err();
+            assert_eq!(e.kind(), powersync_source_core::ErrorKind::Config, "{e}");
+            assert!(e.to_string().contains("ssl-ca"), "{e}");
         }
     }
 

@@ -16,7 +16,7 @@
 //!
 //! # What it speaks
 //! Protocol 4.1 over TCP with `CLIENT_DEPRECATE_EOF` when the server offers it (EOF packets
-//! are read otherwise); TLS with the connector's `ssl-mode`; authentication with
+//! are read otherwise); TLS with the connector's `ssl-mode` and `ssl-ca`; authentication with
 //! `mysql_native_password` and `caching_sha2_password` (fast path, or the full exchange:
 //! password in clear over TLS, else RSA-encrypted with the server's public key), and one
 //! authentication switch, as mysql_async does; `mysql_clear_password` is refused (it would
