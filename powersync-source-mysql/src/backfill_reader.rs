@@ -24,7 +24,7 @@ use crate::config::MySqlConfig;
 use crate::connection::{codes, connect, ident, sql_error};
 use crate::markers::{self, SIGNAL_COLUMNS, WATERMARK_ROW};
 use crate::replicator::Selection;
-use crate::snapshot::ResultRows;
+use crate::result_rows::ResultRows;
 
 /// Reads backfill chunks and writes watermarks and signals for one stream.
 #[derive(Debug)]

@@ -186,6 +186,7 @@ mod payload;
 #[cfg(feature = "provision")]
 pub mod provision;
 mod replicator;
+mod result_rows;
 mod retention;
 mod row_image;
 mod server;
